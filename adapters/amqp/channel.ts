@@ -1,0 +1,392 @@
+import {
+  BrokerError,
+  Deque,
+  ReplyCode,
+  SETTLED,
+  type CoreChannel,
+  type Delivery,
+  type DeliverySink,
+  type Message,
+  type MessageProperties,
+} from '../../src/core/index.js';
+import type { AmqpMethod, AmqpMethodOf } from './codec/methods.js';
+import { methodIdOf } from './codec/methods.js';
+import { encodeDelivery, encodeGetOk, encodeReturn } from './codec/frames.js';
+import { decodeContentHeader } from './codec/properties.js';
+import type { AmqpConnection } from './connection.js';
+
+/** A publish waiting for its content header and body frames. */
+interface PendingPublish {
+  method: AmqpMethodOf<'basic.publish'>;
+  properties: MessageProperties | undefined;
+  rawProperties: Buffer | undefined;
+  body: Buffer | undefined;
+  bodySize: number;
+  received: number;
+}
+
+/** Work buffered by tx.select until tx.commit. */
+type TxOp =
+  | { op: 'publish'; msg: Message; mandatory: boolean }
+  | { op: 'ack'; tag: number; multiple: boolean }
+  | { op: 'nack'; tag: number; multiple: boolean; requeue: boolean };
+
+/** Publisher confirms still waiting on the store, in publish order. */
+interface Unconfirmed {
+  seq: number;
+  /** 0 pending, 1 ack, 2 nack. */
+  state: 0 | 1 | 2;
+}
+
+/**
+ * One AMQP channel: translates basic/queue/exchange/confirm/tx methods into core calls, and core
+ * deliveries into basic.deliver frames. It is the DeliverySink of all its consumers.
+ */
+export class AmqpChannel implements DeliverySink {
+  /** 'open', or 'closing' after the server sent channel.close (frames dropped until close-ok). */
+  state: 'open' | 'closing' = 'open';
+  private pending: PendingPublish | undefined;
+  private confirm = false;
+  private publishSeq = 0;
+  /** Highest seq settled in order and not yet confirmed to the client. */
+  private ackUpTo = 0;
+  private acked = 0;
+  private readonly unconfirmed = new Deque<Unconfirmed>();
+  private tx: TxOp[] | undefined;
+  private flushScheduled = false;
+
+  constructor(
+    readonly conn: AmqpConnection,
+    readonly number: number,
+    readonly core: CoreChannel,
+  ) {}
+
+  get congested(): boolean {
+    return this.conn.out.congested;
+  }
+
+  // ---- DeliverySink -------------------------------------------------------------------------
+
+  deliver(d: Delivery): void {
+    this.conn.out.write(encodeDelivery(this.number, this.conn.frameMax, d.consumerTag, d.deliveryTag, d.redelivered, d.message));
+  }
+
+  cancelled(consumerTag: string): void {
+    if (this.conn.capabilities.consumerCancelNotify && this.state === 'open') {
+      this.conn.send(this.number, { kind: 'basic.cancel', consumerTag, noWait: true });
+    }
+  }
+
+  // ---- methods ------------------------------------------------------------------------------
+
+  private reply(m: AmqpMethod): void {
+    this.conn.send(this.number, m);
+  }
+
+  handleMethod(m: AmqpMethod): void {
+    if (this.pending !== undefined) {
+      throw BrokerError.unexpectedFrame(`expected content header for class 60, got non content header frame instead`);
+    }
+    const ch = this.core;
+    switch (m.kind) {
+      case 'basic.publish':
+        this.conn.notePublish();
+        this.pending = { method: m, properties: undefined, rawProperties: undefined, body: undefined, bodySize: 0, received: 0 };
+        return;
+      case 'basic.ack':
+        if (this.tx) this.tx.push({ op: 'ack', tag: m.deliveryTag, multiple: m.multiple });
+        else ch.ack(m.deliveryTag, m.multiple);
+        return;
+      case 'basic.nack':
+        if (this.tx) this.tx.push({ op: 'nack', tag: m.deliveryTag, multiple: m.multiple, requeue: m.requeue });
+        else ch.nack(m.deliveryTag, m.multiple, m.requeue);
+        return;
+      case 'basic.reject':
+        if (this.tx) this.tx.push({ op: 'nack', tag: m.deliveryTag, multiple: false, requeue: m.requeue });
+        else ch.nack(m.deliveryTag, false, m.requeue);
+        return;
+      case 'basic.qos':
+        if (m.prefetchSize !== 0) {
+          throw BrokerError.notImplemented(`prefetch_size!=0 (${m.prefetchSize})`);
+        }
+        ch.qos(m.prefetchCount, m.global);
+        this.reply({ kind: 'basic.qos-ok' });
+        return;
+      case 'basic.consume': {
+        const args = m.arguments;
+        const prio = args['x-priority'];
+        const tag = ch.consume(
+          m.queue,
+          {
+            consumerTag: m.consumerTag,
+            noAck: m.noAck,
+            exclusive: m.exclusive,
+            priority: typeof prio === 'number' ? prio : 0,
+            arguments: args,
+          },
+          this,
+        );
+        if (!m.noWait) this.reply({ kind: 'basic.consume-ok', consumerTag: tag });
+        return;
+      }
+      case 'basic.cancel':
+        ch.cancel(m.consumerTag);
+        if (!m.noWait) this.reply({ kind: 'basic.cancel-ok', consumerTag: m.consumerTag });
+        return;
+      case 'basic.get': {
+        const r = ch.get(m.queue, m.noAck);
+        if (r === null) this.reply({ kind: 'basic.get-empty' });
+        else {
+          const d = r.delivery;
+          this.conn.out.write(encodeGetOk(this.number, this.conn.frameMax, d.deliveryTag, d.redelivered, r.messageCount, d.message));
+        }
+        return;
+      }
+      case 'basic.recover':
+      case 'basic.recover-async':
+        ch.recover();
+        if (m.kind === 'basic.recover') this.reply({ kind: 'basic.recover-ok' });
+        return;
+      case 'exchange.declare':
+        ch.declareExchange(
+          m.exchange,
+          m.type,
+          { durable: m.durable, autoDelete: m.autoDelete, internal: m.internal, arguments: m.arguments },
+          m.passive,
+        );
+        if (!m.noWait) this.reply({ kind: 'exchange.declare-ok' });
+        return;
+      case 'exchange.delete':
+        ch.deleteExchange(m.exchange, m.ifUnused);
+        if (!m.noWait) this.reply({ kind: 'exchange.delete-ok' });
+        return;
+      case 'exchange.bind':
+        ch.bindExchange(m.destination, m.source, m.routingKey, m.arguments);
+        if (!m.noWait) this.reply({ kind: 'exchange.bind-ok' });
+        return;
+      case 'exchange.unbind':
+        ch.unbindExchange(m.destination, m.source, m.routingKey, m.arguments);
+        if (!m.noWait) this.reply({ kind: 'exchange.unbind-ok' });
+        return;
+      case 'queue.declare': {
+        const ok = ch.declareQueue(
+          m.queue,
+          { durable: m.durable, exclusive: m.exclusive, autoDelete: m.autoDelete, arguments: m.arguments },
+          m.passive,
+        );
+        if (!m.noWait) this.reply({ kind: 'queue.declare-ok', ...ok });
+        return;
+      }
+      case 'queue.bind':
+        ch.bindQueue(m.queue, m.exchange, m.routingKey, m.arguments);
+        if (!m.noWait) this.reply({ kind: 'queue.bind-ok' });
+        return;
+      case 'queue.unbind':
+        ch.unbindQueue(m.queue, m.exchange, m.routingKey, m.arguments);
+        this.reply({ kind: 'queue.unbind-ok' });
+        return;
+      case 'queue.purge': {
+        const n = ch.purgeQueue(m.queue);
+        if (!m.noWait) this.reply({ kind: 'queue.purge-ok', messageCount: n });
+        return;
+      }
+      case 'queue.delete': {
+        const n = ch.deleteQueue(m.queue, m.ifUnused, m.ifEmpty);
+        if (!m.noWait) this.reply({ kind: 'queue.delete-ok', messageCount: n });
+        return;
+      }
+      case 'channel.flow':
+        ch.setFlow(m.active);
+        this.reply({ kind: 'channel.flow-ok', active: m.active });
+        return;
+      case 'channel.flow-ok':
+        return;
+      case 'confirm.select':
+        if (this.tx) throw BrokerError.precondition('cannot switch from tx to confirm mode');
+        this.confirm = true;
+        if (!m.noWait) this.reply({ kind: 'confirm.select-ok' });
+        return;
+      case 'tx.select':
+        if (this.confirm) throw BrokerError.precondition('cannot switch from confirm to tx mode');
+        this.tx ??= [];
+        this.reply({ kind: 'tx.select-ok' });
+        return;
+      case 'tx.commit':
+        if (!this.tx) throw BrokerError.precondition('channel is not transactional');
+        this.commit();
+        this.reply({ kind: 'tx.commit-ok' });
+        return;
+      case 'tx.rollback':
+        if (!this.tx) throw BrokerError.precondition('channel is not transactional');
+        this.tx = [];
+        this.reply({ kind: 'tx.rollback-ok' });
+        return;
+      case 'access.request':
+        this.reply({ kind: 'access.request-ok', ticket: 1 });
+        return;
+      default:
+        throw BrokerError.commandInvalid(`unexpected method ${m.kind} on channel ${this.number}`);
+    }
+  }
+
+  // ---- content ------------------------------------------------------------------------------
+
+  get expectsContent(): boolean {
+    return this.pending !== undefined;
+  }
+
+  handleHeader(payload: Buffer): void {
+    const p = this.pending;
+    if (p === undefined || p.properties !== undefined) {
+      throw BrokerError.unexpectedFrame(`expected method frame, got non method frame instead`);
+    }
+    const h = decodeContentHeader(payload);
+    if (h.classId !== 60) throw BrokerError.unexpectedFrame(`content header for class ${h.classId}, expected 60`);
+    const max = this.conn.maxMessageSize;
+    if (h.bodySize > max) {
+      this.pending = undefined;
+      this.conn.skipBody(this.number, h.bodySize);
+      throw BrokerError.precondition(`message size ${h.bodySize} is larger than configured max size ${max}`);
+    }
+    p.properties = h.properties;
+    p.rawProperties = h.rawProperties;
+    p.bodySize = h.bodySize;
+    if (h.bodySize === 0) {
+      p.body = Buffer.alloc(0);
+      this.completePublish(p);
+    }
+  }
+
+  handleBody(payload: Buffer): void {
+    const p = this.pending;
+    if (p === undefined || p.properties === undefined) {
+      throw BrokerError.unexpectedFrame(`expected method frame, got non method frame instead`);
+    }
+    const n = payload.length;
+    if (p.received + n > p.bodySize) {
+      throw BrokerError.unexpectedFrame(`body frames carry ${p.received + n} bytes, header said ${p.bodySize}`);
+    }
+    if (p.body === undefined) {
+      if (n === p.bodySize) {
+        // The whole body in one frame: one copy, so the message does not pin the socket chunk.
+        p.body = Buffer.allocUnsafe(n);
+        payload.copy(p.body, 0);
+        p.received = n;
+        this.completePublish(p);
+        return;
+      }
+      p.body = Buffer.allocUnsafe(p.bodySize);
+    }
+    payload.copy(p.body, p.received);
+    p.received += n;
+    if (p.received === p.bodySize) this.completePublish(p);
+  }
+
+  private completePublish(p: PendingPublish): void {
+    this.pending = undefined;
+    const m = p.method;
+    const msg: Message = {
+      exchange: m.exchange,
+      routingKey: m.routingKey,
+      properties: p.properties!,
+      body: p.body!,
+      rawProperties: p.rawProperties,
+    };
+    if (this.tx) {
+      this.core.checkPublishable(m.exchange);
+      this.tx.push({ op: 'publish', msg, mandatory: m.mandatory });
+      return;
+    }
+    this.publish(msg, m.mandatory);
+  }
+
+  private publish(msg: Message, mandatory: boolean): void {
+    let seq = 0;
+    if (this.confirm) seq = ++this.publishSeq;
+    let r;
+    try {
+      r = this.core.publish(msg);
+    } catch (e) {
+      if (seq !== 0) this.publishSeq--;
+      throw e;
+    }
+    if (mandatory && r.routed === 0) {
+      this.core.stats.returned++;
+      this.conn.out.write(encodeReturn(this.number, this.conn.frameMax, ReplyCode.NO_ROUTE, 'NO_ROUTE', msg));
+    }
+    if (seq === 0) return;
+    if (r.settled === SETTLED && this.unconfirmed.length === 0) {
+      this.ackUpTo = seq;
+      this.scheduleFlush();
+      return;
+    }
+    const u: Unconfirmed = { seq, state: 0 };
+    this.unconfirmed.push(u);
+    if (r.settled === SETTLED) u.state = 1;
+    else {
+      r.settled.then(
+        () => this.settleConfirm(u, 1),
+        () => this.settleConfirm(u, 2),
+      );
+    }
+  }
+
+  private settleConfirm(u: Unconfirmed, state: 1 | 2): void {
+    u.state = state;
+    if (this.state !== 'open') return;
+    // Confirm in publish order so that `multiple` never covers a pending publish.
+    let head = this.unconfirmed.peek();
+    while (head !== undefined && head.state !== 0) {
+      this.unconfirmed.shift();
+      if (head.state === 1) this.ackUpTo = head.seq;
+      else {
+        this.flushAcks();
+        this.reply({ kind: 'basic.nack', deliveryTag: head.seq, multiple: false, requeue: false });
+        this.acked = head.seq;
+      }
+      head = this.unconfirmed.peek();
+    }
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    process.nextTick(this.flushBound);
+  }
+
+  private readonly flushBound = (): void => {
+    this.flushScheduled = false;
+    this.flushAcks();
+  };
+
+  /** One basic.ack (multiple when it covers several) for everything settled so far. */
+  private flushAcks(): void {
+    if (this.ackUpTo <= this.acked || this.state !== 'open') return;
+    const multiple = this.ackUpTo - this.acked > 1;
+    this.acked = this.ackUpTo;
+    this.reply({ kind: 'basic.ack', deliveryTag: this.ackUpTo, multiple });
+  }
+
+  private commit(): void {
+    const ops = this.tx!;
+    this.tx = [];
+    for (const op of ops) {
+      if (op.op === 'publish') this.publish(op.msg, op.mandatory);
+      else if (op.op === 'ack') this.core.ack(op.tag, op.multiple);
+      else this.core.nack(op.tag, op.multiple, op.requeue);
+    }
+  }
+
+  /** The failing method, for channel.close / connection.close. */
+  static idOf(m: AmqpMethod | undefined): { classId: number; methodId: number } {
+    return m ? methodIdOf(m) : { classId: 0, methodId: 0 };
+  }
+
+  /** Closes the core side: consumers cancelled, unacked messages requeued. */
+  release(): void {
+    this.pending = undefined;
+    this.tx = undefined;
+    this.core.close();
+  }
+}

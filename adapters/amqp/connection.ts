@@ -1,0 +1,529 @@
+import type { Duplex } from 'node:stream';
+import type { AdapterContext } from '../../src/broker.js';
+import {
+  BrokerError,
+  ReplyCode,
+  type Closable,
+  type CoreConnection,
+  type FieldTable,
+} from '../../src/core/index.js';
+import type { Logger } from '../../src/logger.js';
+import type { Peer } from '../../src/transport/adapter.js';
+import { Outbound } from '../../src/transport/outbound.js';
+import { AmqpChannel } from './channel.js';
+import { FRAME_MIN_SIZE, FrameType, PROTOCOL_HEADER } from './codec/constants.js';
+import { decodeFieldTable } from './codec/field-table.js';
+import { FrameDecoder, encodeHeartbeat, type Frame } from './codec/frames.js';
+import { decodeMethod, encodeMethod, methodIdOf, type AmqpMethod } from './codec/methods.js';
+
+const VERSION = '0.1.0';
+/** After sending connection.close, how long to wait for close-ok before dropping the socket. */
+const CLOSE_TIMEOUT_MS = 1000;
+
+type State = 'header' | 'start' | 'tune' | 'open' | 'running' | 'closing' | 'closed';
+
+export interface ClientCapabilities {
+  consumerCancelNotify: boolean;
+  connectionBlocked: boolean;
+  authenticationFailureClose: boolean;
+}
+
+function capabilitiesOf(props: FieldTable): ClientCapabilities {
+  const caps = props['capabilities'];
+  const t: FieldTable = caps !== null && typeof caps === 'object' && !Array.isArray(caps) && !Buffer.isBuffer(caps) && !(caps instanceof Date) && !('scale' in caps) ? (caps as FieldTable) : {};
+  return {
+    consumerCancelNotify: t['consumer_cancel_notify'] === true,
+    connectionBlocked: t['connection.blocked'] === true,
+    authenticationFailureClose: t['authentication_failure_close'] === true,
+  };
+}
+
+/**
+ * One AMQP 0-9-1 connection: handshake, heartbeats, channels, error handling (close discipline,
+ * STYLE P6) and flow control on resource alarms.
+ */
+export class AmqpConnection implements Closable {
+  readonly out: Outbound;
+  private readonly decoder: FrameDecoder;
+  private state: State = 'header';
+  private readonly channels = new Map<number, AmqpChannel>();
+  /** Channels the server closed, awaiting channel.close-ok: their frames are dropped. */
+  private readonly closingChannels = new Set<number>();
+  private core: CoreConnection | undefined;
+  private user = '';
+  private vhost = '';
+  private clientProperties: FieldTable = {};
+  capabilities: ClientCapabilities = { consumerCancelNotify: false, connectionBlocked: false, authenticationFailureClose: false };
+  frameMax: number;
+  channelMax: number;
+  heartbeat = 0;
+  readonly maxMessageSize: number;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private closeTimer: NodeJS.Timeout | undefined;
+  private recvSinceTick = true;
+  private silentTicks = 0;
+  private sentAtTick = 0;
+  private publisher = false;
+  private blocked = false;
+  private paused = false;
+  private closeReason = 'client closed the connection';
+  private readonly unsubscribeAlarms: () => void;
+  private readonly log: Logger;
+  readonly closed: Promise<void>;
+  private resolveClosed!: () => void;
+
+  constructor(
+    private readonly ctx: AdapterContext,
+    private readonly stream: Duplex,
+    readonly peer: Peer,
+    readonly transport: string,
+    private readonly onGone: (c: AmqpConnection) => void,
+  ) {
+    this.log = ctx.log.child({ protocol: 'amqp', peer: `${peer.address}:${peer.port}` });
+    this.frameMax = ctx.options.frameMax;
+    this.channelMax = ctx.options.channelMax;
+    this.maxMessageSize = ctx.options.maxMessageSize;
+    // Until tune-ok, frames are limited to the spec minimum: an unauthenticated peer cannot
+    // make the broker buffer more (STYLE P2).
+    this.decoder = new FrameDecoder(FRAME_MIN_SIZE);
+    this.out = new Outbound(stream, () => this.onDrain());
+    this.closed = new Promise((r) => (this.resolveClosed = r));
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('error', (e: Error) => {
+      this.closeReason = `socket error: ${e.message}`;
+    });
+    stream.on('close', () => this.cleanup());
+    stream.on('end', () => stream.end());
+    this.unsubscribeAlarms = ctx.core.alarms.on((blocked, reason) => this.onAlarm(blocked, reason));
+    this.blocked = ctx.core.alarms.blocked;
+    this.closeTimer = setTimeout(() => {
+      if (this.state !== 'running' && this.state !== 'closed') {
+        this.log.warn({ state: this.state }, 'handshake timeout');
+        this.stream.destroy();
+      }
+    }, 10_000).unref();
+  }
+
+  /** Encodes and writes a method frame. */
+  send(channel: number, m: AmqpMethod): void {
+    this.out.write(encodeMethod(channel, m));
+  }
+
+  // ---- inbound ------------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    this.recvSinceTick = true;
+    if (this.core) {
+      this.core.traffic.recvOct += chunk.length;
+    }
+    this.decoder.push(chunk);
+    try {
+      if (this.state === 'header') {
+        const h = this.decoder.takeProtocolHeader();
+        if (h === null) return;
+        if (!h.equals(PROTOCOL_HEADER)) {
+          this.log.warn({ header: h.toString('latin1') }, 'bad protocol header');
+          this.state = 'closed';
+          this.out.end(Buffer.from(PROTOCOL_HEADER));
+          return;
+        }
+        this.sendStart();
+      }
+      for (let f = this.decoder.next(); f !== null; f = this.decoder.next()) {
+        this.handleFrame(f);
+        if ((this.state as State) === 'closed') return;
+      }
+    } catch (e) {
+      // Errors here are about the frame stream itself: the connection cannot continue.
+      this.decoder.clear();
+      this.fail(e, 0, undefined);
+    }
+    if (this.publisher && this.blocked && !this.paused && this.state === 'running') {
+      this.paused = true;
+      this.stream.pause();
+    }
+  }
+
+  private handleFrame(f: Frame): void {
+    if (this.core) this.core.traffic.recvCnt++;
+    if (this.state === 'closing') {
+      // Only connection.close / close-ok matter now (STYLE P6).
+      if (f.type === FrameType.METHOD && f.channel === 0) {
+        const m = decodeMethod(f.payload);
+        if (m.kind === 'connection.close-ok') this.stream.destroy();
+        else if (m.kind === 'connection.close') {
+          this.send(0, { kind: 'connection.close-ok' });
+          this.terminate();
+        }
+      }
+      return;
+    }
+    switch (f.type) {
+      case FrameType.HEARTBEAT:
+        if (f.channel !== 0) throw BrokerError.frameError(`heartbeat frame on channel ${f.channel}`);
+        return;
+      case FrameType.METHOD: {
+        let m: AmqpMethod;
+        try {
+          m = decodeMethod(f.payload);
+        } catch (e) {
+          this.fail(e, 0, undefined);
+          return;
+        }
+        if (f.channel === 0) this.handleConnectionMethod(m);
+        else if (this.state !== 'running') this.fail(BrokerError.commandInvalid(`channel method ${m.kind} before connection.open`), 0, m);
+        else this.handleChannelMethod(f.channel, m);
+        return;
+      }
+      case FrameType.HEADER:
+      case FrameType.BODY:
+        this.handleContent(f);
+        return;
+      default:
+        throw BrokerError.frameError(`unknown frame type ${f.type}`);
+    }
+  }
+
+  private handleContent(f: Frame): void {
+    if (this.closingChannels.has(f.channel)) return;
+    const ch = this.channels.get(f.channel);
+    if (ch === undefined || this.state !== 'running') {
+      this.fail(BrokerError.channelError(`expected 'channel.open' on channel ${f.channel}`), 0, undefined);
+      return;
+    }
+    try {
+      if (f.type === FrameType.HEADER) ch.handleHeader(f.payload);
+      else ch.handleBody(f.payload);
+    } catch (e) {
+      this.fail(e, f.channel, { kind: 'basic.publish', exchange: '', routingKey: '', mandatory: false, immediate: false });
+    }
+  }
+
+  // ---- connection class ---------------------------------------------------------------------
+
+  private sendStart(): void {
+    this.state = 'start';
+    this.send(0, {
+      kind: 'connection.start',
+      versionMajor: 0,
+      versionMinor: 9,
+      serverProperties: {
+        product: 'Warren',
+        version: VERSION,
+        platform: `Node.js ${process.version}`,
+        copyright: 'Warren contributors',
+        information: 'Licensed under the MIT license',
+        cluster_name: 'warren',
+        capabilities: {
+          publisher_confirms: true,
+          exchange_exchange_bindings: true,
+          'basic.nack': true,
+          consumer_cancel_notify: true,
+          'connection.blocked': true,
+          consumer_priorities: true,
+          authentication_failure_close: true,
+          per_consumer_qos: true,
+          direct_reply_to: false,
+        },
+      },
+      mechanisms: 'PLAIN AMQPLAIN',
+      locales: 'en_US',
+    });
+  }
+
+  private handleConnectionMethod(m: AmqpMethod): void {
+    try {
+      switch (m.kind) {
+        case 'connection.start-ok':
+          if (this.state !== 'start') break;
+          this.clientProperties = m.clientProperties;
+          this.capabilities = capabilitiesOf(m.clientProperties);
+          this.authenticate(m.mechanism, m.response);
+          return;
+        case 'connection.tune-ok':
+          if (this.state !== 'tune') break;
+          this.tune(m.channelMax, m.frameMax, m.heartbeat);
+          return;
+        case 'connection.open':
+          if (this.state !== 'open') break;
+          this.open(m.virtualHost);
+          return;
+        case 'connection.close':
+          this.closeReason = `client closed: ${m.replyCode} ${m.replyText}`;
+          this.send(0, { kind: 'connection.close-ok' });
+          this.terminate();
+          return;
+        case 'connection.close-ok':
+          this.stream.destroy();
+          return;
+        case 'connection.update-secret':
+          this.send(0, { kind: 'connection.update-secret-ok' });
+          return;
+        case 'connection.blocked':
+        case 'connection.unblocked':
+          return;
+        default:
+          break;
+      }
+      throw BrokerError.commandInvalid(`unexpected method ${m.kind} in state ${this.state}`);
+    } catch (e) {
+      this.fail(e, 0, m);
+    }
+  }
+
+  private authenticate(mechanism: string, response: Buffer): void {
+    let user = '';
+    let pass = '';
+    if (mechanism === 'PLAIN') {
+      const parts = response.toString('utf8').split('\u0000');
+      user = parts[1] ?? '';
+      pass = parts[2] ?? '';
+    } else if (mechanism === 'AMQPLAIN') {
+      const len = Buffer.allocUnsafe(4);
+      len.writeUInt32BE(response.length);
+      const t = decodeFieldTable(Buffer.concat([len, response]));
+      user = typeof t['LOGIN'] === 'string' ? t['LOGIN'] : '';
+      pass = typeof t['PASSWORD'] === 'string' ? t['PASSWORD'] : '';
+    } else {
+      throw BrokerError.commandInvalid(`unknown authentication mechanism '${mechanism}'`);
+    }
+    try {
+      this.ctx.core.authenticate(user, pass, this.peer.address);
+    } catch (e) {
+      this.log.warn({ user, mechanism }, `authentication failed: ${e instanceof Error ? e.message : String(e)}`);
+      this.closeReason = 'authentication failed';
+      if (this.capabilities.authenticationFailureClose) {
+        const text = `ACCESS_REFUSED - Login was refused using authentication mechanism ${mechanism}. For details see the broker logfile.`;
+        this.send(0, { kind: 'connection.close', replyCode: ReplyCode.ACCESS_REFUSED, replyText: text, classId: 10, methodId: 11 });
+        this.state = 'closing';
+        this.armCloseTimer();
+      } else this.terminate();
+      return;
+    }
+    this.user = user;
+    this.state = 'tune';
+    this.send(0, {
+      kind: 'connection.tune',
+      channelMax: this.channelMax,
+      frameMax: this.ctx.options.frameMax,
+      heartbeat: this.ctx.options.heartbeat,
+    });
+  }
+
+  private tune(channelMax: number, frameMax: number, heartbeat: number): void {
+    const serverMax = this.ctx.options.frameMax;
+    const fm = frameMax === 0 ? serverMax : frameMax;
+    if (fm < FRAME_MIN_SIZE) {
+      throw BrokerError.notAllowed(`negotiated frame_max = ${fm} is lower than the minimum allowed value (${FRAME_MIN_SIZE})`);
+    }
+    if (fm > serverMax) {
+      throw BrokerError.notAllowed(`negotiated frame_max = ${fm} is higher than the maximum allowed value (${serverMax})`);
+    }
+    this.frameMax = fm;
+    this.decoder.frameMax = fm;
+    this.channelMax = channelMax === 0 ? this.channelMax : Math.min(channelMax, this.channelMax);
+    this.heartbeat = heartbeat;
+    this.state = 'open';
+    if (heartbeat > 0) this.startHeartbeat(heartbeat);
+  }
+
+  private open(vhostName: string): void {
+    const vhost = vhostName === '' ? this.ctx.core.defaultVhost : vhostName;
+    this.vhost = vhost;
+    this.core = this.ctx.core.connect(
+      {
+        protocol: 'AMQP 0-9-1',
+        peer: this.peer,
+        user: this.user,
+        vhost,
+        clientProperties: this.clientProperties,
+        name: `${this.peer.address}:${this.peer.port}`,
+      },
+      this,
+    );
+    this.state = 'running';
+    if (this.closeTimer) clearTimeout(this.closeTimer);
+    this.closeTimer = undefined;
+    this.send(0, { kind: 'connection.open-ok' });
+    this.log.info({ user: this.user, vhost, transport: this.transport }, 'connection opened');
+    if (this.blocked && this.capabilities.connectionBlocked) {
+      this.send(0, { kind: 'connection.blocked', reason: 'low on resources' });
+    }
+  }
+
+  // ---- channels -----------------------------------------------------------------------------
+
+  private handleChannelMethod(n: number, m: AmqpMethod): void {
+    if (this.closingChannels.has(n)) {
+      if (m.kind === 'channel.close-ok') this.closingChannels.delete(n);
+      else if (m.kind === 'channel.close') {
+        // Both sides closed at once: the spec says answer with close-ok.
+        this.closingChannels.delete(n);
+        this.send(n, { kind: 'channel.close-ok' });
+      }
+      return;
+    }
+    const ch = this.channels.get(n);
+    if (m.kind === 'channel.open') {
+      if (ch !== undefined) {
+        this.fail(BrokerError.channelError(`second 'channel.open' seen`), n, m);
+        return;
+      }
+      if (n > this.channelMax) {
+        this.fail(BrokerError.notAllowed(`channel_max ${this.channelMax} exceeded by channel ${n}`), 0, m);
+        return;
+      }
+      this.channels.set(n, new AmqpChannel(this, n, this.core!.openChannel(n)));
+      this.send(n, { kind: 'channel.open-ok' });
+      return;
+    }
+    if (ch === undefined) {
+      this.fail(BrokerError.channelError(`expected 'channel.open' on channel ${n}`), 0, m);
+      return;
+    }
+    if (m.kind === 'channel.close') {
+      this.channels.delete(n);
+      ch.release();
+      this.send(n, { kind: 'channel.close-ok' });
+      return;
+    }
+    if (m.kind === 'channel.close-ok') return;
+    try {
+      ch.handleMethod(m);
+    } catch (e) {
+      this.fail(e, n, m);
+    }
+  }
+
+  /** A message that may not be published is dropped with its body frames: the channel closes. */
+  skipBody(_channel: number, _size: number): void {
+    // The channel is closed by the error that follows; its remaining frames are dropped.
+  }
+
+  notePublish(): void {
+    this.publisher = true;
+  }
+
+  // ---- errors and closing -------------------------------------------------------------------
+
+  /**
+   * Soft errors close the channel; hard errors (and anything on channel 0) close the connection.
+   * Unknown exceptions are logged with their stack; the client only sees 541 INTERNAL_ERROR.
+   */
+  private fail(err: unknown, channel: number, m: AmqpMethod | undefined): void {
+    let e: BrokerError;
+    if (err instanceof BrokerError) e = err;
+    else {
+      this.log.error({ err }, 'internal error');
+      e = BrokerError.internal('internal error');
+    }
+    const id = e.method ?? (m ? methodIdOf(m) : { classId: 0, methodId: 0 });
+    const text = truncate(e.replyText);
+    this.log.warn({ user: this.user, vhost: this.vhost, channel, code: e.code, method: m?.kind }, `protocol error: ${text}`);
+    if (channel === 0 || e.isHard) {
+      this.closeConnection(e.code, text, id.classId, id.methodId);
+      return;
+    }
+    const ch = this.channels.get(channel);
+    if (ch) {
+      this.channels.delete(channel);
+      ch.release();
+    }
+    this.closingChannels.add(channel);
+    this.send(channel, { kind: 'channel.close', replyCode: e.code, replyText: text, classId: id.classId, methodId: id.methodId });
+  }
+
+  private closeConnection(code: number, text: string, classId: number, methodId: number): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    this.closeReason = text;
+    this.send(0, { kind: 'connection.close', replyCode: code, replyText: text, classId, methodId });
+    this.state = 'closing';
+    this.releaseChannels();
+    this.armCloseTimer();
+  }
+
+  private armCloseTimer(): void {
+    if (this.closeTimer) clearTimeout(this.closeTimer);
+    this.closeTimer = setTimeout(() => this.stream.destroy(), CLOSE_TIMEOUT_MS);
+    this.closeTimer.unref();
+  }
+
+  /** Closable: the broker shuts down or an operator closed the connection. */
+  forceClose(code: number, reason: string): void {
+    if (this.state === 'running') {
+      this.closeConnection(code, truncate(`CONNECTION_FORCED - ${reason}`), 0, 0);
+    } else {
+      this.stream.destroy();
+    }
+  }
+
+  /** Flush and end the socket (after close-ok was sent). */
+  private terminate(): void {
+    this.state = 'closed';
+    this.releaseChannels();
+    this.out.end();
+    setTimeout(() => this.stream.destroy(), CLOSE_TIMEOUT_MS).unref();
+  }
+
+  private releaseChannels(): void {
+    for (const ch of this.channels.values()) ch.release();
+    this.channels.clear();
+  }
+
+  private cleanup(): void {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    if (this.closeTimer) clearTimeout(this.closeTimer);
+    this.unsubscribeAlarms();
+    const wasOpen = this.core !== undefined;
+    this.state = 'closed';
+    this.releaseChannels();
+    this.core?.close();
+    if (wasOpen) this.log.info({ user: this.user, vhost: this.vhost, reason: this.closeReason }, 'connection closed');
+    this.onGone(this);
+    this.resolveClosed();
+  }
+
+  // ---- heartbeats, flow ---------------------------------------------------------------------
+
+  private startHeartbeat(seconds: number): void {
+    // Send when idle for half the interval; give up after two intervals of silence (RabbitMQ).
+    const tickMs = (seconds * 1000) / 2;
+    this.heartbeatTimer = setInterval(() => {
+      if (this.out.bytesOut === this.sentAtTick) this.out.write(encodeHeartbeat());
+      this.sentAtTick = this.out.bytesOut;
+      if (this.recvSinceTick) {
+        this.recvSinceTick = false;
+        this.silentTicks = 0;
+      } else if (++this.silentTicks >= 4) {
+        this.log.warn({ user: this.user, timeout: seconds }, 'missed heartbeats from client, closing connection');
+        this.closeReason = 'missed heartbeats';
+        this.stream.destroy();
+      }
+    }, tickMs);
+    this.heartbeatTimer.unref();
+  }
+
+  private onDrain(): void {
+    for (const ch of this.channels.values()) ch.core.resume();
+  }
+
+  private onAlarm(blocked: boolean, reason: string): void {
+    this.blocked = blocked;
+    if (this.state !== 'running') return;
+    if (this.capabilities.connectionBlocked) {
+      this.send(0, blocked ? { kind: 'connection.blocked', reason } : { kind: 'connection.unblocked' });
+    }
+    if (!blocked && this.paused) {
+      this.paused = false;
+      this.stream.resume();
+    }
+  }
+}
+
+function truncate(text: string): string {
+  if (Buffer.byteLength(text) <= 255) return text;
+  let t = text.slice(0, 255);
+  while (Buffer.byteLength(t) > 255) t = t.slice(0, -1);
+  return t;
+}

@@ -1,0 +1,28 @@
+import type { Duplex } from 'node:stream';
+import type { AdapterContext } from '../../src/broker.js';
+import { ReplyCode } from '../../src/core/index.js';
+import type { Peer, ProtocolAdapter } from '../../src/transport/adapter.js';
+import { AmqpConnection } from './connection.js';
+
+/** The AMQP 0-9-1 server: one AmqpConnection per stream. */
+export class AmqpAdapter implements ProtocolAdapter {
+  readonly name = 'amqp';
+  private readonly connections = new Set<AmqpConnection>();
+
+  constructor(private readonly ctx: AdapterContext) {}
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  handle(stream: Duplex, peer: Peer, transport = 'tcp'): void {
+    const c = new AmqpConnection(this.ctx, stream, peer, transport, (gone) => this.connections.delete(gone));
+    this.connections.add(c);
+  }
+
+  async shutdown(reason: string): Promise<void> {
+    const all = [...this.connections];
+    for (const c of all) c.forceClose(ReplyCode.CONNECTION_FORCED, `broker forced connection closure with reason '${reason}'`);
+    await Promise.all(all.map((c) => c.closed));
+  }
+}

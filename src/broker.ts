@@ -1,0 +1,106 @@
+import type { Server } from 'node:net';
+import { AmqpAdapter } from '../adapters/amqp/index.js';
+import { MqttAdapter } from '../adapters/mqtt/index.js';
+import { StompAdapter } from '../adapters/stomp/index.js';
+import { withDefaults, type BrokerOptions } from './config.js';
+import { Core } from './core/index.js';
+import { createLogger, type Logger } from './logger.js';
+import type { ProtocolAdapter } from './transport/adapter.js';
+import { HttpServer } from './transport/http.js';
+import { closeServer, listenTcp } from './transport/tcp.js';
+
+/** What every adapter gets from the broker. */
+export interface AdapterContext {
+  readonly core: Core;
+  readonly log: Logger;
+  readonly options: BrokerOptions;
+}
+
+export interface Ports {
+  amqp?: number;
+  mqtt?: number;
+  stomp?: number;
+  http?: number;
+}
+
+export interface Broker {
+  readonly core: Core;
+  readonly ports: Ports;
+  readonly options: BrokerOptions;
+  readonly log: Logger;
+  readonly adapters: ReadonlyMap<string, ProtocolAdapter>;
+  /** The `warren ready ...` line. */
+  readonly readyLine: string;
+  /** Closes listeners and connections (with each protocol's shutdown message) and flushes. */
+  stop(): Promise<void>;
+}
+
+type AdapterFactory = (ctx: AdapterContext) => ProtocolAdapter;
+
+/** Listener name, its option, and the adapter that serves it. */
+const LISTENERS: ReadonlyArray<[keyof Ports, keyof BrokerOptions, AdapterFactory]> = [
+  ['amqp', 'amqpPort', (ctx) => new AmqpAdapter(ctx)],
+  ['mqtt', 'mqttPort', (ctx) => new MqttAdapter(ctx)],
+  ['stomp', 'stompPort', (ctx) => new StompAdapter(ctx)],
+];
+
+/**
+ * Starts a broker: core, listeners, HTTP port. Resolves once every enabled listener is bound.
+ */
+export async function startBroker(partial: Partial<BrokerOptions> & { logger?: Logger } = {}): Promise<Broker> {
+  const { logger, ...rest } = partial;
+  const options = withDefaults(rest);
+  const log = logger ?? createLogger(options.logLevel);
+  const core = new Core({
+    memoryHighWatermark: options.memoryHighWatermark,
+    defaultVhost: options.defaultVhost,
+    guestRemote: options.guestRemote,
+  });
+  core.alarms.on((blocked, reason) => log.warn({ blocked, reason }, blocked ? 'resource alarm raised: publishers blocked' : 'resource alarm cleared'));
+  core.alarms.start();
+  const ctx: AdapterContext = { core, log, options };
+  const ports: Ports = {};
+  const servers: Server[] = [];
+  const adapters = new Map<string, ProtocolAdapter>();
+  let http: HttpServer | undefined;
+  try {
+    for (const [name, key, factory] of LISTENERS) {
+      const port = options[key];
+      const adapter = factory(ctx);
+      adapters.set(name, adapter);
+      if (typeof port !== 'number') continue;
+      const bound = await listenTcp(adapter, port, options.bind);
+      servers.push(bound.server);
+      ports[name] = bound.port;
+    }
+    if (typeof options.httpPort === 'number') {
+      http = new HttpServer(log, Math.max(options.maxMessageSize, options.frameMax) + 65536);
+      for (const a of adapters.values()) http.attach(a);
+      ports.http = await http.listen(options.httpPort, options.bind);
+    }
+  } catch (e) {
+    for (const s of servers) await closeServer(s);
+    await http?.close();
+    core.alarms.stop();
+    throw e;
+  }
+  const readyLine = `warren ready ${(['amqp', 'mqtt', 'stomp', 'http'] as const)
+    .filter((n) => ports[n] !== undefined)
+    .map((n) => `${n}=${ports[n]}`)
+    .join(' ')}`;
+  log.info({ ports, dataDir: options.dataDir }, 'broker started');
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      log.info('broker stopping');
+      const closing = servers.map(closeServer);
+      await Promise.all([...adapters.values()].map((a) => a.shutdown('shutdown')));
+      await http?.close();
+      await Promise.all(closing);
+      core.alarms.stop();
+      log.info('broker stopped');
+    })());
+
+  return { core, ports, options, log, adapters, readyLine, stop };
+}

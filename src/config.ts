@@ -1,0 +1,184 @@
+import { readFileSync } from 'node:fs';
+
+/** A listener port: a number (0 = ephemeral) or null for `off`. */
+export type Port = number | null;
+
+export interface BrokerOptions {
+  /** Address the listeners bind to; default all interfaces. */
+  bind: string;
+  amqpPort: Port;
+  mqttPort: Port;
+  stompPort: Port;
+  /** Management API, UI and WebSocket endpoints. */
+  httpPort: Port;
+  dataDir: string;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** Fraction of RAM (<= 1) or bytes above which publishers are blocked. */
+  memoryHighWatermark: number;
+  /** Disk free space (bytes) below which publishers are blocked. */
+  diskFreeLimit: number;
+  /** Largest AMQP frame the server accepts (connection.tune frame_max). */
+  frameMax: number;
+  /** AMQP heartbeat the server proposes, in seconds (0 = off). */
+  heartbeat: number;
+  /** Largest message body accepted, in bytes, on any protocol. */
+  maxMessageSize: number;
+  channelMax: number;
+  defaultVhost: string;
+  /** Allow guest to connect from non-loopback addresses. */
+  guestRemote: boolean;
+  /** A definitions file (RabbitMQ JSON) imported at start. */
+  definitions: string | undefined;
+}
+
+export const DEFAULTS: BrokerOptions = {
+  bind: '0.0.0.0',
+  amqpPort: 5672,
+  mqttPort: 1883,
+  stompPort: 61613,
+  httpPort: 15672,
+  dataDir: './data',
+  logLevel: 'info',
+  memoryHighWatermark: 0.4,
+  diskFreeLimit: 50 * 1024 * 1024,
+  frameMax: 131072,
+  heartbeat: 60,
+  maxMessageSize: 128 * 1024 * 1024,
+  channelMax: 2047,
+  defaultVhost: '/',
+  guestRemote: false,
+  definitions: undefined,
+};
+
+/** An invalid option: the CLI prints one line and exits 2. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(
+    readonly option: string,
+    message: string,
+  ) {
+    super(`invalid option --${option}: ${message}`);
+  }
+}
+
+type Kind = 'port' | 'int' | 'number' | 'string' | 'bool' | 'level';
+
+const SCHEMA: Record<keyof BrokerOptions, Kind> = {
+  bind: 'string',
+  amqpPort: 'port',
+  mqttPort: 'port',
+  stompPort: 'port',
+  httpPort: 'port',
+  dataDir: 'string',
+  logLevel: 'level',
+  memoryHighWatermark: 'number',
+  diskFreeLimit: 'int',
+  frameMax: 'int',
+  heartbeat: 'int',
+  maxMessageSize: 'int',
+  channelMax: 'int',
+  defaultVhost: 'string',
+  guestRemote: 'bool',
+  definitions: 'string',
+};
+
+const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+/** `amqpPort` -> `amqp-port` (flag) / `WARREN_AMQP_PORT` (env). */
+export function flagName(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+export function envName(key: string): string {
+  return `WARREN_${flagName(key).replace(/-/g, '_').toUpperCase()}`;
+}
+
+function parseValue(key: keyof BrokerOptions, raw: unknown): unknown {
+  const kind = SCHEMA[key];
+  const opt = flagName(key);
+  const text = typeof raw === 'string' ? raw.trim() : raw;
+  switch (kind) {
+    case 'port': {
+      if (text === 'off' || text === false) return null;
+      const n = typeof text === 'number' ? text : Number(text);
+      if (!Number.isInteger(n) || n < 0 || n > 65535 || text === '') {
+        throw new ConfigError(opt, `expected a port number 0-65535 or 'off', got '${String(raw)}'`);
+      }
+      return n;
+    }
+    case 'int': {
+      const n = typeof text === 'number' ? text : Number(text);
+      if (!Number.isInteger(n) || n < 0 || text === '') throw new ConfigError(opt, `expected a non-negative integer, got '${String(raw)}'`);
+      return n;
+    }
+    case 'number': {
+      const n = typeof text === 'number' ? text : Number(text);
+      if (!Number.isFinite(n) || n <= 0 || text === '') throw new ConfigError(opt, `expected a positive number, got '${String(raw)}'`);
+      return n;
+    }
+    case 'bool': {
+      if (text === true || text === 'true' || text === '1' || text === 'yes') return true;
+      if (text === false || text === 'false' || text === '0' || text === 'no') return false;
+      throw new ConfigError(opt, `expected true or false, got '${String(raw)}'`);
+    }
+    case 'level': {
+      if (typeof text !== 'string' || !LEVELS.has(text)) {
+        throw new ConfigError(opt, `expected one of ${[...LEVELS].join(', ')}, got '${String(raw)}'`);
+      }
+      return text;
+    }
+    case 'string': {
+      if (typeof text !== 'string' || text === '') throw new ConfigError(opt, `expected a non-empty string`);
+      return text;
+    }
+  }
+}
+
+function isKey(k: string): k is keyof BrokerOptions {
+  return Object.prototype.hasOwnProperty.call(SCHEMA, k);
+}
+
+/**
+ * Resolves options: defaults <- config file <- environment (WARREN_*) <- flags. Every value is
+ * validated; the first invalid one throws a ConfigError naming it.
+ */
+export function resolveOptions(
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv = process.env,
+  configFile?: string,
+): BrokerOptions {
+  const out: Record<string, unknown> = { ...DEFAULTS };
+  const file = configFile ?? (typeof flags['config'] === 'string' ? flags['config'] : env['WARREN_CONFIG']);
+  if (file !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw new ConfigError('config', `cannot read '${file}': ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new ConfigError('config', `'${file}' must hold a JSON object`);
+    }
+    for (const [k, v] of Object.entries(parsed)) {
+      const key = k.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+      if (!isKey(key)) throw new ConfigError('config', `unknown option '${k}' in '${file}'`);
+      out[key] = parseValue(key, v);
+    }
+  }
+  for (const key of Object.keys(SCHEMA) as (keyof BrokerOptions)[]) {
+    const v = env[envName(key)];
+    if (v !== undefined && v !== '') out[key] = parseValue(key, v);
+  }
+  for (const [k, v] of Object.entries(flags)) {
+    if (k === 'config' || v === undefined) continue;
+    if (!isKey(k)) throw new ConfigError(flagName(k), 'unknown option');
+    out[k] = parseValue(k, v);
+  }
+  return out as unknown as BrokerOptions;
+}
+
+/** Options for the embeddable API: any subset, validated the same way. */
+export function withDefaults(partial: Partial<BrokerOptions>): BrokerOptions {
+  const flags: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(partial)) flags[k] = v === null ? 'off' : v;
+  return resolveOptions(flags, {}, undefined);
+}

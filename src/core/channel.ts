@@ -1,0 +1,360 @@
+import { randomBytes } from 'node:crypto';
+import type { Access } from './auth.js';
+import type { CoreConnection } from './connection.js';
+import { BrokerError } from './errors.js';
+import { Exchange, type Destination } from './exchanges/exchange.js';
+import { Consumer, type ConsumerOwner } from './queues/consumer.js';
+import type { QueueEntry } from './queues/entry.js';
+import type { Queue } from './queues/queue.js';
+import type {
+  ConsumeOptions,
+  DeliverySink,
+  ExchangeOptions,
+  FieldTable,
+  GetResult,
+  Message,
+  PublishOptions,
+  PublishResult,
+  QueueDeclareOk,
+  QueueOptions,
+} from './types.js';
+import type { VHost } from './vhost.js';
+
+interface Unacked {
+  readonly entry: QueueEntry;
+  readonly queue: Queue;
+  /** null for basic.get. */
+  readonly consumer: Consumer | null;
+}
+
+/**
+ * A session on the core: one per AMQP channel, per MQTT session, per STOMP connection.
+ * Holds consumers, delivery tags, unacknowledged deliveries and prefetch; checks permissions.
+ */
+export class CoreChannel implements ConsumerOwner {
+  readonly consumers = new Map<string, Consumer>();
+  private readonly unacked = new Map<number, Unacked>();
+  private nextTag = 1;
+  /** basic.qos global=false: the prefetch given to consumers created afterwards. */
+  private consumerPrefetch = 0;
+  /** basic.qos global=true: a limit shared by all consumers of the channel. */
+  private channelPrefetch = 0;
+  private flowActive = true;
+  private closed = false;
+  /** The last queue declared on this channel: AMQP lets '' name it. */
+  private lastQueue: string | undefined;
+  /** Last exchange name the user was allowed to publish to (skips the regex on the hot path). */
+  private writeOk: string | undefined;
+  readonly stats = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0 };
+
+  constructor(
+    readonly connection: CoreConnection,
+    /** The protocol's channel number (AMQP) or 1. */
+    readonly number: number,
+  ) {}
+
+  get vhost(): VHost {
+    return this.connection.vhost;
+  }
+
+  get connectionId(): number {
+    return this.connection.id;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  get unackedCount(): number {
+    return this.unacked.size;
+  }
+
+  get prefetchCount(): number {
+    return this.channelPrefetch || this.consumerPrefetch;
+  }
+
+  // ---- permissions --------------------------------------------------------------------------
+
+  private check(access: Access, kind: 'queue' | 'exchange', name: string): void {
+    const c = this.connection;
+    if (!c.core.auth.permitted(c.user, c.vhost.name, access, name)) {
+      throw BrokerError.accessRefused(
+        `access to ${kind} '${name === '' ? 'amq.default' : name}' in vhost '${c.vhost.name}' refused for user '${c.user}'`,
+      );
+    }
+  }
+
+  private resolveQueueName(name: string): string {
+    if (name !== '') return name;
+    if (this.lastQueue === undefined) throw BrokerError.notFound('no previously declared queue');
+    return this.lastQueue;
+  }
+
+  private queueFor(name: string): Queue {
+    const q = this.vhost.getQueue(this.resolveQueueName(name));
+    this.vhost.checkExclusiveAccess(q, this.connection.id);
+    return q;
+  }
+
+  // ---- declarations -------------------------------------------------------------------------
+
+  declareExchange(name: string, type: string, opts: ExchangeOptions, passive = false): void {
+    if (!passive) this.check('configure', 'exchange', name);
+    const ae = opts.arguments?.['alternate-exchange'];
+    if (!passive && typeof ae === 'string') {
+      this.check('write', 'exchange', ae);
+    }
+    this.vhost.declareExchange(name, type, opts, passive);
+  }
+
+  deleteExchange(name: string, ifUnused = false): void {
+    this.check('configure', 'exchange', name);
+    this.vhost.deleteExchange(name, ifUnused);
+  }
+
+  declareQueue(name: string, opts: QueueOptions, passive = false): QueueDeclareOk {
+    if (!passive && name !== '') this.check('configure', 'queue', name);
+    const q = this.vhost.declareQueue(name, opts, passive, this.connection.id);
+    this.lastQueue = q.name;
+    return { queue: q.name, messageCount: q.readyCount, consumerCount: q.consumerCount };
+  }
+
+  deleteQueue(name: string, ifUnused = false, ifEmpty = false): number {
+    const qname = this.resolveQueueName(name);
+    this.check('configure', 'queue', qname);
+    return this.vhost.deleteQueue(qname, ifUnused, ifEmpty, this.connection.id);
+  }
+
+  purgeQueue(name: string): number {
+    const q = this.queueFor(name);
+    this.check('read', 'queue', q.name);
+    return q.purge();
+  }
+
+  bindQueue(queue: string, exchange: string, routingKey: string, args: FieldTable = {}): void {
+    const q = this.queueFor(queue);
+    this.check('write', 'queue', q.name);
+    this.check('read', 'exchange', exchange);
+    this.vhost.bind(this.vhost.getExchange(exchange), q, routingKey, args);
+  }
+
+  unbindQueue(queue: string, exchange: string, routingKey: string, args: FieldTable = {}): void {
+    const q = this.queueFor(queue);
+    this.check('write', 'queue', q.name);
+    this.check('read', 'exchange', exchange);
+    this.vhost.unbind(this.vhost.getExchange(exchange), q, routingKey, args);
+  }
+
+  bindExchange(destination: string, source: string, routingKey: string, args: FieldTable = {}): void {
+    this.check('write', 'exchange', destination);
+    this.check('read', 'exchange', source);
+    const dest: Destination = this.vhost.getExchange(destination);
+    this.vhost.bind(this.vhost.getExchange(source), dest, routingKey, args);
+  }
+
+  unbindExchange(destination: string, source: string, routingKey: string, args: FieldTable = {}): void {
+    this.check('write', 'exchange', destination);
+    this.check('read', 'exchange', source);
+    const dest: Exchange = this.vhost.getExchange(destination);
+    this.vhost.unbind(this.vhost.getExchange(source), dest, routingKey, args);
+  }
+
+  // ---- publishing ---------------------------------------------------------------------------
+
+  /**
+   * Routes a message. With `mandatory` and no route the caller returns it to the publisher
+   * (AMQP basic.return) — the core only reports `routed: 0`.
+   */
+  publish(msg: Message, _opts?: PublishOptions): PublishResult {
+    if (this.writeOk !== msg.exchange) this.checkPublishable(msg.exchange);
+    const uid = msg.properties.userId;
+    if (uid !== undefined && uid !== this.connection.user) {
+      throw BrokerError.precondition(`user_id property set to '${uid}' but authenticated user was '${this.connection.user}'`);
+    }
+    this.stats.published++;
+    return this.vhost.publish(msg, this.connection.id);
+  }
+
+  /** Throws unless this channel may publish to the exchange (exists, not internal, permitted). */
+  checkPublishable(exchange: string): void {
+    this.check('write', 'exchange', exchange);
+    const ex = this.vhost.getExchange(exchange);
+    if (ex.internal) {
+      throw BrokerError.accessRefused(`cannot publish to internal exchange '${ex.name}' in vhost '${this.vhost.name}'`);
+    }
+    this.writeOk = exchange;
+  }
+
+  // ---- consuming ----------------------------------------------------------------------------
+
+  /** basic.qos. `global` = channel-wide limit (RabbitMQ's per_consumer_qos semantics). */
+  qos(prefetchCount: number, global: boolean): void {
+    if (global) {
+      const grew = prefetchCount === 0 || prefetchCount > this.channelPrefetch;
+      this.channelPrefetch = prefetchCount;
+      if (grew) this.resume();
+    } else this.consumerPrefetch = prefetchCount;
+  }
+
+  consume(queue: string, opts: ConsumeOptions, sink: DeliverySink): string {
+    const q = this.queueFor(queue);
+    this.check('read', 'queue', q.name);
+    let tag = opts.consumerTag ?? '';
+    if (tag === '') tag = `amq.ctag-${randomBytes(16).toString('base64url').slice(0, 22)}`;
+    if (this.consumers.has(tag)) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
+    const c = new Consumer(
+      tag,
+      q,
+      this,
+      sink,
+      opts.noAck ?? false,
+      opts.exclusive ?? false,
+      opts.priority ?? 0,
+      opts.prefetch ?? this.consumerPrefetch,
+      opts.arguments ?? {},
+    );
+    q.addConsumer(c);
+    this.consumers.set(tag, c);
+    return tag;
+  }
+
+  /** basic.cancel; false when no such consumer. */
+  cancel(consumerTag: string): boolean {
+    const c = this.consumers.get(consumerTag);
+    if (!c) return false;
+    this.consumers.delete(consumerTag);
+    c.queue.removeConsumer(c);
+    return true;
+  }
+
+  /** The queue of a consumer was deleted: forget the consumer and tell the sink. */
+  consumerCancelled(c: Consumer): void {
+    if (this.consumers.get(c.tag) !== c) return;
+    this.consumers.delete(c.tag);
+    c.sink.cancelled?.(c.tag);
+  }
+
+  canDeliver(): boolean {
+    return this.flowActive && !this.closed && (this.channelPrefetch === 0 || this.unacked.size < this.channelPrefetch);
+  }
+
+  deliverFromQueue(c: Consumer, q: Queue, e: QueueEntry, redelivered: boolean): void {
+    const tag = this.nextTag++;
+    if (!c.noAck) {
+      this.unacked.set(tag, { entry: e, queue: q, consumer: c });
+      c.unacked++;
+    }
+    this.stats.delivered++;
+    if (redelivered) this.stats.redelivered++;
+    c.sink.deliver({
+      message: e.msg,
+      deliveryTag: tag,
+      redelivered,
+      consumerTag: c.tag,
+      queue: q.name,
+      deliveryCount: e.deliveryCount - 1,
+    });
+  }
+
+  get(queue: string, noAck: boolean): GetResult | null {
+    const q = this.queueFor(queue);
+    this.check('read', 'queue', q.name);
+    const taken = q.take(noAck);
+    if (!taken) return null;
+    const tag = this.nextTag++;
+    if (!noAck) this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null });
+    this.stats.got++;
+    return {
+      delivery: {
+        message: taken.entry.msg,
+        deliveryTag: tag,
+        redelivered: taken.redelivered,
+        consumerTag: '',
+        queue: q.name,
+        deliveryCount: taken.entry.deliveryCount - 1,
+      },
+      messageCount: q.readyCount,
+    };
+  }
+
+  // ---- acknowledgements ---------------------------------------------------------------------
+
+  /** basic.ack: tag 0 with multiple = everything outstanding. */
+  ack(deliveryTag: number, multiple = false): void {
+    this.settle(deliveryTag, multiple, 0);
+  }
+
+  /** basic.nack / basic.reject. */
+  nack(deliveryTag: number, multiple = false, requeue = true): void {
+    this.settle(deliveryTag, multiple, requeue ? 1 : 2);
+  }
+
+  /** 0 = ack, 1 = requeue, 2 = reject (dead-letter or drop). */
+  private settle(deliveryTag: number, multiple: boolean, how: 0 | 1 | 2): void {
+    const wasFull = this.channelPrefetch !== 0 && this.unacked.size >= this.channelPrefetch;
+    if (!multiple) {
+      const u = this.unacked.get(deliveryTag);
+      if (!u) throw BrokerError.precondition(`unknown delivery tag ${deliveryTag}`);
+      this.unacked.delete(deliveryTag);
+      this.settleOne(u, how);
+    } else {
+      if (deliveryTag >= this.nextTag) throw BrokerError.precondition(`unknown delivery tag ${deliveryTag}`);
+      const upTo = deliveryTag === 0 ? Number.MAX_SAFE_INTEGER : deliveryTag;
+      for (const [tag, u] of this.unacked) {
+        if (tag > upTo) break;
+        this.unacked.delete(tag);
+        this.settleOne(u, how);
+      }
+    }
+    if (wasFull) this.resume();
+  }
+
+  private settleOne(u: Unacked, how: 0 | 1 | 2): void {
+    const c = u.consumer;
+    if (how === 0) {
+      u.queue.ack(u.entry);
+      this.stats.acked++;
+    } else if (how === 1) u.queue.requeue(u.entry);
+    else u.queue.reject(u.entry);
+    if (c !== null) {
+      const wasFull = c.prefetch !== 0 && c.unacked >= c.prefetch;
+      c.unacked--;
+      if (wasFull || how === 1) c.queue.kick();
+    }
+  }
+
+  /** basic.recover: every unacknowledged delivery goes back to its queue, flagged redelivered. */
+  recover(): void {
+    this.requeueAll();
+    this.resume();
+  }
+
+  private requeueAll(): void {
+    for (const u of this.unacked.values()) {
+      u.queue.requeue(u.entry);
+      if (u.consumer) u.consumer.unacked--;
+    }
+    this.unacked.clear();
+  }
+
+  /** channel.flow. */
+  setFlow(active: boolean): void {
+    this.flowActive = active;
+    if (active) this.resume();
+  }
+
+  /** A sink drained or credit grew: let every queue with a consumer here dispatch again. */
+  resume(): void {
+    for (const c of this.consumers.values()) c.queue.kick();
+  }
+
+  /** Closes the channel: consumers are cancelled and unacknowledged messages requeued. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of this.consumers.values()) c.queue.removeConsumer(c);
+    this.consumers.clear();
+    this.requeueAll();
+    this.connection.channelClosed(this);
+  }
+}

@@ -1,0 +1,40 @@
+import type { FieldTable } from '../types.js';
+import type { Queue } from '../queues/queue.js';
+import { createRouter, type Router } from './router.js';
+
+/** Where a binding leads: a queue, or another exchange (exchange-to-exchange binding). */
+export type Destination = Queue | Exchange;
+
+export interface Binding {
+  readonly source: Exchange;
+  readonly destination: Destination;
+  readonly routingKey: string;
+  readonly args: FieldTable;
+  /** Identity of (destination, routing key, arguments) within the source. */
+  readonly key: string;
+}
+
+export class Exchange {
+  readonly router: Router<Destination>;
+  /** Bindings where this exchange is the source, by key. */
+  readonly bindings = new Map<string, Binding>();
+  /** Bindings where this exchange is the destination. */
+  readonly inbound = new Set<Binding>();
+  readonly alternate: string | undefined;
+  deleted = false;
+  readonly stats = { publishIn: 0, publishOut: 0 };
+
+  constructor(
+    readonly vhost: string,
+    readonly name: string,
+    readonly type: string,
+    readonly durable: boolean,
+    readonly autoDelete: boolean,
+    readonly internal: boolean,
+    readonly args: FieldTable,
+  ) {
+    this.router = createRouter<Destination>(type);
+    const ae = args['alternate-exchange'];
+    this.alternate = typeof ae === 'string' ? ae : undefined;
+  }
+}

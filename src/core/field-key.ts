@@ -1,0 +1,30 @@
+import { Decimal, type FieldTable, type FieldValue } from './types.js';
+
+/** A canonical string for a field value: equal values (keys in any order) give equal strings. */
+export function fieldKey(v: FieldValue | undefined): string {
+  if (v === undefined || v === null) return 'V';
+  if (typeof v === 'string') return `S${JSON.stringify(v)}`;
+  if (typeof v === 'number') return `N${v}`;
+  if (typeof v === 'bigint') return `N${v.toString()}`;
+  if (typeof v === 'boolean') return v ? 'T' : 'F';
+  if (Buffer.isBuffer(v)) return `x${v.toString('hex')}`;
+  if (v instanceof Date) return `D${v.getTime()}`;
+  if (v instanceof Decimal) return `M${v.scale}:${v.value}`;
+  if (Array.isArray(v)) return `[${v.map(fieldKey).join(',')}]`;
+  return tableKey(v);
+}
+
+export function tableKey(t: FieldTable | undefined): string {
+  if (t === undefined) return '{}';
+  const keys = Object.keys(t).sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${fieldKey(t[k])}`).join(',')}}`;
+}
+
+/** A readable rendering for error texts, RabbitMQ style. */
+export function describeValue(v: FieldValue | undefined): string {
+  if (v === undefined) return 'none';
+  if (typeof v === 'string') return v;
+  if (Buffer.isBuffer(v)) return v.toString('hex');
+  if (typeof v === 'object' && v !== null && !(v instanceof Date) && !(v instanceof Decimal)) return tableKey(v as FieldTable);
+  return String(v);
+}

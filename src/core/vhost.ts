@@ -1,0 +1,457 @@
+import { randomBytes } from 'node:crypto';
+import { BrokerError } from './errors.js';
+import { Exchange, type Binding, type Destination } from './exchanges/exchange.js';
+import { describeValue, tableKey } from './field-key.js';
+import type { Persistence } from './persistence.js';
+import { Queue, type DeadLetterReason, type QueueHost } from './queues/queue.js';
+import {
+  SETTLED,
+  type ExchangeOptions,
+  type FieldTable,
+  type FieldValue,
+  type Message,
+  type PublishResult,
+  type QueueOptions,
+  type StoredMessage,
+} from './types.js';
+
+/** Broker-wide services a vhost uses. */
+export interface VHostContext {
+  readonly persistence: Persistence;
+  nextMessageId(): number;
+  /** Messages dropped because nothing routed them, and similar counters. */
+  readonly counters: { published: number; unroutable: number; deadLettered: number };
+}
+
+const DEFAULT_EXCHANGES: ReadonlyArray<[string, string]> = [
+  ['amq.direct', 'direct'],
+  ['amq.fanout', 'fanout'],
+  ['amq.topic', 'topic'],
+  ['amq.headers', 'headers'],
+  ['amq.match', 'headers'],
+];
+
+/** Queue arguments whose value must match on redeclare (RabbitMQ's equivalence check). */
+const EQUIVALENCE_ARGS = [
+  'x-message-ttl',
+  'x-expires',
+  'x-max-length',
+  'x-max-length-bytes',
+  'x-overflow',
+  'x-dead-letter-exchange',
+  'x-dead-letter-routing-key',
+  'x-max-priority',
+  'x-single-active-consumer',
+  'x-queue-type',
+];
+
+const REJECTED_BY_QUEUE = (): Promise<void> => {
+  const p = Promise.reject(new BrokerError(406, 'message rejected by a full queue'));
+  p.catch(() => undefined);
+  return p;
+};
+
+export function checkName(kind: 'queue' | 'exchange', name: string): void {
+  if (Buffer.byteLength(name) > 255) throw BrokerError.precondition(`${kind} name too long`);
+}
+
+function inequivalent(what: string, arg: string, received: FieldValue | undefined, current: FieldValue | undefined): BrokerError {
+  return BrokerError.precondition(
+    `inequivalent arg '${arg}' for ${what}: received ${fmt(received)} but current is ${fmt(current)}`,
+  );
+}
+
+function fmt(v: FieldValue | undefined): string {
+  return v === undefined ? 'none' : `'${describeValue(v)}'`;
+}
+
+function validateExpiration(exp: string | undefined): void {
+  if (exp === undefined) return;
+  if (!/^\d{1,10}$/.test(exp)) throw BrokerError.precondition(`invalid expiration '${exp}'`);
+}
+
+/**
+ * A virtual host: its own exchanges, queues and bindings. All routing happens here.
+ */
+export class VHost implements QueueHost {
+  readonly exchanges = new Map<string, Exchange>();
+  readonly queues = new Map<string, Queue>();
+  private readonly scratch = new Set<Destination>();
+  private readonly outSet = new Set<Queue>();
+  private publishDepth = 0;
+
+  constructor(
+    readonly name: string,
+    readonly ctx: VHostContext,
+  ) {
+    this.exchanges.set('', new Exchange(name, '', 'direct', true, false, false, {}));
+    for (const [n, t] of DEFAULT_EXCHANGES) this.exchanges.set(n, new Exchange(name, n, t, true, false, false, {}));
+  }
+
+  get persistence(): Persistence {
+    return this.ctx.persistence;
+  }
+
+  private describe(kind: 'queue' | 'exchange', name: string): string {
+    return `${kind} '${name}' in vhost '${this.name}'`;
+  }
+
+  getExchange(name: string): Exchange {
+    const ex = this.exchanges.get(name);
+    if (!ex) throw BrokerError.notFound(`no ${this.describe('exchange', name)}`);
+    return ex;
+  }
+
+  getQueue(name: string): Queue {
+    const q = this.queues.get(name);
+    if (!q) throw BrokerError.notFound(`no ${this.describe('queue', name)}`);
+    return q;
+  }
+
+  // ---- exchanges ----------------------------------------------------------------------------
+
+  declareExchange(name: string, type: string, opts: ExchangeOptions, passive: boolean): Exchange {
+    checkName('exchange', name);
+    const existing = this.exchanges.get(name);
+    if (passive) {
+      if (!existing) throw BrokerError.notFound(`no ${this.describe('exchange', name)}`);
+      return existing;
+    }
+    if (name === '' || (name.startsWith('amq.') && !existing)) {
+      throw BrokerError.accessRefused(`${this.describe('exchange', name)} refused: reserved name`);
+    }
+    const durable = opts.durable ?? false;
+    const autoDelete = opts.autoDelete ?? false;
+    const internal = opts.internal ?? false;
+    const args = opts.arguments ?? {};
+    if (existing) {
+      const what = this.describe('exchange', name);
+      if (existing.type !== type) throw inequivalent(what, 'type', type, existing.type);
+      if (existing.durable !== durable) throw inequivalent(what, 'durable', durable, existing.durable);
+      if (existing.autoDelete !== autoDelete) throw inequivalent(what, 'auto_delete', autoDelete, existing.autoDelete);
+      if (existing.internal !== internal) throw inequivalent(what, 'internal', internal, existing.internal);
+      const ae = args['alternate-exchange'];
+      if (tableKey({ ae: ae ?? null }) !== tableKey({ ae: existing.args['alternate-exchange'] ?? null })) {
+        throw inequivalent(what, 'alternate-exchange', ae, existing.args['alternate-exchange']);
+      }
+      return existing;
+    }
+    const ex = new Exchange(this.name, name, type, durable, autoDelete, internal, args);
+    this.exchanges.set(name, ex);
+    if (durable) this.persistence.definitionsChanged();
+    return ex;
+  }
+
+  deleteExchange(name: string, ifUnused: boolean): void {
+    if (name === '' || name.startsWith('amq.')) {
+      throw BrokerError.accessRefused(`operation not permitted on ${this.describe('exchange', name)}`);
+    }
+    const ex = this.exchanges.get(name);
+    if (!ex) return;
+    if (ifUnused && ex.bindings.size > 0) {
+      throw BrokerError.precondition(`${this.describe('exchange', name)} in use`);
+    }
+    this.removeExchange(ex);
+  }
+
+  private removeExchange(ex: Exchange): void {
+    ex.deleted = true;
+    this.exchanges.delete(ex.name);
+    for (const b of [...ex.bindings.values()]) this.removeBinding(b, false);
+    for (const b of [...ex.inbound]) this.removeBinding(b, true);
+    if (ex.durable) this.persistence.definitionsChanged();
+  }
+
+  // ---- queues -------------------------------------------------------------------------------
+
+  /** Declares (or checks) a queue. `owner` is the declaring connection's id. */
+  declareQueue(name: string, opts: QueueOptions, passive: boolean, owner: number): Queue {
+    checkName('queue', name);
+    const existing = name === '' ? undefined : this.queues.get(name);
+    if (existing) this.checkExclusiveAccess(existing, owner);
+    if (passive) {
+      if (!existing) throw BrokerError.notFound(`no ${this.describe('queue', name)}`);
+      existing.touch();
+      return existing;
+    }
+    const durable = opts.durable ?? false;
+    const exclusive = opts.exclusive ?? false;
+    const autoDelete = opts.autoDelete ?? false;
+    const args = opts.arguments ?? {};
+    if (existing) {
+      const what = this.describe('queue', name);
+      if (existing.durable !== durable) throw inequivalent(what, 'durable', durable, existing.durable);
+      if (existing.exclusive !== exclusive) throw inequivalent(what, 'exclusive', exclusive, existing.exclusive);
+      if (existing.autoDelete !== autoDelete) throw inequivalent(what, 'auto_delete', autoDelete, existing.autoDelete);
+      for (const a of EQUIVALENCE_ARGS) {
+        if (tableKey({ v: args[a] ?? null }) !== tableKey({ v: existing.args[a] ?? null })) {
+          throw inequivalent(what, a, args[a], existing.args[a]);
+        }
+      }
+      existing.touch();
+      return existing;
+    }
+    if (name.startsWith('amq.')) {
+      throw BrokerError.accessRefused(`${this.describe('queue', name)} refused: reserved name`);
+    }
+    const qname = name === '' ? `amq.gen-${randomBytes(16).toString('base64url').slice(0, 22)}` : name;
+    const qt = args['x-queue-type'];
+    if (qt !== undefined && qt !== 'classic' && qt !== 'quorum' && qt !== 'stream') {
+      throw BrokerError.precondition(`invalid arg 'x-queue-type' for ${this.describe('queue', qname)}: '${String(qt)}'`);
+    }
+    const q = new Queue(this, qname, durable && !exclusive, exclusive, autoDelete, args, exclusive ? owner : 0);
+    this.queues.set(qname, q);
+    if (q.durable) this.persistence.definitionsChanged();
+    return q;
+  }
+
+  /** An exclusive queue belongs to the connection that declared it (405 for any other). */
+  checkExclusiveAccess(q: Queue, owner: number): void {
+    if (q.exclusive && q.owner !== owner) {
+      throw BrokerError.locked(
+        `cannot obtain exclusive access to locked ${this.describe('queue', q.name)}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.`,
+      );
+    }
+  }
+
+  deleteQueue(name: string, ifUnused: boolean, ifEmpty: boolean, owner: number): number {
+    const q = this.queues.get(name);
+    if (!q) return 0;
+    this.checkExclusiveAccess(q, owner);
+    if (ifUnused && q.consumerCount > 0) throw BrokerError.precondition(`${this.describe('queue', name)} in use`);
+    if (ifEmpty && q.readyCount > 0) throw BrokerError.precondition(`${this.describe('queue', name)} not empty`);
+    return this.removeQueue(q);
+  }
+
+  /** Deletes a queue: bindings go, consumers are cancelled, ready messages are dropped. */
+  removeQueue(q: Queue): number {
+    if (q.deleted || this.queues.get(q.name) !== q) return 0;
+    this.queues.delete(q.name);
+    for (const c of [...q.consumers]) c.owner.consumerCancelled(c);
+    q.consumers.length = 0;
+    const n = q.destroy();
+    for (const b of this.bindingsTo(q)) this.removeBinding(b, true);
+    if (q.durable) this.persistence.definitionsChanged();
+    return n;
+  }
+
+  /** The bindings whose destination is `q` (excluding the default exchange's implicit one). */
+  bindingsTo(q: Queue): Binding[] {
+    const out: Binding[] = [];
+    for (const ex of this.exchanges.values()) {
+      for (const b of ex.bindings.values()) if (b.destination === q) out.push(b);
+    }
+    return out;
+  }
+
+  // ---- bindings -----------------------------------------------------------------------------
+
+  bind(source: Exchange, destination: Destination, routingKey: string, args: FieldTable): void {
+    if (source.name === '') {
+      throw BrokerError.accessRefused(`operation not permitted on the default exchange`);
+    }
+    if (destination instanceof Exchange && destination.name === '') {
+      throw BrokerError.accessRefused(`operation not permitted on the default exchange`);
+    }
+    const key = this.bindingKey(destination, routingKey, args);
+    if (source.bindings.has(key)) return;
+    if (source.type === 'headers') this.checkHeadersArgs(args);
+    const b: Binding = { source, destination, routingKey, args, key };
+    source.router.add(routingKey, args, destination);
+    source.bindings.set(key, b);
+    if (destination instanceof Exchange) destination.inbound.add(b);
+    if (source.durable && destination.durable) this.persistence.definitionsChanged();
+  }
+
+  unbind(source: Exchange, destination: Destination, routingKey: string, args: FieldTable): void {
+    if (source.name === '' || (destination instanceof Exchange && destination.name === '')) {
+      throw BrokerError.accessRefused(`operation not permitted on the default exchange`);
+    }
+    const b = source.bindings.get(this.bindingKey(destination, routingKey, args));
+    if (b) this.removeBinding(b, true);
+  }
+
+  private checkHeadersArgs(args: FieldTable): void {
+    const m = args['x-match'];
+    if (m !== undefined && m !== 'all' && m !== 'any' && m !== 'all-with-x' && m !== 'any-with-x') {
+      throw BrokerError.precondition(`invalid x-match field value ${describeValue(m)}; expected all, any, all-with-x, or any-with-x`);
+    }
+  }
+
+  private bindingKey(destination: Destination, routingKey: string, args: FieldTable): string {
+    const kind = destination instanceof Exchange ? 'e' : 'q';
+    return `${kind}\u0000${destination.name}\u0000${routingKey}\u0000${tableKey(args)}`;
+  }
+
+  private removeBinding(b: Binding, autoDeleteSource: boolean): void {
+    const src = b.source;
+    if (!src.bindings.delete(b.key)) return;
+    src.router.remove(b.routingKey, b.args, b.destination);
+    if (b.destination instanceof Exchange) b.destination.inbound.delete(b);
+    if (src.durable && b.destination.durable) this.persistence.definitionsChanged();
+    if (autoDeleteSource && src.autoDelete && src.bindings.size === 0 && !src.deleted) this.removeExchange(src);
+  }
+
+  // ---- routing ------------------------------------------------------------------------------
+
+  /**
+   * Routes a message and hands it to every matching queue. The message is stored once and shared.
+   */
+  publish(msg: Message, publisherId: number): PublishResult {
+    const ex = this.getExchange(msg.exchange);
+    validateExpiration(msg.properties.expiration);
+    return this.publishTo(ex, msg, publisherId, undefined);
+  }
+
+  private publishTo(ex: Exchange, msg: Message, publisherId: number, skip: ((q: Queue) => boolean) | undefined): PublishResult {
+    const out = this.publishDepth === 0 ? this.outSet : new Set<Queue>();
+    this.publishDepth++;
+    try {
+      this.route(ex, msg.routingKey, msg.properties.headers, out);
+      this.ctx.counters.published++;
+      ex.stats.publishIn++;
+      if (out.size === 0) {
+        this.ctx.counters.unroutable++;
+        return { routed: 0, settled: SETTLED };
+      }
+      const stored: StoredMessage = {
+        exchange: msg.exchange,
+        routingKey: msg.routingKey,
+        properties: msg.properties,
+        body: msg.body,
+        rawProperties: msg.rawProperties,
+        id: this.ctx.nextMessageId(),
+        size: msg.body.length + 64,
+        persistent: msg.properties.deliveryMode === 2,
+        refs: 0,
+        publisherId,
+      };
+      let pending: Promise<void> | undefined;
+      let extra: Promise<void>[] | undefined;
+      let rejected = false;
+      let routed = 0;
+      for (const q of out) {
+        if (skip !== undefined && skip(q)) continue;
+        routed++;
+        const r = q.enqueue(stored);
+        if (r === false) rejected = true;
+        else if (r !== undefined && r !== pending) {
+          if (pending === undefined) pending = r;
+          else (extra ??= []).push(r);
+        }
+      }
+      ex.stats.publishOut += routed;
+      let settled: Promise<void> = SETTLED;
+      if (rejected) settled = REJECTED_BY_QUEUE();
+      else if (extra !== undefined) settled = Promise.all([pending, ...extra]).then(() => undefined);
+      else if (pending !== undefined) settled = pending;
+      return { routed, settled };
+    } finally {
+      out.clear();
+      this.publishDepth--;
+    }
+  }
+
+  /** Collects the queues a message reaches: exchange-to-exchange bindings and alternate exchanges. */
+  route(ex: Exchange, routingKey: string, headers: FieldTable | undefined, out: Set<Queue>): void {
+    if (ex.name === '') {
+      const q = this.queues.get(routingKey);
+      if (q) out.add(q);
+      return;
+    }
+    const dests = this.scratch;
+    ex.router.route(routingKey, headers, dests);
+    let nested: Exchange[] | undefined;
+    for (const d of dests) {
+      if (d instanceof Queue) out.add(d);
+      else (nested ??= []).push(d);
+    }
+    dests.clear();
+    let visited: Set<Exchange> | undefined;
+    if (nested !== undefined) {
+      visited = new Set([ex]);
+      this.routeNested(nested, routingKey, headers, out, visited);
+    }
+    // Alternate exchanges, when nothing else matched (loops are cut by `visited`).
+    let cur = ex;
+    while (out.size === 0 && cur.alternate !== undefined) {
+      const ae = this.exchanges.get(cur.alternate);
+      visited ??= new Set([ex]);
+      if (!ae || visited.has(ae)) break;
+      visited.add(ae);
+      this.routeNested([ae], routingKey, headers, out, visited);
+      cur = ae;
+    }
+  }
+
+  private routeNested(start: Exchange[], rk: string, headers: FieldTable | undefined, out: Set<Queue>, visited: Set<Exchange>): void {
+    const stack = [...start];
+    for (const x of start) visited.add(x);
+    const found = new Set<Destination>();
+    while (stack.length > 0) {
+      const x = stack.pop()!;
+      if (x.name === '') {
+        const q = this.queues.get(rk);
+        if (q) out.add(q);
+        continue;
+      }
+      x.router.route(rk, headers, found);
+      for (const d of found) {
+        if (d instanceof Queue) out.add(d);
+        else if (!visited.has(d)) {
+          visited.add(d);
+          stack.push(d);
+        }
+      }
+      found.clear();
+    }
+  }
+
+  // ---- dead-lettering -----------------------------------------------------------------------
+
+  deadLetter(queue: Queue, msg: StoredMessage, reason: DeadLetterReason): void {
+    const dlxName = queue.deadLetterExchange;
+    if (dlxName === undefined) return;
+    const dlx = this.exchanges.get(dlxName);
+    if (!dlx) return; // RabbitMQ drops the message when the DLX is missing
+    const routingKey = queue.deadLetterRoutingKey ?? msg.routingKey;
+    const headers: FieldTable = { ...(msg.properties.headers ?? {}) };
+    const deaths = Array.isArray(headers['x-death']) ? (headers['x-death'] as FieldTable[]).slice() : [];
+    const idx = deaths.findIndex((d) => d['queue'] === queue.name && d['reason'] === reason);
+    const prior = idx >= 0 ? deaths.splice(idx, 1)[0]! : undefined;
+    const count = prior && typeof prior['count'] === 'number' ? prior['count'] + 1 : 1;
+    const death: FieldTable = {
+      count,
+      reason,
+      queue: queue.name,
+      time: new Date(Math.floor(Date.now() / 1000) * 1000),
+      exchange: msg.exchange,
+      'routing-keys': [msg.routingKey],
+    };
+    if (msg.properties.expiration !== undefined) death['original-expiration'] = msg.properties.expiration;
+    deaths.unshift(death);
+    headers['x-death'] = deaths;
+    if (headers['x-first-death-reason'] === undefined) {
+      headers['x-first-death-reason'] = reason;
+      headers['x-first-death-queue'] = queue.name;
+      headers['x-first-death-exchange'] = msg.exchange;
+    }
+    headers['x-last-death-reason'] = reason;
+    headers['x-last-death-queue'] = queue.name;
+    headers['x-last-death-exchange'] = msg.exchange;
+    const properties = { ...msg.properties, headers };
+    delete properties.expiration;
+    // A message that would die again in a queue it already died in, without ever being
+    // rejected on the way, is in a cycle: do not deliver it there again (RabbitMQ does the same).
+    const everRejected = deaths.some((d) => d['reason'] === 'rejected');
+    const diedIn = new Set(deaths.map((d) => d['queue']));
+    const skip = everRejected ? undefined : (q: Queue): boolean => diedIn.has(q.name);
+    this.ctx.counters.deadLettered++;
+    this.publishTo(dlx, { exchange: dlxName, routingKey, properties, body: msg.body }, 0, skip).settled.catch(() => undefined);
+  }
+
+  /** Deletes every exclusive queue of a closing connection. */
+  dropExclusive(owner: number): void {
+    for (const q of [...this.queues.values()]) if (q.exclusive && q.owner === owner) this.removeQueue(q);
+  }
+}

@@ -1,0 +1,4 @@
+/** The embeddable API: `import { startBroker } from 'warren'`. */
+export { startBroker, type Broker, type Ports, type AdapterContext } from './broker.js';
+export { resolveOptions, DEFAULTS, ConfigError, type BrokerOptions, type Port } from './config.js';
+export * as core from './core/index.js';

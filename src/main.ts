@@ -1,0 +1,74 @@
+import { Command, CommanderError, Option } from 'commander';
+import { startBroker } from './broker.js';
+import { ConfigError, DEFAULTS, flagName, resolveOptions, envName } from './config.js';
+
+const DESCRIPTIONS: Record<string, string> = {
+  bind: 'address the listeners bind to',
+  amqpPort: "AMQP 0-9-1 port (0 = ephemeral, 'off' = disabled)",
+  mqttPort: "MQTT port (0 = ephemeral, 'off' = disabled)",
+  stompPort: "STOMP port (0 = ephemeral, 'off' = disabled)",
+  httpPort: "HTTP port: management API, UI and WebSockets ('off' = disabled)",
+  dataDir: 'data directory',
+  logLevel: 'fatal, error, warn, info, debug, trace or silent',
+  memoryHighWatermark: 'block publishers above this fraction of RAM (<= 1) or bytes',
+  diskFreeLimit: 'block publishers when free disk falls below this many bytes',
+  frameMax: 'largest AMQP frame accepted, in bytes',
+  heartbeat: 'AMQP heartbeat proposed to clients, in seconds (0 = off)',
+  maxMessageSize: 'largest message body accepted, in bytes',
+  channelMax: 'most AMQP channels per connection',
+  defaultVhost: 'vhost used when a client names none',
+  guestRemote: 'let guest connect from non-loopback addresses (true/false)',
+  definitions: 'import this definitions file (RabbitMQ JSON) at start',
+};
+
+/** Runs the `warren` command; resolves with the exit code (or never, for `start`). */
+export async function main(argv: string[]): Promise<number | undefined> {
+  const program = new Command('warren')
+    .description('Warren: an AMQP 0-9-1, MQTT and STOMP message broker')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  const start = program.command('start').description('start the broker');
+  start.addOption(new Option('--config <file>', 'JSON config file').env('WARREN_CONFIG'));
+  for (const key of Object.keys(DEFAULTS)) {
+    start.addOption(new Option(`--${flagName(key)} <value>`, `${DESCRIPTIONS[key] ?? key} [${envName(key)}]`));
+  }
+
+  start.action(async (flags: Record<string, unknown>) => {
+    const opts = resolveOptions(flags);
+    const broker = await startBroker(opts);
+    process.stdout.write(`${broker.readyLine}\n`);
+    const onSignal = (sig: string): void => {
+      broker.log.info({ signal: sig }, 'signal received');
+      broker.stop().then(
+        () => broker.log.flush(() => process.exit(0)),
+        (e: unknown) => {
+          broker.log.error({ err: e }, 'error while stopping');
+          process.exit(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
+  });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.exitCode === 0) return 0;
+      return 2;
+    }
+    if (e instanceof ConfigError) {
+      process.stderr.write(`warren: ${e.message}\n`);
+      return 2;
+    }
+    const err = e as NodeJS.ErrnoException;
+    if (err && (err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL')) {
+      process.stderr.write(`warren: cannot listen: ${err.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+  return undefined;
+}
