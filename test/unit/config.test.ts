@@ -1,0 +1,51 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { ConfigError, DEFAULTS, envName, resolveOptions } from '../../src/config.js';
+
+describe('options', () => {
+  test('defaults when nothing is given', () => {
+    expect(resolveOptions({}, {})).toEqual(DEFAULTS);
+  });
+
+  test('env names follow WARREN_<NAME>', () => {
+    expect(envName('amqpPort')).toBe('WARREN_AMQP_PORT');
+    expect(envName('memoryHighWatermark')).toBe('WARREN_MEMORY_HIGH_WATERMARK');
+  });
+
+  test("ports accept numbers, 0 and 'off'", () => {
+    const o = resolveOptions({ amqpPort: '0', httpPort: 'off' }, { WARREN_MQTT_PORT: '1884' });
+    expect([o.amqpPort, o.httpPort, o.mqttPort]).toEqual([0, null, 1884]);
+  });
+
+  test('flags beat the environment, which beats the file', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'warren-cfg-'));
+    const file = join(dir, 'c.json');
+    await writeFile(file, JSON.stringify({ amqpPort: 1, 'http-port': 2, stompPort: 3 }));
+    const o = resolveOptions({ config: file, amqpPort: '10' }, { WARREN_HTTP_PORT: '20' });
+    expect([o.amqpPort, o.httpPort, o.stompPort]).toEqual([10, 20, 3]);
+    await rm(dir, { recursive: true });
+  });
+
+  test.each([
+    [{ amqpPort: '70000' }, 'amqp-port'],
+    [{ amqpPort: 'abc' }, 'amqp-port'],
+    [{ logLevel: 'loud' }, 'log-level'],
+    [{ guestRemote: 'maybe' }, 'guest-remote'],
+    [{ frameMax: '-1' }, 'frame-max'],
+    [{ bogus: '1' }, 'bogus'],
+  ])('invalid %j names --%s', (flags, option) => {
+    expect(() => resolveOptions(flags, {})).toThrow(ConfigError);
+    try {
+      resolveOptions(flags, {});
+    } catch (e) {
+      expect((e as ConfigError).option).toBe(option);
+      expect((e as Error).message).toContain(`--${option}`);
+    }
+  });
+
+  test('an unreadable or non-object config file is a config error', () => {
+    expect(() => resolveOptions({ config: '/nonexistent/warren.json' }, {})).toThrow(/--config/);
+  });
+});
