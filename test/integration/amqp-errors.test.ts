@@ -1,4 +1,4 @@
-import { connect, type Channel, type ChannelModel } from 'amqplib';
+import { connect, credentials, type Channel, type ChannelModel } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startTestBroker, type TestBroker } from '../helpers/broker.js';
 
@@ -188,6 +188,16 @@ describe('connection errors', () => {
   test('403 ACCESS_REFUSED for bad credentials (authentication_failure_close)', async () => {
     const url = tb.amqpUrl.replace('guest:guest', 'guest:wrong');
     await expect(connect(url)).rejects.toThrow(/ACCESS_REFUSED|403/);
+  });
+
+  test('AMQPLAIN authenticates like PLAIN', async () => {
+    const c = await connect(tb.amqpUrl, { credentials: credentials.amqplain('guest', 'guest') });
+    const ch = await c.createChannel();
+    await ch.close();
+    await c.close();
+    await expect(connect(tb.amqpUrl.replace('guest:guest@', ''), { credentials: credentials.amqplain('guest', 'bad') })).rejects.toThrow(
+      /ACCESS_REFUSED|403/,
+    );
   });
 
   test('errors on one connection leave other connections untouched', async () => {
