@@ -255,7 +255,6 @@ export class VHost implements QueueHost {
     }
     const key = this.bindingKey(destination, routingKey, args);
     if (source.bindings.has(key)) return;
-    if (source.type === 'headers') this.checkHeadersArgs(args);
     const b: Binding = { source, destination, routingKey, args, key };
     source.router.add(routingKey, args, destination);
     source.bindings.set(key, b);
@@ -269,13 +268,6 @@ export class VHost implements QueueHost {
     }
     const b = source.bindings.get(this.bindingKey(destination, routingKey, args));
     if (b) this.removeBinding(b, true);
-  }
-
-  private checkHeadersArgs(args: FieldTable): void {
-    const m = args['x-match'];
-    if (m !== undefined && m !== 'all' && m !== 'any' && m !== 'all-with-x' && m !== 'any-with-x') {
-      throw BrokerError.precondition(`invalid x-match field value ${describeValue(m)}; expected all, any, all-with-x, or any-with-x`);
-    }
   }
 
   private bindingKey(destination: Destination, routingKey: string, args: FieldTable): string {

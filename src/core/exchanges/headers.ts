@@ -17,50 +17,144 @@ import type { Router } from './router.js';
  * The routing key is ignored, though it is part of a binding's identity.
  */
 export class HeadersRouter<T> implements Router<T> {
-  private readonly bindings: HeadersBinding<T>[] = [];
+  /** Entries tried on every message: bindings none of whose arguments can be indexed. */
+  private readonly scan: Entry<T>[] = [];
+  /**
+   * Entries indexed by an argument name and a string, number or boolean value: a message only
+   * tries the entries whose (name, value) it carries. An `all` binding has one entry, on one of its
+   * arguments; an `any` binding has one per argument. RabbitMQ scans every binding; the index finds
+   * the same destinations, since each candidate is still compared in full.
+   */
+  private readonly anchors = new Map<string, AnchorSlot<T>>();
+  private readonly slots: AnchorSlot<T>[] = [];
   private readonly byDest = new Map<T, HeadersBinding<T>[]>();
+  private count = 0;
 
   add(routingKey: string, args: FieldTable, dest: T): void {
-    const b = compileBinding(routingKey, args, dest, this.bindings.length);
-    this.bindings.push(b);
-    const list = this.byDest.get(dest);
-    if (list === undefined) this.byDest.set(dest, [b]);
-    else list.push(b);
+    const b = compileBinding<T>(routingKey, args, dest);
+    if (b.any && b.names.length > 0 && b.values.every(isAnchorValue)) {
+      for (let i = 0; i < b.names.length; i++) this.index(b, i);
+    } else {
+      const anchor = b.any ? -1 : b.values.findIndex(isAnchorValue);
+      if (anchor < 0) push(this.scan, { binding: b, arg: -1, list: this.scan, index: 0 }, b);
+      else this.index(b, anchor);
+    }
+    const mine = this.byDest.get(dest);
+    if (mine === undefined) this.byDest.set(dest, [b]);
+    else mine.push(b);
+    this.count++;
   }
 
   remove(routingKey: string, args: FieldTable, dest: T): void {
-    const list = this.byDest.get(dest);
-    if (list === undefined) return;
+    const mine = this.byDest.get(dest);
+    if (mine === undefined) return;
     let k = -1;
-    for (let i = 0; i < list.length; i++) {
-      const b = list[i] as HeadersBinding<T>;
+    for (let i = 0; i < mine.length; i++) {
+      const b = mine[i] as HeadersBinding<T>;
       if (b.routingKey === routingKey && sameTable(b.args, args)) {
         k = i;
         break;
       }
     }
     if (k < 0) return;
-    const b = list[k] as HeadersBinding<T>;
-    list.splice(k, 1);
-    if (list.length === 0) this.byDest.delete(dest);
-    const last = this.bindings.pop() as HeadersBinding<T>;
-    if (last !== b) {
-      this.bindings[b.index] = last;
-      last.index = b.index;
+    const b = mine[k] as HeadersBinding<T>;
+    mine.splice(k, 1);
+    if (mine.length === 0) this.byDest.delete(dest);
+    this.count--;
+    for (const e of b.entries) {
+      const list = e.list;
+      const last = list.pop() as Entry<T>;
+      if (last !== e) {
+        list[e.index] = last;
+        last.index = e.index;
+      }
+      if (list.length === 0 && e.arg >= 0) this.dropKey(b.names[e.arg] as string, b.values[e.arg] as AnchorKey);
     }
   }
 
   route(_routingKey: string, headers: FieldTable | undefined, out: Set<T>): void {
-    const bindings = this.bindings;
-    for (let i = 0; i < bindings.length; i++) {
-      const b = bindings[i] as HeadersBinding<T>;
-      if (!out.has(b.dest) && matches(b, headers)) out.add(b.dest);
+    const scan = this.scan;
+    for (let i = 0; i < scan.length; i++) {
+      const b = (scan[i] as Entry<T>).binding;
+      if (matches(b, headers)) out.add(b.dest);
+    }
+    if (headers === undefined) return;
+    const slots = this.slots;
+    for (let i = 0; i < slots.length; i++) {
+      const slot = slots[i] as AnchorSlot<T>;
+      const v = header(headers, slot.name, slot.inherited);
+      if (v === undefined || v === null) continue;
+      const key = headerAnchorKey(v);
+      if (key === undefined) continue;
+      const list = slot.byValue.get(key);
+      if (list === undefined) continue;
+      for (let j = 0; j < list.length; j++) {
+        const e = list[j] as Entry<T>;
+        const b = e.binding;
+        // an `any` entry stands for its one argument; an `all` entry for the whole binding
+        if (b.any ? headerValueEquals(b.values[e.arg] as FieldValue, v) : matches(b, headers)) out.add(b.dest);
+      }
     }
   }
 
   get size(): number {
-    return this.bindings.length;
+    return this.count;
   }
+
+  private index(b: HeadersBinding<T>, arg: number): void {
+    const name = b.names[arg] as string;
+    let slot = this.anchors.get(name);
+    if (slot === undefined) {
+      slot = { name, inherited: b.inherited[arg] === true, byValue: new Map(), index: this.slots.length };
+      this.anchors.set(name, slot);
+      this.slots.push(slot);
+    }
+    const key = b.values[arg] as AnchorKey;
+    let list = slot.byValue.get(key);
+    if (list === undefined) {
+      list = [];
+      slot.byValue.set(key, list);
+    }
+    push(list, { binding: b, arg, list, index: 0 }, b);
+  }
+
+  private dropKey(name: string, key: AnchorKey): void {
+    const slot = this.anchors.get(name);
+    if (slot === undefined) return;
+    slot.byValue.delete(key);
+    if (slot.byValue.size > 0) return;
+    this.anchors.delete(name);
+    const last = this.slots.pop() as AnchorSlot<T>;
+    if (last !== slot) {
+      this.slots[slot.index] = last;
+      last.index = slot.index;
+    }
+  }
+}
+
+function push<T>(list: Entry<T>[], e: Entry<T>, b: HeadersBinding<T>): void {
+  e.index = list.length;
+  list.push(e);
+  b.entries.push(e);
+}
+
+type AnchorKey = string | number | boolean;
+
+interface AnchorSlot<T> {
+  readonly name: string;
+  readonly inherited: boolean;
+  readonly byValue: Map<AnchorKey, Entry<T>[]>;
+  index: number;
+}
+
+/** A binding's place in the scan list or under one (name, value) of the index. */
+interface Entry<T> {
+  readonly binding: HeadersBinding<T>;
+  /** The argument indexed, or -1 in the scan list. */
+  readonly arg: number;
+  readonly list: Entry<T>[];
+  /** Position in `list`, kept up to date on swap-removal. */
+  index: number;
 }
 
 /** What a binding's arguments mean, worked out once at bind time. */
@@ -74,9 +168,42 @@ interface HeadersBinding<T> {
   readonly values: FieldValue[];
   /** Per name: it is also an Object.prototype property, so `headers[name]` may be inherited. */
   readonly inherited: boolean[];
-  /** Position in the router's array, kept up to date on swap-removal. */
-  index: number;
+  readonly entries: Entry<T>[];
 }
+
+/**
+ * Whether a required value can index a binding: every header value equal to it (by
+ * `headerValueEquals`) must map to it through `headerAnchorKey`.
+ */
+function isAnchorValue(v: FieldValue): boolean {
+  switch (typeof v) {
+    case 'boolean':
+      return true;
+    case 'number': // unsafe integers may equal bigints that headerAnchorKey cannot map
+      return !Number.isNaN(v) && (!Number.isInteger(v) || Number.isSafeInteger(v));
+    case 'string': // a byte-array header equal to it must decode back to it
+      return Buffer.from(v, 'utf8').toString('utf8') === v;
+    default:
+      return false;
+  }
+}
+
+/** The index key a header value could be equal to, if any. */
+function headerAnchorKey(v: FieldValue): AnchorKey | undefined {
+  switch (typeof v) {
+    case 'string':
+    case 'number':
+    case 'boolean':
+      return v;
+    case 'bigint':
+      return v >= MIN_SAFE && v <= MAX_SAFE ? Number(v) : undefined;
+    default:
+      return Buffer.isBuffer(v) ? v.toString('utf8') : undefined;
+  }
+}
+
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 const X_MATCH_MODES: ReadonlySet<string> = new Set(['all', 'any', 'all-with-x', 'any-with-x']);
 
@@ -98,10 +225,11 @@ export function validateHeadersBindingArgs(args: FieldTable): void {
   );
 }
 
-function compileBinding<T>(routingKey: string, args: FieldTable, dest: T, index: number): HeadersBinding<T> {
+function compileBinding<T>(routingKey: string, args: FieldTable, dest: T): HeadersBinding<T> {
   validateHeadersBindingArgs(args);
   const mode = Object.hasOwn(args, 'x-match') ? args['x-match'] : undefined;
   const withX = mode === 'all-with-x' || mode === 'any-with-x';
+  const any = mode === 'any' || mode === 'any-with-x';
   const names: string[] = [];
   const values: FieldValue[] = [];
   const inherited: boolean[] = [];
@@ -114,7 +242,7 @@ function compileBinding<T>(routingKey: string, args: FieldTable, dest: T, index:
     values.push(v);
     inherited.push(name in Object.prototype);
   }
-  return { routingKey, args, dest, any: mode === 'any' || mode === 'any-with-x', names, values, inherited, index };
+  return { routingKey, args, dest, any, names, values, inherited, entries: [] };
 }
 
 function matches<T>(b: HeadersBinding<T>, headers: FieldTable | undefined): boolean {
@@ -155,7 +283,7 @@ export function headerValueEquals(a: FieldValue, b: FieldValue): boolean {
     case 'bigint':
       return typeof b === 'number' && Number.isInteger(b) && BigInt(b) === a;
     case 'string':
-      return Buffer.isBuffer(b) && b.equals(Buffer.from(a, 'utf8'));
+      return typeof b === 'object' && Buffer.isBuffer(b) && b.equals(Buffer.from(a, 'utf8'));
     case 'boolean':
       return false;
     default:

@@ -245,3 +245,73 @@ describe('x-match validation', () => {
     expect(r.size).toBe(0);
   });
 });
+
+describe('anchor index', () => {
+  /** RabbitMQ's headers_match, written plainly: the index must never change a result. */
+  function reference(args: FieldTable, headers: FieldTable | undefined): boolean {
+    const mode = typeof args['x-match'] === 'string' ? args['x-match'] : 'all';
+    const withX = mode.endsWith('-with-x');
+    const any = mode.startsWith('any');
+    const h = headers ?? {};
+    let all = true;
+    let some = false;
+    for (const [k, want] of Object.entries(args)) {
+      if (k === 'x-match' || (!withX && k.startsWith('x-'))) continue;
+      const present = Object.hasOwn(h, k);
+      const ok = present && (want === null || headerValueEquals(want, h[k]!));
+      if (ok) some = true;
+      else all = false;
+    }
+    return any ? some : all;
+  }
+
+  test('a value index keeps every result of a full scan on random bindings and headers', () => {
+    let seed = 99;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return Math.floor((seed / 2147483648) * n);
+    };
+    const pool = [1, 2, 1n, 2n, 1.5, '1', 'a', 'b', 'é', true, false, null, Buffer.from('a'), Buffer.from('é'), [1], { k: 'a' }, new Date(1), 2 ** 60, 2n ** 60n];
+    const names = ['a', 'b', 'c', 'x-d'];
+    const modes = [undefined, 'all', 'any', 'all-with-x', 'any-with-x'];
+    const r = new HeadersRouter<number>();
+    const bindings: FieldTable[] = [];
+    for (let i = 0; i < 400; i++) {
+      const args: FieldTable = {};
+      const mode = modes[rand(modes.length)];
+      if (mode !== undefined) args['x-match'] = mode;
+      for (const n of names) if (rand(2) === 0) args[n] = pool[rand(pool.length)]!;
+      bindings.push(args);
+      r.add('', args, i);
+    }
+    const DELETED: FieldTable = {};
+    const check = (): void => {
+      for (let m = 0; m < 300; m++) {
+        const headers: FieldTable | undefined = rand(10) === 0 ? undefined : {};
+        if (headers !== undefined) for (const n of names) if (rand(3) > 0) headers[n] = pool[rand(pool.length)]!;
+        const out = new Set<number>();
+        r.route('', headers, out);
+        const expected = bindings.flatMap((args, i) => (args !== DELETED && reference(args, headers) ? [i] : []));
+        expect([...out].sort((x, y) => x - y)).toEqual(expected);
+      }
+    };
+    check();
+    for (let i = 0; i < 400; i += 2) {
+      r.remove('', { ...bindings[i]! }, i);
+      bindings[i] = DELETED;
+    }
+    expect(r.size).toBe(200);
+    check();
+    for (let i = 1; i < 400; i += 2) r.remove('', bindings[i]!, i);
+    expect(r.size).toBe(0);
+    const out = new Set<number>();
+    r.route('', { a: 1 }, out);
+    expect(out.size).toBe(0);
+  });
+
+  test('an indexed string argument still matches a byte-array header', () => {
+    expect(matches({ a: 'x', b: 1 }, { a: Buffer.from('x'), b: 1n })).toBe(true);
+    expect(matches({ a: 2 ** 60 }, { a: 2n ** 60n })).toBe(true);
+    expect(matches({ a: -0 }, { a: 0 })).toBe(true);
+  });
+});
