@@ -1,0 +1,268 @@
+/**
+ * Entry point of one client process (forked by run.ts). Receives its role spec over IPC, opens the
+ * protocol driver, and runs the generic part of the role:
+ * - publisher: sends from `startAt` to `measureTo`, stamping each body with the wall-clock send time
+ *   (float64 LE in bytes 0..7), respects transport back-pressure (publish() false -> wait for drain)
+ *   and the in-flight window granted by the parent (`limit`);
+ * - consumer: counts deliveries, reports progress every 10 ms, and records end-to-end latency for
+ *   messages received inside [measureFrom, measureTo).
+ * Exits when the parent says stop, when the IPC channel closes (the parent died), or on a fatal error.
+ */
+import { wallMs } from './clock.js';
+import { openConsumer, openPublisher } from './clients/index.js';
+import type { ConsumerDriver, ConsumerSpec, PublisherDriver, PublisherSpec, RoleSpec } from './clients/types.js';
+import { Histogram } from './histogram.js';
+import type { FromClient, RoleResult, Timeline, ToClient } from './ipc.js';
+
+/** Messages published per event-loop turn before yielding to I/O (socket reads, IPC). */
+const PUBLISH_BATCH = 256;
+const PROGRESS_INTERVAL_MS = 10;
+const STAMP_BYTES = 8;
+
+function send(msg: FromClient): void {
+  if (process.connected) process.send?.(msg);
+}
+
+/** Send and resolve once the message has been handed to the IPC channel. */
+function sendFlushed(msg: FromClient): Promise<void> {
+  return new Promise((resolve) => {
+    if (process.send === undefined || !process.connected) {
+      resolve();
+      return;
+    }
+    process.send(msg, undefined, {}, () => resolve());
+  });
+}
+
+let exiting = false;
+
+function fatal(err: unknown): void {
+  if (exiting) return;
+  exiting = true;
+  const message = err instanceof Error ? err.message : String(err);
+  const exit = (): never => process.exit(1);
+  setTimeout(exit, 500).unref();
+  sendFlushed({ type: 'fatal', message }).then(exit, exit);
+}
+
+interface Role {
+  start(timeline: Timeline, limit: number): void;
+  setLimit(limit: number): void;
+  result(): RoleResult;
+  close(): Promise<void>;
+}
+
+class PublisherRole implements Role {
+  private readonly template: Buffer;
+  private published = 0;
+  private publishedInWindow = 0;
+  private limit = 0;
+  private running = false;
+  private waitingDrain = false;
+  private timeline: Timeline = { startAt: 0, measureFrom: 0, measureTo: 0 };
+  private windowWaitSince: number | null = null;
+  private drainWaitSince: number | null = null;
+  private windowWaitMs = 0;
+  private drainWaitMs = 0;
+
+  constructor(
+    private readonly spec: PublisherSpec,
+    private readonly driver: PublisherDriver,
+  ) {
+    if (spec.bodySize < STAMP_BYTES) throw new Error(`bodySize must be >= ${STAMP_BYTES}`);
+    this.template = Buffer.alloc(spec.bodySize, 0x2e);
+  }
+
+  start(timeline: Timeline, limit: number): void {
+    this.timeline = timeline;
+    this.limit = limit;
+    setTimeout(() => {
+      this.running = true;
+      this.pump();
+    }, Math.max(0, timeline.startAt - wallMs()));
+    setTimeout(() => this.finish(), Math.max(0, timeline.measureTo - wallMs()));
+  }
+
+  setLimit(limit: number): void {
+    if (limit <= this.limit) return;
+    this.limit = limit;
+    if (this.windowWaitSince !== null) {
+      this.windowWaitMs += this.overlap(this.windowWaitSince, wallMs());
+      this.windowWaitSince = null;
+      this.pump();
+    }
+  }
+
+  private readonly onDrain = (): void => {
+    this.waitingDrain = false;
+    if (this.drainWaitSince !== null) this.drainWaitMs += this.overlap(this.drainWaitSince, wallMs());
+    this.drainWaitSince = null;
+    this.pump();
+  };
+
+  private readonly pump = (): void => {
+    if (!this.running || this.waitingDrain) return;
+    const { measureFrom, measureTo } = this.timeline;
+    for (let n = 0; n < PUBLISH_BATCH; n++) {
+      const now = wallMs();
+      if (now >= measureTo) {
+        this.finish();
+        return;
+      }
+      if (this.published >= this.limit || this.published >= this.spec.maxMessages) {
+        this.windowWaitSince ??= now;
+        return;
+      }
+      // A fresh buffer per message: the client library may hold on to it until it is written.
+      const body = Buffer.allocUnsafe(this.template.length);
+      this.template.copy(body);
+      body.writeDoubleLE(now, 0);
+      this.published++;
+      if (now >= measureFrom) this.publishedInWindow++;
+      if (!this.driver.publish(body)) {
+        this.waitingDrain = true;
+        this.drainWaitSince = now;
+        this.driver.whenWritable(this.onDrain);
+        return;
+      }
+    }
+    setImmediate(this.pump);
+  };
+
+  private finish(): void {
+    if (!this.running) return;
+    this.running = false;
+    const now = wallMs();
+    if (this.windowWaitSince !== null) this.windowWaitMs += this.overlap(this.windowWaitSince, now);
+    if (this.drainWaitSince !== null) this.drainWaitMs += this.overlap(this.drainWaitSince, now);
+    this.windowWaitSince = null;
+    this.drainWaitSince = null;
+  }
+
+  /** The part of [from, to) that lies inside the measured window. */
+  private overlap(from: number, to: number): number {
+    const a = Math.max(from, this.timeline.measureFrom);
+    const b = Math.min(to, this.timeline.measureTo);
+    return Math.max(0, b - a);
+  }
+
+  result(): RoleResult {
+    this.finish();
+    return {
+      role: 'publisher',
+      id: this.spec.id,
+      published: this.published,
+      publishedInWindow: this.publishedInWindow,
+      windowWaitMs: Math.round(this.windowWaitMs),
+      drainWaitMs: Math.round(this.drainWaitMs),
+    };
+  }
+
+  close(): Promise<void> {
+    this.running = false;
+    return this.driver.close();
+  }
+}
+
+class ConsumerRole implements Role {
+  private received = 0;
+  private receivedInWindow = 0;
+  private reported = 0;
+  private readonly latency = new Histogram();
+  // Until 'start' arrives nothing is inside the window.
+  private measureFrom = Number.POSITIVE_INFINITY;
+  private measureTo = Number.NEGATIVE_INFINITY;
+  private driver: ConsumerDriver | null = null;
+  private readonly progressTimer: NodeJS.Timeout;
+
+  constructor(private readonly spec: ConsumerSpec) {
+    this.progressTimer = setInterval(() => {
+      if (this.received !== this.reported) {
+        this.reported = this.received;
+        send({ type: 'progress', received: this.received });
+      }
+    }, PROGRESS_INTERVAL_MS);
+  }
+
+  attach(driver: ConsumerDriver): void {
+    this.driver = driver;
+  }
+
+  readonly onMessage = (body: Buffer): void => {
+    const now = wallMs();
+    this.received++;
+    if (now >= this.measureFrom && now < this.measureTo) {
+      this.receivedInWindow++;
+      if (body.length >= STAMP_BYTES) this.latency.recordMs(now - body.readDoubleLE(0));
+    }
+  };
+
+  start(timeline: Timeline): void {
+    this.measureFrom = timeline.measureFrom;
+    this.measureTo = timeline.measureTo;
+  }
+
+  setLimit(): void {
+    // Consumers are not paced.
+  }
+
+  result(): RoleResult {
+    return {
+      role: 'consumer',
+      id: this.spec.id,
+      received: this.received,
+      receivedInWindow: this.receivedInWindow,
+      latency: this.latency.snapshot(),
+    };
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.progressTimer);
+    await this.driver?.close();
+  }
+}
+
+async function openRole(spec: RoleSpec): Promise<Role> {
+  if (spec.role === 'publisher') {
+    const driver = await openPublisher(spec, fatal);
+    return new PublisherRole(spec, driver);
+  }
+  const role = new ConsumerRole(spec);
+  role.attach(await openConsumer(spec, role.onMessage, fatal));
+  return role;
+}
+
+let role: Role | null = null;
+
+async function onParentMessage(msg: ToClient): Promise<void> {
+  switch (msg.type) {
+    case 'init':
+      role = await openRole(msg.spec);
+      send({ type: 'ready' });
+      return;
+    case 'start':
+      role?.start(msg.timeline, msg.limit);
+      return;
+    case 'limit':
+      role?.setLimit(msg.limit);
+      return;
+    case 'stop': {
+      if (role !== null) {
+        await sendFlushed({ type: 'result', result: role.result() });
+        exiting = true; // errors from closing connections are expected now
+        await role.close();
+      }
+      process.exit(0);
+    }
+  }
+}
+
+if (process.send === undefined) {
+  process.stderr.write('bench/client.js is started by bench/run.js, not directly\n');
+  process.exit(2);
+}
+process.on('message', (msg: ToClient) => {
+  onParentMessage(msg).catch(fatal);
+});
+// The parent died or closed the channel: never outlive it.
+process.on('disconnect', () => process.exit(0));

@@ -1,0 +1,70 @@
+/**
+ * What a client role is told to do (a plain JSON spec, sent to the child process over IPC) and the
+ * small driver interface each protocol implements. The generic parts — pacing, the in-flight window,
+ * time stamps, latency histograms, counting — live in ../client.ts, so a protocol module only opens
+ * connections, publishes bytes and hands received bodies back.
+ *
+ * To add a protocol (MQTT, STOMP): add its specs to the unions below, write clients/<protocol>.ts with
+ * open*Publisher / open*Consumer (and topology helpers if it needs any), and dispatch to it in
+ * clients/index.ts.
+ */
+
+/** Protocols the harness can drive. Extend with 'mqtt' | 'stomp'. */
+export type Protocol = 'amqp';
+
+interface PublisherBase {
+  role: 'publisher';
+  /** Unique within one run, e.g. `pub-0`; used in logs and results. */
+  id: string;
+  /** Message body size in bytes (>= 8: the first 8 bytes carry the send time stamp). */
+  bodySize: number;
+  /** Hard cap on messages this publisher sends in one run, whatever the clock says. */
+  maxMessages: number;
+}
+
+interface ConsumerBase {
+  role: 'consumer';
+  id: string;
+}
+
+export interface AmqpPublisherSpec extends PublisherBase {
+  protocol: 'amqp';
+  url: string;
+  exchange: string;
+  routingKey: string;
+  /** delivery_mode 2 when true. */
+  persistent: boolean;
+}
+
+export interface AmqpConsumerSpec extends ConsumerBase {
+  protocol: 'amqp';
+  url: string;
+  /** One channel (and one basic.consume) per queue, all on one connection. */
+  queues: string[];
+  /** basic.qos prefetch count, per channel. */
+  prefetch: number;
+  /** Ack with multiple=true every N deliveries (1 = ack each message individually). */
+  ackEvery: number;
+}
+
+export type PublisherSpec = AmqpPublisherSpec;
+export type ConsumerSpec = AmqpConsumerSpec;
+export type RoleSpec = PublisherSpec | ConsumerSpec;
+
+export interface PublisherDriver {
+  /** Send one message. False means the transport's buffer is full: wait for `whenWritable`. */
+  publish(body: Buffer): boolean;
+  /** Call `cb` once, when the transport can take more (e.g. amqplib's channel 'drain'). */
+  whenWritable(cb: () => void): void;
+  close(): Promise<void>;
+}
+
+export interface ConsumerDriver {
+  close(): Promise<void>;
+}
+
+/** Called for every delivered message body, before it is acknowledged. */
+export type OnMessage = (body: Buffer) => void;
+
+/** Called when a driver's connection fails after it was opened. */
+export type OnFatal = (err: Error) => void;

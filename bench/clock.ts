@@ -1,0 +1,19 @@
+/**
+ * A wall clock in milliseconds (fractional, sub-millisecond precision) that is comparable across the
+ * processes of one host. `performance.timeOrigin` is the wall-clock instant this process started and
+ * `performance.now()` a monotonic offset from it, so a publisher's stamp and a consumer's receive time
+ * can be subtracted even though they come from different processes. `process.hrtime` would only be
+ * meaningful inside one process.
+ */
+export function wallMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolve at the wall-clock instant `at` (ms), or at once if it has passed. */
+export function sleepUntil(at: number): Promise<void> {
+  return sleep(Math.max(0, at - wallMs()));
+}

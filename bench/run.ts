@@ -1,0 +1,607 @@
+/**
+ * `npm run bench` — runs the load scenarios against Warren (started here as a child process) and a
+ * peer broker, and prints one markdown table per scenario. See bench/README.md.
+ *
+ * Each scenario run: declare the topology, fork one process per client role (dist/bench/client.js),
+ * wait until all are connected, start them on a shared wall-clock timeline (warm-up, then the
+ * measured window), pace the publishers with an in-flight window fed by the consumers' progress,
+ * sample the broker's and the clients' CPU time at both ends of the window, then stop the clients,
+ * collect their counts and latency histograms, and delete the topology.
+ */
+import { fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { availableParallelism, cpus, release, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { connectPeer, rabbitmqInstalled, startLocalRabbitmq, startWarren } from './brokers.js';
+import type { Broker } from './brokers.js';
+import { setupTopology, teardownTopology } from './clients/index.js';
+import type { RoleSpec } from './clients/types.js';
+import { sleep, sleepUntil, wallMs } from './clock.js';
+import { Histogram } from './histogram.js';
+import type { ConsumerResult, FromClient, PublisherResult, RoleResult, Timeline, ToClient } from './ipc.js';
+import { cpuSeconds, machineBusySeconds, processName } from './proc.js';
+import { LEGEND, OTHER_LOAD_WARN_PCT, scenarioTable } from './report.js';
+import type { RunResult } from './report.js';
+import { SCENARIOS } from './scenarios.js';
+import type { Scenario } from './scenarios.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = join(HERE, '..', '..');
+const CLIENT_JS = join(HERE, 'client.js');
+const DEFAULT_PEER_URL = 'amqp://guest:guest@127.0.0.1:5672';
+
+/** Machine load (% of one core, all processes) above which waitForQuiet keeps waiting. */
+const QUIET_PCT = 25;
+
+const USAGE = `Usage: npm run bench -- [options]
+
+  --scenarios <a,b,..>   scenarios to run (default: all; --list shows them)
+  --duration <s>         measured seconds per run (default 10, max 300)
+  --warmup <s>           warm-up seconds excluded from the measurement (default 2)
+  --repeat <n>           run each scenario n times per broker, report the median run (default 1)
+  --quiet-wait <s>       before each run, wait up to <s> seconds for the machine to be idle
+                         (< ${QUIET_PCT} % of a core busy), and redo (up to 3 times) a run that other
+                         processes disturbed; for shared machines (default 0: don't wait)
+  --window <n>           in-flight window in deliveries (default: the scenario's, 10000)
+  --peer-url <url>       peer broker to compare with, e.g. amqp://guest:guest@127.0.0.1:5672
+                         (repeatable; loopback only). Without it: the broker on 127.0.0.1:5672
+                         if one answers, else none (or --start-rabbitmq)
+  --peer-name <name>     label for the peer (default: product and version it reports)
+  --peer-pid <pid>       pid to charge the peer's CPU to (default: the process listening on its port)
+  --start-rabbitmq       start a private RabbitMQ node (Debian package) for this run as the peer
+  --warren-only          no peer
+  --peer-only            do not start Warren (e.g. to validate the harness against RabbitMQ)
+  --warren-bin <path>    Warren's launcher (default: bin/warren.js in this repo)
+  --warren-arg <arg>     extra argument for \`warren start\` (repeatable)
+  --out <file>           also write the markdown report to <file>
+  --json <file>          also write the raw results as JSON
+  --list                 list the scenarios and exit
+  --verbose              echo broker output
+`;
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: every started broker, client process and declared topology registers how to undo itself,
+// so a failure or ctrl-C leaves nothing behind.
+
+const cleanups = new Set<() => Promise<void>>();
+
+function onCleanup(fn: () => Promise<void>): () => void {
+  cleanups.add(fn);
+  return () => cleanups.delete(fn);
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function cleanupAll(): Promise<void> {
+  for (const fn of [...cleanups].reverse()) {
+    cleanups.delete(fn);
+    await withTimeout(fn(), 35_000, 'cleanup').catch((err: unknown) => log(`cleanup: ${String(err)}`));
+  }
+}
+
+let interrupted = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interrupted) process.exit(130); // second ctrl-C: give up on cleaning
+    interrupted = true;
+    log(`${signal}: stopping clients, deleting queues, stopping brokers ...`);
+    cleanupAll().finally(() => process.exit(130));
+  });
+}
+
+function log(msg: string): void {
+  process.stderr.write(`bench: ${msg}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One client process.
+
+class ClientProcess {
+  readonly child: ChildProcess;
+  readonly ready: Promise<void>;
+  private result: RoleResult | null = null;
+  private resultWaiter: ((r: RoleResult) => void) | null = null;
+  private stopped = false;
+
+  constructor(
+    readonly spec: RoleSpec,
+    onProgress: (received: number) => void,
+    onFailure: (err: Error) => void,
+  ) {
+    this.child = fork(CLIENT_JS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let markReady: () => void = () => undefined;
+    this.ready = new Promise<void>((resolve) => {
+      markReady = resolve;
+    });
+    this.child.on('message', (msg: FromClient) => {
+      switch (msg.type) {
+        case 'ready':
+          markReady();
+          return;
+        case 'progress':
+          onProgress(msg.received);
+          return;
+        case 'result':
+          this.result = msg.result;
+          this.resultWaiter?.(msg.result);
+          return;
+        case 'fatal':
+          onFailure(new Error(`${spec.id}: ${msg.message}`));
+          return;
+      }
+    });
+    this.child.on('exit', (code, signal) => {
+      if (!this.stopped) onFailure(new Error(`${spec.id} exited (${signal ?? code})`));
+    });
+    this.child.on('error', onFailure);
+    this.send({ type: 'init', spec });
+  }
+
+  send(msg: ToClient): void {
+    if (this.child.connected) this.child.send(msg);
+  }
+
+  /** Ask for the result and wait for the process to exit. */
+  async stop(): Promise<RoleResult> {
+    this.stopped = true;
+    const result =
+      this.result !== null
+        ? Promise.resolve(this.result)
+        : new Promise<RoleResult>((resolve) => {
+            this.resultWaiter = resolve;
+          });
+    this.send({ type: 'stop' });
+    const r = await withTimeout(result, 10_000, `${this.spec.id} result`);
+    await this.waitExit(5_000);
+    return r;
+  }
+
+  async kill(): Promise<void> {
+    this.stopped = true;
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill('SIGTERM');
+    await this.waitExit(3_000);
+  }
+
+  private async waitExit(ms: number): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    if (await Promise.race([exited.then(() => false), sleep(ms).then(() => true)])) {
+      this.child.kill('SIGKILL');
+      await exited;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One scenario against one broker.
+
+interface RunOptions {
+  runId: string;
+  /** Overrides every scenario's in-flight window (deliveries). */
+  window: number | null;
+  repeat: number;
+  warmupS: number;
+  durationS: number;
+}
+
+interface CpuSample {
+  at: number;
+  broker: number | null;
+  clients: number | null;
+  machine: number | null;
+}
+
+function sampleCpu(brokerPid: number | null, clientPids: number[]): CpuSample {
+  let clients: number | null = 0;
+  for (const pid of clientPids) {
+    const s = cpuSeconds(pid);
+    clients = s === null || clients === null ? null : clients + s;
+  }
+  return {
+    at: wallMs(),
+    broker: brokerPid === null ? null : cpuSeconds(brokerPid),
+    clients,
+    machine: machineBusySeconds(),
+  };
+}
+
+function failed(s: Scenario, b: Broker, error: string): RunResult {
+  return {
+    scenario: s.name,
+    broker: b.name,
+    isWarren: b.isWarren,
+    error,
+    seconds: 0,
+    published: 0,
+    delivered: 0,
+    msgsPerSec: 0,
+    p50Ms: null,
+    p99Ms: null,
+    brokerCpuUsPerMsg: null,
+    brokerCpuPct: null,
+    clientCpuPct: null,
+    otherCpuPct: null,
+    windowWaitPct: 0,
+    drainWaitPct: 0,
+  };
+}
+
+async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<RunResult> {
+  const url = broker.endpoints[s.protocol];
+  if (url === undefined) return failed(s, broker, `no ${s.protocol} endpoint`);
+  const plan = s.plan({ runId: o.runId, url, totalSeconds: o.warmupS + o.durationS + 5 });
+
+  let failure: Error | null = null;
+  let signalFailure: (err: Error) => void = () => undefined;
+  const failurePromise = new Promise<never>((_, reject) => {
+    signalFailure = (err) => {
+      failure ??= err;
+      reject(err);
+    };
+  });
+  failurePromise.catch(() => undefined);
+  const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, failurePromise]);
+
+  const procs: ClientProcess[] = [];
+  const topology = plan.topology;
+  const undo = onCleanup(async () => {
+    await Promise.all(procs.map((p) => p.kill()));
+    if (topology !== null) {
+      for (const problem of await teardownTopology(topology)) log(`teardown: ${problem}`);
+    }
+  });
+  try {
+    if (topology !== null) {
+      await withTimeout(setupTopology(topology, { queueExpiresMs: broker.shared ? 120_000 : null }), 20_000, 'topology');
+    }
+
+    // Pacing: publishers together may publish up to (delivered + window) / deliveriesPerPublish.
+    const window = o.window ?? plan.window;
+    const received = new Map<string, number>();
+    const publishers: ClientProcess[] = [];
+    const nPub = Math.max(1, plan.publishers.length);
+    let limit = Math.max(1, Math.floor(window / plan.deliveriesPerPublish / nPub));
+    const onProgress = (id: string, n: number): void => {
+      received.set(id, n);
+      let total = 0;
+      for (const v of received.values()) total += v;
+      const next = Math.floor((total + window) / plan.deliveriesPerPublish / nPub);
+      if (next > limit) {
+        limit = next;
+        for (const p of publishers) p.send({ type: 'limit', limit });
+      }
+    };
+    // Consumers connect and subscribe first; the publishers then wait for the shared start time.
+    for (const spec of plan.consumers) {
+      procs.push(new ClientProcess(spec, (n) => onProgress(spec.id, n), signalFailure));
+    }
+    await guard(withTimeout(Promise.all(procs.map((p) => p.ready)), 30_000, 'consumers connecting'));
+    for (const spec of plan.publishers) {
+      const p = new ClientProcess(spec, () => undefined, signalFailure);
+      procs.push(p);
+      publishers.push(p);
+    }
+    await guard(withTimeout(Promise.all(procs.map((p) => p.ready)), 30_000, 'publishers connecting'));
+
+    const startAt = wallMs() + 200;
+    const timeline: Timeline = {
+      startAt,
+      measureFrom: startAt + o.warmupS * 1000,
+      measureTo: startAt + (o.warmupS + o.durationS) * 1000,
+    };
+    for (const p of procs) p.send({ type: 'start', timeline, limit });
+
+    // The orchestrator itself (it relays the consumers' progress) counts as client CPU too.
+    const pids = [process.pid, ...procs.map((p) => p.child.pid).filter((pid): pid is number => pid !== undefined)];
+    await guard(sleepUntil(timeline.measureFrom));
+    const before = sampleCpu(broker.pid, pids);
+    await guard(sleepUntil(timeline.measureTo));
+    const after = sampleCpu(broker.pid, pids);
+    // Let consumers pass the end of the window before asking for their counts.
+    await guard(sleep(250));
+
+    const results = await guard(Promise.all(procs.map((p) => p.stop())));
+    const consumers = results.filter((r): r is ConsumerResult => r.role === 'consumer');
+    const pubs = results.filter((r): r is PublisherResult => r.role === 'publisher');
+    const latency = new Histogram();
+    let delivered = 0;
+    for (const c of consumers) {
+      delivered += c.receivedInWindow;
+      latency.merge(c.latency);
+    }
+    const windowMs = after.at - before.at;
+    const brokerCpu = before.broker !== null && after.broker !== null ? after.broker - before.broker : null;
+    const clientCpu = before.clients !== null && after.clients !== null ? after.clients - before.clients : null;
+    const machineCpu = before.machine !== null && after.machine !== null ? after.machine - before.machine : null;
+    // Everything else that ran meanwhile (this harness's parent, other users' processes). Only known
+    // when the broker's CPU is; clamped at 0 because tick accounting is coarse.
+    const otherCpu =
+      machineCpu !== null && brokerCpu !== null && clientCpu !== null
+        ? Math.max(0, machineCpu - brokerCpu - clientCpu)
+        : null;
+    const pubWindowMs = o.durationS * 1000 * Math.max(1, pubs.length);
+    const result: RunResult = {
+      scenario: s.name,
+      broker: broker.name,
+      isWarren: broker.isWarren,
+      error: delivered === 0 ? 'no messages delivered in the measured window' : null,
+      seconds: o.durationS,
+      published: pubs.reduce((a, p) => a + p.publishedInWindow, 0),
+      delivered,
+      msgsPerSec: delivered / o.durationS,
+      p50Ms: latency.quantileMs(0.5),
+      p99Ms: latency.quantileMs(0.99),
+      brokerCpuUsPerMsg: brokerCpu !== null && delivered > 0 ? (brokerCpu * 1e6) / delivered : null,
+      brokerCpuPct: brokerCpu !== null ? (brokerCpu / (windowMs / 1000)) * 100 : null,
+      clientCpuPct: clientCpu !== null ? (clientCpu / (windowMs / 1000)) * 100 : null,
+      otherCpuPct: otherCpu !== null ? (otherCpu / (windowMs / 1000)) * 100 : null,
+      windowWaitPct: (pubs.reduce((a, p) => a + p.windowWaitMs, 0) / pubWindowMs) * 100,
+      drainWaitPct: (pubs.reduce((a, p) => a + p.drainWaitMs, 0) / pubWindowMs) * 100,
+    };
+    return result;
+  } catch (err) {
+    const e = failure ?? err;
+    return failed(s, broker, e instanceof Error ? e.message : String(e));
+  } finally {
+    undo();
+    await Promise.all(procs.map((p) => p.kill()));
+    if (topology !== null) {
+      const problems = await withTimeout(teardownTopology(topology), 30_000, 'teardown').catch((err: unknown) => [
+        String(err),
+      ]);
+      for (const problem of problems) log(`teardown: ${problem}`);
+    }
+  }
+}
+
+/**
+ * On a shared machine: wait (up to `maxS`) until the whole machine is nearly idle over a 2 s sample,
+ * so other people's work does not land in the measurement. Gives up with a warning.
+ */
+async function waitForQuiet(maxS: number): Promise<void> {
+  const deadline = wallMs() + maxS * 1000;
+  let said = false;
+  for (;;) {
+    const b0 = machineBusySeconds();
+    const t0 = wallMs();
+    await sleep(2000);
+    const b1 = machineBusySeconds();
+    if (b0 === null || b1 === null) return;
+    const pct = ((b1 - b0) / ((wallMs() - t0) / 1000)) * 100;
+    if (pct < QUIET_PCT) return;
+    if (wallMs() > deadline) {
+      log(`machine still busy (${Math.round(pct)} % of a core); measuring anyway`);
+      return;
+    }
+    if (!said) log(`machine busy (${Math.round(pct)} % of a core in use); waiting up to ${maxS} s for it to calm down`);
+    said = true;
+  }
+}
+
+function disturbed(r: RunResult): boolean {
+  return r.error === null && r.otherCpuPct !== null && r.otherCpuPct > OTHER_LOAD_WARN_PCT;
+}
+
+async function measure(s: Scenario, b: Broker, o: RunOptions, quietWaitS: number): Promise<RunResult> {
+  if (quietWaitS > 0) await waitForQuiet(quietWaitS);
+  return runScenario(s, b, o);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function packageVersion(name: string): string {
+  try {
+    const require = createRequire(import.meta.url);
+    let dir = dirname(require.resolve(name));
+    // Walk up to the package root (the entry point may sit in a subdirectory).
+    for (let i = 0; i < 5; i++) {
+      try {
+        const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+        if (pkg.name === name) return pkg.version ?? '?';
+      } catch {
+        // not here
+      }
+      dir = dirname(dir);
+    }
+  } catch {
+    // not installed
+  }
+  return '?';
+}
+
+const STARTED_AT = new Date();
+
+function environment(brokers: Broker[], o: RunOptions): string {
+  const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
+  const lines = [
+    `- date: ${STARTED_AT.toISOString()}`,
+    `- machine: ${availableParallelism()} cores (${cpu}), ${Math.round(totalmem() / 2 ** 30)} GiB, Linux ${release()}`,
+    `- clients: Node.js ${process.version}, amqplib ${packageVersion('amqplib')}, one process per client role`,
+    `- timing: ${o.warmupS} s warm-up, then ${o.durationS} s measured, per scenario and broker` +
+      (o.repeat > 1 ? `; ${o.repeat} runs each, the median run by msgs/s shown (runs with other load ⚠ only if all were)` : ''),
+  ];
+  for (const b of brokers) {
+    const comm = b.pid === null ? null : processName(b.pid);
+    lines.push(`- broker ${b.name}: ${b.details}${comm !== null ? ` [${comm}]` : ''}`);
+  }
+  return lines.join('\n');
+}
+
+function parseSeconds(v: string | undefined, fallback: number, name: string, max: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > max) throw new Error(`--${name} must be a number of seconds in 0..${max}`);
+  return n;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      scenarios: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      window: { type: 'string' },
+      repeat: { type: 'string' },
+      'quiet-wait': { type: 'string' },
+      'peer-url': { type: 'string', multiple: true },
+      'peer-name': { type: 'string' },
+      'peer-pid': { type: 'string' },
+      'start-rabbitmq': { type: 'boolean', default: false },
+      'warren-only': { type: 'boolean', default: false },
+      'peer-only': { type: 'boolean', default: false },
+      'warren-bin': { type: 'string' },
+      'warren-arg': { type: 'string', multiple: true },
+      out: { type: 'string' },
+      json: { type: 'string' },
+      list: { type: 'boolean', default: false },
+      verbose: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (values.list) {
+    for (const s of SCENARIOS) process.stdout.write(`${s.name}\n    ${s.summary}\n`);
+    return 0;
+  }
+  const durationS = parseSeconds(values.duration, 10, 'duration', 300);
+  const warmupS = parseSeconds(values.warmup, 2, 'warmup', 60);
+  if (durationS <= 0) throw new Error('--duration must be > 0');
+  const wanted = values.scenarios?.split(',').map((n) => n.trim()).filter((n) => n.length > 0 && n !== 'all') ?? [];
+  const unknown = wanted.filter((n) => !SCENARIOS.some((s) => s.name === n));
+  if (unknown.length > 0) throw new Error(`unknown scenario(s) ${unknown.join(', ')}; --list shows them`);
+  const scenarios = wanted.length === 0 ? [...SCENARIOS] : SCENARIOS.filter((s) => wanted.includes(s.name));
+  if (values['warren-only'] && values['peer-only']) throw new Error('--warren-only and --peer-only exclude each other');
+  const window = values.window === undefined ? null : Number(values.window);
+  if (window !== null && !(Number.isInteger(window) && window > 0)) throw new Error('--window must be a positive integer');
+  const quietWaitS = parseSeconds(values['quiet-wait'], 0, 'quiet-wait', 3600);
+  const repeat = values.repeat === undefined ? 1 : Number(values.repeat);
+  if (!(Number.isInteger(repeat) && repeat >= 1 && repeat <= 20)) throw new Error('--repeat must be an integer in 1..20');
+  const peerPid = values['peer-pid'] === undefined ? null : Number(values['peer-pid']);
+  if (peerPid !== null && !Number.isInteger(peerPid)) throw new Error('--peer-pid must be an integer');
+
+  const brokers: Broker[] = [];
+  const track = (b: Broker): Broker => {
+    brokers.push(b);
+    onCleanup(() => b.stop());
+    return b;
+  };
+  if (!values['peer-only']) {
+    log('starting Warren ...');
+    track(
+      await startWarren({
+        bin: values['warren-bin'] ?? join(REPO_ROOT, 'bin', 'warren.js'),
+        extraArgs: values['warren-arg'] ?? [],
+        verbose: values.verbose,
+        startTimeoutMs: 30_000,
+      }),
+    );
+  }
+  if (!values['warren-only']) {
+    const urls = values['peer-url'] ?? [];
+    for (const url of urls) {
+      track(await connectPeer({ url, name: values['peer-name'] ?? null, pid: peerPid }));
+    }
+    if (urls.length === 0 && values['start-rabbitmq']) {
+      log('starting a private RabbitMQ node ...');
+      track(await startLocalRabbitmq({ verbose: values.verbose, startTimeoutMs: 90_000 }));
+    } else if (urls.length === 0) {
+      const peer = await connectPeer({ url: DEFAULT_PEER_URL, name: values['peer-name'] ?? null, pid: peerPid }).catch(
+        () => null,
+      );
+      if (peer !== null) {
+        log(`no --peer-url: comparing with the broker on 127.0.0.1:5672 (${peer.name})`);
+        track(peer);
+      } else {
+        log(
+          `no --peer-url and nothing answers on 127.0.0.1:5672: no peer` +
+            (rabbitmqInstalled() ? ' (pass --start-rabbitmq to start one)' : ''),
+        );
+      }
+    }
+  }
+  if (brokers.length === 0) throw new Error('no broker to benchmark');
+
+  const o: RunOptions = { runId: `${process.pid}-${Date.now().toString(36)}`, window, repeat, warmupS, durationS };
+  const results: RunResult[] = [];
+  const sections: string[] = [];
+  for (const s of scenarios) {
+    // Repetitions alternate between brokers, so slow drifts in machine load hit both alike.
+    const runs = new Map<Broker, RunResult[]>();
+    for (let rep = 1; rep <= repeat; rep++) {
+      for (const b of brokers) {
+        if (interrupted) break;
+        if (b.endpoints[s.protocol] === undefined) continue;
+        const of = repeat > 1 ? ` (run ${rep}/${repeat})` : '';
+        log(`${s.name} on ${b.name}${of}: ${warmupS} s warm-up + ${durationS} s ...`);
+        let r = await measure(s, b, o, quietWaitS);
+        // On a shared machine, a run that other processes disturbed is redone (up to 3 times).
+        for (let retry = 1; quietWaitS > 0 && retry <= 3 && disturbed(r) && !interrupted; retry++) {
+          log(`  other load ${Math.round(r.otherCpuPct ?? 0)} % during the run: discarded, retry ${retry}/3`);
+          r = await measure(s, b, o, quietWaitS);
+        }
+        log(
+          r.error !== null
+            ? `  failed: ${r.error}`
+            : `  ${Math.round(r.msgsPerSec)} msgs/s, p50 ${r.p50Ms?.toFixed(2)} ms, p99 ${r.p99Ms?.toFixed(2)} ms, ` +
+                `broker ${r.brokerCpuUsPerMsg?.toFixed(1) ?? 'n/a'} µs/msg, other load ${Math.round(r.otherCpuPct ?? 0)} %`,
+        );
+        runs.set(b, [...(runs.get(b) ?? []), r]);
+        results.push(r);
+        await sleep(1000); // let the broker settle (queue deletion, GC) before the next run
+      }
+    }
+    if (runs.size > 0) sections.push(scenarioTable(s, [...runs.values()]));
+  }
+
+  const report = [
+    '## Warren bench',
+    '',
+    environment(brokers, o),
+    '',
+    ...sections.flatMap((t) => [t, '']),
+    LEGEND,
+    '',
+  ].join('\n');
+  process.stdout.write(`\n${report}`);
+  if (values.out !== undefined) await writeFile(values.out, report);
+  if (values.json !== undefined) {
+    await writeFile(values.json, `${JSON.stringify({ environment: environment(brokers, o), results }, null, 2)}\n`);
+  }
+  await cleanupAll();
+  return results.some((r) => r.error !== null) ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  async (err: unknown) => {
+    log(err instanceof Error ? err.message : String(err));
+    await cleanupAll();
+    process.exitCode = 1;
+  },
+);
