@@ -1,17 +1,303 @@
+import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/broker.js';
+import { SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
 import type { Peer, ProtocolAdapter } from '../../src/transport/adapter.js';
+import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
+import { MqttConnection, type Will } from './connection.js';
+import { toAmqpProperties } from './properties.js';
+import { MemoryRetainedStore, type RetainedStore } from './retained.js';
+import { Session, optionsFromArgs, sharedQueueName, type SessionConnection } from './session.js';
+import { bindingKeyToFilter, parseFilter, printable, topicToRoutingKey, type ParsedFilter } from './topic.js';
 
-/** Placeholder until the MQTT adapter lands: refuses every connection. */
+export { MemoryRetainedStore, type RetainedMessage, type RetainedStore } from './retained.js';
+
+/** Keep-alive and CONNECT timeouts are checked by one sweep over all connections, not a timer each. */
+const SWEEP_INTERVAL_MS = 500;
+/** setTimeout's largest delay; longer session expiries re-arm. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A `$share/<group>/<filter>` group: one queue, consumed by every member session. */
+interface SharedGroup {
+  readonly queue: string;
+  readonly members: Set<Session>;
+}
+
+function digest(s: string): string {
+  return createHash('sha256').update(s).digest('base64url').slice(0, 32);
+}
+
+/**
+ * The MQTT 3.1 / 3.1.1 / 5.0 server (TCP and WebSocket): connections, the sessions that outlive
+ * them, shared subscription groups and retained messages.
+ */
 export class MqttAdapter implements ProtocolAdapter {
   readonly name = 'mqtt';
-  constructor(private readonly ctx: AdapterContext) {}
+  private readonly connections = new Set<MqttConnection>();
+  /** vhost -> client id -> session. */
+  private readonly sessions = new Map<string, Map<string, Session>>();
+  private readonly shared = new Map<string, SharedGroup>();
+  readonly retained: RetainedStore;
+  /** Largest packet accepted from a connected client. */
+  readonly maxPacketSize: number;
+  private readonly sweepTimer: NodeJS.Timeout;
+  private readonly epoch = Date.now();
+  private readonly unsubscribeAlarms: () => void;
+
+  constructor(
+    readonly ctx: AdapterContext,
+    retained: RetainedStore = new MemoryRetainedStore(),
+  ) {
+    this.retained = retained;
+    // A publish carries its payload plus at most a topic and properties: allow 64 KiB on top of the body limit.
+    this.maxPacketSize = Math.min(MAX_PACKET_SIZE, ctx.options.maxMessageSize + 65536);
+    this.sweepTimer = setInterval(this.sweep, SWEEP_INTERVAL_MS);
+    this.sweepTimer.unref();
+    this.unsubscribeAlarms = ctx.core.alarms.on((blocked) => {
+      for (const c of this.connections) c.setBlocked(blocked);
+    });
+  }
+
   get connectionCount(): number {
-    return 0;
+    return this.connections.size;
   }
-  handle(stream: Duplex, peer: Peer): void {
-    this.ctx.log.warn({ peer }, 'mqtt is not implemented yet');
-    stream.destroy();
+
+  /** Sessions known to the adapter (online and offline). */
+  get sessionCount(): number {
+    let n = 0;
+    for (const m of this.sessions.values()) n += m.size;
+    return n;
   }
-  async shutdown(): Promise<void> {}
+
+  handle(stream: Duplex, peer: Peer, transport = 'tcp'): void {
+    this.connections.add(new MqttConnection(this, stream, peer, transport));
+  }
+
+  async shutdown(_reason: string): Promise<void> {
+    clearInterval(this.sweepTimer);
+    this.unsubscribeAlarms();
+    // Closing detaches each connection at once; its socket ends after the DISCONNECT is flushed.
+    for (const c of [...this.connections]) c.shutdown();
+    for (const s of [...this.sessions.values()].flatMap((m) => [...m.values()])) {
+      if (s.expiryTimer !== undefined) clearTimeout(s.expiryTimer);
+      if (s.pendingWill !== undefined) clearTimeout(s.pendingWill.timer);
+      s.expiryTimer = undefined;
+      s.pendingWill = undefined;
+    }
+  }
+
+  /** @internal */
+  connectionGone(c: MqttConnection): void {
+    this.connections.delete(c);
+  }
+
+  /** Milliseconds since the adapter started: small integers, cheaper to keep per connection than epoch times. */
+  now(): number {
+    return Date.now() - this.epoch;
+  }
+
+  private readonly sweep = (): void => {
+    const now = this.now();
+    for (const c of this.connections) {
+      if (c.isConnecting) {
+        if (now - c.lastRecv > CONNECT_TIMEOUT_MS) c.connectTimeout();
+      } else if (c.isRunning && c.keepAliveMs > 0 && now - c.lastRecv > c.keepAliveMs * 1.5) {
+        c.keepAliveExpired(); // [MQTT-3.1.2-24]
+      }
+    }
+  };
+
+  // ---- sessions -----------------------------------------------------------------------------
+
+  /**
+   * Attaches a connection to the session of (vhost, client id): the connection holding it is closed
+   * first (takeover); with clean start an existing session is discarded.
+   */
+  openSession(vhost: string, clientId: string, clean: boolean, conn: SessionConnection): { session: Session; present: boolean } {
+    this.sessions.get(vhost)?.get(clientId)?.connection?.takeOver();
+    // The takeover may have ended the old session: look again.
+    let s = this.sessions.get(vhost)?.get(clientId);
+    if (s !== undefined) {
+      if (s.expiryTimer !== undefined) clearTimeout(s.expiryTimer);
+      s.expiryTimer = undefined;
+      if (clean) {
+        this.endSession(s, 'replaced by a clean session');
+        s = undefined;
+      } else if (s.pendingWill !== undefined) {
+        // Reconnected within the will delay: the will is not sent [MQTT-3.1.3-9].
+        clearTimeout(s.pendingWill.timer);
+        s.pendingWill = undefined;
+      }
+    }
+    let present = s !== undefined;
+    if (s === undefined) {
+      s = new Session(vhost, clientId);
+      if (clean) this.deleteQueue(vhost, s.queue);
+      else present = this.recoverSession(s);
+      let inVhost = this.sessions.get(vhost);
+      if (inVhost === undefined) this.sessions.set(vhost, (inVhost = new Map()));
+      inVhost.set(clientId, s);
+    }
+    s.connection = conn;
+    return { session: s, present };
+  }
+
+  /**
+   * A session whose queue survived without the adapter knowing it (e.g. recovered by the store):
+   * its subscriptions come back from the queue's bindings.
+   */
+  private recoverSession(s: Session): boolean {
+    const vh = this.ctx.core.vhosts.get(s.vhost);
+    const q = vh?.queues.get(s.queue);
+    if (vh === undefined || q === undefined || q.exclusive) return false;
+    for (const b of vh.bindingsTo(q)) {
+      if (b.source.name !== TOPIC_EXCHANGE) continue;
+      const o = optionsFromArgs(b.args);
+      const parsed = parseFilter(bindingKeyToFilter(b.routingKey));
+      if (o === undefined || typeof parsed === 'string') continue;
+      s.setSubscription({
+        parsed,
+        qos: o.qos,
+        noLocal: o.noLocal,
+        retainAsPublished: o.rap,
+        retainHandling: o.rh,
+        id: o.id,
+        queue: s.queue,
+        words: parsed.bindingKey.split('.'),
+        args: b.args,
+      });
+    }
+    s.hasQueue = true;
+    return true;
+  }
+
+  /** The connection left: the session ends now, or waits for its expiry (and its will for the delay). */
+  sessionDetached(s: Session, will: Will | undefined, user: string, connId: number): void {
+    s.connection = undefined;
+    if (s.expiryInterval === 0) {
+      if (will !== undefined) this.publishWill(s, user, will, connId);
+      this.endSession(s, undefined);
+      return;
+    }
+    if (will !== undefined) {
+      const delay = Math.min(will.delay, s.expiryInterval);
+      if (delay === 0) this.publishWill(s, user, will, connId);
+      else {
+        const publish = (): void => this.publishWill(s, user, will, connId);
+        const timer = setTimeout(() => {
+          s.pendingWill = undefined;
+          publish();
+        }, Math.min(delay * 1000, MAX_TIMER_MS));
+        timer.unref();
+        s.pendingWill = { timer, publish };
+      }
+    }
+    if (s.expiryInterval < SESSION_EXPIRY_NEVER) this.scheduleExpiry(s, Date.now() + s.expiryInterval * 1000);
+  }
+
+  private scheduleExpiry(s: Session, deadline: number): void {
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      s.expiryTimer = undefined;
+      if (s.connection === undefined) this.endSession(s, 'session expired');
+      return;
+    }
+    s.expiryTimer = setTimeout(() => this.scheduleExpiry(s, deadline), Math.min(left, MAX_TIMER_MS));
+    s.expiryTimer.unref();
+  }
+
+  /** Ends a session: its queue and shared memberships go; a pending will is published now. */
+  private endSession(s: Session, why: string | undefined): void {
+    if (s.expiryTimer !== undefined) clearTimeout(s.expiryTimer);
+    s.expiryTimer = undefined;
+    const will = s.pendingWill;
+    s.pendingWill = undefined;
+    if (will !== undefined) {
+      clearTimeout(will.timer);
+      will.publish();
+    }
+    const inVhost = this.sessions.get(s.vhost);
+    if (inVhost?.get(s.clientId) === s) {
+      inVhost.delete(s.clientId);
+      if (inVhost.size === 0) this.sessions.delete(s.vhost);
+    }
+    for (const sub of s.subscriptions.values()) if (sub.parsed.group !== undefined) this.leaveShared(s, sub.parsed);
+    this.deleteQueue(s.vhost, s.queue);
+    s.reset();
+    if (why !== undefined) this.ctx.log.info({ protocol: 'mqtt', vhost: s.vhost, clientId: s.clientId }, why);
+  }
+
+  queueExists(vhost: string, name: string): boolean {
+    return this.ctx.core.vhosts.get(vhost)?.queues.has(name) ?? false;
+  }
+
+  private deleteQueue(vhost: string, name: string): void {
+    const vh = this.ctx.core.vhosts.get(vhost);
+    const q = vh?.queues.get(name);
+    if (q !== undefined) vh!.removeQueue(q);
+  }
+
+  // ---- shared subscriptions -----------------------------------------------------------------
+
+  /** Joins `$share/<group>/<filter>`: declares and binds the group's queue (with `ch`'s permissions). */
+  joinShared(s: Session, parsed: ParsedFilter, ch: CoreChannel): string {
+    const key = `${s.vhost}\u0000${parsed.group!}\u0000${parsed.bindingKey}`;
+    const g = this.shared.get(key);
+    const queue = g?.queue ?? sharedQueueName(parsed.group!, parsed.bindingKey, digest);
+    if (this.queueExists(s.vhost, queue)) ch.declareQueue(queue, {}, true);
+    else ch.declareQueue(queue, { durable: true });
+    ch.bindQueue(queue, TOPIC_EXCHANGE, parsed.bindingKey, {});
+    if (g === undefined) this.shared.set(key, { queue, members: new Set([s]) });
+    else g.members.add(s);
+    return queue;
+  }
+
+  /** Leaves a group; the last member out deletes the group's queue. */
+  leaveShared(s: Session, parsed: ParsedFilter): void {
+    const key = `${s.vhost}\u0000${parsed.group!}\u0000${parsed.bindingKey}`;
+    const g = this.shared.get(key);
+    if (g === undefined || !g.members.delete(s)) return;
+    if (g.members.size === 0) {
+      this.shared.delete(key);
+      this.deleteQueue(s.vhost, g.queue);
+    }
+  }
+
+  // ---- retained messages and wills ----------------------------------------------------------
+
+  /** Stores (or, with an empty payload, clears) the retained message of a topic. */
+  retain(vhost: string, topic: string, qos: QoS, properties: MessageProperties, body: Buffer): void {
+    if (body.length === 0) {
+      this.retained.set(vhost, topic, null);
+      return;
+    }
+    const exp = properties.expiration;
+    const expiresAt = exp === undefined ? 0 : Date.now() + Number(exp);
+    this.retained.set(vhost, topic, { topic, qos, properties, body, expiresAt });
+  }
+
+  /** Publishes a will to `amq.topic` (the connection is gone: permissions are checked here). */
+  publishWill(s: Session, user: string, will: Will, connId: number): void {
+    const core = this.ctx.core;
+    const vhost = s.vhost;
+    const vh = core.vhosts.get(vhost);
+    const log = this.ctx.log;
+    if (vh === undefined) return;
+    const routingKey = topicToRoutingKey(will.topic);
+    const vars = { username: user, vhost, client_id: s.clientId };
+    if (!core.auth.permitted(user, vhost, 'write', TOPIC_EXCHANGE) || !core.auth.topicPermitted(user, vhost, TOPIC_EXCHANGE, 'write', routingKey, vars)) {
+      log.warn({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, 'will not published: write access refused');
+      return;
+    }
+    const properties = toAmqpProperties(will.qos, will.retain, will.properties);
+    try {
+      const r = vh.publish({ exchange: TOPIC_EXCHANGE, routingKey, properties, body: will.payload }, connId);
+      if (r.settled !== SETTLED) r.settled.catch(() => undefined);
+    } catch (e) {
+      log.warn({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, `will not published: ${e instanceof Error ? e.message : String(e)}`);
+      return;
+    }
+    if (will.retain) this.retain(vhost, will.topic, will.qos, properties, will.payload);
+    log.debug({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, 'will published');
+  }
 }

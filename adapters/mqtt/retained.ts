@@ -1,0 +1,166 @@
+/**
+ * Retained messages: the last message published with RETAIN to each topic, per vhost. Replayed on
+ * SUBSCRIBE to every matching filter, wildcard filters included. The interface is small so a
+ * durable implementation can replace the in-memory one.
+ */
+import type { MessageProperties } from '../../src/core/index.js';
+import type { QoS } from './constants.js';
+
+export interface RetainedMessage {
+  /** MQTT topic name (with `/`). */
+  readonly topic: string;
+  readonly qos: QoS;
+  /** The AMQP properties the publish was mapped to (v5 properties included). */
+  readonly properties: MessageProperties;
+  readonly body: Buffer;
+  /** Absolute expiry in ms since the epoch (v5 message expiry); 0 = never. */
+  readonly expiresAt: number;
+}
+
+export interface RetainedStore {
+  /** Stores the retained message of `topic`, or deletes it when `msg` is null. */
+  set(vhost: string, topic: string, msg: RetainedMessage | null): void;
+  get(vhost: string, topic: string): RetainedMessage | undefined;
+  /** The unexpired retained messages whose topic matches the MQTT `filter` (`$` topics need a literal first level). */
+  match(vhost: string, filter: string): RetainedMessage[];
+  /** Number of retained messages in a vhost. */
+  count(vhost: string): number;
+}
+
+class Node {
+  children: Map<string, Node> | undefined;
+  msg: RetainedMessage | undefined;
+}
+
+/** One vhost's retained messages: a tree over topic levels, pruned on delete. */
+class TopicTree {
+  readonly root = new Node();
+  size = 0;
+
+  set(topic: string, msg: RetainedMessage | null): void {
+    const levels = topic.split('/');
+    if (msg === null) {
+      this.delete(this.root, levels, 0);
+      return;
+    }
+    let node = this.root;
+    for (const l of levels) {
+      node.children ??= new Map();
+      let next = node.children.get(l);
+      if (next === undefined) {
+        next = new Node();
+        node.children.set(l, next);
+      }
+      node = next;
+    }
+    if (node.msg === undefined) this.size++;
+    node.msg = msg;
+  }
+
+  /** Removes the message at `levels`; true when `node` is now empty and may be pruned. */
+  private delete(node: Node, levels: string[], i: number): boolean {
+    if (i === levels.length) {
+      if (node.msg !== undefined) {
+        node.msg = undefined;
+        this.size--;
+      }
+    } else {
+      const child = node.children?.get(levels[i]!);
+      if (child !== undefined && this.delete(child, levels, i + 1)) {
+        node.children!.delete(levels[i]!);
+        if (node.children!.size === 0) node.children = undefined;
+      }
+    }
+    return node.msg === undefined && node.children === undefined;
+  }
+
+  get(topic: string): RetainedMessage | undefined {
+    let node: Node | undefined = this.root;
+    for (const l of topic.split('/')) {
+      node = node.children?.get(l);
+      if (node === undefined) return undefined;
+    }
+    return node.msg;
+  }
+
+  match(filter: string[], out: RetainedMessage[]): void {
+    this.walk(this.root, filter, 0, out, true);
+  }
+
+  private walk(node: Node, f: string[], i: number, out: RetainedMessage[], atRoot: boolean): void {
+    if (i === f.length) {
+      if (node.msg !== undefined) out.push(node.msg);
+      return;
+    }
+    const level = f[i]!;
+    if (level === '#') {
+      // `a/#` matches `a` itself and everything below it.
+      if (!atRoot && node.msg !== undefined) out.push(node.msg);
+      this.collect(node, out, atRoot);
+      return;
+    }
+    const children = node.children;
+    if (children === undefined) return;
+    if (level === '+') {
+      for (const [name, child] of children) {
+        if (atRoot && name.startsWith('$')) continue; // [MQTT-4.7.2-1]
+        this.walk(child, f, i + 1, out, false);
+      }
+      return;
+    }
+    const child = children.get(level);
+    if (child !== undefined) this.walk(child, f, i + 1, out, false);
+  }
+
+  private collect(node: Node, out: RetainedMessage[], atRoot: boolean): void {
+    if (node.children === undefined) return;
+    for (const [name, child] of node.children) {
+      if (atRoot && name.startsWith('$')) continue;
+      if (child.msg !== undefined) out.push(child.msg);
+      this.collect(child, out, false);
+    }
+  }
+}
+
+/** Retained messages in memory (lost on restart until the store persists them). */
+export class MemoryRetainedStore implements RetainedStore {
+  private readonly vhosts = new Map<string, TopicTree>();
+
+  set(vhost: string, topic: string, msg: RetainedMessage | null): void {
+    let tree = this.vhosts.get(vhost);
+    if (tree === undefined) {
+      if (msg === null) return;
+      tree = new TopicTree();
+      this.vhosts.set(vhost, tree);
+    }
+    tree.set(topic, msg);
+    if (tree.size === 0) this.vhosts.delete(vhost);
+  }
+
+  get(vhost: string, topic: string): RetainedMessage | undefined {
+    const m = this.vhosts.get(vhost)?.get(topic);
+    if (m !== undefined && m.expiresAt !== 0 && m.expiresAt <= Date.now()) {
+      this.set(vhost, topic, null);
+      return undefined;
+    }
+    return m;
+  }
+
+  match(vhost: string, filter: string): RetainedMessage[] {
+    const tree = this.vhosts.get(vhost);
+    if (tree === undefined) return [];
+    const found: RetainedMessage[] = [];
+    tree.match(filter.split('/'), found);
+    const now = Date.now();
+    const out: RetainedMessage[] = [];
+    for (const m of found) {
+      if (m.expiresAt !== 0 && m.expiresAt <= now) this.set(vhost, m.topic, null);
+      else out.push(m);
+    }
+    return out;
+  }
+
+  count(vhost: string): number {
+    return this.vhosts.get(vhost)?.size ?? 0;
+  }
+}

@@ -1,0 +1,257 @@
+/**
+ * An MQTT session: the state that outlives a network connection when the client asked for a
+ * persistent session — subscriptions, outbound QoS 1/2 deliveries in flight (resent with DUP and
+ * their original packet ids after a reconnect), PUBRELs owed, and inbound QoS 2 packet ids awaiting
+ * PUBREL (so a duplicate PUBLISH is not routed twice).
+ */
+import type { FieldTable } from '../../src/core/index.js';
+import { SESSION_QUEUE_PREFIX, SHARED_QUEUE_PREFIX, SUBSCRIPTION_OPTS_ARG, type QoS } from './constants.js';
+import type { RetainedMessage } from './retained.js';
+import { matchWords, type ParsedFilter } from './topic.js';
+
+export interface Subscription {
+  readonly parsed: ParsedFilter;
+  readonly qos: QoS;
+  readonly noLocal: boolean;
+  readonly retainAsPublished: boolean;
+  readonly retainHandling: number;
+  /** v5 subscription identifier; 0 = none. */
+  readonly id: number;
+  /** The queue it delivers from: the session queue, or the group's shared queue. */
+  readonly queue: string;
+  /** Binding key words, for matching deliveries back to subscriptions. */
+  readonly words: readonly string[];
+  /** The binding arguments used for it (needed to unbind). */
+  readonly args: FieldTable;
+}
+
+/** Outbound QoS >= 1 delivery states. */
+export const OutState = {
+  /** PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2). */
+  PUBLISH: 1,
+  /** PUBREL sent, waiting for PUBCOMP. */
+  PUBREL: 2,
+  /** The connection went away before the ack: the core requeued the message; it comes back with DUP. */
+  REQUEUED: 3,
+  /** A retained message that was in flight when the connection went away: resent with DUP on reconnect. */
+  RESEND: 4,
+} as const;
+export type OutStateValue = (typeof OutState)[keyof typeof OutState];
+
+export interface Outgoing {
+  readonly packetId: number;
+  qos: QoS;
+  state: OutStateValue;
+  /** The core delivery tag on the current connection's channel; 0 when the message is not held by the core. */
+  tag: number;
+  /** The core message id (to recognise a requeued message); 0 for retained messages. */
+  readonly msgId: number;
+  /** Set for retained messages sent on SUBSCRIBE (they have no core delivery). */
+  readonly retained: RetainedMessage | undefined;
+  /** Delivered from a shared subscription's queue (given to another member if the connection goes). */
+  readonly shared: boolean;
+}
+
+/** What a session needs from the connection it is attached to. */
+export interface SessionConnection {
+  /** Closes the connection because a new one took over its client id. */
+  takeOver(): void;
+}
+
+/** A will waiting for its delay to pass (or for the session to end first). */
+export interface PendingWill {
+  readonly timer: NodeJS.Timeout;
+  readonly publish: () => void;
+}
+
+/** What one delivered routing key matches among a session's subscriptions. */
+export interface MatchResult {
+  /** Highest granted QoS among matching subscriptions; -1 when none matches. */
+  readonly qos: number;
+  readonly ids: number[] | undefined;
+  readonly rap: boolean;
+  /** The same, counting only subscriptions without no-local (for the session's own publishes). */
+  readonly localQos: number;
+  readonly localIds: number[] | undefined;
+  readonly localRap: boolean;
+  /** MQTT topic name of the routing key. */
+  readonly topic: string;
+}
+
+const MATCH_CACHE_SIZE = 256;
+
+/** Binding arguments of a subscription (RabbitMQ's `x-mqtt-subscription-opts` table). */
+export function subscriptionArgs(qos: QoS, noLocal: boolean, rap: boolean, rh: number, id: number): FieldTable {
+  const opts: FieldTable = { qos, 'no-local': noLocal, 'retain-as-published': rap, 'retain-handling': rh };
+  if (id > 0) opts['id'] = id;
+  return { [SUBSCRIPTION_OPTS_ARG]: opts };
+}
+
+/** Reads the subscription options back from binding arguments (session recovery). */
+export function optionsFromArgs(args: FieldTable): { qos: QoS; noLocal: boolean; rap: boolean; rh: number; id: number } | undefined {
+  const t = args[SUBSCRIPTION_OPTS_ARG];
+  if (t === null || typeof t !== 'object' || Array.isArray(t) || Buffer.isBuffer(t) || t instanceof Date || !('qos' in t)) return undefined;
+  const opts = t as FieldTable;
+  const qos = opts['qos'];
+  if (qos !== 0 && qos !== 1 && qos !== 2) return undefined;
+  const rh = opts['retain-handling'];
+  const id = opts['id'];
+  return {
+    qos,
+    noLocal: opts['no-local'] === true,
+    rap: opts['retain-as-published'] === true,
+    rh: typeof rh === 'number' ? rh : 0,
+    id: typeof id === 'number' ? id : 0,
+  };
+}
+
+export function sessionQueueName(clientId: string): string {
+  return SESSION_QUEUE_PREFIX + clientId;
+}
+
+/** One queue per (vhost, group, filter): the name holds group and binding key, or a digest of them when too long. */
+export function sharedQueueName(group: string, bindingKey: string, digest: (s: string) => string): string {
+  const name = `${SHARED_QUEUE_PREFIX}${group}-${bindingKey}`;
+  return Buffer.byteLength(name) <= 255 ? name : `${SHARED_QUEUE_PREFIX}${digest(`${group}\u0000${bindingKey}`)}`;
+}
+
+const NO_SUBSCRIPTIONS: ReadonlyMap<string, Subscription> = new Map();
+const NO_OUTGOING: ReadonlyMap<number, Outgoing> = new Map();
+
+/**
+ * One client session. Its maps are allocated on first use: an idle connection's session is a
+ * handful of fields.
+ */
+export class Session {
+  private subs: Map<string, Subscription> | undefined;
+  private out: Map<number, Outgoing> | undefined;
+  /** Outgoing entries in state PUBLISH or PUBREL: what counts against the receive maximum. */
+  inflight = 0;
+  /** Message ids of REQUEUED entries -> their entry. */
+  requeued: Map<number, Outgoing> | undefined;
+  /**
+   * Inbound QoS 2 packet ids: the promise of a publish the core has not settled yet, or null once
+   * settled (PUBREC sent or owed) until PUBREL.
+   */
+  incoming: Map<number, Promise<void> | null> | undefined;
+  private nextPacketId = 1;
+  /** Seconds; 0 = the session ends with the connection; SESSION_EXPIRY_NEVER = never. */
+  expiryInterval = 0;
+  expiryTimer: NodeJS.Timeout | undefined;
+  /** Whether the session queue exists (created on the first non-shared SUBSCRIBE). */
+  hasQueue = false;
+  /** The connection the session is attached to; undefined while the client is offline. */
+  connection: SessionConnection | undefined;
+  pendingWill: PendingWill | undefined;
+  private cache: Map<string, MatchResult> | undefined;
+  private queueName: string | undefined;
+
+  constructor(
+    readonly vhost: string,
+    readonly clientId: string,
+  ) {}
+
+  /** The session queue, `mqtt-subscription-<client id>`. */
+  get queue(): string {
+    return (this.queueName ??= sessionQueueName(this.clientId));
+  }
+
+  /** Filters (as written, `$share/...` included) -> subscription. */
+  get subscriptions(): ReadonlyMap<string, Subscription> {
+    return this.subs ?? NO_SUBSCRIPTIONS;
+  }
+
+  setSubscription(sub: Subscription): void {
+    (this.subs ??= new Map()).set(sub.parsed.raw, sub);
+    this.cache = undefined;
+  }
+
+  deleteSubscription(filter: string): void {
+    if (this.subs?.delete(filter) === true) this.cache = undefined;
+  }
+
+  /** Outbound QoS >= 1 in flight, by packet id. */
+  get outgoing(): ReadonlyMap<number, Outgoing> {
+    return this.out ?? NO_OUTGOING;
+  }
+
+  addOutgoing(e: Outgoing): void {
+    (this.out ??= new Map()).set(e.packetId, e);
+  }
+
+  deleteOutgoing(packetId: number): void {
+    this.out?.delete(packetId);
+  }
+
+  /** A free packet id (1..65535) for an outbound QoS >= 1 PUBLISH. */
+  allocatePacketId(): number {
+    const out = this.out;
+    for (let tries = 0; tries < 65535; tries++) {
+      const id = this.nextPacketId;
+      this.nextPacketId = id === 65535 ? 1 : id + 1;
+      if (out === undefined || !out.has(id)) return id;
+    }
+    return 0;
+  }
+
+  /** Matches a delivered routing key against the session's own (non-shared) subscriptions. */
+  match(routingKey: string): MatchResult {
+    let cache = this.cache;
+    const hit = cache?.get(routingKey);
+    if (hit !== undefined) return hit;
+    const words = routingKey.split('.');
+    let qos = -1;
+    let localQos = -1;
+    let ids: number[] | undefined;
+    let localIds: number[] | undefined;
+    let rap = false;
+    let localRap = false;
+    for (const s of this.subscriptions.values()) {
+      if (s.parsed.group !== undefined || !matchWords(s.words, words, '*')) continue;
+      if (s.qos > qos) qos = s.qos;
+      if (s.id > 0) (ids ??= []).push(s.id);
+      rap ||= s.retainAsPublished;
+      if (!s.noLocal) {
+        if (s.qos > localQos) localQos = s.qos;
+        if (s.id > 0) (localIds ??= []).push(s.id);
+        localRap ||= s.retainAsPublished;
+      }
+    }
+    const topic = routingKey.includes('.') ? words.join('/') : routingKey;
+    const result: MatchResult = { qos, ids, rap, localQos, localIds, localRap, topic };
+    if (cache === undefined) cache = this.cache = new Map();
+    else if (cache.size >= MATCH_CACHE_SIZE) cache.clear();
+    cache.set(routingKey, result);
+    return result;
+  }
+
+  /** The shared subscription that delivers from `queue`, if any. */
+  sharedFor(queue: string): Subscription | undefined {
+    for (const s of this.subscriptions.values()) if (s.queue === queue && s.parsed.group !== undefined) return s;
+    return undefined;
+  }
+
+  /** The highest QoS of the subscriptions on the session queue (decides whether its consumer acks). */
+  get maxOwnQos(): number {
+    let q = -1;
+    for (const s of this.subscriptions.values()) if (s.parsed.group === undefined && s.qos > q) q = s.qos;
+    return q;
+  }
+
+  get ownSubscriptionCount(): number {
+    let n = 0;
+    for (const s of this.subscriptions.values()) if (s.parsed.group === undefined) n++;
+    return n;
+  }
+
+  /** Forgets every subscription, delivery and packet id (the session ended). */
+  reset(): void {
+    this.subs = undefined;
+    this.out = undefined;
+    this.inflight = 0;
+    this.requeued = undefined;
+    this.incoming = undefined;
+    this.cache = undefined;
+    this.hasQueue = false;
+  }
+}
