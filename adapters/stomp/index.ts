@@ -1,17 +1,31 @@
 import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/broker.js';
+import { ReplyCode } from '../../src/core/index.js';
 import type { Peer, ProtocolAdapter } from '../../src/transport/adapter.js';
+import { StompConnection } from './connection.js';
 
-/** Placeholder until the STOMP adapter lands: refuses every connection. */
+/**
+ * The STOMP 1.0/1.1/1.2 server, over TCP (`stompPort`) and WebSocket (`/ws` with a `v1x.stomp`
+ * subprotocol, and `/stomp`): one StompConnection per stream.
+ */
 export class StompAdapter implements ProtocolAdapter {
   readonly name = 'stomp';
+  private readonly connections = new Set<StompConnection>();
+
   constructor(private readonly ctx: AdapterContext) {}
+
   get connectionCount(): number {
-    return 0;
+    return this.connections.size;
   }
-  handle(stream: Duplex, peer: Peer): void {
-    this.ctx.log.warn({ peer }, 'stomp is not implemented yet');
-    stream.destroy();
+
+  handle(stream: Duplex, peer: Peer, transport = 'tcp'): void {
+    const c = new StompConnection(this.ctx, stream, peer, transport, (gone) => this.connections.delete(gone));
+    this.connections.add(c);
   }
-  async shutdown(): Promise<void> {}
+
+  async shutdown(reason: string): Promise<void> {
+    const all = [...this.connections];
+    for (const c of all) c.forceClose(ReplyCode.CONNECTION_FORCED, `broker forced connection closure with reason '${reason}'`);
+    await Promise.all(all.map((c) => c.closed));
+  }
 }

@@ -1,0 +1,815 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import type { AdapterContext } from '../../src/broker.js';
+import {
+  BrokerError,
+  Deque,
+  ReplyCode,
+  SETTLED,
+  replyName,
+  type Closable,
+  type CoreChannel,
+  type CoreConnection,
+  type Delivery,
+  type Message,
+} from '../../src/core/index.js';
+import type { Logger } from '../../src/logger.js';
+import type { Peer } from '../../src/transport/adapter.js';
+import { Outbound } from '../../src/transport/outbound.js';
+import {
+  CLIENT_COMMANDS,
+  CONNECTED_LIMITS,
+  Escaping,
+  PRE_CONNECT_LIMITS,
+  SUPPORTED_VERSIONS,
+  escapingFor,
+  type StompVersion,
+} from './codec/constants.js';
+import { FrameDecoder, type StompFrame } from './codec/frame-decoder.js';
+import { HEARTBEAT, encodeFrame, encodeRaw, type HeaderList } from './codec/frame-encoder.js';
+import { parseDestination, routeOf, type Destination } from './destination.js';
+import { StompError } from './errors.js';
+import { booleanHeader, propertiesFromSend, propertyLines, queueArguments } from './headers.js';
+import { Subscription, type AckMode, type SubscriptionHost } from './subscription.js';
+
+const SERVER = 'Warren/0.1.0';
+/** A client has this long to send CONNECT. */
+const CONNECT_TIMEOUT_MS = 10_000;
+/** After ERROR or DISCONNECT, how long the peer gets to close before the socket is dropped. */
+const CLOSE_TIMEOUT_MS = 1000;
+/** Heart-beats are never scheduled more often than this, whatever the client asks. */
+export const MIN_HEARTBEAT_MS = 500;
+/** Missed client heart-beat intervals before the connection is dropped. */
+const HEARTBEAT_GRACE = 2;
+/** Bytes of SEND bodies buffered by open transactions of one connection. */
+const MAX_TX_BYTES = 64 * 1024 * 1024;
+const MAX_OPEN_TRANSACTIONS = 1000;
+/** Entries in the per-connection cache of SEND routes (destinations already parsed and declared). */
+const ROUTE_CACHE_SIZE = 256;
+/** Bodies from this size go out as their own write on TCP instead of being copied into the frame. */
+const SEPARATE_BODY_BYTES = 64 * 1024;
+const TEMP_QUEUE_PREFIX = '/temp-queue/';
+const ERROR_VERSION_HEADER = SUPPORTED_VERSIONS.join(',');
+const NUL_BYTE = Buffer.from([0]);
+const EMPTY = Buffer.alloc(0);
+const NOOP = (): void => undefined;
+
+type State = 'connecting' | 'connected' | 'disconnecting' | 'closed';
+
+/** A publish (or ack) buffered by BEGIN until COMMIT. */
+type TxOp =
+  | { readonly kind: 'send'; readonly msg: Message; readonly receipt: string | undefined }
+  | { readonly kind: 'ack'; readonly sub: Subscription; readonly tag: number; readonly nack: boolean; readonly requeue: boolean };
+
+interface Transaction {
+  readonly ops: TxOp[];
+  bytes: number;
+}
+
+/** A RECEIPT owed to the client. Receipts go out in frame order; a SEND's waits for `settled`. */
+interface PendingReceipt {
+  readonly id: string;
+  /** 0 pending, 1 ready, 2 the publish was rejected. */
+  state: 0 | 1 | 2;
+  readonly disconnect: boolean;
+  error?: unknown;
+}
+
+interface Route {
+  readonly exchange: string;
+  readonly routingKey: string;
+}
+
+/**
+ * The body a message keeps. A view that fills most of its backing buffer is kept (zero-copy);
+ * a small view of a big socket chunk is copied so that it does not pin the chunk (STYLE P3).
+ */
+function ownBody(view: Buffer): Buffer {
+  if (view.length === 0) return EMPTY;
+  const backing = view.buffer.byteLength;
+  if (backing <= 8192 || view.length * 2 >= backing) return view;
+  return Buffer.from(view);
+}
+
+/** The queue of a durable topic subscription: derived from destination and id, so a reconnect finds it. */
+function durableQueueName(destination: string, id: string): string {
+  const digest = createHash('md5').update(destination).update('\u0000').update(id).digest('base64url');
+  return `stomp-subscription-${digest}`;
+}
+
+function negotiateVersion(acceptVersion: string): StompVersion | undefined {
+  const offered = acceptVersion.split(',').map((v) => v.trim());
+  for (let i = SUPPORTED_VERSIONS.length - 1; i >= 0; i--) {
+    const v = SUPPORTED_VERSIONS[i]!;
+    if (offered.includes(v)) return v;
+  }
+  return undefined;
+}
+
+function required(f: StompFrame, header: string): string {
+  const v = f.headers.get(header);
+  if (v === undefined) throw StompError.missingHeader(f.command, header);
+  return v;
+}
+
+/**
+ * One STOMP connection (1.0, 1.1 or 1.2, over TCP or WebSocket): CONNECT and version
+ * negotiation, heart-beats, the frame handlers, transactions and receipts. Its CoreChannel is
+ * the session on the core; each SUBSCRIBE is one core consumer (a Subscription).
+ */
+export class StompConnection implements Closable, SubscriptionHost {
+  readonly out: Outbound;
+  private readonly decoder = new FrameDecoder(PRE_CONNECT_LIMITS);
+  private state: State = 'connecting';
+  version: StompVersion = '1.0';
+  escaping = Escaping.NONE;
+  sessionId = '';
+  private core: CoreConnection | undefined;
+  private channel: CoreChannel | undefined;
+  private user = '';
+  private vhost = '';
+  private readonly subscriptions = new Map<string, Subscription>();
+  private readonly transactions = new Map<string, Transaction>();
+  private txBytes = 0;
+  /** Temp-queue name -> the server-named queue behind it. */
+  private readonly replyQueues = new Map<string, string>();
+  private readonly routes = new Map<string, Route>();
+  private readonly receipts = new Deque<PendingReceipt>();
+  private readonly maxBody: number;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private closeTimer: NodeJS.Timeout | undefined;
+  private sendTimer: NodeJS.Timeout | undefined;
+  private recvTimer: NodeJS.Timeout | undefined;
+  private sentAtTick = 0;
+  private recvSinceTick = true;
+  private silentTicks = 0;
+  private publisher = false;
+  private blocked: boolean;
+  private paused = false;
+  private closeReason = 'client closed the connection';
+  private readonly unsubscribeAlarms: () => void;
+  private readonly log: Logger;
+  readonly closed: Promise<void>;
+  private resolveClosed!: () => void;
+
+  constructor(
+    private readonly ctx: AdapterContext,
+    private readonly stream: Duplex,
+    readonly peer: Peer,
+    readonly transport: string,
+    private readonly onGone: (c: StompConnection) => void,
+  ) {
+    this.log = ctx.log.child({ protocol: 'stomp', peer: `${peer.address}:${peer.port}`, transport });
+    this.maxBody = ctx.options.maxMessageSize;
+    this.out = new Outbound(stream, () => this.channel?.resume());
+    this.closed = new Promise((r) => (this.resolveClosed = r));
+    this.decoder.commands = CLIENT_COMMANDS;
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('error', (e: Error) => {
+      this.closeReason = `socket error: ${e.message}`;
+    });
+    stream.on('close', () => this.cleanup());
+    stream.on('end', () => stream.end());
+    this.blocked = ctx.core.alarms.blocked;
+    this.unsubscribeAlarms = ctx.core.alarms.on((blocked) => this.onAlarm(blocked));
+    this.connectTimer = setTimeout(() => {
+      if (this.state === 'connecting') {
+        this.log.warn('no CONNECT frame in time, closing');
+        this.closeReason = 'connect timeout';
+        this.stream.destroy();
+      }
+    }, CONNECT_TIMEOUT_MS).unref();
+  }
+
+  get congested(): boolean {
+    return this.out.congested;
+  }
+
+  // ---- inbound ------------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed' || this.state === 'disconnecting') return;
+    this.recvSinceTick = true;
+    if (this.core !== undefined) this.core.traffic.recvOct += chunk.length;
+    this.decoder.push(chunk);
+    let f: StompFrame | null = null;
+    try {
+      for (f = this.decoder.next(); f !== null; f = this.decoder.next()) {
+        if (this.core !== undefined) this.core.traffic.recvCnt++;
+        this.handleFrame(f);
+        if (this.state !== 'connected') return;
+        f = null;
+      }
+    } catch (e) {
+      this.fail(e, f);
+      return;
+    }
+    if (this.publisher && this.blocked && !this.paused) {
+      this.paused = true;
+      this.stream.pause();
+    }
+  }
+
+  private handleFrame(f: StompFrame): void {
+    const cmd = f.command;
+    if (this.state === 'connecting') {
+      if (cmd === 'CONNECT' || cmd === 'STOMP') this.onConnect(f);
+      else throw new StompError('Illegal command', 'You must log in using CONNECT first', ReplyCode.COMMAND_INVALID);
+      return;
+    }
+    switch (cmd) {
+      case 'SEND':
+        this.onSend(f);
+        return; // its receipt waits for the publish to settle
+      case 'SUBSCRIBE':
+        this.onSubscribe(f);
+        break;
+      case 'UNSUBSCRIBE':
+        this.onUnsubscribe(f);
+        break;
+      case 'ACK':
+        this.onAck(f, false);
+        break;
+      case 'NACK':
+        this.onAck(f, true);
+        break;
+      case 'BEGIN':
+        this.onBegin(f);
+        break;
+      case 'COMMIT':
+        this.onCommit(f);
+        break;
+      case 'ABORT':
+        this.onAbort(f);
+        break;
+      case 'DISCONNECT':
+        this.onDisconnect(f);
+        return;
+      case 'CONNECT':
+      case 'STOMP':
+        throw new StompError('Illegal command', 'the connection is already established', ReplyCode.COMMAND_INVALID);
+      default:
+        throw new StompError('Bad command', `Could not interpret command '${cmd}'`, ReplyCode.COMMAND_INVALID);
+    }
+    const receipt = f.headers.get('receipt');
+    if (receipt !== undefined) this.pushReceipt({ id: receipt, state: 1, disconnect: false });
+  }
+
+  // ---- CONNECT ------------------------------------------------------------------------------
+
+  private onConnect(f: StompFrame): void {
+    const version = negotiateVersion(f.headers.get('accept-version') ?? '1.0');
+    if (version === undefined) {
+      throw new StompError('Version mismatch', `Supported versions are ${ERROR_VERSION_HEADER}`, ReplyCode.NOT_ALLOWED);
+    }
+    // STOMP 1.0 header values lose their leading whitespace, CONNECT's included (RabbitMQ).
+    const h = (name: string): string | undefined => {
+      const v = f.headers.get(name);
+      return version === '1.0' && v !== undefined ? v.trimStart() : v;
+    };
+    const hb = /^\s*(\d{1,9})\s*,\s*(\d{1,9})\s*$/.exec(h('heart-beat') ?? '0,0');
+    if (hb === null) throw new StompError('Bad CONNECT', `invalid heart-beat header '${h('heart-beat') ?? ''}'`);
+    const login = h('login');
+    // Without a login RabbitMQ uses its default user; so do we (guest is loopback-only).
+    const user = login ?? 'guest';
+    const passcode = login === undefined ? 'guest' : (h('passcode') ?? '');
+    const vhost = h('host') ?? this.ctx.core.defaultVhost;
+    try {
+      this.ctx.core.authenticate(user, passcode, this.peer.address);
+    } catch (e) {
+      this.log.warn({ user }, `STOMP login failed: ${e instanceof Error ? e.message : String(e)}`);
+      this.closeReason = 'authentication failed';
+      throw new StompError('Bad CONNECT', `Access refused for user '${user}'`, ReplyCode.ACCESS_REFUSED);
+    }
+    this.user = user;
+    this.vhost = vhost;
+    try {
+      this.core = this.ctx.core.connect(
+        { protocol: `STOMP ${version}`, peer: this.peer, user, vhost, name: `${this.peer.address}:${this.peer.port}` },
+        this,
+      );
+    } catch (e) {
+      if (e instanceof BrokerError) {
+        this.log.warn({ user, vhost }, `STOMP login failed: ${e.message}`);
+        this.closeReason = 'vhost access refused';
+        throw new StompError('Bad CONNECT', `Virtual host '${vhost}' access denied`, ReplyCode.NOT_ALLOWED);
+      }
+      throw e;
+    }
+    this.channel = this.core.openChannel(1);
+    this.version = version;
+    this.escaping = escapingFor(version);
+    this.sessionId = `session-${randomBytes(16).toString('base64url')}`;
+    const clientSends = Number(hb[1]);
+    const clientWants = Number(hb[2]);
+    const sendEvery = clientWants > 0 ? Math.max(clientWants, MIN_HEARTBEAT_MS) : 0;
+    const expectEvery = clientSends > 0 ? Math.max(clientSends, MIN_HEARTBEAT_MS) : 0;
+    this.decoder.limits = {
+      ...CONNECTED_LIMITS,
+      maxFrame: Math.min(CONNECTED_LIMITS.maxFrame, this.maxBody + CONNECTED_LIMITS.maxLine),
+    };
+    this.decoder.escaping = this.escaping;
+    this.decoder.trimValues = version === '1.0';
+    this.state = 'connected';
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.write(
+      encodeFrame('CONNECTED', [
+        ['server', SERVER],
+        ['session', this.sessionId],
+        ['heart-beat', `${sendEvery},${expectEvery}`],
+        ['version', version],
+      ]),
+    );
+    this.startHeartbeats(sendEvery, expectEvery);
+    this.log.info({ user, vhost, version }, 'connection opened');
+  }
+
+  // ---- SEND ---------------------------------------------------------------------------------
+
+  private onSend(f: StompFrame): void {
+    const ch = this.channel!;
+    const dest = required(f, 'destination');
+    if (f.body.length > this.maxBody) {
+      throw new StompError('Message too large', `message size ${f.body.length} is larger than configured max size ${this.maxBody}`, ReplyCode.PRECONDITION_FAILED);
+    }
+    const route = this.routes.get(dest) ?? this.resolveRoute(dest, f);
+    const rt = f.headers.get('reply-to');
+    const replyTo = rt !== undefined && rt.startsWith(TEMP_QUEUE_PREFIX) ? this.ensureReplyQueue(rt) : undefined;
+    const msg: Message = {
+      exchange: route.exchange,
+      routingKey: route.routingKey,
+      properties: propertiesFromSend(f.headers, replyTo),
+      body: ownBody(f.body),
+    };
+    const receipt = f.headers.get('receipt');
+    const txId = f.headers.get('transaction');
+    if (txId !== undefined) {
+      const tx = this.transaction(txId);
+      ch.checkPublishable(msg.exchange);
+      if (this.txBytes + msg.body.length > MAX_TX_BYTES) {
+        throw new StompError('Transaction too large', `open transactions may buffer at most ${MAX_TX_BYTES} bytes`, ReplyCode.RESOURCE_ERROR);
+      }
+      this.txBytes += msg.body.length;
+      tx.bytes += msg.body.length;
+      tx.ops.push({ kind: 'send', msg, receipt });
+      return;
+    }
+    this.publish(msg, receipt);
+  }
+
+  /** Parses a SEND destination (declaring a `/queue/` queue the first time) and caches the route. */
+  private resolveRoute(dest: string, f: StompFrame): Route {
+    const d = parseDestination(dest);
+    if (d.kind === 'temp-queue') {
+      throw new StompError('Invalid destination', `'${dest}' is not a valid destination for 'SEND'`);
+    }
+    // A SEND declares a missing queue; an existing one is used as it is (RabbitMQ would redeclare
+    // it and fail on any difference in its arguments, which only ever bites).
+    if (d.kind === 'queue' && !this.channel!.vhost.queues.has(d.name)) this.declareQueue(d.name, f.headers, true);
+    const route = routeOf(d);
+    if (this.routes.size >= ROUTE_CACHE_SIZE) this.routes.clear();
+    this.routes.set(dest, route);
+    return route;
+  }
+
+  /**
+   * Declares a `/queue/` queue: durable unless `durable:false` (then exclusive and auto-delete,
+   * as RabbitMQ's STOMP plugin does), `exclusive`/`auto-delete` headers win, `x-*` arguments.
+   */
+  private declareQueue(name: string, headers: ReadonlyMap<string, string>, forSend: boolean): void {
+    const durableHeader = booleanHeader(headers.get('durable')) ?? (forSend ? undefined : booleanHeader(headers.get('persistent')));
+    const durable = durableHeader ?? true;
+    this.channel!.declareQueue(name, {
+      durable,
+      exclusive: booleanHeader(headers.get('exclusive')) ?? !durable,
+      autoDelete: booleanHeader(headers.get('auto-delete')) ?? !durable,
+      arguments: queueArguments(headers),
+    });
+  }
+
+  private publish(msg: Message, receipt: string | undefined): void {
+    const r = this.channel!.publish(msg);
+    this.publisher = true;
+    if (receipt === undefined) {
+      if (r.settled !== SETTLED) r.settled.then(NOOP, NOOP);
+      return;
+    }
+    if (r.settled === SETTLED) {
+      this.pushReceipt({ id: receipt, state: 1, disconnect: false });
+      return;
+    }
+    const pr: PendingReceipt = { id: receipt, state: 0, disconnect: false };
+    this.receipts.push(pr);
+    r.settled.then(
+      () => this.settleReceipt(pr, 1, undefined),
+      (e: unknown) => this.settleReceipt(pr, 2, e),
+    );
+  }
+
+  // ---- temp queues --------------------------------------------------------------------------
+
+  /**
+   * `reply-to:/temp-queue/<n>`: a private, server-named queue per session and name, consumed
+   * (auto ack) under subscription id `/temp-queue/<n>`. The reply-to the responder sees is the
+   * queue's name, which AMQP clients publish to directly and STOMP sees as `/reply-queue/<q>`.
+   */
+  private ensureReplyQueue(replyTo: string): string {
+    const known = this.replyQueues.get(replyTo);
+    if (known !== undefined) return known;
+    const d = parseDestination(replyTo);
+    if (d.kind !== 'temp-queue') throw new StompError('Invalid destination', `'${replyTo}' is not a valid temp-queue destination`);
+    const ch = this.channel!;
+    const queue = ch.declareQueue('', { exclusive: true, autoDelete: true }).queue;
+    const tag = `T_${replyTo}`;
+    const sub = new Subscription(this, tag, replyTo, queue, 'auto', queue);
+    ch.consume(queue, { consumerTag: tag, noAck: true }, sub);
+    this.subscriptions.set(tag, sub);
+    this.replyQueues.set(replyTo, queue);
+    return queue;
+  }
+
+  // ---- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------------------------------
+
+  private onSubscribe(f: StompFrame): void {
+    const ch = this.channel!;
+    const dest = required(f, 'destination');
+    const id = f.headers.get('id');
+    const durable = booleanHeader(f.headers.get('durable')) === true || booleanHeader(f.headers.get('persistent')) === true;
+    if (durable && id === undefined) {
+      throw new StompError('Missing header', "Header 'id' is required for durable subscriptions");
+    }
+    if (id !== undefined && id.startsWith(TEMP_QUEUE_PREFIX)) {
+      throw new StompError('Invalid id', `SUBSCRIBE 'id' may not start with ${TEMP_QUEUE_PREFIX}`);
+    }
+    const tag = id !== undefined ? `T_${id}` : `Q_${dest}`;
+    if (this.subscriptions.has(tag)) {
+      throw new StompError('Duplicated subscription identifier', `A subscription identified by '${id ?? dest}' already exists.`);
+    }
+    const ackMode = parseAckMode(f.headers.get('ack'));
+    const pc = f.headers.get('prefetch-count');
+    let prefetch = 0;
+    if (pc !== undefined) {
+      if (!/^\s*[0-9]{1,9}\s*$/.test(pc)) throw StompError.invalidHeader('prefetch-count', `must be a non-negative integer, got '${pc}'`);
+      prefetch = Number(pc.trim());
+    }
+    const queue = this.ensureSource(parseDestination(dest), dest, f.headers, id, durable);
+    const sub = new Subscription(this, tag, id, dest, ackMode, queue);
+    ch.consume(queue, { consumerTag: tag, noAck: ackMode === 'auto', prefetch }, sub);
+    this.subscriptions.set(tag, sub);
+  }
+
+  /** The queue a SUBSCRIBE consumes, declared and bound as DESIGN's STOMP table says. */
+  private ensureSource(d: Destination, dest: string, headers: ReadonlyMap<string, string>, id: string | undefined, durable: boolean): string {
+    const ch = this.channel!;
+    switch (d.kind) {
+      case 'queue':
+        this.declareQueue(d.name, headers, false);
+        return d.name;
+      case 'amqqueue':
+      case 'reply-queue':
+        return d.name;
+      case 'temp-queue':
+        throw new StompError('Invalid destination', `'${dest}' is not a valid destination for 'SUBSCRIBE'`);
+      case 'topic':
+      case 'exchange': {
+        const { exchange, routingKey } = routeOf(d);
+        if (d.kind === 'exchange') ch.declareExchange(exchange, '', {}, true); // NOT_FOUND when missing
+        const name =
+          headers.get('x-queue-name') ?? (durable ? durableQueueName(dest, id!) : `stomp-subscription-${randomBytes(16).toString('base64url')}`);
+        // Non-durable: a private queue that goes with the subscription; durable: a named queue
+        // that outlives the connection (`auto-delete`/`exclusive` headers still win).
+        ch.declareQueue(name, {
+          durable,
+          exclusive: booleanHeader(headers.get('exclusive')) ?? !durable,
+          autoDelete: booleanHeader(headers.get('auto-delete')) ?? !durable,
+          arguments: queueArguments(headers),
+        });
+        ch.bindQueue(name, exchange, routingKey);
+        return name;
+      }
+    }
+  }
+
+  private onUnsubscribe(f: StompFrame): void {
+    const id = f.headers.get('id');
+    const dest = f.headers.get('destination');
+    if (id !== undefined && id.startsWith(TEMP_QUEUE_PREFIX)) {
+      throw new StompError('Invalid id', `UNSUBSCRIBE 'id' may not start with ${TEMP_QUEUE_PREFIX}`);
+    }
+    if (id === undefined && dest === undefined) {
+      throw new StompError('Missing destination or id', "UNSUBSCRIBE must include a 'destination' or 'id' header");
+    }
+    const tag = id !== undefined ? `T_${id}` : `Q_${dest!}`;
+    const sub = this.subscriptions.get(tag);
+    if (sub === undefined) {
+      const what = id !== undefined ? `id='${id}'` : `destination='${dest!}'`;
+      throw new StompError('No subscription found', `UNSUBSCRIBE must refer to an existing subscription. Subscription to ${what} not found.`);
+    }
+    this.subscriptions.delete(tag);
+    this.channel!.cancel(tag);
+    // RabbitMQ: UNSUBSCRIBE with durable:true removes a durable topic subscription's queue.
+    const durable = booleanHeader(f.headers.get('durable')) === true || booleanHeader(f.headers.get('persistent')) === true;
+    if (durable && id !== undefined && sub.destination.startsWith('/topic/')) {
+      this.channel!.deleteQueue(f.headers.get('x-queue-name') ?? durableQueueName(sub.destination, id));
+    }
+  }
+
+  /** The server cancelled a consumer (its queue was deleted): RabbitMQ reports it in an ERROR and goes on. */
+  subscriptionCancelled(sub: Subscription): void {
+    if (this.subscriptions.get(sub.tag) !== sub) return;
+    this.subscriptions.delete(sub.tag);
+    if (sub.id !== undefined && sub.id.startsWith(TEMP_QUEUE_PREFIX)) this.replyQueues.delete(sub.id);
+    if (this.state !== 'connected') return;
+    const headers: [string, string][] = [['message', 'Server cancelled subscription']];
+    if (sub.id !== undefined) headers.push(['subscription', sub.id]);
+    headers.push(['content-type', 'text/plain'], ['version', ERROR_VERSION_HEADER]);
+    const body = `The server has canceled a subscription.\nNo more messages will be delivered for '${sub.destination}'.\n`;
+    this.write(encodeFrame('ERROR', headers, Buffer.from(body), this.escaping));
+    this.log.warn({ user: this.user, subscription: sub.id ?? sub.destination }, 'subscription cancelled by the server: its queue was deleted');
+  }
+
+  // ---- ACK / NACK ---------------------------------------------------------------------------
+
+  private onAck(f: StompFrame, nack: boolean): void {
+    const header = this.version === '1.2' ? 'id' : 'message-id';
+    const value = required(f, header);
+    const parsed = this.parseAckId(value);
+    if (parsed === undefined) throw StompError.invalidHeader(header, `is not a message id this server issued: '${value}'`);
+    const sub = this.subscriptions.get(parsed.tag);
+    if (sub === undefined) throw new StompError('Subscription not found', `Message with id '${value}' has no subscription`);
+    const requeue = booleanHeader(f.headers.get('requeue')) ?? true;
+    const txId = f.headers.get('transaction');
+    if (txId !== undefined) {
+      this.transaction(txId).ops.push({ kind: 'ack', sub, tag: parsed.deliveryTag, nack, requeue });
+      return;
+    }
+    this.settle(sub, parsed.deliveryTag, nack, requeue);
+  }
+
+  /** `<consumer tag>@@<session>@@<delivery tag>` -> its parts. */
+  private parseAckId(v: string): { tag: string; deliveryTag: number } | undefined {
+    const last = v.lastIndexOf('@@');
+    if (last <= 0) return undefined;
+    const digits = v.slice(last + 2);
+    if (!/^[0-9]{1,15}$/.test(digits)) return undefined;
+    const rest = v.slice(0, last);
+    const sep = rest.lastIndexOf('@@');
+    if (sep < 0) return undefined;
+    return { tag: rest.slice(0, sep), deliveryTag: Number(digits) };
+  }
+
+  /**
+   * client-individual settles one message; client settles every message of the subscription up
+   * to this one (STOMP's cumulative ACK, per subscription as the spec says).
+   */
+  private settle(sub: Subscription, deliveryTag: number, nack: boolean, requeue: boolean): void {
+    const ch = this.channel!;
+    const pending = sub.outstanding;
+    if (pending === undefined) {
+      if (nack) ch.nack(deliveryTag, false, requeue);
+      else ch.ack(deliveryTag, false);
+      return;
+    }
+    let n = 0;
+    for (let i = 0; i < pending.length; i++) {
+      const t = pending.at(i)!;
+      if (t > deliveryTag) break;
+      if (t === deliveryTag) n = i + 1;
+    }
+    if (n === 0) throw BrokerError.precondition(`unknown delivery tag ${deliveryTag}`);
+    for (let i = 0; i < n; i++) {
+      const t = pending.shift()!;
+      if (nack) ch.nack(t, false, requeue);
+      else ch.ack(t, false);
+    }
+  }
+
+  // ---- transactions -------------------------------------------------------------------------
+
+  private transaction(id: string): Transaction {
+    const tx = this.transactions.get(id);
+    if (tx === undefined) throw new StompError('Bad transaction', `Invalid transaction identifier: '${id}'`);
+    return tx;
+  }
+
+  private onBegin(f: StompFrame): void {
+    const id = txHeader(f);
+    if (this.transactions.has(id)) throw new StompError('Bad transaction', `Transaction '${id}' is already open`);
+    if (this.transactions.size >= MAX_OPEN_TRANSACTIONS) {
+      throw new StompError('Too many transactions', `at most ${MAX_OPEN_TRANSACTIONS} transactions may be open at once`, ReplyCode.RESOURCE_ERROR);
+    }
+    this.transactions.set(id, { ops: [], bytes: 0 });
+  }
+
+  private onCommit(f: StompFrame): void {
+    const id = txHeader(f);
+    const tx = this.transaction(id);
+    this.transactions.delete(id);
+    this.txBytes -= tx.bytes;
+    for (const op of tx.ops) {
+      if (op.kind === 'send') this.publish(op.msg, op.receipt);
+      else this.settle(op.sub, op.tag, op.nack, op.requeue);
+    }
+  }
+
+  private onAbort(f: StompFrame): void {
+    const id = txHeader(f);
+    const tx = this.transaction(id);
+    this.transactions.delete(id);
+    this.txBytes -= tx.bytes;
+  }
+
+  // ---- receipts, DISCONNECT -----------------------------------------------------------------
+
+  private pushReceipt(pr: PendingReceipt): void {
+    this.receipts.push(pr);
+    this.flushReceipts();
+  }
+
+  private settleReceipt(pr: PendingReceipt, state: 1 | 2, error: unknown): void {
+    pr.state = state;
+    pr.error = error;
+    this.flushReceipts();
+  }
+
+  /** Sends every receipt whose turn has come; a rejected publish ends the connection with ERROR. */
+  private flushReceipts(): void {
+    for (let pr = this.receipts.peek(); pr !== undefined && pr.state !== 0; pr = this.receipts.peek()) {
+      this.receipts.shift();
+      if (this.state === 'closed') continue;
+      if (pr.state === 2) {
+        const reason = pr.error instanceof BrokerError ? pr.error.replyText : 'the message was not accepted';
+        this.fail(new StompError('Message rejected', reason, ReplyCode.PRECONDITION_FAILED), undefined, pr.id);
+        return;
+      }
+      this.write(encodeFrame('RECEIPT', [['receipt-id', pr.id]], undefined, this.escaping));
+      if (pr.disconnect) this.finish('client disconnected');
+    }
+  }
+
+  private onDisconnect(f: StompFrame): void {
+    this.closeReason = 'client disconnected';
+    this.state = 'disconnecting';
+    this.releaseCore();
+    const receipt = f.headers.get('receipt');
+    if (receipt === undefined) this.finish('client disconnected');
+    else this.pushReceipt({ id: receipt, state: 1, disconnect: true });
+  }
+
+  // ---- outbound -----------------------------------------------------------------------------
+
+  private write(buf: Buffer): void {
+    this.out.write(buf);
+    const core = this.core;
+    if (core !== undefined) {
+      core.traffic.sendOct += buf.length;
+      core.traffic.sendCnt++;
+    }
+  }
+
+  /** MESSAGE for one delivery: the constant header prefix comes from the subscription. */
+  writeMessage(sub: Subscription, d: Delivery): void {
+    const m = d.message;
+    const body = m.body;
+    const mid = sub.idPrefix + d.deliveryTag;
+    let head = sub.head + sub.destinationLine(m.exchange, m.routingKey) + 'message-id:' + mid;
+    head += d.redelivered ? '\nredelivered:true\n' : '\nredelivered:false\n';
+    if (sub.ackHeader) head += 'ack:' + mid + '\n';
+    head += propertyLines(m.properties, this.escaping);
+    head += 'content-length:' + body.length + '\n\n';
+    if (body.length < SEPARATE_BODY_BYTES || this.transport !== 'tcp') {
+      this.write(encodeRaw(head, body));
+      return;
+    }
+    // Large body over TCP: header, body and NUL as three writes in one corked batch, no body copy.
+    this.write(Buffer.from(head, 'utf8'));
+    this.write(body);
+    this.write(NUL_BYTE);
+  }
+
+  // ---- errors and closing -------------------------------------------------------------------
+
+  /**
+   * Any error ends the connection: an ERROR frame (`message` header, detail in the body,
+   * `receipt-id` when the failing frame asked for a receipt), a log line, then the close.
+   */
+  private fail(err: unknown, f: StompFrame | null | undefined, receiptId?: string): void {
+    if (this.state === 'closed') return;
+    let summary: string;
+    let detail: string;
+    if (err instanceof StompError) {
+      summary = err.summary;
+      detail = err.detail;
+    } else if (err instanceof BrokerError) {
+      summary = replyName(err.code).toLowerCase();
+      detail = err.replyText;
+    } else {
+      this.log.error({ err }, 'internal error');
+      summary = 'Internal error';
+      detail = 'Processing error';
+    }
+    this.log.warn({ user: this.user, vhost: this.vhost, command: f?.command }, `protocol error: ${summary} - ${detail}`);
+    this.errorAndClose(summary, detail, receiptId ?? f?.headers.get('receipt'));
+  }
+
+  /** ERROR (`message`, text body, `receipt-id` when given), then the close. */
+  private errorAndClose(summary: string, detail: string, receiptId: string | undefined): void {
+    this.closeReason = `${summary} - ${detail}`;
+    const headers: [string, string][] = [
+      ['message', summary],
+      ['content-type', 'text/plain'],
+      ['version', ERROR_VERSION_HEADER],
+    ];
+    if (receiptId !== undefined) headers.push(['receipt-id', receiptId]);
+    this.write(encodeFrame('ERROR', headers, Buffer.from(`${detail}\n`), this.escaping));
+    this.finish(this.closeReason);
+  }
+
+  /** Stop reading, release the core session, flush what is written, end the stream. */
+  private finish(reason: string): void {
+    this.closeReason = reason;
+    this.state = 'closed';
+    this.decoder.clear();
+    this.releaseCore();
+    this.out.end();
+    if (this.closeTimer === undefined) this.closeTimer = setTimeout(() => this.stream.destroy(), CLOSE_TIMEOUT_MS).unref();
+  }
+
+  /** Closable: broker shutdown or an operator closing the connection. */
+  forceClose(code: number, reason: string): void {
+    if (this.state === 'connected') {
+      this.log.info({ user: this.user, vhost: this.vhost, reason }, 'closing connection');
+      this.errorAndClose(replyName(code).toLowerCase(), `${replyName(code)} - ${reason}`, undefined);
+    } else this.stream.destroy();
+  }
+
+  /** Consumers cancelled, unacknowledged messages requeued, exclusive queues deleted. */
+  private releaseCore(): void {
+    this.transactions.clear();
+    this.txBytes = 0;
+    this.subscriptions.clear();
+    this.channel = undefined;
+    this.core?.close();
+  }
+
+  private cleanup(): void {
+    for (const t of [this.connectTimer, this.closeTimer]) if (t) clearTimeout(t);
+    for (const t of [this.sendTimer, this.recvTimer]) if (t) clearInterval(t);
+    this.connectTimer = this.closeTimer = this.sendTimer = this.recvTimer = undefined;
+    this.unsubscribeAlarms();
+    this.state = 'closed';
+    const wasOpen = this.core !== undefined;
+    this.releaseCore();
+    if (wasOpen) this.log.info({ user: this.user, vhost: this.vhost, reason: this.closeReason }, 'connection closed');
+    this.core = undefined;
+    this.onGone(this);
+    this.resolveClosed();
+  }
+
+  // ---- heart-beats, flow ----------------------------------------------------------------------
+
+  private startHeartbeats(sendEvery: number, expectEvery: number): void {
+    if (sendEvery > 0) {
+      // Ticking at half the interval keeps every gap between two writes under `sendEvery`.
+      this.sendTimer = setInterval(() => {
+        if (this.out.bytesOut === this.sentAtTick) this.out.write(HEARTBEAT);
+        this.sentAtTick = this.out.bytesOut;
+      }, sendEvery / 2).unref();
+    }
+    if (expectEvery > 0) {
+      this.recvTimer = setInterval(() => {
+        // A connection paused by a resource alarm is not being read: its silence proves nothing.
+        if (this.recvSinceTick || this.paused) {
+          this.recvSinceTick = false;
+          this.silentTicks = 0;
+        } else if (++this.silentTicks >= HEARTBEAT_GRACE) {
+          this.log.warn({ user: this.user, interval: expectEvery }, 'missed heart-beats from client, closing connection');
+          this.closeReason = 'missed heart-beats';
+          this.stream.destroy();
+        }
+      }, expectEvery).unref();
+    }
+  }
+
+  /** While a resource alarm is raised, publishing connections stop being read (STYLE P11). */
+  private onAlarm(blocked: boolean): void {
+    this.blocked = blocked;
+    if (!blocked && this.paused) {
+      this.paused = false;
+      this.stream.resume();
+    }
+  }
+}
+
+function txHeader(f: StompFrame): string {
+  const id = f.headers.get('transaction');
+  if (id === undefined) throw new StompError('Missing transaction', `${f.command} must include a 'transaction' header`);
+  return id;
+}
+
+function parseAckMode(v: string | undefined): AckMode {
+  if (v === undefined || v === 'auto') return 'auto';
+  if (v === 'client' || v === 'client-individual') return v;
+  throw StompError.invalidHeader('ack', `must be auto, client or client-individual, got '${v}'`);
+}

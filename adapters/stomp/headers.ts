@@ -1,0 +1,190 @@
+import type { FieldTable, FieldValue, MessageProperties } from '../../src/core/index.js';
+import { Escaping } from './codec/constants.js';
+import { escapeHeader } from './codec/escape.js';
+import { replyToHeader } from './destination.js';
+import { StompError } from './errors.js';
+
+/**
+ * MESSAGE headers the server writes itself. A header of the same name in the message (from a
+ * STOMP SEND, an AMQP headers table or MQTT user properties) never reaches the subscriber.
+ */
+export const SERVER_OWNED: ReadonlySet<string> = new Set(['subscription', 'destination', 'message-id', 'redelivered', 'ack', 'content-length']);
+
+/** STOMP headers that map onto AMQP basic properties (RabbitMQ `rabbit_stomp_util`). */
+export const PROPERTY_HEADERS: ReadonlySet<string> = new Set([
+  'content-type',
+  'content-encoding',
+  'persistent',
+  'priority',
+  'correlation-id',
+  'reply-to',
+  'expiration',
+  'amqp-message-id',
+  'timestamp',
+  'type',
+  'user-id',
+  'app-id',
+]);
+
+/** SEND headers that steer the frame and are not part of the message. */
+const CONTROL_HEADERS: ReadonlySet<string> = new Set(['destination', 'content-length', 'receipt', 'transaction']);
+
+function intHeader(name: string, v: string, min: number, max: number): number {
+  const s = v.trim();
+  const n = Number(s);
+  if (s === '' || !/^-?[0-9]+$/.test(s) || n < min || n > max) {
+    throw StompError.invalidHeader(name, `must be an integer between ${min} and ${max}, got '${v}'`);
+  }
+  return n;
+}
+
+/** `true`/`false` as RabbitMQ reads them; anything else is "not given". */
+export function booleanHeader(v: string | undefined): boolean | undefined {
+  if (v === 'true' || v === 'True') return true;
+  if (v === 'false' || v === 'False') return false;
+  return undefined;
+}
+
+/**
+ * The AMQP properties of a SEND: the mapped headers become properties, every other header goes
+ * into the headers table as a string. `replyTo` replaces the `reply-to` header (temp queues).
+ */
+export function propertiesFromSend(headers: ReadonlyMap<string, string>, replyTo: string | undefined): MessageProperties {
+  const p: MessageProperties = {};
+  let table: FieldTable | undefined;
+  for (const [k, v] of headers) {
+    switch (k) {
+      case 'content-type':
+        p.contentType = v;
+        break;
+      case 'content-encoding':
+        p.contentEncoding = v;
+        break;
+      case 'persistent':
+        if (booleanHeader(v) === true) p.deliveryMode = 2;
+        break;
+      case 'priority':
+        p.priority = intHeader(k, v, 0, 255);
+        break;
+      case 'correlation-id':
+        p.correlationId = v;
+        break;
+      case 'reply-to':
+        p.replyTo = replyTo ?? v;
+        break;
+      case 'expiration':
+        p.expiration = v;
+        break;
+      case 'amqp-message-id':
+        p.messageId = v;
+        break;
+      case 'timestamp':
+        p.timestamp = intHeader(k, v, 0, Number.MAX_SAFE_INTEGER);
+        break;
+      case 'type':
+        p.type = v;
+        break;
+      case 'user-id':
+        p.userId = v;
+        break;
+      case 'app-id':
+        p.appId = v;
+        break;
+      case 'message-id':
+        throw StompError.invalidHeader('message-id', "is not allowed on 'SEND'");
+      default:
+        if (CONTROL_HEADERS.has(k)) break;
+        (table ??= {})[k] = v;
+    }
+  }
+  if (table !== undefined) p.headers = table;
+  return p;
+}
+
+/** A header-table value as a STOMP header value; values STOMP cannot show are skipped. */
+function headerValue(v: FieldValue): string | undefined {
+  switch (typeof v) {
+    case 'string':
+      return v;
+    case 'number':
+    case 'bigint':
+      return String(v);
+    case 'boolean':
+      return v ? 'true' : 'false';
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The header lines (escaped, each ending in LF) that carry a message's AMQP properties and custom
+ * headers on a MESSAGE. Server-owned names and property names in the headers table are skipped so
+ * that a publisher cannot forge them.
+ */
+export function propertyLines(p: MessageProperties, esc: Escaping): string {
+  let out = '';
+  if (p.contentType !== undefined) out += line('content-type', p.contentType, esc);
+  if (p.contentEncoding !== undefined) out += line('content-encoding', p.contentEncoding, esc);
+  if (p.deliveryMode === 2) out += 'persistent:true\n';
+  if (p.priority !== undefined) out += `priority:${p.priority}\n`;
+  if (p.correlationId !== undefined) out += line('correlation-id', p.correlationId, esc);
+  if (p.replyTo !== undefined) out += line('reply-to', replyToHeader(p.replyTo), esc);
+  if (p.expiration !== undefined) out += line('expiration', p.expiration, esc);
+  if (p.messageId !== undefined) out += line('amqp-message-id', p.messageId, esc);
+  if (p.timestamp !== undefined) out += `timestamp:${p.timestamp}\n`;
+  if (p.type !== undefined) out += line('type', p.type, esc);
+  if (p.userId !== undefined) out += line('user-id', p.userId, esc);
+  if (p.appId !== undefined) out += line('app-id', p.appId, esc);
+  const h = p.headers;
+  if (h !== undefined) {
+    for (const k in h) {
+      if (SERVER_OWNED.has(k) || PROPERTY_HEADERS.has(k) || k === '') continue;
+      const v = headerValue(h[k]!);
+      if (v === undefined) continue;
+      // STOMP 1.0 cannot escape a colon in a name.
+      if (esc === Escaping.NONE && k.indexOf(':') !== -1) continue;
+      out += line(k, v, esc);
+    }
+  }
+  return out;
+}
+
+function line(k: string, v: string, esc: Escaping): string {
+  return `${escapeHeader(k, esc)}:${escapeHeader(v, esc)}\n`;
+}
+
+const INT_ARGS: ReadonlySet<string> = new Set([
+  'x-expires',
+  'x-max-length',
+  'x-max-length-bytes',
+  'x-max-priority',
+  'x-message-ttl',
+  'x-delivery-limit',
+  'x-stream-max-segment-size-bytes',
+  'x-stream-filter-size-bytes',
+]);
+const STRING_ARGS: ReadonlySet<string> = new Set([
+  'x-dead-letter-exchange',
+  'x-dead-letter-routing-key',
+  'x-max-age',
+  'x-queue-type',
+  'x-overflow',
+  'x-queue-mode',
+]);
+const BOOLEAN_ARGS: ReadonlySet<string> = new Set(['x-single-active-consumer']);
+
+/** Queue arguments given as `x-*` headers on SUBSCRIBE (and SEND to `/queue/`), typed as RabbitMQ does. */
+export function queueArguments(headers: ReadonlyMap<string, string>): FieldTable {
+  const args: FieldTable = {};
+  for (const [k, v] of headers) {
+    if (k.charCodeAt(0) !== 0x78 || k.charCodeAt(1) !== 0x2d) continue; // 'x-'
+    if (INT_ARGS.has(k)) args[k] = intHeader(k, v, 0, Number.MAX_SAFE_INTEGER);
+    else if (STRING_ARGS.has(k)) args[k] = v.trim();
+    else if (BOOLEAN_ARGS.has(k)) {
+      const b = booleanHeader(v.trim());
+      if (b === undefined) throw StompError.invalidHeader(k, `must be true or false, got '${v}'`);
+      args[k] = b;
+    }
+  }
+  return args;
+}
