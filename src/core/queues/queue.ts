@@ -1,8 +1,9 @@
+import { Deque } from '../deque.js';
 import { BrokerError } from '../errors.js';
-import type { Persistence } from '../persistence.js';
+import type { PageSink, Persistence, QueueStore } from '../persistence.js';
 import type { FieldTable, FieldValue, StoredMessage } from '../types.js';
 import type { Consumer } from './consumer.js';
-import type { QueueEntry } from './entry.js';
+import { newEntry, type QueueEntry } from './entry.js';
 import { ReadyList } from './ready-list.js';
 
 /** Why a message left a queue without being acknowledged (x-death `reason`). */
@@ -29,6 +30,8 @@ export interface QueueStats {
 }
 
 const DISPATCH_BUDGET = 512;
+/** Bytes read back from disk at a time when a paged queue's in-memory messages run out. */
+const PAGE_IN_BYTES = 4 << 20;
 
 function intArg(args: FieldTable, name: string, min: number, queue: string): number | undefined {
   const v: FieldValue | undefined = args[name];
@@ -50,8 +53,12 @@ function strArg(args: FieldTable, name: string): string | undefined {
 /**
  * A queue: ready messages in order, delivery to consumers by credit, TTL, length limits and
  * dead-lettering. Unacknowledged messages are held by the channels that received them.
+ *
+ * A durable queue has a store. Once its ready messages in memory exceed the store's budget, new
+ * persistent messages are paged: written, not kept, and read back in order when the messages in
+ * memory run out. Transient messages arriving meanwhile wait in memory behind them (`tail`).
  */
-export class Queue {
+export class Queue implements PageSink {
   /** Key for the store: `<vhost>/<name>` is unique broker-wide. */
   readonly id: string;
   readonly consumers: Consumer[] = [];
@@ -59,7 +66,14 @@ export class Queue {
   readyCount = 0;
   readyBytes = 0;
   unackedCount = 0;
+  /** Ready persistent messages held only on disk (all after the in-memory ones). */
+  pagedCount = 0;
+  pagedBytes = 0;
   deleted = false;
+  /** Where persistent messages go; undefined for memory-only queues. */
+  readonly store: QueueStore | undefined;
+  /** Transient messages that arrived while messages were paged, in order. */
+  private readonly tail = new Deque<QueueEntry>();
   /** Set once a consumer has ever attached (auto-delete needs it). */
   private hadConsumer = false;
   private readonly levels: ReadyList[];
@@ -107,15 +121,11 @@ export class Queue {
     this.levels = [];
     for (let i = 0; i <= this.maxPriority; i++) this.levels.push(new ReadyList());
     this.touch();
+    this.store = durable ? host.persistence.openQueue(this) : undefined;
   }
 
   get consumerCount(): number {
     return this.consumers.length;
-  }
-
-  /** Whether persistent messages in this queue go to the store. */
-  private persists(msg: StoredMessage): boolean {
-    return this.durable && msg.persistent;
   }
 
   /**
@@ -132,28 +142,100 @@ export class Queue {
     const ttl = this.effectiveTtl(msg);
     if (ttl !== undefined) expiresAt = Date.now() + ttl;
     const level = this.maxPriority === 0 ? 0 : Math.min(msg.properties.priority ?? 0, this.maxPriority);
-    const entry: QueueEntry = { msg, seq: ++this.seq, deliveryCount: 0, expiresAt, level };
+    const entry = newEntry(msg, ++this.seq, 0, expiresAt, level);
     msg.refs++;
-    this.levels[level]!.push(entry);
     this.readyCount++;
     this.readyBytes += msg.size;
     this.stats.published++;
-    const pending = this.persists(msg) ? this.host.persistence.enqueue(this.id, entry) : undefined;
+    let pending: Promise<void> | undefined;
+    const store = this.store;
+    if (store === undefined || !msg.persistent) {
+      if (this.pagedCount === 0) this.levels[level]!.push(entry);
+      else this.tail.push(entry);
+    } else if (
+      this.pagedCount > 0 ||
+      (this.maxPriority === 0 && store.memoryBudget > 0 && this.readyBytes - this.pagedBytes > store.memoryBudget)
+    ) {
+      this.pagedCount++;
+      this.pagedBytes += msg.size;
+      pending = store.enqueue(entry, true);
+    } else {
+      this.levels[level]!.push(entry);
+      pending = store.enqueue(entry, false);
+    }
     if (this.overflow === 'drop-head') this.dropHeadOverLimit();
     if (expiresAt !== 0) this.scheduleTtl(expiresAt);
     if (this.consumers.length > 0) this.kick();
     return pending;
   }
 
-  /** Puts a recovered entry back (the store's recovery path); keeps its delivery count. */
-  restore(msg: StoredMessage, deliveryCount: number): QueueEntry {
-    const level = this.maxPriority === 0 ? 0 : Math.min(msg.properties.priority ?? 0, this.maxPriority);
-    const entry: QueueEntry = { msg, seq: ++this.seq, deliveryCount, expiresAt: 0, level };
-    msg.refs++;
-    this.levels[level]!.push(entry);
+  /** Recovery: puts a ready entry back at the end of the in-memory messages. */
+  restoreEntry(entry: QueueEntry): void {
+    entry.msg.refs++;
+    this.levels[entry.level]!.push(entry);
     this.readyCount++;
-    this.readyBytes += msg.size;
-    return entry;
+    this.readyBytes += entry.msg.size;
+    if (entry.seq > this.seq) this.seq = entry.seq;
+    if (entry.expiresAt !== 0) this.scheduleTtl(entry.expiresAt);
+  }
+
+  /** Recovery: `count` more persistent messages wait on disk, after every restored entry. */
+  restorePaged(count: number, bytes: number): void {
+    this.pagedCount += count;
+    this.pagedBytes += bytes;
+    this.readyCount += count;
+    this.readyBytes += bytes;
+  }
+
+  /** Recovery: new messages get sequence numbers above `seq`. */
+  restoreSeq(seq: number): void {
+    if (seq > this.seq) this.seq = seq;
+  }
+
+  /** Level for a recovered or paged-in message. */
+  levelFor(msg: StoredMessage): number {
+    return this.maxPriority === 0 ? 0 : Math.min(msg.properties.priority ?? 0, this.maxPriority);
+  }
+
+  // ---- paging (PageSink) --------------------------------------------------------------------
+
+  /** A paged message was read back: it joins the in-memory ones, after older transient ones. */
+  paged(e: QueueEntry): void {
+    const head = this.levels[0]!;
+    const tail = this.tail;
+    while (tail.length > 0 && tail.peek()!.seq < e.seq) head.push(tail.shift()!);
+    e.msg.refs++;
+    this.pagedCount--;
+    this.pagedBytes -= e.msg.size;
+    head.push(e);
+    if (e.expiresAt !== 0) this.scheduleTtl(e.expiresAt);
+  }
+
+  pagedLost(bytes: number): void {
+    this.pagedCount--;
+    this.pagedBytes -= bytes;
+    this.readyCount--;
+    this.readyBytes -= bytes;
+  }
+
+  /** Reads paged messages back into memory; once none is left, the transient tail follows. */
+  private pageIn(): void {
+    const store = this.store;
+    if (this.pagedCount > 0 && store !== undefined) {
+      const before = this.pagedCount;
+      store.pageIn(Math.max(Math.min(PAGE_IN_BYTES, store.memoryBudget >> 1), 1), this);
+      if (this.pagedCount === before) {
+        // The store has nothing more to give: never spin on messages that are not there.
+        this.readyCount -= this.pagedCount;
+        this.readyBytes -= this.pagedBytes;
+        this.pagedCount = 0;
+        this.pagedBytes = 0;
+      }
+    }
+    if (this.pagedCount === 0) {
+      const head = this.levels[0]!;
+      for (let t = this.tail.shift(); t !== undefined; t = this.tail.shift()) head.push(t);
+    }
   }
 
   private effectiveTtl(msg: StoredMessage): number | undefined {
@@ -184,7 +266,13 @@ export class Queue {
 
   private topLevel(): ReadyList | undefined {
     const levels = this.levels;
-    if (levels.length === 1) return levels[0]!.length > 0 ? levels[0] : undefined;
+    if (levels.length === 1) {
+      const l = levels[0]!;
+      if (l.length > 0) return l;
+      if (this.pagedCount === 0 && this.tail.length === 0) return undefined;
+      this.pageIn();
+      return l.length > 0 ? l : undefined;
+    }
     for (let i = levels.length - 1; i >= 0; i--) if (levels[i]!.length > 0) return levels[i];
     return undefined;
   }
@@ -263,12 +351,10 @@ export class Queue {
     e.deliveryCount++;
     this.stats.delivered++;
     if (redelivered) this.stats.redelivered++;
-    if (c.noAck) {
-      this.settle(e);
-    } else {
-      this.unackedCount++;
-      if (this.persists(e.msg)) this.host.persistence.delivered(this.id, e);
-    }
+    const store = this.store;
+    if (store !== undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
+    if (c.noAck) this.settle(e);
+    else this.unackedCount++;
     c.owner.deliverFromQueue(c, this, e, redelivered);
   }
 
@@ -291,11 +377,10 @@ export class Queue {
       const redelivered = e.deliveryCount > 0;
       e.deliveryCount++;
       this.stats.got++;
+      const store = this.store;
+      if (store !== undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
       if (noAck) this.settle(e);
-      else {
-        this.unackedCount++;
-        if (this.persists(e.msg)) this.host.persistence.delivered(this.id, e);
-      }
+      else this.unackedCount++;
       return { entry: e, redelivered };
     }
   }
@@ -331,7 +416,7 @@ export class Queue {
   /** The message leaves this queue for good. */
   private settle(e: QueueEntry): void {
     e.msg.refs--;
-    if (this.persists(e.msg)) this.host.persistence.remove(this.id, e);
+    if (e.pstate !== 0) this.store!.remove(e);
   }
 
   private deadLetterEntry(e: QueueEntry, reason: DeadLetterReason): void {
@@ -394,7 +479,7 @@ export class Queue {
     const now = Date.now();
     let next = 0;
     for (const level of this.levels) {
-      for (let e = level.peek(); e !== undefined; e = level.peek()) {
+      for (let e = this.peekLevel(level); e !== undefined; e = this.peekLevel(level)) {
         if (e.expiresAt === 0) break;
         if (e.expiresAt > now) {
           if (next === 0 || e.expiresAt < next) next = e.expiresAt;
@@ -409,10 +494,22 @@ export class Queue {
     if (next !== 0) this.scheduleTtl(next);
   };
 
+  /** The head of a level; a single-level queue reads paged messages back when it runs dry. */
+  private peekLevel(level: ReadyList): QueueEntry | undefined {
+    const e = level.peek();
+    if (e !== undefined || this.levels.length > 1 || (this.pagedCount === 0 && this.tail.length === 0)) return e;
+    this.pageIn();
+    return level.peek();
+  }
+
   /** Removes all ready messages; returns how many. */
   purge(): number {
     const n = this.readyCount;
     for (const level of this.levels) level.drain((e) => this.settle(e));
+    for (let t = this.tail.shift(); t !== undefined; t = this.tail.shift()) this.settle(t);
+    if (this.pagedCount > 0) this.store?.dropPaged();
+    this.pagedCount = 0;
+    this.pagedBytes = 0;
     this.readyCount = 0;
     this.readyBytes = 0;
     return n;
@@ -423,15 +520,18 @@ export class Queue {
     const n = this.readyCount;
     this.deleted = true;
     for (const level of this.levels) level.drain((e) => (e.msg.refs--));
+    for (let t = this.tail.shift(); t !== undefined; t = this.tail.shift()) t.msg.refs--;
+    this.pagedCount = 0;
+    this.pagedBytes = 0;
     this.readyCount = 0;
     this.readyBytes = 0;
-    if (this.durable) this.host.persistence.clear(this.id, true);
+    this.store?.deleted();
     if (this.ttlTimer) clearTimeout(this.ttlTimer);
     if (this.expiresTimer) clearTimeout(this.expiresTimer);
     return n;
   }
 
-  /** Ready messages in order, without removing them (management peek, store snapshot). */
+  /** Ready messages held in memory, in order, without removing them (management peek). */
   *entries(): IterableIterator<QueueEntry> {
     for (let i = this.levels.length - 1; i >= 0; i--) yield* this.levels[i]!;
   }

@@ -1,10 +1,10 @@
 import { describe, expect, test } from 'vitest';
-import type { QueueEntry } from '../../../../src/core/queues/entry.js';
+import { newEntry, type QueueEntry } from '../../../../src/core/queues/entry.js';
 import { ReadyList } from '../../../../src/core/queues/ready-list.js';
 import type { StoredMessage } from '../../../../src/core/types.js';
 
 const msg = {} as StoredMessage;
-const entry = (seq: number): QueueEntry => ({ msg, seq, deliveryCount: 0, expiresAt: 0, level: 0 });
+const entry = (seq: number): QueueEntry => newEntry(msg, seq, 0, 0, 0);
 
 describe('ReadyList', () => {
   test('requeued entries return to their original position, ahead of newer ones', () => {

@@ -1,0 +1,81 @@
+import { readFileSync } from 'node:fs';
+import type { Core } from '../core/core.js';
+import { exportDefinitions, importDefinitions, type ImportReport } from '../core/definitions.js';
+import type { Logger } from '../logger.js';
+import { startupError } from './errors.js';
+import { MessageStore, type RecoverySummary } from './message-store.js';
+
+export { MessageStore, DEFINITIONS_FILE, DEFAULT_QUEUE_MEMORY_BUDGET, DEFAULT_SEGMENT_SIZE, queueDirName } from './message-store.js';
+export type { StoreOptions, RecoverySummary } from './message-store.js';
+export { StoreError } from './errors.js';
+export { RecordStore } from './record-store.js';
+export { DurableRetained, type RetainedIndex, type RetainedRecord } from './retained.js';
+
+/** Store tuning for the embeddable API and tests (the CLI uses the defaults). */
+export interface StoreTuning {
+  /** Bytes of ready messages a durable queue keeps in memory before paging (0 = never page). */
+  queueMemoryBudget?: number;
+  /** Size at which a segment file is closed and a new one started. */
+  segmentSize?: number;
+}
+
+/** Reads a RabbitMQ definitions file; a `startup` StoreError says what is wrong with it. */
+export function readDefinitionsFile(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw startupError(`cannot read definitions file '${file}': ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw startupError(`definitions file '${file}' is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Imports a definitions file into the core; malformed content is a `startup` StoreError. */
+export function importDefinitionsFile(core: Core, file: string): ImportReport {
+  const defs = readDefinitionsFile(file);
+  try {
+    return importDefinitions(core, defs);
+  } catch (e) {
+    throw startupError(`definitions file '${file}': ${(e as Error).message}`);
+  }
+}
+
+export interface OpenedStore {
+  store: MessageStore;
+  recovery: RecoverySummary;
+}
+
+/**
+ * Opens the data directory for `core`, recovers definitions and messages, then imports
+ * `definitionsFile` (RabbitMQ JSON) on top when given. Throws a `startup` StoreError when the
+ * directory or the file cannot be used.
+ */
+export function openStore(
+  core: Core,
+  opts: { dataDir: string; definitions?: string | undefined; version?: string } & StoreTuning,
+  log: Logger,
+): OpenedStore {
+  const store = MessageStore.open({ dataDir: opts.dataDir, log, queueMemoryBudget: opts.queueMemoryBudget, segmentSize: opts.segmentSize });
+  try {
+    const version = opts.version ?? '0.0.0';
+    store.attach(core, () => `${JSON.stringify(exportDefinitions(core, version), null, 2)}\n`, version);
+    const recovery = store.recover();
+    if (opts.definitions !== undefined) {
+      const report = importDefinitionsFile(core, opts.definitions);
+      for (const w of report.warnings) log.warn(`definitions: ${w}`);
+      log.info(
+        { file: opts.definitions, vhosts: report.vhosts, users: report.users, exchanges: report.exchanges, queues: report.queues, bindings: report.bindings },
+        'definitions imported',
+      );
+      store.definitionsChanged();
+    }
+    return { store, recovery };
+  } catch (e) {
+    void store.close();
+    throw e;
+  }
+}

@@ -1,0 +1,60 @@
+import { writeFileSync } from 'node:fs';
+import { Core } from '../core/core.js';
+import { exportDefinitions, importDefinitions, type Definitions, type ImportReport } from '../core/definitions.js';
+import type { Logger } from '../logger.js';
+import { startupError } from './errors.js';
+import { readDefinitionsFile } from './index.js';
+import { MessageStore } from './message-store.js';
+
+/** The definitions of a stopped broker's data directory, as `warren definitions export` writes them. */
+export function readDataDirDefinitions(dataDir: string, log: Logger, version: string): Definitions {
+  const store = MessageStore.open({ dataDir, log, readOnly: true });
+  try {
+    const core = new Core();
+    store.attach(core, () => '', version);
+    store.recover({ messages: false });
+    return exportDefinitions(core, version);
+  } finally {
+    void store.close({ flush: false });
+  }
+}
+
+/** Writes a data directory's definitions to `file` ('-' = stdout). */
+export function exportDefinitionsOffline(dataDir: string, file: string, log: Logger, version: string): Definitions {
+  const defs = readDataDirDefinitions(dataDir, log, version);
+  const text = `${JSON.stringify(defs, null, 2)}\n`;
+  if (file === '-') process.stdout.write(text);
+  else {
+    try {
+      writeFileSync(file, text);
+    } catch (e) {
+      throw startupError(`cannot write '${file}': ${(e as Error).message}`);
+    }
+  }
+  return defs;
+}
+
+/**
+ * Imports a definitions file into a stopped broker's data directory (added to what is there, as
+ * RabbitMQ's import does). The broker must not be running on it (the directory lock says).
+ */
+export async function importDefinitionsOffline(dataDir: string, file: string, log: Logger, version: string): Promise<ImportReport> {
+  const input = readDefinitionsFile(file);
+  const store = MessageStore.open({ dataDir, log });
+  try {
+    const core = new Core();
+    store.attach(core, () => `${JSON.stringify(exportDefinitions(core, version), null, 2)}\n`, version);
+    store.recover({ messages: false });
+    let report: ImportReport;
+    try {
+      report = importDefinitions(core, input);
+    } catch (e) {
+      throw startupError(`definitions file '${file}': ${(e as Error).message}`);
+    }
+    store.definitionsChanged();
+    await store.flush();
+    return report;
+  } finally {
+    await store.close();
+  }
+}
