@@ -7,28 +7,78 @@ export interface Permission {
   read: string;
 }
 
+/** Topic permissions of a user on one topic exchange of a vhost: regexes over routing keys. */
+export interface TopicPermission {
+  exchange: string;
+  write: string;
+  read: string;
+}
+
+/** RabbitMQ's password hashing modules; definitions name them in `hashing_algorithm`. */
+export type HashingAlgorithm =
+  | 'rabbit_password_hashing_sha256'
+  | 'rabbit_password_hashing_sha512'
+  | 'rabbit_password_hashing_md5';
+
+export const HASHING_ALGORITHMS: readonly HashingAlgorithm[] = [
+  'rabbit_password_hashing_sha256',
+  'rabbit_password_hashing_sha512',
+  'rabbit_password_hashing_md5',
+];
+
+/** The user tags RabbitMQ's management plugin knows (others are kept but grant nothing). */
+export const USER_TAGS = ['administrator', 'monitoring', 'policymaker', 'management', 'impersonator'] as const;
+
 export interface User {
   name: string;
-  /** RabbitMQ's `rabbit_password_hashing_sha256` form: base64(salt(4) + sha256(salt + password)). */
+  /** base64(salt(4) + hash(salt + password)); '' = no password (cannot log in with one). */
   passwordHash: string;
+  hashingAlgorithm: HashingAlgorithm;
   tags: string[];
-  /** May connect from any address; guest is loopback-only unless configured otherwise. */
+  /** May connect only from loopback addresses; guest is, unless configured otherwise. */
   loopbackOnly: boolean;
 }
 
 export type Access = 'configure' | 'write' | 'read';
 
-/** Hashes a password the way RabbitMQ does by default, so definitions move both ways. */
-export function hashPassword(password: string, salt: Buffer = randomBytes(4)): string {
-  const digest = createHash('sha256').update(salt).update(password, 'utf8').digest();
+/** Values substituted for `{username}`, `{vhost}` and `{client_id}` in topic permission regexes. */
+export interface TopicVariables {
+  username: string;
+  vhost: string;
+  client_id?: string;
+}
+
+const DIGESTS: Record<HashingAlgorithm, string> = {
+  rabbit_password_hashing_sha256: 'sha256',
+  rabbit_password_hashing_sha512: 'sha512',
+  rabbit_password_hashing_md5: 'md5',
+};
+
+/** Hashes a password the way RabbitMQ does (salted SHA-256 by default), so definitions move both ways. */
+export function hashPassword(
+  password: string,
+  salt: Buffer = randomBytes(4),
+  algorithm: HashingAlgorithm = 'rabbit_password_hashing_sha256',
+): string {
+  const digest = createHash(DIGESTS[algorithm]).update(salt).update(password, 'utf8').digest();
   return Buffer.concat([salt, digest]).toString('base64');
 }
 
-export function checkPassword(password: string, hash: string): boolean {
+export function checkPassword(
+  password: string,
+  hash: string,
+  algorithm: HashingAlgorithm = 'rabbit_password_hashing_sha256',
+): boolean {
+  if (hash === '') return false;
   const raw = Buffer.from(hash, 'base64');
-  if (raw.length !== 36) return false;
-  const expect = Buffer.from(hashPassword(password, raw.subarray(0, 4)), 'base64');
+  const expectLen = 4 + createHash(DIGESTS[algorithm]).digest().length;
+  if (raw.length !== expectLen) return false;
+  const expect = Buffer.from(hashPassword(password, raw.subarray(0, 4), algorithm), 'base64');
   return timingSafeEqual(raw, expect);
+}
+
+export function isHashingAlgorithm(s: string): s is HashingAlgorithm {
+  return (HASHING_ALGORITHMS as readonly string[]).includes(s);
 }
 
 export function isLoopback(address: string): boolean {
@@ -41,32 +91,147 @@ export function isLoopback(address: string): boolean {
   );
 }
 
-/** Users and their per-vhost permissions (configure / write / read regular expressions). */
+/** Throws PRECONDITION_FAILED unless `source` compiles as a regular expression. */
+export function validateRegex(source: string, what: string): void {
+  try {
+    new RegExp(source);
+  } catch (e) {
+    throw BrokerError.precondition(`invalid regular expression for ${what} '${source}': ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+const REGEX_CACHE_MAX = 4096;
+
+/**
+ * Users, their per-vhost permissions (configure / write / read regular expressions) and topic
+ * permissions (write / read regular expressions over routing keys of topic exchanges).
+ */
 export class Auth {
   readonly users = new Map<string, User>();
   /** vhost -> user -> permission */
   readonly permissions = new Map<string, Map<string, Permission>>();
+  /** vhost -> user -> exchange -> topic permission */
+  readonly topicPermissions = new Map<string, Map<string, Map<string, TopicPermission>>>();
+  /** Bumped on every change to users or permissions: channels drop their cached checks. */
+  generation = 0;
   private readonly compiled = new Map<string, RegExp>();
   /** Set to let guest connect from anywhere (RabbitMQ's `loopback_users = none`). */
   guestLoopbackOnly = true;
 
+  private changed(): void {
+    this.generation++;
+  }
+
   addUser(name: string, password: string, tags: string[] = []): User {
-    const user: User = { name, passwordHash: hashPassword(password), tags, loopbackOnly: false };
+    return this.putUser(name, { passwordHash: hashPassword(password), tags });
+  }
+
+  /**
+   * Creates or replaces a user from an existing hash (definitions import, management API). The
+   * algorithm defaults to RabbitMQ's default, salted SHA-256.
+   */
+  putUser(
+    name: string,
+    opts: { passwordHash: string; hashingAlgorithm?: HashingAlgorithm; tags?: string[]; loopbackOnly?: boolean },
+  ): User {
+    if (name === '') throw BrokerError.precondition('user name must not be empty');
+    const prev = this.users.get(name);
+    const user: User = {
+      name,
+      passwordHash: opts.passwordHash,
+      hashingAlgorithm: opts.hashingAlgorithm ?? 'rabbit_password_hashing_sha256',
+      tags: opts.tags ?? prev?.tags ?? [],
+      loopbackOnly: opts.loopbackOnly ?? prev?.loopbackOnly ?? false,
+    };
     this.users.set(name, user);
+    this.changed();
     return user;
   }
 
+  changePassword(name: string, password: string): void {
+    const u = this.users.get(name);
+    if (!u) throw BrokerError.notFound(`no user '${name}'`);
+    u.passwordHash = password === '' ? '' : hashPassword(password, undefined, u.hashingAlgorithm);
+    this.changed();
+  }
+
+  setTags(name: string, tags: string[]): void {
+    const u = this.users.get(name);
+    if (!u) throw BrokerError.notFound(`no user '${name}'`);
+    u.tags = tags;
+    this.changed();
+  }
+
+  /** Deletes a user with all its permissions; false when there was none. */
+  deleteUser(name: string): boolean {
+    if (!this.users.delete(name)) return false;
+    for (const m of this.permissions.values()) m.delete(name);
+    for (const m of this.topicPermissions.values()) m.delete(name);
+    this.changed();
+    return true;
+  }
+
+  /** Forgets every permission granted in a deleted vhost. */
+  deleteVhost(vhost: string): void {
+    this.permissions.delete(vhost);
+    this.topicPermissions.delete(vhost);
+    this.changed();
+  }
+
   setPermission(vhost: string, user: string, p: Permission): void {
+    validateRegex(p.configure, 'configure');
+    validateRegex(p.write, 'write');
+    validateRegex(p.read, 'read');
     let m = this.permissions.get(vhost);
     if (!m) this.permissions.set(vhost, (m = new Map()));
-    m.set(user, p);
+    m.set(user, { configure: p.configure, write: p.write, read: p.read });
+    this.changed();
+  }
+
+  getPermission(vhost: string, user: string): Permission | undefined {
+    return this.permissions.get(vhost)?.get(user);
+  }
+
+  clearPermission(vhost: string, user: string): boolean {
+    const m = this.permissions.get(vhost);
+    const had = m?.delete(user) ?? false;
+    if (m && m.size === 0) this.permissions.delete(vhost);
+    this.changed();
+    return had;
+  }
+
+  setTopicPermission(vhost: string, user: string, p: TopicPermission): void {
+    validateRegex(p.write, 'write');
+    validateRegex(p.read, 'read');
+    let byUser = this.topicPermissions.get(vhost);
+    if (!byUser) this.topicPermissions.set(vhost, (byUser = new Map()));
+    let byExchange = byUser.get(user);
+    if (!byExchange) byUser.set(user, (byExchange = new Map()));
+    byExchange.set(p.exchange, { exchange: p.exchange, write: p.write, read: p.read });
+    this.changed();
+  }
+
+  /** Clears one exchange's topic permission, or all of the user's in the vhost when `exchange` is undefined. */
+  clearTopicPermission(vhost: string, user: string, exchange?: string): boolean {
+    const byUser = this.topicPermissions.get(vhost);
+    const byExchange = byUser?.get(user);
+    if (!byUser || !byExchange) return false;
+    const had = exchange === undefined ? byExchange.size > 0 : byExchange.delete(exchange);
+    if (exchange === undefined || byExchange.size === 0) byUser.delete(user);
+    if (byUser.size === 0) this.topicPermissions.delete(vhost);
+    this.changed();
+    return had;
+  }
+
+  topicPermissionsOf(vhost: string, user: string): TopicPermission[] {
+    return [...(this.topicPermissions.get(vhost)?.get(user)?.values() ?? [])];
   }
 
   /** Checks credentials and the loopback rule; ACCESS_REFUSED (403) on failure. */
-  authenticate(username: string, password: string, address: string): User {
+  authenticate(username: string, password: string, address: string, mechanism = 'PLAIN'): User {
     const user = this.users.get(username);
-    if (!user || !checkPassword(password, user.passwordHash)) {
-      throw BrokerError.accessRefused(`Login was refused using authentication mechanism PLAIN. For details see the broker logfile.`);
+    if (!user || !checkPassword(password, user.passwordHash, user.hashingAlgorithm)) {
+      throw BrokerError.accessRefused(`Login was refused using authentication mechanism ${mechanism}. For details see the broker logfile.`);
     }
     const loopbackOnly = user.loopbackOnly || (username === 'guest' && this.guestLoopbackOnly);
     if (loopbackOnly && !isLoopback(address)) {
@@ -80,18 +245,50 @@ export class Auth {
     return this.permissions.get(vhost)?.has(user) ?? false;
   }
 
+  private regex(source: string): RegExp {
+    let re = this.compiled.get(source);
+    if (!re) {
+      if (this.compiled.size >= REGEX_CACHE_MAX) this.compiled.clear();
+      re = new RegExp(source); // unanchored, as RabbitMQ matches it
+      this.compiled.set(source, re);
+    }
+    return re;
+  }
+
   /** True when the user's `access` regex for the vhost matches the resource name. */
   permitted(user: string, vhost: string, access: Access, resource: string): boolean {
     const p = this.permissions.get(vhost)?.get(user);
     if (!p) return false;
     const source = p[access];
     if (source === '') return false;
-    let re = this.compiled.get(source);
-    if (!re) {
-      re = new RegExp(source); // unanchored, as RabbitMQ matches it
-      this.compiled.set(source, re);
-    }
     // RabbitMQ: the default exchange is written to as 'amq.default'.
-    return re.test(resource === '' ? 'amq.default' : resource);
+    return this.regex(source).test(resource === '' ? 'amq.default' : resource);
+  }
+
+  /** Whether any topic permission constrains the user on this exchange (else everything is allowed). */
+  hasTopicPermission(user: string, vhost: string, exchange: string): boolean {
+    return this.topicPermissions.get(vhost)?.get(user)?.has(exchange) ?? false;
+  }
+
+  /**
+   * RabbitMQ's topic authorisation: with no topic permission for (user, vhost, exchange) access is
+   * granted; otherwise the routing key must match the regex, after `{username}`, `{vhost}` and
+   * `{client_id}` are substituted. An empty regex matches only the empty routing key.
+   */
+  topicPermitted(user: string, vhost: string, exchange: string, access: 'write' | 'read', routingKey: string, vars: TopicVariables): boolean {
+    const p = this.topicPermissions.get(vhost)?.get(user)?.get(exchange);
+    if (!p) return true;
+    let source = p[access] === '' ? '^$' : p[access];
+    if (source.includes('{')) {
+      source = source.replaceAll('{username}', vars.username).replaceAll('{vhost}', vars.vhost);
+      if (vars.client_id !== undefined) source = source.replaceAll('{client_id}', vars.client_id);
+    }
+    let re: RegExp;
+    try {
+      re = this.regex(source);
+    } catch {
+      return false; // a substituted value broke the expression: refuse
+    }
+    return re.test(routingKey);
   }
 }

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import type { Access } from './auth.js';
+import type { Access, Auth } from './auth.js';
 import type { CoreConnection } from './connection.js';
 import { BrokerError } from './errors.js';
 import { Exchange, type Destination } from './exchanges/exchange.js';
 import { Consumer, type ConsumerOwner } from './queues/consumer.js';
 import type { QueueEntry } from './queues/entry.js';
+import type { ChannelStats } from './stats.js';
 import type { Queue } from './queues/queue.js';
 import type {
   ConsumeOptions,
@@ -45,13 +46,23 @@ export class CoreChannel implements ConsumerOwner {
   private lastQueue: string | undefined;
   /** Last exchange name the user was allowed to publish to (skips the regex on the hot path). */
   private writeOk: string | undefined;
-  readonly stats = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0 };
+  /** The Auth generation `writeOk` was checked under: any permission change invalidates it. */
+  private writeGen = -1;
+  /** The exchange `writeOk` names, and whether publishes to it need a topic permission check. */
+  private writeEx: Exchange | undefined;
+  private writeTopic = false;
+  private readonly auth: Auth;
+  readonly stats: ChannelStats = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0 };
+  readonly openedAt = Date.now();
 
   constructor(
     readonly connection: CoreConnection,
     /** The protocol's channel number (AMQP) or 1. */
     readonly number: number,
-  ) {}
+  ) {
+    this.auth = connection.core.auth;
+    connection.core.totals.of(connection.info.protocol).channelsOpened++;
+  }
 
   get vhost(): VHost {
     return this.connection.vhost;
@@ -77,9 +88,23 @@ export class CoreChannel implements ConsumerOwner {
 
   private check(access: Access, kind: 'queue' | 'exchange', name: string): void {
     const c = this.connection;
-    if (!c.core.auth.permitted(c.user, c.vhost.name, access, name)) {
+    if (!this.auth.permitted(c.user, c.vhost.name, access, name)) {
       throw BrokerError.accessRefused(
         `access to ${kind} '${name === '' ? 'amq.default' : name}' in vhost '${c.vhost.name}' refused for user '${c.user}'`,
+      );
+    }
+  }
+
+  /** RabbitMQ's topic authorisation: only topic exchanges, only when the user has a topic permission there. */
+  private checkTopic(access: 'write' | 'read', ex: Exchange, routingKey: string): void {
+    if (ex.type !== 'topic') return;
+    const c = this.connection;
+    const vhost = c.vhost.name;
+    if (!this.auth.hasTopicPermission(c.user, vhost, ex.name)) return;
+    const vars = { username: c.user, vhost, client_id: c.info.clientId };
+    if (!this.auth.topicPermitted(c.user, vhost, ex.name, access, routingKey, vars)) {
+      throw BrokerError.accessRefused(
+        `${access} access to topic '${routingKey}' in exchange '${ex.name}' in vhost '${vhost}' refused for user '${c.user}'`,
       );
     }
   }
@@ -102,6 +127,8 @@ export class CoreChannel implements ConsumerOwner {
     if (!passive) this.check('configure', 'exchange', name);
     const ae = opts.arguments?.['alternate-exchange'];
     if (!passive && typeof ae === 'string') {
+      // RabbitMQ: read on the exchange being declared, write on its alternate exchange.
+      this.check('read', 'exchange', name);
       this.check('write', 'exchange', ae);
     }
     this.vhost.declareExchange(name, type, opts, passive);
@@ -113,8 +140,32 @@ export class CoreChannel implements ConsumerOwner {
   }
 
   declareQueue(name: string, opts: QueueOptions, passive = false): QueueDeclareOk {
-    if (!passive && name !== '') this.check('configure', 'queue', name);
+    if (!passive) {
+      if (name !== '') this.check('configure', 'queue', name);
+      const dlx = opts.arguments?.['x-dead-letter-exchange'];
+      if (typeof dlx === 'string' && name !== '') {
+        // RabbitMQ: dead-lettering reads from the queue and writes to the dead-letter exchange.
+        this.check('read', 'queue', name);
+        this.check('write', 'exchange', dlx);
+      }
+    }
+    const existed = name !== '' && this.vhost.queues.has(name);
     const q = this.vhost.declareQueue(name, opts, passive, this.connection.id);
+    if (!passive && name === '' && !existed) {
+      // A server-named queue needs configure permission on the name it got (RabbitMQ checks the
+      // generated name); the name is only known now, so undo the declaration when refused.
+      try {
+        this.check('configure', 'queue', q.name);
+        const dlx = opts.arguments?.['x-dead-letter-exchange'];
+        if (typeof dlx === 'string') {
+          this.check('read', 'queue', q.name);
+          this.check('write', 'exchange', dlx);
+        }
+      } catch (e) {
+        this.vhost.removeQueue(q);
+        throw e;
+      }
+    }
     this.lastQueue = q.name;
     return { queue: q.name, messageCount: q.readyCount, consumerCount: q.consumerCount };
   }
@@ -126,37 +177,48 @@ export class CoreChannel implements ConsumerOwner {
   }
 
   purgeQueue(name: string): number {
+    this.check('read', 'queue', this.resolveQueueName(name));
     const q = this.queueFor(name);
-    this.check('read', 'queue', q.name);
     return q.purge();
   }
 
+  // RabbitMQ's binding_action: write on the destination, read on the source, then topic read on
+  // the binding key when the source is a topic exchange.
+
   bindQueue(queue: string, exchange: string, routingKey: string, args: FieldTable = {}): void {
-    const q = this.queueFor(queue);
-    this.check('write', 'queue', q.name);
+    this.check('write', 'queue', this.resolveQueueName(queue));
     this.check('read', 'exchange', exchange);
-    this.vhost.bind(this.vhost.getExchange(exchange), q, routingKey, args);
+    const q = this.queueFor(queue);
+    const src = this.vhost.getExchange(exchange);
+    this.checkTopic('read', src, routingKey);
+    this.vhost.bind(src, q, routingKey, args);
   }
 
   unbindQueue(queue: string, exchange: string, routingKey: string, args: FieldTable = {}): void {
-    const q = this.queueFor(queue);
-    this.check('write', 'queue', q.name);
+    this.check('write', 'queue', this.resolveQueueName(queue));
     this.check('read', 'exchange', exchange);
-    this.vhost.unbind(this.vhost.getExchange(exchange), q, routingKey, args);
+    const q = this.queueFor(queue);
+    const src = this.vhost.getExchange(exchange);
+    this.checkTopic('read', src, routingKey);
+    this.vhost.unbind(src, q, routingKey, args);
   }
 
   bindExchange(destination: string, source: string, routingKey: string, args: FieldTable = {}): void {
     this.check('write', 'exchange', destination);
     this.check('read', 'exchange', source);
     const dest: Destination = this.vhost.getExchange(destination);
-    this.vhost.bind(this.vhost.getExchange(source), dest, routingKey, args);
+    const src = this.vhost.getExchange(source);
+    this.checkTopic('read', src, routingKey);
+    this.vhost.bind(src, dest, routingKey, args);
   }
 
   unbindExchange(destination: string, source: string, routingKey: string, args: FieldTable = {}): void {
     this.check('write', 'exchange', destination);
     this.check('read', 'exchange', source);
     const dest: Exchange = this.vhost.getExchange(destination);
-    this.vhost.unbind(this.vhost.getExchange(source), dest, routingKey, args);
+    const src = this.vhost.getExchange(source);
+    this.checkTopic('read', src, routingKey);
+    this.vhost.unbind(src, dest, routingKey, args);
   }
 
   // ---- publishing ---------------------------------------------------------------------------
@@ -166,7 +228,10 @@ export class CoreChannel implements ConsumerOwner {
    * (AMQP basic.return) — the core only reports `routed: 0`.
    */
   publish(msg: Message, _opts?: PublishOptions): PublishResult {
-    if (this.writeOk !== msg.exchange) this.checkPublishable(msg.exchange);
+    if (this.writeOk !== msg.exchange || this.writeGen !== this.auth.generation || this.writeEx!.deleted) {
+      this.checkPublishable(msg.exchange);
+    }
+    if (this.writeTopic) this.checkTopic('write', this.writeEx!, msg.routingKey);
     const uid = msg.properties.userId;
     if (uid !== undefined && uid !== this.connection.user) {
       throw BrokerError.precondition(`user_id property set to '${uid}' but authenticated user was '${this.connection.user}'`);
@@ -177,12 +242,27 @@ export class CoreChannel implements ConsumerOwner {
 
   /** Throws unless this channel may publish to the exchange (exists, not internal, permitted). */
   checkPublishable(exchange: string): void {
+    this.writeOk = undefined;
     this.check('write', 'exchange', exchange);
     const ex = this.vhost.getExchange(exchange);
     if (ex.internal) {
       throw BrokerError.accessRefused(`cannot publish to internal exchange '${ex.name}' in vhost '${this.vhost.name}'`);
     }
+    const c = this.connection;
+    this.writeTopic = ex.type === 'topic' && this.auth.hasTopicPermission(c.user, c.vhost.name, ex.name);
+    this.writeGen = this.auth.generation;
+    this.writeEx = ex;
     this.writeOk = exchange;
+  }
+
+  /**
+   * Throws unless a publish to `exchange` with `routingKey` would pass the permission checks
+   * (write on the exchange, topic write on the routing key): MQTT and STOMP check before
+   * acknowledging or to choose a reason code.
+   */
+  checkPublish(exchange: string, routingKey: string): void {
+    if (this.writeOk !== exchange || this.writeGen !== this.auth.generation || this.writeEx!.deleted) this.checkPublishable(exchange);
+    if (this.writeTopic) this.checkTopic('write', this.writeEx!, routingKey);
   }
 
   // ---- consuming ----------------------------------------------------------------------------
@@ -197,8 +277,8 @@ export class CoreChannel implements ConsumerOwner {
   }
 
   consume(queue: string, opts: ConsumeOptions, sink: DeliverySink): string {
+    this.check('read', 'queue', this.resolveQueueName(queue));
     const q = this.queueFor(queue);
-    this.check('read', 'queue', q.name);
     let tag = opts.consumerTag ?? '';
     if (tag === '') tag = `amq.ctag-${randomBytes(16).toString('base64url').slice(0, 22)}`;
     if (this.consumers.has(tag)) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
@@ -253,12 +333,13 @@ export class CoreChannel implements ConsumerOwner {
       consumerTag: c.tag,
       queue: q.name,
       deliveryCount: e.deliveryCount - 1,
+      expiresAt: e.expiresAt,
     });
   }
 
   get(queue: string, noAck: boolean): GetResult | null {
+    this.check('read', 'queue', this.resolveQueueName(queue));
     const q = this.queueFor(queue);
-    this.check('read', 'queue', q.name);
     const taken = q.take(noAck);
     if (!taken) return null;
     const tag = this.nextTag++;
@@ -272,6 +353,7 @@ export class CoreChannel implements ConsumerOwner {
         consumerTag: '',
         queue: q.name,
         deliveryCount: taken.entry.deliveryCount - 1,
+        expiresAt: taken.entry.expiresAt,
       },
       messageCount: q.readyCount,
     };
@@ -356,5 +438,6 @@ export class CoreChannel implements ConsumerOwner {
     this.consumers.clear();
     this.requeueAll();
     this.connection.channelClosed(this);
+    this.connection.core.totals.retireChannel(this.connection.info.protocol, this.stats);
   }
 }

@@ -1,0 +1,70 @@
+/** Message counters a channel keeps on its hot path (plain increments). */
+export interface ChannelStats {
+  published: number;
+  delivered: number;
+  acked: number;
+  redelivered: number;
+  got: number;
+  returned: number;
+}
+
+/** Byte and frame counters a connection's adapter keeps. */
+export interface Traffic {
+  recvOct: number;
+  sendOct: number;
+  recvCnt: number;
+  sendCnt: number;
+}
+
+/** Everything counted for one protocol by connections and channels that have closed. */
+export class ProtocolTotals implements ChannelStats, Traffic {
+  connectionsOpened = 0;
+  connectionsClosed = 0;
+  channelsOpened = 0;
+  channelsClosed = 0;
+  published = 0;
+  delivered = 0;
+  acked = 0;
+  redelivered = 0;
+  got = 0;
+  returned = 0;
+  recvOct = 0;
+  sendOct = 0;
+  recvCnt = 0;
+  sendCnt = 0;
+}
+
+/**
+ * Monotonic totals per protocol. Live channels and connections count on their own objects; when
+ * one closes its counters are folded in here, so "total = retired + live" never goes backwards and
+ * nothing extra happens per message.
+ */
+export class CoreTotals {
+  readonly byProtocol = new Map<string, ProtocolTotals>();
+
+  of(protocol: string): ProtocolTotals {
+    let t = this.byProtocol.get(protocol);
+    if (!t) this.byProtocol.set(protocol, (t = new ProtocolTotals()));
+    return t;
+  }
+
+  retireChannel(protocol: string, s: ChannelStats): void {
+    const t = this.of(protocol);
+    t.channelsClosed++;
+    t.published += s.published;
+    t.delivered += s.delivered;
+    t.acked += s.acked;
+    t.redelivered += s.redelivered;
+    t.got += s.got;
+    t.returned += s.returned;
+  }
+
+  retireConnection(protocol: string, traffic: Traffic): void {
+    const t = this.of(protocol);
+    t.connectionsClosed++;
+    t.recvOct += traffic.recvOct;
+    t.sendOct += traffic.sendOct;
+    t.recvCnt += traffic.recvCnt;
+    t.sendCnt += traffic.sendCnt;
+  }
+}

@@ -1,0 +1,329 @@
+import { statfs } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { ReplyCode, type CoreConnection } from '../core/index.js';
+import type { ManagementApi } from './api.js';
+import { channelName, formatChannel, formatConnection, formatConsumer } from './format.js';
+import { HttpError } from './http-util.js';
+import { applyListQuery, projectOne, type Row } from './listing.js';
+import type { ApiRequest } from './router.js';
+import { VERSION } from './package-info.js';
+import { G, globalDepths, globalTotals, type GlobalSample } from './sampler.js';
+
+const EXCHANGE_TYPES = [
+  { name: 'direct', description: 'AMQP direct exchange, as per the AMQP specification', enabled: true },
+  { name: 'fanout', description: 'AMQP fanout exchange, as per the AMQP specification', enabled: true },
+  { name: 'headers', description: 'AMQP headers exchange, as per the AMQP specification', enabled: true },
+  { name: 'topic', description: 'AMQP topic exchange, as per the AMQP specification', enabled: true },
+];
+
+/** The management API speaks RabbitMQ's dialect of this version. */
+export const RABBITMQ_COMPAT_VERSION = '3.12.0';
+
+const details = (rate: number | undefined): { rate: number } => ({ rate: rate ?? 0 });
+
+/** RabbitMQ's listener names for what the broker serves. */
+export function listeners(api: ManagementApi): Row[] {
+  const { ports, options } = api.ctx;
+  const out: Row[] = [];
+  const add = (protocol: string, port: number | undefined): void => {
+    if (port !== undefined) out.push({ node: api.node, protocol, ip_address: options.bind, port, socket_opts: {} });
+  };
+  add('amqp', ports.amqp);
+  add('mqtt', ports.mqtt);
+  add('stomp', ports.stomp);
+  add('http', ports.http);
+  add('http/web-mqtt', ports.http);
+  add('http/web-stomp', ports.http);
+  return out;
+}
+
+function localPort(api: ManagementApi, protocol: string): { host: string; port: number | null } {
+  const p = api.ctx.ports;
+  const port = protocol.startsWith('AMQP') ? p.amqp : protocol.startsWith('MQTT') ? p.mqtt : protocol.startsWith('STOMP') ? p.stomp : undefined;
+  return { host: api.ctx.options.bind, port: port ?? null };
+}
+
+export function connectionRow(api: ManagementApi, c: CoreConnection): Row {
+  return formatConnection(api, c, localPort(api, c.info.protocol));
+}
+
+function withSamples(detail: { rate: number }, samples: GlobalSample[] | undefined, pick: (s: GlobalSample) => number): Row {
+  if (!samples) return detail;
+  return { ...detail, samples: samples.map((s) => ({ sample: pick(s), timestamp: s.timestamp })) };
+}
+
+function overview(api: ManagementApi, q: URLSearchParams, vhosts: Set<string> | undefined): Row {
+  const core = api.core;
+  const rates = api.sampler.globalRates();
+  const age = Number(q.get('msg_rates_age') ?? q.get('lengths_age') ?? 0);
+  const incr = Number(q.get('msg_rates_incr') ?? q.get('lengths_incr') ?? 5);
+  const samples = age > 0 ? api.sampler.samples(age * 1000, Math.max(api.sampler.intervalMs, incr * 1000)) : undefined;
+  const t = globalTotals(core);
+  const d = globalDepths(core);
+  let queues = 0;
+  let exchanges = 0;
+  let consumers = 0;
+  let ready = 0;
+  let unacked = 0;
+  for (const v of core.vhosts.values()) {
+    if (vhosts && !vhosts.has(v.name)) continue;
+    queues += v.queues.size;
+    exchanges += v.exchanges.size;
+    for (const qu of v.queues.values()) {
+      consumers += qu.consumerCount;
+      ready += qu.readyCount;
+      unacked += qu.unackedCount;
+    }
+  }
+  let connections = 0;
+  let channels = 0;
+  const byProtocol: Record<string, number> = {};
+  for (const c of core.connections) {
+    if (vhosts && !vhosts.has(c.vhost.name)) continue;
+    connections++;
+    channels += c.channels.size;
+    byProtocol[c.info.protocol] = (byProtocol[c.info.protocol] ?? 0) + 1;
+  }
+  if (!vhosts) {
+    ready = d.ready;
+    unacked = d.unacked;
+  }
+  let opened = 0;
+  let closed = 0;
+  let chOpened = 0;
+  let chClosed = 0;
+  for (const p of core.totals.byProtocol.values()) {
+    opened += p.connectionsOpened;
+    closed += p.connectionsClosed;
+    chOpened += p.channelsOpened;
+    chClosed += p.channelsClosed;
+  }
+  const dropped = Math.max(0, t.unroutable - t.returned);
+  return {
+    management_version: VERSION,
+    rates_mode: 'basic',
+    sample_retention_policies: { global: [600, 3600], basic: [600], detailed: [600] },
+    exchange_types: EXCHANGE_TYPES,
+    product_version: VERSION,
+    product_name: 'Warren',
+    rabbitmq_version: RABBITMQ_COMPAT_VERSION,
+    cluster_name: api.node,
+    erlang_version: 'none',
+    erlang_full_version: `Node.js ${process.version}`,
+    disable_stats: false,
+    enable_queue_totals: true,
+    statistics_db_event_queue: 0,
+    node: api.node,
+    message_stats: {
+      publish: t.publish,
+      publish_details: withSamples(details(rates[G.publish]), samples, (s) => s.publish),
+      deliver: t.deliver,
+      deliver_details: withSamples(details(rates[G.deliver]), samples, (s) => s.deliver),
+      deliver_no_ack: 0,
+      get: t.get,
+      get_details: withSamples(details(rates[G.get]), samples, (s) => s.get),
+      get_no_ack: 0,
+      deliver_get: t.deliver + t.get,
+      deliver_get_details: withSamples(details((rates[G.deliver] ?? 0) + (rates[G.get] ?? 0)), samples, (s) => s.deliver + s.get),
+      ack: t.ack,
+      ack_details: withSamples(details(rates[G.ack]), samples, (s) => s.ack),
+      redeliver: t.redeliver,
+      redeliver_details: withSamples(details(rates[G.redeliver]), samples, (s) => s.redeliver),
+      return_unroutable: t.returned,
+      return_unroutable_details: details(rates[G.returned]),
+      drop_unroutable: dropped,
+      drop_unroutable_details: details(Math.max(0, (rates[G.unroutable] ?? 0) - (rates[G.returned] ?? 0))),
+    },
+    churn_rates: {
+      connection_created: opened,
+      connection_closed: closed,
+      channel_created: chOpened,
+      channel_closed: chClosed,
+    },
+    queue_totals: {
+      messages: ready + unacked,
+      messages_details: withSamples(details(rates[G.messages]), samples, (s) => s.messages),
+      messages_ready: ready,
+      messages_ready_details: withSamples(details(rates[G.ready]), samples, (s) => s.ready),
+      messages_unacknowledged: unacked,
+      messages_unacknowledged_details: withSamples(details(rates[G.unacked]), samples, (s) => s.unacked),
+    },
+    object_totals: { channels, connections, consumers, exchanges, queues },
+    connections_by_protocol: byProtocol,
+    listeners: listeners(api),
+    contexts: api.ctx.ports.http === undefined ? [] : [{ node: api.node, description: 'Warren Management', path: '/', port: String(api.ctx.ports.http) }],
+  };
+}
+
+async function nodeInfo(api: ManagementApi): Promise<Row> {
+  const { core, options } = api.ctx;
+  const mem = process.memoryUsage();
+  let diskFree = 0;
+  // The data directory, or the nearest existing parent before it is created.
+  for (let dir = resolve(options.dataDir); ; dir = dirname(dir)) {
+    try {
+      const s = await statfs(dir);
+      diskFree = s.bavail * s.bsize;
+      break;
+    } catch {
+      if (dirname(dir) === dir) break;
+    }
+  }
+  const alarms = core.alarms.active;
+  return {
+    name: api.node,
+    type: 'disc',
+    running: true,
+    being_drained: false,
+    os_pid: String(process.pid),
+    mem_used: mem.rss,
+    mem_limit: core.alarms.memoryLimit,
+    mem_alarm: alarms.includes('memory'),
+    disk_free: diskFree,
+    disk_free_limit: options.diskFreeLimit,
+    disk_free_alarm: alarms.includes('disk'),
+    fd_used: null,
+    fd_total: null,
+    sockets_used: core.connections.size,
+    sockets_total: null,
+    proc_used: 1,
+    proc_total: 1,
+    processors: availableParallelism(),
+    run_queue: 0,
+    uptime: Date.now() - api.ctx.startedAt,
+    rates_mode: 'basic',
+    exchange_types: EXCHANGE_TYPES,
+    partitions: [],
+    applications: [{ name: 'warren', description: 'Warren message broker', version: VERSION }],
+    enabled_plugins: ['rabbitmq_management', 'rabbitmq_mqtt', 'rabbitmq_stomp', 'rabbitmq_web_mqtt', 'rabbitmq_web_stomp', 'rabbitmq_prometheus'],
+    memory: { total: mem.rss, heap_used: mem.heapUsed, heap_total: mem.heapTotal, external: mem.external, array_buffers: mem.arrayBuffers },
+  };
+}
+
+export function registerBrokerRoutes(api: ManagementApi): void {
+  const r = api.router;
+
+  r.on('GET', '/api/overview', (req) => {
+    const vhosts = api.isMonitor(req.user) ? undefined : new Set(api.visibleVhosts(req.user).map((v) => v.name));
+    return { status: 200, body: projectOne(overview(api, req.query, vhosts), req.query) };
+  });
+  r.on('GET', '/api/cluster-name', () => ({ status: 200, body: { name: api.node } }));
+  r.on('GET', '/api/whoami', (req) => ({ status: 200, body: { name: req.user.name, tags: req.user.tags } }));
+  r.on('GET', '/api/extensions', () => ({ status: 200, body: [] }));
+  r.on('GET', '/api/auth', () => ({ status: 200, body: { oauth_enabled: false } }));
+  for (const path of ['/api/parameters', '/api/global-parameters', '/api/operator-policies', '/api/vhost-limits', '/api/feature-flags']) {
+    r.on('GET', path, () => ({ status: 200, body: [] }));
+  }
+
+  r.on('GET', '/api/nodes', async (req) => {
+    api.requireMonitor(req.user);
+    return { status: 200, body: applyListQuery([await nodeInfo(api)], req.query, ['name']) };
+  });
+  r.on('GET', '/api/nodes/:node', async (req) => {
+    api.requireMonitor(req.user);
+    if (req.params['node'] !== api.node) throw HttpError.notFound();
+    return { status: 200, body: projectOne(await nodeInfo(api), req.query) };
+  });
+
+  // ---- connections, channels, consumers ----------------------------------------------------
+
+  const listConnections = (req: ApiRequest, vhost?: string): Row[] => {
+    if (vhost !== undefined) api.vhost(req.user, vhost);
+    return api.visibleConnections(req.user, vhost).map((c) => connectionRow(api, c));
+  };
+  r.on('GET', '/api/connections', (req) => ({ status: 200, body: applyListQuery(listConnections(req), req.query, ['name']) }));
+  r.on('GET', '/api/vhosts/:vhost/connections', (req) => ({
+    status: 200,
+    body: applyListQuery(listConnections(req, req.params['vhost']), req.query, ['name']),
+  }));
+  r.on('GET', '/api/connections/:name', (req) => ({
+    status: 200,
+    body: projectOne(connectionRow(api, api.findConnection(req.user, req.params['name']!)), req.query),
+  }));
+  r.on('DELETE', '/api/connections/:name', (req) => {
+    const c = api.findConnection(req.user, req.params['name']!);
+    if (c.user !== req.user.name) api.requireAdmin(req.user);
+    const reason = req.req.headers['x-reason'];
+    const text = typeof reason === 'string' && reason !== '' ? reason : 'Closed via management plugin';
+    api.ctx.log.info({ connection: api.connectionName(c), by: req.user.name, reason: text }, 'closing connection on request');
+    c.handle.forceClose(ReplyCode.CONNECTION_FORCED, text);
+    return { status: 204 };
+  });
+  r.on('GET', '/api/connections/:name/channels', (req) => {
+    const c = api.findConnection(req.user, req.params['name']!);
+    return { status: 200, body: applyListQuery([...c.channels].map((ch) => formatChannel(api, ch)), req.query, ['name']) };
+  });
+
+  r.on('GET', '/api/channels', (req) => ({
+    status: 200,
+    body: applyListQuery(api.visibleChannels(req.user).map((ch) => formatChannel(api, ch)), req.query, ['name']),
+  }));
+  r.on('GET', '/api/vhosts/:vhost/channels', (req) => {
+    api.vhost(req.user, req.params['vhost']!);
+    return { status: 200, body: applyListQuery(api.visibleChannels(req.user, req.params['vhost']).map((ch) => formatChannel(api, ch)), req.query, ['name']) };
+  });
+  r.on('GET', '/api/channels/:name', (req) => {
+    const ch = api.visibleChannels(req.user).find((x) => channelName(api, x) === req.params['name']);
+    if (!ch) throw HttpError.notFound();
+    const row = formatChannel(api, ch);
+    row['consumer_details'] = [...ch.consumers.values()].map((c) => formatConsumer(api, ch, c));
+    return { status: 200, body: projectOne(row, req.query) };
+  });
+
+  const consumers = (req: ApiRequest, vhost?: string): Row[] => {
+    const vhosts = new Set(api.vhostsFor(req.user, vhost).map((v) => v.name));
+    const out: Row[] = [];
+    for (const c of api.core.connections) {
+      if (!vhosts.has(c.vhost.name)) continue;
+      for (const ch of c.channels) for (const co of ch.consumers.values()) out.push(formatConsumer(api, ch, co));
+    }
+    return out;
+  };
+  r.on('GET', '/api/consumers', (req) => ({ status: 200, body: applyListQuery(consumers(req), req.query, ['queue.vhost', 'queue.name', 'consumer_tag']) }));
+  r.on('GET', '/api/consumers/:vhost', (req) => ({
+    status: 200,
+    body: applyListQuery(consumers(req, req.params['vhost']), req.query, ['queue.name', 'consumer_tag']),
+  }));
+
+  // ---- health checks -----------------------------------------------------------------------
+
+  const alarms = (): { status: number; body: Row } => {
+    const active = api.core.alarms.active;
+    if (active.length === 0) return { status: 200, body: { status: 'ok' } };
+    return {
+      status: 503,
+      body: { status: 'failed', reason: 'resource alarm(s) in effect in the cluster', alarms: active.map((a) => ({ node: api.node, resource: a })) },
+    };
+  };
+  r.on('GET', '/api/health/checks/alarms', alarms);
+  r.on('GET', '/api/health/checks/local-alarms', alarms);
+  r.on('GET', '/api/health/checks/port-listener/:port', (req) => {
+    const port = Number(req.params['port']);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw HttpError.badRequest(`invalid port '${req.params['port']}'`);
+    const ports = [...new Set(listeners(api).map((l) => l.port as number))];
+    if (ports.includes(port)) return { status: 200, body: { status: 'ok', port } };
+    return { status: 503, body: { status: 'failed', reason: `No active listener on port ${port}`, missing: port, ports } };
+  });
+  r.on('GET', '/api/health/checks/protocol-listener/:protocol', (req) => {
+    const want = req.params['protocol']!.toLowerCase().replace(/^amqp0?9?1?$|^amqp0-9-1$/, 'amqp');
+    const ls = listeners(api);
+    if (ls.some((l) => l.protocol === want)) return { status: 200, body: { status: 'ok', protocol: want } };
+    return { status: 503, body: { status: 'failed', reason: `No active listener for protocol ${want}`, missing: want, protocols: ls.map((l) => l.protocol) } };
+  });
+  r.on('GET', '/api/health/checks/virtual-hosts', () => ({ status: 200, body: { status: 'ok' } }));
+  r.on('GET', '/api/health/checks/node-is-quorum-critical', () => ({ status: 200, body: { status: 'ok' } }));
+  r.on('GET', '/api/health/checks/node-is-mirror-sync-critical', () => ({ status: 200, body: { status: 'ok' } }));
+  r.on('GET', '/api/health/checks/certificate-expiration/:within/:unit', () => ({ status: 200, body: { status: 'ok' } }));
+  r.on('GET', '/api/aliveness-test/:vhost', async (req) => {
+    const vhost = req.params['vhost']!;
+    api.vhost(req.user, vhost);
+    await api.withChannel(req.user, vhost, async (ch) => {
+      ch.declareQueue('aliveness-test', { durable: false });
+      await ch.publish({ exchange: '', routingKey: 'aliveness-test', properties: {}, body: Buffer.from('test_message') }).settled;
+      const got = ch.get('aliveness-test', true);
+      if (!got) throw new HttpError(503, 'failed', 'aliveness test message not received');
+    });
+    return { status: 200, body: { status: 'ok' } };
+  });
+}

@@ -1,0 +1,244 @@
+import type { Core, CoreChannel, CoreConnection, Exchange, Queue, VHost } from '../core/index.js';
+
+/** Cumulative message counters, broker-wide or per vhost. */
+export interface MessageTotals {
+  publish: number;
+  deliver: number;
+  get: number;
+  ack: number;
+  redeliver: number;
+  returned: number;
+  unroutable: number;
+  recvOct: number;
+  sendOct: number;
+}
+
+/** Queue depths, broker-wide or per vhost. */
+export interface Depths {
+  messages: number;
+  ready: number;
+  unacked: number;
+}
+
+/** One point of the broker-wide history kept for charts (`samples` in /api/overview). */
+export interface GlobalSample extends MessageTotals, Depths {
+  timestamp: number;
+}
+
+interface Track {
+  prev: number[];
+  rates: number[];
+  at: number;
+}
+
+const HISTORY = 720;
+const ZERO: readonly number[] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/** Queue values tracked: cumulative counters, then depths. */
+export const Q = { publish: 0, deliver: 1, get: 2, ack: 3, redeliver: 4, messages: 5, ready: 6, unacked: 7 } as const;
+export const X = { publishIn: 0, publishOut: 1 } as const;
+export const C = { recvOct: 0, sendOct: 1, recvCnt: 2, sendCnt: 3 } as const;
+export const CH = { publish: 0, deliver: 1, get: 2, ack: 3, redeliver: 4, returned: 5 } as const;
+export const G = {
+  publish: 0,
+  deliver: 1,
+  get: 2,
+  ack: 3,
+  redeliver: 4,
+  returned: 5,
+  unroutable: 6,
+  recvOct: 7,
+  sendOct: 8,
+  messages: 9,
+  ready: 10,
+  unacked: 11,
+} as const;
+
+/**
+ * Turns the core's cumulative counters into per-second rates, on a timer and never per message:
+ * every `intervalMs` it walks queues, exchanges, connections and channels once and keeps, per
+ * object, the previous values and the rates between the last two samples (weakly held, so nothing
+ * leaks when an object goes away). It also keeps a broker-wide history for the overview charts.
+ */
+export class Sampler {
+  private readonly tracks = new WeakMap<object, Track>();
+  private readonly vhostTracks = new Map<string, Track>();
+  private global: Track | undefined;
+  private readonly history: GlobalSample[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  lastSampleAt = 0;
+
+  constructor(
+    private readonly core: Core,
+    readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Takes one sample of everything now. */
+  sample(): void {
+    const now = Date.now();
+    this.lastSampleAt = now;
+    for (const v of this.core.vhosts.values()) {
+      for (const q of v.queues.values()) this.track(q, queueValues(q), now);
+      for (const x of v.exchanges.values()) this.track(x, [x.stats.publishIn, x.stats.publishOut], now);
+      const t = vhostTotals(this.core, v);
+      const d = vhostDepths(v);
+      this.trackIn(this.vhostTracks, v.name, [t.publish, t.deliver, t.get, t.ack, t.redeliver, t.returned, t.unroutable, t.recvOct, t.sendOct, d.messages, d.ready, d.unacked], now);
+    }
+    for (const name of this.vhostTracks.keys()) if (!this.core.vhosts.has(name)) this.vhostTracks.delete(name);
+    for (const c of this.core.connections) {
+      const tr = c.traffic;
+      this.track(c, [tr.recvOct, tr.sendOct, tr.recvCnt, tr.sendCnt], now);
+      for (const ch of c.channels) this.track(ch, channelValues(ch), now);
+    }
+    const t = globalTotals(this.core);
+    const d = globalDepths(this.core);
+    const values = [t.publish, t.deliver, t.get, t.ack, t.redeliver, t.returned, t.unroutable, t.recvOct, t.sendOct, d.messages, d.ready, d.unacked];
+    this.global = this.advance(this.global, values, now);
+    this.history.push({ timestamp: now, ...t, ...d });
+    if (this.history.length > HISTORY) this.history.shift();
+  }
+
+  private advance(prev: Track | undefined, values: number[], now: number): Track {
+    if (!prev) return { prev: values, rates: values.map(() => 0), at: now };
+    const dt = (now - prev.at) / 1000;
+    if (dt <= 0) return prev;
+    const rates = values.map((v, i) => round((v - (prev.prev[i] ?? 0)) / dt));
+    return { prev: values, rates, at: now };
+  }
+
+  private track(obj: object, values: number[], now: number): void {
+    this.tracks.set(obj, this.advance(this.tracks.get(obj), values, now));
+  }
+
+  private trackIn(map: Map<string, Track>, key: string, values: number[], now: number): void {
+    map.set(key, this.advance(map.get(key), values, now));
+  }
+
+  /** Rates (per second) between the last two samples of an object; zeros before its second sample. */
+  rates(obj: Queue | Exchange | CoreConnection | CoreChannel): readonly number[] {
+    return this.tracks.get(obj)?.rates ?? ZERO;
+  }
+
+  vhostRates(name: string): readonly number[] {
+    return this.vhostTracks.get(name)?.rates ?? ZERO;
+  }
+
+  globalRates(): readonly number[] {
+    return this.global?.rates ?? ZERO;
+  }
+
+  /** Broker-wide samples newer than `ageMs`, at least `incrMs` apart, newest first. */
+  samples(ageMs: number, incrMs: number): GlobalSample[] {
+    const out: GlobalSample[] = [];
+    const since = Date.now() - ageMs;
+    let last = Number.POSITIVE_INFINITY;
+    for (let i = this.history.length - 1; i >= 0; i--) {
+      const s = this.history[i]!;
+      if (s.timestamp < since) break;
+      if (last - s.timestamp >= incrMs - this.intervalMs / 2) {
+        out.push(s);
+        last = s.timestamp;
+      }
+    }
+    return out;
+  }
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+export function queueValues(q: Queue): number[] {
+  const s = q.stats;
+  return [s.published, s.delivered, s.got, s.acked, s.redelivered, q.readyCount + q.unackedCount, q.readyCount, q.unackedCount];
+}
+
+export function channelValues(ch: CoreChannel): number[] {
+  const s = ch.stats;
+  return [s.published, s.delivered, s.got, s.acked, s.redelivered, s.returned];
+}
+
+/** Broker-wide cumulative counters: closed channels' totals plus every live channel's. */
+export function globalTotals(core: Core): MessageTotals {
+  const t: MessageTotals = { publish: 0, deliver: 0, get: 0, ack: 0, redeliver: 0, returned: 0, unroutable: core.counters.unroutable, recvOct: 0, sendOct: 0 };
+  for (const p of core.totals.byProtocol.values()) {
+    t.publish += p.published;
+    t.deliver += p.delivered;
+    t.get += p.got;
+    t.ack += p.acked;
+    t.redeliver += p.redelivered;
+    t.returned += p.returned;
+    t.recvOct += p.recvOct;
+    t.sendOct += p.sendOct;
+  }
+  for (const c of core.connections) {
+    t.recvOct += c.traffic.recvOct;
+    t.sendOct += c.traffic.sendOct;
+    for (const ch of c.channels) addChannel(t, ch);
+  }
+  return t;
+}
+
+function addChannel(t: MessageTotals, ch: CoreChannel): void {
+  const s = ch.stats;
+  t.publish += s.published;
+  t.deliver += s.delivered;
+  t.get += s.got;
+  t.ack += s.acked;
+  t.redeliver += s.redelivered;
+  t.returned += s.returned;
+}
+
+/**
+ * Per-vhost counters: publishes counted at the exchanges (what entered the vhost), deliveries and
+ * acks at the queues, bytes at the vhost's live connections.
+ */
+export function vhostTotals(core: Core, v: VHost): MessageTotals {
+  const t: MessageTotals = { publish: 0, deliver: 0, get: 0, ack: 0, redeliver: 0, returned: 0, unroutable: 0, recvOct: 0, sendOct: 0 };
+  for (const x of v.exchanges.values()) t.publish += x.stats.publishIn;
+  for (const q of v.queues.values()) {
+    t.deliver += q.stats.delivered;
+    t.get += q.stats.got;
+    t.ack += q.stats.acked;
+    t.redeliver += q.stats.redelivered;
+  }
+  for (const c of core.connections) {
+    if (c.vhost !== v) continue;
+    t.recvOct += c.traffic.recvOct;
+    t.sendOct += c.traffic.sendOct;
+    for (const ch of c.channels) t.returned += ch.stats.returned;
+  }
+  return t;
+}
+
+export function vhostDepths(v: VHost): Depths {
+  const d: Depths = { messages: 0, ready: 0, unacked: 0 };
+  for (const q of v.queues.values()) {
+    d.ready += q.readyCount;
+    d.unacked += q.unackedCount;
+  }
+  d.messages = d.ready + d.unacked;
+  return d;
+}
+
+export function globalDepths(core: Core): Depths {
+  const d: Depths = { messages: 0, ready: 0, unacked: 0 };
+  for (const v of core.vhosts.values()) {
+    const x = vhostDepths(v);
+    d.ready += x.ready;
+    d.unacked += x.unacked;
+  }
+  d.messages = d.ready + d.unacked;
+  return d;
+}
