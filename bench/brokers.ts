@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import { probeAmqp } from './clients/amqp.js';
+import { probeMqtt } from './clients/mqtt.js';
+import { probeStomp } from './clients/stomp.js';
 import type { Protocol } from './clients/types.js';
 import { sleep } from './clock.js';
 import { pidListeningOn } from './proc.js';
@@ -42,15 +44,41 @@ export function assertLoopback(url: string): URL {
   return u;
 }
 
-const DEFAULT_PORTS: Record<string, number> = { 'amqp:': 5672, 'mqtt:': 1883, 'stomp:': 61613 };
+const DEFAULT_PORTS: Record<string, number> = { 'amqp:': 5672, 'mqtt:': 1883, 'stomp:': 61613, 'ws:': 80 };
 
+/** `ws://` URLs are STOMP over WebSocket (e.g. RabbitMQ's Web STOMP, ws://127.0.0.1:15674/ws). */
 function protocolOf(u: URL): Protocol {
   if (u.protocol === 'amqp:') return 'amqp';
-  throw new Error(`unsupported peer URL scheme ${u.protocol} (supported: amqp:)`);
+  if (u.protocol === 'mqtt:') return 'mqtt';
+  if (u.protocol === 'stomp:') return 'stomp';
+  if (u.protocol === 'ws:') return 'stomp-ws';
+  throw new Error(`unsupported peer URL scheme ${u.protocol} (supported: amqp:, mqtt:, stomp:, ws: for STOMP over WebSocket)`);
+}
+
+/**
+ * Connect once to the endpoint to check it answers; returns the server's name and version when the
+ * protocol tells it (AMQP server properties, STOMP's `server` header), else ''.
+ */
+export async function probeEndpoint(protocol: Protocol, url: string): Promise<{ name: string; platform: string }> {
+  switch (protocol) {
+    case 'amqp': {
+      const info = await probeAmqp(url);
+      return { name: [info.product, info.version].join(' ').trim(), platform: info.platform };
+    }
+    case 'mqtt':
+      await probeMqtt(url);
+      return { name: '', platform: '' };
+    case 'stomp':
+    case 'stomp-ws': {
+      // `server:RabbitMQ/3.10.8` -> `RabbitMQ 3.10.8`
+      const server = await probeStomp(url);
+      return { name: server.replace('/', ' '), platform: '' };
+    }
+  }
 }
 
 /** Resolve after `child` exits, or after `ms` (then SIGKILL). */
-async function waitExit(child: ChildProcess, ms: number): Promise<void> {
+export async function waitExit(child: ChildProcess, ms: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const timedOut = await Promise.race([exited.then(() => false), sleep(ms).then(() => true)]);
@@ -61,7 +89,7 @@ async function waitExit(child: ChildProcess, ms: number): Promise<void> {
 }
 
 /** Keep the last lines of a child's output for error messages (and drain the pipe so it never blocks). */
-function tail(stream: NodeJS.ReadableStream | null, lines: string[], echo: boolean): void {
+export function tail(stream: NodeJS.ReadableStream | null, lines: string[], echo: boolean): void {
   if (stream === null) return;
   createInterface({ input: stream }).on('line', (line) => {
     lines.push(line);
@@ -73,20 +101,38 @@ function tail(stream: NodeJS.ReadableStream | null, lines: string[], echo: boole
 export interface WarrenOptions {
   /** Path to bin/warren.js. */
   bin: string;
-  /** Extra arguments after `start` (e.g. later `--mqtt-port 0`). */
+  /** Extra arguments after `start`. */
   extraArgs: string[];
+  /** Node.js options before the script, e.g. `--cpu-prof`. */
+  nodeArgs?: string[];
   verbose: boolean;
   startTimeoutMs: number;
 }
 
 /**
- * `node bin/warren.js start --amqp-port 0 --http-port off --data-dir <tmp>`; waits for the line
- * `warren ready amqp=<port> ...` on stdout. Every `<proto>=<port>` token becomes an endpoint.
+ * `node bin/warren.js start --amqp-port 0 --mqtt-port 0 --stomp-port 0 --http-port 0 --data-dir <tmp>`;
+ * waits for the line `warren ready amqp=<port> ...` on stdout. Every `<proto>=<port>` token becomes an
+ * endpoint (`http` becomes STOMP over WebSocket on its `/ws` path).
  */
 export async function startWarren(o: WarrenOptions): Promise<Broker> {
   if (!existsSync(o.bin)) throw new Error(`${o.bin} not found (run npm run build first)`);
   const dataDir = await mkdtemp(join(tmpdir(), 'warren-bench-'));
-  const args = [o.bin, 'start', '--amqp-port', '0', '--http-port', 'off', '--data-dir', dataDir, ...o.extraArgs];
+  const args = [
+    ...(o.nodeArgs ?? []),
+    o.bin,
+    'start',
+    '--amqp-port',
+    '0',
+    '--mqtt-port',
+    '0',
+    '--stomp-port',
+    '0',
+    '--http-port',
+    '0',
+    '--data-dir',
+    dataDir,
+    ...o.extraArgs,
+  ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const output: string[] = [];
   tail(child.stderr, output, o.verbose);
@@ -137,6 +183,12 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
   const endpoints: Partial<Record<Protocol, string>> = {};
   const amqpPort = ports.get('amqp');
   if (amqpPort !== undefined) endpoints.amqp = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
+  const mqttPort = ports.get('mqtt');
+  if (mqttPort !== undefined) endpoints.mqtt = `mqtt://127.0.0.1:${mqttPort}`;
+  const stompPort = ports.get('stomp');
+  if (stompPort !== undefined) endpoints.stomp = `stomp://guest:guest@127.0.0.1:${stompPort}`;
+  const httpPort = ports.get('http');
+  if (httpPort !== undefined) endpoints['stomp-ws'] = `ws://guest:guest@127.0.0.1:${httpPort}/ws`;
   let name = 'Warren';
   if (endpoints.amqp !== undefined) {
     const info = await probeAmqp(endpoints.amqp).catch(() => null);
@@ -148,7 +200,7 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
     endpoints,
     pid: child.pid ?? null,
     shared: false,
-    details: `started by the harness: node ${args.slice(0, 2).join(' ')} ... (pid ${child.pid ?? '?'})`,
+    details: `started by the harness: node ${args.slice(0, args.indexOf('start') + 1).join(' ')} ... (pid ${child.pid ?? '?'})`,
     stop,
   };
 }
@@ -163,10 +215,10 @@ export interface PeerOptions {
 export async function connectPeer(o: PeerOptions): Promise<Broker> {
   const u = assertLoopback(o.url);
   const protocol = protocolOf(u);
-  const info = await probeAmqp(o.url);
+  const info = await probeEndpoint(protocol, o.url);
   const port = u.port === '' ? (DEFAULT_PORTS[u.protocol] ?? 0) : Number(u.port);
   const pid = o.pid ?? pidListeningOn(port);
-  const name = o.name ?? ([info.product, info.version].join(' ').trim() || `peer ${u.host}`);
+  const name = o.name ?? (info.name || `peer ${u.host}`);
   return {
     name,
     isWarren: false,
@@ -174,13 +226,62 @@ export async function connectPeer(o: PeerOptions): Promise<Broker> {
     pid,
     shared: true,
     details:
-      `given by URL ${u.protocol}//${u.host}; ${info.platform}; ` +
+      `given by URL ${u.protocol}//${u.host}${info.platform !== '' ? `; ${info.platform}` : ''}; ` +
       (pid === null ? 'pid unknown (CPU n/a; pass --peer-pid)' : `pid ${pid} (listening on port ${port})`),
     stop: () => Promise.resolve(),
   };
 }
 
-function freePort(): Promise<number> {
+/**
+ * Peers given by several URLs that one process serves (RabbitMQ on 5672, 1883, 61613 and 15674) are
+ * one broker with several endpoints: merge them (the first one's name wins unless it is a generic
+ * `peer host` label). Peers whose pid is unknown stay separate.
+ */
+export function mergePeers(peers: Broker[]): Broker[] {
+  const out: Broker[] = [];
+  for (const p of peers) {
+    const same = p.pid === null ? undefined : out.find((b) => b.pid === p.pid && !b.isWarren);
+    if (same === undefined) {
+      out.push({ ...p, endpoints: { ...p.endpoints } });
+      continue;
+    }
+    for (const [k, v] of Object.entries(p.endpoints) as Array<[Protocol, string]>) same.endpoints[k] ??= v;
+    if (same.name.startsWith('peer ') && !p.name.startsWith('peer ')) same.name = p.name;
+    same.details += `; also ${Object.values(p.endpoints).map((url) => new URL(url).protocol + '//' + new URL(url).host).join(', ')}`;
+  }
+  return out;
+}
+
+/** RabbitMQ's plugin listeners on their default ports: MQTT, STOMP, Web STOMP. */
+const PLUGIN_ENDPOINTS: Array<{ protocol: Protocol; port: number; url: string }> = [
+  { protocol: 'mqtt', port: 1883, url: 'mqtt://127.0.0.1:1883' },
+  { protocol: 'stomp', port: 61613, url: 'stomp://guest:guest@127.0.0.1:61613' },
+  { protocol: 'stomp-ws', port: 15674, url: 'ws://guest:guest@127.0.0.1:15674/ws' },
+];
+
+/**
+ * For a peer found on the default AMQP port: add the MQTT, STOMP and Web STOMP endpoints that the
+ * same process listens on at their default ports (RabbitMQ with rabbitmq_mqtt, rabbitmq_stomp,
+ * rabbitmq_web_stomp enabled) and that answer. Returns the endpoints added.
+ */
+export async function addPluginEndpoints(peer: Broker): Promise<Protocol[]> {
+  if (peer.pid === null) return [];
+  const added: Protocol[] = [];
+  for (const e of PLUGIN_ENDPOINTS) {
+    if (peer.endpoints[e.protocol] !== undefined || pidListeningOn(e.port) !== peer.pid) continue;
+    const ok = await probeEndpoint(e.protocol, e.url).then(
+      () => true,
+      () => false,
+    );
+    if (!ok) continue;
+    peer.endpoints[e.protocol] = e.url;
+    added.push(e.protocol);
+  }
+  if (added.length > 0) peer.details += `; also ${added.join(', ')} on their default ports`;
+  return added;
+}
+
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);

@@ -18,18 +18,22 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { connectPeer, rabbitmqInstalled, startLocalRabbitmq, startWarren } from './brokers.js';
+import { addPluginEndpoints, connectPeer, mergePeers, rabbitmqInstalled, startLocalRabbitmq, startWarren } from './brokers.js';
 import type { Broker } from './brokers.js';
 import { setupTopology, teardownTopology } from './clients/index.js';
 import type { RoleSpec } from './clients/types.js';
 import { sleep, sleepUntil, wallMs } from './clock.js';
 import { Histogram } from './histogram.js';
+import { IDLE_LEGEND, idleTable, raiseOpenFilesLimit, runIdle } from './idle.js';
+import type { IdleResult } from './idle.js';
 import type { ConsumerResult, FromClient, PublisherResult, RoleResult, Timeline, ToClient } from './ipc.js';
-import { cpuSeconds, machineBusySeconds, processName } from './proc.js';
+import { clockTicksPerSecond, cpuSeconds, machineBusySeconds, processName } from './proc.js';
 import { LEGEND, OTHER_LOAD_WARN_PCT, scenarioTable } from './report.js';
 import type { RunResult } from './report.js';
 import { SCENARIOS } from './scenarios.js';
-import type { Scenario } from './scenarios.js';
+import type { IdleScenario, Scenario } from './scenarios.js';
+import { startAedes } from './peers/aedes.js';
+import { startMosquitto } from './peers/mosquitto.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = join(HERE, '..', '..');
@@ -55,10 +59,13 @@ const USAGE = `Usage: npm run bench -- [options]
   --peer-name <name>     label for the peer (default: product and version it reports)
   --peer-pid <pid>       pid to charge the peer's CPU to (default: the process listening on its port)
   --start-rabbitmq       start a private RabbitMQ node (Debian package) for this run as the peer
+  --start-mosquitto      start Mosquitto (Debian package) on a free loopback port as an MQTT peer
+  --start-aedes          start Aedes (npm devDependency) in a child process as an MQTT peer
   --warren-only          no peer
   --peer-only            do not start Warren (e.g. to validate the harness against RabbitMQ)
   --warren-bin <path>    Warren's launcher (default: bin/warren.js in this repo)
   --warren-arg <arg>     extra argument for \`warren start\` (repeatable)
+  --warren-node-arg <a>  Node.js option for Warren's process, e.g. --cpu-prof (repeatable)
   --out <file>           also write the markdown report to <file>
   --json <file>          also write the raw results as JSON
   --list                 list the scenarios and exit
@@ -210,6 +217,26 @@ interface CpuSample {
   machine: number | null;
 }
 
+/**
+ * irq + softirq seconds (all cores) from /proc/stat, or null. On loopback this is mostly the kernel's
+ * TCP receive processing for the benchmark's own traffic (a broker that writes one small segment per
+ * message causes a lot of it), and it is charged to no process: it is left out of "other CPU" so that
+ * it does not mark a run as disturbed.
+ */
+function interruptSeconds(): number | null {
+  let text: string;
+  try {
+    text = readFileSync('/proc/stat', 'utf8');
+  } catch {
+    return null;
+  }
+  const f = text.slice(0, text.indexOf('\n')).trim().split(/\s+/);
+  const irq = Number(f[6]);
+  const softirq = Number(f[7]);
+  if (f[0] !== 'cpu' || !Number.isFinite(irq) || !Number.isFinite(softirq)) return null;
+  return (irq + softirq) / clockTicksPerSecond();
+}
+
 function sampleCpu(brokerPid: number | null, clientPids: number[]): CpuSample {
   let clients: number | null = 0;
   for (const pid of clientPids) {
@@ -220,7 +247,7 @@ function sampleCpu(brokerPid: number | null, clientPids: number[]): CpuSample {
     at: wallMs(),
     broker: brokerPid === null ? null : cpuSeconds(brokerPid),
     clients,
-    machine: machineBusySeconds(),
+    machine: ((busy, irq) => (busy === null ? null : busy - (irq ?? 0)))(machineBusySeconds(), interruptSeconds()),
   };
 }
 
@@ -248,7 +275,9 @@ function failed(s: Scenario, b: Broker, error: string): RunResult {
 async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<RunResult> {
   const url = broker.endpoints[s.protocol];
   if (url === undefined) return failed(s, broker, `no ${s.protocol} endpoint`);
-  const plan = s.plan({ runId: o.runId, url, totalSeconds: o.warmupS + o.durationS + 5 });
+  const missing = (s.alsoNeeds ?? []).filter((p) => broker.endpoints[p] === undefined);
+  if (missing.length > 0) return failed(s, broker, `no ${missing.join(', ')} endpoint`);
+  const plan = s.plan({ runId: o.runId, url, urls: broker.endpoints, totalSeconds: o.warmupS + o.durationS + 5 });
 
   let failure: Error | null = null;
   let signalFailure: (err: Error) => void = () => undefined;
@@ -406,6 +435,39 @@ async function measure(s: Scenario, b: Broker, o: RunOptions, quietWaitS: number
   return runScenario(s, b, o);
 }
 
+/** Whether the --scenarios selection includes an idle-connection scenario. */
+function wantsIdle(selection: string | undefined): boolean {
+  const names = selection?.split(',').map((n) => n.trim()) ?? [];
+  const all = names.length === 0 || names.includes('all');
+  return SCENARIOS.some((s) => s.kind === 'idle' && (all || names.includes(s.name)));
+}
+
+/**
+ * The idle-connection scenario on every broker with its endpoint. Runs are not redone when other load
+ * shows (memory is not CPU), but each waits for a quiet machine first when asked to.
+ */
+async function measureIdle(s: IdleScenario, brokers: Broker[], o: RunOptions, quietWaitS: number): Promise<IdleResult[][]> {
+  const runs = new Map<Broker, IdleResult[]>();
+  for (let rep = 1; rep <= o.repeat; rep++) {
+    for (const b of brokers) {
+      if (interrupted) break;
+      if (b.endpoints[s.protocol] === undefined) continue;
+      const of = o.repeat > 1 ? ` (run ${rep}/${o.repeat})` : '';
+      log(`${s.name} on ${b.name}${of}: ${s.connections} idle connections ...`);
+      if (quietWaitS > 0) await waitForQuiet(quietWaitS);
+      const r = await runIdle(s, b, { runId: o.runId, run: rep, onCleanup, log });
+      log(
+        r.error !== null
+          ? `  failed: ${r.error}`
+          : `  ${r.opened} connections in ${r.connectSeconds.toFixed(1)} s, ${r.kibPerConnection?.toFixed(2) ?? 'n/a'} KiB each`,
+      );
+      runs.set(b, [...(runs.get(b) ?? []), r]);
+      await sleep(2000);
+    }
+  }
+  return [...runs.values()];
+}
+
 // ---------------------------------------------------------------------------------------------
 
 function packageVersion(name: string): string {
@@ -435,7 +497,8 @@ function environment(brokers: Broker[], o: RunOptions): string {
   const lines = [
     `- date: ${STARTED_AT.toISOString()}`,
     `- machine: ${availableParallelism()} cores (${cpu}), ${Math.round(totalmem() / 2 ** 30)} GiB, Linux ${release()}`,
-    `- clients: Node.js ${process.version}, amqplib ${packageVersion('amqplib')}, one process per client role`,
+    `- clients: Node.js ${process.version}, amqplib ${packageVersion('amqplib')} (AMQP); MQTT 3.1.1 and STOMP 1.2 ` +
+      `(TCP and WebSocket) clients written for the harness (bench/clients/); one process per client role`,
     `- timing: ${o.warmupS} s warm-up, then ${o.durationS} s measured, per scenario and broker` +
       (o.repeat > 1 ? `; ${o.repeat} runs each, the median run by msgs/s shown (runs with other load ⚠ only if all were)` : ''),
   ];
@@ -466,6 +529,9 @@ async function main(): Promise<number> {
       'peer-name': { type: 'string' },
       'peer-pid': { type: 'string' },
       'start-rabbitmq': { type: 'boolean', default: false },
+      'start-mosquitto': { type: 'boolean', default: false },
+      'start-aedes': { type: 'boolean', default: false },
+      'warren-node-arg': { type: 'string', multiple: true },
       'warren-only': { type: 'boolean', default: false },
       'peer-only': { type: 'boolean', default: false },
       'warren-bin': { type: 'string' },
@@ -486,6 +552,12 @@ async function main(): Promise<number> {
   if (values.list) {
     for (const s of SCENARIOS) process.stdout.write(`${s.name}\n    ${s.summary}\n`);
     return 0;
+  }
+  // 10 000 idle connections need as many descriptors in the broker and the client processes, which
+  // inherit this process's limit.
+  const fdLimit = raiseOpenFilesLimit();
+  if (fdLimit !== null && fdLimit < 12_000 && wantsIdle(values.scenarios)) {
+    log(`open files limit is ${fdLimit}: the idle-connection scenario may fail (raise ulimit -n)`);
   }
   const durationS = parseSeconds(values.duration, 10, 'duration', 300);
   const warmupS = parseSeconds(values.warmup, 2, 'warmup', 60);
@@ -515,6 +587,7 @@ async function main(): Promise<number> {
       await startWarren({
         bin: values['warren-bin'] ?? join(REPO_ROOT, 'bin', 'warren.js'),
         extraArgs: values['warren-arg'] ?? [],
+        nodeArgs: values['warren-node-arg'] ?? [],
         verbose: values.verbose,
         startTimeoutMs: 30_000,
       }),
@@ -522,9 +595,12 @@ async function main(): Promise<number> {
   }
   if (!values['warren-only']) {
     const urls = values['peer-url'] ?? [];
+    // URLs served by one process (RabbitMQ's AMQP, MQTT and STOMP listeners) are one broker.
+    const peers: Broker[] = [];
     for (const url of urls) {
-      track(await connectPeer({ url, name: values['peer-name'] ?? null, pid: peerPid }));
+      peers.push(await connectPeer({ url, name: values['peer-name'] ?? null, pid: peerPid }));
     }
+    for (const peer of mergePeers(peers)) track(peer);
     if (urls.length === 0 && values['start-rabbitmq']) {
       log('starting a private RabbitMQ node ...');
       track(await startLocalRabbitmq({ verbose: values.verbose, startTimeoutMs: 90_000 }));
@@ -533,7 +609,11 @@ async function main(): Promise<number> {
         () => null,
       );
       if (peer !== null) {
-        log(`no --peer-url: comparing with the broker on 127.0.0.1:5672 (${peer.name})`);
+        const plugins = await addPluginEndpoints(peer);
+        log(
+          `no --peer-url: comparing with the broker on 127.0.0.1:5672 (${peer.name})` +
+            (plugins.length > 0 ? `, also over ${plugins.join(', ')}` : ''),
+        );
         track(peer);
       } else {
         log(
@@ -543,18 +623,34 @@ async function main(): Promise<number> {
       }
     }
   }
+  if (!values['warren-only'] && values['start-mosquitto']) {
+    log('starting Mosquitto ...');
+    track(await startMosquitto({ verbose: values.verbose, startTimeoutMs: 15_000 }));
+  }
+  if (!values['warren-only'] && values['start-aedes']) {
+    log('starting Aedes ...');
+    track(await startAedes({ verbose: values.verbose, startTimeoutMs: 15_000 }));
+  }
   if (brokers.length === 0) throw new Error('no broker to benchmark');
 
   const o: RunOptions = { runId: `${process.pid}-${Date.now().toString(36)}`, window, repeat, warmupS, durationS };
   const results: RunResult[] = [];
+  const idleResults: IdleResult[] = [];
   const sections: string[] = [];
   for (const s of scenarios) {
+    if (s.kind === 'idle') {
+      const table = await measureIdle(s, brokers, o, quietWaitS);
+      idleResults.push(...table.flat());
+      if (table.length > 0) sections.push(idleTable(s, table));
+      continue;
+    }
     // Repetitions alternate between brokers, so slow drifts in machine load hit both alike.
     const runs = new Map<Broker, RunResult[]>();
     for (let rep = 1; rep <= repeat; rep++) {
       for (const b of brokers) {
         if (interrupted) break;
         if (b.endpoints[s.protocol] === undefined) continue;
+        if ((s.alsoNeeds ?? []).some((p) => b.endpoints[p] === undefined)) continue;
         const of = repeat > 1 ? ` (run ${rep}/${repeat})` : '';
         log(`${s.name} on ${b.name}${of}: ${warmupS} s warm-up + ${durationS} s ...`);
         let r = await measure(s, b, o, quietWaitS);
@@ -584,15 +680,19 @@ async function main(): Promise<number> {
     '',
     ...sections.flatMap((t) => [t, '']),
     LEGEND,
+    ...(idleResults.length > 0 ? [IDLE_LEGEND] : []),
     '',
   ].join('\n');
   process.stdout.write(`\n${report}`);
   if (values.out !== undefined) await writeFile(values.out, report);
   if (values.json !== undefined) {
-    await writeFile(values.json, `${JSON.stringify({ environment: environment(brokers, o), results }, null, 2)}\n`);
+    await writeFile(
+      values.json,
+      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults }, null, 2)}\n`,
+    );
   }
   await cleanupAll();
-  return results.some((r) => r.error !== null) ? 1 : 0;
+  return results.some((r) => r.error !== null) || idleResults.some((r) => r.error !== null) ? 1 : 0;
 }
 
 main().then(

@@ -16,6 +16,8 @@ export interface ScenarioEnv {
   url: string;
   /** Warm-up + measured seconds; bounds message counts. */
   totalSeconds: number;
+  /** Every endpoint of the broker (cross-protocol scenarios use more than `url`). */
+  urls: Partial<Record<Protocol, string>>;
 }
 
 export interface ScenarioPlan {
@@ -33,11 +35,33 @@ export interface ScenarioPlan {
 }
 
 export interface Scenario {
+  kind?: 'throughput';
   name: string;
   protocol: Protocol;
+  /** Endpoints needed besides `protocol`'s (cross-protocol scenarios); brokers without them skip it. */
+  alsoNeeds?: Protocol[];
   /** One line for the report. */
   summary: string;
   plan(env: ScenarioEnv): ScenarioPlan;
+}
+
+/**
+ * Not a throughput run: open `connections` idle connections from `processes` client processes and
+ * compare the broker's resident memory before and after (see idle.ts).
+ */
+export interface IdleScenario {
+  kind: 'idle';
+  name: string;
+  protocol: Protocol;
+  summary: string;
+  connections: number;
+  processes: number;
+  /** Connection attempts in flight per process. */
+  concurrency: number;
+  /** MQTT keep-alive the connections ask for; each sends a PINGREQ at half of it. */
+  keepAliveS: number;
+  /** Wait this long after the last connection is up before reading the broker's memory. */
+  settleS: number;
 }
 
 /** No publisher sends more than this many messages per second of run, whatever happens. */
@@ -126,12 +150,151 @@ function amqpFanout(name: string, queues: number, bodySize: number): Scenario {
   };
 }
 
-export const SCENARIOS: readonly Scenario[] = [
+/** QoS 1 MQTT publishers: PUBLISHes awaiting PUBACK per connection. */
+const MQTT_PUBLISH_INFLIGHT = 100;
+const MQTT_PUBLISHERS = 10;
+
+/** One publisher process with `n` MQTT connections, one topic each: <prefix>/<i>/value. */
+function mqttPublishers(env: ScenarioEnv, name: string, qos: 0 | 1, bodySize: number, topicPrefix: string): PublisherSpec {
+  return {
+    role: 'publisher',
+    protocol: 'mqtt',
+    id: 'pub-0',
+    url: env.url,
+    topics: Array.from({ length: MQTT_PUBLISHERS }, (_, i) => `${topicPrefix}/${i}/value`),
+    qos,
+    inflight: MQTT_PUBLISH_INFLIGHT,
+    clientIdPrefix: `wb-${env.runId}-${name}-p`,
+    bodySize,
+    maxMessages: MAX_RATE_PER_PUBLISHER * env.totalSeconds,
+  };
+}
+
+function mqttFanIn(name: string, qos: 0 | 1, bodySize: number): Scenario {
+  return {
+    name,
+    protocol: 'mqtt',
+    summary:
+      `MQTT 3.1.1: ${MQTT_PUBLISHERS} publishers (${MQTT_PUBLISHERS} connections in one process, topics ` +
+      `warren-bench/<run>/<n>/value) -> 1 subscriber on warren-bench/<run>/#; QoS ${qos} publish and subscription; ` +
+      `${bodySize} B payloads; clean sessions` +
+      (qos > 0 ? `; ${MQTT_PUBLISH_INFLIGHT} PUBLISHes awaiting PUBACK per publisher connection, each delivery PUBACKed` : '') +
+      `; in-flight window ${WINDOW} messages`,
+    plan: (env) => {
+      const prefix = `warren-bench/${env.runId}`;
+      return {
+        topology: null,
+        publishers: [mqttPublishers(env, name, qos, bodySize, prefix)],
+        consumers: [
+          { role: 'consumer', protocol: 'mqtt', id: 'con-0', url: env.url, filter: `${prefix}/#`, qos, clientId: `wb-${env.runId}-${name}-c` },
+        ],
+        deliveriesPerPublish: 1,
+        window: WINDOW,
+      };
+    },
+  };
+}
+
+/** MQTT publishers -> amq.topic -> an AMQP queue bound with the MQTT topic's routing key -> amqplib consumer. */
+function mqttToAmqp(name: string, qos: 0 | 1, bodySize: number): Scenario {
+  return {
+    name,
+    protocol: 'mqtt',
+    alsoNeeds: ['amqp'],
+    summary:
+      `MQTT -> AMQP: ${MQTT_PUBLISHERS} MQTT publishers (one process, QoS ${qos}, topics warren-bench/<run>/<n>/value) -> ` +
+      `amq.topic -> 1 AMQP queue bound with warren-bench.<run>.# -> 1 amqplib consumer, prefetch ${PREFETCH}, ` +
+      `ack each message; ${bodySize} B payloads; in-flight window ${WINDOW} messages`,
+    plan: (env) => {
+      const amqpUrl = env.urls.amqp;
+      if (amqpUrl === undefined) throw new Error(`${name} needs an AMQP endpoint`);
+      const queue = `warren-bench.${env.runId}.${name}`;
+      return {
+        topology: {
+          protocol: 'amqp',
+          url: amqpUrl,
+          amqp: {
+            exchanges: [],
+            queues: [{ name: queue }],
+            bindings: [{ queue, exchange: 'amq.topic', routingKey: `warren-bench.${env.runId}.#` }],
+          },
+        },
+        publishers: [mqttPublishers(env, name, qos, bodySize, `warren-bench/${env.runId}`)],
+        consumers: [
+          { role: 'consumer', protocol: 'amqp', id: 'con-0', url: amqpUrl, queues: [queue], prefetch: PREFETCH, ackEvery: ACK_EVERY },
+        ],
+        deliveriesPerPublish: 1,
+        window: WINDOW,
+      };
+    },
+  };
+}
+
+function mqttIdle(name: string, connections: number): IdleScenario {
+  return {
+    kind: 'idle',
+    name,
+    protocol: 'mqtt',
+    summary:
+      `MQTT 3.1.1: ${connections.toLocaleString('en-US')} idle connections (clean session, keep-alive 60 s, ` +
+      `no subscriptions) from 4 client processes; broker resident memory (RSS) before and after, per connection`,
+    connections,
+    processes: 4,
+    concurrency: 25,
+    keepAliveS: 60,
+    settleS: 5,
+  };
+}
+
+/**
+ * STOMP 1.2: 1 publisher SENDs to /queue/<name> -> 1 subscriber (ack auto, or client-individual with
+ * an ACK frame per MESSAGE and prefetch-count). `protocol` picks TCP (`stomp`) or WebSocket (`stomp-ws`).
+ */
+function stompQueue(name: string, protocol: 'stomp' | 'stomp-ws', ack: 'auto' | 'client-individual', bodySize: number): Scenario {
+  const prefetch = ack === 'auto' ? 0 : PREFETCH;
+  return {
+    name,
+    protocol,
+    summary:
+      `STOMP 1.2 over ${protocol === 'stomp' ? 'TCP' : 'WebSocket (one frame per binary message)'}: 1 publisher ` +
+      `SENDs to /queue/<name> (content-length, no receipts) -> 1 subscriber, ack ${ack}` +
+      (prefetch > 0 ? `, prefetch-count ${prefetch}, an ACK frame per message` : '') +
+      `; ${bodySize} B bodies; in-flight window ${WINDOW} messages; the queue is deleted over AMQP afterwards`,
+    plan: ({ runId, url, urls, totalSeconds }) => {
+      const queue = `warren-bench.${runId}.${name}`;
+      const destination = `/queue/${queue}`;
+      const amqpUrl = urls.amqp;
+      return {
+        // The clients create the queue (SUBSCRIBE/SEND to /queue/ declares it, durable in RabbitMQ);
+        // it is deleted over AMQP afterwards.
+        topology:
+          amqpUrl === undefined
+            ? null
+            : { protocol: 'amqp-cleanup', url: amqpUrl, amqp: { exchanges: [], queues: [{ name: queue }], bindings: [] } },
+        publishers: [
+          { role: 'publisher', protocol: 'stomp', id: 'pub-0', url, destination, bodySize, maxMessages: MAX_RATE_PER_PUBLISHER * totalSeconds },
+        ],
+        consumers: [{ role: 'consumer', protocol: 'stomp', id: 'con-0', url, destination, ack, prefetch }],
+        deliveriesPerPublish: 1,
+        window: WINDOW,
+      };
+    },
+  };
+}
+
+export const SCENARIOS: readonly (Scenario | IdleScenario)[] = [
   amqpOneToOne('amqp-1to1-16b', 16),
   amqpOneToOne('amqp-1to1-1k', 1024),
   amqpFanout('amqp-fanout10', 10, 16),
+  mqttFanIn('mqtt-qos0-10to1', 0, 16),
+  mqttFanIn('mqtt-qos1-10to1', 1, 16),
+  mqttToAmqp('mqtt-to-amqp-qos1', 1, 16),
+  mqttIdle('mqtt-idle-10k', 10_000),
+  stompQueue('stomp-queue-ack-individual', 'stomp', 'client-individual', 16),
+  stompQueue('stomp-queue-ack-auto', 'stomp', 'auto', 16),
+  stompQueue('stomp-ws-queue-ack-individual', 'stomp-ws', 'client-individual', 16),
 ];
 
-export function findScenario(name: string): Scenario | undefined {
+export function findScenario(name: string): Scenario | IdleScenario | undefined {
   return SCENARIOS.find((s) => s.name === name);
 }

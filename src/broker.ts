@@ -1,10 +1,13 @@
 import type { Server } from 'node:net';
 import { AmqpAdapter } from '../adapters/amqp/index.js';
-import { MqttAdapter } from '../adapters/mqtt/index.js';
+import { MemoryRetainedStore, MqttAdapter, type RetainedMessage } from '../adapters/mqtt/index.js';
 import { StompAdapter } from '../adapters/stomp/index.js';
 import { withDefaults, type BrokerOptions } from './config.js';
 import { Core } from './core/index.js';
 import { createLogger, type Logger } from './logger.js';
+import { VERSION } from './management/package-info.js';
+import { openStore, type MessageStore, type StoreTuning } from './store/index.js';
+import { Management, type ManagementOptions } from './management/index.js';
 import type { ProtocolAdapter } from './transport/adapter.js';
 import { HttpServer } from './transport/http.js';
 import { closeServer, listenTcp } from './transport/tcp.js';
@@ -14,6 +17,8 @@ export interface AdapterContext {
   readonly core: Core;
   readonly log: Logger;
   readonly options: BrokerOptions;
+  /** The embedded store: durable record stores (`records(name)`) and retained messages for adapters. */
+  readonly store?: MessageStore;
 }
 
 export interface Ports {
@@ -29,6 +34,10 @@ export interface Broker {
   readonly options: BrokerOptions;
   readonly log: Logger;
   readonly adapters: ReadonlyMap<string, ProtocolAdapter>;
+  /** The embedded message store in the data directory. */
+  readonly store: MessageStore;
+  /** The management API, UI and metrics on the HTTP port (absent when the port is off). */
+  readonly management: Management | undefined;
   /** The `warren ready ...` line. */
   readonly readyLine: string;
   /** Closes listeners and connections (with each protocol's shutdown message) and flushes. */
@@ -40,15 +49,17 @@ type AdapterFactory = (ctx: AdapterContext) => ProtocolAdapter;
 /** Listener name, its option, and the adapter that serves it. */
 const LISTENERS: ReadonlyArray<[keyof Ports, keyof BrokerOptions, AdapterFactory]> = [
   ['amqp', 'amqpPort', (ctx) => new AmqpAdapter(ctx)],
-  ['mqtt', 'mqttPort', (ctx) => new MqttAdapter(ctx)],
+  ['mqtt', 'mqttPort', (ctx) => new MqttAdapter(ctx, ctx.store?.retained(new MemoryRetainedStore(), (r) => r as RetainedMessage))],
   ['stomp', 'stompPort', (ctx) => new StompAdapter(ctx)],
 ];
 
 /**
  * Starts a broker: core, listeners, HTTP port. Resolves once every enabled listener is bound.
  */
-export async function startBroker(partial: Partial<BrokerOptions> & { logger?: Logger } = {}): Promise<Broker> {
-  const { logger, ...rest } = partial;
+export async function startBroker(
+  partial: Partial<BrokerOptions> & { logger?: Logger; management?: ManagementOptions; store?: StoreTuning } = {},
+): Promise<Broker> {
+  const { logger, management: managementOptions, store: storeTuning, ...rest } = partial;
   const options = withDefaults(rest);
   const log = logger ?? createLogger(options.logLevel);
   const core = new Core({
@@ -56,13 +67,17 @@ export async function startBroker(partial: Partial<BrokerOptions> & { logger?: L
     defaultVhost: options.defaultVhost,
     guestRemote: options.guestRemote,
   });
+  // Definitions and messages come back before any listener accepts a connection.
+  const { store } = openStore(core, { dataDir: options.dataDir, definitions: options.definitions, version: VERSION, ...storeTuning }, log);
+  core.alarms.watchDisk(options.dataDir, options.diskFreeLimit);
   core.alarms.on((blocked, reason) => log.warn({ blocked, reason }, blocked ? 'resource alarm raised: publishers blocked' : 'resource alarm cleared'));
   core.alarms.start();
-  const ctx: AdapterContext = { core, log, options };
+  const ctx: AdapterContext = { core, log, options, store };
   const ports: Ports = {};
   const servers: Server[] = [];
   const adapters = new Map<string, ProtocolAdapter>();
   let http: HttpServer | undefined;
+  let management: Management | undefined;
   try {
     for (const [name, key, factory] of LISTENERS) {
       const port = options[key];
@@ -76,12 +91,17 @@ export async function startBroker(partial: Partial<BrokerOptions> & { logger?: L
     if (typeof options.httpPort === 'number') {
       http = new HttpServer(log, Math.max(options.maxMessageSize, options.frameMax) + 65536);
       for (const a of adapters.values()) http.attach(a);
+      management = new Management({ core, log, options, ports }, managementOptions);
+      http.setHandler(management.handler);
       ports.http = await http.listen(options.httpPort, options.bind);
+      management.start();
     }
   } catch (e) {
     for (const s of servers) await closeServer(s);
     await http?.close();
+    management?.stop();
     core.alarms.stop();
+    await store.close();
     throw e;
   }
   const readyLine = `warren ready ${(['amqp', 'mqtt', 'stomp', 'http'] as const)
@@ -97,10 +117,12 @@ export async function startBroker(partial: Partial<BrokerOptions> & { logger?: L
       const closing = servers.map(closeServer);
       await Promise.all([...adapters.values()].map((a) => a.shutdown('shutdown')));
       await http?.close();
+      management?.stop();
       await Promise.all(closing);
       core.alarms.stop();
+      await store.close();
       log.info('broker stopped');
     })());
 
-  return { core, ports, options, log, adapters, readyLine, stop };
+  return { core, ports, options, log, adapters, store, management, readyLine, stop };
 }

@@ -1,5 +1,10 @@
 import { Command, CommanderError, Option } from 'commander';
 import { startBroker } from './broker.js';
+import { createLogger } from './logger.js';
+import { registerAdminCommands } from './management/cli.js';
+import { VERSION } from './management/package-info.js';
+import { StoreError } from './store/errors.js';
+import { exportDefinitionsOffline, importDefinitionsOffline } from './store/offline.js';
 import { ConfigError, DEFAULTS, flagName, resolveOptions, envName } from './config.js';
 
 const DESCRIPTIONS: Record<string, string> = {
@@ -52,6 +57,51 @@ export async function main(argv: string[]): Promise<number | undefined> {
     process.once('SIGINT', () => onSignal('SIGINT'));
   });
 
+  // `warren definitions export|import FILE`: on a stopped broker's data directory (RabbitMQ JSON).
+  let done: number | undefined;
+  const definitions = program.command('definitions').description("export or import definitions (RabbitMQ JSON) of a data directory");
+  const dataDirOption = (): Option => new Option('--data-dir <dir>', `data directory [${envName('dataDir')}]`);
+  const configOption = (): Option => new Option('--config <file>', 'JSON config file').env('WARREN_CONFIG');
+  const dataDirOf = (flags: Record<string, unknown>): string =>
+    resolveOptions({ dataDir: flags['dataDir'], config: flags['config'] }).dataDir;
+  definitions
+    .command('export')
+    .description("write the data directory's vhosts, users, permissions, policies, exchanges, queues and bindings to FILE ('-' = stdout)")
+    .argument('<file>')
+    .addOption(dataDirOption())
+    .addOption(configOption())
+    .action((file: string, flags: Record<string, unknown>) => {
+      const dataDir = dataDirOf(flags);
+      const d = exportDefinitionsOffline(dataDir, file, createLogger('warn'), VERSION);
+      if (file !== '-') {
+        process.stdout.write(
+          `exported ${d.vhosts.length} vhosts, ${d.users.length} users, ${d.exchanges.length} exchanges, ` +
+            `${d.queues.length} queues, ${d.bindings.length} bindings, ${d.policies.length} policies to ${file}\n`,
+        );
+      }
+      done = 0;
+    });
+  definitions
+    .command('import')
+    .description('add the definitions in FILE (RabbitMQ JSON) to the data directory of a stopped broker')
+    .argument('<file>')
+    .addOption(dataDirOption())
+    .addOption(configOption())
+    .action(async (file: string, flags: Record<string, unknown>) => {
+      const dataDir = dataDirOf(flags);
+      const r = await importDefinitionsOffline(dataDir, file, createLogger('warn'), VERSION);
+      for (const w of r.warnings) process.stderr.write(`warren: warning: ${w}\n`);
+      process.stdout.write(
+        `imported ${r.vhosts} vhosts, ${r.users} users, ${r.permissions} permissions, ${r.policies} policies, ` +
+          `${r.exchanges} exchanges, ${r.queues} queues, ${r.bindings} bindings into ${dataDir}\n`,
+      );
+      done = 0;
+    });
+
+  // status, list, declare, delete, purge, publish, get, close, add, change, set, clear, export, import:
+  // clients of the management HTTP API.
+  registerAdminCommands(program);
+
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
@@ -63,6 +113,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       process.stderr.write(`warren: ${e.message}\n`);
       return 2;
     }
+    if (e instanceof StoreError) {
+      process.stderr.write(`warren: ${e.message}\n`);
+      return 1;
+    }
     const err = e as NodeJS.ErrnoException;
     if (err && (err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL')) {
       process.stderr.write(`warren: cannot listen: ${err.message}\n`);
@@ -70,5 +124,5 @@ export async function main(argv: string[]): Promise<number | undefined> {
     }
     throw e;
   }
-  return undefined;
+  return done;
 }

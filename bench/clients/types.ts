@@ -9,8 +9,11 @@
  * clients/index.ts.
  */
 
-/** Protocols the harness can drive. Extend with 'mqtt' | 'stomp'. */
-export type Protocol = 'amqp';
+/**
+ * The endpoints a broker can offer, one per protocol and transport: `stomp-ws` is STOMP over a
+ * WebSocket (a `ws://` URL); its clients are the STOMP driver's.
+ */
+export type Protocol = 'amqp' | 'mqtt' | 'stomp' | 'stomp-ws';
 
 interface PublisherBase {
   role: 'publisher';
@@ -47,8 +50,47 @@ export interface AmqpConsumerSpec extends ConsumerBase {
   ackEvery: number;
 }
 
-export type PublisherSpec = AmqpPublisherSpec;
-export type ConsumerSpec = AmqpConsumerSpec;
+export interface MqttPublisherSpec extends PublisherBase {
+  protocol: 'mqtt';
+  /** mqtt://[user:pass@]127.0.0.1:port */
+  url: string;
+  /** One MQTT connection per topic, all in this process; messages go round-robin over them. */
+  topics: string[];
+  qos: 0 | 1;
+  /** QoS 1: PUBLISHes awaiting PUBACK per connection before publish() returns false. */
+  inflight: number;
+  /** Client identifier prefix (the connection's index is appended). */
+  clientIdPrefix: string;
+}
+
+export interface MqttConsumerSpec extends ConsumerBase {
+  protocol: 'mqtt';
+  url: string;
+  /** One connection subscribing to this filter (wildcards allowed). */
+  filter: string;
+  qos: 0 | 1;
+  clientId: string;
+}
+
+export interface StompPublisherSpec extends PublisherBase {
+  protocol: 'stomp';
+  /** stomp://user:pass@127.0.0.1:port, or ws://user:pass@127.0.0.1:port/path for STOMP over WebSocket. */
+  url: string;
+  /** SEND destination, e.g. /queue/name. */
+  destination: string;
+}
+
+export interface StompConsumerSpec extends ConsumerBase {
+  protocol: 'stomp';
+  url: string;
+  destination: string;
+  ack: 'auto' | 'client-individual';
+  /** `prefetch-count` header on SUBSCRIBE (0: not sent). */
+  prefetch: number;
+}
+
+export type PublisherSpec = AmqpPublisherSpec | MqttPublisherSpec | StompPublisherSpec;
+export type ConsumerSpec = AmqpConsumerSpec | MqttConsumerSpec | StompConsumerSpec;
 export type RoleSpec = PublisherSpec | ConsumerSpec;
 
 export interface PublisherDriver {

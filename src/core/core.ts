@@ -3,6 +3,8 @@ import { Auth, type User } from './auth.js';
 import { CoreConnection, type Closable } from './connection.js';
 import { BrokerError } from './errors.js';
 import { NO_PERSISTENCE, type Persistence } from './persistence.js';
+import { Policies } from './policies.js';
+import { CoreTotals } from './stats.js';
 import type { ConnectionInfo } from './types.js';
 import { VHost, type VHostContext } from './vhost.js';
 
@@ -25,6 +27,10 @@ export class Core implements VHostContext {
   readonly connections = new Set<CoreConnection>();
   readonly alarms: Alarms;
   readonly counters = { published: 0, unroutable: 0, deadLettered: 0 };
+  /** Counters of closed connections and channels, per protocol (management and metrics). */
+  readonly totals = new CoreTotals();
+  /** Policies per vhost (management API, definitions). */
+  readonly policies = new Policies();
   readonly defaultVhost: string;
   persistence: Persistence;
   private messageId = 0;
@@ -69,11 +75,12 @@ export class Core implements VHostContext {
     }
     const conn = new CoreConnection(this, ++this.connectionId, info, vhost, handle);
     this.connections.add(conn);
+    this.totals.of(info.protocol).connectionsOpened++;
     return conn;
   }
 
   /** @internal */
   connectionClosed(conn: CoreConnection): void {
-    this.connections.delete(conn);
+    if (this.connections.delete(conn)) this.totals.retireConnection(conn.info.protocol, conn.traffic);
   }
 }

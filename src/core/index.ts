@@ -8,7 +8,24 @@ export { CoreChannel } from './channel.js';
 export { BrokerError, ReplyCode, replyName } from './errors.js';
 export { Deque } from './deque.js';
 export { Alarms } from './alarms.js';
-export { Auth, hashPassword, checkPassword, isLoopback, type User, type Permission, type Access } from './auth.js';
+export {
+  Auth,
+  hashPassword,
+  checkPassword,
+  isLoopback,
+  isHashingAlgorithm,
+  validateRegex,
+  HASHING_ALGORITHMS,
+  USER_TAGS,
+  type User,
+  type Permission,
+  type TopicPermission,
+  type TopicVariables,
+  type HashingAlgorithm,
+  type Access,
+} from './auth.js';
+export { Policies, validatePolicy, POLICY_APPLY_TO, type Policy, type PolicyApplyTo, type PolicyValue } from './policies.js';
+export { CoreTotals, ProtocolTotals, type ChannelStats, type Traffic } from './stats.js';
 export type { VHost } from './vhost.js';
 export type { Queue } from './queues/queue.js';
 export type { Exchange, Binding } from './exchanges/exchange.js';

@@ -80,6 +80,8 @@ export interface Delivery {
   readonly queue: string;
   /** The number of times this message was delivered before (0 on first delivery). */
   readonly deliveryCount: number;
+  /** When the message expires in this queue (ms since the epoch; 0 = never): MQTT 5 sends the remaining expiry. */
+  readonly expiresAt?: number;
 }
 
 /** Where a queue delivers a consumer's messages. One sink may serve several consumers. */
@@ -143,6 +145,8 @@ export interface ConnectionInfo {
   vhost: string;
   clientProperties?: FieldTable;
   name?: string;
+  /** The client's own id (MQTT client id): `{client_id}` in topic permissions, shown by management. */
+  clientId?: string;
 }
 
 export interface QueueDeclareOk {

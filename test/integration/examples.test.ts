@@ -15,8 +15,9 @@ afterAll(async () => {
   await tb.stop();
 });
 
-async function example(file: string): Promise<string> {
-  const { stdout } = await run(process.execPath, [join(DIR, file)], { env: { ...process.env, AMQP_URL: tb.amqpUrl }, timeout: 15_000 });
+async function example(file: string, dir = DIR): Promise<string> {
+  const env = { ...process.env, AMQP_URL: tb.amqpUrl, MQTT_URL: `mqtt://127.0.0.1:${tb.broker.ports.mqtt}` };
+  const { stdout } = await run(process.execPath, [join(dir, file)], { env, timeout: 15_000 });
   return stdout;
 }
 
@@ -47,6 +48,11 @@ describe('the tutorial examples run against Warren', () => {
     expect(out).toContain('[critical] kern.critical');
     expect(out).toContain('[critical] cron.critical');
     expect(out).not.toContain('cron.info');
+  });
+  test('the IoT sensor feeds an AMQP worker, which answers over MQTT', async () => {
+    const out = await example('iot-sensor-to-amqp-worker.mjs', join(DIR, '..'));
+    expect(out).toContain('done: 6/6 readings handled');
+    expect(out.match(/^worker: \w+ [\d.]+ °C \(MQTT QoS 1, application\/json\)$/gm)).toHaveLength(6);
   });
   test('6 rpc', async () => {
     const out = await example('6-rpc.mjs');

@@ -1,0 +1,303 @@
+/**
+ * The idle-connection memory scenario: fork a few client processes (idle-client.ts) that open N idle
+ * MQTT connections between them, and compare the broker's resident set size (VmRSS of its process)
+ * before and after: (after - before) / N is the broker's memory per idle connection. Also reports how
+ * long connecting took, the broker CPU it cost, and the RSS once the connections are closed again.
+ */
+import { execFileSync, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import type { Broker } from './brokers.js';
+import { sleep, wallMs } from './clock.js';
+import type { FromIdleClient, ToIdleClient } from './idle-client.js';
+import { cpuSeconds } from './proc.js';
+import type { IdleScenario } from './scenarios.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const IDLE_CLIENT_JS = join(HERE, 'idle-client.js');
+const OPEN_TIMEOUT_MS = 240_000;
+/** File descriptors a broker needs besides its client connections (listeners, files, epoll ...). */
+const FD_RESERVE = 100;
+
+/** Resident set size of `pid` in KiB (VmRSS), or null. */
+export function rssKiB(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m?.[1] === undefined ? null : Number(m[1]);
+  } catch {
+    return null;
+  }
+}
+
+/** Soft and hard limit on open files of `pid` ('self' for this process), or null. */
+export function openFilesLimits(pid: number | 'self'): { soft: number; hard: number } | null {
+  try {
+    const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+    if (m?.[1] === undefined || m[2] === undefined) return null;
+    const n = (v: string): number => (v === 'unlimited' ? Number.POSITIVE_INFINITY : Number(v));
+    return { soft: n(m[1]), hard: n(m[2]) };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Raise this process's soft limit on open files to its hard limit (with util-linux `prlimit`; Node has
+ * no setrlimit), so that the brokers and client processes started from here inherit it. 10 000 idle
+ * connections need 10 000 descriptors in the broker and, split over the client processes, in them.
+ * Returns the soft limit in effect.
+ */
+export function raiseOpenFilesLimit(): number | null {
+  const before = openFilesLimits('self');
+  if (before === null || before.soft >= before.hard) return before?.soft ?? null;
+  const hard = Number.isFinite(before.hard) ? String(before.hard) : 'unlimited';
+  try {
+    execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${hard}:${hard}`], { stdio: 'ignore' });
+  } catch {
+    // prlimit missing or refused: keep the current limit (the idle scenario then reports the failure).
+  }
+  return openFilesLimits('self')?.soft ?? before.soft;
+}
+
+export interface IdleResult {
+  scenario: string;
+  broker: string;
+  isWarren: boolean;
+  error: string | null;
+  /** Connections asked for (lower than the scenario's when the broker's descriptor limit is lower). */
+  wanted: number;
+  /** Why `wanted` is below the scenario's count, if it is. */
+  capped: string | null;
+  opened: number;
+  connectSeconds: number;
+  rssBeforeKiB: number | null;
+  rssAfterKiB: number | null;
+  /** RSS a few seconds after the connections were closed again. */
+  rssClosedKiB: number | null;
+  kibPerConnection: number | null;
+  /** Broker CPU while connecting, µs per connection. */
+  brokerCpuUsPerConnection: number | null;
+}
+
+class IdleProcess {
+  readonly child: ChildProcess;
+  private readonly waiters = new Map<FromIdleClient['type'], (m: FromIdleClient) => void>();
+
+  constructor(onFatal: (err: Error) => void) {
+    this.child = fork(IDLE_CLIENT_JS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child.on('message', (m: FromIdleClient) => {
+      if (m.type === 'fatal') onFatal(new Error(m.message));
+      this.waiters.get(m.type)?.(m);
+    });
+    this.child.on('error', onFatal);
+  }
+
+  send(msg: ToIdleClient): void {
+    if (this.child.connected) this.child.send(msg);
+  }
+
+  next<T extends FromIdleClient['type']>(type: T): Promise<Extract<FromIdleClient, { type: T }>> {
+    return new Promise((resolve) => {
+      this.waiters.set(type, (m) => resolve(m as Extract<FromIdleClient, { type: T }>));
+    });
+  }
+
+  async kill(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGTERM');
+    await Promise.race([exited, sleep(5_000)]);
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  }
+}
+
+function failedIdle(s: IdleScenario, b: Broker, error: string): IdleResult {
+  return {
+    scenario: s.name,
+    broker: b.name,
+    isWarren: b.isWarren,
+    error,
+    wanted: s.connections,
+    capped: null,
+    opened: 0,
+    connectSeconds: 0,
+    rssBeforeKiB: null,
+    rssAfterKiB: null,
+    rssClosedKiB: null,
+    kibPerConnection: null,
+    brokerCpuUsPerConnection: null,
+  };
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * One idle-connection measurement against one broker. `onCleanup` registers the client processes'
+ * teardown with the harness (for ctrl-C) and returns an unregister function.
+ */
+export async function runIdle(
+  s: IdleScenario,
+  broker: Broker,
+  o: { runId: string; run: number; onCleanup: (fn: () => Promise<void>) => () => void; log: (msg: string) => void },
+): Promise<IdleResult> {
+  const url = broker.endpoints[s.protocol];
+  if (url === undefined) return failedIdle(s, broker, `no ${s.protocol} endpoint`);
+  const pid = broker.pid;
+  if (pid === null || rssKiB(pid) === null) return failedIdle(s, broker, 'broker pid unknown: cannot read its memory');
+
+  // A broker with a low descriptor limit (RabbitMQ started from a shell with ulimit -n 1024) cannot
+  // hold the full count: measure with what it can hold, and say so.
+  let wanted = s.connections;
+  let capped: string | null = null;
+  const limits = openFilesLimits(pid);
+  if (limits !== null && limits.soft < s.connections + FD_RESERVE) {
+    wanted = Math.max(100, Math.floor((limits.soft - FD_RESERVE) * 0.8));
+    capped = `the broker's open files limit is ${limits.soft}`;
+    o.log(`  ${broker.name}: open files limit ${limits.soft}: measuring with ${wanted} connections instead of ${s.connections}`);
+  }
+
+  const procs: IdleProcess[] = [];
+  let failure: Error | null = null;
+  let signalFailure: (err: Error) => void = () => undefined;
+  const failurePromise = new Promise<never>((_, reject) => {
+    signalFailure = (err) => {
+      failure ??= err;
+      reject(err);
+    };
+  });
+  failurePromise.catch(() => undefined);
+  const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, failurePromise]);
+  const undo = o.onCleanup(async () => {
+    await Promise.all(procs.map((p) => p.kill()));
+  });
+  try {
+    await sleep(1_000);
+    const rssBefore = rssKiB(pid);
+    const cpuBefore = cpuSeconds(pid);
+    const t0 = wallMs();
+    const n = Math.max(1, s.processes);
+    const opened: Array<Promise<Extract<FromIdleClient, { type: 'opened' }>>> = [];
+    for (let i = 0; i < n; i++) {
+      const p = new IdleProcess(signalFailure);
+      procs.push(p);
+      const count = Math.floor(wanted / n) + (i < wanted % n ? 1 : 0);
+      opened.push(p.next('opened'));
+      p.send({
+        type: 'open',
+        url,
+        count,
+        concurrency: s.concurrency,
+        clientIdPrefix: `wb-${o.runId}-${s.name}-r${o.run}-p${i}-`,
+        keepAliveS: s.keepAliveS,
+      });
+    }
+    const results = await guard(withTimeout(Promise.all(opened), OPEN_TIMEOUT_MS, 'opening idle connections'));
+    const connectSeconds = (wallMs() - t0) / 1000;
+    const cpuAfter = cpuSeconds(pid);
+    const total = results.reduce((a, r) => a + r.opened, 0);
+    const errors = results.flatMap((r) => r.errors);
+    if (total < wanted) {
+      return {
+        ...failedIdle(s, broker, `only ${total} of ${wanted} connections opened: ${errors[0] ?? '?'}`),
+        wanted,
+        capped,
+        opened: total,
+      };
+    }
+    await guard(sleep(s.settleS * 1000));
+    const rssAfter = rssKiB(pid);
+    const closed = procs.map((p) => p.next('closed'));
+    for (const p of procs) p.send({ type: 'stop' });
+    await withTimeout(Promise.all(closed), 120_000, 'closing idle connections').catch((err: unknown) =>
+      o.log(`  ${String(err)}`),
+    );
+    await sleep(3_000);
+    const rssClosed = rssKiB(pid);
+    return {
+      scenario: s.name,
+      broker: broker.name,
+      isWarren: broker.isWarren,
+      error: null,
+      wanted,
+      capped,
+      opened: total,
+      connectSeconds,
+      rssBeforeKiB: rssBefore,
+      rssAfterKiB: rssAfter,
+      rssClosedKiB: rssClosed,
+      kibPerConnection: rssBefore !== null && rssAfter !== null ? (rssAfter - rssBefore) / total : null,
+      brokerCpuUsPerConnection:
+        cpuBefore !== null && cpuAfter !== null ? ((cpuAfter - cpuBefore) * 1e6) / total : null,
+    };
+  } catch (err) {
+    const e = failure ?? err;
+    return failedIdle(s, broker, e instanceof Error ? e.message : String(e));
+  } finally {
+    undo();
+    await Promise.all(procs.map((p) => p.kill()));
+  }
+}
+
+const mib = (kib: number | null): string => (kib === null ? 'n/a' : (kib / 1024).toFixed(1));
+
+/** One table for an idle scenario: each broker's first run (on a fresh broker), all runs listed below. */
+export function idleTable(s: IdleScenario, runsPerBroker: IdleResult[][]): string {
+  const lines = [
+    `### ${s.name}`,
+    '',
+    s.summary,
+    '',
+    '| broker | connections | connect time s | broker CPU µs/connection | RSS before MiB | RSS with connections MiB | RSS after closing MiB | KiB per connection |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  const firsts = runsPerBroker.map((runs) => runs.find((r) => r.error === null) ?? runs[0]).filter((r): r is IdleResult => r !== undefined);
+  for (const r of firsts) {
+    if (r.error !== null) {
+      lines.push(`| ${r.broker} | failed: ${r.error.replace(/\|/g, '\\|').replace(/\s+/g, ' ')} | | | | | | |`);
+      continue;
+    }
+    lines.push(
+      `| ${r.broker} | ${r.opened.toLocaleString('en-US')}${r.capped !== null ? ' ¹' : ''} | ${r.connectSeconds.toFixed(1)} | ` +
+        `${r.brokerCpuUsPerConnection === null ? 'n/a' : Math.round(r.brokerCpuUsPerConnection)} | ${mib(r.rssBeforeKiB)} | ` +
+        `${mib(r.rssAfterKiB)} | ${mib(r.rssClosedKiB)} | ${r.kibPerConnection === null ? 'n/a' : r.kibPerConnection.toFixed(2)} |`,
+    );
+  }
+  const ok = firsts.filter((r) => r.error === null && r.kibPerConnection !== null);
+  for (const w of ok.filter((r) => r.isWarren)) {
+    for (const p of ok.filter((r) => !r.isWarren)) {
+      const ratio = p.kibPerConnection !== 0 ? `${(w.kibPerConnection! / p.kibPerConnection!).toFixed(2)}×` : 'n/a';
+      lines.push(`| **${w.broker} / ${p.broker}** | | | | | | | **${ratio}** |`);
+    }
+  }
+  const notes: string[] = [];
+  for (const r of firsts.filter((x) => x.capped !== null)) {
+    notes.push(`- ¹ ${r.broker}: ${r.capped}, so ${r.wanted.toLocaleString('en-US')} connections instead of ${s.connections.toLocaleString('en-US')}.`);
+  }
+  for (const runs of runsPerBroker.filter((x) => x.length > 1)) {
+    const vals = runs.map((r) => (r.error !== null ? 'failed' : `${r.kibPerConnection?.toFixed(2) ?? 'n/a'}`));
+    notes.push(`- ${runs[0]?.broker ?? '?'}: ${runs.length} runs, KiB per connection ${vals.join(', ')} (the first, on a fresh broker, is shown)`);
+  }
+  if (notes.length > 0) lines.push('', ...notes);
+  return lines.join('\n');
+}
+
+export const IDLE_LEGEND = [
+  '- KiB per connection: (broker RSS with the connections open − RSS before) ÷ connections; RSS is VmRSS of the',
+  '  broker process, read after the connections have been idle for the settle time. Lower is better.',
+  '- RSS after closing: a few seconds after all connections were closed (memory the broker keeps).',
+].join('\n');
