@@ -1,5 +1,4 @@
 import { Command, CommanderError, Option } from 'commander';
-import { startBroker } from './broker.js';
 import { createLogger } from './logger.js';
 import { registerAdminCommands } from './management/cli.js';
 import { VERSION } from './management/package-info.js';
@@ -41,6 +40,8 @@ export async function main(argv: string[]): Promise<number | undefined> {
 
   start.action(async (flags: Record<string, unknown>) => {
     const opts = resolveOptions(flags);
+    // Loaded only for `start`: the admin subcommands stay quick to launch.
+    const { startBroker } = await import('./broker.js');
     const broker = await startBroker(opts);
     process.stdout.write(`${broker.readyLine}\n`);
     const onSignal = (sig: string): void => {

@@ -343,6 +343,7 @@ export class AmqpConnection implements Closable {
       this,
     );
     this.state = 'running';
+    this.out.traffic = this.core.traffic;
     if (this.closeTimer) clearTimeout(this.closeTimer);
     this.closeTimer = undefined;
     this.send(0, { kind: 'connection.open-ok' });

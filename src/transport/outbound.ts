@@ -13,6 +13,8 @@ export class Outbound {
   private corked = false;
   bytesOut = 0;
   framesOut = 0;
+  /** Also counted here once set: the connection's traffic as management reports it. */
+  traffic: { sendOct: number; sendCnt: number } | undefined;
 
   constructor(
     private readonly stream: Writable,
@@ -33,6 +35,11 @@ export class Outbound {
     }
     this.bytesOut += buf.length;
     this.framesOut++;
+    const t = this.traffic;
+    if (t !== undefined) {
+      t.sendOct += buf.length;
+      t.sendCnt++;
+    }
     s.write(buf);
     if (s.writableLength > this.hard) s.destroy(new Error('slow consumer: outbound buffer over limit'));
   }

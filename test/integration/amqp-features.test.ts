@@ -417,3 +417,18 @@ describe('flow control', () => {
     await c2.close();
   });
 });
+
+describe('accounting', () => {
+  test('an AMQP connection counts the bytes and frames it sends and receives', async () => {
+    const q = await tempQueue();
+    ch.sendToQueue(q, Buffer.from('counted'));
+    await waitFor(() => ch.get(q, { noAck: true }));
+    const conns = [...tb.broker.core.connections].filter((c) => c.info.protocol === 'AMQP 0-9-1');
+    expect(conns.length).toBeGreaterThan(0);
+    for (const c of conns) {
+      expect(c.traffic.sendOct).toBeGreaterThan(0);
+      expect(c.traffic.sendCnt).toBeGreaterThan(0);
+      expect(c.traffic.recvOct).toBeGreaterThan(0);
+    }
+  });
+});
