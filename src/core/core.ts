@@ -41,6 +41,9 @@ export class Core implements VHostContext {
     this.alarms = new Alarms(opts.memoryHighWatermark ?? 0.4);
     this.defaultVhost = opts.defaultVhost ?? '/';
     this.auth.guestLoopbackOnly = !(opts.guestRemote ?? false);
+    this.policies.onChange = () => {
+      for (const v of this.vhosts.values()) v.applyPolicies();
+    };
     this.addVhost(this.defaultVhost);
     this.auth.addUser('guest', 'guest', ['administrator']);
     this.auth.setPermission(this.defaultVhost, 'guest', { configure: '.*', write: '.*', read: '.*' });

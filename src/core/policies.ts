@@ -75,6 +75,8 @@ export class Policies {
   readonly byVhost = new Map<string, Map<string, Policy>>();
   /** Bumped on every change, so holders of effective values know to recompute. */
   generation = 0;
+  /** Called after every change (the core re-applies effective arguments). */
+  onChange: (() => void) | undefined;
   private readonly compiled = new Map<string, RegExp>();
 
   /** Validates and stores a policy (PRECONDITION_FAILED describes what is wrong). */
@@ -83,7 +85,12 @@ export class Policies {
     let m = this.byVhost.get(p.vhost);
     if (!m) this.byVhost.set(p.vhost, (m = new Map()));
     m.set(p.name, { ...p, definition: { ...p.definition } });
+    this.changed();
+  }
+
+  private changed(): void {
     this.generation++;
+    this.onChange?.();
   }
 
   get(vhost: string, name: string): Policy | undefined {
@@ -94,12 +101,12 @@ export class Policies {
     const m = this.byVhost.get(vhost);
     const had = m?.delete(name) ?? false;
     if (m && m.size === 0) this.byVhost.delete(vhost);
-    if (had) this.generation++;
+    if (had) this.changed();
     return had;
   }
 
   deleteVhost(vhost: string): void {
-    if (this.byVhost.delete(vhost)) this.generation++;
+    if (this.byVhost.delete(vhost)) this.changed();
   }
 
   list(vhost?: string): Policy[] {

@@ -3,6 +3,7 @@ import { BrokerError } from './errors.js';
 import { Exchange, type Binding, type Destination } from './exchanges/exchange.js';
 import { describeValue, tableKey } from './field-key.js';
 import type { Persistence } from './persistence.js';
+import type { Policies } from './policies.js';
 import { Queue, type DeadLetterReason, type QueueHost } from './queues/queue.js';
 import {
   SETTLED,
@@ -21,6 +22,8 @@ export interface VHostContext {
   nextMessageId(): number;
   /** Messages dropped because nothing routed them, and similar counters. */
   readonly counters: { published: number; unroutable: number; deadLettered: number };
+  /** Policies whose definitions fold into queue and exchange arguments. */
+  readonly policies?: Policies;
 }
 
 const DEFAULT_EXCHANGES: ReadonlyArray<[string, string]> = [
@@ -137,6 +140,8 @@ export class VHost implements QueueHost {
       return existing;
     }
     const ex = new Exchange(this.name, name, type, durable, autoDelete, internal, args);
+    const ae = this.ctx.policies?.effectiveExchangeArguments(this.name, name, args)['alternate-exchange'];
+    if (typeof ae === 'string') ex.alternate = ae;
     this.exchanges.set(name, ex);
     if (durable) this.persistence.definitionsChanged();
     return ex;
@@ -199,7 +204,8 @@ export class VHost implements QueueHost {
     if (qt !== undefined && qt !== 'classic' && qt !== 'quorum' && qt !== 'stream') {
       throw BrokerError.precondition(`invalid arg 'x-queue-type' for ${this.describe('queue', qname)}: '${String(qt)}'`);
     }
-    const q = new Queue(this, qname, durable && !exclusive, exclusive, autoDelete, args, exclusive ? owner : 0);
+    const effective = this.ctx.policies?.effectiveQueueArguments(this.name, qname, args) ?? args;
+    const q = new Queue(this, qname, durable && !exclusive, exclusive, autoDelete, args, exclusive ? owner : 0, effective);
     this.queues.set(qname, q);
     if (q.durable) this.persistence.definitionsChanged();
     return q;
@@ -440,6 +446,18 @@ export class VHost implements QueueHost {
     const skip = everRejected ? undefined : (q: Queue): boolean => diedIn.has(q.name);
     this.ctx.counters.deadLettered++;
     this.publishTo(dlx, { exchange: dlxName, routingKey, properties, body: msg.body }, 0, skip).settled.catch(() => undefined);
+  }
+
+  /** Policies changed: every queue and exchange takes its new effective arguments. */
+  applyPolicies(): void {
+    const policies = this.ctx.policies;
+    if (policies === undefined) return;
+    for (const q of this.queues.values()) q.applyArguments(policies.effectiveQueueArguments(this.name, q.name, q.args));
+    for (const ex of this.exchanges.values()) {
+      if (ex.name === '') continue;
+      const ae = policies.effectiveExchangeArguments(this.name, ex.name, ex.args)['alternate-exchange'];
+      ex.alternate = typeof ae === 'string' ? ae : undefined;
+    }
   }
 
   /** Deletes every exclusive queue of a closing connection. */

@@ -20,7 +20,8 @@ export class Exchange {
   readonly bindings = new Map<string, Binding>();
   /** Bindings where this exchange is the destination. */
   readonly inbound = new Set<Binding>();
-  readonly alternate: string | undefined;
+  /** The alternate exchange: declared, or from a policy. */
+  alternate: string | undefined;
   deleted = false;
   readonly stats = { publishIn: 0, publishOut: 0 };
 

@@ -84,13 +84,14 @@ export class Queue implements PageSink {
   private ttlAt = 0;
   private expiresTimer: NodeJS.Timeout | undefined;
 
-  readonly messageTtl: number | undefined;
-  readonly expires: number | undefined;
-  readonly maxLength: number | undefined;
-  readonly maxLengthBytes: number | undefined;
-  readonly overflow: Overflow;
-  readonly deadLetterExchange: string | undefined;
-  readonly deadLetterRoutingKey: string | undefined;
+  // Limits from the declared arguments with a matching policy folded in (see applyArguments).
+  messageTtl: number | undefined = undefined;
+  expires: number | undefined = undefined;
+  maxLength: number | undefined = undefined;
+  maxLengthBytes: number | undefined = undefined;
+  overflow: Overflow = 'drop-head';
+  deadLetterExchange: string | undefined = undefined;
+  deadLetterRoutingKey: string | undefined = undefined;
   readonly maxPriority: number;
   readonly singleActiveConsumer: boolean;
 
@@ -103,25 +104,43 @@ export class Queue implements PageSink {
     readonly args: FieldTable,
     /** Owning connection id for exclusive queues, else 0. */
     readonly owner: number,
+    /** `args` with a matching policy folded in; `args` itself stays what was declared. */
+    effectiveArgs: FieldTable = args,
   ) {
     this.id = `${host.name}/${name}`;
-    this.messageTtl = intArg(args, 'x-message-ttl', 0, name);
-    this.expires = intArg(args, 'x-expires', 1, name);
-    this.maxLength = intArg(args, 'x-max-length', 0, name);
-    this.maxLengthBytes = intArg(args, 'x-max-length-bytes', 0, name);
+    this.setLimits(effectiveArgs);
     this.maxPriority = Math.min(intArg(args, 'x-max-priority', 0, name) ?? 0, 255);
-    const overflow = strArg(args, 'x-overflow') ?? 'drop-head';
-    if (overflow !== 'drop-head' && overflow !== 'reject-publish' && overflow !== 'reject-publish-dlx') {
-      throw BrokerError.precondition(`invalid arg 'x-overflow' for queue '${name}': '${overflow}'`);
-    }
-    this.overflow = overflow;
-    this.deadLetterExchange = strArg(args, 'x-dead-letter-exchange');
-    this.deadLetterRoutingKey = strArg(args, 'x-dead-letter-routing-key');
     this.singleActiveConsumer = args['x-single-active-consumer'] === true;
     this.levels = [];
     for (let i = 0; i <= this.maxPriority; i++) this.levels.push(new ReadyList());
     this.touch();
     this.store = durable ? host.persistence.openQueue(this) : undefined;
+  }
+
+  private setLimits(a: FieldTable): void {
+    const name = this.name;
+    const overflow = strArg(a, 'x-overflow') ?? 'drop-head';
+    if (overflow !== 'drop-head' && overflow !== 'reject-publish' && overflow !== 'reject-publish-dlx') {
+      throw BrokerError.precondition(`invalid arg 'x-overflow' for queue '${name}': '${overflow}'`);
+    }
+    this.messageTtl = intArg(a, 'x-message-ttl', 0, name);
+    this.expires = intArg(a, 'x-expires', 1, name);
+    this.maxLength = intArg(a, 'x-max-length', 0, name);
+    this.maxLengthBytes = intArg(a, 'x-max-length-bytes', 0, name);
+    this.overflow = overflow;
+    this.deadLetterExchange = strArg(a, 'x-dead-letter-exchange');
+    this.deadLetterRoutingKey = strArg(a, 'x-dead-letter-routing-key');
+  }
+
+  /**
+   * A policy changed: take the new limits. A lower length limit drops from the head at once, as
+   * RabbitMQ does; a new message TTL applies to messages published from now on.
+   */
+  applyArguments(effective: FieldTable): void {
+    if (this.deleted) return;
+    this.setLimits(effective);
+    if (this.overflow === 'drop-head') this.dropHeadOverLimit();
+    this.touch();
   }
 
   get consumerCount(): number {
