@@ -68,7 +68,11 @@ export async function startBroker(
     guestRemote: options.guestRemote,
   });
   // Definitions and messages come back before any listener accepts a connection.
-  const { store } = openStore(core, { dataDir: options.dataDir, definitions: options.definitions, version: VERSION, ...storeTuning }, log);
+  const { store } = openStore(
+    core,
+    { dataDir: options.dataDir, definitions: options.definitions, version: VERSION, queueMemoryBudget: options.queueMemoryBudget, ...storeTuning },
+    log,
+  );
   core.alarms.watchDisk(options.dataDir, options.diskFreeLimit);
   core.alarms.on((blocked, reason) => log.warn({ blocked, reason }, blocked ? 'resource alarm raised: publishers blocked' : 'resource alarm cleared'));
   core.alarms.start();

@@ -17,6 +17,8 @@ export interface BrokerOptions {
   memoryHighWatermark: number;
   /** Disk free space (bytes) below which publishers are blocked. */
   diskFreeLimit: number;
+  /** Bytes of ready messages a durable queue keeps in memory; beyond, persistent ones are paged out. */
+  queueMemoryBudget: number;
   /** Largest AMQP frame the server accepts (connection.tune frame_max). */
   frameMax: number;
   /** AMQP heartbeat the server proposes, in seconds (0 = off). */
@@ -41,6 +43,7 @@ export const DEFAULTS: BrokerOptions = {
   logLevel: 'info',
   memoryHighWatermark: 0.4,
   diskFreeLimit: 50 * 1024 * 1024,
+  queueMemoryBudget: 16 * 1024 * 1024,
   frameMax: 131072,
   heartbeat: 60,
   maxMessageSize: 128 * 1024 * 1024,
@@ -73,6 +76,7 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   logLevel: 'level',
   memoryHighWatermark: 'number',
   diskFreeLimit: 'int',
+  queueMemoryBudget: 'int',
   frameMax: 'int',
   heartbeat: 'int',
   maxMessageSize: 'int',

@@ -16,6 +16,7 @@ const DESCRIPTIONS: Record<string, string> = {
   logLevel: 'fatal, error, warn, info, debug, trace or silent',
   memoryHighWatermark: 'block publishers above this fraction of RAM (<= 1) or bytes',
   diskFreeLimit: 'block publishers when free disk falls below this many bytes',
+  queueMemoryBudget: 'bytes of ready messages a durable queue keeps in memory before paging out',
   frameMax: 'largest AMQP frame accepted, in bytes',
   heartbeat: 'AMQP heartbeat proposed to clients, in seconds (0 = off)',
   maxMessageSize: 'largest message body accepted, in bytes',

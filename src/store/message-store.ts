@@ -130,6 +130,8 @@ export class MessageStore implements Persistence, QueueLogHost {
   private idleWaiters: (() => void)[] = [];
   private afterFlush: (() => void)[] = [];
   private failures = 0;
+  /** Failed batches in a row: retries back off. */
+  private failing = 0;
 
   private readonly readOnly: boolean;
 
@@ -484,7 +486,14 @@ export class MessageStore implements Persistence, QueueLogHost {
       for (const w of ctx.writes) QueueLog.truncate(w.fd, w.position);
       if (defs !== undefined) this.defsDirty = true;
       this.failures++;
-      this.log.error({ err: failure, failures: this.failures }, 'message store write failed: the publishes of this batch are refused');
+      this.failing++;
+      // Once per failure, then once a minute while it lasts (a full disk fails every batch).
+      if (this.failing === 1 || this.failing % 600 === 0) {
+        this.log.error({ err: failure, failures: this.failures }, 'message store write failed: the publishes of this batch are refused');
+      }
+    } else if (this.failing > 0) {
+      this.log.warn({ failed: this.failing }, 'message store writes succeed again');
+      this.failing = 0;
     }
     for (const w of ctx.writes) w.done?.(ok);
     for (const ql of logs) ql.afterWrite(ok);
@@ -503,7 +512,7 @@ export class MessageStore implements Persistence, QueueLogHost {
     if (this.hasWork()) {
       // After a failure, give the disk a moment before trying again.
       if (ok) this.run();
-      else setTimeout(() => this.schedule(), 100).unref();
+      else setTimeout(() => this.schedule(), Math.min(100 * this.failing, 1000)).unref();
     } else this.notifyIdle();
   }
 
@@ -526,7 +535,24 @@ export class MessageStore implements Persistence, QueueLogHost {
   /** Flushes (unless told not to), closes every file and releases the data directory. */
   async close(opts: { flush?: boolean } = {}): Promise<void> {
     if (this.closed) return;
-    if (opts.flush !== false) await this.flush();
+    if (opts.flush !== false) {
+      // A store that cannot write (a full disk) still lets the broker stop.
+      let timer: NodeJS.Timeout | undefined;
+      const gaveUp = await Promise.race([
+        this.flush().then(() => false),
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(true), 10_000))),
+      ]);
+      clearTimeout(timer);
+      if (gaveUp) {
+        this.log.error('message store: pending writes could not be completed before closing');
+        if (this.flushing) {
+          // A write is still out: its files stay open (the process is going away anyway).
+          this.closed = true;
+          this.releaseLock();
+          return;
+        }
+      }
+    }
     for (const rs of this.recordStores.values()) await rs.close();
     this.recordStores.clear();
     this.closed = true;
