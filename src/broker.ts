@@ -95,7 +95,7 @@ export async function startBroker(
     if (typeof options.httpPort === 'number') {
       http = new HttpServer(log, Math.max(options.maxMessageSize, options.frameMax) + 65536);
       for (const a of adapters.values()) http.attach(a);
-      management = new Management({ core, log, options, ports }, managementOptions);
+      management = new Management({ core, log, options, ports }, { metricsAuth: options.metricsAuth, ...managementOptions });
       http.setHandler(management.handler);
       ports.http = await http.listen(options.httpPort, options.bind);
       management.start();

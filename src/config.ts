@@ -29,6 +29,8 @@ export interface BrokerOptions {
   defaultVhost: string;
   /** Allow guest to connect from non-loopback addresses. */
   guestRemote: boolean;
+  /** Require a management user's credentials for /metrics. */
+  metricsAuth: boolean;
   /** A definitions file (RabbitMQ JSON) imported at start. */
   definitions: string | undefined;
 }
@@ -50,6 +52,7 @@ export const DEFAULTS: BrokerOptions = {
   channelMax: 2047,
   defaultVhost: '/',
   guestRemote: false,
+  metricsAuth: false,
   definitions: undefined,
 };
 
@@ -83,6 +86,7 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   channelMax: 'int',
   defaultVhost: 'string',
   guestRemote: 'bool',
+  metricsAuth: 'bool',
   definitions: 'string',
 };
 

@@ -23,6 +23,7 @@ const DESCRIPTIONS: Record<string, string> = {
   channelMax: 'most AMQP channels per connection',
   defaultVhost: 'vhost used when a client names none',
   guestRemote: 'let guest connect from non-loopback addresses (true/false)',
+  metricsAuth: 'require management credentials for /metrics (true/false)',
   definitions: 'import this definitions file (RabbitMQ JSON) at start',
 };
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { connect, type ChannelModel } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startBroker, type Broker } from '../../src/broker.js';
-import { waitFor } from '../helpers/broker.js';
+import { startTestBroker, waitFor } from '../helpers/broker.js';
 import { at, http, mgmt, type Mgmt, type Row } from '../helpers/management.js';
 
 /** Message counters, sampled rates and Prometheus metrics, on a broker that samples every 100 ms. */
@@ -183,6 +183,17 @@ describe('Prometheus metrics', () => {
     } finally {
       await b.stop();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the metricsAuth option (--metrics-auth) turns authentication on', async () => {
+    const tb = await startTestBroker({ metricsAuth: true });
+    try {
+      const p = tb.broker.ports.http!;
+      expect((await http(p, 'GET', '/metrics', { auth: null })).status).toBe(401);
+      expect((await http(p, 'GET', '/metrics')).status).toBe(200);
+    } finally {
+      await tb.stop();
     }
   });
 });
