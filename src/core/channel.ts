@@ -32,9 +32,16 @@ interface Unacked {
  * A session on the core: one per AMQP channel, per MQTT session, per STOMP connection.
  * Holds consumers, delivery tags, unacknowledged deliveries and prefetch; checks permissions.
  */
+/**
+ * Shared by every channel until it first needs a map of its own: an idle session (a sleeping MQTT
+ * device) then costs no maps at all. Never written to: writers swap in a private map first.
+ */
+const NO_CONSUMERS: Map<string, Consumer> = new Map();
+const NO_UNACKED: Map<number, Unacked> = new Map();
+
 export class CoreChannel implements ConsumerOwner {
-  readonly consumers = new Map<string, Consumer>();
-  private readonly unacked = new Map<number, Unacked>();
+  private consumerMap = NO_CONSUMERS;
+  private unacked = NO_UNACKED;
   private nextTag = 1;
   /** basic.qos global=false: the prefetch given to consumers created afterwards. */
   private consumerPrefetch = 0;
@@ -62,6 +69,11 @@ export class CoreChannel implements ConsumerOwner {
   ) {
     this.auth = connection.core.auth;
     connection.core.totals.of(connection.info.protocol).channelsOpened++;
+  }
+
+  /** This channel's consumers by tag. */
+  get consumers(): ReadonlyMap<string, Consumer> {
+    return this.consumerMap;
   }
 
   get vhost(): VHost {
@@ -281,7 +293,7 @@ export class CoreChannel implements ConsumerOwner {
     const q = this.queueFor(queue);
     let tag = opts.consumerTag ?? '';
     if (tag === '') tag = `amq.ctag-${randomBytes(16).toString('base64url').slice(0, 22)}`;
-    if (this.consumers.has(tag)) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
+    if (this.consumerMap.has(tag)) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
     const c = new Consumer(
       tag,
       q,
@@ -294,23 +306,24 @@ export class CoreChannel implements ConsumerOwner {
       opts.arguments ?? {},
     );
     q.addConsumer(c);
-    this.consumers.set(tag, c);
+    if (this.consumerMap === NO_CONSUMERS) this.consumerMap = new Map();
+    this.consumerMap.set(tag, c);
     return tag;
   }
 
   /** basic.cancel; false when no such consumer. */
   cancel(consumerTag: string): boolean {
-    const c = this.consumers.get(consumerTag);
+    const c = this.consumerMap.get(consumerTag);
     if (!c) return false;
-    this.consumers.delete(consumerTag);
+    this.consumerMap.delete(consumerTag);
     c.queue.removeConsumer(c);
     return true;
   }
 
   /** The queue of a consumer was deleted: forget the consumer and tell the sink. */
   consumerCancelled(c: Consumer): void {
-    if (this.consumers.get(c.tag) !== c) return;
-    this.consumers.delete(c.tag);
+    if (this.consumerMap.get(c.tag) !== c) return;
+    this.consumerMap.delete(c.tag);
     c.sink.cancelled?.(c.tag);
   }
 
@@ -321,6 +334,7 @@ export class CoreChannel implements ConsumerOwner {
   deliverFromQueue(c: Consumer, q: Queue, e: QueueEntry, redelivered: boolean): void {
     const tag = this.nextTag++;
     if (!c.noAck) {
+      if (this.unacked === NO_UNACKED) this.unacked = new Map();
       this.unacked.set(tag, { entry: e, queue: q, consumer: c });
       c.unacked++;
     }
@@ -343,7 +357,10 @@ export class CoreChannel implements ConsumerOwner {
     const taken = q.take(noAck);
     if (!taken) return null;
     const tag = this.nextTag++;
-    if (!noAck) this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null });
+    if (!noAck) {
+      if (this.unacked === NO_UNACKED) this.unacked = new Map();
+      this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null });
+    }
     this.stats.got++;
     return {
       delivery: {
@@ -416,7 +433,7 @@ export class CoreChannel implements ConsumerOwner {
       u.queue.requeue(u.entry);
       if (u.consumer) u.consumer.unacked--;
     }
-    this.unacked.clear();
+    this.unacked = NO_UNACKED;
   }
 
   /** channel.flow. */
@@ -435,7 +452,7 @@ export class CoreChannel implements ConsumerOwner {
     if (this.closed) return;
     this.closed = true;
     for (const c of this.consumers.values()) c.queue.removeConsumer(c);
-    this.consumers.clear();
+    this.consumerMap = NO_CONSUMERS;
     this.requeueAll();
     this.connection.channelClosed(this);
     this.connection.core.totals.retireChannel(this.connection.info.protocol, this.stats);

@@ -17,7 +17,7 @@ import { HttpError } from './http-util.js';
 import type { Row } from './listing.js';
 import { C, CH, G, Q, X, type Sampler } from './sampler.js';
 
-type Consumer = CoreChannel['consumers'] extends Map<string, infer T> ? T : never;
+type Consumer = CoreChannel['consumers'] extends ReadonlyMap<string, infer T> ? T : never;
 
 /** What the formatters need besides the object itself. */
 export interface FormatContext {
