@@ -435,6 +435,7 @@ export class MqttConnection implements Closable, DeliverySink {
     else expiry = clean ? 0 : SESSION_EXPIRY_NEVER;
     const { session, present } = this.adapter.openSession(vhost, clientId, clean, this);
     session.expiryInterval = expiry;
+    this.adapter.sessionAttached(session);
     this.session = session;
     this.will = will;
     this.keepAliveMs = (p.keepalive ?? 0) * 1000;
@@ -594,10 +595,31 @@ export class MqttConnection implements Closable, DeliverySink {
     }
     const reason = v5 && r.routed === 0 ? Reason.NO_MATCHING_SUBSCRIBERS : Reason.SUCCESS;
     if (qos === 1) this.queueAck(PacketType.PUBACK, packetId, r.settled, reason);
-    else {
+    else if (s.expiryInterval === 0) {
       (s.incoming ??= new Map()).set(packetId, r.settled === SETTLED ? null : r.settled);
       this.queueAck(PacketType.PUBREC, packetId, r.settled, reason);
+    } else {
+      // A persistent session stores the packet id once the message is stored (a crash in between
+      // can only cause a duplicate), and answers PUBREC once the id is on disk too.
+      const inc = (s.incoming ??= new Map());
+      let done: Promise<void>;
+      if (r.settled === SETTLED) {
+        inc.set(packetId, null);
+        done = this.adapter.saveSession(s);
+      } else {
+        done = r.settled.then(() => this.incomingStored(s, packetId));
+        inc.set(packetId, done);
+      }
+      this.queueAck(PacketType.PUBREC, packetId, done, reason);
     }
+  }
+
+  /** An inbound QoS 2 message of a persistent session is stored: its packet id is written next. */
+  private incomingStored(s: Session, packetId: number): Promise<void> {
+    const inc = s.incoming;
+    if (inc === undefined || !inc.has(packetId)) return SETTLED;
+    inc.set(packetId, null);
+    return this.adapter.saveSession(s);
   }
 
   private publishRefused(e: unknown, qos: QoS, packetId: number, topic: string): void {
@@ -671,10 +693,25 @@ export class MqttConnection implements Closable, DeliverySink {
   }
 
   private onPubrel(packetId: number): void {
-    const inc = this.session!.incoming;
+    const s = this.session!;
+    const inc = s.incoming;
     const known = inc?.has(packetId) ?? false;
-    if (known) inc!.delete(packetId);
-    this.write(encodeAck(PacketType.PUBCOMP, this.level!, packetId, known ? Reason.SUCCESS : Reason.PACKET_IDENTIFIER_NOT_FOUND));
+    if (!known) {
+      this.write(encodeAck(PacketType.PUBCOMP, this.level!, packetId, Reason.PACKET_IDENTIFIER_NOT_FOUND));
+      return;
+    }
+    inc!.delete(packetId);
+    // A persistent session's PUBCOMP waits until the id is forgotten on disk: the client may reuse it then.
+    const saved = this.adapter.saveSession(s);
+    if (saved === SETTLED) this.write(encodeAck(PacketType.PUBCOMP, this.level!, packetId, Reason.SUCCESS));
+    else {
+      saved.then(
+        () => {
+          if (this.state === 'running') this.write(encodeAck(PacketType.PUBCOMP, this.level!, packetId, Reason.SUCCESS));
+        },
+        (e: unknown) => this.closeWith(Reason.UNSPECIFIED_ERROR, `cannot store session state: ${errorText(e)}`),
+      );
+    }
   }
 
   // ---- deliveries to the client -------------------------------------------------------------
@@ -842,6 +879,7 @@ export class MqttConnection implements Closable, DeliverySink {
       return;
     }
     e.state = OutState.PUBREL;
+    void this.adapter.saveSession(s);
     this.write(encodeAck(PacketType.PUBREL, this.level!, packetId, Reason.SUCCESS));
   }
 
@@ -850,6 +888,7 @@ export class MqttConnection implements Closable, DeliverySink {
     const e = s.outgoing.get(packetId);
     if (e === undefined || e.state !== OutState.PUBREL) return;
     s.deleteOutgoing(packetId);
+    void this.adapter.saveSession(s);
     this.releaseInflight(s);
   }
 

@@ -5,9 +5,10 @@ import { SETTLED, type CoreChannel, type MessageProperties } from '../../src/cor
 import type { Peer, ProtocolAdapter } from '../../src/transport/adapter.js';
 import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
 import { MqttConnection, type Will } from './connection.js';
+import { MqttDurableState } from './durable.js';
 import { toAmqpProperties } from './properties.js';
 import { MemoryRetainedStore, type RetainedStore } from './retained.js';
-import { Session, optionsFromArgs, sharedQueueName, type SessionConnection } from './session.js';
+import { OutState, Session, optionsFromArgs, sharedQueueName, type SessionConnection } from './session.js';
 import { bindingKeyToFilter, parseFilter, printable, topicToRoutingKey, type ParsedFilter } from './topic.js';
 
 export { MemoryRetainedStore, type RetainedMessage, type RetainedStore } from './retained.js';
@@ -43,6 +44,8 @@ export class MqttAdapter implements ProtocolAdapter {
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly epoch = Date.now();
   private readonly unsubscribeAlarms: () => void;
+  /** Session state and delayed wills in the data directory; undefined without a store. */
+  private readonly durable: MqttDurableState | undefined;
 
   constructor(
     readonly ctx: AdapterContext,
@@ -56,6 +59,76 @@ export class MqttAdapter implements ProtocolAdapter {
     this.unsubscribeAlarms = ctx.core.alarms.on((blocked) => {
       for (const c of this.connections) c.setBlocked(blocked);
     });
+    const store = ctx.store;
+    if (store !== undefined) {
+      this.durable = new MqttDurableState(store.records('mqtt-sessions'), store.records('mqtt-wills'), ctx.log);
+      this.recoverDurable(this.durable);
+    }
+  }
+
+  /**
+   * Startup: sessions with stored state come back offline with their QoS 2 packet ids and expiry
+   * (expired ones end now); delayed wills are re-armed, or published now when overdue.
+   */
+  private recoverDurable(durable: MqttDurableState): void {
+    const { sessions, wills } = durable.load();
+    const now = Date.now();
+    let restored = 0;
+    let expired = 0;
+    let willsArmed = 0;
+    let willsSent = 0;
+    for (const rec of sessions) {
+      if (!this.ctx.core.vhosts.has(rec.vhost)) {
+        this.endSession(new Session(rec.vhost, rec.clientId), undefined);
+        continue;
+      }
+      const s = new Session(rec.vhost, rec.clientId);
+      s.expiryInterval = rec.expiryInterval;
+      this.recoverSession(s);
+      if (rec.incoming.length > 0) s.incoming = new Map(rec.incoming.map((id) => [id, null]));
+      for (const packetId of rec.pubrel) {
+        s.addOutgoing({ packetId, qos: 2, state: OutState.PUBREL, tag: 0, msgId: 0, retained: undefined, shared: false });
+        s.inflight++;
+      }
+      let inVhost = this.sessions.get(rec.vhost);
+      if (inVhost === undefined) this.sessions.set(rec.vhost, (inVhost = new Map()));
+      inVhost.set(rec.clientId, s);
+      const key = MqttDurableState.key(rec.vhost, rec.clientId);
+      const w = wills.get(key);
+      wills.delete(key);
+      if (w !== undefined) {
+        if (w.due <= now) {
+          this.publishWill(s, w.user, w.will, 0);
+          durable.dropWill(s);
+          willsSent++;
+        } else {
+          this.armWill(s, w.user, w.will, w.due - now);
+          willsArmed++;
+        }
+      }
+      const deadline = rec.expiresAt !== 0 ? rec.expiresAt : rec.expiryInterval >= SESSION_EXPIRY_NEVER ? Infinity : now + rec.expiryInterval * 1000;
+      s.expiresAt = deadline;
+      if (deadline <= now) {
+        this.endSession(s, 'session expired');
+        expired++;
+        continue;
+      }
+      if (deadline !== Infinity) this.scheduleExpiry(s, deadline);
+      if (rec.expiresAt === 0) void durable.saveSession(s);
+      restored++;
+    }
+    // A will whose session record is gone belongs to a session that ended: it is due now.
+    for (const w of wills.values()) {
+      const s = new Session(w.vhost, w.clientId);
+      if (this.ctx.core.vhosts.has(w.vhost)) {
+        this.publishWill(s, w.user, w.will, 0);
+        willsSent++;
+      }
+      durable.dropWill(s);
+    }
+    if (restored + expired + willsArmed + willsSent > 0) {
+      this.ctx.log.info({ protocol: 'mqtt', sessions: restored, expired, willsArmed, willsPublished: willsSent }, 'MQTT session state recovered');
+    }
   }
 
   get connectionCount(): number {
@@ -78,12 +151,30 @@ export class MqttAdapter implements ProtocolAdapter {
     this.unsubscribeAlarms();
     // Closing detaches each connection at once; its socket ends after the DISCONNECT is flushed.
     for (const c of [...this.connections]) c.shutdown();
+    // Stored expiries and wills stay: they are re-armed at the next start.
     for (const s of [...this.sessions.values()].flatMap((m) => [...m.values()])) {
       if (s.expiryTimer !== undefined) clearTimeout(s.expiryTimer);
       if (s.pendingWill !== undefined) clearTimeout(s.pendingWill.timer);
       s.expiryTimer = undefined;
       s.pendingWill = undefined;
     }
+    await this.durable?.settle();
+  }
+
+  /**
+   * Records the state of a persistent session (QoS 2 packet ids, expiry); resolves once it is on
+   * disk (at once when nothing is stored for it).
+   */
+  saveSession(s: Session): Promise<void> {
+    return this.durable === undefined ? SETTLED : this.durable.saveSession(s);
+  }
+
+  /** A connection attached to `s` with its expiry interval set: store it as connected (or forget it). */
+  sessionAttached(s: Session): void {
+    s.expiresAt = 0;
+    if (this.durable === undefined) return;
+    if (MqttDurableState.persists(s)) void this.durable.saveSession(s);
+    else this.durable.dropSession(s);
   }
 
   /** @internal */
@@ -127,6 +218,7 @@ export class MqttAdapter implements ProtocolAdapter {
         // Reconnected within the will delay: the will is not sent [MQTT-3.1.3-9].
         clearTimeout(s.pendingWill.timer);
         s.pendingWill = undefined;
+        this.durable?.dropWill(s);
       }
     }
     let present = s !== undefined;
@@ -179,20 +271,32 @@ export class MqttAdapter implements ProtocolAdapter {
       this.endSession(s, undefined);
       return;
     }
+    const now = Date.now();
     if (will !== undefined) {
       const delay = Math.min(will.delay, s.expiryInterval);
       if (delay === 0) this.publishWill(s, user, will, connId);
       else {
-        const publish = (): void => this.publishWill(s, user, will, connId);
-        const timer = setTimeout(() => {
-          s.pendingWill = undefined;
-          publish();
-        }, Math.min(delay * 1000, MAX_TIMER_MS));
-        timer.unref();
-        s.pendingWill = { timer, publish };
+        this.armWill(s, user, will, delay * 1000, connId);
+        this.durable?.saveWill(s, user, will, now + delay * 1000);
       }
     }
-    if (s.expiryInterval < SESSION_EXPIRY_NEVER) this.scheduleExpiry(s, Date.now() + s.expiryInterval * 1000);
+    s.expiresAt = s.expiryInterval < SESSION_EXPIRY_NEVER ? now + s.expiryInterval * 1000 : Infinity;
+    void this.durable?.saveSession(s);
+    if (s.expiryInterval < SESSION_EXPIRY_NEVER) this.scheduleExpiry(s, s.expiresAt);
+  }
+
+  /** Publishes `will` after `delayMs` unless the session resumes first (or at its end, if sooner). */
+  private armWill(s: Session, user: string, will: Will, delayMs: number, connId = 0): void {
+    const publish = (): void => {
+      this.publishWill(s, user, will, connId);
+      this.durable?.dropWill(s);
+    };
+    const timer = setTimeout(() => {
+      s.pendingWill = undefined;
+      publish();
+    }, Math.min(delayMs, MAX_TIMER_MS));
+    timer.unref();
+    s.pendingWill = { timer, publish };
   }
 
   private scheduleExpiry(s: Session, deadline: number): void {
@@ -223,6 +327,7 @@ export class MqttAdapter implements ProtocolAdapter {
     }
     for (const sub of s.subscriptions.values()) if (sub.parsed.group !== undefined) this.leaveShared(s, sub.parsed);
     this.deleteQueue(s.vhost, s.queue);
+    this.durable?.dropSession(s);
     s.reset();
     if (why !== undefined) this.ctx.log.info({ protocol: 'mqtt', vhost: s.vhost, clientId: s.clientId }, why);
   }

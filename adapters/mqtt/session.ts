@@ -138,6 +138,8 @@ export class Session {
   /** Seconds; 0 = the session ends with the connection; SESSION_EXPIRY_NEVER = never. */
   expiryInterval = 0;
   expiryTimer: NodeJS.Timeout | undefined;
+  /** Expiry deadline (ms since the epoch) while offline; 0 while connected; Infinity = never. */
+  expiresAt = 0;
   /** Whether the session queue exists (created on the first non-shared SUBSCRIBE). */
   hasQueue = false;
   /** The connection the session is attached to; undefined while the client is offline. */
