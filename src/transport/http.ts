@@ -82,6 +82,12 @@ export class HttpServer {
       this.sockets.add(ws);
       ws.on('close', () => this.sockets.delete(ws));
       const stream = createWebSocketStream(ws);
+      // Everything an adapter writes in one turn (the Outbound corks per tick) leaves as one
+      // WebSocket message and one syscall instead of one per frame; MQTT and STOMP both allow
+      // several packets/frames in a message.
+      stream._writev = (chunks, callback) => {
+        ws.send(chunks.length === 1 ? (chunks[0]!.chunk as Buffer) : Buffer.concat(chunks.map((c) => c.chunk as Buffer)), callback);
+      };
       stream.on('error', () => stream.destroy());
       adapter.handle(stream, { address: req.socket.remoteAddress ?? '', port: req.socket.remotePort ?? 0 }, 'websocket');
     });
