@@ -10,7 +10,6 @@ import {
   type MessageProperties,
 } from '../../src/core/index.js';
 import type { AmqpMethod, AmqpMethodOf } from './codec/methods.js';
-import { methodIdOf } from './codec/methods.js';
 import { encodeDelivery, encodeGetOk, encodeReturn } from './codec/frames.js';
 import { decodeContentHeader } from './codec/properties.js';
 import type { AmqpConnection } from './connection.js';
@@ -244,8 +243,8 @@ export class AmqpChannel implements DeliverySink {
     if (h.classId !== 60) throw BrokerError.unexpectedFrame(`content header for class ${h.classId}, expected 60`);
     const max = this.conn.maxMessageSize;
     if (h.bodySize > max) {
+      // The channel closes with this error; its remaining body frames are dropped until close-ok.
       this.pending = undefined;
-      this.conn.skipBody(this.number, h.bodySize);
       throw BrokerError.precondition(`message size ${h.bodySize} is larger than configured max size ${max}`);
     }
     p.properties = h.properties;
@@ -376,11 +375,6 @@ export class AmqpChannel implements DeliverySink {
       else if (op.op === 'ack') this.core.ack(op.tag, op.multiple);
       else this.core.nack(op.tag, op.multiple, op.requeue);
     }
-  }
-
-  /** The failing method, for channel.close / connection.close. */
-  static idOf(m: AmqpMethod | undefined): { classId: number; methodId: number } {
-    return m ? methodIdOf(m) : { classId: 0, methodId: 0 };
   }
 
   /** Closes the core side: consumers cancelled, unacked messages requeued. */

@@ -397,11 +397,6 @@ export class AmqpConnection implements Closable {
     }
   }
 
-  /** A message that may not be published is dropped with its body frames: the channel closes. */
-  skipBody(_channel: number, _size: number): void {
-    // The channel is closed by the error that follows; its remaining frames are dropped.
-  }
-
   notePublish(): void {
     this.publisher = true;
   }
