@@ -301,19 +301,11 @@ export function rabbitmqInstalled(): boolean {
 }
 
 /**
- * Start a private RabbitMQ node for this run only: its own node name, ports, mnesia and log
- * directories and Erlang cookie (HOME) in a temp dir, listening on 127.0.0.1 only; SIGTERM to the
- * rabbitmq-server script stops it gracefully. Needs root or the rabbitmq user (the Debian scripts).
+ * The environment of a private RabbitMQ node: its own name, ports, and every file (mnesia, logs,
+ * config, plugins, pid, Erlang cookie via HOME) under `dir`, listening on 127.0.0.1 only.
  */
-export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: number }): Promise<Broker> {
-  const script = RABBITMQ_SCRIPT_CANDIDATES.find((p) => existsSync(p));
-  if (script === undefined) throw new Error('rabbitmq-server is not installed (apt-get install -y rabbitmq-server)');
-  const dir = await mkdtemp(join(tmpdir(), 'warren-bench-rabbitmq-'));
-  await writeFile(join(dir, 'enabled_plugins'), '[].\n');
-  const amqpPort = await freePort();
-  const distPort = await freePort();
-  const nodeName = `warren-bench-${process.pid}@localhost`;
-  const env: NodeJS.ProcessEnv = {
+export function rabbitmqNodeEnv(dir: string, nodeName: string, amqpPort: number, distPort: number): NodeJS.ProcessEnv {
+  return {
     ...process.env,
     HOME: dir,
     RABBITMQ_NODENAME: nodeName,
@@ -328,6 +320,22 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
     RABBITMQ_PID_FILE: join(dir, 'rabbitmq.pid'),
     RABBITMQ_CONF_ENV_FILE: join(dir, 'rabbitmq-env.conf'),
   };
+}
+
+/**
+ * Start a private RabbitMQ node for this run only: its own node name, ports, mnesia and log
+ * directories and Erlang cookie (HOME) in a temp dir, listening on 127.0.0.1 only; SIGTERM to the
+ * rabbitmq-server script stops it gracefully. Needs root or the rabbitmq user (the Debian scripts).
+ */
+export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: number }): Promise<Broker> {
+  const script = RABBITMQ_SCRIPT_CANDIDATES.find((p) => existsSync(p));
+  if (script === undefined) throw new Error('rabbitmq-server is not installed (apt-get install -y rabbitmq-server)');
+  const dir = await mkdtemp(join(tmpdir(), 'warren-bench-rabbitmq-'));
+  await writeFile(join(dir, 'enabled_plugins'), '[].\n');
+  const amqpPort = await freePort();
+  const distPort = await freePort();
+  const nodeName = `warren-bench-${process.pid}@localhost`;
+  const env = rabbitmqNodeEnv(dir, nodeName, amqpPort, distPort);
   const child = spawn(script, [], { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   const output: string[] = [];
   tail(child.stdout, output, o.verbose);

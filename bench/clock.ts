@@ -17,3 +17,19 @@ export function sleep(ms: number): Promise<void> {
 export function sleepUntil(at: number): Promise<void> {
   return sleep(Math.max(0, at - wallMs()));
 }
+
+/** Rejects with `<what>: timed out after <ms> ms` unless `p` settles first. */
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import type { Broker } from './brokers.js';
-import { sleep, wallMs } from './clock.js';
+import { sleep, wallMs, withTimeout } from './clock.js';
 import type { FromIdleClient, ToIdleClient } from './idle-client.js';
 import { cpuSeconds } from './proc.js';
 import type { IdleScenario } from './scenarios.js';
@@ -132,19 +132,6 @@ function failedIdle(s: IdleScenario, b: Broker, error: string): IdleResult {
   };
 }
 
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * One idle-connection measurement against one broker. `onCleanup` registers the client processes'

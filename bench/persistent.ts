@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { connect } from 'amqplib';
 import type { ChannelModel } from 'amqplib';
 
-import { connectPeer, freePort, rabbitmqInstalled, startWarren, waitExit } from './brokers.js';
+import { connectPeer, freePort, rabbitmqInstalled, startWarren, waitExit, rabbitmqNodeEnv } from './brokers.js';
 import type { Broker } from './brokers.js';
 import { sleep, sleepUntil, wallMs } from './clock.js';
 import { Histogram } from './histogram.js';
@@ -402,21 +402,7 @@ async function restartRabbitmq(n: number): Promise<RestartRow> {
   const amqpPort = await freePort();
   const distPort = await freePort();
   const node = `warren-bench-restart-${process.pid}@localhost`;
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    HOME: dir,
-    RABBITMQ_NODENAME: node,
-    RABBITMQ_NODE_IP_ADDRESS: '127.0.0.1',
-    RABBITMQ_NODE_PORT: String(amqpPort),
-    RABBITMQ_DIST_PORT: String(distPort),
-    RABBITMQ_MNESIA_BASE: join(dir, 'mnesia'),
-    RABBITMQ_LOG_BASE: join(dir, 'log'),
-    RABBITMQ_CONFIG_FILE: join(dir, 'rabbitmq'),
-    RABBITMQ_ADVANCED_CONFIG_FILE: join(dir, 'advanced.config'),
-    RABBITMQ_ENABLED_PLUGINS_FILE: join(dir, 'enabled_plugins'),
-    RABBITMQ_PID_FILE: join(dir, 'rabbitmq.pid'),
-    RABBITMQ_CONF_ENV_FILE: join(dir, 'rabbitmq-env.conf'),
-  };
+  const env = rabbitmqNodeEnv(dir, node, amqpPort, distPort);
   const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
   const start = (): ChildProcess => spawn(script, [], { env, cwd: dir, stdio: ['ignore', 'ignore', 'ignore'] });
   const listening = async (child: ChildProcess): Promise<void> => {

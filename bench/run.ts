@@ -22,7 +22,7 @@ import { addPluginEndpoints, connectPeer, mergePeers, rabbitmqInstalled, startLo
 import type { Broker } from './brokers.js';
 import { setupTopology, teardownTopology } from './clients/index.js';
 import type { RoleSpec } from './clients/types.js';
-import { sleep, sleepUntil, wallMs } from './clock.js';
+import { sleep, sleepUntil, wallMs, withTimeout } from './clock.js';
 import { Histogram } from './histogram.js';
 import { IDLE_LEGEND, idleTable, raiseOpenFilesLimit, runIdle } from './idle.js';
 import type { IdleResult } from './idle.js';
@@ -83,19 +83,6 @@ function onCleanup(fn: () => Promise<void>): () => void {
   return () => cleanups.delete(fn);
 }
 
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function cleanupAll(): Promise<void> {
   for (const fn of [...cleanups].reverse()) {

@@ -8,7 +8,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import type { IPublishPacket, UserProperties } from 'mqtt-packet';
-import type { FieldTable, FieldValue, MessageProperties } from '../../src/core/index.js';
+import { scalarText, type FieldTable, type FieldValue, type MessageProperties } from '../../src/core/index.js';
 import { Header, type QoS } from './constants.js';
 import { routingKeyToTopic, topicToRoutingKey } from './topic.js';
 
@@ -67,18 +67,8 @@ export function wasRetained(p: MessageProperties): boolean {
 const OWN_HEADERS: ReadonlySet<string> = new Set(Object.values(Header));
 
 function userValue(v: FieldValue): string | string[] | undefined {
-  switch (typeof v) {
-    case 'string':
-      return v;
-    case 'number':
-    case 'bigint':
-      return String(v);
-    case 'boolean':
-      return v ? 'true' : 'false';
-    default:
-      if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[];
-      return undefined;
-  }
+  if (Array.isArray(v)) return v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
+  return scalarText(v);
 }
 
 /**

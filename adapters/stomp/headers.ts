@@ -1,4 +1,4 @@
-import type { FieldTable, FieldValue, MessageProperties } from '../../src/core/index.js';
+import { scalarText, type FieldTable, type MessageProperties } from '../../src/core/index.js';
 import { Escaping } from './codec/constants.js';
 import { escapeHeader } from './codec/escape.js';
 import { replyToHeader } from './destination.js';
@@ -101,21 +101,6 @@ export function propertiesFromSend(headers: ReadonlyMap<string, string>, replyTo
   return p;
 }
 
-/** A header-table value as a STOMP header value; values STOMP cannot show are skipped. */
-function headerValue(v: FieldValue): string | undefined {
-  switch (typeof v) {
-    case 'string':
-      return v;
-    case 'number':
-    case 'bigint':
-      return String(v);
-    case 'boolean':
-      return v ? 'true' : 'false';
-    default:
-      return undefined;
-  }
-}
-
 /**
  * The header lines (escaped, each ending in LF) that carry a message's AMQP properties and custom
  * headers on a MESSAGE. Server-owned names and property names in the headers table are skipped so
@@ -139,7 +124,7 @@ export function propertyLines(p: MessageProperties, esc: Escaping): string {
   if (h !== undefined) {
     for (const k in h) {
       if (SERVER_OWNED.has(k) || PROPERTY_HEADERS.has(k) || k === '') continue;
-      const v = headerValue(h[k]!);
+      const v = scalarText(h[k]); // values STOMP cannot show are skipped
       if (v === undefined) continue;
       // STOMP 1.0 cannot escape a colon in a name.
       if (esc === Escaping.NONE && k.indexOf(':') !== -1) continue;

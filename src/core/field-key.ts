@@ -28,3 +28,22 @@ export function describeValue(v: FieldValue | undefined): string {
   if (typeof v === 'object' && v !== null && !(v instanceof Date) && !(v instanceof Decimal)) return tableKey(v as FieldTable);
   return String(v);
 }
+
+/**
+ * A string, number or boolean header value as text (what MQTT user properties and STOMP headers
+ * can carry); undefined for values that have no textual form (tables, byte arrays, ...).
+ */
+export function scalarText(v: FieldValue | undefined): string | undefined {
+  switch (typeof v) {
+    case 'string':
+      return v;
+    case 'number':
+    case 'bigint':
+      return String(v);
+    case 'boolean':
+      return v ? 'true' : 'false';
+    default:
+      return undefined;
+  }
+}
+

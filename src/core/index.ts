@@ -7,6 +7,7 @@ export { CoreConnection, type Closable } from './connection.js';
 export { CoreChannel } from './channel.js';
 export { BrokerError, ReplyCode, replyName } from './errors.js';
 export { Deque } from './deque.js';
+export { scalarText } from './field-key.js';
 export { Alarms } from './alarms.js';
 export {
   Auth,
