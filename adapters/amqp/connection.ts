@@ -338,7 +338,6 @@ export class AmqpConnection implements Closable {
         user: this.user,
         vhost,
         clientProperties: this.clientProperties,
-        name: `${this.peer.address}:${this.peer.port}`,
       },
       this,
     );

@@ -419,7 +419,6 @@ export class MqttConnection implements Closable, DeliverySink {
           peer: this.peer,
           user: username,
           vhost,
-          name: `${this.peer.address}:${this.peer.port}`,
           clientId,
         },
         this,

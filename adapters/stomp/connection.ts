@@ -285,7 +285,7 @@ export class StompConnection implements Closable, SubscriptionHost {
     this.vhost = vhost;
     try {
       this.core = this.ctx.core.connect(
-        { protocol: `STOMP ${version}`, peer: this.peer, user, vhost, name: `${this.peer.address}:${this.peer.port}` },
+        { protocol: `STOMP ${version}`, peer: this.peer, user, vhost },
         this,
       );
     } catch (e) {

@@ -1,5 +1,6 @@
 import { CoreChannel } from './channel.js';
 import type { Core } from './core.js';
+import { ConnectionTraffic } from './stats.js';
 import type { ConnectionInfo } from './types.js';
 import type { VHost } from './vhost.js';
 
@@ -9,15 +10,18 @@ export interface Closable {
   forceClose(code: number, reason: string): void;
 }
 
+const NO_CHANNELS: ReadonlySet<CoreChannel> = new Set();
+
 /**
  * One client connection on the core, whatever its protocol. Owns its channels and the exclusive
- * queues it declared.
+ * queues it declared. Kept small: an idle MQTT connection is one of these and little else.
  */
 export class CoreConnection {
-  readonly channels = new Set<CoreChannel>();
+  /** Open channels; made with the first one (an idle MQTT or STOMP connection has none). */
+  private open: Set<CoreChannel> | undefined;
   readonly connectedAt = Date.now();
   /** Bytes in/out, maintained by the adapter for management and metrics. */
-  readonly traffic = { recvOct: 0, sendOct: 0, recvCnt: 0, sendCnt: 0 };
+  readonly traffic = new ConnectionTraffic();
   private closed = false;
 
   constructor(
@@ -32,19 +36,23 @@ export class CoreConnection {
     return this.info.user;
   }
 
+  get channels(): ReadonlySet<CoreChannel> {
+    return this.open ?? NO_CHANNELS;
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }
 
   openChannel(number = 1): CoreChannel {
     const ch = new CoreChannel(this, number);
-    this.channels.add(ch);
+    (this.open ??= new Set()).add(ch);
     return ch;
   }
 
   /** @internal called by CoreChannel.close */
   channelClosed(ch: CoreChannel): void {
-    this.channels.delete(ch);
+    this.open?.delete(ch);
   }
 
   /** Closes every channel (requeueing unacked messages) and deletes this connection's exclusive queues. */

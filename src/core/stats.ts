@@ -16,6 +16,21 @@ export interface Traffic {
   sendCnt: number;
 }
 
+/**
+ * A live connection's counters, plus their values at the management sampler's previous sample (it
+ * turns the differences into rates; fields rather than a side table keep an idle connection small).
+ */
+export class ConnectionTraffic implements Traffic {
+  recvOct = 0;
+  sendOct = 0;
+  recvCnt = 0;
+  sendCnt = 0;
+  sampledRecvOct = 0;
+  sampledSendOct = 0;
+  sampledRecvCnt = 0;
+  sampledSendCnt = 0;
+}
+
 /** Everything counted for one protocol by connections and channels that have closed. */
 export class ProtocolTotals implements ChannelStats, Traffic {
   connectionsOpened = 0;

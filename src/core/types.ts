@@ -144,7 +144,6 @@ export interface ConnectionInfo {
   user: string;
   vhost: string;
   clientProperties?: FieldTable;
-  name?: string;
   /** The client's own id (MQTT client id): `{client_id}` in topic permissions, shown by management. */
   clientId?: string;
 }

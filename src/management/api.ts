@@ -68,7 +68,7 @@ export class ManagementApi implements FormatContext {
   }
 
   connectionName(c: CoreConnection): string {
-    return c.info.name ?? `${c.info.peer.address}:${c.info.peer.port}`;
+    return `${c.info.peer.address}:${c.info.peer.port}`;
   }
 
   // ---- request handling ---------------------------------------------------------------------
@@ -208,7 +208,7 @@ export class ManagementApi implements FormatContext {
     const conn = new CoreConnection(
       this.core,
       0,
-      { protocol: DIRECT_PROTOCOL, peer: { address: '', port: 0 }, user: u.name, vhost: vhostName, name: 'management' },
+      { protocol: DIRECT_PROTOCOL, peer: { address: '', port: 0 }, user: u.name, vhost: vhostName },
       v,
       { forceClose: () => undefined },
     );

@@ -280,7 +280,7 @@ export function defaultBinding(q: Queue, vhost: string): BindingRow {
 }
 
 export function formatConnection(ctx: FormatContext, c: CoreConnection, ports: { host: string; port: number | null }): Row {
-  const r = ctx.sampler.rates(c);
+  const r = ctx.sampler.connectionRates(c);
   const props = fieldTableToJson(c.info.clientProperties);
   const row: Row = {
     name: ctx.connectionName(c),

@@ -62,6 +62,8 @@ export const G = {
  */
 export class Sampler {
   private readonly tracks = new WeakMap<object, Track>();
+  /** Rates of the connections that had traffic in the last interval (the others' are all zero). */
+  private readonly connectionRateTable = new WeakMap<CoreConnection, number[]>();
   private readonly vhostTracks = new Map<string, Track>();
   private global: Track | undefined;
   private readonly history: GlobalSample[] = [];
@@ -87,6 +89,7 @@ export class Sampler {
   /** Takes one sample of everything now. */
   sample(): void {
     const now = Date.now();
+    const previousAt = this.lastSampleAt;
     this.lastSampleAt = now;
     for (const v of this.core.vhosts.values()) {
       for (const q of v.queues.values()) this.track(q, queueValues(q), now);
@@ -97,8 +100,7 @@ export class Sampler {
     }
     for (const name of this.vhostTracks.keys()) if (!this.core.vhosts.has(name)) this.vhostTracks.delete(name);
     for (const c of this.core.connections) {
-      const tr = c.traffic;
-      this.track(c, [tr.recvOct, tr.sendOct, tr.recvCnt, tr.sendCnt], now);
+      this.sampleConnection(c, now, previousAt);
       for (const ch of c.channels) this.track(ch, channelValues(ch), now);
     }
     const t = globalTotals(this.core);
@@ -117,6 +119,35 @@ export class Sampler {
     return { prev: values, rates, at: now };
   }
 
+  /**
+   * A connection keeps its previous counters itself (ConnectionTraffic), and only one with traffic
+   * since the previous sample gets a rates entry here: ten thousand idle connections cost nothing
+   * per sample. Its first rates are over the time since it connected.
+   */
+  private sampleConnection(c: CoreConnection, now: number, previousAt: number): void {
+    const t = c.traffic;
+    const dRecvOct = t.recvOct - t.sampledRecvOct;
+    const dSendOct = t.sendOct - t.sampledSendOct;
+    const dRecvCnt = t.recvCnt - t.sampledRecvCnt;
+    const dSendCnt = t.sendCnt - t.sampledSendCnt;
+    if (dRecvOct === 0 && dSendOct === 0 && dRecvCnt === 0 && dSendCnt === 0) {
+      this.connectionRateTable.delete(c);
+      return;
+    }
+    const dt = (now - Math.max(previousAt, c.connectedAt)) / 1000;
+    if (dt <= 0) return;
+    let r = this.connectionRateTable.get(c);
+    if (r === undefined) this.connectionRateTable.set(c, (r = [0, 0, 0, 0]));
+    r[C.recvOct] = round(dRecvOct / dt);
+    r[C.sendOct] = round(dSendOct / dt);
+    r[C.recvCnt] = round(dRecvCnt / dt);
+    r[C.sendCnt] = round(dSendCnt / dt);
+    t.sampledRecvOct = t.recvOct;
+    t.sampledSendOct = t.sendOct;
+    t.sampledRecvCnt = t.recvCnt;
+    t.sampledSendCnt = t.sendCnt;
+  }
+
   private track(obj: object, values: number[], now: number): void {
     this.tracks.set(obj, this.advance(this.tracks.get(obj), values, now));
   }
@@ -126,8 +157,13 @@ export class Sampler {
   }
 
   /** Rates (per second) between the last two samples of an object; zeros before its second sample. */
-  rates(obj: Queue | Exchange | CoreConnection | CoreChannel): readonly number[] {
+  rates(obj: Queue | Exchange | CoreChannel): readonly number[] {
     return this.tracks.get(obj)?.rates ?? ZERO;
+  }
+
+  /** A connection's rates (per second, indexed by C) over the last sample interval. */
+  connectionRates(c: CoreConnection): readonly number[] {
+    return this.connectionRateTable.get(c) ?? ZERO;
   }
 
   vhostRates(name: string): readonly number[] {

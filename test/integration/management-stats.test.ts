@@ -99,6 +99,16 @@ describe('message counters and rates', () => {
       await flow;
       await ch.close();
     }
+    // Once the flow stops, a sample later the connection shows as idle again.
+    const idle = await waitFor(
+      async () => {
+        const c = (await api.list('/connections')).body[0];
+        return at(c, 'recv_oct_details.rate') === 0 && at(c, 'send_oct_details.rate') === 0 ? c : undefined;
+      },
+      5000,
+      'idle connection rates back to 0',
+    );
+    expect(idle['recv_oct']).toBeGreaterThan(0);
   });
 
   test('the overview keeps a history of samples for charts', async () => {
