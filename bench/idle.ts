@@ -1,8 +1,9 @@
 /**
  * The idle-connection memory scenario: fork a few client processes (idle-client.ts) that open N idle
  * MQTT connections between them, and compare the broker's resident set size (VmRSS of its process)
- * before and after: (after - before) / N is the broker's memory per idle connection. Also reports how
- * long connecting took, the broker CPU it cost, and the RSS once the connections are closed again.
+ * before with its RSS while they idle, read once a second: (RSS - before) / N is the broker's memory
+ * per idle connection, 5 s after connecting and settled. Also reports how long connecting took, the
+ * broker CPU it cost, and the RSS once the connections are closed again.
  */
 import { execFileSync, fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -19,6 +20,8 @@ import type { IdleScenario } from './scenarios.js';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const IDLE_CLIENT_JS = join(HERE, 'idle-client.js');
 const OPEN_TIMEOUT_MS = 240_000;
+/** Seconds after connecting of the early RSS reading. */
+const EARLY_S = 5;
 /** File descriptors a broker needs besides its client connections (listeners, files, epoll ...). */
 const FD_RESERVE = 100;
 
@@ -74,10 +77,16 @@ export interface IdleResult {
   opened: number;
   connectSeconds: number;
   rssBeforeKiB: number | null;
+  /** RSS EARLY_S seconds after the last connection was up. */
+  rssEarlyKiB: number | null;
+  /** RSS once idle for the scenario's settle time (median of the last third of the readings). */
   rssAfterKiB: number | null;
   /** RSS a few seconds after the connections were closed again. */
   rssClosedKiB: number | null;
+  /** (settled RSS - RSS before) / connections. */
   kibPerConnection: number | null;
+  /** The same with the early reading. */
+  kibPerConnectionEarly: number | null;
   /** Broker CPU while connecting, µs per connection. */
   brokerCpuUsPerConnection: number | null;
 }
@@ -125,9 +134,11 @@ function failedIdle(s: IdleScenario, b: Broker, error: string): IdleResult {
     opened: 0,
     connectSeconds: 0,
     rssBeforeKiB: null,
+    rssEarlyKiB: null,
     rssAfterKiB: null,
     rssClosedKiB: null,
     kibPerConnection: null,
+    kibPerConnectionEarly: null,
     brokerCpuUsPerConnection: null,
   };
 }
@@ -206,8 +217,19 @@ export async function runIdle(
         opened: total,
       };
     }
-    await guard(sleep(s.settleS * 1000));
-    const rssAfter = rssKiB(pid);
+    // RSS once a second while the connections idle: the early reading still holds what the burst of
+    // connecting left behind (a garbage-collected broker's young generation, grown during the burst,
+    // is returned some seconds later); the settled figure is the median of the last third.
+    const readings: number[] = [];
+    let rssEarly: number | null = null;
+    for (let t = 1; t <= s.settleS; t++) {
+      await guard(sleep(1_000));
+      const r = rssKiB(pid);
+      if (r === null) continue;
+      readings.push(r);
+      if (t === Math.min(EARLY_S, s.settleS)) rssEarly = r;
+    }
+    const rssAfter = median(readings.slice(-Math.max(1, Math.floor(readings.length / 3))));
     const closed = procs.map((p) => p.next('closed'));
     for (const p of procs) p.send({ type: 'stop' });
     await withTimeout(Promise.all(closed), 120_000, 'closing idle connections').catch((err: unknown) =>
@@ -225,8 +247,10 @@ export async function runIdle(
       opened: total,
       connectSeconds,
       rssBeforeKiB: rssBefore,
+      rssEarlyKiB: rssEarly,
       rssAfterKiB: rssAfter,
       rssClosedKiB: rssClosed,
+      kibPerConnectionEarly: rssBefore !== null && rssEarly !== null ? (rssEarly - rssBefore) / total : null,
       kibPerConnection: rssBefore !== null && rssAfter !== null ? (rssAfter - rssBefore) / total : null,
       brokerCpuUsPerConnection:
         cpuBefore !== null && cpuAfter !== null ? ((cpuAfter - cpuBefore) * 1e6) / total : null,
@@ -240,7 +264,15 @@ export async function runIdle(
   }
 }
 
-const mib = (kib: number | null): string => (kib === null ? 'n/a' : (kib / 1024).toFixed(1));
+function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  const v = [...xs].sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  return v.length % 2 === 1 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+const mib = (k: number | null): string => (k === null ? 'n/a' : (k / 1024).toFixed(1));
+const kib = (k: number | null): string => (k === null ? 'n/a' : k.toFixed(2));
 
 /** One table for an idle scenario: each broker's first run (on a fresh broker), all runs listed below. */
 export function idleTable(s: IdleScenario, runsPerBroker: IdleResult[][]): string {
@@ -249,26 +281,26 @@ export function idleTable(s: IdleScenario, runsPerBroker: IdleResult[][]): strin
     '',
     s.summary,
     '',
-    '| broker | connections | connect time s | broker CPU µs/connection | RSS before MiB | RSS with connections MiB | RSS after closing MiB | KiB per connection |',
-    '|---|--:|--:|--:|--:|--:|--:|--:|',
+    `| broker | connections | connect time s | broker CPU µs/connection | RSS before MiB | RSS after ${EARLY_S} s MiB | RSS settled MiB | RSS after closing MiB | KiB per connection after ${EARLY_S} s | KiB per connection settled |`,
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
   ];
   const firsts = runsPerBroker.map((runs) => runs.find((r) => r.error === null) ?? runs[0]).filter((r): r is IdleResult => r !== undefined);
   for (const r of firsts) {
     if (r.error !== null) {
-      lines.push(`| ${r.broker} | failed: ${r.error.replace(/\|/g, '\\|').replace(/\s+/g, ' ')} | | | | | | |`);
+      lines.push(`| ${r.broker} | failed: ${r.error.replace(/\|/g, '\\|').replace(/\s+/g, ' ')} | | | | | | | | |`);
       continue;
     }
     lines.push(
       `| ${r.broker} | ${r.opened.toLocaleString('en-US')}${r.capped !== null ? ' ¹' : ''} | ${r.connectSeconds.toFixed(1)} | ` +
         `${r.brokerCpuUsPerConnection === null ? 'n/a' : Math.round(r.brokerCpuUsPerConnection)} | ${mib(r.rssBeforeKiB)} | ` +
-        `${mib(r.rssAfterKiB)} | ${mib(r.rssClosedKiB)} | ${r.kibPerConnection === null ? 'n/a' : r.kibPerConnection.toFixed(2)} |`,
+        `${mib(r.rssEarlyKiB)} | ${mib(r.rssAfterKiB)} | ${mib(r.rssClosedKiB)} | ${kib(r.kibPerConnectionEarly)} | ${kib(r.kibPerConnection)} |`,
     );
   }
   const ok = firsts.filter((r) => r.error === null && r.kibPerConnection !== null);
   for (const w of ok.filter((r) => r.isWarren)) {
     for (const p of ok.filter((r) => !r.isWarren)) {
-      const ratio = p.kibPerConnection !== 0 ? `${(w.kibPerConnection! / p.kibPerConnection!).toFixed(2)}×` : 'n/a';
-      lines.push(`| **${w.broker} / ${p.broker}** | | | | | | | **${ratio}** |`);
+      const ratio = (a: number | null, b: number | null): string => (a !== null && b !== null && b !== 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
+      lines.push(`| **${w.broker} / ${p.broker}** | | | | | | | | **${ratio(w.kibPerConnectionEarly, p.kibPerConnectionEarly)}** | **${ratio(w.kibPerConnection, p.kibPerConnection)}** |`);
     }
   }
   const notes: string[] = [];
@@ -276,8 +308,8 @@ export function idleTable(s: IdleScenario, runsPerBroker: IdleResult[][]): strin
     notes.push(`- ¹ ${r.broker}: ${r.capped}, so ${r.wanted.toLocaleString('en-US')} connections instead of ${s.connections.toLocaleString('en-US')}.`);
   }
   for (const runs of runsPerBroker.filter((x) => x.length > 1)) {
-    const vals = runs.map((r) => (r.error !== null ? 'failed' : `${r.kibPerConnection?.toFixed(2) ?? 'n/a'}`));
-    notes.push(`- ${runs[0]?.broker ?? '?'}: ${runs.length} runs, KiB per connection ${vals.join(', ')} (the first, on a fresh broker, is shown)`);
+    const vals = runs.map((r) => (r.error !== null ? 'failed' : `${kib(r.kibPerConnection)}`));
+    notes.push(`- ${runs[0]?.broker ?? '?'}: ${runs.length} runs, KiB per connection settled ${vals.join(', ')} (the first, on a fresh broker, is shown)`);
   }
   if (notes.length > 0) lines.push('', ...notes);
   return lines.join('\n');
@@ -285,6 +317,9 @@ export function idleTable(s: IdleScenario, runsPerBroker: IdleResult[][]): strin
 
 export const IDLE_LEGEND = [
   '- KiB per connection: (broker RSS with the connections open − RSS before) ÷ connections; RSS is VmRSS of the',
-  '  broker process, read after the connections have been idle for the settle time. Lower is better.',
+  `  broker process, read once a second while the connections idle (each sends a PINGREQ every half keep-alive,`,
+  `  spread over that period): after ${EARLY_S} s, and settled (the median of the last third of the scenario's idle`,
+  '  time). A garbage-collected broker returns the young generation it grew while the connections were opening',
+  '  some seconds later; the settled figure is the memory the idle connections hold. Lower is better.',
   '- RSS after closing: a few seconds after all connections were closed (memory the broker keeps).',
 ].join('\n');

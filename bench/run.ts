@@ -446,7 +446,7 @@ async function measureIdle(s: IdleScenario, brokers: Broker[], o: RunOptions, qu
       log(
         r.error !== null
           ? `  failed: ${r.error}`
-          : `  ${r.opened} connections in ${r.connectSeconds.toFixed(1)} s, ${r.kibPerConnection?.toFixed(2) ?? 'n/a'} KiB each`,
+          : `  ${r.opened} connections in ${r.connectSeconds.toFixed(1)} s, ${r.kibPerConnectionEarly?.toFixed(2) ?? 'n/a'} KiB each after 5 s, ${r.kibPerConnection?.toFixed(2) ?? 'n/a'} settled`,
       );
       runs.set(b, [...(runs.get(b) ?? []), r]);
       await sleep(2000);

@@ -15,6 +15,8 @@ import { BatchWriter, ReadBuffer, closeSocket, hostPort, openSocket } from './wi
 
 const DEFAULT_PORT = 1883;
 const CONNACK_TIMEOUT_MS = 10_000;
+/** The idle connections' keep-alive pings go out in slices, one slice per tick. */
+const PING_TICK_MS = 250;
 
 const CONNECT = 1;
 const CONNACK = 2;
@@ -371,12 +373,15 @@ export async function openIdleMqttConnections(o: {
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, o.concurrency) }, worker));
-  const pinger = setInterval(
-    () => {
-      for (const c of conns) c.out.push(PINGREQ_PACKET);
-    },
-    Math.max(1_000, (o.keepAliveS * 1000) / 2),
-  );
+  // Each connection sends a PINGREQ every half keep-alive, the connections spread evenly over that
+  // period (as independent devices' timers are), not all 10 000 in the same instant.
+  const periodMs = Math.max(1_000, (o.keepAliveS * 1000) / 2);
+  const slots = Math.max(1, Math.round(periodMs / PING_TICK_MS));
+  let slot = 0;
+  const pinger = setInterval(() => {
+    for (let i = slot; i < conns.length; i += slots) conns[i]!.out.push(PINGREQ_PACKET);
+    slot = (slot + 1) % slots;
+  }, PING_TICK_MS);
   pinger.unref();
   return {
     opened: conns.length,
