@@ -27,7 +27,8 @@ test('mosquitto_sub -t "sensors/#" -v and an AMQP worker both see what mosquitto
   const sub = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', port, '-t', 'sensors/#', '-v', '-q', '1', '-C', '3', '-i', 'mosq-sub']);
   let out = '';
   sub.stdout.on('data', (b: Buffer) => (out += b.toString()));
-  const exited = new Promise<number | null>((r) => sub.on('exit', r));
+  // 'close', not 'exit': the last line may still be in the pipe when the process has exited.
+  const exited = new Promise<number | null>((r) => sub.on('close', r));
   await waitFor(() => queueBoundTo('sensors.#'), 5000, 'mosquitto_sub to subscribe');
 
   const conn = await amqp.connect(tb.amqpUrl);
