@@ -33,3 +33,28 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): P
   }
 }
 
+/**
+ * The first failure reported by any of a run's client processes: `guard(p)` rejects with it as soon
+ * as it is signalled, whatever `p` is waiting for.
+ */
+export class FailureLatch {
+  failure: Error | null = null;
+  private readonly failed: Promise<never>;
+  private reject: (err: Error) => void = () => undefined;
+
+  constructor() {
+    this.failed = new Promise<never>((_, reject) => {
+      this.reject = reject;
+    });
+    this.failed.catch(() => undefined);
+  }
+
+  readonly signal = (err: Error): void => {
+    this.failure ??= err;
+    this.reject(err);
+  };
+
+  guard<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.failed]);
+  }
+}

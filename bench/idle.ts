@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import type { Broker } from './brokers.js';
-import { sleep, wallMs, withTimeout } from './clock.js';
+import { FailureLatch, sleep, wallMs, withTimeout } from './clock.js';
 import type { FromIdleClient, ToIdleClient } from './idle-client.js';
 import { cpuSeconds } from './proc.js';
 import type { IdleScenario } from './scenarios.js';
@@ -170,16 +170,8 @@ export async function runIdle(
   }
 
   const procs: IdleProcess[] = [];
-  let failure: Error | null = null;
-  let signalFailure: (err: Error) => void = () => undefined;
-  const failurePromise = new Promise<never>((_, reject) => {
-    signalFailure = (err) => {
-      failure ??= err;
-      reject(err);
-    };
-  });
-  failurePromise.catch(() => undefined);
-  const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, failurePromise]);
+  const latch = new FailureLatch();
+  const guard = <T>(p: Promise<T>): Promise<T> => latch.guard(p);
   const undo = o.onCleanup(async () => {
     await Promise.all(procs.map((p) => p.kill()));
   });
@@ -191,7 +183,7 @@ export async function runIdle(
     const n = Math.max(1, s.processes);
     const opened: Array<Promise<Extract<FromIdleClient, { type: 'opened' }>>> = [];
     for (let i = 0; i < n; i++) {
-      const p = new IdleProcess(signalFailure);
+      const p = new IdleProcess(latch.signal);
       procs.push(p);
       const count = Math.floor(wanted / n) + (i < wanted % n ? 1 : 0);
       opened.push(p.next('opened'));
@@ -256,7 +248,7 @@ export async function runIdle(
         cpuBefore !== null && cpuAfter !== null ? ((cpuAfter - cpuBefore) * 1e6) / total : null,
     };
   } catch (err) {
-    const e = failure ?? err;
+    const e = latch.failure ?? err;
     return failedIdle(s, broker, e instanceof Error ? e.message : String(e));
   } finally {
     undo();

@@ -22,7 +22,7 @@ import { addPluginEndpoints, connectPeer, mergePeers, rabbitmqInstalled, startLo
 import type { Broker } from './brokers.js';
 import { setupTopology, teardownTopology } from './clients/index.js';
 import type { RoleSpec } from './clients/types.js';
-import { sleep, sleepUntil, wallMs, withTimeout } from './clock.js';
+import { FailureLatch, sleep, sleepUntil, wallMs, withTimeout } from './clock.js';
 import { Histogram } from './histogram.js';
 import { IDLE_LEGEND, idleTable, raiseOpenFilesLimit, runIdle } from './idle.js';
 import type { IdleResult } from './idle.js';
@@ -266,16 +266,8 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
   if (missing.length > 0) return failed(s, broker, `no ${missing.join(', ')} endpoint`);
   const plan = s.plan({ runId: o.runId, url, urls: broker.endpoints, totalSeconds: o.warmupS + o.durationS + 5 });
 
-  let failure: Error | null = null;
-  let signalFailure: (err: Error) => void = () => undefined;
-  const failurePromise = new Promise<never>((_, reject) => {
-    signalFailure = (err) => {
-      failure ??= err;
-      reject(err);
-    };
-  });
-  failurePromise.catch(() => undefined);
-  const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, failurePromise]);
+  const latch = new FailureLatch();
+  const guard = <T>(p: Promise<T>): Promise<T> => latch.guard(p);
 
   const procs: ClientProcess[] = [];
   const topology = plan.topology;
@@ -308,11 +300,11 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
     };
     // Consumers connect and subscribe first; the publishers then wait for the shared start time.
     for (const spec of plan.consumers) {
-      procs.push(new ClientProcess(spec, (n) => onProgress(spec.id, n), signalFailure));
+      procs.push(new ClientProcess(spec, (n) => onProgress(spec.id, n), latch.signal));
     }
     await guard(withTimeout(Promise.all(procs.map((p) => p.ready)), 30_000, 'consumers connecting'));
     for (const spec of plan.publishers) {
-      const p = new ClientProcess(spec, () => undefined, signalFailure);
+      const p = new ClientProcess(spec, () => undefined, latch.signal);
       procs.push(p);
       publishers.push(p);
     }
@@ -375,7 +367,7 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
     };
     return result;
   } catch (err) {
-    const e = failure ?? err;
+    const e = latch.failure ?? err;
     return failed(s, broker, e instanceof Error ? e.message : String(e));
   } finally {
     undo();
