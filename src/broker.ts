@@ -1,8 +1,12 @@
+import { mkdtemp, rm } from 'node:fs/promises';
 import type { Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { AmqpAdapter } from '../adapters/amqp/index.js';
 import { MemoryRetainedStore, MqttAdapter, type RetainedMessage } from '../adapters/mqtt/index.js';
 import { StompAdapter } from '../adapters/stomp/index.js';
 import { withDefaults, type BrokerOptions } from './config.js';
+import { prepareDataDir } from './data-dir.js';
 import { Core } from './core/index.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './management/package-info.js';
@@ -55,12 +59,17 @@ const LISTENERS: ReadonlyArray<[keyof Ports, keyof BrokerOptions, AdapterFactory
 
 /**
  * Starts a broker: core, listeners, HTTP port. Resolves once every enabled listener is bound.
+ * Embedded, what the caller leaves out follows one rule: a listener it does not name is off, and
+ * without `dataDir` the broker uses a fresh temporary directory that `stop()` removes.
  */
 export async function startBroker(
   partial: Partial<BrokerOptions> & { logger?: Logger; management?: ManagementOptions; store?: StoreTuning } = {},
 ): Promise<Broker> {
   const { logger, management: managementOptions, store: storeTuning, ...rest } = partial;
-  const options = withDefaults(rest);
+  // No data directory named: a fresh temporary one, removed again by stop().
+  const tempDir = rest.dataDir === undefined ? await mkdtemp(join(tmpdir(), 'warren-')) : undefined;
+  const options = withDefaults(tempDir === undefined ? rest : { ...rest, dataDir: tempDir });
+  prepareDataDir(options.dataDir);
   const log = logger ?? createLogger(options.logLevel);
   const core = new Core({
     memoryHighWatermark: options.memoryHighWatermark,
@@ -106,6 +115,7 @@ export async function startBroker(
     management?.stop();
     core.alarms.stop();
     await store.close();
+    if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
     throw e;
   }
   const readyLine = `warren ready ${(['amqp', 'mqtt', 'stomp', 'http'] as const)
@@ -125,6 +135,7 @@ export async function startBroker(
       await Promise.all(closing);
       core.alarms.stop();
       await store.close();
+      if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
       log.info('broker stopped');
     })());
 

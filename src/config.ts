@@ -184,9 +184,18 @@ export function resolveOptions(
   return out as unknown as BrokerOptions;
 }
 
-/** Options for the embeddable API: any subset, validated the same way. */
+/** The listener ports: the options the embedding rule below is about. */
+export const LISTENER_OPTIONS = ['amqpPort', 'mqttPort', 'stompPort', 'httpPort'] as const;
+
+/**
+ * Options for the embeddable API: any subset, validated the same way. One rule for what the caller
+ * leaves out: a listener it does not name is off (`startBroker({ amqpPort: 0 })` opens one
+ * ephemeral AMQP port and nothing else), and the environment and config files are not read. The
+ * other options take their usual defaults.
+ */
 export function withDefaults(partial: Partial<BrokerOptions>): BrokerOptions {
   const flags: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(partial)) flags[k] = v === null ? 'off' : v;
+  for (const key of LISTENER_OPTIONS) flags[key] = 'off';
+  for (const [k, v] of Object.entries(partial)) if (v !== undefined) flags[k] = v === null ? 'off' : v;
   return resolveOptions(flags, {}, undefined);
 }

@@ -1,6 +1,8 @@
 import { Command, CommanderError, Option } from 'commander';
+import { requireDataDir } from './data-dir.js';
+import type { Broker } from './broker.js';
 import { createLogger } from './logger.js';
-import { registerAdminCommands } from './management/cli.js';
+import { hoistConnectionOptions, registerAdminCommands } from './management/cli.js';
 import { VERSION } from './management/package-info.js';
 import { StoreError } from './store/errors.js';
 import { exportDefinitionsOffline, importDefinitionsOffline } from './store/offline.js';
@@ -37,27 +39,46 @@ export async function main(argv: string[]): Promise<number | undefined> {
   const start = program.command('start').description('start the broker');
   start.addOption(new Option('--config <file>', 'JSON config file').env('WARREN_CONFIG'));
   for (const key of Object.keys(DEFAULTS)) {
-    start.addOption(new Option(`--${flagName(key)} <value>`, `${DESCRIPTIONS[key] ?? key} [${envName(key)}]`));
+    // The default goes into the text only: a commander default would hide the environment and config file.
+    const d = DEFAULTS[key as keyof typeof DEFAULTS];
+    start.addOption(new Option(`--${flagName(key)} <value>`, `${DESCRIPTIONS[key] ?? key} (default: ${d === undefined ? 'none' : d === null ? 'off' : String(d)}) [${envName(key)}]`));
   }
 
   start.action(async (flags: Record<string, unknown>) => {
     const opts = resolveOptions(flags);
-    // Loaded only for `start`: the admin subcommands stay quick to launch.
-    const { startBroker } = await import('./broker.js');
-    const broker = await startBroker(opts);
-    process.stdout.write(`${broker.readyLine}\n`);
-    const onSignal = (sig: string): void => {
-      broker.log.info({ signal: sig }, 'signal received');
-      broker.stop().then(
-        () => broker.log.flush(() => process.exit(0)),
+    // Handlers go in before anything else: a signal that comes while starting (or right after the
+    // ready line, before a later handler would be in place) still ends in a clean stop. A runner
+    // such as `npm start` forwards the terminal's signal to the group again: the first one stops
+    // the broker, a repeat while stopping is ignored (it must not kill the process mid-stop).
+    let broker: Broker | undefined;
+    let signalled: string | undefined;
+    let stopping = false;
+    const stopNow = (b: Broker, sig: string): void => {
+      stopping = true;
+      b.log.info({ signal: sig }, 'signal received');
+      b.stop().then(
+        () => b.log.flush(() => process.exit(0)),
         (e: unknown) => {
-          broker.log.error({ err: e }, 'error while stopping');
+          b.log.error({ err: e }, 'error while stopping');
           process.exit(1);
         },
       );
     };
-    process.once('SIGTERM', () => onSignal('SIGTERM'));
-    process.once('SIGINT', () => onSignal('SIGINT'));
+    const onSignal = (sig: string): void => {
+      if (stopping || signalled !== undefined) return;
+      if (broker) stopNow(broker, sig);
+      else signalled = sig;
+    };
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    process.on('SIGINT', () => onSignal('SIGINT'));
+    // Loaded only for `start`: the admin subcommands stay quick to launch.
+    const { startBroker } = await import('./broker.js');
+    broker = await startBroker(opts);
+    if (signalled !== undefined) {
+      stopNow(broker, signalled);
+      return;
+    }
+    process.stdout.write(`${broker.readyLine}\n`);
   });
 
   // `warren definitions export|import FILE`: on a stopped broker's data directory (RabbitMQ JSON).
@@ -92,6 +113,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     .addOption(configOption())
     .action(async (file: string, flags: Record<string, unknown>) => {
       const dataDir = dataDirOf(flags);
+      requireDataDir(dataDir);
       const r = await importDefinitionsOffline(dataDir, file, createLogger('warn'), VERSION);
       for (const w of r.warnings) process.stderr.write(`warren: warning: ${w}\n`);
       process.stdout.write(
@@ -104,9 +126,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
   // status, list, declare, delete, purge, publish, get, close, add, change, set, clear, export, import:
   // clients of the management HTTP API.
   registerAdminCommands(program);
+  program.addHelpText('after', '\nThe connection options --url, --user, --password and --vhost may come before or after the subcommand.');
 
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(hoistConnectionOptions(program, argv), { from: 'user' });
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0) return 0;

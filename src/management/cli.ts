@@ -36,6 +36,38 @@ function conn(cmd: Command, json = false): Command {
   return cmd;
 }
 
+const CONNECTION_FLAGS: ReadonlySet<string> = new Set(['--url', '--user', '--password', '--vhost']);
+
+/**
+ * Lets the connection options (`--url`, `--user`, `--password`, `--vhost`) come before the
+ * subcommand as well as after it, as `rabbitmqadmin` and most CLIs allow: those met while walking
+ * down the command names are moved to just after the innermost command, where it declares them.
+ * Everything else is left where it was, so an option the command does not know is still an error.
+ */
+export function hoistConnectionOptions(program: Command, argv: readonly string[]): string[] {
+  const path: string[] = [];
+  const hoisted: string[] = [];
+  let cmd = program;
+  let i = 0;
+  while (i < argv.length) {
+    const t = argv[i]!;
+    const flag = t.startsWith('--') ? t.split('=', 1)[0]! : '';
+    if (CONNECTION_FLAGS.has(flag)) {
+      hoisted.push(t);
+      if (!t.includes('=') && i + 1 < argv.length) hoisted.push(argv[++i]!);
+      i++;
+      continue;
+    }
+    const sub = t.startsWith('-') ? undefined : cmd.commands.find((c) => c.name() === t || c.aliases().includes(t));
+    if (!sub) break;
+    path.push(t);
+    cmd = sub;
+    i++;
+  }
+  if (hoisted.length === 0) return [...argv];
+  return [...path, ...hoisted, ...argv.slice(i)];
+}
+
 class Client {
   private readonly base: string;
   private readonly auth: string;

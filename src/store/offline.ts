@@ -6,6 +6,14 @@ import { startupError } from './errors.js';
 import { readDefinitionsFile } from './index.js';
 import { MessageStore } from './message-store.js';
 
+/** The top-level keys of a RabbitMQ definitions file; a file with none of them is refused. */
+const DEFINITION_KEYS = ['rabbit_version', 'rabbitmq_version', 'product_name', 'product_version', 'users', 'vhosts', 'permissions', 'topic_permissions', 'parameters', 'global_parameters', 'policies', 'queues', 'exchanges', 'bindings'];
+
+function hasDefinitionKeys(input: unknown): boolean {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) return false;
+  return DEFINITION_KEYS.some((k) => Object.prototype.hasOwnProperty.call(input, k));
+}
+
 /** The definitions of a stopped broker's data directory, as `warren definitions export` writes them. */
 export function readDataDirDefinitions(dataDir: string, log: Logger, version: string): Definitions {
   const store = MessageStore.open({ dataDir, log, readOnly: true });
@@ -40,6 +48,7 @@ export function exportDefinitionsOffline(dataDir: string, file: string, log: Log
  */
 export async function importDefinitionsOffline(dataDir: string, file: string, log: Logger, version: string): Promise<ImportReport> {
   const input = readDefinitionsFile(file);
+  if (!hasDefinitionKeys(input)) throw startupError(`definitions file '${file}' holds none of ${DEFINITION_KEYS.join(', ')}: not a definitions file`);
   const store = MessageStore.open({ dataDir, log });
   try {
     const core = new Core();
