@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -167,4 +167,19 @@ describe('embedded startBroker', () => {
     expect(existsSync(dataDir)).toBe(false);
     expect(existsSync(cwdData)).toBe(hadCwdData);
   });
+});
+
+describe('the README', () => {
+  test('the embedded example runs as written and prints a ready line with ephemeral ports', async () => {
+    const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+    const block = /```js\n(import \{ mkdtemp[\s\S]*?startBroker[\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBeDefined();
+    const child = spawn(process.execPath, ['--input-type=module', '-e', block!], { cwd: ROOT });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).toBe(0);
+    expect(out.trim()).toMatch(/^warren ready amqp=\d+ http=\d+$/);
+    expect(out).not.toMatch(/amqp=5672|http=15672/);
+  }, 30_000);
 });
