@@ -6,9 +6,11 @@ import {
   type PolicyApplyTo,
   type PolicyValue,
   type User,
+  type VHost,
 } from '../core/index.js';
 import type { ManagementApi } from './api.js';
 import { formatPolicy, formatUser, formatVhost } from './format.js';
+import { historyQuery, withVhostHistory } from './history.js';
 import { HttpError, intField, objField, strField } from './http-util.js';
 import { applyListQuery, projectOne, type Row } from './listing.js';
 
@@ -53,8 +55,9 @@ export function registerAdminRoutes(api: ManagementApi): void {
 
   // ---- vhosts ------------------------------------------------------------------------------
 
-  r.on('GET', '/api/vhosts', (req) => ({ status: 200, body: applyListQuery(api.visibleVhosts(req.user).map((v) => formatVhost(api, v)), req.query, ['name']) }));
-  r.on('GET', '/api/vhosts/:vhost', (req) => ({ status: 200, body: projectOne(formatVhost(api, api.vhost(req.user, req.params['vhost']!)), req.query) }));
+  const vhostRow = (v: VHost, q: URLSearchParams): Row => withVhostHistory(formatVhost(api, v), api.sampler, v.name, historyQuery(q, api.sampler.intervalMs));
+  r.on('GET', '/api/vhosts', (req) => ({ status: 200, body: applyListQuery(api.visibleVhosts(req.user).map((v) => vhostRow(v, req.query)), req.query, ['name']) }));
+  r.on('GET', '/api/vhosts/:vhost', (req) => ({ status: 200, body: projectOne(vhostRow(api.vhost(req.user, req.params['vhost']!), req.query), req.query) }));
   r.on('PUT', '/api/vhosts/:vhost', async (req) => {
     api.requireAdmin(req.user);
     const name = req.params['vhost']!;

@@ -8,6 +8,7 @@ import { HttpError } from './http-util.js';
 import { applyListQuery, projectOne, type Row } from './listing.js';
 import type { ApiRequest } from './router.js';
 import { VERSION } from './package-info.js';
+import { historyQuery, sampledDetails } from './history.js';
 import { G, globalDepths, globalTotals, type GlobalSample } from './sampler.js';
 
 const EXCHANGE_TYPES = [
@@ -50,15 +51,15 @@ export function connectionRow(api: ManagementApi, c: CoreConnection): Row {
 
 function withSamples(detail: { rate: number }, samples: GlobalSample[] | undefined, pick: (s: GlobalSample) => number): Row {
   if (!samples) return detail;
-  return { ...detail, samples: samples.map((s) => ({ sample: pick(s), timestamp: s.timestamp })) };
+  return sampledDetails(detail.rate, samples.map((s) => ({ sample: pick(s), timestamp: s.timestamp })));
 }
 
 function overview(api: ManagementApi, q: URLSearchParams, vhosts: Set<string> | undefined): Row {
   const core = api.core;
   const rates = api.sampler.globalRates();
-  const age = Number(q.get('msg_rates_age') ?? q.get('lengths_age') ?? 0);
-  const incr = Number(q.get('msg_rates_incr') ?? q.get('lengths_incr') ?? 5);
-  const samples = age > 0 ? api.sampler.samples(age * 1000, Math.max(api.sampler.intervalMs, incr * 1000)) : undefined;
+  const hq = historyQuery(q, api.sampler.intervalMs);
+  const samples = hq.rates ? api.sampler.samples(hq.rates.ageMs, hq.rates.incrMs) : undefined;
+  const lengthSamples = hq.lengths ? api.sampler.samples(hq.lengths.ageMs, hq.lengths.incrMs) : undefined;
   const t = globalTotals(core);
   const d = globalDepths(core);
   let queues = 0;
@@ -143,11 +144,11 @@ function overview(api: ManagementApi, q: URLSearchParams, vhosts: Set<string> | 
     },
     queue_totals: {
       messages: ready + unacked,
-      messages_details: withSamples(details(rates[G.messages]), samples, (s) => s.messages),
+      messages_details: withSamples(details(rates[G.messages]), lengthSamples, (s) => s.messages),
       messages_ready: ready,
-      messages_ready_details: withSamples(details(rates[G.ready]), samples, (s) => s.ready),
+      messages_ready_details: withSamples(details(rates[G.ready]), lengthSamples, (s) => s.ready),
       messages_unacknowledged: unacked,
-      messages_unacknowledged_details: withSamples(details(rates[G.unacked]), samples, (s) => s.unacked),
+      messages_unacknowledged_details: withSamples(details(rates[G.unacked]), lengthSamples, (s) => s.unacked),
     },
     object_totals: { channels, connections, consumers, exchanges, queues },
     connections_by_protocol: byProtocol,

@@ -13,6 +13,7 @@ import {
   propertiesToJson,
   type BindingRow,
 } from './format.js';
+import { historyQuery, withExchangeHistory, withQueueHistory, type HistoryQuery } from './history.js';
 import { HttpError, boolField, intField, objField, strField } from './http-util.js';
 import { applyListQuery, projectOne, type Row } from './listing.js';
 import type { ApiRequest } from './router.js';
@@ -72,20 +73,26 @@ export function registerObjectRoutes(api: ManagementApi): void {
     for (const c of api.core.connections) if (c.id === q.owner) return c;
     return undefined;
   };
-  const queueRow = (q: Queue, v: VHost): Row => formatQueue(api, q, v.name, ownerOf(q));
+  const queueRow = (q: Queue, v: VHost, hq?: HistoryQuery): Row => {
+    const row = formatQueue(api, q, v.name, ownerOf(q));
+    return hq ? withQueueHistory(row, api.sampler, q, hq) : row;
+  };
+  const historyOf = (req: ApiRequest): HistoryQuery => historyQuery(req.query, api.sampler.intervalMs);
 
   // ---- exchanges ---------------------------------------------------------------------------
 
   const listExchanges = (req: ApiRequest): Row[] => {
     const out: Row[] = [];
-    for (const v of api.vhostsFor(req.user, req.params['vhost'])) for (const x of v.exchanges.values()) out.push(formatExchange(api, x));
+    const hq = historyOf(req);
+    for (const v of api.vhostsFor(req.user, req.params['vhost'])) for (const x of v.exchanges.values()) out.push(withExchangeHistory(formatExchange(api, x), api.sampler, x, hq));
     return out;
   };
   r.on('GET', '/api/exchanges', (req) => ({ status: 200, body: applyListQuery(listExchanges(req), req.query) }));
   r.on('GET', '/api/exchanges/:vhost', (req) => ({ status: 200, body: applyListQuery(listExchanges(req), req.query) }));
   r.on('GET', '/api/exchanges/:vhost/:name', (req) => {
     const v = api.vhost(req.user, req.params['vhost']!);
-    return { status: 200, body: projectOne(formatExchange(api, exchangeOf(v, exchangeParam(req.params['name']!))), req.query) };
+    const x = exchangeOf(v, exchangeParam(req.params['name']!));
+    return { status: 200, body: projectOne(withExchangeHistory(formatExchange(api, x), api.sampler, x, historyOf(req)), req.query) };
   });
   r.on('PUT', '/api/exchanges/:vhost/:name', async (req) => {
     const vhost = req.params['vhost']!;
@@ -143,7 +150,8 @@ export function registerObjectRoutes(api: ManagementApi): void {
 
   const listQueues = (req: ApiRequest): Row[] => {
     const out: Row[] = [];
-    for (const v of api.vhostsFor(req.user, req.params['vhost'])) for (const q of v.queues.values()) out.push(queueRow(q, v));
+    const hq = historyOf(req);
+    for (const v of api.vhostsFor(req.user, req.params['vhost'])) for (const q of v.queues.values()) out.push(queueRow(q, v, hq));
     return out;
   };
   r.on('GET', '/api/queues', (req) => ({ status: 200, body: applyListQuery(listQueues(req), req.query) }));
@@ -151,7 +159,7 @@ export function registerObjectRoutes(api: ManagementApi): void {
   r.on('GET', '/api/queues/:vhost/:name', (req) => {
     const v = api.vhost(req.user, req.params['vhost']!);
     const q = queueOf(v, req.params['name']!);
-    const row = queueRow(q, v);
+    const row = queueRow(q, v, historyOf(req));
     const consumers: Row[] = [];
     for (const c of q.consumers) consumers.push(formatConsumer(api, c.owner as CoreChannel, c));
     row['consumer_details'] = consumers;

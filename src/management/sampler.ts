@@ -32,6 +32,26 @@ interface Track {
 }
 
 const HISTORY = 720;
+/** Samples kept per queue, exchange and vhost: 10 minutes at the default 5 s interval. */
+export const OBJECT_HISTORY = 120;
+
+/**
+ * One object's recent samples. While its values stay as they were when first seen (an idle queue),
+ * only `last` is kept and every sample since `first` reads as `last`; the ring of
+ * OBJECT_HISTORY x width numbers is allocated the first time a value changes.
+ */
+interface History {
+  /** The sample number this object was first seen at. */
+  first: number;
+  last: Float64Array;
+  ring: Float64Array | undefined;
+}
+
+/** One sample of an object: when, and its tracked values (indexed by Q, X or G). */
+export interface ObjectSample {
+  timestamp: number;
+  values: ArrayLike<number>;
+}
 const ZERO: readonly number[] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /** Queue values tracked: cumulative counters, then depths. */
@@ -69,6 +89,13 @@ export class Sampler {
   private readonly history: GlobalSample[] = [];
   private timer: NodeJS.Timeout | undefined;
   lastSampleAt = 0;
+  /** Per-object history (queues, exchanges; vhosts by name), a ring of OBJECT_HISTORY samples. */
+  private readonly histories = new WeakMap<object, History>();
+  private readonly vhostHistories = new Map<string, History>();
+  /** When each of the last OBJECT_HISTORY samples was taken, by sample number modulo the ring. */
+  private readonly tickTimes = new Float64Array(OBJECT_HISTORY);
+  /** Samples taken so far; the one being taken now has this number. */
+  private tick = 0;
 
   constructor(
     private readonly core: Core,
@@ -92,13 +119,26 @@ export class Sampler {
     const previousAt = this.lastSampleAt;
     this.lastSampleAt = now;
     for (const v of this.core.vhosts.values()) {
-      for (const q of v.queues.values()) this.track(q, queueValues(q), now);
-      for (const x of v.exchanges.values()) this.track(x, [x.stats.publishIn, x.stats.publishOut], now);
+      for (const q of v.queues.values()) {
+        const values = queueValues(q);
+        this.track(q, values, now);
+        this.record(this.histories, q, values);
+      }
+      for (const x of v.exchanges.values()) {
+        const values = [x.stats.publishIn, x.stats.publishOut];
+        this.track(x, values, now);
+        this.record(this.histories, x, values);
+      }
       const t = vhostTotals(this.core, v);
       const d = vhostDepths(v);
-      this.trackIn(this.vhostTracks, v.name, [t.publish, t.deliver, t.get, t.ack, t.redeliver, t.returned, t.unroutable, t.recvOct, t.sendOct, d.messages, d.ready, d.unacked], now);
+      const values = [t.publish, t.deliver, t.get, t.ack, t.redeliver, t.returned, t.unroutable, t.recvOct, t.sendOct, d.messages, d.ready, d.unacked];
+      this.trackIn(this.vhostTracks, v.name, values, now);
+      this.record(this.vhostHistories, v.name, values);
     }
     for (const name of this.vhostTracks.keys()) if (!this.core.vhosts.has(name)) this.vhostTracks.delete(name);
+    for (const name of this.vhostHistories.keys()) if (!this.core.vhosts.has(name)) this.vhostHistories.delete(name);
+    this.tickTimes[this.tick % OBJECT_HISTORY] = now;
+    this.tick++;
     for (const c of this.core.connections) {
       this.sampleConnection(c, now, previousAt);
       for (const ch of c.channels) this.track(ch, channelValues(ch), now);
@@ -109,6 +149,50 @@ export class Sampler {
     this.global = this.advance(this.global, values, now);
     this.history.push({ timestamp: now, ...t, ...d });
     if (this.history.length > HISTORY) this.history.shift();
+  }
+
+  /** Stores `values` as this sample of an object's history. */
+  private record<K>(map: { get(k: K): History | undefined; set(k: K, h: History): unknown }, key: K, values: readonly number[]): void {
+    const tick = this.tick;
+    const h = map.get(key);
+    if (!h) {
+      map.set(key, { first: tick, last: Float64Array.from(values), ring: undefined });
+      return;
+    }
+    const width = h.last.length;
+    if (!h.ring) {
+      let same = true;
+      for (let i = 0; i < width; i++) if (h.last[i] !== values[i]) same = false;
+      if (same) return;
+      h.ring = new Float64Array(width * OBJECT_HISTORY);
+      for (let t = Math.max(h.first, tick - OBJECT_HISTORY + 1); t < tick; t++) h.ring.set(h.last, (t % OBJECT_HISTORY) * width);
+    }
+    for (let i = 0; i < width; i++) h.last[i] = values[i] ?? 0;
+    h.ring.set(h.last, (tick % OBJECT_HISTORY) * width);
+  }
+
+  /**
+   * An object's samples newer than `ageMs`, at least `incrMs` apart, newest first: what RabbitMQ
+   * serves as `samples` for `lengths_age` / `msg_rates_age`. Values are indexed by Q (queues), X
+   * (exchanges) or G (vhosts, by name). Empty for an object not sampled yet.
+   */
+  objectSamples(obj: Queue | Exchange | string, ageMs: number, incrMs: number): ObjectSample[] {
+    const h = typeof obj === 'string' ? this.vhostHistories.get(obj) : this.histories.get(obj);
+    const out: ObjectSample[] = [];
+    if (!h) return out;
+    const width = h.last.length;
+    const since = Date.now() - ageMs;
+    const oldest = Math.max(h.first, this.tick - OBJECT_HISTORY);
+    let last = Number.POSITIVE_INFINITY;
+    for (let t = this.tick - 1; t >= oldest; t--) {
+      const slot = t % OBJECT_HISTORY;
+      const timestamp = this.tickTimes[slot]!;
+      if (timestamp < since) break;
+      if (last - timestamp < incrMs - this.intervalMs / 2) continue;
+      last = timestamp;
+      out.push({ timestamp, values: h.ring ? h.ring.subarray(slot * width, slot * width + width) : h.last });
+    }
+    return out;
   }
 
   private advance(prev: Track | undefined, values: number[], now: number): Track {

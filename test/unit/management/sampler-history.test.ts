@@ -1,0 +1,106 @@
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import { Core } from '../../../src/core/index.js';
+import { historyQuery, sampledDetails, withQueueHistory } from '../../../src/management/history.js';
+import { OBJECT_HISTORY, Q, Sampler } from '../../../src/management/sampler.js';
+
+const INTERVAL = 5000;
+const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
+
+describe('per-object history in the sampler', () => {
+  let core: Core;
+  let sampler: Sampler;
+  let now: number;
+  const step = (n = 1): void => {
+    for (let i = 0; i < n; i++) {
+      now += INTERVAL;
+      vi.setSystemTime(now);
+      sampler.sample();
+    }
+  };
+
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    now = T0;
+    vi.setSystemTime(now);
+    core = new Core();
+    sampler = new Sampler(core, INTERVAL);
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  test('an idle queue serves its constant depth for every sample since it was first seen, newest first', () => {
+    const v = core.vhosts.get('/')!;
+    const q = v.declareQueue('idle', { durable: false }, false, 0);
+    step(10);
+    const s = sampler.objectSamples(q, 600_000, INTERVAL);
+    expect(s).toHaveLength(10);
+    expect(s.map((x) => x.timestamp)).toEqual(Array.from({ length: 10 }, (_, i) => T0 + (10 - i) * INTERVAL));
+    for (const x of s) expect(Array.from(x.values)).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+  });
+
+  test('counters that change are kept per sample, and the values before the first change are filled in', () => {
+    const q = core.vhosts.get('/')!.declareQueue('busy', { durable: false }, false, 0);
+    step(5);
+    for (let i = 1; i <= 5; i++) {
+      q.stats.published += 10;
+      step();
+    }
+    const s = sampler.objectSamples(q, 600_000, INTERVAL);
+    expect(s.map((x) => x.values[Q.publish])).toEqual([50, 40, 30, 20, 10, 0, 0, 0, 0, 0]);
+  });
+
+  test('at most OBJECT_HISTORY samples are kept: the ring wraps and the oldest go', () => {
+    const q = core.vhosts.get('/')!.declareQueue('long', { durable: false }, false, 0);
+    for (let i = 0; i < OBJECT_HISTORY + 30; i++) {
+      q.stats.published = i;
+      step();
+    }
+    const s = sampler.objectSamples(q, 24 * 3600_000, INTERVAL);
+    expect(s).toHaveLength(OBJECT_HISTORY);
+    expect(s[0]!.values[Q.publish]).toBe(OBJECT_HISTORY + 29);
+    expect(s[OBJECT_HISTORY - 1]!.values[Q.publish]).toBe(30);
+  });
+
+  test('age and increment select samples as RabbitMQ does', () => {
+    const q = core.vhosts.get('/')!.declareQueue('sel', { durable: false }, false, 0);
+    for (let i = 0; i < 60; i++) {
+      q.stats.published = i;
+      step();
+    }
+    // the last 60 s, one sample every 15 s
+    const s = sampler.objectSamples(q, 60_000, 15_000);
+    expect(s.map((x) => x.values[Q.publish])).toEqual([59, 56, 53, 50, 47]);
+  });
+
+  test('a queue declared later has samples only from then on; a deleted vhost has none', () => {
+    const v = core.vhosts.get('/')!;
+    step(4);
+    const q = v.declareQueue('late', { durable: false }, false, 0);
+    step(3);
+    expect(sampler.objectSamples(q, 600_000, INTERVAL)).toHaveLength(3);
+    expect(sampler.objectSamples('/', 600_000, INTERVAL)).toHaveLength(7);
+    expect(sampler.objectSamples('nope', 600_000, INTERVAL)).toEqual([]);
+  });
+
+  test('a queue row gets RabbitMQ-shaped details: rate, samples, avg, avg_rate', () => {
+    const q = core.vhosts.get('/')!.declareQueue('row', { durable: false }, false, 0);
+    for (let i = 0; i < 4; i++) {
+      q.stats.published += 5;
+      step();
+    }
+    const row = { messages_details: { rate: 0 }, message_stats: { publish_details: { rate: 1 } } };
+    const hq = historyQuery(new URLSearchParams('lengths_age=60&lengths_incr=5&msg_rates_age=60&msg_rates_incr=5'), INTERVAL);
+    withQueueHistory(row, sampler, q, hq);
+    const pub = (row.message_stats as Record<string, unknown>)['publish_details'] as Record<string, unknown>;
+    expect(pub).toEqual({
+      rate: 1,
+      samples: [20, 15, 10, 5].map((sample, i) => ({ sample, timestamp: T0 + (4 - i) * INTERVAL })),
+      avg: 12.5,
+      avg_rate: 1,
+    });
+    expect((row.messages_details as Record<string, unknown>)['samples']).toHaveLength(4);
+    expect(historyQuery(new URLSearchParams(''), INTERVAL)).toEqual({ lengths: undefined, rates: undefined });
+    expect(sampledDetails(0, [])).toEqual({ rate: 0, samples: [], avg: 0, avg_rate: 0 });
+  });
+});
