@@ -127,7 +127,7 @@ async function api(path, opts = {}) {
     }
     if (res.status === 401 && path === '/whoami') throw new ApiError(401, reason);
     if (res.status === 401 && /Login failed|Not management user|localhost/.test(reason)) {
-      logout(reason);
+      logout(loginMessage(reason));
     }
     throw new ApiError(res.status, reason);
   }
@@ -167,6 +167,39 @@ function isAdmin() {
   return !!me && me.tags.includes('administrator');
 }
 
+/** Policymakers (and administrators) manage policies; the rest of Admin is for administrators. */
+function isPolicymaker() {
+  return !!me && (me.tags.includes('policymaker') || isAdmin());
+}
+
+/** The Admin pages this user may use: [key, label]. Empty: no Admin tab. */
+function adminPages() {
+  if (isAdmin()) {
+    return [
+      ['users', 'Users and permissions'],
+      ['vhosts', 'Virtual hosts'],
+      ['policies', 'Policies'],
+      ['definitions', 'Definitions'],
+    ];
+  }
+  return isPolicymaker() ? [['policies', 'Policies']] : [];
+}
+
+/**
+ * What the login form says for a refused login, in RabbitMQ's words: a wrong password and an
+ * unknown user get the same answer (so the form does not tell which users exist); a user that
+ * exists but has no management tag is told so only once its password was right.
+ * @param {string} reason the API's reason
+ */
+function loginMessage(reason) {
+  if (reason === 'Login failed') return 'Login failed: unknown user or wrong password.';
+  if (reason === 'Not management user') {
+    return 'Not management user: this user has none of the tags management, policymaker, monitoring or administrator, so it may not use the management UI.';
+  }
+  if (/localhost/.test(reason)) return `${reason}.`;
+  return /^Login failed/.test(reason) ? reason : `Login failed: ${reason}`;
+}
+
 /** @param {string} [reason] */
 function logout(reason) {
   sessionStorage.removeItem(AUTH_KEY);
@@ -183,6 +216,10 @@ async function startSession() {
   /** @type {HTMLElement} */ (document.getElementById('login')).hidden = true;
   /** @type {HTMLElement} */ (document.getElementById('app')).hidden = false;
   /** @type {HTMLElement} */ (document.getElementById('whoami')).textContent = `${me?.name} (${me?.tags.join(', ') || 'no tags'})`;
+  const adminLink = /** @type {HTMLAnchorElement} */ (document.querySelector('#nav a[data-nav="admin"]'));
+  const pages = adminPages();
+  adminLink.hidden = pages.length === 0;
+  adminLink.href = `#/admin/${pages[0]?.[0] ?? 'users'}`;
   /** @type {HTMLElement} */ (document.getElementById('product')).textContent = `${ov.product_name} ${ov.product_version} on ${ov.node}`;
   await route();
 }
@@ -195,8 +232,28 @@ const UPLOT = /** @type {any} */ (globalThis)['uPlot'];
 
 const SERIES_COLORS = ['#2f5d50', '#d97706', '#6a2fb0', '#1f4fb8', '#b42318'];
 
+/** Tick steps for the time axis, in seconds: whole seconds and minutes only. */
+const TIME_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
+
+/** @param {number} n */
+const pad2 = (n) => String(n).padStart(2, '0');
+
 /**
- * A time series chart that keeps its own points (appended on every refresh).
+ * Time axis labels: 24-hour local clock time, `HH:MM` when every tick falls on a whole minute,
+ * `HH:MM:SS` otherwise (never fractions of a second, never am/pm glued to the next label).
+ * @param {number[]} splits seconds
+ */
+function timeLabels(splits) {
+  const seconds = splits.some((t) => Math.round(t) % 60 !== 0);
+  return splits.map((t) => {
+    const d = new Date(Math.round(t) * 1000);
+    const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+    return seconds ? `${hm}:${pad2(d.getSeconds())}` : hm;
+  });
+}
+
+/**
+ * A time series chart of the server's samples (the last 10 minutes, replaced on every refresh).
  */
 class Chart {
   /** @param {HTMLElement} el @param {string[]} names @param {(v: number) => string} fmt */
@@ -217,17 +274,6 @@ class Chart {
     this.draw();
   }
 
-  /** @param {number} t (seconds) @param {number[]} values */
-  push(t, values) {
-    const last = this.data[0]?.[this.data[0].length - 1];
-    if (last !== undefined && t <= last) return;
-    this.data[0]?.push(t);
-    values.forEach((v, i) => this.data[i + 1]?.push(v));
-    const cutoff = t - RATE_WINDOW_S;
-    while ((this.data[0]?.[0] ?? cutoff) < cutoff) for (const s of this.data) s.shift();
-    this.draw();
-  }
-
   draw() {
     const points = this.data[0]?.length ?? 0;
     this.el.dataset['points'] = String(points);
@@ -245,7 +291,18 @@ class Chart {
           width,
           height: 220,
           series: [{}, ...this.names.map((n, i) => ({ label: n, stroke: SERIES_COLORS[i % SERIES_COLORS.length], width: 2, value: (/** @type {any} */ _u, /** @type {number|null} */ v) => (v === null ? '-' : fmt(v)) }))],
-          axes: [{ space: 60 }, { values: (/** @type {any} */ _u, /** @type {number[]} */ vals) => vals.map((v) => fmt(v)), size: 70 }],
+          axes: [
+            {
+              space: 90,
+              incrs: TIME_INCRS,
+              values: (/** @type {any} */ _u, /** @type {number[]} */ splits) => {
+                const labels = timeLabels(splits);
+                this.el.dataset['ticks'] = labels.join(' ');
+                return labels;
+              },
+            },
+            { values: (/** @type {any} */ _u, /** @type {number[]} */ vals) => vals.map((v) => fmt(v)), size: 70 },
+          ],
           scales: { y: { range: (/** @type {any} */ _u, /** @type {number} */ min, /** @type {number} */ max) => [0, Math.max(1, max * 1.1, min)] } },
           cursor: { drag: { x: false, y: false } },
         },
@@ -277,6 +334,33 @@ function ratesFromSamples(samples) {
     rates.push(Math.max(0, (b.sample - a.sample) / dt));
   }
   return [times, rates];
+}
+
+/** The history a chart asks the API for: RabbitMQ's parameters, the last 10 minutes. */
+const HISTORY_QUERY = `lengths_age=${RATE_WINDOW_S}&lengths_incr=5&msg_rates_age=${RATE_WINDOW_S}&msg_rates_incr=5`;
+
+/**
+ * Rates charted from several counters' samples (the same timestamps).
+ * @param {Chart} chart @param {Array<{ sample: number, timestamp: number }[] | undefined>} series
+ */
+function setRates(chart, series) {
+  const parts = series.map(ratesFromSamples);
+  const n = Math.min(...parts.map(([t]) => t.length));
+  chart.set(parts[0]?.[0].slice(-n) ?? [], parts.map(([, r]) => r.slice(-n)));
+}
+
+/**
+ * Depths charted as they were sampled.
+ * @param {Chart} chart @param {{ sample: number, timestamp: number }[] | undefined} ready @param {{ sample: number, timestamp: number }[] | undefined} unacked
+ */
+function setDepths(chart, ready, unacked) {
+  const rs = (ready ?? []).slice().reverse();
+  const us = (unacked ?? []).slice().reverse();
+  const n = Math.min(rs.length, us.length);
+  chart.set(
+    rs.slice(-n).map((s) => s.timestamp / 1000),
+    [rs.slice(-n).map((s) => s.sample), us.slice(-n).map((s) => s.sample)],
+  );
 }
 
 // ---- tables -------------------------------------------------------------------------------------
@@ -429,7 +513,7 @@ function overviewView() {
       depths = new Chart(depthEl, ['ready', 'unacked'], fmtNum);
     },
     async refresh() {
-      const o = await api(`/overview?lengths_age=${RATE_WINDOW_S}&lengths_incr=5&msg_rates_age=${RATE_WINDOW_S}&msg_rates_incr=5`);
+      const o = await api(`/overview?${HISTORY_QUERY}`);
       const t = o.object_totals ?? {};
       const qt = o.queue_totals ?? {};
       const ms = o.message_stats ?? {};
@@ -448,17 +532,8 @@ function overviewView() {
           ['Ack', fmtRate(ms.ack_details?.rate)],
         ].map(([label, value]) => h('div', { class: 'card' }, h('div', { class: 'label' }, String(label)), h('div', { class: 'value' }, typeof value === 'number' ? fmtNum(value) : String(value ?? 0)))),
       );
-      const [tp, pub] = ratesFromSamples(ms.publish_details?.samples);
-      const [, del] = ratesFromSamples(ms.deliver_get_details?.samples);
-      const [, ack] = ratesFromSamples(ms.ack_details?.samples);
-      const n = Math.min(tp.length, del.length, ack.length);
-      rates.set(tp.slice(-n), [pub.slice(-n), del.slice(-n), ack.slice(-n)]);
-      const rs = (qt.messages_ready_details?.samples ?? []).slice().reverse();
-      const us = (qt.messages_unacknowledged_details?.samples ?? []).slice().reverse();
-      depths.set(
-        rs.map((/** @type {Obj} */ s) => s.timestamp / 1000),
-        [rs.map((/** @type {Obj} */ s) => s.sample), us.map((/** @type {Obj} */ s) => s.sample)],
-      );
+      setRates(rates, [ms.publish_details?.samples, ms.deliver_get_details?.samples, ms.ack_details?.samples]);
+      setDepths(depths, qt.messages_ready_details?.samples, qt.messages_unacknowledged_details?.samples);
       const byProto = Object.entries(o.connections_by_protocol ?? {}).map(([protocol, count]) => ({ protocol, count }));
       replace(protocols, table([{ title: 'Protocol', value: (r) => protoTag(r.protocol) }, { title: 'Connections', value: (r) => r.count, num: true }], byProto, 'No client connections.', 'protocols-table'));
       replace(
@@ -910,7 +985,7 @@ function queueView() {
       rates = new Chart(rateEl, ['publish', 'deliver / get', 'ack'], fmtRate);
     },
     async refresh() {
-      const q = await api(`/queues/${enc(vhost)}/${enc(name)}`);
+      const q = await api(`/queues/${enc(vhost)}/${enc(name)}?${HISTORY_QUERY}`);
       const ms = q.message_stats ?? {};
       replace(
         info,
@@ -928,9 +1003,8 @@ function queueView() {
           ['Policy', q.policy ?? ''],
         ]),
       );
-      const now = Date.now() / 1000;
-      depth.push(now, [q.messages_ready, q.messages_unacknowledged]);
-      rates.push(now, [ms.publish_details?.rate ?? 0, ms.deliver_get_details?.rate ?? 0, ms.ack_details?.rate ?? 0]);
+      setDepths(depth, q.messages_ready_details?.samples, q.messages_unacknowledged_details?.samples);
+      setRates(rates, [ms.publish_details?.samples, ms.deliver_get_details?.samples, ms.ack_details?.samples]);
       replace(
         consumers,
         table(
@@ -973,12 +1047,7 @@ function queueView() {
 
 /** @param {string} active */
 function adminNav(active) {
-  const items = [
-    ['users', 'Users and permissions'],
-    ['vhosts', 'Virtual hosts'],
-    ['policies', 'Policies'],
-    ['definitions', 'Definitions'],
-  ];
+  const items = adminPages();
   return h('div', { class: 'subnav' }, ...items.map(([k, label]) => h('a', { href: `#/admin/${k}`, class: k === active ? 'active' : null }, label ?? '')));
 }
 
@@ -1252,6 +1321,23 @@ function definitionsView() {
 
 // ---- routing ------------------------------------------------------------------------------------
 
+/**
+ * An Admin page only for users whose tags allow it; the others get a page that says so instead of
+ * empty tables. @param {string} page @param {() => View} make @returns {() => View}
+ */
+function guarded(page, make) {
+  return () => {
+    if (adminPages().some(([k]) => k === page)) return make();
+    return {
+      async mount(el) {
+        const need = page === 'policies' ? 'the policymaker or administrator tag' : 'the administrator tag';
+        replace(el, h('h1', null, 'Admin'), h('p', { class: 'empty', id: 'not-permitted' }, `This page needs ${need}; ${me?.name ?? 'this user'} has ${me?.tags.join(', ') || 'no tags'}.`));
+      },
+      async refresh() {},
+    };
+  };
+}
+
 /** @type {Array<[RegExp, string, () => View]>} */
 const ROUTES = [
   [/^#?\/?$/, 'overview', overviewView],
@@ -1261,10 +1347,10 @@ const ROUTES = [
   [/^#\/exchanges\/([^/]+)\/([^/]+)$/, 'exchanges', exchangeView],
   [/^#\/queues$/, 'queues', queuesView],
   [/^#\/queues\/([^/]+)\/([^/]+)$/, 'queues', queueView],
-  [/^#\/admin(?:\/users)?$/, 'admin', usersView],
-  [/^#\/admin\/vhosts$/, 'admin', vhostsView],
-  [/^#\/admin\/policies$/, 'admin', policiesView],
-  [/^#\/admin\/definitions$/, 'admin', definitionsView],
+  [/^#\/admin(?:\/users)?$/, 'admin', guarded('users', usersView)],
+  [/^#\/admin\/vhosts$/, 'admin', guarded('vhosts', vhostsView)],
+  [/^#\/admin\/policies$/, 'admin', guarded('policies', policiesView)],
+  [/^#\/admin\/definitions$/, 'admin', guarded('definitions', definitionsView)],
 ];
 
 /** @type {View | null} */
@@ -1332,7 +1418,7 @@ async function route() {
   try {
     await startSession();
   } catch (e) {
-    logout(e instanceof ApiError && e.status === 401 ? `Login failed: ${e.message}` : String(e));
+    logout(e instanceof ApiError && e.status === 401 ? loginMessage(e.message) : String(e));
   }
 });
 /** @type {HTMLElement} */ (document.getElementById('logout')).addEventListener('click', () => logout());
