@@ -1,4 +1,5 @@
 import type { Core, ProtocolTotals } from '../core/index.js';
+import { DIRECT_PROTOCOL } from './api.js';
 import { VERSION } from './package-info.js';
 
 const NEEDS_ESCAPE = /[\\\n"]/;
@@ -35,6 +36,20 @@ class Exposition {
   text(): string {
     return `${this.out.join('\n')}\n`;
   }
+}
+
+/**
+ * Stable label values for a connection's protocol name as the management API shows it
+ * (`MQTT 3.1.1`): `protocol` is the protocol alone, lower case (`mqtt`), `version` its version
+ * (`3.1.1`), so a query by protocol does not change when clients move to another version. The
+ * management API's own connection (RabbitMQ's `Direct 0-9-1`: publish and get over HTTP) is
+ * `protocol="management"`.
+ */
+export function protocolLabels(name: string): { protocol: string; version: string } {
+  if (name === DIRECT_PROTOCOL) return { protocol: 'management', version: '0-9-1' };
+  const space = name.indexOf(' ');
+  if (space < 0) return { protocol: name.toLowerCase(), version: '' };
+  return { protocol: name.slice(0, space).toLowerCase(), version: name.slice(space + 1) };
 }
 
 type Live = Pick<ProtocolTotals, 'published' | 'delivered' | 'acked' | 'redelivered' | 'got' | 'returned' | 'recvOct' | 'sendOct'> & {
@@ -97,7 +112,7 @@ export function renderMetrics(core: Core, startedAt: number): string {
 
   const perProtocol = (name: string, type: 'gauge' | 'counter', help: string, pick: (l: Live) => number): void => {
     const f = x.family(name, type, help);
-    for (const [protocol, l] of protocols) f(pick(l), { protocol });
+    for (const [protocol, l] of protocols) f(pick(l), protocolLabels(protocol));
   };
   perProtocol('warren_connections', 'gauge', 'Open client connections', (l) => l.connections);
   perProtocol('warren_connections_opened_total', 'counter', 'Client connections opened', (l) => l.opened);
