@@ -16,4 +16,5 @@ await new Promise((resolve) => {
     resolve();
   }, { noAck: true });
 });
+await ch.close();
 await conn.close();

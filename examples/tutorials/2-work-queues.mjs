@@ -7,8 +7,11 @@ const url = process.env.AMQP_URL ?? 'amqp://guest:guest@localhost:5672';
 const conn = await amqp.connect(url);
 const queue = 'task_queue';
 
+const channels = [];
+
 async function worker(name) {
   const ch = await conn.createChannel();
+  channels.push(ch);
   await ch.assertQueue(queue, { durable: true });
   await ch.prefetch(1);
   await ch.consume(queue, (msg) => {
@@ -38,4 +41,8 @@ for (const task of ['First message.', 'Second message..', 'Third message...', 'F
   console.log(` [x] Sent '${task}'`);
 }
 await finished;
+// Close the channels first: channel.close waits for the broker's close-ok, which comes after every
+// ack sent before it. conn.close() alone can drop the last acks (amqplib does not flush them), and
+// the broker would requeue those tasks.
+for (const ch of [...channels, producer]) await ch.close();
 await conn.close();

@@ -20,4 +20,5 @@ for (const name of ['subscriber A', 'subscriber B']) {
 }
 for (const line of ['info: Hello World!', 'warning: disk almost full']) ch.publish('logs', '', Buffer.from(line));
 await finished;
+await ch.close();
 await conn.close();

@@ -23,4 +23,5 @@ for (const [severity, text] of [['info', 'all good'], ['warning', 'hmm'], ['erro
   ch.publish('direct_logs', severity, Buffer.from(text));
 }
 await finished;
+await ch.close();
 await conn.close();

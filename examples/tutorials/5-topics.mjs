@@ -22,4 +22,5 @@ for (const [key, name] of Object.entries(bindings)) {
 }
 for (const key of keys) ch.publish('topic_logs', key, Buffer.from(`a ${key} event`));
 await finished;
+await ch.close();
 await conn.close();

@@ -36,4 +36,7 @@ function call(n) {
 }
 
 for (const n of [10, 20, 30]) console.log(` [.] fib(${n}) = ${await call(n)}`);
+// Channels first, so the server's last ack reaches the broker before the connection goes.
+await client.close();
+await server.close();
 await conn.close();

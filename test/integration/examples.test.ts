@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startTestBroker, type TestBroker } from '../helpers/broker.js';
+import { startTestBroker, waitFor, type TestBroker } from '../helpers/broker.js';
 
 const run = promisify(execFile);
 const DIR = join(import.meta.dirname, '..', '..', 'examples', 'tutorials');
@@ -21,42 +21,76 @@ async function example(file: string, dir = DIR): Promise<string> {
   return stdout;
 }
 
-describe('the tutorial examples run against Warren', () => {
+/** Every queue of the broker with its depth (ready + unacked), once every client has gone. */
+async function queuesAfter(): Promise<Record<string, number>> {
+  await waitFor(() => tb.broker.core.connections.size === 0, 5000, 'the example to disconnect');
+  const out: Record<string, number> = {};
+  for (const v of tb.broker.core.vhosts.values()) for (const q of v.queues.values()) out[`${v.name} ${q.name}`] = q.readyCount + q.unackedCount;
+  return out;
+}
+
+/**
+ * Runs an example twice, checking its output each time; after each run every queue must be empty
+ * (nothing left unacknowledged or unread), and the second run must leave the same queues as the
+ * first (nothing piles up from run to run).
+ */
+async function twice(file: string, check: (out: string) => void, dir = DIR): Promise<void> {
+  const after: Array<Record<string, number>> = [];
+  for (let i = 0; i < 2; i++) {
+    check(await example(file, dir));
+    const qs = await queuesAfter();
+    for (const [name, depth] of Object.entries(qs)) expect(depth, `${file} run ${i + 1} left messages in ${name}`).toBe(0);
+    after.push(qs);
+  }
+  expect(Object.keys(after[1]!).sort()).toEqual(Object.keys(after[0]!).sort());
+}
+
+describe('the examples run against Warren, twice each, and leave their queues empty', () => {
   test('1 hello world', async () => {
-    expect(await example('1-hello-world.mjs')).toContain("Received 'Hello World!'");
+    await twice('1-hello-world.mjs', (out) => expect(out).toContain("Received 'Hello World!'"));
   });
-  test('2 work queues', async () => {
-    const out = await example('2-work-queues.mjs');
-    expect(out.match(/done '/g)).toHaveLength(6);
-    expect(out).toContain('[worker 1]');
-    expect(out).toContain('[worker 2]');
+  test('2 work queues: every task acknowledged, none left on task_queue', async () => {
+    await twice('2-work-queues.mjs', (out) => {
+      expect(out.match(/done '/g)).toHaveLength(6);
+      expect(out).toContain('[worker 1]');
+      expect(out).toContain('[worker 2]');
+    });
   });
   test('3 publish/subscribe', async () => {
-    const out = await example('3-publish-subscribe.mjs');
-    expect(out).toContain('[subscriber A] warning: disk almost full');
-    expect(out).toContain('[subscriber B] warning: disk almost full');
+    await twice('3-publish-subscribe.mjs', (out) => {
+      expect(out).toContain('[subscriber A] warning: disk almost full');
+      expect(out).toContain('[subscriber B] warning: disk almost full');
+    });
   });
   test('4 routing', async () => {
-    const out = await example('4-routing.mjs');
-    expect(out).toContain('[errors only] error: broken');
-    expect(out).not.toContain('[errors only] info');
-    expect(out).toContain('[all severities] info: all good');
+    await twice('4-routing.mjs', (out) => {
+      expect(out).toContain('[errors only] error: broken');
+      expect(out).not.toContain('[errors only] info');
+      expect(out).toContain('[all severities] info: all good');
+    });
   });
   test('5 topics', async () => {
-    const out = await example('5-topics.mjs');
-    expect(out).toContain('[kernel] kern.critical');
-    expect(out).toContain('[critical] kern.critical');
-    expect(out).toContain('[critical] cron.critical');
-    expect(out).not.toContain('cron.info');
-  });
-  test('the IoT sensor feeds an AMQP worker, which answers over MQTT', async () => {
-    const out = await example('iot-sensor-to-amqp-worker.mjs', join(DIR, '..'));
-    expect(out).toContain('done: 6/6 readings handled');
-    expect(out.match(/^worker: \w+ [\d.]+ °C \(MQTT QoS 1, application\/json\)$/gm)).toHaveLength(6);
+    await twice('5-topics.mjs', (out) => {
+      expect(out).toContain('[kernel] kern.critical');
+      expect(out).toContain('[critical] kern.critical');
+      expect(out).toContain('[critical] cron.critical');
+      expect(out).not.toContain('cron.info');
+    });
   });
   test('6 rpc', async () => {
-    const out = await example('6-rpc.mjs');
-    expect(out).toContain('fib(10) = 55');
-    expect(out).toContain('fib(30) = 832040');
+    await twice('6-rpc.mjs', (out) => {
+      expect(out).toContain('fib(10) = 55');
+      expect(out).toContain('fib(30) = 832040');
+    });
+  });
+  test('the IoT sensor feeds an AMQP worker, which answers over MQTT', async () => {
+    await twice(
+      'iot-sensor-to-amqp-worker.mjs',
+      (out) => {
+        expect(out).toContain('done: 6/6 readings handled');
+        expect(out.match(/^worker: \w+ [\d.]+ °C \(MQTT QoS 1, application\/json\)$/gm)).toHaveLength(6);
+      },
+      join(DIR, '..'),
+    );
   });
 });
