@@ -33,6 +33,9 @@
     const log = document.getElementById('log');
     const form = document.getElementById('command-form');
     const rows = new Map();
+    const hint = el('p', { id: 'connection-hint', role: 'alert' });
+    hint.hidden = true;
+    document.querySelector('header').after(hint);
 
     const api = {
       wsUrl,
@@ -41,6 +44,26 @@
       setStatus(state, text) {
         status.dataset.state = state;
         status.textContent = text ?? state;
+        if (state !== 'offline') hint.hidden = true;
+      },
+
+      /**
+       * The broker cannot be reached: say where the page tried and how to point it elsewhere
+       * (`path` is the WebSocket path the page uses: /ws or /mqtt).
+       */
+      offline(url, path) {
+        api.setStatus('offline', 'offline, retrying…');
+        const example = `${location.origin}${location.pathname}?ws=ws://broker.example:15672${path}`;
+        hint.replaceChildren(
+          'Cannot reach the broker at ',
+          el('code', { class: 'url' }, url),
+          '. Is it running (npm start), with its HTTP port (15672) reachable from this browser? To use another broker, add ',
+          el('code', {}, `?ws=ws://<host>:<port>${path}`),
+          ' to this page\'s address, e.g. ',
+          el('code', {}, example),
+          ' (and &login=…&passcode=… for other credentials).',
+        );
+        hint.hidden = false;
       },
 
       /** A sensor reading: `key` is `<room>.<metric>` (or with slashes), `value` the payload text. */
@@ -64,9 +87,14 @@
         row.classList.add('flash');
       },
 
-      /** A message from a backend service. */
-      alert(text, from) {
-        const li = el('li');
+      /**
+       * A message from a backend service, tagged with the device it is about: the routing key
+       * after `alerts.` (STOMP /topic/alerts.<device>), or the topic after `alerts/` (MQTT), both
+       * written with dots, so the two pages tag the same alert the same way.
+       */
+      alert(text, key) {
+        const from = key.split(/[./]/).join('.');
+        const li = el('li', { 'data-from': from });
         li.append(el('span', { class: 'when' }, time()), el('span', { class: 'from' }, from), el('span', { class: 'text' }, text));
         alerts.prepend(li);
         while (alerts.children.length > 50) alerts.lastElementChild.remove();

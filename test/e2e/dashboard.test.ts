@@ -38,7 +38,7 @@ describe.skipIf(!haveChromium)('the dashboard example in headless Chromium', () 
     commands = (await ch.assertQueue('', { exclusive: true })).queue;
     await ch.bindQueue(commands, 'amq.topic', 'commands.#');
     device = await mqtt.connectAsync(`mqtt://127.0.0.1:${tb.broker.ports.mqtt}`, { clientId: 'e2e-sensors', reconnectPeriod: 0 });
-    shots = await mkdtemp(join(tmpdir(), 'warren-e2e-'));
+    shots = process.env['WARREN_UI_SHOTS'] ?? (await mkdtemp(join(tmpdir(), 'warren-e2e-')));
   });
 
   afterAll(async () => {
@@ -47,7 +47,7 @@ describe.skipIf(!haveChromium)('the dashboard example in headless Chromium', () 
     await amqp?.close();
     await site?.close();
     await tb?.stop();
-    if (shots) await rm(shots, { recursive: true, force: true });
+    if (shots && process.env['WARREN_UI_SHOTS'] === undefined) await rm(shots, { recursive: true, force: true });
   });
 
   /** Opens a page against this broker and waits until its subscriptions are confirmed. */
@@ -85,6 +85,8 @@ describe.skipIf(!haveChromium)('the dashboard example in headless Chromium', () 
     // A message published over AMQP.
     ch.publish('amq.topic', 'alerts.kitchen', Buffer.from('smoke detector self-test passed'), { appId: 'home-service' });
     await page.waitForSelector('#alerts li:has-text("smoke detector self-test passed")');
+    // Tagged with its device, the same on the STOMP and the MQTT page (not the publisher's app id).
+    expect(await page.textContent('#alerts li:has-text("smoke detector self-test passed") .from')).toBe('kitchen');
     // A command the page sends reaches an AMQP consumer.
     await page.selectOption('select[name="device"]', 'heater');
     await page.selectOption('select[name="action"]', 'on');
@@ -119,11 +121,22 @@ describe.skipIf(!haveChromium)('the dashboard example in headless Chromium', () 
     await page.close();
   });
 
-  test('the page reports a broker it cannot reach', async () => {
+  test.each([
+    ['index.html', '/ws'],
+    ['mqtt.html', '/mqtt'],
+  ])('%s reports a broker it cannot reach: the URL it tries and how to set another', async (file, path) => {
     const p = await browser.newPage();
     // Nothing listens on port 9 of the loopback address.
-    await p.goto(`${site.url}/index.html?ws=ws://127.0.0.1:9/ws`);
+    const url = `ws://127.0.0.1:9${path}`;
+    await p.goto(`${site.url}/${file}?ws=${url}`);
     await p.waitForSelector('#status[data-state="offline"]', { timeout: 10_000 });
+    const hint = p.locator('#connection-hint');
+    await hint.waitFor();
+    expect(await hint.locator('code.url').textContent()).toBe(url);
+    const text = (await hint.textContent()) ?? '';
+    expect(text).toContain(`?ws=ws://<host>:<port>${path}`);
+    expect(text).toContain('npm start');
+    await p.screenshot({ path: join(shots, `offline-${file}.png`) });
     await p.close();
   });
 });

@@ -1,7 +1,11 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { connect } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startBroker, type Broker } from '../../src/broker.js';
 import { startTestBroker, waitFor, type TestBroker } from '../helpers/broker.js';
 
 const run = promisify(execFile);
@@ -93,4 +97,48 @@ describe('the examples run against Warren, twice each, and leave their queues em
       join(DIR, '..'),
     );
   });
+});
+
+describe('the dashboard service', () => {
+  test('says why it lost the broker and reconnects when the broker restarts; it also waits for a broker that is not up yet', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'warren-service-'));
+    const first = await startBroker({ amqpPort: 0, bind: '127.0.0.1', logLevel: 'silent', dataDir });
+    const port = first.ports.amqp!;
+    await first.stop();
+    // started with no broker listening
+    const child = spawn(process.execPath, [join(DIR, '..', 'dashboard', 'service.mjs')], {
+      env: { ...process.env, AMQP_URL: `amqp://guest:guest@127.0.0.1:${port}`, RETRY_MS: '100' },
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    let broker: Broker | undefined;
+    try {
+      await waitFor(() => out.includes('cannot connect to'), 10_000, 'the service to report the missing broker');
+      expect(out).toMatch(/cannot connect to amqp:\/\/guest:guest@127\.0\.0\.1:\d+: .*ECONNREFUSED.*retrying every 100 ms/);
+      broker = await startBroker({ amqpPort: port, bind: '127.0.0.1', logLevel: 'silent', dataDir });
+      await waitFor(() => out.match(/listening for commands/g)?.length === 1, 10_000, 'the service to connect');
+      await broker.stop();
+      await waitFor(() => out.includes('connection lost:'), 10_000, 'the service to notice the restart');
+      expect(out).toMatch(/connection lost: .*(CONNECTION_FORCED|shutdown).*; reconnecting every 100 ms/);
+      broker = await startBroker({ amqpPort: port, bind: '127.0.0.1', logLevel: 'silent', dataDir });
+      await waitFor(() => out.match(/listening for commands/g)?.length === 2, 10_000, 'the service to reconnect');
+      // and it serves again: a command gets its alert
+      const conn = await connect(`amqp://guest:guest@127.0.0.1:${port}`);
+      const ch = await conn.createChannel();
+      const { queue } = await ch.assertQueue('', { exclusive: true });
+      await ch.bindQueue(queue, 'amq.topic', 'alerts.fan');
+      ch.publish('amq.topic', 'commands.fan', Buffer.from('on'));
+      const alert = await waitFor(async () => (await ch.get(queue, { noAck: true })) || undefined, 5000, 'the alert');
+      expect(alert.content.toString()).toBe('fan switched on');
+      await ch.close();
+      await conn.close();
+      child.kill('SIGINT');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      await broker?.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
