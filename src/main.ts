@@ -14,7 +14,7 @@ const DESCRIPTIONS: Record<string, string> = {
   mqttPort: "MQTT port (0 = ephemeral, 'off' = disabled)",
   stompPort: "STOMP port (0 = ephemeral, 'off' = disabled)",
   httpPort: "HTTP port: management API, UI and WebSockets ('off' = disabled)",
-  dataDir: 'data directory',
+  dataDir: 'data directory (created if missing; its parent must exist)',
   logLevel: 'fatal, error, warn, info, debug, trace or silent',
   memoryHighWatermark: 'block publishers above this fraction of RAM (<= 1) or bytes',
   diskFreeLimit: 'block publishers when free disk falls below this many bytes',
