@@ -10,13 +10,22 @@ function statOrUndefined(path: string): Stats | undefined {
   }
 }
 
-function writable(path: string): boolean {
+/** Why `path` cannot be written to, or undefined when it can. */
+function notWritable(path: string): string | undefined {
   try {
     accessSync(path, constants.W_OK | constants.X_OK);
-    return true;
-  } catch {
-    return false;
+    return undefined;
+  } catch (e) {
+    return describe(e);
   }
+}
+
+function describe(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  const msg = err instanceof Error ? err.message : String(e);
+  if (err.code === 'EACCES' || err.code === 'EPERM') return `permission denied (${msg})`;
+  if (err.code === 'EROFS') return `read-only file system (${msg})`;
+  return msg;
 }
 
 /**
@@ -31,20 +40,22 @@ export function prepareDataDir(dir: string): void {
   const st = statOrUndefined(abs);
   if (st) {
     if (!st.isDirectory()) throw startupError(`data directory '${dir}' is not a directory`);
-    if (!writable(abs)) throw startupError(`data directory '${dir}' is not writable`);
+    const why = notWritable(abs);
+    if (why !== undefined) throw startupError(`data directory '${dir}' is not writable: ${why}`);
     return;
   }
   const parent = dirname(abs);
   const pst = statOrUndefined(parent);
   if (!pst) throw startupError(`cannot create data directory '${dir}': its parent '${parent}' does not exist (parents are not created)`);
   if (!pst.isDirectory()) throw startupError(`cannot create data directory '${dir}': its parent '${parent}' is not a directory`);
-  if (!writable(parent)) throw startupError(`cannot create data directory '${dir}': its parent '${parent}' is not writable`);
+  const why = notWritable(parent);
+  if (why !== undefined) throw startupError(`cannot create data directory '${dir}': its parent '${parent}' is not writable: ${why}`);
   try {
     mkdirSync(abs);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'EEXIST' && statOrUndefined(abs)?.isDirectory()) return;
-    throw startupError(`cannot create data directory '${dir}': ${err.code ?? err.message}`);
+    throw startupError(`cannot create data directory '${dir}': ${describe(err)}`);
   }
 }
 
