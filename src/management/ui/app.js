@@ -290,7 +290,7 @@ class Chart {
         {
           width,
           height: 220,
-          series: [{}, ...this.names.map((n, i) => ({ label: n, stroke: SERIES_COLORS[i % SERIES_COLORS.length], width: 2, value: (/** @type {any} */ _u, /** @type {number|null} */ v) => (v === null ? '-' : fmt(v)) }))],
+          series: [{ value: (/** @type {any} */ _u, /** @type {number|null} */ t) => (t === null ? '-' : (timeLabels([t])[0] ?? '-')) }, ...this.names.map((n, i) => ({ label: n, stroke: SERIES_COLORS[i % SERIES_COLORS.length], width: 2, value: (/** @type {any} */ _u, /** @type {number|null} */ v) => (v === null ? '-' : fmt(v)) }))],
           axes: [
             {
               space: 90,
@@ -346,7 +346,12 @@ const HISTORY_QUERY = `lengths_age=${RATE_WINDOW_S}&lengths_incr=5&msg_rates_age
 function setRates(chart, series) {
   const parts = series.map(ratesFromSamples);
   const n = Math.min(...parts.map(([t]) => t.length));
-  chart.set(parts[0]?.[0].slice(-n) ?? [], parts.map(([, r]) => r.slice(-n)));
+  chart.set(last(parts[0]?.[0] ?? [], n), parts.map(([, r]) => last(r, n)));
+}
+
+/** The last `n` items (none for 0, unlike `slice(-0)`). @template T @param {T[]} a @param {number} n */
+function last(a, n) {
+  return a.slice(a.length - n);
 }
 
 /**
@@ -358,8 +363,8 @@ function setDepths(chart, ready, unacked) {
   const us = (unacked ?? []).slice().reverse();
   const n = Math.min(rs.length, us.length);
   chart.set(
-    rs.slice(-n).map((s) => s.timestamp / 1000),
-    [rs.slice(-n).map((s) => s.sample), us.slice(-n).map((s) => s.sample)],
+    last(rs, n).map((s) => s.timestamp / 1000),
+    [last(rs, n).map((s) => s.sample), last(us, n).map((s) => s.sample)],
   );
 }
 
