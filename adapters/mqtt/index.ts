@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/broker.js';
 import { SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
-import type { Peer, ProtocolAdapter } from '../../src/transport/adapter.js';
-import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
+import type { Peer, ProtocolAdapter, TransportSession } from '../../src/transport/adapter.js';
+import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
 import { MqttConnection, type Will } from './connection.js';
 import { MqttDurableState } from './durable.js';
 import { toAmqpProperties } from './properties.js';
@@ -34,6 +34,7 @@ function digest(s: string): string {
  */
 export class MqttAdapter implements ProtocolAdapter {
   readonly name = 'mqtt';
+  readonly preAuthLimit = MAX_PACKET_SIZE_UNAUTHENTICATED;
   private readonly connections = new Set<MqttConnection>();
   /** vhost -> client id -> session. */
   private readonly sessions = new Map<string, Map<string, Session>>();
@@ -142,8 +143,8 @@ export class MqttAdapter implements ProtocolAdapter {
     return n;
   }
 
-  handle(stream: Duplex, peer: Peer, transport = 'tcp'): void {
-    this.connections.add(new MqttConnection(this, stream, peer, transport));
+  handle(stream: Duplex, peer: Peer, transport = 'tcp', session?: TransportSession): void {
+    this.connections.add(new MqttConnection(this, stream, peer, transport, session));
   }
 
   async shutdown(_reason: string): Promise<void> {

@@ -1,15 +1,35 @@
 import type { Duplex } from 'node:stream';
 
 export interface Peer {
+  /** The remote address; '' when the transport does not know it (never counted as loopback). */
   address: string;
   port: number;
+}
+
+/**
+ * What a transport lets an adapter tell it about one connection. A WebSocket buffers whole
+ * messages before the adapter sees a byte, so it keeps the adapter's pre-authentication limit
+ * until the adapter reports that the client has authenticated.
+ */
+export interface TransportSession {
+  /** The client has authenticated: the transport may lift its pre-authentication limits. */
+  authenticated(): void;
 }
 
 /** A protocol adapter: takes any byte stream (TCP, TLS, WebSocket, in-memory pair). */
 export interface ProtocolAdapter {
   /** 'amqp' | 'mqtt' | 'stomp'. */
   readonly name: string;
-  handle(stream: Duplex, peer: Peer, transport?: string): void;
+  /**
+   * Largest frame or packet, in bytes, accepted before the client has authenticated (the limit the
+   * adapter's decoder applies on TCP). Transports that buffer messages apply it too.
+   */
+  readonly preAuthLimit: number;
+  /**
+   * Serves one connection. Transports call it only through `serveStream` (src/transport/serve.ts),
+   * which guarantees an 'error' listener on the stream and contains a throw.
+   */
+  handle(stream: Duplex, peer: Peer, transport?: string, session?: TransportSession): void;
   /** Closes every connection with the protocol's shutdown message; resolves when all are gone. */
   shutdown(reason: string): Promise<void>;
   /** Open connections. */
