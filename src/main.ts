@@ -45,6 +45,16 @@ export async function main(argv: string[]): Promise<number | undefined> {
     // Loaded only for `start`: the admin subcommands stay quick to launch.
     const { startBroker } = await import('./broker.js');
     const broker = await startBroker(opts);
+    // A last resort: no known input reaches these (each connection's failures stay in it), but if
+    // something does, the process logs it with its stack and exits non-zero for its supervisor
+    // rather than run on in an unknown state.
+    const fatal = (kind: string) => (err: unknown): void => {
+      broker.log.fatal({ err }, `${kind}: exiting`);
+      broker.log.flush(() => process.exit(70));
+      setTimeout(() => process.exit(70), 1000).unref();
+    };
+    process.on('uncaughtException', fatal('uncaught exception'));
+    process.on('unhandledRejection', fatal('unhandled promise rejection'));
     process.stdout.write(`${broker.readyLine}\n`);
     const onSignal = (sig: string): void => {
       broker.log.info({ signal: sig }, 'signal received');
