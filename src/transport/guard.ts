@@ -52,7 +52,7 @@ export class InputGuard {
     try {
       this.conn.failInternal(err);
     } catch (second) {
-      this.log.error({ err: second, cause: err }, 'internal error while closing a connection after an internal error');
+      this.log.error({ err: second, cause: err instanceof Error ? err.stack : String(err) }, 'internal error while closing a connection after an internal error');
       this.stream.destroy();
     }
   }
