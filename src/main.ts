@@ -55,7 +55,6 @@ export async function main(argv: string[]): Promise<number | undefined> {
     };
     process.on('uncaughtException', fatal('uncaught exception'));
     process.on('unhandledRejection', fatal('unhandled promise rejection'));
-    process.stdout.write(`${broker.readyLine}\n`);
     const onSignal = (sig: string): void => {
       broker.log.info({ signal: sig }, 'signal received');
       broker.stop().then(
@@ -68,6 +67,9 @@ export async function main(argv: string[]): Promise<number | undefined> {
     };
     process.once('SIGTERM', () => onSignal('SIGTERM'));
     process.once('SIGINT', () => onSignal('SIGINT'));
+    // Only now: a supervisor may send SIGTERM the moment it reads the ready line (before, that
+    // SIGTERM found Node's default handler and the broker died without stopping).
+    process.stdout.write(`${broker.readyLine}\n`);
   });
 
   // `warren definitions export|import FILE`: on a stopped broker's data directory (RabbitMQ JSON).
