@@ -71,19 +71,26 @@ export class Management {
       void this.api.handle(req, res, path, query);
       return;
     }
-    if (path === '/metrics') {
-      this.metrics(req, res);
+    if (path === '/metrics' || path === '/metrics/per-object') {
+      this.metrics(req, res, path === '/metrics/per-object');
       return;
     }
     if ((req.method === 'GET' || req.method === 'HEAD') && this.files?.serve(req, res, path)) return;
     sendJson(res, 404, { error: 'Object Not Found', reason: 'Not Found' });
   };
 
-  private metrics(req: IncomingMessage, res: ServerResponse): void {
+  /**
+   * `/metrics`: aggregates only, no vhost or queue names (credentials required only with
+   * `metricsAuth`). `/metrics/per-object`: a series per vhost and queue, always behind
+   * credentials of a monitoring or administrator user, as they name every vhost's queues.
+   */
+  private metrics(req: IncomingMessage, res: ServerResponse, perObject: boolean): void {
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') throw HttpError.methodNotAllowed();
-      if (this.metricsAuth) this.api.authenticate(req);
-      const text = renderMetrics(this.ctx.core, this.startedAt);
+      if (perObject) {
+        if (!this.api.isMonitor(this.api.authenticate(req))) throw HttpError.notAuthorised('Not monitor user');
+      } else if (this.metricsAuth) this.api.authenticate(req);
+      const text = renderMetrics(this.ctx.core, this.startedAt, perObject);
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(text) });
       res.end(req.method === 'HEAD' ? undefined : text);
     } catch (e) {
