@@ -90,15 +90,15 @@ export class AmqpConnection implements Closable, GuardedConnection {
     // Until tune-ok, frames are limited to the spec minimum: an unauthenticated peer cannot
     // make the broker buffer more (STYLE P2).
     this.decoder = new FrameDecoder(FRAME_MIN_SIZE);
-    this.out = new Outbound(stream, () => this.onDrain());
+    this.out = new Outbound(stream, () => this.guard.run(AmqpConnection.drained, this));
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.guard = new InputGuard(stream, this, this.log);
     stream.on('error', (e: Error) => {
       this.closeReason = `socket error: ${e.message}`;
     });
-    stream.on('close', () => this.cleanup());
+    stream.on('close', this.guard.wrap(() => this.cleanup()));
     stream.on('end', () => stream.end());
-    this.unsubscribeAlarms = ctx.core.alarms.on((blocked, reason) => this.onAlarm(blocked, reason));
+    this.unsubscribeAlarms = ctx.core.alarms.on(this.guard.wrap((blocked: boolean, reason: string) => this.onAlarm(blocked, reason)));
     this.blocked = ctx.core.alarms.blocked;
     this.closeTimer = setTimeout(() => {
       if (this.state !== 'running' && this.state !== 'closed') {
@@ -518,6 +518,10 @@ export class AmqpConnection implements Closable, GuardedConnection {
       }
     }, tickMs);
     this.heartbeatTimer.unref();
+  }
+
+  private static drained(c: AmqpConnection): void {
+    c.onDrain();
   }
 
   private onDrain(): void {

@@ -212,11 +212,33 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   }
 
   private static onStreamClose(this: Duplex): void {
-    (this as Attached)[CONNECTION]?.cleanup();
+    const c = (this as Attached)[CONNECTION];
+    c?.guard.run(MqttConnection.closed, c);
+  }
+
+  private static closed(c: MqttConnection): void {
+    c.cleanup();
   }
 
   private static onStreamDrain(this: Duplex): void {
-    (this as Attached)[CONNECTION]?.ch?.resume();
+    const c = (this as Attached)[CONNECTION];
+    c?.guard.run(MqttConnection.drained, c);
+  }
+
+  private static drained(c: MqttConnection): void {
+    c.ch?.resume();
+  }
+
+  /**
+   * Runs `fn(this, arg)` under this connection's guard: the adapter's sweeps and broadcasts call
+   * into each connection this way, so one connection's failure stays with it.
+   */
+  guarded<A>(fn: (c: MqttConnection, arg: A) => void, arg: A): void {
+    try {
+      fn(this, arg);
+    } catch (err) {
+      this.guard.contain(err);
+    }
   }
 
   private static uncork(c: MqttConnection): void {

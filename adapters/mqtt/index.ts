@@ -24,6 +24,19 @@ interface SharedGroup {
   readonly members: Set<Session>;
 }
 
+function setBlocked(c: MqttConnection, blocked: boolean): void {
+  c.setBlocked(blocked);
+}
+
+/** CONNECT timeout and keep-alive (1.5 x the interval without a packet) [MQTT-3.1.2-24]. */
+function checkTimeouts(c: MqttConnection, now: number): void {
+  if (c.isConnecting) {
+    if (now - c.lastRecv > CONNECT_TIMEOUT_MS) c.connectTimeout();
+  } else if (c.isRunning && c.keepAliveMs > 0 && now - c.lastRecv > c.keepAliveMs * 1.5) {
+    c.keepAliveExpired();
+  }
+}
+
 function digest(s: string): string {
   return createHash('sha256').update(s).digest('base64url').slice(0, 32);
 }
@@ -58,7 +71,7 @@ export class MqttAdapter implements ProtocolAdapter {
     this.sweepTimer = setInterval(this.sweep, SWEEP_INTERVAL_MS);
     this.sweepTimer.unref();
     this.unsubscribeAlarms = ctx.core.alarms.on((blocked) => {
-      for (const c of this.connections) c.setBlocked(blocked);
+      for (const c of this.connections) c.guarded(setBlocked, blocked);
     });
     const store = ctx.store;
     if (store !== undefined) {
@@ -190,13 +203,7 @@ export class MqttAdapter implements ProtocolAdapter {
 
   private readonly sweep = (): void => {
     const now = this.now();
-    for (const c of this.connections) {
-      if (c.isConnecting) {
-        if (now - c.lastRecv > CONNECT_TIMEOUT_MS) c.connectTimeout();
-      } else if (c.isRunning && c.keepAliveMs > 0 && now - c.lastRecv > c.keepAliveMs * 1.5) {
-        c.keepAliveExpired(); // [MQTT-3.1.2-24]
-      }
-    }
+    for (const c of this.connections) c.guarded(checkTimeouts, now);
   };
 
   // ---- sessions -----------------------------------------------------------------------------

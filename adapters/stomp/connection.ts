@@ -165,17 +165,17 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
   ) {
     this.log = ctx.log.child({ protocol: 'stomp', peer: `${peer.address}:${peer.port}`, transport });
     this.maxBody = ctx.options.maxMessageSize;
-    this.out = new Outbound(stream, () => this.channel?.resume());
+    this.out = new Outbound(stream, () => this.guard.run(StompConnection.drained, this));
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.decoder.commands = CLIENT_COMMANDS;
     this.guard = new InputGuard(stream, this, this.log);
     stream.on('error', (e: Error) => {
       this.closeReason = `socket error: ${e.message}`;
     });
-    stream.on('close', () => this.cleanup());
+    stream.on('close', this.guard.wrap(() => this.cleanup()));
     stream.on('end', () => stream.end());
     this.blocked = ctx.core.alarms.blocked;
-    this.unsubscribeAlarms = ctx.core.alarms.on((blocked) => this.onAlarm(blocked));
+    this.unsubscribeAlarms = ctx.core.alarms.on(this.guard.wrap((blocked: boolean) => this.onAlarm(blocked)));
     this.connectTimer = setTimeout(() => {
       if (this.state === 'connecting') {
         this.log.warn('no CONNECT frame in time, closing');
@@ -187,6 +187,10 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
 
   get congested(): boolean {
     return this.out.congested;
+  }
+
+  private static drained(c: StompConnection): void {
+    c.channel?.resume();
   }
 
   // ---- inbound ------------------------------------------------------------------------------

@@ -68,7 +68,11 @@ export class Management {
     const path = q < 0 ? url : url.slice(0, q);
     const query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
     if (path === '/api' || path.startsWith('/api/')) {
-      void this.api.handle(req, res, path, query);
+      this.api.handle(req, res, path, query).catch((err: unknown) => {
+        // handle() answers every error itself; this is only if even that failed.
+        this.ctx.log.error({ err, method: req.method, url: req.url }, 'management request failed');
+        res.destroy();
+      });
       return;
     }
     if (path === '/metrics' || path === '/metrics/per-object') {

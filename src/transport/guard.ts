@@ -62,7 +62,18 @@ export class InputGuard {
     return (this.bound ??= (err: unknown) => this.contain(err));
   }
 
-  /** Runs `fn(arg)` under the guard: for timers and callbacks that act on the connection. */
+  /** `fn` as a callback that runs under the guard: for this connection's stream events, timers and alarm listeners. */
+  wrap<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => void {
+    return (...args: A): void => {
+      try {
+        fn(...args);
+      } catch (err) {
+        this.contain(err);
+      }
+    };
+  }
+
+  /** Runs `fn(arg)` under the guard, without making a closure (for callbacks shared by all connections). */
   run<A>(fn: (arg: A) => void, arg: A): void {
     try {
       fn(arg);

@@ -48,13 +48,7 @@ export class HttpServer {
     private readonly log: Logger,
     private readonly maxPayload: number,
   ) {
-    this.server = createServer((req, res) => {
-      if (this.handler) this.handler(req, res);
-      else {
-        res.writeHead(404, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: 'not_found', reason: 'Not Found' }));
-      }
-    });
+    this.server = createServer((req, res) => this.request(req, res));
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: PRE_AUTH_START,
@@ -78,6 +72,24 @@ export class HttpServer {
 
   attach(adapter: ProtocolAdapter): void {
     this.adapters.set(adapter.name, adapter);
+  }
+
+  /** One HTTP request: a throw from the handler is a 500 for this request, never the process's end. */
+  private request(req: IncomingMessage, res: ServerResponse): void {
+    try {
+      if (this.handler) this.handler(req, res);
+      else {
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: 'not_found', reason: 'Not Found' }));
+      }
+    } catch (err) {
+      this.log.error({ err, method: req.method, url: req.url }, 'http request failed');
+      if (res.headersSent) res.destroy();
+      else {
+        res.writeHead(500, { 'content-type': 'application/json', connection: 'close' });
+        res.end(JSON.stringify({ error: 'internal_server_error', reason: 'Internal Server Error' }));
+      }
+    }
   }
 
   /** A malformed request or a socket error before a request was parsed (Node's defaults, logged). */

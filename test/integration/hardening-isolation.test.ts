@@ -5,6 +5,7 @@ import { AmqpConnection } from '../../adapters/amqp/connection.js';
 import { FrameType } from '../../adapters/amqp/codec/constants.js';
 import { MqttConnection } from '../../adapters/mqtt/connection.js';
 import { StompConnection } from '../../adapters/stomp/connection.js';
+import { ManagementApi } from '../../src/management/api.js';
 import { CoreChannel } from '../../src/core/channel.js';
 import type { Message, PublishResult } from '../../src/core/index.js';
 import { RawAmqp } from '../helpers/amqp-raw.js';
@@ -212,6 +213,31 @@ describe('the input guard contains what escapes an adapter own error handling', 
     c.send('SEND', { destination: '/queue/isolation-durable', persistent: 'true', receipt: 'r' }, 'x');
     await c.expectError('Internal error');
     await internalErrorLogged('stomp', 'settle handler failed');
+    await bystandersRoundTrip();
+  });
+
+  test('MQTT: an exception in the keep-alive sweep closes only the connection it was checking', async () => {
+    vi.spyOn(MqttConnection.prototype, 'keepAliveExpired').mockImplementationOnce(() => {
+      throw new RangeError('sweep failed');
+    });
+    const c = await RawMqtt.connected(mqttPort, 5, { keepalive: 1 });
+    const d = await c.next('disconnect', 5000);
+    expect(d.reasonCode).toBe(0x83);
+    await c.waitClosed();
+    await internalErrorLogged('mqtt', 'sweep failed');
+    await bystandersRoundTrip();
+  });
+
+  test('HTTP: an exception in a request handler is a 500 for that request, and the port keeps serving', async () => {
+    const port = lb.broker.ports.http!;
+    const auth = { authorization: `Basic ${Buffer.from('guest:guest').toString('base64')}` };
+    vi.spyOn(ManagementApi.prototype, 'handle').mockImplementationOnce(() => {
+      throw new RangeError('handler failed');
+    });
+    const failed = await fetch(`http://127.0.0.1:${port}/api/overview`, { headers: auth });
+    expect(failed.status).toBe(500);
+    expect(await failed.text()).not.toContain('handler failed');
+    expect((await fetch(`http://127.0.0.1:${port}/api/overview`, { headers: auth })).status).toBe(200);
     await bystandersRoundTrip();
   });
 
