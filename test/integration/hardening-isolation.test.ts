@@ -6,6 +6,7 @@ import { FrameType } from '../../adapters/amqp/codec/constants.js';
 import { MqttConnection } from '../../adapters/mqtt/connection.js';
 import { StompConnection } from '../../adapters/stomp/connection.js';
 import { ManagementApi } from '../../src/management/api.js';
+import { RecordStore } from '../../src/store/record-store.js';
 import { CoreChannel } from '../../src/core/channel.js';
 import type { Message, PublishResult } from '../../src/core/index.js';
 import { RawAmqp } from '../helpers/amqp-raw.js';
@@ -238,6 +239,18 @@ describe('the input guard contains what escapes an adapter own error handling', 
     expect(failed.status).toBe(500);
     expect(await failed.text()).not.toContain('handler failed');
     expect((await fetch(`http://127.0.0.1:${port}/api/overview`, { headers: auth })).status).toBe(200);
+    await bystandersRoundTrip();
+  });
+
+  test('MQTT: a failed write of persistent session state is logged, not an unhandled rejection', async () => {
+    vi.spyOn(RecordStore.prototype, 'set').mockImplementation(() => Promise.reject(new Error('disk said no')));
+    const c = await RawMqtt.connected(mqttPort, 5, { clientId: 'isolation-persistent', clean: false, properties: { sessionExpiryInterval: 60 } });
+    await waitFor(() => lb.logs.some((l) => l.msg === 'cannot store MQTT session state'), 3000, 'store failure logged');
+    c.send({ cmd: 'pingreq' });
+    await c.next('pingresp');
+    vi.restoreAllMocks();
+    c.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 0 } });
+    await c.waitClosed();
     await bystandersRoundTrip();
   });
 
