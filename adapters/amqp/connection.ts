@@ -8,7 +8,7 @@ import {
   type FieldTable,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
-import type { Peer, TransportSession } from '../../src/transport/adapter.js';
+import type { Peer, TransportControl } from '../../src/transport/adapter.js';
 import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
 import { Outbound } from '../../src/transport/outbound.js';
 import { AmqpChannel } from './channel.js';
@@ -81,7 +81,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
     readonly peer: Peer,
     readonly transport: string,
     private readonly onGone: (c: AmqpConnection) => void,
-    private readonly session?: TransportSession,
+    private readonly control?: TransportControl,
   ) {
     this.log = ctx.log.child({ protocol: 'amqp', peer: `${peer.address}:${peer.port}` });
     this.frameMax = ctx.options.frameMax;
@@ -327,7 +327,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
     }
     this.frameMax = fm;
     this.decoder.frameMax = fm;
-    this.session?.authenticated();
+    this.control?.authenticated();
     this.channelMax = channelMax === 0 ? this.channelMax : Math.min(channelMax, this.channelMax);
     this.heartbeat = heartbeat;
     this.state = 'open';

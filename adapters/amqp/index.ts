@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/broker.js';
 import { ReplyCode } from '../../src/core/index.js';
-import type { Peer, ProtocolAdapter, TransportSession } from '../../src/transport/adapter.js';
+import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
 import { FRAME_MIN_SIZE } from './codec/constants.js';
 import { AmqpConnection } from './connection.js';
 
@@ -18,8 +18,8 @@ export class AmqpAdapter implements ProtocolAdapter {
     return this.connections.size;
   }
 
-  handle(stream: Duplex, peer: Peer, transport = 'tcp', session?: TransportSession): void {
-    const c = new AmqpConnection(this.ctx, stream, peer, transport, (gone) => this.connections.delete(gone), session);
+  handle(stream: Duplex, peer: Peer, transport = 'tcp', control?: TransportControl): void {
+    const c = new AmqpConnection(this.ctx, stream, peer, transport, (gone) => this.connections.delete(gone), control);
     this.connections.add(c);
   }
 

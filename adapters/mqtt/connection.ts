@@ -24,7 +24,7 @@ import {
   type PublishResult,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
-import type { Peer, TransportSession } from '../../src/transport/adapter.js';
+import type { Peer, TransportControl } from '../../src/transport/adapter.js';
 import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
 import { HARD_LIMIT, HIGH_WATERMARK } from '../../src/transport/outbound.js';
 import {
@@ -188,7 +188,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     private readonly stream: Duplex,
     readonly peer: Peer,
     readonly transport: string,
-    private readonly transportSession?: TransportSession,
+    private readonly transportControl?: TransportControl,
   ) {
     this.lastRecv = adapter.now();
     this.blocked = adapter.ctx.core.alarms.blocked;
@@ -467,7 +467,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       this.window = Math.min(MAX_INFLIGHT, props?.receiveMaximum ?? 65535);
     }
     this.reader.maxSize = this.adapter.maxPacketSize;
-    this.transportSession?.authenticated();
+    this.transportControl?.authenticated();
     this.state = 'running';
     this.lastRecv = this.adapter.now();
 

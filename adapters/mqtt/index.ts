@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/broker.js';
 import { SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
-import type { Peer, ProtocolAdapter, TransportSession } from '../../src/transport/adapter.js';
+import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
 import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
 import { MqttConnection, type Will } from './connection.js';
 import { MqttDurableState } from './durable.js';
@@ -156,8 +156,8 @@ export class MqttAdapter implements ProtocolAdapter {
     return n;
   }
 
-  handle(stream: Duplex, peer: Peer, transport = 'tcp', session?: TransportSession): void {
-    this.connections.add(new MqttConnection(this, stream, peer, transport, session));
+  handle(stream: Duplex, peer: Peer, transport = 'tcp', control?: TransportControl): void {
+    this.connections.add(new MqttConnection(this, stream, peer, transport, control));
   }
 
   async shutdown(_reason: string): Promise<void> {

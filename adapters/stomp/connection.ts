@@ -14,7 +14,7 @@ import {
   type Message,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
-import type { Peer, TransportSession } from '../../src/transport/adapter.js';
+import type { Peer, TransportControl } from '../../src/transport/adapter.js';
 import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
 import { Outbound } from '../../src/transport/outbound.js';
 import {
@@ -161,7 +161,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     readonly peer: Peer,
     readonly transport: string,
     private readonly onGone: (c: StompConnection) => void,
-    private readonly session?: TransportSession,
+    private readonly control?: TransportControl,
   ) {
     this.log = ctx.log.child({ protocol: 'stomp', peer: `${peer.address}:${peer.port}`, transport });
     this.maxBody = ctx.options.maxMessageSize;
@@ -319,7 +319,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     };
     this.decoder.escaping = this.escaping;
     this.decoder.trimValues = version === '1.0';
-    this.session?.authenticated();
+    this.control?.authenticated();
     this.state = 'connected';
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;

@@ -11,7 +11,7 @@ export interface Peer {
  * messages before the adapter sees a byte, so it keeps the adapter's pre-authentication limit
  * until the adapter reports that the client has authenticated.
  */
-export interface TransportSession {
+export interface TransportControl {
   /** The client has authenticated: the transport may lift its pre-authentication limits. */
   authenticated(): void;
 }
@@ -29,7 +29,7 @@ export interface ProtocolAdapter {
    * Serves one connection. Transports call it only through `serveStream` (src/transport/serve.ts),
    * which guarantees an 'error' listener on the stream and contains a throw.
    */
-  handle(stream: Duplex, peer: Peer, transport?: string, session?: TransportSession): void;
+  handle(stream: Duplex, peer: Peer, transport?: string, control?: TransportControl): void;
   /** Closes every connection with the protocol's shutdown message; resolves when all are gone. */
   shutdown(reason: string): Promise<void>;
   /** Open connections. */

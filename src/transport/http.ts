@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { Logger } from '../logger.js';
-import type { ProtocolAdapter, TransportSession } from './adapter.js';
+import type { ProtocolAdapter, TransportControl } from './adapter.js';
 import { peerOf, serveStream } from './serve.js';
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -148,8 +148,8 @@ export class HttpServer {
       ws.send(chunks.length === 1 ? (chunks[0]!.chunk as Buffer) : Buffer.concat(chunks.map((c) => c.chunk as Buffer)), callback);
     };
     const maxPayload = this.maxPayload;
-    const session: TransportSession = { authenticated: () => setMaxPayload(ws, maxPayload) };
-    serveStream(adapter, stream, peerOf(req.socket), 'websocket', this.log, session);
+    const control: TransportControl = { authenticated: () => setMaxPayload(ws, maxPayload) };
+    serveStream(adapter, stream, peerOf(req.socket), 'websocket', this.log, control);
   }
 
   listen(port: number, host: string): Promise<number> {

@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../logger.js';
-import type { Peer, ProtocolAdapter, TransportSession } from './adapter.js';
+import type { Peer, ProtocolAdapter, TransportControl } from './adapter.js';
 
 /**
  * The one place where a listener hands a byte stream to a protocol adapter (TCP, TLS and
@@ -14,11 +14,11 @@ export function serveStream(
   peer: Peer,
   transport: string,
   log: Logger,
-  session?: TransportSession,
+  control?: TransportControl,
 ): void {
   stream.on('error', onStreamError);
   try {
-    adapter.handle(stream, peer, transport, session);
+    adapter.handle(stream, peer, transport, control);
   } catch (err) {
     log.error({ err, protocol: adapter.name, peer: `${peer.address}:${peer.port}`, transport }, 'cannot serve connection');
     stream.destroy();
