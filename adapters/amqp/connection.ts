@@ -327,7 +327,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
     }
     this.frameMax = fm;
     this.decoder.frameMax = fm;
-    this.control?.authenticated();
+    this.control?.authenticated(fm);
     this.channelMax = channelMax === 0 ? this.channelMax : Math.min(channelMax, this.channelMax);
     this.heartbeat = heartbeat;
     this.state = 'open';

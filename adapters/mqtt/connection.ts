@@ -467,7 +467,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       this.window = Math.min(MAX_INFLIGHT, props?.receiveMaximum ?? 65535);
     }
     this.reader.maxSize = this.adapter.maxPacketSize;
-    this.transportControl?.authenticated();
+    this.transportControl?.authenticated(this.adapter.maxPacketSize);
     this.state = 'running';
     this.lastRecv = this.adapter.now();
 

@@ -319,7 +319,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     };
     this.decoder.escaping = this.escaping;
     this.decoder.trimValues = version === '1.0';
-    this.control?.authenticated();
+    this.control?.authenticated(this.decoder.limits.maxFrame);
     this.state = 'connected';
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;

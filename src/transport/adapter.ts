@@ -12,8 +12,12 @@ export interface Peer {
  * until the adapter reports that the client has authenticated.
  */
 export interface TransportControl {
-  /** The client has authenticated: the transport may lift its pre-authentication limits. */
-  authenticated(): void;
+  /**
+   * The client has authenticated: the transport lifts its pre-authentication limits. `maxFrame`
+   * is the largest frame or packet the adapter now accepts; a transport that buffers messages
+   * need not take in much more than that in one.
+   */
+  authenticated(maxFrame: number): void;
 }
 
 /** A protocol adapter: takes any byte stream (TCP, TLS, WebSocket, in-memory pair). */

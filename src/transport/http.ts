@@ -25,6 +25,9 @@ const PATHS: Record<string, string | undefined> = { '/ws': undefined, '/mqtt': '
  */
 const PRE_AUTH_START = 64 * 1024;
 
+/** Room in one WebSocket message, beyond the adapter's frame limit, for small frames sent with it. */
+const AFTER_FRAME_ROOM = 64 * 1024;
+
 /** After a close frame is sent, how long the peer has to answer before the socket is dropped. */
 const CLOSE_TIMEOUT_MS = 1000;
 
@@ -41,8 +44,9 @@ export class HttpServer {
   readonly sockets = new Set<WebSocket>();
 
   /**
-   * @param maxPayload the largest WebSocket message accepted once the client has authenticated;
-   * before that, the serving adapter's `preAuthLimit` applies.
+   * @param maxPayload the largest WebSocket message ever accepted; before the client has
+   * authenticated, the serving adapter's `preAuthLimit` applies, after it the adapter's frame
+   * limit (plus 64 KiB), when that is smaller.
    */
   constructor(
     private readonly log: Logger,
@@ -148,7 +152,11 @@ export class HttpServer {
       ws.send(chunks.length === 1 ? (chunks[0]!.chunk as Buffer) : Buffer.concat(chunks.map((c) => c.chunk as Buffer)), callback);
     };
     const maxPayload = this.maxPayload;
-    const control: TransportControl = { authenticated: () => setMaxPayload(ws, maxPayload) };
+    const control: TransportControl = {
+      // One message holds one frame (or a few small ones after it): the adapter's frame limit plus
+      // some room, never more than the port's own limit.
+      authenticated: (maxFrame: number) => setMaxPayload(ws, Math.min(maxPayload, maxFrame + AFTER_FRAME_ROOM)),
+    };
     serveStream(adapter, stream, peerOf(req.socket), 'websocket', this.log, control);
   }
 

@@ -227,6 +227,16 @@ describe('pre-authentication limits are the same on WebSocket as on TCP', () => 
     await c.endAsync();
   });
 
+  test('once connected, a WebSocket message may not be much larger than the protocol frame limit (checked on its header)', async () => {
+    // MQTT packets are limited to maxMessageSize + 64 KiB (here 4 MiB + 64 KiB): a message declaring 8 MiB is refused at once.
+    const { s, rx } = await handshake('/mqtt', 'mqtt');
+    s.write(clientFrame(0x2, MQTT_CONNECT_V311));
+    await rx.until((b) => b.includes(Buffer.from([0x20, 0x02, 0x00, 0x00])), 'CONNACK');
+    s.write(clientFrame(0x2, Buffer.alloc(1024), { declaredLength: 8 << 20 }).subarray(0, 14 + 1024));
+    await rx.closed;
+    expect(closeCode(rx.data())).toBe(1009);
+  });
+
   test('once connected over STOMP/WebSocket, a 1 MiB SEND is accepted', async () => {
     const { s, rx } = await handshake('/stomp', 'v12.stomp');
     s.write(clientFrame(0x1, Buffer.from('CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\0')));
