@@ -142,7 +142,8 @@ export class HttpServer {
       this.sockets.delete(ws);
       // ws ends the stream's readable side on close, but after a reset the writable side never
       // finishes, so the stream would never close and the adapter would keep the connection.
-      // Data already received was pushed synchronously; let it be handled first.
+      // The stream goes after this turn: received data in flight is handled first; what a paused
+      // stream still holds is dropped, as nobody is left to answer it.
       setImmediate(destroyStream, stream);
     });
     // Everything an adapter writes in one turn (the Outbound corks per tick) leaves as one
