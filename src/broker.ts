@@ -97,7 +97,7 @@ export async function startBroker(
       const adapter = factory(ctx);
       adapters.set(name, adapter);
       if (typeof port !== 'number') continue;
-      const bound = await listenTcp(adapter, port, options.bind);
+      const bound = await listenTcp(adapter, port, options.bind, log);
       servers.push(bound.server);
       ports[name] = bound.port;
     }

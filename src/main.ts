@@ -73,9 +73,20 @@ export async function main(argv: string[]): Promise<number | undefined> {
     process.on('SIGINT', () => onSignal('SIGINT'));
     // Loaded only for `start`: the admin subcommands stay quick to launch.
     const { startBroker } = await import('./broker.js');
-    broker = await startBroker(opts);
+    const started = await startBroker(opts);
+    broker = started;
+    // A last resort: no known input reaches these (each connection's failures stay in it), but if
+    // something does, the process logs it with its stack and exits non-zero for its supervisor
+    // rather than run on in an unknown state.
+    const fatal = (kind: string) => (err: unknown): void => {
+      started.log.fatal({ err }, `${kind}: exiting`);
+      started.log.flush(() => process.exit(70));
+      setTimeout(() => process.exit(70), 1000).unref();
+    };
+    process.on('uncaughtException', fatal('uncaught exception'));
+    process.on('unhandledRejection', fatal('unhandled promise rejection'));
     if (signalled !== undefined) {
-      stopNow(broker, signalled);
+      stopNow(started, signalled);
       return;
     }
     process.stdout.write(`${broker.readyLine}\n`);

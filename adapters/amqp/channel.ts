@@ -323,10 +323,12 @@ export class AmqpChannel implements DeliverySink {
     this.unconfirmed.push(u);
     if (r.settled === SETTLED) u.state = 1;
     else {
-      r.settled.then(
-        () => this.settleConfirm(u, 1),
-        () => this.settleConfirm(u, 2),
-      );
+      r.settled
+        .then(
+          () => this.settleConfirm(u, 1),
+          () => this.settleConfirm(u, 2),
+        )
+        .catch(this.conn.guard.catcher);
     }
   }
 
@@ -356,7 +358,11 @@ export class AmqpChannel implements DeliverySink {
 
   private readonly flushBound = (): void => {
     this.flushScheduled = false;
-    this.flushAcks();
+    try {
+      this.flushAcks();
+    } catch (e) {
+      this.conn.guard.contain(e);
+    }
   };
 
   /** One basic.ack (multiple when it covers several) for everything settled so far. */

@@ -8,7 +8,8 @@ import {
   type FieldTable,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
-import type { Peer } from '../../src/transport/adapter.js';
+import type { Peer, TransportControl } from '../../src/transport/adapter.js';
+import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
 import { Outbound } from '../../src/transport/outbound.js';
 import { AmqpChannel } from './channel.js';
 import { FRAME_MIN_SIZE, FrameType, PROTOCOL_HEADER } from './codec/constants.js';
@@ -42,8 +43,10 @@ function capabilitiesOf(props: FieldTable): ClientCapabilities {
  * One AMQP 0-9-1 connection: handshake, heartbeats, channels, error handling (close discipline,
  * STYLE P6) and flow control on resource alarms.
  */
-export class AmqpConnection implements Closable {
+export class AmqpConnection implements Closable, GuardedConnection {
   readonly out: Outbound;
+  /** Everything the client's input sets off runs under it (failure isolation). */
+  readonly guard: InputGuard;
   private readonly decoder: FrameDecoder;
   private state: State = 'header';
   private readonly channels = new Map<number, AmqpChannel>();
@@ -78,6 +81,7 @@ export class AmqpConnection implements Closable {
     readonly peer: Peer,
     readonly transport: string,
     private readonly onGone: (c: AmqpConnection) => void,
+    private readonly control?: TransportControl,
   ) {
     this.log = ctx.log.child({ protocol: 'amqp', peer: `${peer.address}:${peer.port}` });
     this.frameMax = ctx.options.frameMax;
@@ -86,15 +90,15 @@ export class AmqpConnection implements Closable {
     // Until tune-ok, frames are limited to the spec minimum: an unauthenticated peer cannot
     // make the broker buffer more (STYLE P2).
     this.decoder = new FrameDecoder(FRAME_MIN_SIZE);
-    this.out = new Outbound(stream, () => this.onDrain());
+    this.out = new Outbound(stream, () => this.guard.run(AmqpConnection.drained, this));
     this.closed = new Promise((r) => (this.resolveClosed = r));
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.guard = new InputGuard(stream, this, this.log);
     stream.on('error', (e: Error) => {
       this.closeReason = `socket error: ${e.message}`;
     });
-    stream.on('close', () => this.cleanup());
+    stream.on('close', this.guard.wrap(() => this.cleanup()));
     stream.on('end', () => stream.end());
-    this.unsubscribeAlarms = ctx.core.alarms.on((blocked, reason) => this.onAlarm(blocked, reason));
+    this.unsubscribeAlarms = ctx.core.alarms.on(this.guard.wrap((blocked: boolean, reason: string) => this.onAlarm(blocked, reason)));
     this.blocked = ctx.core.alarms.blocked;
     this.closeTimer = setTimeout(() => {
       if (this.state !== 'running' && this.state !== 'closed') {
@@ -111,7 +115,8 @@ export class AmqpConnection implements Closable {
 
   // ---- inbound ------------------------------------------------------------------------------
 
-  private onData(chunk: Buffer): void {
+  /** The stream's data, through the input guard. */
+  onInput(chunk: Buffer): void {
     if (this.state === 'closed') return;
     this.recvSinceTick = true;
     if (this.core) {
@@ -322,6 +327,7 @@ export class AmqpConnection implements Closable {
     }
     this.frameMax = fm;
     this.decoder.frameMax = fm;
+    this.control?.authenticated(fm);
     this.channelMax = channelMax === 0 ? this.channelMax : Math.min(channelMax, this.channelMax);
     this.heartbeat = heartbeat;
     this.state = 'open';
@@ -429,6 +435,21 @@ export class AmqpConnection implements Closable {
     this.send(channel, { kind: 'channel.close', replyCode: e.code, replyText: text, classId: id.classId, methodId: id.methodId });
   }
 
+  /**
+   * GuardedConnection: an exception escaped the handling of this connection's input. The client
+   * gets connection.close 541 INTERNAL_ERROR (or, when a close is already under way or the
+   * handshake has not started, the socket is dropped); the stack goes to the log.
+   */
+  failInternal(err: unknown): void {
+    this.log.error({ err, user: this.user, vhost: this.vhost }, 'internal error');
+    this.decoder.clear();
+    if (this.state === 'header' || this.state === 'closing' || this.state === 'closed') {
+      this.stream.destroy();
+      return;
+    }
+    this.closeConnection(ReplyCode.INTERNAL_ERROR, 'INTERNAL_ERROR', 0, 0);
+  }
+
   private closeConnection(code: number, text: string, classId: number, methodId: number): void {
     if (this.state === 'closing' || this.state === 'closed') return;
     this.closeReason = text;
@@ -497,6 +518,10 @@ export class AmqpConnection implements Closable {
       }
     }, tickMs);
     this.heartbeatTimer.unref();
+  }
+
+  private static drained(c: AmqpConnection): void {
+    c.onDrain();
   }
 
   private onDrain(): void {

@@ -1,12 +1,15 @@
 import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/broker.js';
 import { ReplyCode } from '../../src/core/index.js';
-import type { Peer, ProtocolAdapter } from '../../src/transport/adapter.js';
+import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
+import { FRAME_MIN_SIZE } from './codec/constants.js';
 import { AmqpConnection } from './connection.js';
 
 /** The AMQP 0-9-1 server: one AmqpConnection per stream. */
 export class AmqpAdapter implements ProtocolAdapter {
   readonly name = 'amqp';
+  /** Until tune-ok, frames are limited to the spec minimum. */
+  readonly preAuthLimit = FRAME_MIN_SIZE;
   private readonly connections = new Set<AmqpConnection>();
 
   constructor(private readonly ctx: AdapterContext) {}
@@ -15,8 +18,8 @@ export class AmqpAdapter implements ProtocolAdapter {
     return this.connections.size;
   }
 
-  handle(stream: Duplex, peer: Peer, transport = 'tcp'): void {
-    const c = new AmqpConnection(this.ctx, stream, peer, transport, (gone) => this.connections.delete(gone));
+  handle(stream: Duplex, peer: Peer, transport = 'tcp', control?: TransportControl): void {
+    const c = new AmqpConnection(this.ctx, stream, peer, transport, (gone) => this.connections.delete(gone), control);
     this.connections.add(c);
   }
 

@@ -24,7 +24,8 @@ import {
   type PublishResult,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
-import type { Peer } from '../../src/transport/adapter.js';
+import type { Peer, TransportControl } from '../../src/transport/adapter.js';
+import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
 import { HARD_LIMIT, HIGH_WATERMARK } from '../../src/transport/outbound.js';
 import {
   PINGRESP,
@@ -141,7 +142,9 @@ function payloadOf(p: string | Buffer): Buffer {
  * One MQTT network connection: CONNECT, then packets translated into calls on the session's
  * CoreChannel; it is the DeliverySink of the session's consumers.
  */
-export class MqttConnection implements Closable, DeliverySink {
+export class MqttConnection implements Closable, DeliverySink, GuardedConnection {
+  /** Everything the client's input sets off runs under it (failure isolation). */
+  private readonly guard: InputGuard;
   private state: State = 'connect';
   level: ProtocolLevel | undefined;
   private readonly reader = new PacketReader(MAX_PACKET_SIZE_UNAUTHENTICATED);
@@ -185,11 +188,12 @@ export class MqttConnection implements Closable, DeliverySink {
     private readonly stream: Duplex,
     readonly peer: Peer,
     readonly transport: string,
+    private readonly transportControl?: TransportControl,
   ) {
     this.lastRecv = adapter.now();
     this.blocked = adapter.ctx.core.alarms.blocked;
     (stream as Duplex & Attached)[CONNECTION] = this;
-    stream.on('data', MqttConnection.onStreamData);
+    this.guard = new InputGuard(stream, this, adapter.ctx.log);
     stream.on('error', MqttConnection.onStreamError);
     stream.on('drain', MqttConnection.onStreamDrain);
     stream.on('close', MqttConnection.onStreamClose);
@@ -198,10 +202,6 @@ export class MqttConnection implements Closable, DeliverySink {
   }
 
   // Shared by every stream (no closures per connection: idle connections stay small).
-  private static onStreamData(this: Duplex, chunk: Buffer): void {
-    (this as Attached)[CONNECTION]?.onData(chunk);
-  }
-
   private static onStreamError(this: Duplex, e: Error): void {
     const c = (this as Attached)[CONNECTION];
     if (c !== undefined && c.state !== 'closed') c.closeReason = `socket error: ${e.message}`;
@@ -212,11 +212,33 @@ export class MqttConnection implements Closable, DeliverySink {
   }
 
   private static onStreamClose(this: Duplex): void {
-    (this as Attached)[CONNECTION]?.cleanup();
+    const c = (this as Attached)[CONNECTION];
+    c?.guard.run(MqttConnection.closed, c);
+  }
+
+  private static closed(c: MqttConnection): void {
+    c.cleanup();
   }
 
   private static onStreamDrain(this: Duplex): void {
-    (this as Attached)[CONNECTION]?.ch?.resume();
+    const c = (this as Attached)[CONNECTION];
+    c?.guard.run(MqttConnection.drained, c);
+  }
+
+  private static drained(c: MqttConnection): void {
+    c.ch?.resume();
+  }
+
+  /**
+   * Runs `fn(this, arg)` under this connection's guard: the adapter's sweeps and broadcasts call
+   * into each connection this way, so one connection's failure stays with it.
+   */
+  guarded<A>(fn: (c: MqttConnection, arg: A) => void, arg: A): void {
+    try {
+      fn(this, arg);
+    } catch (err) {
+      this.guard.contain(err);
+    }
   }
 
   private static uncork(c: MqttConnection): void {
@@ -268,7 +290,8 @@ export class MqttConnection implements Closable, DeliverySink {
 
   // ---- inbound ------------------------------------------------------------------------------
 
-  private onData(chunk: Buffer): void {
+  /** The stream's data, through the input guard. */
+  onInput(chunk: Buffer): void {
     if (this.state === 'closed') return;
     if (this.state === 'running') this.lastRecv = this.adapter.now();
     if (this.core !== undefined) this.core.traffic.recvOct += chunk.length;
@@ -444,6 +467,7 @@ export class MqttConnection implements Closable, DeliverySink {
       this.window = Math.min(MAX_INFLIGHT, props?.receiveMaximum ?? 65535);
     }
     this.reader.maxSize = this.adapter.maxPacketSize;
+    this.transportControl?.authenticated(this.adapter.maxPacketSize);
     this.state = 'running';
     this.lastRecv = this.adapter.now();
 
@@ -645,17 +669,19 @@ export class MqttConnection implements Closable, DeliverySink {
     const entry: PendingAck = { type, packetId, reason, state: settled === SETTLED ? 1 : 0, error: undefined };
     (this.acks ??= new Deque()).push(entry);
     if (entry.state === 0) {
-      settled.then(
-        () => {
-          entry.state = 1;
-          this.flushAcks();
-        },
-        (e: unknown) => {
-          entry.state = 2;
-          entry.error = e;
-          this.flushAcks();
-        },
-      );
+      settled
+        .then(
+          () => {
+            entry.state = 1;
+            this.flushAcks();
+          },
+          (e: unknown) => {
+            entry.state = 2;
+            entry.error = e;
+            this.flushAcks();
+          },
+        )
+        .catch(this.guard.catcher);
       if (this.acks.length > MAX_UNSETTLED_PUBLISHES) this.pause(PAUSE_UNSETTLED);
     } else this.flushAcks();
   }
@@ -704,12 +730,14 @@ export class MqttConnection implements Closable, DeliverySink {
     const saved = this.adapter.saveSession(s);
     if (saved === SETTLED) this.write(encodeAck(PacketType.PUBCOMP, this.level!, packetId, Reason.SUCCESS));
     else {
-      saved.then(
-        () => {
-          if (this.state === 'running') this.write(encodeAck(PacketType.PUBCOMP, this.level!, packetId, Reason.SUCCESS));
-        },
-        (e: unknown) => this.closeWith(Reason.UNSPECIFIED_ERROR, `cannot store session state: ${errorText(e)}`),
-      );
+      saved
+        .then(
+          () => {
+            if (this.state === 'running') this.write(encodeAck(PacketType.PUBCOMP, this.level!, packetId, Reason.SUCCESS));
+          },
+          (e: unknown) => this.closeWith(Reason.UNSPECIFIED_ERROR, `cannot store session state: ${errorText(e)}`),
+        )
+        .catch(this.guard.catcher);
     }
   }
 
@@ -1101,7 +1129,25 @@ export class MqttConnection implements Closable, DeliverySink {
       this.closeWith(e.reason, e.message);
       return;
     }
-    this.log.error({ err: e, clientId: this.clientId }, 'internal error');
+    this.failInternal(e);
+  }
+
+  /**
+   * GuardedConnection: an exception escaped the handling of this connection's input. v5 clients
+   * get DISCONNECT 0x83 (implementation specific error; a CONNACK with it before CONNECT was
+   * accepted), v3 clients a closed socket; the stack goes to the log.
+   */
+  failInternal(err: unknown): void {
+    this.log.error({ err, clientId: this.clientId || undefined }, 'internal error');
+    this.reader.clear();
+    if (this.state === 'closed') {
+      this.stream.destroy();
+      return;
+    }
+    if (this.state === 'connect' && this.level === 5) {
+      this.refuse(Reason.IMPLEMENTATION_SPECIFIC_ERROR, 'internal error');
+      return;
+    }
     this.closeWith(Reason.IMPLEMENTATION_SPECIFIC_ERROR, 'internal error');
   }
 

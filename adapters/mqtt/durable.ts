@@ -139,7 +139,13 @@ export class MqttDurableState {
   saveSession(s: Session): Promise<void> {
     if (!MqttDurableState.persists(s)) return SETTLED;
     this.dirty.add(s);
-    return (this.batch ??= Promise.resolve().then(this.writeDirty));
+    if (this.batch === undefined) {
+      this.batch = Promise.resolve().then(this.writeDirty);
+      // The failure is logged by writeDirty; callers that only record state (no ack waits on it)
+      // drop the promise, and a failed write must not become an unhandled rejection.
+      this.batch.catch(noop);
+    }
+    return this.batch;
   }
 
   private readonly writeDirty = (): Promise<void> => {

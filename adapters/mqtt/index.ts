@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/broker.js';
 import { SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
-import type { Peer, ProtocolAdapter } from '../../src/transport/adapter.js';
-import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
+import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
+import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
 import { MqttConnection, type Will } from './connection.js';
 import { MqttDurableState } from './durable.js';
 import { toAmqpProperties } from './properties.js';
@@ -24,6 +24,19 @@ interface SharedGroup {
   readonly members: Set<Session>;
 }
 
+function setBlocked(c: MqttConnection, blocked: boolean): void {
+  c.setBlocked(blocked);
+}
+
+/** CONNECT timeout and keep-alive (1.5 x the interval without a packet) [MQTT-3.1.2-24]. */
+function checkTimeouts(c: MqttConnection, now: number): void {
+  if (c.isConnecting) {
+    if (now - c.lastRecv > CONNECT_TIMEOUT_MS) c.connectTimeout();
+  } else if (c.isRunning && c.keepAliveMs > 0 && now - c.lastRecv > c.keepAliveMs * 1.5) {
+    c.keepAliveExpired();
+  }
+}
+
 function digest(s: string): string {
   return createHash('sha256').update(s).digest('base64url').slice(0, 32);
 }
@@ -34,6 +47,7 @@ function digest(s: string): string {
  */
 export class MqttAdapter implements ProtocolAdapter {
   readonly name = 'mqtt';
+  readonly preAuthLimit = MAX_PACKET_SIZE_UNAUTHENTICATED;
   private readonly connections = new Set<MqttConnection>();
   /** vhost -> client id -> session. */
   private readonly sessions = new Map<string, Map<string, Session>>();
@@ -57,7 +71,7 @@ export class MqttAdapter implements ProtocolAdapter {
     this.sweepTimer = setInterval(this.sweep, SWEEP_INTERVAL_MS);
     this.sweepTimer.unref();
     this.unsubscribeAlarms = ctx.core.alarms.on((blocked) => {
-      for (const c of this.connections) c.setBlocked(blocked);
+      for (const c of this.connections) c.guarded(setBlocked, blocked);
     });
     const store = ctx.store;
     if (store !== undefined) {
@@ -142,8 +156,8 @@ export class MqttAdapter implements ProtocolAdapter {
     return n;
   }
 
-  handle(stream: Duplex, peer: Peer, transport = 'tcp'): void {
-    this.connections.add(new MqttConnection(this, stream, peer, transport));
+  handle(stream: Duplex, peer: Peer, transport = 'tcp', control?: TransportControl): void {
+    this.connections.add(new MqttConnection(this, stream, peer, transport, control));
   }
 
   async shutdown(_reason: string): Promise<void> {
@@ -189,13 +203,7 @@ export class MqttAdapter implements ProtocolAdapter {
 
   private readonly sweep = (): void => {
     const now = this.now();
-    for (const c of this.connections) {
-      if (c.isConnecting) {
-        if (now - c.lastRecv > CONNECT_TIMEOUT_MS) c.connectTimeout();
-      } else if (c.isRunning && c.keepAliveMs > 0 && now - c.lastRecv > c.keepAliveMs * 1.5) {
-        c.keepAliveExpired(); // [MQTT-3.1.2-24]
-      }
-    }
+    for (const c of this.connections) c.guarded(checkTimeouts, now);
   };
 
   // ---- sessions -----------------------------------------------------------------------------

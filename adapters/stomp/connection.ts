@@ -14,7 +14,8 @@ import {
   type Message,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
-import type { Peer } from '../../src/transport/adapter.js';
+import type { Peer, TransportControl } from '../../src/transport/adapter.js';
+import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
 import { Outbound } from '../../src/transport/outbound.js';
 import {
   CLIENT_COMMANDS,
@@ -117,8 +118,10 @@ function required(f: StompFrame, header: string): string {
  * negotiation, heart-beats, the frame handlers, transactions and receipts. Its CoreChannel is
  * the session on the core; each SUBSCRIBE is one core consumer (a Subscription).
  */
-export class StompConnection implements Closable, SubscriptionHost {
+export class StompConnection implements Closable, SubscriptionHost, GuardedConnection {
   readonly out: Outbound;
+  /** Everything the client's input sets off runs under it (failure isolation). */
+  private readonly guard: InputGuard;
   private readonly decoder = new FrameDecoder(PRE_CONNECT_LIMITS);
   private state: State = 'connecting';
   version: StompVersion = '1.0';
@@ -158,20 +161,21 @@ export class StompConnection implements Closable, SubscriptionHost {
     readonly peer: Peer,
     readonly transport: string,
     private readonly onGone: (c: StompConnection) => void,
+    private readonly control?: TransportControl,
   ) {
     this.log = ctx.log.child({ protocol: 'stomp', peer: `${peer.address}:${peer.port}`, transport });
     this.maxBody = ctx.options.maxMessageSize;
-    this.out = new Outbound(stream, () => this.channel?.resume());
+    this.out = new Outbound(stream, () => this.guard.run(StompConnection.drained, this));
     this.closed = new Promise((r) => (this.resolveClosed = r));
     this.decoder.commands = CLIENT_COMMANDS;
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.guard = new InputGuard(stream, this, this.log);
     stream.on('error', (e: Error) => {
       this.closeReason = `socket error: ${e.message}`;
     });
-    stream.on('close', () => this.cleanup());
+    stream.on('close', this.guard.wrap(() => this.cleanup()));
     stream.on('end', () => stream.end());
     this.blocked = ctx.core.alarms.blocked;
-    this.unsubscribeAlarms = ctx.core.alarms.on((blocked) => this.onAlarm(blocked));
+    this.unsubscribeAlarms = ctx.core.alarms.on(this.guard.wrap((blocked: boolean) => this.onAlarm(blocked)));
     this.connectTimer = setTimeout(() => {
       if (this.state === 'connecting') {
         this.log.warn('no CONNECT frame in time, closing');
@@ -185,9 +189,14 @@ export class StompConnection implements Closable, SubscriptionHost {
     return this.out.congested;
   }
 
+  private static drained(c: StompConnection): void {
+    c.channel?.resume();
+  }
+
   // ---- inbound ------------------------------------------------------------------------------
 
-  private onData(chunk: Buffer): void {
+  /** The stream's data, through the input guard. */
+  onInput(chunk: Buffer): void {
     if (this.state === 'closed' || this.state === 'disconnecting') return;
     this.recvSinceTick = true;
     if (this.core !== undefined) this.core.traffic.recvOct += chunk.length;
@@ -310,6 +319,7 @@ export class StompConnection implements Closable, SubscriptionHost {
     };
     this.decoder.escaping = this.escaping;
     this.decoder.trimValues = version === '1.0';
+    this.control?.authenticated(this.decoder.limits.maxFrame);
     this.state = 'connected';
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
@@ -401,10 +411,12 @@ export class StompConnection implements Closable, SubscriptionHost {
     }
     const pr: PendingReceipt = { id: receipt, state: 0, disconnect: false };
     this.receipts.push(pr);
-    r.settled.then(
-      () => this.settleReceipt(pr, 1, undefined),
-      (e: unknown) => this.settleReceipt(pr, 2, e),
-    );
+    r.settled
+      .then(
+        () => this.settleReceipt(pr, 1, undefined),
+        (e: unknown) => this.settleReceipt(pr, 2, e),
+      )
+      .catch(this.guard.catcher);
   }
 
   // ---- temp queues --------------------------------------------------------------------------
@@ -711,6 +723,19 @@ export class StompConnection implements Closable, SubscriptionHost {
     }
     this.log.warn({ user: this.user, vhost: this.vhost, command: f?.command }, `protocol error: ${summary} - ${detail}`);
     this.errorAndClose(summary, detail, receiptId ?? f?.headers.get('receipt'));
+  }
+
+  /**
+   * GuardedConnection: an exception escaped the handling of this connection's input. The client
+   * gets an ERROR frame (`message:Internal error`), then the close; the stack goes to the log.
+   */
+  failInternal(err: unknown): void {
+    this.log.error({ err, user: this.user, vhost: this.vhost }, 'internal error');
+    if (this.state === 'closed' || this.state === 'disconnecting') {
+      this.stream.destroy();
+      return;
+    }
+    this.errorAndClose('Internal error', 'Processing error', undefined);
   }
 
   /** ERROR (`message`, text body, `receipt-id` when given), then the close. */

@@ -1,7 +1,8 @@
 import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/broker.js';
 import { ReplyCode } from '../../src/core/index.js';
-import type { Peer, ProtocolAdapter } from '../../src/transport/adapter.js';
+import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
+import { PRE_CONNECT_LIMITS } from './codec/constants.js';
 import { StompConnection } from './connection.js';
 
 /**
@@ -10,6 +11,7 @@ import { StompConnection } from './connection.js';
  */
 export class StompAdapter implements ProtocolAdapter {
   readonly name = 'stomp';
+  readonly preAuthLimit = PRE_CONNECT_LIMITS.maxFrame;
   private readonly connections = new Set<StompConnection>();
 
   constructor(private readonly ctx: AdapterContext) {}
@@ -18,8 +20,8 @@ export class StompAdapter implements ProtocolAdapter {
     return this.connections.size;
   }
 
-  handle(stream: Duplex, peer: Peer, transport = 'tcp'): void {
-    const c = new StompConnection(this.ctx, stream, peer, transport, (gone) => this.connections.delete(gone));
+  handle(stream: Duplex, peer: Peer, transport = 'tcp', control?: TransportControl): void {
+    const c = new StompConnection(this.ctx, stream, peer, transport, (gone) => this.connections.delete(gone), control);
     this.connections.add(c);
   }
 

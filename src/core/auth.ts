@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { isIPv4 } from 'node:net';
 import { BrokerError } from './errors.js';
 
 export interface Permission {
@@ -81,14 +82,15 @@ export function isHashingAlgorithm(s: string): s is HashingAlgorithm {
   return (HASHING_ALGORITHMS as readonly string[]).includes(s);
 }
 
+/**
+ * Whether a peer address is a loopback address: 127.0.0.0/8, ::1, or 127.x mapped into IPv6.
+ * Anything else, an unknown address ('', as a socket reports once its peer is gone) or a name
+ * included, is not: a loopback-only user is never let in on an address nobody checked.
+ */
 export function isLoopback(address: string): boolean {
-  return (
-    address.startsWith('127.') ||
-    address === '::1' ||
-    address.startsWith('::ffff:127.') ||
-    address === 'localhost' ||
-    address === ''
-  );
+  if (address === '::1' || address === '0:0:0:0:0:0:0:1') return true;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return isIPv4(v4) && v4.startsWith('127.');
 }
 
 /** Throws PRECONDITION_FAILED unless `source` compiles as a regular expression. */

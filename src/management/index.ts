@@ -68,22 +68,33 @@ export class Management {
     const path = q < 0 ? url : url.slice(0, q);
     const query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
     if (path === '/api' || path.startsWith('/api/')) {
-      void this.api.handle(req, res, path, query);
+      this.api.handle(req, res, path, query).catch((err: unknown) => {
+        // handle() answers every error itself; this is only if even that failed.
+        this.ctx.log.error({ err, method: req.method, url: req.url }, 'management request failed');
+        res.destroy();
+      });
       return;
     }
-    if (path === '/metrics') {
-      this.metrics(req, res);
+    if (path === '/metrics' || path === '/metrics/per-object') {
+      this.metrics(req, res, path === '/metrics/per-object');
       return;
     }
     if ((req.method === 'GET' || req.method === 'HEAD') && this.files?.serve(req, res, path)) return;
     sendJson(res, 404, { error: 'Object Not Found', reason: 'Not Found' });
   };
 
-  private metrics(req: IncomingMessage, res: ServerResponse): void {
+  /**
+   * `/metrics`: aggregates only, no vhost or queue names (credentials required only with
+   * `metricsAuth`). `/metrics/per-object`: a series per vhost and queue, always behind
+   * credentials of a monitoring or administrator user, as they name every vhost's queues.
+   */
+  private metrics(req: IncomingMessage, res: ServerResponse, perObject: boolean): void {
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') throw HttpError.methodNotAllowed();
-      if (this.metricsAuth) this.api.authenticate(req);
-      const text = renderMetrics(this.ctx.core, this.startedAt);
+      if (perObject) {
+        if (!this.api.isMonitor(this.api.authenticate(req))) throw HttpError.notAuthorised('Not monitor user');
+      } else if (this.metricsAuth) this.api.authenticate(req);
+      const text = renderMetrics(this.ctx.core, this.startedAt, perObject);
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(text) });
       res.end(req.method === 'HEAD' ? undefined : text);
     } catch (e) {

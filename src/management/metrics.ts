@@ -63,8 +63,13 @@ type Live = Pick<ProtocolTotals, 'published' | 'delivered' | 'acked' | 'redelive
 /**
  * The broker's metrics, gathered at scrape time by walking connections, channels and queues once:
  * the hot path only increments counters it keeps anyway.
+ *
+ * `perObject` false (`/metrics`, RabbitMQ's default): aggregates only. The vhost and queue
+ * families carry no labels and hold totals over every queue, so no vhost or queue name is
+ * exposed. `perObject` true (`/metrics/per-object`, for authenticated monitoring users): one
+ * series per vhost and per queue.
  */
-export function renderMetrics(core: Core, startedAt: number): string {
+export function renderMetrics(core: Core, startedAt: number, perObject = false): string {
   const x = new Exposition();
   const byProtocol = new Map<string, Live>();
   const of = (p: string): Live => {
@@ -143,11 +148,23 @@ export function renderMetrics(core: Core, startedAt: number): string {
   const active = new Set(core.alarms.active);
   for (const a of new Set(['memory', 'disk', ...active])) alarm(active.has(a) ? 1 : 0, { alarm: a });
 
-  const vhostQueues = x.family('warren_queues', 'gauge', 'Queues per vhost');
-  const vhostExchanges = x.family('warren_exchanges', 'gauge', 'Exchanges per vhost');
-  for (const v of core.vhosts.values()) {
-    vhostQueues(v.queues.size, { vhost: v.name });
-    vhostExchanges(v.exchanges.size, { vhost: v.name });
+  if (perObject) {
+    const vhostQueues = x.family('warren_queues', 'gauge', 'Queues per vhost');
+    const vhostExchanges = x.family('warren_exchanges', 'gauge', 'Exchanges per vhost');
+    for (const v of core.vhosts.values()) {
+      vhostQueues(v.queues.size, { vhost: v.name });
+      vhostExchanges(v.exchanges.size, { vhost: v.name });
+    }
+  } else {
+    let queueCount = 0;
+    let exchangeCount = 0;
+    for (const v of core.vhosts.values()) {
+      queueCount += v.queues.size;
+      exchangeCount += v.exchanges.size;
+    }
+    x.family('warren_vhosts', 'gauge', 'Virtual hosts')(core.vhosts.size);
+    x.family('warren_queues', 'gauge', 'Queues (all vhosts)')(queueCount);
+    x.family('warren_exchanges', 'gauge', 'Exchanges (all vhosts)')(exchangeCount);
   }
 
   const families: Array<[string, 'gauge' | 'counter', string, (q: QueueLike) => number]> = [
@@ -161,6 +178,16 @@ export function renderMetrics(core: Core, startedAt: number): string {
     ['warren_queue_messages_acked_total', 'counter', 'Messages acknowledged', (q) => q.stats.acked],
     ['warren_queue_messages_redelivered_total', 'counter', 'Messages delivered again', (q) => q.stats.redelivered],
   ];
+  if (!perObject) {
+    // One unlabelled total per family, over every queue of every vhost.
+    for (const [name, type, help, pick] of families) {
+      let total = 0;
+      for (const v of core.vhosts.values()) for (const q of v.queues.values()) total += pick(q);
+      x.header(name, type, `${help} (all queues)`);
+      x.sample(name, '', total);
+    }
+    return x.text();
+  }
   // Label sets rendered once per queue, shared by every per-queue family.
   const queues: Array<[string, QueueLike]> = [];
   for (const v of core.vhosts.values()) {

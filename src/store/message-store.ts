@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fdatasync, mkdirSync, openSync, readFileSync, readdirSync, statSync, unlinkSync, writeSync, writev } from 'node:fs';
+import { fdatasync, mkdirSync, readdirSync, statSync, writev } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Core } from '../core/core.js';
@@ -16,6 +16,7 @@ import { atomicWriteFile, errnoCode, fsyncDir, readIfExists } from './fs-util.js
 import { MessageLog, type BatchContext } from './message-log.js';
 import { QueueLog, SHARED_PENDING, type QueueLogHost } from './queue-log.js';
 import { RecordStore } from './record-store.js';
+import { releaseLock, takeLock } from './lock.js';
 import { DurableRetained, type RetainedIndex, type RetainedRecord } from './retained.js';
 import type { MessageLoc } from './records.js';
 
@@ -37,7 +38,6 @@ export const DEFAULT_QUEUE_MEMORY_BUDGET = 16 * 1024 * 1024;
 export const DEFAULT_SEGMENT_SIZE = 8 * 1024 * 1024;
 
 export const DEFINITIONS_FILE = 'definitions.json';
-const LOCK_FILE = 'warren.lock';
 
 /** What recovery did, for the startup log line. */
 export interface RecoverySummary {
@@ -178,7 +178,7 @@ export class MessageStore implements Persistence, QueueLogHost {
         throw startupError(`cannot create data directory '${dir}': ${describeErrno(e)}`);
       }
     }
-    const lockFd = takeLock(dir);
+    const lockFd = takeLock(dir, opts.log);
     const store = new MessageStore(opts, lockFd);
     try {
       for (const sub of ['queues', 'messages']) mkdirSync(join(dir, sub), { recursive: true });
@@ -564,12 +564,7 @@ export class MessageStore implements Persistence, QueueLogHost {
 
   private releaseLock(): void {
     if (this.lockFd < 0) return;
-    try {
-      closeSync(this.lockFd);
-      unlinkSync(join(this.dataDir, LOCK_FILE));
-    } catch {
-      // already gone
-    }
+    releaseLock(this.dataDir, this.lockFd);
   }
 
   /**
@@ -609,43 +604,4 @@ function describeErrno(e: unknown): string {
   if (code === 'ENOSPC') return `no space left on device (${msg})`;
   if (code === 'ENOTDIR') return `a path component is not a directory (${msg})`;
   return msg;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return errnoCode(e) === 'EPERM';
-  }
-}
-
-/** Takes `<dir>/warren.lock` (holding our pid); a lock whose process is gone is taken over. */
-function takeLock(dir: string): number {
-  const file = join(dir, LOCK_FILE);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, 'wx');
-      writeSync(fd, `${process.pid}\n`);
-      return fd;
-    } catch (e) {
-      const code = errnoCode(e);
-      if (code !== 'EEXIST') throw startupError(`data directory '${dir}' is not writable: ${describeErrno(e)}`);
-      let pid = NaN;
-      try {
-        pid = Number.parseInt(readFileSync(file, 'utf8'), 10);
-      } catch {
-        // unreadable: treat as stale
-      }
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
-        throw startupError(`data directory '${dir}' is in use by another Warren (pid ${pid})`);
-      }
-      try {
-        unlinkSync(file);
-      } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') throw startupError(`data directory '${dir}' is not writable: ${describeErrno(err)}`);
-      }
-    }
-  }
-  throw startupError(`cannot lock data directory '${dir}'`);
 }

@@ -1,15 +1,39 @@
 import type { Duplex } from 'node:stream';
 
 export interface Peer {
+  /** The remote address; '' when the transport does not know it (never counted as loopback). */
   address: string;
   port: number;
+}
+
+/**
+ * What a transport lets an adapter tell it about one connection. A WebSocket buffers whole
+ * messages before the adapter sees a byte, so it keeps the adapter's pre-authentication limit
+ * until the adapter reports that the client has authenticated.
+ */
+export interface TransportControl {
+  /**
+   * The client has authenticated: the transport lifts its pre-authentication limits. `maxFrame`
+   * is the largest frame or packet the adapter now accepts; a transport that buffers messages
+   * need not take in much more than that in one.
+   */
+  authenticated(maxFrame: number): void;
 }
 
 /** A protocol adapter: takes any byte stream (TCP, TLS, WebSocket, in-memory pair). */
 export interface ProtocolAdapter {
   /** 'amqp' | 'mqtt' | 'stomp'. */
   readonly name: string;
-  handle(stream: Duplex, peer: Peer, transport?: string): void;
+  /**
+   * Largest frame or packet, in bytes, accepted before the client has authenticated (the limit the
+   * adapter's decoder applies on TCP). Transports that buffer messages apply it too.
+   */
+  readonly preAuthLimit: number;
+  /**
+   * Serves one connection. Transports call it only through `serveStream` (src/transport/serve.ts),
+   * which guarantees an 'error' listener on the stream and contains a throw.
+   */
+  handle(stream: Duplex, peer: Peer, transport?: string, control?: TransportControl): void;
   /** Closes every connection with the protocol's shutdown message; resolves when all are gone. */
   shutdown(reason: string): Promise<void>;
   /** Open connections. */

@@ -1,16 +1,20 @@
 import { createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from '../logger.js';
 import type { ProtocolAdapter } from './adapter.js';
+import { peerOf, serveStream } from './serve.js';
 
 /** Listens on a TCP port and hands every socket to the adapter. Resolves with the bound port. */
-export function listenTcp(adapter: ProtocolAdapter, port: number, host: string): Promise<{ server: Server; port: number }> {
+export function listenTcp(adapter: ProtocolAdapter, port: number, host: string, log: Logger): Promise<{ server: Server; port: number }> {
   const server = createServer({ noDelay: true }, (socket: Socket) => {
     socket.setNoDelay(true);
-    adapter.handle(socket, { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }, 'tcp');
+    serveStream(adapter, socket, peerOf(socket), 'tcp', log);
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ port, host }, () => {
       server.off('error', reject);
+      // After listen an error (e.g. EMFILE on accept) is logged; the listener keeps running.
+      server.on('error', (err: Error) => log.error({ err, protocol: adapter.name }, 'listener error'));
       const addr = server.address();
       resolve({ server, port: typeof addr === 'object' && addr ? addr.port : port });
     });
