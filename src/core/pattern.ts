@@ -101,7 +101,11 @@ class LiteralPattern implements Pattern {
   test(s: string): boolean {
     for (let i = 0; i < this.branches.length; i++) {
       const b = this.branches[i]!;
-      if (b.start ? (b.end ? s === b.text : s.startsWith(b.text)) : b.end ? s.endsWith(b.text) : s.includes(b.text)) return true;
+      const t = b.text;
+      // lastIndexOf(t, 0) / indexOf(t, end) look at one position only (cheaper than startsWith in V8)
+      if (b.start ? (b.end ? s === t : s.lastIndexOf(t, 0) === 0) : b.end ? s.length >= t.length && s.indexOf(t, s.length - t.length) !== -1 : s.includes(t)) {
+        return true;
+      }
     }
     return false;
   }
