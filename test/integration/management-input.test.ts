@@ -112,6 +112,17 @@ describe('the name filter', () => {
   });
 });
 
+describe('user names', () => {
+  test('credentials with a user name longer than 255 bytes get 401, and such a user cannot be created', async () => {
+    const long = 'u'.repeat(300);
+    const r = await http(port, 'GET', '/api/overview', { auth: [long, 'pw'] });
+    expect(r.status).toBe(401);
+    const put = await api.put(`/users/${long}`, { password: 'pw', tags: '' });
+    expect(put.status).toBe(400);
+    expect(String(put.body['reason'])).toMatch(/user name longer than 255 bytes/);
+  });
+});
+
 describe('JSON bodies', () => {
   test('queue arguments with a __proto__ key keep it as an ordinary key, and it sets nothing', async () => {
     const body = '{"durable": false, "arguments": {"__proto__": {"x-max-length": 1, "polluted": true}}}';
