@@ -134,7 +134,11 @@ export class Auth {
   readonly topicPermissions = new Map<string, Map<string, Map<string, TopicPermission>>>();
   /** Bumped on every change to users or permissions: channels drop their cached checks. */
   generation = 0;
-  private readonly patterns = new PatternCache(4096);
+  /**
+   * Compiled permission patterns and substituted topic patterns (one per client id with
+   * `{client_id}`). Channels keep the one they use, so eviction only costs a recompile.
+   */
+  private readonly patterns = new PatternCache(1024);
   /** Set to let guest connect from anywhere (RabbitMQ's `loopback_users = none`). */
   guestLoopbackOnly = true;
 
