@@ -56,6 +56,40 @@ describe('patterns: RE2 semantics, linear time', () => {
     }
   });
 
+  test('random literal-looking patterns: the fast path always agrees with RE2', () => {
+    // a small seeded generator (xorshift), so a failure is reproducible
+    let seed = 0x9e3779b9;
+    const rnd = (n: number): number => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) % n;
+    };
+    const tokens = ['a', 'b', '.', '\\.', '^', '$', '|', '.*', '\\|', '\\$', '\\^', '\\*', '-', '\\\\', '\n'];
+    const chars = ['a', 'b', '.', '|', '$', '^', '*', '-', '\\', '\n'];
+    let fastOnes = 0;
+    for (let i = 0; i < 3000; i++) {
+      let p = '';
+      for (let k = rnd(6); k >= 0; k--) p += tokens[rnd(tokens.length)];
+      let fast;
+      let slow;
+      try {
+        fast = compilePattern(p);
+        slow = compilePattern(`(?:${p})`);
+      } catch {
+        continue; // invalid in RE2 either way (e.g. a misplaced quantifier)
+      }
+      if (fast.constructor.name !== 'LiteralPattern') continue;
+      fastOnes++;
+      for (let j = 0; j < 20; j++) {
+        let s = '';
+        for (let k = rnd(7); k > 0; k--) s += chars[rnd(chars.length)];
+        expect([p, s, fast.test(s)]).toEqual([p, s, slow.test(s)]);
+      }
+    }
+    expect(fastOnes).toBeGreaterThan(500);
+  });
+
   test('a catastrophic-backtracking pattern answers in linear time', () => {
     const p = compilePattern('^(a+)+$');
     const q = compilePattern('dave(.*.*.*)*X');
