@@ -32,13 +32,13 @@ export function getPath(row: unknown, parts: readonly string[]): unknown {
   return cur;
 }
 
-/** Writes a path into a projection built of fresh plain objects (own properties only). */
+/** Writes a path into a projection, through own properties only (missing levels become plain objects). */
 function setPath(out: Row, parts: readonly string[], value: unknown): void {
   let cur = out;
   for (let i = 0; i < parts.length - 1; i++) {
     const p = parts[i]!;
     let next = getOwn(cur, p);
-    if (next === undefined || next === null || typeof next !== 'object' || Array.isArray(next)) {
+    if (next === undefined || next === null || typeof next !== 'object') {
       next = {};
       setOwn(cur, p, next);
     }
