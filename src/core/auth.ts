@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { BrokerError } from './errors.js';
+import { escapePattern, PatternCache, PatternError, patternProblem, type Pattern } from './pattern.js';
 
 export interface Permission {
   configure: string;
@@ -42,7 +43,17 @@ export interface User {
 
 export type Access = 'configure' | 'write' | 'read';
 
-/** Values substituted for `{username}`, `{vhost}` and `{client_id}` in topic permission regexes. */
+/**
+ * Longest user name accepted, in UTF-8 bytes: a user name must fit the AMQP `user_id` property
+ * (a shortstr). Longer names are refused at login before any lookup, and when users are created.
+ */
+export const MAX_USER_NAME_BYTES = 255;
+
+/**
+ * Values substituted for `{username}`, `{vhost}` and `{client_id}` in topic permission regexes.
+ * They are substituted as literal text (regex-escaped), unlike RabbitMQ, which inserts them as
+ * they are: a client id `a|.*` must not widen a permission to every routing key.
+ */
 export interface TopicVariables {
   username: string;
   vhost: string;
@@ -93,16 +104,25 @@ export function isLoopback(address: string): boolean {
   return isIPv4(v4) && v4.startsWith('127.');
 }
 
-/** Throws PRECONDITION_FAILED unless `source` compiles as a regular expression. */
+/**
+ * Throws PRECONDITION_FAILED unless `source` compiles with the engine that evaluates permissions
+ * (RE2 syntax: no lookarounds or backreferences, bounded repetition).
+ */
 export function validateRegex(source: string, what: string): void {
-  try {
-    new RegExp(source);
-  } catch (e) {
-    throw BrokerError.precondition(`invalid regular expression for ${what} '${source}': ${e instanceof Error ? e.message : String(e)}`);
-  }
+  const problem = patternProblem(source);
+  if (problem !== undefined) throw BrokerError.precondition(`invalid regular expression for ${what} '${source}': ${problem}`);
 }
 
-const REGEX_CACHE_MAX = 4096;
+/** Substitutes the variables of a topic permission, each escaped so that it matches only itself. */
+export function substituteTopicVariables(source: string, vars: TopicVariables): string {
+  if (!source.includes('{')) return source;
+  let out = source.replaceAll('{username}', escapePattern(vars.username)).replaceAll('{vhost}', escapePattern(vars.vhost));
+  if (vars.client_id !== undefined) out = out.replaceAll('{client_id}', escapePattern(vars.client_id));
+  return out;
+}
+
+/** A substituted topic pattern that no longer compiles refuses everything. */
+const REFUSE_ALL: Pattern = { source: '', test: () => false };
 
 /**
  * Users, their per-vhost permissions (configure / write / read regular expressions) and topic
@@ -116,7 +136,11 @@ export class Auth {
   readonly topicPermissions = new Map<string, Map<string, Map<string, TopicPermission>>>();
   /** Bumped on every change to users or permissions: channels drop their cached checks. */
   generation = 0;
-  private readonly compiled = new Map<string, RegExp>();
+  /**
+   * Compiled permission patterns and substituted topic patterns (one per client id with
+   * `{client_id}`). Channels keep the one they use, so eviction only costs a recompile.
+   */
+  private readonly patterns = new PatternCache(1024);
   /** Set to let guest connect from anywhere (RabbitMQ's `loopback_users = none`). */
   guestLoopbackOnly = true;
 
@@ -137,6 +161,9 @@ export class Auth {
     opts: { passwordHash: string; hashingAlgorithm?: HashingAlgorithm; tags?: string[]; loopbackOnly?: boolean },
   ): User {
     if (name === '') throw BrokerError.precondition('user name must not be empty');
+    if (Buffer.byteLength(name) > MAX_USER_NAME_BYTES) {
+      throw BrokerError.precondition(`user name longer than ${MAX_USER_NAME_BYTES} bytes`);
+    }
     const prev = this.users.get(name);
     const user: User = {
       name,
@@ -231,6 +258,10 @@ export class Auth {
 
   /** Checks credentials and the loopback rule; ACCESS_REFUSED (403) on failure. */
   authenticate(username: string, password: string, address: string, mechanism = 'PLAIN'): User {
+    // cheap test first (UTF-8 is at most 3 bytes per UTF-16 unit), exact one only when needed
+    if (username.length * 3 > MAX_USER_NAME_BYTES && Buffer.byteLength(username) > MAX_USER_NAME_BYTES) {
+      throw BrokerError.accessRefused(`Login was refused using authentication mechanism ${mechanism}: user name longer than ${MAX_USER_NAME_BYTES} bytes.`);
+    }
     const user = this.users.get(username);
     if (!user || !checkPassword(password, user.passwordHash, user.hashingAlgorithm)) {
       throw BrokerError.accessRefused(`Login was refused using authentication mechanism ${mechanism}. For details see the broker logfile.`);
@@ -247,14 +278,14 @@ export class Auth {
     return this.permissions.get(vhost)?.has(user) ?? false;
   }
 
-  private regex(source: string): RegExp {
-    let re = this.compiled.get(source);
-    if (!re) {
-      if (this.compiled.size >= REGEX_CACHE_MAX) this.compiled.clear();
-      re = new RegExp(source); // unanchored, as RabbitMQ matches it
-      this.compiled.set(source, re);
+  /** A compiled pattern (validated when it was set; a failure here refuses). */
+  private pattern(source: string): Pattern {
+    try {
+      return this.patterns.get(source); // unanchored, as RabbitMQ matches it
+    } catch (e) {
+      if (e instanceof PatternError) return REFUSE_ALL;
+      throw e;
     }
-    return re;
   }
 
   /** True when the user's `access` regex for the vhost matches the resource name. */
@@ -264,7 +295,7 @@ export class Auth {
     const source = p[access];
     if (source === '') return false;
     // RabbitMQ: the default exchange is written to as 'amq.default'.
-    return this.regex(source).test(resource === '' ? 'amq.default' : resource);
+    return this.pattern(source).test(resource === '' ? 'amq.default' : resource);
   }
 
   /** Whether any topic permission constrains the user on this exchange (else everything is allowed). */
@@ -273,24 +304,24 @@ export class Auth {
   }
 
   /**
+   * The pattern routing keys must match for (user, vhost, exchange, access), with `{username}`,
+   * `{vhost}` and `{client_id}` substituted as literal text; undefined when no topic permission
+   * constrains the user there. Valid until `generation` changes: a channel keeps it for its
+   * publishes instead of looking it up per message.
+   */
+  topicPattern(user: string, vhost: string, exchange: string, access: 'write' | 'read', vars: TopicVariables): Pattern | undefined {
+    const p = this.topicPermissions.get(vhost)?.get(user)?.get(exchange);
+    if (!p) return undefined;
+    // An empty regex matches only the empty routing key.
+    return this.pattern(substituteTopicVariables(p[access] === '' ? '^$' : p[access], vars));
+  }
+
+  /**
    * RabbitMQ's topic authorisation: with no topic permission for (user, vhost, exchange) access is
-   * granted; otherwise the routing key must match the regex, after `{username}`, `{vhost}` and
-   * `{client_id}` are substituted. An empty regex matches only the empty routing key.
+   * granted; otherwise the routing key must match {@link topicPattern}.
    */
   topicPermitted(user: string, vhost: string, exchange: string, access: 'write' | 'read', routingKey: string, vars: TopicVariables): boolean {
-    const p = this.topicPermissions.get(vhost)?.get(user)?.get(exchange);
-    if (!p) return true;
-    let source = p[access] === '' ? '^$' : p[access];
-    if (source.includes('{')) {
-      source = source.replaceAll('{username}', vars.username).replaceAll('{vhost}', vars.vhost);
-      if (vars.client_id !== undefined) source = source.replaceAll('{client_id}', vars.client_id);
-    }
-    let re: RegExp;
-    try {
-      re = this.regex(source);
-    } catch {
-      return false; // a substituted value broke the expression: refuse
-    }
-    return re.test(routingKey);
+    const pattern = this.topicPattern(user, vhost, exchange, access, vars);
+    return pattern === undefined || pattern.test(routingKey);
   }
 }

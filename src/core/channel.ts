@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Access, Auth } from './auth.js';
 import type { CoreConnection } from './connection.js';
+import type { Pattern } from './pattern.js';
 import { BrokerError } from './errors.js';
 import { Exchange, type Destination } from './exchanges/exchange.js';
 import { Consumer, type ConsumerOwner } from './queues/consumer.js';
@@ -55,9 +56,9 @@ export class CoreChannel implements ConsumerOwner {
   private writeOk: string | undefined;
   /** The Auth generation `writeOk` was checked under: any permission change invalidates it. */
   private writeGen = -1;
-  /** The exchange `writeOk` names, and whether publishes to it need a topic permission check. */
+  /** The exchange `writeOk` names, and the topic permission pattern its routing keys must match. */
   private writeEx: Exchange | undefined;
-  private writeTopic = false;
+  private writeTopic: Pattern | undefined;
   private readonly auth: Auth;
   readonly stats: ChannelStats = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0 };
   readonly openedAt = Date.now();
@@ -119,6 +120,15 @@ export class CoreChannel implements ConsumerOwner {
         `${access} access to topic '${routingKey}' in exchange '${ex.name}' in vhost '${vhost}' refused for user '${c.user}'`,
       );
     }
+  }
+
+  /** The publish-path topic check, with the pattern kept since `checkPublishable`. */
+  private checkTopicWrite(pattern: Pattern, routingKey: string): void {
+    if (pattern.test(routingKey)) return;
+    const c = this.connection;
+    throw BrokerError.accessRefused(
+      `write access to topic '${routingKey}' in exchange '${this.writeEx!.name}' in vhost '${c.vhost.name}' refused for user '${c.user}'`,
+    );
   }
 
   private resolveQueueName(name: string): string {
@@ -243,7 +253,7 @@ export class CoreChannel implements ConsumerOwner {
     if (this.writeOk !== msg.exchange || this.writeGen !== this.auth.generation || this.writeEx!.deleted) {
       this.checkPublishable(msg.exchange);
     }
-    if (this.writeTopic) this.checkTopic('write', this.writeEx!, msg.routingKey);
+    if (this.writeTopic !== undefined) this.checkTopicWrite(this.writeTopic, msg.routingKey);
     const uid = msg.properties.userId;
     if (uid !== undefined && uid !== this.connection.user) {
       throw BrokerError.precondition(`user_id property set to '${uid}' but authenticated user was '${this.connection.user}'`);
@@ -261,7 +271,9 @@ export class CoreChannel implements ConsumerOwner {
       throw BrokerError.accessRefused(`cannot publish to internal exchange '${ex.name}' in vhost '${this.vhost.name}'`);
     }
     const c = this.connection;
-    this.writeTopic = ex.type === 'topic' && this.auth.hasTopicPermission(c.user, c.vhost.name, ex.name);
+    const vhost = c.vhost.name;
+    this.writeTopic =
+      ex.type === 'topic' ? this.auth.topicPattern(c.user, vhost, ex.name, 'write', { username: c.user, vhost, client_id: c.info.clientId }) : undefined;
     this.writeGen = this.auth.generation;
     this.writeEx = ex;
     this.writeOk = exchange;
@@ -274,7 +286,7 @@ export class CoreChannel implements ConsumerOwner {
    */
   checkPublish(exchange: string, routingKey: string): void {
     if (this.writeOk !== exchange || this.writeGen !== this.auth.generation || this.writeEx!.deleted) this.checkPublishable(exchange);
-    if (this.writeTopic) this.checkTopic('write', this.writeEx!, routingKey);
+    if (this.writeTopic !== undefined) this.checkTopicWrite(this.writeTopic, routingKey);
   }
 
   // ---- consuming ----------------------------------------------------------------------------

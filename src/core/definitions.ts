@@ -2,6 +2,7 @@ import { hashPassword, isHashingAlgorithm, type HashingAlgorithm } from './auth.
 import type { Core } from './core.js';
 import { BrokerError } from './errors.js';
 import { Exchange } from './exchanges/exchange.js';
+import { getOwn, setOwn } from './own-keys.js';
 import type { PolicyApplyTo, PolicyValue } from './policies.js';
 import type { Queue } from './queues/queue.js';
 import { Decimal, type FieldTable, type FieldValue } from './types.js';
@@ -115,7 +116,7 @@ export function tableToJson(t: FieldTable): Record<string, JsonValue> {
   const out: Record<string, JsonValue> = {};
   for (const k of Object.keys(t).sort()) {
     const v = t[k];
-    if (v !== undefined) out[k] = toJson(v);
+    if (v !== undefined) setOwn(out, k, toJson(v));
   }
   return out;
 }
@@ -130,7 +131,8 @@ export function fromJson(v: unknown): FieldValue {
 export function tableFromJson(v: unknown): FieldTable {
   const out: FieldTable = {};
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return out;
-  for (const [k, x] of Object.entries(v)) out[k] = fromJson(x);
+  // own keys only, and a key '__proto__' stays a key (a plain assignment would set the prototype)
+  for (const [k, x] of Object.entries(v)) setOwn(out, k, fromJson(x));
   return out;
 }
 
@@ -265,7 +267,7 @@ function isObj(v: unknown): v is Obj {
 }
 
 function list(defs: Obj, key: string): Obj[] {
-  const v = defs[key];
+  const v = getOwn(defs, key);
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) throw BrokerError.precondition(`definitions: '${key}' must be a list`);
   return v.map((x, i) => {
@@ -275,14 +277,14 @@ function list(defs: Obj, key: string): Obj[] {
 }
 
 function str(o: Obj, key: string, what: string, dflt?: string): string {
-  const v = o[key];
+  const v = getOwn(o, key);
   if (typeof v === 'string') return v;
   if (v === undefined && dflt !== undefined) return dflt;
   throw BrokerError.precondition(`definitions: ${what} has no string '${key}'`);
 }
 
 function bool(o: Obj, key: string, dflt: boolean): boolean {
-  const v = o[key];
+  const v = getOwn(o, key);
   return typeof v === 'boolean' ? v : dflt;
 }
 

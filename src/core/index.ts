@@ -16,6 +16,8 @@ export {
   isLoopback,
   isHashingAlgorithm,
   validateRegex,
+  substituteTopicVariables,
+  MAX_USER_NAME_BYTES,
   HASHING_ALGORITHMS,
   USER_TAGS,
   type User,
@@ -25,6 +27,8 @@ export {
   type HashingAlgorithm,
   type Access,
 } from './auth.js';
+export { FORBIDDEN_SEGMENTS, getOwn, setOwn } from './own-keys.js';
+export { compilePattern, escapePattern, patternProblem, PatternCache, PatternError, MAX_PATTERN_SIZE, type Pattern } from './pattern.js';
 export { Policies, validatePolicy, POLICY_APPLY_TO, type Policy, type PolicyApplyTo, type PolicyValue } from './policies.js';
 export { CoreTotals, ProtocolTotals, type ChannelStats, type Traffic } from './stats.js';
 export type { VHost } from './vhost.js';

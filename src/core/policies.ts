@@ -1,4 +1,5 @@
 import { BrokerError } from './errors.js';
+import { PatternCache, PatternError, patternProblem, type Pattern } from './pattern.js';
 import type { FieldTable, FieldValue } from './types.js';
 
 export type PolicyApplyTo = 'all' | 'queues' | 'exchanges' | 'classic_queues' | 'quorum_queues' | 'streams';
@@ -11,7 +12,7 @@ export type PolicyValue = string | number | boolean | null | PolicyValue[] | { [
 export interface Policy {
   vhost: string;
   name: string;
-  /** Regular expression over queue / exchange names (unanchored, as RabbitMQ). */
+  /** Regular expression over queue / exchange names (unanchored, as RabbitMQ; RE2 syntax). */
   pattern: string;
   applyTo: PolicyApplyTo;
   definition: Record<string, PolicyValue>;
@@ -77,7 +78,7 @@ export class Policies {
   generation = 0;
   /** Called after every change (the core re-applies effective arguments). */
   onChange: (() => void) | undefined;
-  private readonly compiled = new Map<string, RegExp>();
+  private readonly patterns = new PatternCache(1024);
 
   /** Validates and stores a policy (PRECONDITION_FAILED describes what is wrong). */
   set(p: Policy): void {
@@ -123,7 +124,7 @@ export class Policies {
     let best: Policy | undefined;
     for (const p of m.values()) {
       if (!appliesTo(p.applyTo, kind)) continue;
-      if (!this.regex(p.pattern).test(name)) continue;
+      if (!this.pattern(p.pattern).test(name)) continue;
       if (best === undefined || p.priority > best.priority || (p.priority === best.priority && p.name < best.name)) best = p;
     }
     return best;
@@ -159,16 +160,18 @@ export class Policies {
     return { ...args, 'alternate-exchange': ae };
   }
 
-  private regex(source: string): RegExp {
-    let re = this.compiled.get(source);
-    if (!re) {
-      if (this.compiled.size > 1024) this.compiled.clear();
-      re = new RegExp(source);
-      this.compiled.set(source, re);
+  /** Policy patterns are validated when set; one that fails here matches nothing. */
+  private pattern(source: string): Pattern {
+    try {
+      return this.patterns.get(source);
+    } catch (e) {
+      if (e instanceof PatternError) return MATCH_NOTHING;
+      throw e;
     }
-    return re;
   }
 }
+
+const MATCH_NOTHING: Pattern = { source: '', test: () => false };
 
 function appliesTo(applyTo: PolicyApplyTo, kind: 'queue' | 'exchange'): boolean {
   if (applyTo === 'all') return true;
@@ -179,10 +182,9 @@ function appliesTo(applyTo: PolicyApplyTo, kind: 'queue' | 'exchange'): boolean 
 /** Throws PRECONDITION_FAILED with RabbitMQ-like text when a policy is invalid. */
 export function validatePolicy(p: Policy): void {
   if (p.name === '') throw BrokerError.precondition('policy name must not be empty');
-  try {
-    new RegExp(p.pattern);
-  } catch (e) {
-    throw BrokerError.precondition(`Validation failed\n\n<<"${p.pattern}">> is not a valid regular expression: ${e instanceof Error ? e.message : ''}`);
+  const problem = patternProblem(p.pattern);
+  if (problem !== undefined) {
+    throw BrokerError.precondition(`Validation failed\n\n<<"${p.pattern}">> is not a valid regular expression: ${problem}`);
   }
   if (!POLICY_APPLY_TO.includes(p.applyTo)) {
     throw BrokerError.precondition(`Validation failed\n\n'${String(p.applyTo)}' is not a valid apply-to value`);
@@ -190,7 +192,8 @@ export function validatePolicy(p: Policy): void {
   if (!Number.isInteger(p.priority)) throw BrokerError.precondition(`Validation failed\n\npriority must be an integer`);
   const keys = Object.keys(p.definition);
   if (keys.length === 0) throw BrokerError.precondition('Validation failed\n\nno policy provided');
-  const unknown = keys.filter((k) => KEYS[k] === undefined);
+  // own keys only: 'constructor' or '__proto__' must not find Object.prototype's members
+  const unknown = keys.filter((k) => !Object.hasOwn(KEYS, k));
   if (unknown.length > 0) {
     throw BrokerError.precondition(`Validation failed\n\n${unknown.map((k) => `'${k}'`).join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not a recognised policy setting`);
   }

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import {
   Decimal,
+  getOwn,
+  setOwn,
   type Binding,
   type CoreChannel,
   type CoreConnection,
@@ -53,7 +55,7 @@ export function fieldValueToJson(v: FieldValue): unknown {
 export function fieldTableToJson(t: FieldTable | undefined): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (!t) return out;
-  for (const [k, v] of Object.entries(t)) out[k] = fieldValueToJson(v);
+  for (const [k, v] of Object.entries(t)) setOwn(out, k, fieldValueToJson(v));
   return out;
 }
 
@@ -70,7 +72,8 @@ export function jsonToFieldValue(v: unknown, path: string): FieldValue {
 
 export function jsonToFieldTable(o: Record<string, unknown>, path = 'arguments'): FieldTable {
   const out: FieldTable = {};
-  for (const [k, v] of Object.entries(o)) out[k] = jsonToFieldValue(v, `${path}.${k}`);
+  // own keys only; a key '__proto__' becomes an ordinary key of the table
+  for (const [k, v] of Object.entries(o)) setOwn(out, k, jsonToFieldValue(v, `${path}.${k}`));
   return out;
 }
 
@@ -106,7 +109,7 @@ export function jsonToProperties(o: Record<string, unknown>): MessageProperties 
   const p: MessageProperties = {};
   const w = p as Record<string, unknown>;
   for (const [key, json] of PROPS) {
-    const v = o[json];
+    const v = getOwn(o, json);
     if (v === undefined || v === null || v === '') continue;
     if (kindOf(json) === 'int') {
       const n = typeof v === 'string' ? Number(v) : v;
@@ -117,7 +120,7 @@ export function jsonToProperties(o: Record<string, unknown>): MessageProperties 
       w[key] = String(v);
     }
   }
-  const h = o['headers'];
+  const h = getOwn(o, 'headers');
   if (h !== undefined && h !== null) {
     if (typeof h !== 'object' || Array.isArray(h)) throw HttpError.badRequest('properties.headers must be a JSON object');
     p.headers = jsonToFieldTable(h as Record<string, unknown>, 'properties.headers');

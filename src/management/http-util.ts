@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BrokerError, ReplyCode } from '../core/index.js';
+import { BrokerError, getOwn, ReplyCode } from '../core/index.js';
 
 /** A management API error: RabbitMQ's `{error, reason}` body with an HTTP status. */
 export class HttpError extends Error {
@@ -131,10 +131,11 @@ export function basicCredentials(req: IncomingMessage): [string, string] | undef
 }
 
 // ---- reading fields of a JSON body --------------------------------------------------------------
-// rabbitmqadmin sends booleans and numbers as strings ("durable": "true", "count": "1").
+// rabbitmqadmin sends booleans and numbers as strings ("durable": "true", "count": "1"). Only own
+// properties are read: a body never reaches Object.prototype's members ('constructor', ...).
 
 export function boolField(body: Record<string, unknown>, key: string, dflt: boolean): boolean {
-  const v = body[key];
+  const v = getOwn(body, key);
   if (v === undefined || v === null || v === '') return dflt;
   if (v === true || v === 'true') return true;
   if (v === false || v === 'false') return false;
@@ -142,7 +143,7 @@ export function boolField(body: Record<string, unknown>, key: string, dflt: bool
 }
 
 export function intField(body: Record<string, unknown>, key: string, dflt: number): number {
-  const v = body[key];
+  const v = getOwn(body, key);
   if (v === undefined || v === null || v === '') return dflt;
   const n = typeof v === 'string' ? Number(v) : v;
   if (typeof n !== 'number' || !Number.isInteger(n)) throw HttpError.badRequest(`${key} must be an integer, got ${JSON.stringify(v)}`);
@@ -150,7 +151,7 @@ export function intField(body: Record<string, unknown>, key: string, dflt: numbe
 }
 
 export function strField(body: Record<string, unknown>, key: string, dflt?: string): string {
-  const v = body[key];
+  const v = getOwn(body, key);
   if (v === undefined || v === null) {
     if (dflt === undefined) throw HttpError.badRequest(`${key} is missing`);
     return dflt;
@@ -160,7 +161,7 @@ export function strField(body: Record<string, unknown>, key: string, dflt?: stri
 }
 
 export function objField(body: Record<string, unknown>, key: string): Record<string, unknown> {
-  const v = body[key];
+  const v = getOwn(body, key);
   if (v === undefined || v === null || v === '') return {};
   if (typeof v !== 'object' || Array.isArray(v)) throw HttpError.badRequest(`${key} must be a JSON object`);
   return v as Record<string, unknown>;

@@ -1,29 +1,87 @@
+import { compilePattern, FORBIDDEN_SEGMENTS, getOwn, PatternError, setOwn, type Pattern } from '../core/index.js';
 import { HttpError } from './http-util.js';
 
 export type Row = Record<string, unknown>;
 
 const MAX_PAGE_SIZE = 500;
 
-/** Reads a dotted path (`message_stats.publish_details.rate`) from a row. */
-export function getPath(row: unknown, path: string): unknown {
+/** Longest `name` filter accepted, in UTF-8 bytes. */
+export const MAX_FILTER_BYTES = 1024;
+/** Longest `columns` / `sort` parameter accepted, in characters. */
+const MAX_COLUMNS_LENGTH = 4096;
+
+/**
+ * Splits a dotted path from a query parameter (`message_stats.publish_details.rate`). Segments
+ * that name object internals (`__proto__`, `constructor`, `prototype`) are a bad request.
+ */
+export function parsePath(path: string, param: string): string[] {
+  const parts = path.split('.');
+  for (const p of parts) {
+    if (FORBIDDEN_SEGMENTS.has(p)) throw HttpError.badRequest(`parameter ${param}: '${p}' is not allowed in a column path`);
+  }
+  return parts;
+}
+
+/** Reads a path from a row, through own properties only. */
+export function getPath(row: unknown, parts: readonly string[]): unknown {
   let cur: unknown = row;
-  for (const part of path.split('.')) {
+  for (const part of parts) {
     if (cur === null || typeof cur !== 'object') return undefined;
-    cur = (cur as Row)[part];
+    cur = getOwn(cur, part);
   }
   return cur;
 }
 
-function setPath(out: Row, path: string, value: unknown): void {
-  const parts = path.split('.');
+/** Writes a path into a projection, through own properties only (missing levels become plain objects). */
+function setPath(out: Row, parts: readonly string[], value: unknown): void {
   let cur = out;
   for (let i = 0; i < parts.length - 1; i++) {
     const p = parts[i]!;
-    const next = cur[p];
-    if (next === undefined || next === null || typeof next !== 'object') cur[p] = {};
-    cur = cur[p] as Row;
+    let next = getOwn(cur, p);
+    if (next === undefined || next === null || typeof next !== 'object') {
+      next = {};
+      setOwn(cur, p, next);
+    }
+    cur = next as Row;
   }
-  cur[parts[parts.length - 1]!] = value;
+  setOwn(cur, parts[parts.length - 1]!, value);
+}
+
+/** The `columns` parameter as parsed paths, or undefined when absent. */
+function parseColumns(q: URLSearchParams): string[][] | undefined {
+  const columns = q.get('columns');
+  if (columns === null || columns === '') return undefined;
+  if (columns.length > MAX_COLUMNS_LENGTH) throw HttpError.badRequest(`parameter columns longer than ${MAX_COLUMNS_LENGTH} characters`);
+  return columns.split(',').map((c) => parsePath(c, 'columns'));
+}
+
+function project(r: Row, columns: readonly string[][] | undefined): Row {
+  if (columns === undefined) return r;
+  const out: Row = {};
+  for (const c of columns) {
+    const v = getPath(r, c);
+    if (v !== undefined) setPath(out, c, v);
+  }
+  return out;
+}
+
+/** The `name` filter: a substring (case-insensitive), or with `use_regex=true` an RE2 pattern. */
+function nameFilter(name: string, useRegex: boolean): (s: string) => boolean {
+  if (name.length * 3 > MAX_FILTER_BYTES && Buffer.byteLength(name) > MAX_FILTER_BYTES) {
+    throw HttpError.badRequest(`parameter name longer than ${MAX_FILTER_BYTES} bytes`);
+  }
+  if (!useRegex) {
+    const needle = name.toLowerCase();
+    return (s) => s.toLowerCase().includes(needle);
+  }
+  let re: Pattern;
+  try {
+    re = compilePattern(name);
+  } catch (e) {
+    if (e instanceof PatternError) throw HttpError.badRequest(`invalid regular expression '${name}': ${e.message}`);
+    throw e;
+  }
+  return (s) => re.test(s);
 }
 
 function compare(a: unknown, b: unknown): number {
@@ -45,7 +103,12 @@ function compare(a: unknown, b: unknown): number {
 export function applyListQuery(rows: Row[], q: URLSearchParams, defaultSort: readonly string[] = ['vhost', 'name']): unknown {
   const sort = q.get('sort');
   const reverse = q.get('sort_reverse') === 'true';
-  const keys = sort !== null && sort !== '' ? [sort] : defaultSort;
+  if (sort !== null && sort.length > MAX_COLUMNS_LENGTH) throw HttpError.badRequest(`parameter sort longer than ${MAX_COLUMNS_LENGTH} characters`);
+  const keys = sort !== null && sort !== '' ? [parsePath(sort, 'sort')] : defaultSort.map((k) => k.split('.'));
+  const columns = parseColumns(q);
+  const name = q.get('name');
+  const match = name !== null && name !== '' ? nameFilter(name, q.get('use_regex') === 'true') : undefined;
+
   const sorted = rows.slice().sort((a, b) => {
     for (const k of keys) {
       const c = compare(getPath(a, k), getPath(b, k));
@@ -56,38 +119,10 @@ export function applyListQuery(rows: Row[], q: URLSearchParams, defaultSort: rea
   if (reverse) sorted.reverse();
 
   const total = sorted.length;
-  let filtered = sorted;
-  const name = q.get('name');
-  if (name !== null && name !== '') {
-    let match: (s: string) => boolean;
-    if (q.get('use_regex') === 'true') {
-      let re: RegExp;
-      try {
-        re = new RegExp(name);
-      } catch {
-        throw HttpError.badRequest(`invalid regular expression '${name}'`);
-      }
-      match = (s) => re.test(s);
-    } else {
-      const needle = name.toLowerCase();
-      match = (s) => s.toLowerCase().includes(needle);
-    }
-    filtered = sorted.filter((r) => typeof r['name'] === 'string' && match(r['name']));
-  }
-
-  const columns = q.get('columns');
-  const project = (r: Row): Row => {
-    if (columns === null || columns === '') return r;
-    const out: Row = {};
-    for (const c of columns.split(',')) {
-      const v = getPath(r, c);
-      if (v !== undefined) setPath(out, c, v);
-    }
-    return out;
-  };
+  const filtered = match === undefined ? sorted : sorted.filter((r) => typeof r['name'] === 'string' && match(r['name']));
 
   const pageParam = q.get('page');
-  if (pageParam === null) return filtered.map(project);
+  if (pageParam === null) return filtered.map((r) => project(r, columns));
   const page = Number(pageParam);
   const pageSize = q.get('page_size') === null ? 100 : Number(q.get('page_size'));
   if (!Number.isInteger(page) || page < 1) throw HttpError.badRequest(`parameter page must be a positive integer, got '${pageParam}'`);
@@ -96,7 +131,7 @@ export function applyListQuery(rows: Row[], q: URLSearchParams, defaultSort: rea
   }
   const pageCount = Math.ceil(filtered.length / pageSize);
   if (page > Math.max(pageCount, 1)) throw HttpError.badRequest('page out of range');
-  const items = filtered.slice((page - 1) * pageSize, page * pageSize).map(project);
+  const items = filtered.slice((page - 1) * pageSize, page * pageSize).map((r) => project(r, columns));
   return {
     filtered_count: filtered.length,
     item_count: items.length,
@@ -110,12 +145,5 @@ export function applyListQuery(rows: Row[], q: URLSearchParams, defaultSort: rea
 
 /** `columns` for a single object (GET /api/queues/{vhost}/{name}?columns=...). */
 export function projectOne(row: Row, q: URLSearchParams): Row {
-  const columns = q.get('columns');
-  if (columns === null || columns === '') return row;
-  const out: Row = {};
-  for (const c of columns.split(',')) {
-    const v = getPath(row, c);
-    if (v !== undefined) setPath(out, c, v);
-  }
-  return out;
+  return project(row, parseColumns(q));
 }

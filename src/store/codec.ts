@@ -1,4 +1,4 @@
-import { Decimal, type FieldTable, type FieldValue, type MessageProperties } from '../core/index.js';
+import { Decimal, setOwn, type FieldTable, type FieldValue, type MessageProperties } from '../core/index.js';
 import { corrupt } from './errors.js';
 
 /**
@@ -341,7 +341,7 @@ export function readTable(r: ByteReader): FieldTable {
   const t: FieldTable = {};
   for (let i = 0; i < n; i++) {
     const k = r.str16();
-    t[k] = readValue(r);
+    setOwn(t, k, readValue(r)); // a stored key '__proto__' stays a key
   }
   return t;
 }
