@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Access, Auth } from './auth.js';
 import type { CoreConnection } from './connection.js';
 import { BrokerError } from './errors.js';
+import { checkMessage } from './message-check.js';
 import { Exchange, type Destination } from './exchanges/exchange.js';
 import { Consumer, type ConsumerOwner } from './queues/consumer.js';
 import type { QueueEntry } from './queues/entry.js';
@@ -9,6 +10,7 @@ import type { ChannelStats } from './stats.js';
 import type { Queue } from './queues/queue.js';
 import type {
   ConsumeOptions,
+  Delivery,
   DeliverySink,
   ExchangeOptions,
   FieldTable,
@@ -237,7 +239,9 @@ export class CoreChannel implements ConsumerOwner {
 
   /**
    * Routes a message. With `mandatory` and no route the caller returns it to the publisher
-   * (AMQP basic.return) — the core only reports `routed: 0`.
+   * (AMQP basic.return) — the core only reports `routed: 0`. Every protocol's publishes come
+   * through here, so every stored message passes {@link checkMessage}: it can be delivered on
+   * every protocol, or the publish is refused (406).
    */
   publish(msg: Message, _opts?: PublishOptions): PublishResult {
     if (this.writeOk !== msg.exchange || this.writeGen !== this.auth.generation || this.writeEx!.deleted) {
@@ -248,8 +252,9 @@ export class CoreChannel implements ConsumerOwner {
     if (uid !== undefined && uid !== this.connection.user) {
       throw BrokerError.precondition(`user_id property set to '${uid}' but authenticated user was '${this.connection.user}'`);
     }
+    const checked = checkMessage(msg);
     this.stats.published++;
-    return this.vhost.publish(msg, this.connection.id);
+    return this.vhost.publish(checked, this.connection.id);
   }
 
   /** Throws unless this channel may publish to the exchange (exists, not internal, permitted). */
@@ -331,24 +336,73 @@ export class CoreChannel implements ConsumerOwner {
     return this.flowActive && !this.closed && (this.channelPrefetch === 0 || this.unacked.size < this.channelPrefetch);
   }
 
-  deliverFromQueue(c: Consumer, q: Queue, e: QueueEntry, redelivered: boolean): void {
+  /**
+   * Hands a queue entry to a consumer's sink; false when the sink could not encode it. That is
+   * never a crash: the delivery is taken back and the message rejected without requeue, so it is
+   * dead-lettered (x-death reason `rejected`) when the queue has a dead-letter exchange and dropped
+   * otherwise, with a log line either way. The consumer carries on with the next message.
+   */
+  deliverFromQueue(c: Consumer, q: Queue, e: QueueEntry, redelivered: boolean): boolean {
     const tag = this.nextTag++;
     if (!c.noAck) {
       if (this.unacked === NO_UNACKED) this.unacked = new Map();
       this.unacked.set(tag, { entry: e, queue: q, consumer: c });
       c.unacked++;
     }
+    try {
+      c.sink.deliver({
+        message: e.msg,
+        deliveryTag: tag,
+        redelivered,
+        consumerTag: c.tag,
+        queue: q.name,
+        deliveryCount: e.deliveryCount - 1,
+        expiresAt: e.expiresAt,
+      });
+    } catch (err) {
+      if (!c.noAck) {
+        this.unacked.delete(tag);
+        c.unacked--;
+        q.reject(e);
+      }
+      this.reportUndeliverable(q.name, e.msg.id, c.tag, q.deadLetterExchange !== undefined, err);
+      return false;
+    }
     this.stats.delivered++;
     if (redelivered) this.stats.redelivered++;
-    c.sink.deliver({
-      message: e.msg,
-      deliveryTag: tag,
-      redelivered,
-      consumerTag: c.tag,
-      queue: q.name,
-      deliveryCount: e.deliveryCount - 1,
-      expiresAt: e.expiresAt,
-    });
+    return true;
+  }
+
+  /**
+   * A delivery handed out by {@link get} could not be encoded for the client: it is rejected
+   * without requeue (dead-lettered or dropped, with a log line), as a consumer's would be.
+   */
+  undeliverable(d: Delivery, err: unknown): void {
+    const u = this.unacked.get(d.deliveryTag);
+    let deadLettered = false;
+    if (u !== undefined && u.entry.msg === d.message) {
+      this.unacked.delete(d.deliveryTag);
+      deadLettered = u.queue.deadLetterExchange !== undefined;
+      u.queue.reject(u.entry);
+    }
+    this.reportUndeliverable(d.queue, d.message.id, d.consumerTag, deadLettered, err);
+  }
+
+  private reportUndeliverable(queue: string, messageId: number, consumerTag: string, deadLettered: boolean, err: unknown): void {
+    const c = this.connection;
+    c.core.log.warn(
+      {
+        vhost: c.vhost.name,
+        queue,
+        protocol: c.info.protocol,
+        user: c.user,
+        consumerTag,
+        messageId,
+        deadLettered,
+        err: err instanceof Error ? err.message : String(err),
+      },
+      'message cannot be encoded for this consumer: rejected without requeue',
+    );
   }
 
   get(queue: string, noAck: boolean): GetResult | null {

@@ -341,7 +341,10 @@ export function readTable(r: ByteReader): FieldTable {
   const t: FieldTable = {};
   for (let i = 0; i < n; i++) {
     const k = r.str16();
-    t[k] = readValue(r);
+    const v = readValue(r);
+    // a plain assignment to '__proto__' would replace the prototype instead of restoring the header
+    if (k === '__proto__') Object.defineProperty(t, k, { value: v, enumerable: true, writable: true, configurable: true });
+    else t[k] = v;
   }
   return t;
 }

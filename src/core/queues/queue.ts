@@ -372,9 +372,11 @@ export class Queue implements PageSink {
     if (redelivered) this.stats.redelivered++;
     const store = this.store;
     if (store !== undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
-    if (c.noAck) this.settle(e);
-    else this.unackedCount++;
-    c.owner.deliverFromQueue(c, this, e, redelivered);
+    if (!c.noAck) {
+      this.unackedCount++;
+      c.owner.deliverFromQueue(c, this, e, redelivered);
+    } else if (c.owner.deliverFromQueue(c, this, e, redelivered)) this.settle(e);
+    else this.deadLetterEntry(e, 'rejected');
   }
 
   /**
