@@ -204,7 +204,7 @@ describe('a delivery that cannot be encoded for its consumer is rejected, never 
     expect([r!.topic, r!.payload]).toEqual(['lastline/ok', 'good']);
     const dead = await waitFor(async () => (await ch.get('lastline-dlq', { noAck: true })) || undefined);
     expect(dead.content.toString()).toBe('bad');
-    const death = (dead.properties.headers?.['x-death'] as Record<string, unknown>[])[0]!;
+    const death = (dead.properties.headers?.['x-death'] as unknown as Record<string, unknown>[])[0]!;
     expect([death['reason'], death['queue']]).toEqual(['rejected', 'mqtt-subscription-lastline']);
     await sub.endAsync();
     await api.del('/policies/%2F/lastline');
@@ -231,7 +231,7 @@ describe('a delivery that cannot be encoded for its consumer is rejected, never 
     expect(m!.content.toString()).toBe('small');
     const dead = await waitFor(async () => (await ch.get('grow-c', { noAck: true })) || undefined);
     expect(dead.content.toString()).toBe('big');
-    const deaths = (dead.properties.headers?.['x-death'] as Record<string, unknown>[]).map((d) => [d['queue'], d['reason']]);
+    const deaths = (dead.properties.headers?.['x-death'] as unknown as Record<string, unknown>[]).map((d) => [d['queue'], d['reason']]);
     expect(deaths).toEqual([
       ['grow-b', 'rejected'],
       ['grow-a', 'expired'],
