@@ -1,4 +1,4 @@
-import { OVERFLOW_HEADERS, propertyText, scalarText, setHeader, type FieldTable, type MessageProperties } from '../../src/core/index.js';
+import { OVERFLOW_HEADERS, propertyText, scalarText, setHeader, type FieldTable, type MessageProperties, type OverflowProperty } from '../../src/core/index.js';
 import { Escaping } from './codec/constants.js';
 import { escapeHeader } from './codec/escape.js';
 import { replyToHeader } from './destination.js';
@@ -134,7 +134,8 @@ export function propertyLines(p: MessageProperties, esc: Escaping): string {
   if (h !== undefined) {
     for (const k of Object.keys(h)) {
       if (SERVER_OWNED.has(k) || PROPERTY_HEADERS.has(k) || k === '') continue;
-      if (OVERFLOW_NAMES.has(k) && typeof h[k] === 'string') continue; // shown under its STOMP name above
+      const prop = OVERFLOW_NAMES.get(k);
+      if (prop !== undefined && p[prop] === undefined && propertyText(p, prop) !== undefined) continue; // shown under its STOMP name above
       const v = scalarText(h[k]); // values STOMP cannot show are skipped
       if (v === undefined) continue;
       // STOMP 1.0 cannot escape a colon in a name.
@@ -145,8 +146,9 @@ export function propertyLines(p: MessageProperties, esc: Escaping): string {
   return out;
 }
 
-const OVERFLOW_NAMES: ReadonlySet<string> = new Set(
-  (['contentType', 'contentEncoding', 'correlationId', 'replyTo', 'messageId', 'type', 'appId'] as const).map((k) => OVERFLOW_HEADERS[k]),
+/** Overflow header -> the property it stands for, for the properties STOMP has a header for. */
+const OVERFLOW_NAMES: ReadonlyMap<string, OverflowProperty> = new Map(
+  (['contentType', 'contentEncoding', 'correlationId', 'replyTo', 'messageId', 'type', 'appId'] as const).map((k) => [OVERFLOW_HEADERS[k], k]),
 );
 
 function line(k: string, v: string, esc: Escaping): string {

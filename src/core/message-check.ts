@@ -14,6 +14,7 @@
  * The check is a scan of lengths: a message that needs no change is returned as it is, with no
  * allocation.
  */
+import { isUtf8 } from 'node:buffer';
 import { BrokerError, ReplyCode } from './errors.js';
 import { Decimal, type FieldTable, type FieldValue, type Message, type MessageProperties } from './types.js';
 
@@ -51,9 +52,20 @@ export class MessageRefusedError extends BrokerError {
   }
 }
 
-/** The AMQP wire size of a string's UTF-8 form; short strings need no count beyond their length. */
+/**
+ * The first scan counts a short string (at most 85 UTF-16 units, so at most 255 UTF-8 bytes) as
+ * three bytes a unit without counting; only when that bound exceeds the limit is the message scanned
+ * again with exact byte counts. Module state, so the scan allocates nothing.
+ */
+let exact = false;
+/** Set by {@link scan}: a bitmask of the short-string properties (by index in OVERFLOW_KEYS) that are too long. */
+let scannedOverflow = 0;
+
+/** A string's UTF-8 length, or an upper bound of it for a short string in the first scan. */
 function utf8Length(s: string): number {
-  return s.length === 0 ? 0 : Buffer.byteLength(s, 'utf8');
+  const n = s.length;
+  if (n === 0) return 0;
+  return n <= 85 && !exact ? n * 3 : Buffer.byteLength(s, 'utf8');
 }
 
 function refuse(text: string): never {
@@ -93,7 +105,10 @@ function valueSize(v: FieldValue | undefined, depth: number): number {
   if (Array.isArray(v)) {
     if (depth + 1 > MAX_TABLE_DEPTH) refuse(`headers nested more than ${MAX_TABLE_DEPTH} deep`);
     let n = 5;
-    for (let i = 0; i < v.length; i++) n += valueSize(v[i], depth + 1);
+    for (let i = 0; i < v.length; i++) {
+      n += valueSize(v[i], depth + 1);
+      if (n > MAX_PROPERTIES_BYTES && exact) return n;
+    }
     return n;
   }
   if (v instanceof Date) {
@@ -121,26 +136,36 @@ function tableSize(t: FieldTable, depth: number): number {
     const kl = utf8Length(k);
     if (kl > MAX_SHORTSTR) refuse(`header name of ${kl} bytes (at most ${MAX_SHORTSTR})`);
     n += 1 + kl + valueSize(t[k], depth);
-    // A running total over the limit needs no further scan (and bounds the work on huge tables).
-    if (n > MAX_PROPERTIES_BYTES) return n;
+    // Once the exact total is over the limit the message is refused: no need to scan the rest.
+    if (n > MAX_PROPERTIES_BYTES && exact) return n;
   }
   return n;
 }
 
+/** 1 + length of a short-string property, or 0 with its bit set in scannedOverflow when too long. */
+function shortstr(v: string | undefined, bit: number): number {
+  if (v === undefined || v === null) return 0;
+  const n = utf8Length(v);
+  if (n <= MAX_SHORTSTR) return 1 + n;
+  scannedOverflow |= bit;
+  return 0;
+}
+
 /**
- * The encoded size of the properties, and a bitmask of the short-string properties (by index in
- * OVERFLOW_KEYS) that are too long to be one; refuses what cannot be carried at all.
+ * The encoded size of the properties, less the short-string properties too long to be one (see
+ * `scannedOverflow`, bits in OVERFLOW_KEYS order); refuses what cannot be carried at all.
  */
-function scan(p: MessageProperties): { size: number; overflow: number } {
+function scan(p: MessageProperties): number {
+  scannedOverflow = 0;
   let size = 2; // property flags
-  let overflow = 0;
-  for (let i = 0; i < OVERFLOW_KEYS.length; i++) {
-    const v = p[OVERFLOW_KEYS[i]!];
-    if (v === undefined || v === null) continue;
-    const n = utf8Length(v);
-    if (n > MAX_SHORTSTR) overflow |= 1 << i;
-    else size += 1 + n;
-  }
+  size += shortstr(p.contentType, 1);
+  size += shortstr(p.contentEncoding, 2);
+  size += shortstr(p.correlationId, 4);
+  size += shortstr(p.replyTo, 8);
+  size += shortstr(p.messageId, 16);
+  size += shortstr(p.type, 32);
+  size += shortstr(p.appId, 64);
+  size += shortstr(p.clusterId, 128);
   if (p.userId != null) {
     const n = utf8Length(p.userId);
     if (n > MAX_SHORTSTR) refuse(`user_id of ${n} bytes (at most ${MAX_SHORTSTR})`);
@@ -154,7 +179,19 @@ function scan(p: MessageProperties): { size: number; overflow: number } {
     size += 8;
   }
   if (p.headers != null) size += tableSize(p.headers, 0);
-  return { size, overflow };
+  return size;
+}
+
+/** {@link scan} with exact byte counts when the quick bound is over the limit. */
+function scanExact(p: MessageProperties): number {
+  const bound = scan(p);
+  if (bound <= MAX_PROPERTIES_BYTES) return bound;
+  exact = true;
+  try {
+    return scan(p);
+  } finally {
+    exact = false;
+  }
 }
 
 /** Sets a table key so that `__proto__` becomes a header, never a prototype. */
@@ -188,11 +225,23 @@ export function checkMessage(msg: Message): Message {
     return msg;
   }
   const p = msg.properties;
-  const { size, overflow } = scan(p);
+  const size = scanExact(p);
+  const overflow = scannedOverflow;
   if (overflow === 0) {
     if (size > MAX_PROPERTIES_BYTES) refuse(`message properties of ${size} bytes (at most ${MAX_PROPERTIES_BYTES})`);
     return msg;
   }
+  exact = true;
+  try {
+    return moveOverflow(msg, scan(p), overflow);
+  } finally {
+    exact = false;
+  }
+}
+
+/** The message with the short-string properties in `overflow` moved to their headers. */
+function moveOverflow(msg: Message, size: number, overflow: number): Message {
+  const p = msg.properties;
   const props: MessageProperties = { ...p };
   const headers = copyTable(p.headers);
   let total = size + (p.headers == null ? 4 : 0);
@@ -219,5 +268,7 @@ export function propertyText(p: MessageProperties, key: OverflowProperty): strin
   const v = p[key];
   if (v !== undefined) return v;
   const h = p.headers?.[OVERFLOW_HEADERS[key]];
-  return typeof h === 'string' ? h : undefined;
+  if (typeof h === 'string') return h;
+  // MQTT keeps correlation data that is no short string as bytes; as text only when it is UTF-8.
+  return Buffer.isBuffer(h) && isUtf8(h) ? h.toString('utf8') : undefined;
 }

@@ -101,6 +101,18 @@ describe('what AMQP cannot carry is refused', () => {
     expect(() => encodeProperties(out.properties)).not.toThrow();
   });
 
+  test('short strings are counted exactly when their quick bound is over the limit', () => {
+    // 50 headers of 60 ASCII characters: ~3400 bytes, though three bytes a unit would be ~9000.
+    const headers: FieldTable = {};
+    for (let i = 0; i < 50; i++) headers[`k${i}`] = 'a'.repeat(60);
+    const m = msg({ headers, contentType: 'c'.repeat(80) });
+    expect(checkMessage(m)).toBe(m);
+    expect(encodeProperties(m.properties).length).toBeLessThanOrEqual(MAX_PROPERTIES_BYTES);
+    const moved = checkMessage(msg({ headers, contentType: 'c'.repeat(300) }));
+    expect(moved.properties.headers?.['x-content-type']).toBe('c'.repeat(300));
+    expect(encodeProperties(moved.properties).length).toBeLessThanOrEqual(MAX_PROPERTIES_BYTES);
+  });
+
   test('the size limit matches the AMQP encoder: the largest accepted block is exactly 4076 bytes', () => {
     // flags (2) + table length (4) + key length (1) + 'a' + tag (1) + string length (4) = 13
     const fits = msg({ headers: { a: 'x'.repeat(MAX_PROPERTIES_BYTES - 13) } });
