@@ -42,8 +42,11 @@ interface Spec {
   /** ms; a multiple of 1000 for MQTT 5 (its expiry is in seconds). */
   expiration?: number | undefined;
   timestamp?: number | undefined;
-  headers: [string, string][];
+  /** Strings on every protocol; numbers and booleans too where the protocol has them (AMQP, JSON). */
+  headers: [string, HeaderValue][];
 }
+
+type HeaderValue = string | number | boolean;
 
 // ---- generators ---------------------------------------------------------------------------------
 
@@ -60,8 +63,18 @@ const headerName = (allowLong: boolean): fc.Arbitrary<string> =>
   allowLong
     ? fc.oneof({ weight: 9, arbitrary: text(0, 20).map((s) => `h${s}`) }, { weight: 1, arbitrary: fc.integer({ min: 200, max: 300 }).map((n) => `h${'n'.repeat(n)}`) })
     : text(0, 20).map((s) => `h${s}`).filter((s) => bytes(s) <= 255);
-const headers = (allowLong: boolean): fc.Arbitrary<[string, string][]> =>
-  fc.uniqueArray(fc.tuple(headerName(allowLong), value(allowLong)), { maxLength: 5, selector: ([k]) => k });
+const headers = (allowLong: boolean, typed = false): fc.Arbitrary<[string, HeaderValue][]> => {
+  const scalar: fc.Arbitrary<HeaderValue> = typed
+    ? fc.oneof(
+        { weight: 3, arbitrary: value(allowLong) },
+        fc.integer({ min: -(2 ** 40), max: 2 ** 40 }),
+        // amqplib writes any integral number as int64 (and throws beyond it): those stay in range
+        fc.double({ noNaN: true, noDefaultInfinity: true }).filter((d) => !Object.is(d, -0) && (!Number.isInteger(d) || Number.isSafeInteger(d))),
+        fc.boolean(),
+      )
+    : value(allowLong);
+  return fc.uniqueArray(fc.tuple(headerName(allowLong), scalar), { maxLength: 5, selector: ([k]) => k });
+};
 const body = fc.oneof(fc.constant(new Uint8Array(0)), fc.uint8Array({ maxLength: 2000 }));
 
 function full(publisher: 'amqp' | 'stomp' | 'http'): fc.Arbitrary<Spec> {
@@ -86,7 +99,7 @@ function full(publisher: 'amqp' | 'stomp' | 'http'): fc.Arbitrary<Spec> {
     priority: fc.option(fc.integer({ min: 0, max: 9 }), { nil: undefined }),
     expiration: fc.option(fc.integer({ min: 60_000, max: 1_000_000_000 }), { nil: undefined }),
     timestamp: fc.option(fc.integer({ min: 0, max: 2 ** 40 }), { nil: undefined }),
-    headers: headers(long),
+    headers: headers(long, publisher !== 'stomp'),
   });
 }
 
@@ -109,7 +122,7 @@ function mustBeAccepted(s: Spec): boolean {
   for (const v of Object.values(s.strings)) total += bytes(v) + 25;
   for (const [k, v] of s.headers) {
     if (bytes(k) > 255) return false;
-    total += bytes(k) + bytes(v) + 10;
+    total += bytes(k) + bytes(String(v)) + 10;
   }
   return total < 3000;
 }
@@ -135,7 +148,8 @@ beforeAll(async () => {
   amqp = await connect(`${tb.amqpUrl}?frameMax=4096`);
   amqp.on('error', () => undefined);
   const ch = await amqp.createChannel();
-  const q = await ch.assertQueue('prop-amqp', { exclusive: true });
+  // Durable, so that persistent messages also go through the store's encoder.
+  const q = await ch.assertQueue('prop-amqp', { durable: true, autoDelete: true });
   await ch.bindQueue(q.queue, 'amq.topic', 'prop.#');
   await ch.consume(q.queue, (m) => {
     if (m !== null) amqpGot.set(m.fields.routingKey, m);
@@ -231,7 +245,8 @@ async function publish(s: Spec, key: string): Promise<boolean> {
       if (s.priority !== undefined) h.push(['priority', String(s.priority)]);
       if (s.expiration !== undefined) h.push(['expiration', String(s.expiration)]);
       if (s.timestamp !== undefined) h.push(['timestamp', String(s.timestamp)]);
-      h.push(...s.headers, ['receipt', key]);
+      for (const [k, v] of s.headers) h.push([k, String(v)]);
+      h.push(['receipt', key]);
       stompPub.send('SEND', h, b);
       const f = await stompPub.next();
       if (f.command === 'RECEIPT') return true;
@@ -276,7 +291,7 @@ async function publish(s: Spec, key: string): Promise<boolean> {
         if (st.contentType !== undefined) properties.contentType = st.contentType;
         if (st.correlationId !== undefined) properties.correlationData = Buffer.from(st.correlationId);
         if (s.expiration !== undefined) properties.messageExpiryInterval = s.expiration / 1000;
-        if (s.headers.length > 0) properties.userProperties = Object.fromEntries(s.headers);
+        if (s.headers.length > 0) properties.userProperties = Object.fromEntries(s.headers.map(([k, v]) => [k, String(v)]));
         const qos = s.persistent ? 1 : 0;
         r.send({ cmd: 'publish', topic: key.replaceAll('.', '/'), payload: b, qos, messageId: qos === 1 ? 1 : undefined, dup: false, retain: false, ...(v5 ? { properties } : {}) } as IPublishPacket);
         if (qos === 1) {
@@ -342,7 +357,7 @@ function checkMqtt(s: Spec, p: IPublishPacket, v5: boolean): void {
     expect(left).toBeLessThanOrEqual(Math.ceil(s.expiration / 1000));
   }
   const up = props.userProperties ?? {};
-  for (const [k, v] of s.headers) expect(up[k], `user property ${k}`).toBe(v);
+  for (const [k, v] of s.headers) expect(up[k], `user property ${k}`).toBe(String(v));
 }
 
 function checkStomp(s: Spec, f: ReceivedFrame): void {
@@ -366,7 +381,7 @@ function checkStomp(s: Spec, f: ReceivedFrame): void {
   if (s.expiration !== undefined) expect(h['expiration']).toBe(String(s.expiration));
   if (s.timestamp !== undefined) expect(h['timestamp']).toBe(String(s.timestamp));
   expect(h['persistent']).toBe(s.persistent ? 'true' : undefined);
-  for (const [k, v] of s.headers) expect(Object.getOwnPropertyDescriptor(h, k)?.value, `header ${k}`).toBe(v);
+  for (const [k, v] of s.headers) expect(Object.getOwnPropertyDescriptor(h, k)?.value, `header ${k}`).toBe(String(v));
 }
 
 // ---- the property -------------------------------------------------------------------------------
