@@ -363,7 +363,7 @@ export class CoreChannel implements ConsumerOwner {
       if (!c.noAck) {
         this.unacked.delete(tag);
         c.unacked--;
-        q.reject(e);
+        q.reject(e, true);
       }
       this.reportUndeliverable(q.name, e.msg.id, c.tag, q.deadLetterExchange !== undefined, err);
       return false;
@@ -383,7 +383,7 @@ export class CoreChannel implements ConsumerOwner {
     if (u !== undefined && u.entry.msg === d.message) {
       this.unacked.delete(d.deliveryTag);
       deadLettered = u.queue.deadLetterExchange !== undefined;
-      u.queue.reject(u.entry);
+      u.queue.reject(u.entry, true);
     }
     this.reportUndeliverable(d.queue, d.message.id, d.consumerTag, deadLettered, err);
   }

@@ -407,7 +407,7 @@ export class VHost implements QueueHost {
 
   // ---- dead-lettering -----------------------------------------------------------------------
 
-  deadLetter(queue: Queue, msg: StoredMessage, reason: DeadLetterReason): void {
+  deadLetter(queue: Queue, msg: StoredMessage, reason: DeadLetterReason, undeliverable = false): void {
     const dlxName = queue.deadLetterExchange;
     if (dlxName === undefined) return;
     const dlx = this.exchanges.get(dlxName);
@@ -441,7 +441,8 @@ export class VHost implements QueueHost {
     delete properties.expiration;
     // A message that would die again in a queue it already died in, without ever being
     // rejected on the way, is in a cycle: do not deliver it there again (RabbitMQ does the same).
-    const everRejected = deaths.some((d) => d['reason'] === 'rejected');
+    // A rejection by the broker itself (no consumer could be sent it) would only come round again.
+    const everRejected = !undeliverable && deaths.some((d) => d['reason'] === 'rejected');
     const diedIn = new Set(deaths.map((d) => d['queue']));
     const skip = everRejected ? undefined : (q: Queue): boolean => diedIn.has(q.name);
     this.ctx.counters.deadLettered++;

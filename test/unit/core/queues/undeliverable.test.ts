@@ -71,3 +71,17 @@ test('basic.get: a delivery the adapter cannot encode is taken back and rejected
   expect(ch.get('dead', true)?.delivery.message.body.toString()).toBe('poison');
   expect(lines[0]!.fields).toMatchObject({ queue: 'work', consumerTag: '', deadLettered: true });
 });
+
+test('a dead-letter cycle back into the same queue does not spin: the message is dropped after one rejection', async () => {
+  const { ch, sink, lines, publish, vhost } = setup(false);
+  ch.declareQueue('loop', { arguments: { 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'loop' } });
+  ch.consume('loop', {}, sink);
+  publish('loop', 'poison');
+  publish('loop', 'fine');
+  await waitFor(() => sink.got.length === 1);
+  // Had the poison come back, it would have been tried again (and logged) before 'fine' was delivered.
+  publish('loop', 'fine again');
+  await waitFor(() => sink.got.length === 2);
+  expect(lines).toHaveLength(1);
+  expect(vhost.getQueue('loop').readyCount).toBe(0);
+});
