@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import type { Access, Auth } from './auth.js';
 import type { CoreConnection } from './connection.js';
 import { BrokerError } from './errors.js';
-import { checkMessage } from './message-check.js';
 import { Exchange, type Destination } from './exchanges/exchange.js';
 import { Consumer, type ConsumerOwner } from './queues/consumer.js';
 import type { QueueEntry } from './queues/entry.js';
@@ -239,9 +238,8 @@ export class CoreChannel implements ConsumerOwner {
 
   /**
    * Routes a message. With `mandatory` and no route the caller returns it to the publisher
-   * (AMQP basic.return) — the core only reports `routed: 0`. Every protocol's publishes come
-   * through here, so every stored message passes {@link checkMessage}: it can be delivered on
-   * every protocol, or the publish is refused (406).
+   * (AMQP basic.return) — the core only reports `routed: 0`. The vhost checks the message
+   * (see `checkMessage`): it can be delivered on every protocol, or the publish is refused (406).
    */
   publish(msg: Message, _opts?: PublishOptions): PublishResult {
     if (this.writeOk !== msg.exchange || this.writeGen !== this.auth.generation || this.writeEx!.deleted) {
@@ -252,9 +250,8 @@ export class CoreChannel implements ConsumerOwner {
     if (uid !== undefined && uid !== this.connection.user) {
       throw BrokerError.precondition(`user_id property set to '${uid}' but authenticated user was '${this.connection.user}'`);
     }
-    const checked = checkMessage(msg);
     this.stats.published++;
-    return this.vhost.publish(checked, this.connection.id);
+    return this.vhost.publish(msg, this.connection.id);
   }
 
   /** Throws unless this channel may publish to the exchange (exists, not internal, permitted). */

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { BrokerError } from './errors.js';
 import { Exchange, type Binding, type Destination } from './exchanges/exchange.js';
 import { describeValue, tableKey } from './field-key.js';
+import { checkMessage } from './message-check.js';
 import type { Persistence } from './persistence.js';
 import type { Policies } from './policies.js';
 import { Queue, type DeadLetterReason, type QueueHost } from './queues/queue.js';
@@ -294,11 +295,14 @@ export class VHost implements QueueHost {
 
   /**
    * Routes a message and hands it to every matching queue. The message is stored once and shared.
+   * Every publish from outside the core comes through here (channels, MQTT wills), so every
+   * stored message passes {@link checkMessage}: it can be delivered on every protocol, or the
+   * publish is refused (406).
    */
   publish(msg: Message, publisherId: number): PublishResult {
     const ex = this.getExchange(msg.exchange);
     validateExpiration(msg.properties.expiration);
-    return this.publishTo(ex, msg, publisherId, undefined);
+    return this.publishTo(ex, checkMessage(msg), publisherId, undefined);
   }
 
   private publishTo(ex: Exchange, msg: Message, publisherId: number, skip: ((q: Queue) => boolean) | undefined): PublishResult {

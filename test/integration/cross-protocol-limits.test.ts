@@ -173,6 +173,27 @@ describe('MQTT 5 values longer than a short string', () => {
   });
 });
 
+describe('MQTT 5 wills pass the same check', () => {
+  test('a will with a 300-byte content type reaches AMQP with x-content-type; one with a 300-byte user property name is not published', async () => {
+    await ch.assertQueue('wills', { durable: false });
+    await ch.bindQueue('wills', 'amq.topic', 'limits.will.*');
+    const got = await amqpConsumer('wills');
+    const bad = await RawMqtt.connected(tb.broker.ports.mqtt!, 5, {
+      will: { topic: 'limits/will/bad', payload: Buffer.from('bad'), qos: 0, retain: false, properties: { userProperties: { [long('k')]: 'v' } } },
+    });
+    bad.end();
+    const good = await RawMqtt.connected(tb.broker.ports.mqtt!, 5, {
+      will: { topic: 'limits/will/good', payload: Buffer.from('good'), qos: 0, retain: false, properties: { contentType: long('w') } },
+    });
+    good.end();
+    const [m] = await waitForCount(got, 1);
+    expect(m!.content.toString()).toBe('good');
+    expect(m!.properties.headers?.['x-content-type']).toBe(long('w'));
+    await alive();
+    expect(got.map((x) => x.content.toString())).toEqual(['good']);
+  });
+});
+
 describe('a header named __proto__ is a header, not a prototype', () => {
   test('STOMP SEND -> stored headers -> STOMP MESSAGE', async () => {
     const sub = await RawStomp.connected(tb.broker.ports.stomp!);
