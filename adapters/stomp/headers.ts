@@ -132,8 +132,8 @@ export function propertyLines(p: MessageProperties, esc: Escaping): string {
   const appId = over ? propertyText(p, 'appId') : p.appId;
   if (appId !== undefined) out += line('app-id', appId, esc);
   if (h !== undefined) {
-    for (const k of Object.keys(h)) {
-      if (SERVER_OWNED.has(k) || PROPERTY_HEADERS.has(k) || k === '') continue;
+    for (const k in h) {
+      if (!hasOwn.call(h, k) || SERVER_OWNED.has(k) || PROPERTY_HEADERS.has(k) || k === '') continue;
       const prop = OVERFLOW_NAMES.get(k);
       if (prop !== undefined && p[prop] === undefined && propertyText(p, prop) !== undefined) continue; // shown under its STOMP name above
       const v = scalarText(h[k]); // values STOMP cannot show are skipped
@@ -145,6 +145,8 @@ export function propertyLines(p: MessageProperties, esc: Escaping): string {
   }
   return out;
 }
+
+const hasOwn = Object.prototype.hasOwnProperty;
 
 /** Overflow header -> the property it stands for, for the properties STOMP has a header for. */
 const OVERFLOW_NAMES: ReadonlyMap<string, OverflowProperty> = new Map(
