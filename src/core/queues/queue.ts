@@ -442,7 +442,7 @@ export class Queue implements PageSink {
   }
 
   /** A no-ack delivery that could not be sent: the entry is rejected by the broker. */
-  undeliverable(e: QueueEntry): void {
+  private undeliverable(e: QueueEntry): void {
     this.deadLetterEntry(e, 'rejected', true);
   }
 
