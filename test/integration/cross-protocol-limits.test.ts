@@ -97,6 +97,14 @@ describe('publishes AMQP could not deliver are refused with the protocol error',
     await alive();
   });
 
+  test('a routing key longer than 255 bytes: STOMP ERROR, management 400', async () => {
+    const s = await stompSend({ destination: `/topic/${long('k')}` });
+    expect((await s.expectError('precondition_failed')).body.toString()).toMatch(/routing key of 300 bytes/);
+    const r = await mgmt(tb.broker.ports.http!).post('/exchanges/%2F/amq.topic/publish', { routing_key: long('k'), payload: 'x', properties: {} });
+    expect(r.status).toBe(400);
+    await alive();
+  });
+
   test('a STOMP SEND whose headers would not fit a 4096-byte AMQP frame: ERROR', async () => {
     const headers: Record<string, string> = { destination: '/queue/too-many-headers' };
     for (let i = 0; i < 20; i++) headers[`h${i}`] = long('x', 250);
