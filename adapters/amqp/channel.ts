@@ -3,6 +3,7 @@ import {
   Deque,
   ReplyCode,
   SETTLED,
+  checkMessage,
   type CoreChannel,
   type Delivery,
   type DeliverySink,
@@ -137,7 +138,16 @@ export class AmqpChannel implements DeliverySink {
         if (r === null) this.reply({ kind: 'basic.get-empty' });
         else {
           const d = r.delivery;
-          this.conn.out.write(encodeGetOk(this.number, this.conn.frameMax, d.deliveryTag, d.redelivered, r.messageCount, d.message));
+          let frames: Buffer;
+          try {
+            frames = encodeGetOk(this.number, this.conn.frameMax, d.deliveryTag, d.redelivered, r.messageCount, d.message);
+          } catch (e) {
+            // Not for this client (e.g. properties larger than its frame_max): the core rejects it.
+            ch.undeliverable(d, e);
+            this.reply({ kind: 'basic.get-empty' });
+            return;
+          }
+          this.conn.out.write(frames);
         }
         return;
       }
@@ -293,6 +303,7 @@ export class AmqpChannel implements DeliverySink {
     };
     if (this.tx) {
       this.core.checkPublishable(m.exchange);
+      checkMessage(msg); // refused now, not at tx.commit after the transaction's earlier publishes
       this.tx.push({ op: 'publish', msg, mandatory: m.mandatory });
       return;
     }

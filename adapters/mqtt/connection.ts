@@ -12,6 +12,7 @@ import type {
 import {
   BrokerError,
   Deque,
+  MessageRefusedError,
   ReplyCode,
   SETTLED,
   type Closable,
@@ -106,6 +107,8 @@ interface Attached {
 /** MQTT 5 reason code for a core error (STYLE P5). */
 export function mqttReasonFor(e: unknown): number {
   if (!(e instanceof BrokerError)) return Reason.UNSPECIFIED_ERROR;
+  // A message the broker could not deliver on every protocol (e.g. a property AMQP cannot carry).
+  if (e instanceof MessageRefusedError) return Reason.IMPLEMENTATION_SPECIFIC_ERROR;
   switch (e.code) {
     case ReplyCode.ACCESS_REFUSED:
       return Reason.NOT_AUTHORIZED;
@@ -653,7 +656,12 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       this.closeWith(Reason.NOT_AUTHORIZED, e.message);
       return;
     }
-    if (qos === 0) return;
+    if (qos === 0) {
+      // A QoS 0 publish has no acknowledgement to carry the refusal: the client learns of it from
+      // a DISCONNECT rather than losing messages without a word.
+      if (e instanceof MessageRefusedError) this.closeWith(mqttReasonFor(e), e.message);
+      return;
+    }
     const entry: PendingAck = { type: qos === 1 ? PacketType.PUBACK : PacketType.PUBREC, packetId, reason: 0, state: 2, error: e };
     (this.acks ??= new Deque()).push(entry);
     this.flushAcks();
@@ -775,11 +783,16 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       }
       rap ??= false;
     }
-    if (qos < 0 || checkTopicName(topic) !== undefined) {
-      // Routed by AMQP semantics but not deliverable to this MQTT session ($ topics, no-local, a
-      // routing key that is no MQTT topic): settle it away.
+    if (qos < 0) {
+      // Routed by AMQP semantics but not for this MQTT session ($ topics, no-local): settle it away.
       if (needsAck) this.channel().ack(d.deliveryTag);
       return;
+    }
+    const badTopic = checkTopicName(topic);
+    if (badTopic !== undefined) {
+      // A routing key that is no MQTT topic name (AMQP allows '#', '+', '' and more): the core
+      // rejects what cannot be encoded.
+      throw new BrokerError(ReplyCode.PRECONDITION_FAILED, `routing key '${printable(msg.routingKey)}' is no MQTT topic: ${badTopic.text}`);
     }
     const pq = publishQosOf(msg.properties);
     if (pq < qos) qos = pq;
@@ -810,7 +823,16 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       entry.tag = d.deliveryTag;
     }
     s.inflight++;
-    if (!this.writePublish(topic, msg.body, msg.properties, entry.qos, entry.packetId, dup, retain, ids, expiresAt)) {
+    let written: boolean;
+    try {
+      written = this.writePublish(topic, msg.body, msg.properties, entry.qos, entry.packetId, dup, retain, ids, expiresAt);
+    } catch (e) {
+      // Nothing was sent: forget the packet id; the core takes the delivery back.
+      s.deleteOutgoing(entry.packetId);
+      this.releaseInflight(s);
+      throw e;
+    }
+    if (!written) {
       // Larger than the client accepts [MQTT-3.1.2-25]: dropped as if acknowledged.
       s.deleteOutgoing(entry.packetId);
       this.releaseInflight(s);

@@ -2,13 +2,14 @@
  * MQTT publish attributes <-> AMQP message properties (DESIGN.md, MQTT mapping):
  * QoS 0 -> delivery_mode 1, QoS >= 1 -> delivery_mode 2 (the QoS itself in header
  * `x-mqtt-publish-qos`, as RabbitMQ does); message expiry (s) <-> expiration (ms); content type <->
- * content_type; correlation data <-> correlation_id (header `x-correlation-id` when it is not a
- * UTF-8 short string); response topic <-> header `x-reply-to-topic` (in AMQP form); user properties
+ * content_type (header `x-content-type` when longer than a short string: the core moves it);
+ * correlation data <-> correlation_id (header `x-correlation-id` when it is not a UTF-8 short
+ * string); response topic <-> header `x-reply-to-topic` (in AMQP form); user properties
  * <-> headers.
  */
 import { isUtf8 } from 'node:buffer';
 import type { IPublishPacket, UserProperties } from 'mqtt-packet';
-import { scalarText, type FieldTable, type FieldValue, type MessageProperties } from '../../src/core/index.js';
+import { OVERFLOW_HEADERS, scalarText, setHeader, setOwn, type FieldTable, type FieldValue, type MessageProperties } from '../../src/core/index.js';
 import { Header, type QoS } from './constants.js';
 import { routingKeyToTopic, topicToRoutingKey } from './topic.js';
 
@@ -34,7 +35,7 @@ export function toAmqpProperties(qos: QoS, retain: boolean, props: PublishProper
     if (user !== undefined) {
       for (const k of Object.keys(user)) {
         const v = user[k]!;
-        headers[k] = Array.isArray(v) ? v.slice() : v;
+        setHeader(headers, k, Array.isArray(v) ? v.slice() : v);
       }
     }
     if (props.contentType !== undefined) out.contentType = props.contentType;
@@ -65,6 +66,8 @@ export function wasRetained(p: MessageProperties): boolean {
 }
 
 const OWN_HEADERS: ReadonlySet<string> = new Set(Object.values(Header));
+/** Where the core keeps a content type too long for AMQP's content_type (MQTT allows 65535 bytes). */
+const CONTENT_TYPE_HEADER = OVERFLOW_HEADERS.contentType;
 
 function userValue(v: FieldValue): string | string[] | undefined {
   if (Array.isArray(v)) return v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
@@ -89,6 +92,10 @@ export function toMqttProperties(p: MessageProperties, expiresAt: number, now: n
     let user: UserProperties | undefined;
     for (const k of Object.keys(h)) {
       const v = h[k]!;
+      if (k === CONTENT_TYPE_HEADER && p.contentType === undefined && typeof v === 'string') {
+        (out ??= {}).contentType = v;
+        continue;
+      }
       if (OWN_HEADERS.has(k)) {
         if (k === Header.REPLY_TO_TOPIC && typeof v === 'string' && v.length > 0) (out ??= {}).responseTopic = routingKeyToTopic(v);
         else if (k === Header.CORRELATION_ID && p.correlationId === undefined) {
@@ -98,7 +105,9 @@ export function toMqttProperties(p: MessageProperties, expiresAt: number, now: n
         continue;
       }
       const s = userValue(v);
-      if (s !== undefined) (user ??= {})[k] = s;
+      if (s === undefined) continue;
+      user ??= {};
+      setOwn(user, k, s);
     }
     if (user !== undefined) (out ??= {}).userProperties = user;
   }

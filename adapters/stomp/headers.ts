@@ -1,4 +1,4 @@
-import { scalarText, type FieldTable, type MessageProperties } from '../../src/core/index.js';
+import { OVERFLOW_HEADERS, propertyText, scalarText, setHeader, type FieldTable, type MessageProperties, type OverflowProperty } from '../../src/core/index.js';
 import { Escaping } from './codec/constants.js';
 import { escapeHeader } from './codec/escape.js';
 import { replyToHeader } from './destination.js';
@@ -94,7 +94,7 @@ export function propertiesFromSend(headers: ReadonlyMap<string, string>, replyTo
         throw StompError.invalidHeader('message-id', "is not allowed on 'SEND'");
       default:
         if (CONTROL_HEADERS.has(k)) break;
-        (table ??= {})[k] = v;
+        setHeader((table ??= {}), k, v);
     }
   }
   if (table !== undefined) p.headers = table;
@@ -107,23 +107,35 @@ export function propertiesFromSend(headers: ReadonlyMap<string, string>, replyTo
  * that a publisher cannot forge them.
  */
 export function propertyLines(p: MessageProperties, esc: Escaping): string {
+  const h = p.headers;
+  // A value too long for its AMQP property waits in an overflow header (the core's policy): it
+  // comes back under its STOMP name.
+  const over = h !== undefined;
   let out = '';
-  if (p.contentType !== undefined) out += line('content-type', p.contentType, esc);
-  if (p.contentEncoding !== undefined) out += line('content-encoding', p.contentEncoding, esc);
+  const contentType = over ? propertyText(p, 'contentType') : p.contentType;
+  if (contentType !== undefined) out += line('content-type', contentType, esc);
+  const contentEncoding = over ? propertyText(p, 'contentEncoding') : p.contentEncoding;
+  if (contentEncoding !== undefined) out += line('content-encoding', contentEncoding, esc);
   if (p.deliveryMode === 2) out += 'persistent:true\n';
   if (p.priority !== undefined) out += `priority:${p.priority}\n`;
-  if (p.correlationId !== undefined) out += line('correlation-id', p.correlationId, esc);
-  if (p.replyTo !== undefined) out += line('reply-to', replyToHeader(p.replyTo), esc);
+  const correlationId = over ? propertyText(p, 'correlationId') : p.correlationId;
+  if (correlationId !== undefined) out += line('correlation-id', correlationId, esc);
+  const replyTo = over ? propertyText(p, 'replyTo') : p.replyTo;
+  if (replyTo !== undefined) out += line('reply-to', replyToHeader(replyTo), esc);
   if (p.expiration !== undefined) out += line('expiration', p.expiration, esc);
-  if (p.messageId !== undefined) out += line('amqp-message-id', p.messageId, esc);
+  const messageId = over ? propertyText(p, 'messageId') : p.messageId;
+  if (messageId !== undefined) out += line('amqp-message-id', messageId, esc);
   if (p.timestamp !== undefined) out += `timestamp:${p.timestamp}\n`;
-  if (p.type !== undefined) out += line('type', p.type, esc);
+  const type = over ? propertyText(p, 'type') : p.type;
+  if (type !== undefined) out += line('type', type, esc);
   if (p.userId !== undefined) out += line('user-id', p.userId, esc);
-  if (p.appId !== undefined) out += line('app-id', p.appId, esc);
-  const h = p.headers;
+  const appId = over ? propertyText(p, 'appId') : p.appId;
+  if (appId !== undefined) out += line('app-id', appId, esc);
   if (h !== undefined) {
     for (const k in h) {
-      if (SERVER_OWNED.has(k) || PROPERTY_HEADERS.has(k) || k === '') continue;
+      if (!hasOwn.call(h, k) || SERVER_OWNED.has(k) || PROPERTY_HEADERS.has(k) || k === '') continue;
+      const prop = OVERFLOW_NAMES.get(k);
+      if (prop !== undefined && p[prop] === undefined && propertyText(p, prop) !== undefined) continue; // shown under its STOMP name above
       const v = scalarText(h[k]); // values STOMP cannot show are skipped
       if (v === undefined) continue;
       // STOMP 1.0 cannot escape a colon in a name.
@@ -133,6 +145,13 @@ export function propertyLines(p: MessageProperties, esc: Escaping): string {
   }
   return out;
 }
+
+const hasOwn = Object.prototype.hasOwnProperty;
+
+/** Overflow header -> the property it stands for, for the properties STOMP has a header for. */
+const OVERFLOW_NAMES: ReadonlyMap<string, OverflowProperty> = new Map(
+  (['contentType', 'contentEncoding', 'correlationId', 'replyTo', 'messageId', 'type', 'appId'] as const).map((k) => [OVERFLOW_HEADERS[k], k]),
+);
 
 function line(k: string, v: string, esc: Escaping): string {
   return `${escapeHeader(k, esc)}:${escapeHeader(v, esc)}\n`;

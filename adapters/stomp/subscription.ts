@@ -54,8 +54,9 @@ export class Subscription implements DeliverySink {
   }
 
   deliver(d: Delivery): void {
-    if (this.outstanding !== undefined) this.outstanding.push(d.deliveryTag);
+    // Written first: a message that cannot be encoded throws before it is counted as outstanding.
     this.host.writeMessage(this, d);
+    if (this.outstanding !== undefined) this.outstanding.push(d.deliveryTag);
   }
 
   cancelled(): void {

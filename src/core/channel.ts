@@ -10,6 +10,7 @@ import type { ChannelStats } from './stats.js';
 import type { Queue } from './queues/queue.js';
 import type {
   ConsumeOptions,
+  Delivery,
   DeliverySink,
   ExchangeOptions,
   FieldTable,
@@ -247,7 +248,8 @@ export class CoreChannel implements ConsumerOwner {
 
   /**
    * Routes a message. With `mandatory` and no route the caller returns it to the publisher
-   * (AMQP basic.return) — the core only reports `routed: 0`.
+   * (AMQP basic.return) — the core only reports `routed: 0`. The vhost checks the message
+   * (see `checkMessage`): it can be delivered on every protocol, or the publish is refused (406).
    */
   publish(msg: Message, _opts?: PublishOptions): PublishResult {
     if (this.writeOk !== msg.exchange || this.writeGen !== this.auth.generation || this.writeEx!.deleted) {
@@ -343,24 +345,73 @@ export class CoreChannel implements ConsumerOwner {
     return this.flowActive && !this.closed && (this.channelPrefetch === 0 || this.unacked.size < this.channelPrefetch);
   }
 
-  deliverFromQueue(c: Consumer, q: Queue, e: QueueEntry, redelivered: boolean): void {
+  /**
+   * Hands a queue entry to a consumer's sink; false when the sink could not encode it. That is
+   * never a crash: the delivery is taken back and the message rejected without requeue, so it is
+   * dead-lettered (x-death reason `rejected`) when the queue has a dead-letter exchange and dropped
+   * otherwise, with a log line either way. The consumer carries on with the next message.
+   */
+  deliverFromQueue(c: Consumer, q: Queue, e: QueueEntry, redelivered: boolean): boolean {
     const tag = this.nextTag++;
     if (!c.noAck) {
       if (this.unacked === NO_UNACKED) this.unacked = new Map();
       this.unacked.set(tag, { entry: e, queue: q, consumer: c });
       c.unacked++;
     }
+    try {
+      c.sink.deliver({
+        message: e.msg,
+        deliveryTag: tag,
+        redelivered,
+        consumerTag: c.tag,
+        queue: q.name,
+        deliveryCount: e.deliveryCount - 1,
+        expiresAt: e.expiresAt,
+      });
+    } catch (err) {
+      if (!c.noAck) {
+        this.unacked.delete(tag);
+        c.unacked--;
+        q.reject(e, true);
+      }
+      this.reportUndeliverable(q.name, e.msg.id, c.tag, q.deadLetterExchange !== undefined, err);
+      return false;
+    }
     this.stats.delivered++;
     if (redelivered) this.stats.redelivered++;
-    c.sink.deliver({
-      message: e.msg,
-      deliveryTag: tag,
-      redelivered,
-      consumerTag: c.tag,
-      queue: q.name,
-      deliveryCount: e.deliveryCount - 1,
-      expiresAt: e.expiresAt,
-    });
+    return true;
+  }
+
+  /**
+   * A delivery handed out by {@link get} could not be encoded for the client: it is rejected
+   * without requeue (dead-lettered or dropped, with a log line), as a consumer's would be.
+   */
+  undeliverable(d: Delivery, err: unknown): void {
+    const u = this.unacked.get(d.deliveryTag);
+    let deadLettered = false;
+    if (u !== undefined && u.entry.msg === d.message) {
+      this.unacked.delete(d.deliveryTag);
+      deadLettered = u.queue.deadLetterExchange !== undefined;
+      u.queue.reject(u.entry, true);
+    }
+    this.reportUndeliverable(d.queue, d.message.id, d.consumerTag, deadLettered, err);
+  }
+
+  private reportUndeliverable(queue: string, messageId: number, consumerTag: string, deadLettered: boolean, err: unknown): void {
+    const c = this.connection;
+    c.core.log.warn(
+      {
+        vhost: c.vhost.name,
+        queue,
+        protocol: c.info.protocol,
+        user: c.user,
+        consumerTag,
+        messageId,
+        deadLettered,
+        err: err instanceof Error ? err.message : String(err),
+      },
+      'message cannot be encoded for this consumer: rejected without requeue',
+    );
   }
 
   get(queue: string, noAck: boolean): GetResult | null {

@@ -15,7 +15,16 @@ export interface CoreOptions {
   defaultVhost?: string;
   /** Let guest connect from non-loopback addresses. */
   guestRemote?: boolean;
+  /** Where the core reports what it handles on its own (e.g. a message no consumer can receive). */
+  log?: CoreLog;
 }
+
+/** The part of a logger the core uses. */
+export interface CoreLog {
+  warn(fields: Record<string, unknown>, message: string): void;
+}
+
+const NO_LOG: CoreLog = { warn: () => undefined };
 
 /**
  * The broker's protocol-neutral model: vhosts, users, connections, alarms. Adapters talk to it
@@ -33,11 +42,13 @@ export class Core implements VHostContext {
   readonly policies = new Policies();
   readonly defaultVhost: string;
   persistence: Persistence;
+  readonly log: CoreLog;
   private messageId = 0;
   private connectionId = 0;
 
   constructor(opts: CoreOptions = {}) {
     this.persistence = opts.persistence ?? NO_PERSISTENCE;
+    this.log = opts.log ?? NO_LOG;
     this.alarms = new Alarms(opts.memoryHighWatermark ?? 0.4);
     this.defaultVhost = opts.defaultVhost ?? '/';
     this.auth.guestLoopbackOnly = !(opts.guestRemote ?? false);

@@ -2,7 +2,18 @@
  * The public core API: the only module adapters import. The core speaks the AMQP model as plain
  * TypeScript calls; no protocol frame crosses into it.
  */
-export { Core, type CoreOptions } from './core.js';
+export { Core, type CoreOptions, type CoreLog } from './core.js';
+export {
+  checkMessage,
+  propertyText,
+  setHeader,
+  MessageRefusedError,
+  MAX_PROPERTIES_BYTES,
+  MAX_SHORTSTR,
+  MAX_TABLE_DEPTH,
+  OVERFLOW_HEADERS,
+  type OverflowProperty,
+} from './message-check.js';
 export { CoreConnection, type Closable } from './connection.js';
 export { CoreChannel } from './channel.js';
 export { BrokerError, ReplyCode, replyName } from './errors.js';

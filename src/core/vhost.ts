@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { BrokerError } from './errors.js';
 import { Exchange, type Binding, type Destination } from './exchanges/exchange.js';
 import { describeValue, tableKey } from './field-key.js';
+import { checkMessage } from './message-check.js';
 import type { Persistence } from './persistence.js';
 import type { Policies } from './policies.js';
 import { Queue, type DeadLetterReason, type QueueHost } from './queues/queue.js';
@@ -294,11 +295,14 @@ export class VHost implements QueueHost {
 
   /**
    * Routes a message and hands it to every matching queue. The message is stored once and shared.
+   * Every publish from outside the core comes through here (channels, MQTT wills), so every
+   * stored message passes {@link checkMessage}: it can be delivered on every protocol, or the
+   * publish is refused (406).
    */
   publish(msg: Message, publisherId: number): PublishResult {
     const ex = this.getExchange(msg.exchange);
     validateExpiration(msg.properties.expiration);
-    return this.publishTo(ex, msg, publisherId, undefined);
+    return this.publishTo(ex, checkMessage(msg), publisherId, undefined);
   }
 
   private publishTo(ex: Exchange, msg: Message, publisherId: number, skip: ((q: Queue) => boolean) | undefined): PublishResult {
@@ -407,7 +411,7 @@ export class VHost implements QueueHost {
 
   // ---- dead-lettering -----------------------------------------------------------------------
 
-  deadLetter(queue: Queue, msg: StoredMessage, reason: DeadLetterReason): void {
+  deadLetter(queue: Queue, msg: StoredMessage, reason: DeadLetterReason, undeliverable = false): void {
     const dlxName = queue.deadLetterExchange;
     if (dlxName === undefined) return;
     const dlx = this.exchanges.get(dlxName);
@@ -441,7 +445,8 @@ export class VHost implements QueueHost {
     delete properties.expiration;
     // A message that would die again in a queue it already died in, without ever being
     // rejected on the way, is in a cycle: do not deliver it there again (RabbitMQ does the same).
-    const everRejected = deaths.some((d) => d['reason'] === 'rejected');
+    // A rejection by the broker itself (no consumer could be sent it) would only come round again.
+    const everRejected = !undeliverable && deaths.some((d) => d['reason'] === 'rejected');
     const diedIn = new Set(deaths.map((d) => d['queue']));
     const skip = everRejected ? undefined : (q: Queue): boolean => diedIn.has(q.name);
     this.ctx.counters.deadLettered++;

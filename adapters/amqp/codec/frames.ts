@@ -205,8 +205,14 @@ function bodyChunk(frameMax: number): number {
   return frameMax - FRAME_OVERHEAD;
 }
 
-/** Bytes of a content header frame plus the body frames. */
+/**
+ * Bytes of a content header frame plus the body frames. The header frame cannot be split, so
+ * properties too large for the peer's frame_max cannot be sent at all (AMQP 0-9-1 §4.2.6).
+ */
 function contentSize(propsLen: number, bodyLen: number, frameMax: number): number {
+  if (frameMax !== 0 && FRAME_OVERHEAD + 12 + propsLen > frameMax) {
+    throw new BrokerError(ReplyCode.FRAME_ERROR, `content header of ${FRAME_OVERHEAD + 12 + propsLen} bytes exceeds frame_max ${frameMax}`);
+  }
   const chunk = bodyChunk(frameMax);
   const bodyFrames = bodyLen === 0 ? 0 : chunk === Infinity ? 1 : Math.ceil(bodyLen / chunk);
   return FRAME_OVERHEAD + 12 + propsLen + bodyLen + bodyFrames * FRAME_OVERHEAD;

@@ -8,8 +8,11 @@ export interface ConsumerOwner {
   readonly connectionId: number;
   /** False while the channel is out of global credit or paused by channel.flow. */
   canDeliver(): boolean;
-  /** Hands an entry taken from `queue` to the consumer. */
-  deliverFromQueue(consumer: Consumer, queue: Queue, entry: QueueEntry, redelivered: boolean): void;
+  /**
+   * Hands an entry taken from `queue` to the consumer; false when it could not be delivered (the
+   * owner has then rejected an acknowledged delivery; a no-ack one is the queue's to settle).
+   */
+  deliverFromQueue(consumer: Consumer, queue: Queue, entry: QueueEntry, redelivered: boolean): boolean;
   /** The queue went away: the consumer is gone (AMQP sends basic.cancel). */
   consumerCancelled(consumer: Consumer): void;
 }

@@ -13,7 +13,11 @@ export type DeadLetterReason = 'rejected' | 'expired' | 'maxlen' | 'delivery_lim
 export interface QueueHost {
   readonly name: string;
   readonly persistence: Persistence;
-  deadLetter(queue: Queue, msg: StoredMessage, reason: DeadLetterReason): void;
+  /**
+   * `undeliverable`: rejected by the broker because a consumer could not be sent the message; it
+   * is never dead-lettered into a queue it already died in, so a dead-letter cycle cannot spin.
+   */
+  deadLetter(queue: Queue, msg: StoredMessage, reason: DeadLetterReason, undeliverable?: boolean): void;
   /** x-expires ran out or an auto-delete queue lost its last consumer. */
   removeQueue(queue: Queue): void;
 }
@@ -372,9 +376,11 @@ export class Queue implements PageSink {
     if (redelivered) this.stats.redelivered++;
     const store = this.store;
     if (store !== undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
-    if (c.noAck) this.settle(e);
-    else this.unackedCount++;
-    c.owner.deliverFromQueue(c, this, e, redelivered);
+    if (!c.noAck) {
+      this.unackedCount++;
+      c.owner.deliverFromQueue(c, this, e, redelivered);
+    } else if (c.owner.deliverFromQueue(c, this, e, redelivered)) this.settle(e);
+    else this.undeliverable(e);
   }
 
   /**
@@ -425,11 +431,19 @@ export class Queue implements PageSink {
     if (this.consumers.length > 0) this.kick();
   }
 
-  /** Rejected without requeue: dead-lettered if the queue has a dead-letter exchange. */
-  reject(e: QueueEntry): void {
+  /**
+   * Rejected without requeue: dead-lettered if the queue has a dead-letter exchange.
+   * `undeliverable`: by the broker, because the consumer could not be sent it.
+   */
+  reject(e: QueueEntry, undeliverable = false): void {
     this.unackedCount--;
     if (this.deleted) this.settle(e);
-    else this.deadLetterEntry(e, 'rejected');
+    else this.deadLetterEntry(e, 'rejected', undeliverable);
+  }
+
+  /** A no-ack delivery that could not be sent: the entry is rejected by the broker. */
+  private undeliverable(e: QueueEntry): void {
+    this.deadLetterEntry(e, 'rejected', true);
   }
 
   /** The message leaves this queue for good. */
@@ -438,8 +452,8 @@ export class Queue implements PageSink {
     if (e.pstate !== 0) this.store!.remove(e);
   }
 
-  private deadLetterEntry(e: QueueEntry, reason: DeadLetterReason): void {
-    if (this.deadLetterExchange !== undefined) this.host.deadLetter(this, e.msg, reason);
+  private deadLetterEntry(e: QueueEntry, reason: DeadLetterReason, undeliverable = false): void {
+    if (this.deadLetterExchange !== undefined) this.host.deadLetter(this, e.msg, reason, undeliverable);
     this.settle(e);
   }
 

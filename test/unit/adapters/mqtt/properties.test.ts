@@ -98,3 +98,23 @@ describe('AMQP -> MQTT properties', () => {
     expect(publishQosOf({ deliveryMode: 2, headers: { [Header.PUBLISH_QOS]: 2 } })).toBe(2);
   });
 });
+
+describe('values that do not fit AMQP properties', () => {
+  test('a user property named __proto__ becomes a header, not a prototype (both ways)', () => {
+    const user = Object.create(null) as Record<string, string | string[]>;
+    user['__proto__'] = ['a', 'b'];
+    const p = toAmqpProperties(1, false, { userProperties: user });
+    expect(Object.getPrototypeOf(p.headers)).toBe(Object.prototype);
+    expect(Object.getOwnPropertyDescriptor(p.headers, '__proto__')?.value).toEqual(['a', 'b']);
+    const back = toMqttProperties(p, 0, 0)!.userProperties!;
+    expect(Object.getPrototypeOf(back)).toBe(Object.prototype);
+    expect(Object.getOwnPropertyDescriptor(back, '__proto__')?.value).toEqual(['a', 'b']);
+  });
+
+  test('a content type the core moved to x-content-type is the v5 content type again', () => {
+    const ct = 't'.repeat(300);
+    const out = toMqttProperties({ headers: { 'x-content-type': ct, other: 'o' } }, 0, 0)!;
+    expect(out.contentType).toBe(ct);
+    expect(out.userProperties).toEqual({ other: 'o' });
+  });
+});

@@ -175,3 +175,32 @@ describe('queueArguments and booleanHeader', () => {
     ]);
   });
 });
+
+describe('headers that do not fit AMQP properties', () => {
+  test('a SEND header named __proto__ becomes a header, not a prototype', () => {
+    const p = propertiesFromSend(map({ ['__proto__']: 'x', a: 'b' }), undefined);
+    expect(Object.getPrototypeOf(p.headers)).toBe(Object.prototype);
+    expect(Object.getOwnPropertyDescriptor(p.headers, '__proto__')?.value).toBe('x');
+    expect(propertyLines(p, Escaping.V12)).toContain('__proto__:x\n');
+  });
+
+  test('a value the core moved to an overflow header comes back under its STOMP name', () => {
+    const long = 'v'.repeat(300);
+    const lines = propertyLines({ headers: { 'x-content-type': long, 'x-app-id': long, 'x-other': 'o' } }, Escaping.V12);
+    expect(lines).toContain(`content-type:${long}\n`);
+    expect(lines).toContain(`app-id:${long}\n`);
+    expect(lines).not.toContain('x-content-type');
+    expect(lines).toContain('x-other:o\n');
+  });
+
+  test('an overflow-named header stays itself when the property is set too', () => {
+    const lines = propertyLines({ contentType: 'text/plain', headers: { 'x-content-type': 'mine' } }, Escaping.V12);
+    expect(lines).toContain('content-type:text/plain\n');
+    expect(lines).toContain('x-content-type:mine\n');
+  });
+
+  test('UTF-8 correlation data MQTT kept as bytes is shown as correlation-id', () => {
+    expect(propertyLines({ headers: { 'x-correlation-id': Buffer.from('c'.repeat(300)) } }, Escaping.V12)).toContain(`correlation-id:${'c'.repeat(300)}\n`);
+    expect(propertyLines({ headers: { 'x-correlation-id': Buffer.from([0xff, 0xfe]) } }, Escaping.V12)).not.toContain('correlation-id');
+  });
+});

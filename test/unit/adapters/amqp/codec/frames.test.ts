@@ -286,3 +286,12 @@ describe('encoders', () => {
     expect(e.code).toBe(ReplyCode.SYNTAX_ERROR);
   });
 });
+
+describe('a content header larger than the peer frame_max', () => {
+  test('is an encode error, not a frame the client cannot read', () => {
+    const msg: Content = { exchange: '', routingKey: 'q', properties: { headers: { pad: 'p'.repeat(4100) } }, body: Buffer.from('x') };
+    expect(() => encodeDelivery(1, 4096, 'ctag', 1, false, msg)).toThrow(/content header of \d+ bytes exceeds frame_max 4096/);
+    expect(() => encodeGetOk(1, 4096, 1, false, 0, msg)).toThrow(/exceeds frame_max 4096/);
+    expect(encodeDelivery(1, 8192, 'ctag', 1, false, msg).length).toBeGreaterThan(4100);
+  });
+});
