@@ -10,7 +10,7 @@ import {
   type MessageProperties,
 } from '../../src/core/index.js';
 import type { AmqpMethod, AmqpMethodOf } from './codec/methods.js';
-import { encodeDelivery, encodeGetOk, encodeReturn } from './codec/frames.js';
+import { encodeDelivery, encodeGetOk, encodeReturn, type Frame } from './codec/frames.js';
 import { decodeContentHeader } from './codec/properties.js';
 import type { AmqpConnection } from './connection.js';
 
@@ -29,6 +29,11 @@ type TxOp =
   | { op: 'publish'; msg: Message; mandatory: boolean }
   | { op: 'ack'; tag: number; multiple: boolean }
   | { op: 'nack'; tag: number; multiple: boolean; requeue: boolean };
+
+/** A method or content frame that arrived while the channel's previous reply waited for the disk. */
+export type HeldFrame = AmqpMethod | Frame;
+
+const NOOP = (): void => undefined;
 
 /** Publisher confirms still waiting on the store, in publish order. */
 interface Unconfirmed {
@@ -53,6 +58,13 @@ export class AmqpChannel implements DeliverySink {
   private readonly unconfirmed = new Deque<Unconfirmed>();
   private tx: TxOp[] | undefined;
   private flushScheduled = false;
+  /**
+   * Set while a declare/delete/bind/unbind reply waits for its definitions to be on disk: the
+   * frames that follow on this channel wait here, so no later reply overtakes it (AMQP channels
+   * process methods in order). Other channels and connections carry on.
+   */
+  private held: HeldFrame[] | undefined;
+  private released = false;
 
   constructor(
     readonly conn: AmqpConnection,
@@ -80,6 +92,52 @@ export class AmqpChannel implements DeliverySink {
 
   private reply(m: AmqpMethod): void {
     this.conn.send(this.number, m);
+  }
+
+  /** Whether frames for this channel must wait ({@link hold}) until a pending reply is sent. */
+  get holding(): boolean {
+    return this.held !== undefined;
+  }
+
+  hold(f: HeldFrame): void {
+    this.held!.push(f);
+  }
+
+  /**
+   * Sends the reply of a definition-changing method once the change is on disk; at once when
+   * nothing durable was involved. `reply` undefined (nowait): nothing is sent, but a failed write
+   * still ends the channel. A failed write is never confirmed: the channel or connection closes
+   * with 541 instead.
+   */
+  private replyDurable(reply: AmqpMethod | undefined, cause: AmqpMethod): void {
+    const settled = this.core.definitionsSettled();
+    if (settled === SETTLED) {
+      if (reply !== undefined) this.reply(reply);
+      return;
+    }
+    if (reply === undefined) {
+      settled.then(NOOP, (e: unknown) => {
+        if (!this.released) this.conn.failChannel(this.number, e, cause);
+      });
+      return;
+    }
+    this.held = [];
+    settled.then(
+      () => this.resume(reply, undefined, cause),
+      (e: unknown) => this.resume(undefined, e, cause),
+    );
+  }
+
+  private resume(reply: AmqpMethod | undefined, err: unknown, cause: AmqpMethod): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    if (this.released || this.state !== 'open') return;
+    if (reply === undefined) {
+      this.conn.failChannel(this.number, err, cause);
+      return;
+    }
+    this.reply(reply);
+    if (held.length > 0) this.conn.replayHeld(this.number, held);
   }
 
   handleMethod(m: AmqpMethod): void {
@@ -153,19 +211,19 @@ export class AmqpChannel implements DeliverySink {
           { durable: m.durable, autoDelete: m.autoDelete, internal: m.internal, arguments: m.arguments },
           m.passive,
         );
-        if (!m.noWait) this.reply({ kind: 'exchange.declare-ok' });
+        this.replyDurable(m.noWait ? undefined : { kind: 'exchange.declare-ok' }, m);
         return;
       case 'exchange.delete':
         ch.deleteExchange(m.exchange, m.ifUnused);
-        if (!m.noWait) this.reply({ kind: 'exchange.delete-ok' });
+        this.replyDurable(m.noWait ? undefined : { kind: 'exchange.delete-ok' }, m);
         return;
       case 'exchange.bind':
         ch.bindExchange(m.destination, m.source, m.routingKey, m.arguments);
-        if (!m.noWait) this.reply({ kind: 'exchange.bind-ok' });
+        this.replyDurable(m.noWait ? undefined : { kind: 'exchange.bind-ok' }, m);
         return;
       case 'exchange.unbind':
         ch.unbindExchange(m.destination, m.source, m.routingKey, m.arguments);
-        if (!m.noWait) this.reply({ kind: 'exchange.unbind-ok' });
+        this.replyDurable(m.noWait ? undefined : { kind: 'exchange.unbind-ok' }, m);
         return;
       case 'queue.declare': {
         const ok = ch.declareQueue(
@@ -173,16 +231,16 @@ export class AmqpChannel implements DeliverySink {
           { durable: m.durable, exclusive: m.exclusive, autoDelete: m.autoDelete, arguments: m.arguments },
           m.passive,
         );
-        if (!m.noWait) this.reply({ kind: 'queue.declare-ok', ...ok });
+        this.replyDurable(m.noWait ? undefined : { kind: 'queue.declare-ok', ...ok }, m);
         return;
       }
       case 'queue.bind':
         ch.bindQueue(m.queue, m.exchange, m.routingKey, m.arguments);
-        if (!m.noWait) this.reply({ kind: 'queue.bind-ok' });
+        this.replyDurable(m.noWait ? undefined : { kind: 'queue.bind-ok' }, m);
         return;
       case 'queue.unbind':
         ch.unbindQueue(m.queue, m.exchange, m.routingKey, m.arguments);
-        this.reply({ kind: 'queue.unbind-ok' });
+        this.replyDurable({ kind: 'queue.unbind-ok' }, m);
         return;
       case 'queue.purge': {
         const n = ch.purgeQueue(m.queue);
@@ -191,7 +249,7 @@ export class AmqpChannel implements DeliverySink {
       }
       case 'queue.delete': {
         const n = ch.deleteQueue(m.queue, m.ifUnused, m.ifEmpty);
-        if (!m.noWait) this.reply({ kind: 'queue.delete-ok', messageCount: n });
+        this.replyDurable(m.noWait ? undefined : { kind: 'queue.delete-ok', messageCount: n }, m);
         return;
       }
       case 'channel.flow':
@@ -379,6 +437,8 @@ export class AmqpChannel implements DeliverySink {
 
   /** Closes the core side: consumers cancelled, unacked messages requeued. */
   release(): void {
+    this.released = true;
+    this.held = undefined;
     this.pending = undefined;
     this.tx = undefined;
     this.core.close();

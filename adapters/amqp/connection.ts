@@ -10,7 +10,7 @@ import {
 import type { Logger } from '../../src/logger.js';
 import type { Peer } from '../../src/transport/adapter.js';
 import { Outbound } from '../../src/transport/outbound.js';
-import { AmqpChannel } from './channel.js';
+import { AmqpChannel, type HeldFrame } from './channel.js';
 import { FRAME_MIN_SIZE, FrameType, PROTOCOL_HEADER } from './codec/constants.js';
 import { decodeFieldTable } from './codec/field-table.js';
 import { FrameDecoder, encodeHeartbeat, type Frame } from './codec/frames.js';
@@ -188,6 +188,10 @@ export class AmqpConnection implements Closable {
   private handleContent(f: Frame): void {
     if (this.closingChannels.has(f.channel)) return;
     const ch = this.channels.get(f.channel);
+    if (ch !== undefined && ch.holding && this.state === 'running') {
+      ch.hold(f);
+      return;
+    }
     if (ch === undefined || this.state !== 'running') {
       this.fail(BrokerError.channelError(`expected 'channel.open' on channel ${f.channel}`), 0, undefined);
       return;
@@ -365,6 +369,10 @@ export class AmqpConnection implements Closable {
       return;
     }
     const ch = this.channels.get(n);
+    if (ch !== undefined && ch.holding) {
+      ch.hold(m);
+      return;
+    }
     if (m.kind === 'channel.open') {
       if (ch !== undefined) {
         this.fail(BrokerError.channelError(`second 'channel.open' seen`), n, m);
@@ -394,6 +402,27 @@ export class AmqpConnection implements Closable {
     } catch (e) {
       this.fail(e, n, m);
     }
+  }
+
+  /** The frames a channel held while a reply waited for the disk, handled now in their order. */
+  replayHeld(n: number, frames: HeldFrame[]): void {
+    for (let i = 0; i < frames.length; i++) {
+      if (this.state !== 'running') return;
+      const ch = this.channels.get(n);
+      if (ch !== undefined && ch.holding) {
+        for (let j = i; j < frames.length; j++) ch.hold(frames[j]!);
+        return;
+      }
+      const f = frames[i]!;
+      if ('kind' in f) this.handleChannelMethod(n, f);
+      else this.handleContent(f);
+    }
+  }
+
+  /** A channel's asynchronous failure (its definitions could not be written). */
+  failChannel(n: number, err: unknown, m: AmqpMethod): void {
+    if (this.state !== 'running' || !this.channels.has(n)) return;
+    this.fail(err, n, m);
   }
 
   notePublish(): void {
