@@ -37,7 +37,7 @@ const OP_DEL = 2;
 const OP_META = 3;
 
 /** Compact once the log is larger than this and than twice the live definitions. */
-const COMPACT_MIN_BYTES = 1 << 20;
+export const DEFAULT_DEFINITIONS_COMPACT_BYTES = 1 << 20;
 
 /** The sections of RabbitMQ's definitions JSON a key can belong to, by the key's first element. */
 const SECTIONS = {
@@ -130,6 +130,8 @@ export class DefinitionsLog {
   constructor(
     readonly dir: string,
     private readonly log: Logger,
+    /** The log is compacted only once it is larger than this. */
+    private readonly compactBytes = DEFAULT_DEFINITIONS_COMPACT_BYTES,
   ) {
     this.logFile = join(dir, DEFINITIONS_LOG);
     this.snapFile = join(dir, DEFINITIONS_SNAPSHOT);
@@ -340,7 +342,7 @@ export class DefinitionsLog {
     for (const op of ops) this.encodeRecord(op.entry === null ? OP_DEL : OP_SET, op.key, op.entry?.json);
     const appendBytes = w.pos;
     const projected = this.size + appendBytes;
-    if (this.needSnapshot || this.fd < 0 || (projected > COMPACT_MIN_BYTES && projected > 2 * this.liveAfter(ops) + FILE_HEADER)) {
+    if (this.needSnapshot || this.fd < 0 || (projected > this.compactBytes && projected > 2 * this.liveAfter(ops) + FILE_HEADER)) {
       return this.prepareSnapshot(ops);
     }
     const data = Buffer.from(w.buf.subarray(0, appendBytes));

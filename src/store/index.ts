@@ -18,6 +18,8 @@ export interface StoreTuning {
   queueMemoryBudget?: number;
   /** Size at which a segment file is closed and a new one started. */
   segmentSize?: number;
+  /** Size above which the definitions log may be compacted into a snapshot. */
+  definitionsCompactBytes?: number;
 }
 
 /** Reads a RabbitMQ definitions file; a `startup` StoreError says what is wrong with it. */
@@ -60,7 +62,13 @@ export function openStore(
   opts: { dataDir: string; definitions?: string | undefined; version?: string } & StoreTuning,
   log: Logger,
 ): OpenedStore {
-  const store = MessageStore.open({ dataDir: opts.dataDir, log, queueMemoryBudget: opts.queueMemoryBudget, segmentSize: opts.segmentSize });
+  const store = MessageStore.open({
+    dataDir: opts.dataDir,
+    log,
+    queueMemoryBudget: opts.queueMemoryBudget,
+    segmentSize: opts.segmentSize,
+    definitionsCompactBytes: opts.definitionsCompactBytes,
+  });
   try {
     const version = opts.version ?? '0.0.0';
     store.attach(core, version);

@@ -33,6 +33,8 @@ export interface StoreOptions {
   segmentSize?: number;
   /** Only read (offline export, even while a broker runs on the directory): no lock, no writes. */
   readOnly?: boolean;
+  /** The definitions log is compacted into a snapshot only once it is larger than this. */
+  definitionsCompactBytes?: number;
 }
 
 export const DEFAULT_QUEUE_MEMORY_BUDGET = 16 * 1024 * 1024;
@@ -157,7 +159,7 @@ export class MessageStore implements Persistence, QueueLogHost {
     this.segmentSize = opts.segmentSize ?? DEFAULT_SEGMENT_SIZE;
     this.queueMemoryBudget = opts.queueMemoryBudget ?? DEFAULT_QUEUE_MEMORY_BUDGET;
     this.messages = new MessageLog(join(this.dataDir, 'messages'), this.segmentSize, this.log);
-    this.definitionsLog = new DefinitionsLog(this.dataDir, this.log);
+    this.definitionsLog = new DefinitionsLog(this.dataDir, this.log, opts.definitionsCompactBytes);
   }
 
   /**
