@@ -34,8 +34,6 @@ export interface Persistence {
    * none is waiting, so a caller can answer at once without allocating.
    */
   definitionsSettled(): Promise<void>;
-  /** Counts definition changes: a caller compares it before and after a call to know whether the call changed any. */
-  readonly definitionChanges: number;
 }
 
 /** Receives messages read back from disk by {@link QueueStore.pageIn}, in queue order. */
@@ -81,5 +79,4 @@ export const NO_PERSISTENCE: Persistence = {
   openQueue: () => undefined,
   definitionsChanged: () => SETTLED,
   definitionsSettled: () => SETTLED,
-  definitionChanges: 0,
 };

@@ -140,8 +140,6 @@ export class MessageStore implements Persistence, QueueLogHost {
   private defsResync = false;
   /** The batch the latest definition change waits for. */
   private defsWaiting: Promise<void> | undefined;
-  /** Definition changes so far (Persistence.definitionChanges). */
-  definitionChanges = 0;
   private scheduled = false;
   private readonly arena = new Arena();
   private idleWaiters: (() => void)[] = [];
@@ -369,7 +367,6 @@ export class MessageStore implements Persistence, QueueLogHost {
 
   definitionsChanged(change?: DefinitionChange): Promise<void> {
     if (this.recovering || this.core === undefined || this.closed || this.readOnly) return SETTLED;
-    this.definitionChanges++;
     if (change === undefined) this.defsMeta = true;
     else this.defsChanged.set(changeKey(change), change);
     this.schedule();
