@@ -7,6 +7,9 @@ import type { Broker } from '../../src/broker.js';
 import { BrokerError, ReplyCode, type Persistence } from '../../src/core/index.js';
 import { amqpUrl, client, startOn, tempDataDir } from '../helpers/durability.js';
 import { waitFor } from '../helpers/broker.js';
+import { mgmt } from '../helpers/management.js';
+import { RawMqtt } from '../helpers/mqtt.js';
+import { RawStomp } from '../helpers/stomp.js';
 
 const dirs: string[] = [];
 const brokers: Broker[] = [];
@@ -189,6 +192,78 @@ describe('replies wait for the disk', () => {
     } finally {
       b.core.persistence = real;
       await c.close();
+    }
+  });
+});
+
+describe('other protocols wait for the disk too', () => {
+  async function gated(): Promise<{ b: Broker; g: ReturnType<typeof gatedPersistence>; restore: () => void }> {
+    const dir = await fresh();
+    const b = await startOn(dir, { mqttPort: 0, stompPort: 0, httpPort: 0 });
+    brokers.push(b);
+    const real = b.core.persistence;
+    const g = gatedPersistence(real);
+    b.core.persistence = g.p;
+    return { b, g, restore: () => (b.core.persistence = real) };
+  }
+
+  test('STOMP: the RECEIPT of a SUBSCRIBE that declares a durable queue waits; a transient one does not', async () => {
+    const { b, g, restore } = await gated();
+    try {
+      const c = await RawStomp.connected(b.ports.stomp!);
+      c.send('SUBSCRIBE', { destination: '/topic/quick', id: 't', receipt: 'transient' });
+      expect((await c.next('RECEIPT')).headers['receipt-id']).toBe('transient');
+      c.send('SUBSCRIBE', { destination: '/queue/stomp-durable', id: 'd', receipt: 'durable' });
+      c.send('SUBSCRIBE', { destination: '/topic/after', id: 'a', receipt: 'after' });
+      // A SEND to the transient subscription proves the server handled all three frames.
+      c.send('SEND', { destination: '/topic/quick' }, 'probe');
+      expect((await c.next('MESSAGE')).body.toString()).toBe('probe');
+      expect(c.frames.filter((f) => f.command === 'RECEIPT')).toHaveLength(1);
+      g.release();
+      expect((await c.next('RECEIPT')).headers['receipt-id']).toBe('durable');
+      expect((await c.next('RECEIPT')).headers['receipt-id']).toBe('after');
+      c.destroy();
+    } finally {
+      restore();
+    }
+  });
+
+  test('MQTT: the SUBACK of a persistent session waits until its queue and binding are on disk', async () => {
+    const { b, g, restore } = await gated();
+    try {
+      const clean = await RawMqtt.connected(b.ports.mqtt!, 4, { clean: true });
+      clean.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'clean/#', qos: 1 }] });
+      expect((await clean.next('suback')).granted).toEqual([1]);
+      const persistent = await RawMqtt.connected(b.ports.mqtt!, 4, { clean: false, clientId: 'defs-persistent' });
+      persistent.send({ cmd: 'subscribe', messageId: 2, subscriptions: [{ topic: 'kept/#', qos: 1 }] });
+      // The PINGRESP proves the server handled the SUBSCRIBE; its SUBACK has not come.
+      persistent.send({ cmd: 'pingreq' });
+      await persistent.next('pingresp');
+      expect(persistent.packets.some((p) => p.cmd === 'suback')).toBe(false);
+      g.release();
+      expect((await persistent.next('suback')).granted).toEqual([1]);
+      clean.end();
+      persistent.end();
+    } finally {
+      restore();
+    }
+  });
+
+  test('management: PUT of a durable queue answers once it is on disk, 500 if the write failed', async () => {
+    const { b, g, restore } = await gated();
+    try {
+      const api = mgmt(b.ports.http!);
+      let answered = false;
+      const put = api.put('/queues/%2F/mgmt-durable', { durable: true }).then((r) => {
+        answered = true;
+        return r;
+      });
+      await waitFor(() => b.core.vhosts.get('/')!.queues.has('mgmt-durable'));
+      expect(answered).toBe(false);
+      g.fail(new BrokerError(ReplyCode.INTERNAL_ERROR, 'message store write failed'));
+      expect((await put).status).toBe(500);
+    } finally {
+      restore();
     }
   });
 });
