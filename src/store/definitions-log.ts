@@ -155,6 +155,22 @@ export class DefinitionsLog {
    * writing (a broker may be writing the files at the same time).
    */
   load(readOnly: boolean): DefinitionsLoad {
+    // A reader beside a running broker can see a compaction half-way (the new log with the old
+    // snapshot): it reads again.
+    for (let attempt = 1; ; attempt++) {
+      const out = this.loadOnce(readOnly);
+      if (!readOnly || !this.raced || attempt === 5) return out;
+      this.meta.clear();
+      this.topo.clear();
+      this.liveBytes = 0;
+    }
+  }
+
+  /** The last load found a log newer than the snapshot. */
+  private raced = false;
+
+  private loadOnce(readOnly: boolean): DefinitionsLoad {
+    this.raced = false;
     const out: DefinitionsLoad = { found: false, records: 0, issues: [] };
     let snapGen = 0;
     const snap = readIfExists(this.snapFile);
@@ -180,7 +196,10 @@ export class DefinitionsLog {
         // A compaction wrote the snapshot but not the new log: the snapshot already holds it all.
         this.needSnapshot = true;
       } else {
-        if (gen > snapGen) out.issues.push(`${this.logFile}: generation ${gen} is newer than the snapshot's (${snapGen}): replayed anyway`);
+        if (gen > snapGen) {
+          this.raced = true;
+          out.issues.push(`${this.logFile}: generation ${gen} is newer than the snapshot's (${snapGen}): replayed anyway`);
+        }
         this.generation = gen;
         const r = this.replay(logBuf, this.logFile, out);
         this.size = r.end;

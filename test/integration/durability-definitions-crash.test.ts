@@ -143,7 +143,7 @@ test('kill -9 while declaring, binding, unbinding and deleting: every confirmed 
 
     // What a restart recovers, read from the data directory the way recovery reads it.
     const exp = await runWarren(['definitions', 'export', '-', '--data-dir', dataDir]);
-    expect(exp.stderr).toBe('');
+    expect(exp.code, exp.stderr).toBe(0);
     check(ledger, JSON.parse(exp.stdout) as Exported, round, violations);
   }
   for (const l of ledger.values()) if (l.declared) confirmedDeclares++;
