@@ -26,7 +26,8 @@ export interface Persistence {
    * A durable definition changed (an exchange, queue or binding; without `change`: vhosts, users,
    * permissions, topic permissions, policies). The store writes the current state of what changed
    * with the next group commit. Resolves once it is on disk (fsynced); rejects (a 541 BrokerError)
-   * if the write failed.
+   * if the write failed. The core ignores the promise (a reply waits through
+   * {@link definitionsSettled}), so it must not count as an unhandled rejection when nobody waits.
    */
   definitionsChanged(change?: DefinitionChange): Promise<void>;
   /**

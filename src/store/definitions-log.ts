@@ -383,8 +383,10 @@ export class DefinitionsLog {
           try {
             ftruncateSync(fd, position);
           } catch {
-            // the next append starts at `position` anyway
+            // the log is replaced by the next write anyway
           }
+          // Whatever the failure left in the log, the next write starts a new one from a snapshot.
+          this.needSnapshot = true;
           return;
         }
         this.size = position + data.length;
