@@ -385,7 +385,11 @@ export class MessageStore implements Persistence, QueueLogHost {
    */
   private rewriteDefinitions(): void {
     const entries = allEntries(this.core!);
-    this.definitionsLog.rewriteSync(entries);
+    try {
+      this.definitionsLog.rewriteSync(entries);
+    } catch (e) {
+      throw startupError(`cannot write the definitions to '${this.dataDir}': ${describeErrno(e)}`);
+    }
     if (this.legacyDefinitions) {
       unlinkSync(join(this.dataDir, DEFINITIONS_FILE));
       fsyncDirSync(this.dataDir);
@@ -603,6 +607,8 @@ export class MessageStore implements Persistence, QueueLogHost {
       if (ok) batch.resolve();
       else batch.reject(new BrokerError(ReplyCode.INTERNAL_ERROR, `message store write failed: ${describeErrno(failure)}`));
     }
+    // Definitions still to be written: a redeclare confirms only once the retry is on disk.
+    if (!ok && this.defsDirty) this.defsWaiting = (this.batch ??= new Batch()).promise;
     if (this.hasWork()) {
       // After a failure, give the disk a moment before trying again.
       if (ok) this.run();

@@ -239,6 +239,8 @@ describe('definitions', () => {
     );
     expect(err).toBeInstanceOf(BrokerError);
     expect((err as BrokerError).code).toBe(ReplyCode.INTERNAL_ERROR);
+    // Until the retry is on disk, a redeclare has something to wait for.
+    expect(core.persistence.definitionsSettled()).not.toBe(SETTLED);
 
     // The disk is fine again: the retry writes a snapshot with everything.
     rmdirSync(join(dir, 'definitions.snap.tmp'));
