@@ -35,6 +35,9 @@ export type HeldFrame = AmqpMethod | Frame;
 
 const NOOP = (): void => undefined;
 
+/** Beyond this many bytes held behind a waiting reply, the connection stops reading for a while. */
+const HOLD_LIMIT = 8 * 1024 * 1024;
+
 /** Publisher confirms still waiting on the store, in publish order. */
 interface Unconfirmed {
   seq: number;
@@ -64,6 +67,9 @@ export class AmqpChannel implements DeliverySink {
    * process methods in order). Other channels and connections carry on.
    */
   private held: HeldFrame[] | undefined;
+  private heldBytes = 0;
+  /** This channel asked the connection to stop reading (too much held). */
+  private pressing = false;
   private released = false;
 
   constructor(
@@ -101,6 +107,18 @@ export class AmqpChannel implements DeliverySink {
 
   hold(f: HeldFrame): void {
     this.held!.push(f);
+    this.heldBytes += 'kind' in f ? 64 : f.payload.length + 8;
+    if (this.heldBytes > HOLD_LIMIT && !this.pressing) {
+      this.pressing = true;
+      this.conn.holdPressure(true);
+    }
+  }
+
+  private endPressure(): void {
+    this.heldBytes = 0;
+    if (!this.pressing) return;
+    this.pressing = false;
+    this.conn.holdPressure(false);
   }
 
   /**
@@ -131,6 +149,7 @@ export class AmqpChannel implements DeliverySink {
   private resume(reply: AmqpMethod | undefined, err: unknown, cause: AmqpMethod): void {
     const held = this.held ?? [];
     this.held = undefined;
+    this.endPressure();
     if (this.released || this.state !== 'open') return;
     if (reply === undefined) {
       this.conn.failChannel(this.number, err, cause);
@@ -439,6 +458,7 @@ export class AmqpChannel implements DeliverySink {
   release(): void {
     this.released = true;
     this.held = undefined;
+    this.endPressure();
     this.pending = undefined;
     this.tx = undefined;
     this.core.close();

@@ -66,6 +66,8 @@ export class AmqpConnection implements Closable {
   private publisher = false;
   private blocked = false;
   private paused = false;
+  /** Channels holding too many frames behind a reply that waits for the disk: reading stops. */
+  private holdPaused = 0;
   private closeReason = 'client closed the connection';
   private readonly unsubscribeAlarms: () => void;
   private readonly log: Logger;
@@ -419,6 +421,13 @@ export class AmqpConnection implements Closable {
     }
   }
 
+  /** A channel holds (or no longer holds) more frames than it should buffer: pause reading. */
+  holdPressure(on: boolean): void {
+    if (on) {
+      if (this.holdPaused++ === 0 && !this.paused) this.stream.pause();
+    } else if (--this.holdPaused === 0 && !this.paused && this.state !== 'closed') this.stream.resume();
+  }
+
   /** A channel's asynchronous failure (its definitions could not be written). */
   failChannel(n: number, err: unknown, m: AmqpMethod): void {
     if (this.state !== 'running' || !this.channels.has(n)) return;
@@ -540,7 +549,7 @@ export class AmqpConnection implements Closable {
     }
     if (!blocked && this.paused) {
       this.paused = false;
-      this.stream.resume();
+      if (this.holdPaused === 0) this.stream.resume();
     }
   }
 }

@@ -173,6 +173,31 @@ describe('replies wait for the disk', () => {
     }
   });
 
+  test('megabytes pipelined behind a waiting declare-ok are held (reading pauses past a limit) and all handled once it is sent', async () => {
+    const dir = await fresh();
+    const b = await started(dir);
+    const real = b.core.persistence;
+    const g = gatedPersistence(real);
+    const c = await client(b);
+    b.core.persistence = g.p;
+    try {
+      const declared = c.ch.assertQueue('held-behind', { durable: true });
+      const body = Buffer.alloc(512 * 1024, 0x61);
+      for (let i = 0; i < 40; i++) c.ch.sendToQueue('held-behind', body);
+      // The broker's side of this connection stops reading once 8 MiB are held.
+      const server = [...b.core.connections].find((x) => x.info.protocol === 'AMQP 0-9-1')!;
+      const socket = (server.handle as unknown as { stream: { isPaused(): boolean } }).stream;
+      await waitFor(() => socket.isPaused(), 10_000, 'reading paused');
+      g.release();
+      await declared;
+      await waitFor(async () => (await c.ch.checkQueue('held-behind')).messageCount === 40, 10_000);
+      expect(socket.isPaused()).toBe(false);
+    } finally {
+      b.core.persistence = real;
+      await c.close();
+    }
+  }, 30_000);
+
   test('a failed definitions write is never confirmed: the connection closes with 541', async () => {
     const dir = await fresh();
     const b = await started(dir);
