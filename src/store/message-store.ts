@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, fdatasync, mkdirSync, openSync, readFileSync, readdirSync, statSync, unlinkSync, writeSync, writev } from 'node:fs';
+import { closeSync, existsSync, fdatasync, mkdirSync, openSync, readFileSync, readdirSync, statSync, unlinkSync, writeSync, writev } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Core } from '../core/core.js';
@@ -221,11 +221,13 @@ export class MessageStore implements Persistence, QueueLogHost {
   private readDefinitionsFile(): void {
     const loaded = this.definitionsLog.load(this.readOnly);
     for (const issue of loaded.issues) this.log.warn(`definitions: ${issue}`);
+    const file = join(this.dataDir, DEFINITIONS_FILE);
     if (loaded.found) {
       this.savedDefinitions = this.definitionsLog.toDefinitions();
+      // Left by a migration that stopped before removing it: the log is the newer truth.
+      this.legacyDefinitions = existsSync(file);
       return;
     }
-    const file = join(this.dataDir, DEFINITIONS_FILE);
     const raw = readIfExists(file);
     if (raw === undefined) return;
     this.legacyDefinitions = true;
