@@ -141,12 +141,12 @@ export class AmqpChannel implements DeliverySink {
     }
     this.held = [];
     settled.then(
-      () => this.resume(reply, undefined, cause),
-      (e: unknown) => this.resume(undefined, e, cause),
+      () => this.afterDefinitions(reply, undefined, cause),
+      (e: unknown) => this.afterDefinitions(undefined, e, cause),
     );
   }
 
-  private resume(reply: AmqpMethod | undefined, err: unknown, cause: AmqpMethod): void {
+  private afterDefinitions(reply: AmqpMethod | undefined, err: unknown, cause: AmqpMethod): void {
     const held = this.held ?? [];
     this.held = undefined;
     this.endPressure();
