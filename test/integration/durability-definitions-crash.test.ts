@@ -41,10 +41,12 @@ afterAll(async () => {
 
 const noop = (): void => undefined;
 
-async function open(port: number): Promise<ChannelModel> {
+/** A connection, and a promise that resolves once it is closed (the broker was killed). */
+async function open(port: number): Promise<{ conn: ChannelModel; closed: Promise<void> }> {
   const conn = await connect(`amqp://guest:guest@127.0.0.1:${port}`, { noDelay: true });
   conn.on('error', noop);
-  return conn;
+  const closed = new Promise<void>((resolve) => conn.once('close', () => resolve()));
+  return { conn, closed };
 }
 
 /**
@@ -123,14 +125,16 @@ test('kill -9 while declaring, binding, unbinding and deleting: every confirmed 
   for (let round = 0; round < ROUNDS; round++) {
     proc = await spawnWarren(dataDir, [], { tuned });
     const conns = [await open(proc.amqpPort), await open(proc.amqpPort)];
-    const setup = await conns[0]!.createChannel();
+    const setup = await conns[0]!.conn.createChannel();
     await setup.assertExchange(EXCHANGE, 'direct', { durable: true });
     await setup.close();
     const stop = { now: false };
     const work: Promise<void>[] = [];
     for (let w = 0; w < WORKERS; w++) {
-      const ch = await conns[w % conns.length]!.createChannel();
-      work.push(worker(ch, `${round}-${w}`, ledger, stop).catch(noop));
+      const c = conns[w % conns.length]!;
+      const ch = await c.conn.createChannel();
+      // A worker ends with its connection (its pending call fails, or the connection reports closed).
+      work.push(Promise.race([worker(ch, `${round}-${w}`, ledger, stop).catch(noop), c.closed]));
     }
     const delay = 200 + Math.floor(Math.random() * 800);
     delays.push(delay);
@@ -139,7 +143,7 @@ test('kill -9 while declaring, binding, unbinding and deleting: every confirmed 
     await proc.exited;
     stop.now = true;
     await Promise.all(work);
-    for (const c of conns) await c.close().catch(noop);
+    await Promise.all(conns.map((c) => c.closed));
 
     // What a restart recovers, read from the data directory the way recovery reads it.
     const exp = await runWarren(['definitions', 'export', '-', '--data-dir', dataDir]);
@@ -150,7 +154,7 @@ test('kill -9 while declaring, binding, unbinding and deleting: every confirmed 
 
   // And the broker itself, restarted: the confirmed queues are there.
   proc = await spawnWarren(dataDir, [], { tuned });
-  const conn = await open(proc.amqpPort);
+  const { conn } = await open(proc.amqpPort);
   let missing = 0;
   for (const [q, l] of ledger) {
     if (!l.declared || l.deleteSent) continue;
