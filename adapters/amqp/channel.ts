@@ -11,7 +11,7 @@ import {
   type MessageProperties,
 } from '../../src/core/index.js';
 import type { AmqpMethod, AmqpMethodOf } from './codec/methods.js';
-import { encodeDelivery, encodeGetOk, encodeReturn } from './codec/frames.js';
+import { encodeDelivery, encodeGetOk, encodeReturn, type Frame } from './codec/frames.js';
 import { decodeContentHeader } from './codec/properties.js';
 import type { AmqpConnection } from './connection.js';
 
@@ -30,6 +30,14 @@ type TxOp =
   | { op: 'publish'; msg: Message; mandatory: boolean }
   | { op: 'ack'; tag: number; multiple: boolean }
   | { op: 'nack'; tag: number; multiple: boolean; requeue: boolean };
+
+/** A method or content frame that arrived while the channel's previous reply waited for the disk. */
+export type HeldFrame = AmqpMethod | Frame;
+
+const NOOP = (): void => undefined;
+
+/** Beyond this many bytes held behind a waiting reply, the connection stops reading for a while. */
+const HOLD_LIMIT = 8 * 1024 * 1024;
 
 /** Publisher confirms still waiting on the store, in publish order. */
 interface Unconfirmed {
@@ -54,6 +62,16 @@ export class AmqpChannel implements DeliverySink {
   private readonly unconfirmed = new Deque<Unconfirmed>();
   private tx: TxOp[] | undefined;
   private flushScheduled = false;
+  /**
+   * Set while a declare/delete/bind/unbind reply waits for its definitions to be on disk: the
+   * frames that follow on this channel wait here, so no later reply overtakes it (AMQP channels
+   * process methods in order). Other channels and connections carry on.
+   */
+  private held: HeldFrame[] | undefined;
+  private heldBytes = 0;
+  /** This channel asked the connection to stop reading (too much held). */
+  private pressing = false;
+  private released = false;
 
   constructor(
     readonly conn: AmqpConnection,
@@ -81,6 +99,65 @@ export class AmqpChannel implements DeliverySink {
 
   private reply(m: AmqpMethod): void {
     this.conn.send(this.number, m);
+  }
+
+  /** Whether frames for this channel must wait ({@link hold}) until a pending reply is sent. */
+  get holding(): boolean {
+    return this.held !== undefined;
+  }
+
+  hold(f: HeldFrame): void {
+    this.held!.push(f);
+    this.heldBytes += 'kind' in f ? 64 : f.payload.length + 8;
+    if (this.heldBytes > HOLD_LIMIT && !this.pressing) {
+      this.pressing = true;
+      this.conn.holdPressure(true);
+    }
+  }
+
+  private endPressure(): void {
+    this.heldBytes = 0;
+    if (!this.pressing) return;
+    this.pressing = false;
+    this.conn.holdPressure(false);
+  }
+
+  /**
+   * Sends the reply of a definition-changing method once the change is on disk; at once when
+   * nothing durable was involved. `reply` undefined (nowait): nothing is sent, but a failed write
+   * still ends the channel. A failed write is never confirmed: the channel or connection closes
+   * with 541 instead.
+   */
+  private replyDurable(reply: AmqpMethod | undefined, cause: AmqpMethod): void {
+    const settled = this.core.definitionsSettled();
+    if (settled === SETTLED) {
+      if (reply !== undefined) this.reply(reply);
+      return;
+    }
+    if (reply === undefined) {
+      settled.then(NOOP, (e: unknown) => {
+        if (!this.released) this.conn.failChannel(this.number, e, cause);
+      });
+      return;
+    }
+    this.held = [];
+    settled.then(
+      () => this.afterDefinitions(reply, undefined, cause),
+      (e: unknown) => this.afterDefinitions(undefined, e, cause),
+    );
+  }
+
+  private afterDefinitions(reply: AmqpMethod | undefined, err: unknown, cause: AmqpMethod): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    this.endPressure();
+    if (this.released || this.state !== 'open') return;
+    if (reply === undefined) {
+      this.conn.failChannel(this.number, err, cause);
+      return;
+    }
+    this.reply(reply);
+    if (held.length > 0) this.conn.replayHeld(this.number, held);
   }
 
   handleMethod(m: AmqpMethod): void {
@@ -163,19 +240,19 @@ export class AmqpChannel implements DeliverySink {
           { durable: m.durable, autoDelete: m.autoDelete, internal: m.internal, arguments: m.arguments },
           m.passive,
         );
-        if (!m.noWait) this.reply({ kind: 'exchange.declare-ok' });
+        this.replyDurable(m.noWait ? undefined : { kind: 'exchange.declare-ok' }, m);
         return;
       case 'exchange.delete':
         ch.deleteExchange(m.exchange, m.ifUnused);
-        if (!m.noWait) this.reply({ kind: 'exchange.delete-ok' });
+        this.replyDurable(m.noWait ? undefined : { kind: 'exchange.delete-ok' }, m);
         return;
       case 'exchange.bind':
         ch.bindExchange(m.destination, m.source, m.routingKey, m.arguments);
-        if (!m.noWait) this.reply({ kind: 'exchange.bind-ok' });
+        this.replyDurable(m.noWait ? undefined : { kind: 'exchange.bind-ok' }, m);
         return;
       case 'exchange.unbind':
         ch.unbindExchange(m.destination, m.source, m.routingKey, m.arguments);
-        if (!m.noWait) this.reply({ kind: 'exchange.unbind-ok' });
+        this.replyDurable(m.noWait ? undefined : { kind: 'exchange.unbind-ok' }, m);
         return;
       case 'queue.declare': {
         const ok = ch.declareQueue(
@@ -183,16 +260,16 @@ export class AmqpChannel implements DeliverySink {
           { durable: m.durable, exclusive: m.exclusive, autoDelete: m.autoDelete, arguments: m.arguments },
           m.passive,
         );
-        if (!m.noWait) this.reply({ kind: 'queue.declare-ok', ...ok });
+        this.replyDurable(m.noWait ? undefined : { kind: 'queue.declare-ok', ...ok }, m);
         return;
       }
       case 'queue.bind':
         ch.bindQueue(m.queue, m.exchange, m.routingKey, m.arguments);
-        if (!m.noWait) this.reply({ kind: 'queue.bind-ok' });
+        this.replyDurable(m.noWait ? undefined : { kind: 'queue.bind-ok' }, m);
         return;
       case 'queue.unbind':
         ch.unbindQueue(m.queue, m.exchange, m.routingKey, m.arguments);
-        this.reply({ kind: 'queue.unbind-ok' });
+        this.replyDurable({ kind: 'queue.unbind-ok' }, m);
         return;
       case 'queue.purge': {
         const n = ch.purgeQueue(m.queue);
@@ -201,7 +278,7 @@ export class AmqpChannel implements DeliverySink {
       }
       case 'queue.delete': {
         const n = ch.deleteQueue(m.queue, m.ifUnused, m.ifEmpty);
-        if (!m.noWait) this.reply({ kind: 'queue.delete-ok', messageCount: n });
+        this.replyDurable(m.noWait ? undefined : { kind: 'queue.delete-ok', messageCount: n }, m);
         return;
       }
       case 'channel.flow':
@@ -396,6 +473,9 @@ export class AmqpChannel implements DeliverySink {
 
   /** Closes the core side: consumers cancelled, unacked messages requeued. */
   release(): void {
+    this.released = true;
+    this.held = undefined;
+    this.endPressure();
     this.pending = undefined;
     this.tx = undefined;
     this.core.close();

@@ -11,7 +11,7 @@ import type { Logger } from '../../src/logger.js';
 import type { Peer, TransportControl } from '../../src/transport/adapter.js';
 import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
 import { Outbound } from '../../src/transport/outbound.js';
-import { AmqpChannel } from './channel.js';
+import { AmqpChannel, type HeldFrame } from './channel.js';
 import { FRAME_MIN_SIZE, FrameType, PROTOCOL_HEADER } from './codec/constants.js';
 import { decodeFieldTable } from './codec/field-table.js';
 import { FrameDecoder, encodeHeartbeat, type Frame } from './codec/frames.js';
@@ -69,6 +69,8 @@ export class AmqpConnection implements Closable, GuardedConnection {
   private publisher = false;
   private blocked = false;
   private paused = false;
+  /** Channels holding too many frames behind a reply that waits for the disk: reading stops. */
+  private holdPaused = 0;
   private closeReason = 'client closed the connection';
   private readonly unsubscribeAlarms: () => void;
   private readonly log: Logger;
@@ -193,6 +195,10 @@ export class AmqpConnection implements Closable, GuardedConnection {
   private handleContent(f: Frame): void {
     if (this.closingChannels.has(f.channel)) return;
     const ch = this.channels.get(f.channel);
+    if (ch !== undefined && ch.holding && this.state === 'running') {
+      ch.hold(f);
+      return;
+    }
     if (ch === undefined || this.state !== 'running') {
       this.fail(BrokerError.channelError(`expected 'channel.open' on channel ${f.channel}`), 0, undefined);
       return;
@@ -371,6 +377,10 @@ export class AmqpConnection implements Closable, GuardedConnection {
       return;
     }
     const ch = this.channels.get(n);
+    if (ch !== undefined && ch.holding) {
+      ch.hold(m);
+      return;
+    }
     if (m.kind === 'channel.open') {
       if (ch !== undefined) {
         this.fail(BrokerError.channelError(`second 'channel.open' seen`), n, m);
@@ -400,6 +410,34 @@ export class AmqpConnection implements Closable, GuardedConnection {
     } catch (e) {
       this.fail(e, n, m);
     }
+  }
+
+  /** The frames a channel held while a reply waited for the disk, handled now in their order. */
+  replayHeld(n: number, frames: HeldFrame[]): void {
+    for (let i = 0; i < frames.length; i++) {
+      if (this.state !== 'running') return;
+      const ch = this.channels.get(n);
+      if (ch !== undefined && ch.holding) {
+        for (let j = i; j < frames.length; j++) ch.hold(frames[j]!);
+        return;
+      }
+      const f = frames[i]!;
+      if ('kind' in f) this.handleChannelMethod(n, f);
+      else this.handleContent(f);
+    }
+  }
+
+  /** A channel holds (or no longer holds) more frames than it should buffer: pause reading. */
+  holdPressure(on: boolean): void {
+    if (on) {
+      if (this.holdPaused++ === 0 && !this.paused) this.stream.pause();
+    } else if (--this.holdPaused === 0 && !this.paused && this.state !== 'closed') this.stream.resume();
+  }
+
+  /** A channel's asynchronous failure (its definitions could not be written). */
+  failChannel(n: number, err: unknown, m: AmqpMethod): void {
+    if (this.state !== 'running' || !this.channels.has(n)) return;
+    this.fail(err, n, m);
   }
 
   notePublish(): void {
@@ -536,7 +574,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
     }
     if (!blocked && this.paused) {
       this.paused = false;
-      this.stream.resume();
+      if (this.holdPaused === 0) this.stream.resume();
     }
   }
 }

@@ -986,6 +986,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     if (p.subscriptions.length === 0) throw new MqttError(Reason.PROTOCOL_ERROR, 'SUBSCRIBE without topic filters'); // [MQTT-3.8.3-3]
     const granted: number[] = [];
     const replay: [RetainedMessage, QoS][] = [];
+    let defs = SETTLED;
     for (const req of p.subscriptions) {
       checkDecodedString(req.topic, raw, 'topic filter');
       const parsed = parseFilter(req.topic);
@@ -1007,18 +1008,48 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       const rh = req.rh ?? 0;
       try {
         const sub = parsed.group === undefined ? this.subscribeOwn(s, parsed, qos, noLocal, rap, rh, subId, existing) : this.subscribeShared(s, parsed, qos, rap, rh, subId, existing);
+        defs = this.definitionsTouched(defs);
         granted.push(sub.qos);
         if (parsed.group === undefined && (rh === 0 || (rh === 1 && existing === undefined))) {
           for (const m of this.adapter.retained.match(this.vhost, parsed.filter)) replay.push([m, Math.min(m.qos, qos) as QoS]);
         }
       } catch (e) {
         if (!(e instanceof BrokerError)) throw e;
+        defs = this.definitionsTouched(defs);
         this.log.warn({ user: this.user, vhost: this.vhost, clientId: this.clientId, filter: printable(req.topic) }, `subscription refused: ${e.message}`);
         granted.push(v5 ? mqttReasonFor(e) : SUBACK_FAILURE);
       }
     }
-    this.send({ cmd: 'suback', messageId: p.messageId ?? 0, granted });
-    for (const [m, qos] of replay) this.sendRetained(s, m, qos);
+    const messageId = p.messageId ?? 0;
+    if (defs === SETTLED) {
+      this.send({ cmd: 'suback', messageId, granted });
+      for (const [m, qos] of replay) this.sendRetained(s, m, qos);
+      return;
+    }
+    // A persistent session's queue and bindings are confirmed once they are on disk.
+    defs.then(
+      () => {
+        if (this.state !== 'running') return;
+        this.send({ cmd: 'suback', messageId, granted });
+        for (const [m, qos] of replay) this.sendRetained(s, m, qos);
+      },
+      (e: unknown) => this.definitionsFailed(e),
+    );
+  }
+
+  /**
+   * The promise to wait for before confirming, given the one so far and the last definition call
+   * on the channel: SETTLED as long as only transient objects were touched.
+   */
+  private definitionsTouched(prev: Promise<void>): Promise<void> {
+    const d = this.ch?.definitionsSettled() ?? SETTLED;
+    return d === SETTLED ? prev : d;
+  }
+
+  private definitionsFailed(e: unknown): void {
+    if (this.state !== 'running') return;
+    this.log.error({ clientId: this.clientId, err: e }, 'subscription state could not be written');
+    this.closeWith(Reason.UNSPECIFIED_ERROR, `subscription state could not be written: ${errorText(e)}`);
   }
 
   private ensureQueue(s: Session): void {
@@ -1100,6 +1131,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     const s = this.session!;
     if (p.unsubscriptions.length === 0) throw new MqttError(Reason.PROTOCOL_ERROR, 'UNSUBSCRIBE without topic filters'); // [MQTT-3.10.3-2]
     const codes: number[] = [];
+    let defs = SETTLED;
     for (const f of p.unsubscriptions) {
       checkDecodedString(f, raw, 'topic filter');
       const sub = s.subscriptions.get(f);
@@ -1109,10 +1141,14 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       }
       try {
         s.deleteSubscription(f);
-        if (sub.parsed.group === undefined) this.unbindIfUnused(s, sub);
-        else {
+        if (sub.parsed.group === undefined) {
+          this.unbindIfUnused(s, sub);
+          defs = this.definitionsTouched(defs);
+        } else {
           if (this.sharedConsumers?.delete(sub.queue) === true) this.ch?.cancel(sub.queue);
           this.adapter.leaveShared(s, sub.parsed);
+          // The last member out deletes the group's durable queue.
+          defs = this.core!.core.persistence.definitionsSettled();
         }
         codes.push(Reason.SUCCESS);
       } catch (e) {
@@ -1121,8 +1157,16 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
         codes.push(mqttReasonFor(e));
       }
     }
-    if (this.level === 5) this.send({ cmd: 'unsuback', messageId: p.messageId ?? 0, granted: codes });
-    else this.send({ cmd: 'unsuback', messageId: p.messageId ?? 0, granted: [] });
+    const unsuback = { cmd: 'unsuback', messageId: p.messageId ?? 0, granted: this.level === 5 ? codes : [] } as const;
+    if (defs === SETTLED) this.send(unsuback);
+    else {
+      defs.then(
+        () => {
+          if (this.state === 'running') this.send(unsuback);
+        },
+        (e: unknown) => this.definitionsFailed(e),
+      );
+    }
   }
 
   // ---- DISCONNECT and closing ---------------------------------------------------------------

@@ -74,6 +74,8 @@ interface PendingReceipt {
   /** 0 pending, 1 ready, 2 the publish was rejected. */
   state: 0 | 1 | 2;
   readonly disconnect: boolean;
+  /** The receipt waits for definitions (a durable queue or binding) to be on disk. */
+  readonly definitions?: boolean;
   error?: unknown;
 }
 
@@ -262,7 +264,25 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
         throw new StompError('Bad command', `Could not interpret command '${cmd}'`, ReplyCode.COMMAND_INVALID);
     }
     const receipt = f.headers.get('receipt');
-    if (receipt !== undefined) this.pushReceipt({ id: receipt, state: 1, disconnect: false });
+    // A SUBSCRIBE that declared a durable queue or binding (or an UNSUBSCRIBE that deleted one)
+    // is confirmed once that is on disk.
+    const defs = this.channel?.definitionsSettled() ?? SETTLED;
+    if (defs !== SETTLED) this.receiptAfterDefinitions(defs, receipt);
+    else if (receipt !== undefined) this.pushReceipt({ id: receipt, state: 1, disconnect: false });
+  }
+
+  private receiptAfterDefinitions(defs: Promise<void>, receipt: string | undefined): void {
+    if (receipt === undefined) {
+      // Nothing to confirm, but a failed write still ends the connection.
+      defs.then(NOOP, (e: unknown) => this.fail(e, undefined));
+      return;
+    }
+    const pr: PendingReceipt = { id: receipt, state: 0, disconnect: false, definitions: true };
+    this.receipts.push(pr);
+    defs.then(
+      () => this.settleReceipt(pr, 1, undefined),
+      (e: unknown) => this.settleReceipt(pr, 2, e),
+    );
   }
 
   // ---- CONNECT ------------------------------------------------------------------------------
@@ -401,18 +421,23 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
   }
 
   private publish(msg: Message, receipt: string | undefined): void {
-    const r = this.channel!.publish(msg);
+    const ch = this.channel!;
+    const r = ch.publish(msg);
     this.publisher = true;
+    // A SEND that declared its durable `/queue/` is confirmed once the queue is on disk too.
+    const defs = ch.definitionsSettled();
+    if (defs !== SETTLED) this.receiptAfterDefinitions(defs, r.settled === SETTLED ? receipt : undefined);
     if (receipt === undefined) {
       if (r.settled !== SETTLED) r.settled.then(NOOP, NOOP);
       return;
     }
     if (r.settled === SETTLED) {
-      this.pushReceipt({ id: receipt, state: 1, disconnect: false });
+      if (defs === SETTLED) this.pushReceipt({ id: receipt, state: 1, disconnect: false });
       return;
     }
     const pr: PendingReceipt = { id: receipt, state: 0, disconnect: false };
     this.receipts.push(pr);
+    // The queue's definition went to the store before the message did: it settles no later.
     r.settled
       .then(
         () => this.settleReceipt(pr, 1, undefined),
@@ -652,6 +677,10 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     for (let pr = this.receipts.peek(); pr !== undefined && pr.state !== 0; pr = this.receipts.peek()) {
       this.receipts.shift();
       if (this.state === 'closed') continue;
+      if (pr.state === 2 && pr.definitions === true) {
+        this.fail(pr.error, undefined, pr.id);
+        return;
+      }
       if (pr.state === 2) {
         const reason = pr.error instanceof BrokerError ? pr.error.replyText : 'the message was not accepted';
         this.fail(new StompError('Message rejected', reason, ReplyCode.PRECONDITION_FAILED), undefined, pr.id);

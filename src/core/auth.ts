@@ -144,8 +144,12 @@ export class Auth {
   /** Set to let guest connect from anywhere (RabbitMQ's `loopback_users = none`). */
   guestLoopbackOnly = true;
 
+  /** Called after every change to users or permissions (the core makes it durable). */
+  onChange: (() => void) | undefined;
+
   private changed(): void {
     this.generation++;
+    this.onChange?.();
   }
 
   addUser(name: string, password: string, tags: string[] = []): User {

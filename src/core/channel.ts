@@ -8,6 +8,7 @@ import { Consumer, type ConsumerOwner } from './queues/consumer.js';
 import type { QueueEntry } from './queues/entry.js';
 import type { ChannelStats } from './stats.js';
 import type { Queue } from './queues/queue.js';
+import { SETTLED } from './types.js';
 import type {
   ConsumeOptions,
   Delivery,
@@ -60,6 +61,8 @@ export class CoreChannel implements ConsumerOwner {
   /** The exchange `writeOk` names, and the topic permission pattern its routing keys must match. */
   private writeEx: Exchange | undefined;
   private writeTopic: Pattern | undefined;
+  /** The last definition call concerned a durable (or missing) object: its reply waits for the store. */
+  private waitDefinitions = false;
   private readonly auth: Auth;
   readonly stats: ChannelStats = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0 };
   readonly openedAt = Date.now();
@@ -154,12 +157,27 @@ export class CoreChannel implements ConsumerOwner {
       this.check('read', 'exchange', name);
       this.check('write', 'exchange', ae);
     }
-    this.vhost.declareExchange(name, type, opts, passive);
+    this.waitDefinitions = this.vhost.declareExchange(name, type, opts, passive).durable;
   }
 
   deleteExchange(name: string, ifUnused = false): void {
     this.check('configure', 'exchange', name);
+    const ex = this.vhost.exchanges.get(name);
+    this.waitDefinitions = ex === undefined || ex.durable;
     this.vhost.deleteExchange(name, ifUnused);
+  }
+
+  /**
+   * Resolves once the definitions the last declare, delete, bind or unbind on this channel
+   * touched are on disk (fsynced), so that its reply confirms something durable; rejects with a
+   * 541 BrokerError when the write failed. Is {@link SETTLED} itself when the call concerned only
+   * transient, exclusive or auto-delete non-durable objects or nothing is waiting for the disk: the
+   * reply goes out at once.
+   */
+  definitionsSettled(): Promise<void> {
+    if (!this.waitDefinitions) return SETTLED;
+    this.waitDefinitions = false;
+    return this.connection.core.persistence.definitionsSettled();
   }
 
   declareQueue(name: string, opts: QueueOptions, passive = false): QueueDeclareOk {
@@ -190,12 +208,15 @@ export class CoreChannel implements ConsumerOwner {
       }
     }
     this.lastQueue = q.name;
+    this.waitDefinitions = q.durable;
     return { queue: q.name, messageCount: q.readyCount, consumerCount: q.consumerCount };
   }
 
   deleteQueue(name: string, ifUnused = false, ifEmpty = false): number {
     const qname = this.resolveQueueName(name);
     this.check('configure', 'queue', qname);
+    const q = this.vhost.queues.get(qname);
+    this.waitDefinitions = q === undefined || q.durable;
     return this.vhost.deleteQueue(qname, ifUnused, ifEmpty, this.connection.id);
   }
 
@@ -214,6 +235,7 @@ export class CoreChannel implements ConsumerOwner {
     const q = this.queueFor(queue);
     const src = this.vhost.getExchange(exchange);
     this.checkTopic('read', src, routingKey);
+    this.waitDefinitions = src.durable && q.durable;
     this.vhost.bind(src, q, routingKey, args);
   }
 
@@ -223,6 +245,7 @@ export class CoreChannel implements ConsumerOwner {
     const q = this.queueFor(queue);
     const src = this.vhost.getExchange(exchange);
     this.checkTopic('read', src, routingKey);
+    this.waitDefinitions = src.durable && q.durable;
     this.vhost.unbind(src, q, routingKey, args);
   }
 
@@ -232,6 +255,7 @@ export class CoreChannel implements ConsumerOwner {
     const dest: Destination = this.vhost.getExchange(destination);
     const src = this.vhost.getExchange(source);
     this.checkTopic('read', src, routingKey);
+    this.waitDefinitions = src.durable && dest.durable;
     this.vhost.bind(src, dest, routingKey, args);
   }
 
@@ -241,6 +265,7 @@ export class CoreChannel implements ConsumerOwner {
     const dest: Exchange = this.vhost.getExchange(destination);
     const src = this.vhost.getExchange(source);
     this.checkTopic('read', src, routingKey);
+    this.waitDefinitions = src.durable && dest.durable;
     this.vhost.unbind(src, dest, routingKey, args);
   }
 

@@ -54,10 +54,13 @@ export class Core implements VHostContext {
     this.auth.guestLoopbackOnly = !(opts.guestRemote ?? false);
     this.policies.onChange = () => {
       for (const v of this.vhosts.values()) v.applyPolicies();
+      void this.persistence.definitionsChanged();
     };
     this.addVhost(this.defaultVhost);
     this.auth.addUser('guest', 'guest', ['administrator']);
     this.auth.setPermission(this.defaultVhost, 'guest', { configure: '.*', write: '.*', read: '.*' });
+    // Users, permissions and vhosts are written by the store with the next batch.
+    this.auth.onChange = () => void this.persistence.definitionsChanged();
   }
 
   nextMessageId(): number {
@@ -69,6 +72,7 @@ export class Core implements VHostContext {
     if (!v) {
       v = new VHost(name, this);
       this.vhosts.set(name, v);
+      void this.persistence.definitionsChanged();
     }
     return v;
   }

@@ -1,9 +1,9 @@
-import { hashPassword, isHashingAlgorithm, type HashingAlgorithm } from './auth.js';
+import { hashPassword, isHashingAlgorithm, type HashingAlgorithm, type User } from './auth.js';
 import type { Core } from './core.js';
 import { BrokerError } from './errors.js';
-import { Exchange } from './exchanges/exchange.js';
+import { Exchange, type Binding } from './exchanges/exchange.js';
 import { getOwn, setOwn } from './own-keys.js';
-import type { PolicyApplyTo, PolicyValue } from './policies.js';
+import type { Policy, PolicyApplyTo, PolicyValue } from './policies.js';
 import type { Queue } from './queues/queue.js';
 import { Decimal, type FieldTable, type FieldValue } from './types.js';
 
@@ -144,20 +144,60 @@ function isDefaultExchange(name: string): boolean {
   return name === '' || name.startsWith('amq.');
 }
 
+/** A user as the definitions show it. */
+export function userDefinition(u: User): UserDefinition {
+  return { name: u.name, password_hash: u.passwordHash, hashing_algorithm: u.hashingAlgorithm, tags: [...u.tags], limits: {} };
+}
+
+export function vhostDefinition(name: string): VhostDefinition {
+  return { name, limits: [], metadata: { description: '', tags: [] } };
+}
+
+export function policyDefinition(p: Policy): PolicyDefinition {
+  return { vhost: p.vhost, name: p.name, pattern: p.pattern, 'apply-to': p.applyTo, definition: { ...p.definition }, priority: p.priority };
+}
+
+/** Whether an exchange is part of the definitions (durable, and not one every vhost has). */
+export function isDefinedExchange(ex: Exchange): boolean {
+  return ex.durable && !isDefaultExchange(ex.name);
+}
+
+export function exchangeDefinition(vhost: string, ex: Exchange): ExchangeDefinition {
+  return {
+    name: ex.name,
+    vhost,
+    type: ex.type,
+    durable: true,
+    auto_delete: ex.autoDelete,
+    internal: ex.internal,
+    arguments: tableToJson(ex.args),
+  };
+}
+
+export function queueDefinition(vhost: string, q: Queue): QueueDefinition {
+  return { name: q.name, vhost, durable: true, auto_delete: q.autoDelete, arguments: tableToJson(q.args) };
+}
+
+/** Whether a binding is part of the definitions: between durable objects, not from the default exchange. */
+export function isDefinedBinding(b: Binding): boolean {
+  return b.source.durable && b.source.name !== '' && b.destination.durable;
+}
+
+export function bindingDefinition(vhost: string, b: Binding): BindingDefinition {
+  return {
+    source: b.source.name,
+    vhost,
+    destination: b.destination.name,
+    destination_type: b.destination instanceof Exchange ? 'exchange' : 'queue',
+    routing_key: b.routingKey,
+    arguments: tableToJson(b.args),
+  };
+}
+
 /** The durable topology, users and permissions of `core`. */
 export function exportDefinitions(core: Core, productVersion = '0.0.0'): Definitions {
-  const users: UserDefinition[] = [...core.auth.users.values()]
-    .map((u) => ({
-      name: u.name,
-      password_hash: u.passwordHash,
-      hashing_algorithm: u.hashingAlgorithm,
-      tags: [...u.tags],
-      limits: {},
-    }))
-    .sort(byName);
-  const vhosts: VhostDefinition[] = [...core.vhosts.keys()]
-    .sort()
-    .map((name) => ({ name, limits: [], metadata: { description: '', tags: [] } }));
+  const users: UserDefinition[] = [...core.auth.users.values()].map(userDefinition).sort(byName);
+  const vhosts: VhostDefinition[] = [...core.vhosts.keys()].sort().map(vhostDefinition);
   const permissions: PermissionDefinition[] = [];
   for (const vhost of [...core.auth.permissions.keys()].sort()) {
     if (!core.vhosts.has(vhost)) continue;
@@ -183,41 +223,21 @@ export function exportDefinitions(core: Core, productVersion = '0.0.0'): Definit
     .list()
     .filter((p) => core.vhosts.has(p.vhost))
     .sort((a, b) => (a.vhost !== b.vhost ? (a.vhost < b.vhost ? -1 : 1) : a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-    .map((p) => ({ vhost: p.vhost, name: p.name, pattern: p.pattern, 'apply-to': p.applyTo, definition: { ...p.definition }, priority: p.priority }));
+    .map(policyDefinition);
   const queues: QueueDefinition[] = [];
   const exchanges: ExchangeDefinition[] = [];
   const bindings: BindingDefinition[] = [];
   for (const vhostName of [...core.vhosts.keys()].sort()) {
     const v = core.vhosts.get(vhostName)!;
     for (const ex of [...v.exchanges.values()].sort(byName)) {
-      if (ex.durable && !isDefaultExchange(ex.name)) {
-        exchanges.push({
-          name: ex.name,
-          vhost: vhostName,
-          type: ex.type,
-          durable: true,
-          auto_delete: ex.autoDelete,
-          internal: ex.internal,
-          arguments: tableToJson(ex.args),
-        });
-      }
+      if (isDefinedExchange(ex)) exchanges.push(exchangeDefinition(vhostName, ex));
       if (!ex.durable || ex.name === '') continue;
-      const bs = [...ex.bindings.values()].filter((b) => b.destination.durable);
+      const bs = [...ex.bindings.values()].filter(isDefinedBinding);
       bs.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-      for (const b of bs) {
-        bindings.push({
-          source: ex.name,
-          vhost: vhostName,
-          destination: b.destination.name,
-          destination_type: b.destination instanceof Exchange ? 'exchange' : 'queue',
-          routing_key: b.routingKey,
-          arguments: tableToJson(b.args),
-        });
-      }
+      for (const b of bs) bindings.push(bindingDefinition(vhostName, b));
     }
     for (const q of [...v.queues.values()].sort(byName)) {
-      if (!q.durable) continue;
-      queues.push({ name: q.name, vhost: vhostName, durable: true, auto_delete: q.autoDelete, arguments: tableToJson(q.args) });
+      if (q.durable) queues.push(queueDefinition(vhostName, q));
     }
   }
   return {

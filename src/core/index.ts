@@ -45,7 +45,7 @@ export { CoreTotals, ProtocolTotals, type ChannelStats, type Traffic } from './s
 export type { VHost } from './vhost.js';
 export type { Queue } from './queues/queue.js';
 export type { Exchange, Binding } from './exchanges/exchange.js';
-export type { Persistence } from './persistence.js';
+export type { DefinitionChange, Persistence } from './persistence.js';
 export { NO_PERSISTENCE } from './persistence.js';
 export {
   Decimal,

@@ -1,5 +1,15 @@
 import type { QueueEntry } from './queues/entry.js';
 import type { Queue } from './queues/queue.js';
+import { SETTLED } from './types.js';
+
+/**
+ * Which durable definition changed. Without one, the change is to users, vhosts, permissions,
+ * topic permissions or policies (small sets the store compares as a whole).
+ */
+export type DefinitionChange =
+  | { readonly kind: 'exchange' | 'queue'; readonly vhost: string; readonly name: string }
+  /** `key` is the binding's key in its source exchange's `bindings`. */
+  | { readonly kind: 'binding'; readonly vhost: string; readonly source: string; readonly key: string };
 
 /**
  * What the core asks of durable storage: one {@link QueueStore} per durable queue, and a hook for
@@ -12,8 +22,19 @@ export interface Persistence {
    * Undefined keeps the queue in memory only.
    */
   openQueue(queue: Queue): QueueStore | undefined;
-  /** Durable definitions changed: vhosts, exchanges, queues, bindings, users, permissions. */
-  definitionsChanged(): void;
+  /**
+   * A durable definition changed (an exchange, queue or binding; without `change`: vhosts, users,
+   * permissions, topic permissions, policies). The store writes the current state of what changed
+   * with the next group commit. Resolves once it is on disk (fsynced); rejects (a 541 BrokerError)
+   * if the write failed. The core ignores the promise (a reply waits through
+   * {@link definitionsSettled}), so it must not count as an unhandled rejection when nobody waits.
+   */
+  definitionsChanged(change?: DefinitionChange): Promise<void>;
+  /**
+   * Resolves once every definition change made so far is on disk; {@link SETTLED} itself when
+   * none is waiting, so a caller can answer at once without allocating.
+   */
+  definitionsSettled(): Promise<void>;
 }
 
 /** Receives messages read back from disk by {@link QueueStore.pageIn}, in queue order. */
@@ -57,5 +78,6 @@ export interface QueueStore {
 /** Keeps nothing: every queue is memory-only. */
 export const NO_PERSISTENCE: Persistence = {
   openQueue: () => undefined,
-  definitionsChanged: () => undefined,
+  definitionsChanged: () => SETTLED,
+  definitionsSettled: () => SETTLED,
 };

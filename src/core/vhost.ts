@@ -144,7 +144,7 @@ export class VHost implements QueueHost {
     const ae = this.ctx.policies?.effectiveExchangeArguments(this.name, name, args)['alternate-exchange'];
     if (typeof ae === 'string') ex.alternate = ae;
     this.exchanges.set(name, ex);
-    if (durable) this.persistence.definitionsChanged();
+    if (durable) void this.persistence.definitionsChanged({ kind: 'exchange', vhost: this.name, name });
     return ex;
   }
 
@@ -165,7 +165,7 @@ export class VHost implements QueueHost {
     this.exchanges.delete(ex.name);
     for (const b of [...ex.bindings.values()]) this.removeBinding(b, false);
     for (const b of [...ex.inbound]) this.removeBinding(b, true);
-    if (ex.durable) this.persistence.definitionsChanged();
+    if (ex.durable) void this.persistence.definitionsChanged({ kind: 'exchange', vhost: this.name, name: ex.name });
   }
 
   // ---- queues -------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ export class VHost implements QueueHost {
     const effective = this.ctx.policies?.effectiveQueueArguments(this.name, qname, args) ?? args;
     const q = new Queue(this, qname, durable && !exclusive, exclusive, autoDelete, args, exclusive ? owner : 0, effective);
     this.queues.set(qname, q);
-    if (q.durable) this.persistence.definitionsChanged();
+    if (q.durable) void this.persistence.definitionsChanged({ kind: 'queue', vhost: this.name, name: qname });
     return q;
   }
 
@@ -238,7 +238,7 @@ export class VHost implements QueueHost {
     q.consumers.length = 0;
     const n = q.destroy();
     for (const b of this.bindingsTo(q)) this.removeBinding(b, true);
-    if (q.durable) this.persistence.definitionsChanged();
+    if (q.durable) void this.persistence.definitionsChanged({ kind: 'queue', vhost: this.name, name: q.name });
     return n;
   }
 
@@ -266,7 +266,7 @@ export class VHost implements QueueHost {
     source.router.add(routingKey, args, destination);
     source.bindings.set(key, b);
     if (destination instanceof Exchange) destination.inbound.add(b);
-    if (source.durable && destination.durable) this.persistence.definitionsChanged();
+    if (source.durable && destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: source.name, key });
   }
 
   unbind(source: Exchange, destination: Destination, routingKey: string, args: FieldTable): void {
@@ -287,7 +287,7 @@ export class VHost implements QueueHost {
     if (!src.bindings.delete(b.key)) return;
     src.router.remove(b.routingKey, b.args, b.destination);
     if (b.destination instanceof Exchange) b.destination.inbound.delete(b);
-    if (src.durable && b.destination.durable) this.persistence.definitionsChanged();
+    if (src.durable && b.destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: src.name, key: b.key });
     if (autoDeleteSource && src.autoDelete && src.bindings.size === 0 && !src.deleted) this.removeExchange(src);
   }
 
@@ -463,6 +463,12 @@ export class VHost implements QueueHost {
       const ae = policies.effectiveExchangeArguments(this.name, ex.name, ex.args)['alternate-exchange'];
       ex.alternate = typeof ae === 'string' ? ae : undefined;
     }
+  }
+
+  /** The vhost is being deleted: every queue and exchange goes, with their bindings. */
+  removeAll(): void {
+    for (const q of [...this.queues.values()]) this.removeQueue(q);
+    for (const ex of [...this.exchanges.values()]) if (ex.name !== '' && !ex.name.startsWith('amq.')) this.removeExchange(ex);
   }
 
   /** Deletes every exclusive queue of a closing connection. */

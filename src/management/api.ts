@@ -214,9 +214,25 @@ export class ManagementApi implements FormatContext {
     );
     const ch = conn.openChannel(1);
     try {
-      return await fn(ch);
+      const out = await fn(ch);
+      // A declare, delete, bind or unbind is answered once it is on disk.
+      await this.durable(ch.definitionsSettled());
+      return out;
     } finally {
       conn.close();
+    }
+  }
+
+  /**
+   * Waits for a definition change to be on disk before the response confirms it; a failed write
+   * is a 500 (the change is kept in memory and written again with the next batch).
+   */
+  async durable(settled: Promise<void>): Promise<void> {
+    try {
+      await settled;
+    } catch (e) {
+      this.ctx.log.error({ err: e }, 'definitions could not be written');
+      throw new HttpError(500, 'internal_server_error', 'the change could not be written to disk');
     }
   }
 }

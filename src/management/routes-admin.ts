@@ -31,27 +31,28 @@ function topicPermissionRow(vhost: string, user: string, p: { exchange: string; 
 }
 
 /** Deletes a vhost: its connections are closed, its queues and messages dropped, its permissions and policies forgotten. */
-export function deleteVhost(api: ManagementApi, name: string, by: string): void {
+export async function deleteVhost(api: ManagementApi, name: string, by: string): Promise<void> {
   const core = api.core;
   const v = core.vhosts.get(name);
   if (!v) throw HttpError.notFound();
   for (const c of [...core.connections]) {
     if (c.vhost === v) c.handle.forceClose(ReplyCode.CONNECTION_FORCED, `vhost '${name}' is deleted`);
   }
-  for (const q of [...v.queues.values()]) v.removeQueue(q);
+  v.removeAll();
   core.vhosts.delete(name);
   core.auth.deleteVhost(name);
   core.policies.deleteVhost(name);
   api.forgetVhostMeta(name);
-  core.persistence.definitionsChanged();
+  const settled = core.persistence.definitionsChanged();
   api.ctx.log.info({ vhost: name, by }, 'vhost deleted');
+  await api.durable(settled);
 }
 
 export function registerAdminRoutes(api: ManagementApi): void {
   const r = api.router;
   const core = api.core;
   const auth = core.auth;
-  const changed = (): void => core.persistence.definitionsChanged();
+  const changed = (): Promise<void> => api.durable(core.persistence.definitionsChanged());
 
   // ---- vhosts ------------------------------------------------------------------------------
 
@@ -72,14 +73,14 @@ export function registerAdminRoutes(api: ManagementApi): void {
     core.addVhost(name);
     api.setVhostMeta(name, { description, tags, defaultQueueType: dqt });
     if (!existed) {
-      changed();
+      await changed();
       api.ctx.log.info({ vhost: name, by: req.user.name }, 'vhost created');
     }
     return { status: existed ? 204 : 201 };
   });
-  r.on('DELETE', '/api/vhosts/:vhost', (req) => {
+  r.on('DELETE', '/api/vhosts/:vhost', async (req) => {
     api.requireAdmin(req.user);
-    deleteVhost(api, req.params['vhost']!, req.user.name);
+    await deleteVhost(api, req.params['vhost']!, req.user.name);
     return { status: 204 };
   });
   r.on('GET', '/api/vhosts/:vhost/permissions', (req) => {
@@ -122,7 +123,7 @@ export function registerAdminRoutes(api: ManagementApi): void {
     const users = body['users'];
     if (!Array.isArray(users) || !users.every((u) => typeof u === 'string')) throw HttpError.badRequest('users must be a list of user names');
     for (const u of users as string[]) auth.deleteUser(u);
-    changed();
+    await changed();
     return { status: 204 };
   });
   r.on('GET', '/api/users/:user', (req) => {
@@ -153,16 +154,16 @@ export function registerAdminRoutes(api: ManagementApi): void {
       hashingAlgorithm = prev?.hashingAlgorithm ?? hashingAlgorithm;
     }
     auth.putUser(name, { passwordHash, hashingAlgorithm, tags });
-    changed();
+    await changed();
     api.ctx.log.info({ user: name, tags, by: req.user.name }, prev ? 'user updated' : 'user created');
     return { status: prev ? 204 : 201 };
   });
-  r.on('DELETE', '/api/users/:user', (req) => {
+  r.on('DELETE', '/api/users/:user', async (req) => {
     api.requireAdmin(req.user);
     const name = req.params['user']!;
     userOf(name);
     auth.deleteUser(name);
-    changed();
+    await changed();
     api.ctx.log.info({ user: name, by: req.user.name }, 'user deleted');
     return { status: 204 };
   });
@@ -211,14 +212,14 @@ export function registerAdminRoutes(api: ManagementApi): void {
     requireUserAndVhost(user, vhost);
     const existed = auth.getPermission(vhost, user) !== undefined;
     auth.setPermission(vhost, user, { configure: strField(body, 'configure'), write: strField(body, 'write'), read: strField(body, 'read') });
-    changed();
+    await changed();
     return { status: existed ? 204 : 201 };
   });
-  r.on('DELETE', '/api/permissions/:vhost/:user', (req) => {
+  r.on('DELETE', '/api/permissions/:vhost/:user', async (req) => {
     api.requireAdmin(req.user);
     const { vhost, user } = req.params as { vhost: string; user: string };
     if (!auth.clearPermission(vhost, user)) throw HttpError.notFound();
-    changed();
+    await changed();
     return { status: 204 };
   });
 
@@ -243,15 +244,15 @@ export function registerAdminRoutes(api: ManagementApi): void {
     const exchange = strField(body, 'exchange');
     const existed = auth.hasTopicPermission(user, vhost, exchange);
     auth.setTopicPermission(vhost, user, { exchange, write: strField(body, 'write', ''), read: strField(body, 'read', '') });
-    changed();
+    await changed();
     return { status: existed ? 204 : 201 };
   });
-  r.on('DELETE', '/api/topic-permissions/:vhost/:user', (req) => {
+  r.on('DELETE', '/api/topic-permissions/:vhost/:user', async (req) => {
     api.requireAdmin(req.user);
     const { vhost, user } = req.params as { vhost: string; user: string };
     const exchange = req.query.get('exchange') ?? undefined;
     if (!auth.clearTopicPermission(vhost, user, exchange)) throw HttpError.notFound();
-    changed();
+    await changed();
     return { status: 204 };
   });
 
@@ -283,16 +284,16 @@ export function registerAdminRoutes(api: ManagementApi): void {
     const applyTo = strField(body, 'apply-to', 'all') as PolicyApplyTo;
     const definition = objField(body, 'definition') as Record<string, PolicyValue>;
     core.policies.set({ vhost, name, pattern: strField(body, 'pattern'), applyTo, definition, priority: intField(body, 'priority', 0) });
-    changed();
+    await changed();
     api.ctx.log.info({ vhost, policy: name, by: req.user.name }, existed ? 'policy updated' : 'policy set');
     return { status: existed ? 204 : 201 };
   });
-  r.on('DELETE', '/api/policies/:vhost/:name', (req) => {
+  r.on('DELETE', '/api/policies/:vhost/:name', async (req) => {
     if (!api.isPolicymaker(req.user)) throw HttpError.notAuthorised('Not policymaker user');
     const vhost = req.params['vhost']!;
     api.vhost(req.user, vhost);
     if (!core.policies.delete(vhost, req.params['name']!)) throw HttpError.notFound();
-    changed();
+    await changed();
     return { status: 204 };
   });
 }

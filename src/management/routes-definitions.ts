@@ -37,7 +37,7 @@ export function registerDefinitionRoutes(api: ManagementApi): void {
     return { rabbit_version: RABBITMQ_COMPAT_VERSION, rabbitmq_version: RABBITMQ_COMPAT_VERSION, ...d };
   };
 
-  const finishImport = (defs: Obj, by: string): void => {
+  const finishImport = async (defs: Obj, by: string): Promise<void> => {
     const report = importDefinitions(core, defs);
     for (const v of Array.isArray(defs['vhosts']) ? (defs['vhosts'] as Obj[]) : []) {
       if (typeof v?.['name'] !== 'string') continue;
@@ -49,9 +49,10 @@ export function registerDefinitionRoutes(api: ManagementApi): void {
         defaultQueueType: typeof v['default_queue_type'] === 'string' ? v['default_queue_type'] : prev.defaultQueueType,
       });
     }
-    core.persistence.definitionsChanged();
+    const settled = core.persistence.definitionsChanged();
     api.ctx.log.info({ by, ...report, warnings: report.warnings.length }, 'definitions imported');
     for (const w of report.warnings) api.ctx.log.warn({ by }, `definitions import: ${w}`);
+    await api.durable(settled);
   };
 
   r.on('GET', '/api/definitions', (req) => {
@@ -63,7 +64,7 @@ export function registerDefinitionRoutes(api: ManagementApi): void {
   r.on('POST', '/api/definitions', async (req) => {
     api.requireAdmin(req.user);
     const defs = await readDefinitions(req.req);
-    finishImport(defs, req.user.name);
+    await finishImport(defs, req.user.name);
     return { status: 204 };
   });
 
@@ -95,7 +96,7 @@ export function registerDefinitionRoutes(api: ManagementApi): void {
       if (!Array.isArray(list)) throw HttpError.badRequest(`'${key}' must be a list`);
       scoped[key] = list.map((e: unknown) => (typeof e === 'object' && e !== null ? { ...(e as Obj), vhost } : e));
     }
-    finishImport(scoped, req.user.name);
+    await finishImport(scoped, req.user.name);
     return { status: 204 };
   });
 }

@@ -13,13 +13,15 @@ export const RECORD_HEADER = 8;
 /** No record is larger (a message body is limited far below this by the broker). */
 export const MAX_RECORD = 1 << 30;
 
-export type FileKind = 'queue' | 'acks' | 'messages' | 'records';
+export type FileKind = 'queue' | 'acks' | 'messages' | 'records' | 'definitions-log' | 'definitions-snapshot';
 
 const MAGIC: Record<FileKind, string> = {
   queue: 'WRNQ',
   acks: 'WRNA',
   messages: 'WRNM',
   records: 'WRNK',
+  'definitions-log': 'WRND',
+  'definitions-snapshot': 'WRNS',
 };
 
 export function fileHeader(kind: FileKind): Buffer {
@@ -38,6 +40,11 @@ export function checkHeader(buf: Buffer, kind: FileKind, file: string): void {
   if (version !== SCHEMA_VERSION) {
     throw corrupt(`${file}: schema version ${version}, this build reads version ${SCHEMA_VERSION}`);
   }
+}
+
+/** The end of the valid record at `off` (its header and payload), or -1 when there is none. */
+export function recordEnd(buf: Buffer, off: number): number {
+  return validAt(buf, off);
 }
 
 /** Fills in the length and checksum of the record whose payload is `buf[at+8, end)`. */

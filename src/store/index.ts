@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import type { Core } from '../core/core.js';
-import { exportDefinitions, importDefinitions, type ImportReport } from '../core/definitions.js';
+import { importDefinitions, type ImportReport } from '../core/definitions.js';
 import type { Logger } from '../logger.js';
 import { startupError } from './errors.js';
 import { MessageStore, type RecoverySummary } from './message-store.js';
 
+export { DEFINITIONS_LOG, DEFINITIONS_SNAPSHOT, DefinitionsLog } from './definitions-log.js';
 export { MessageStore, DEFINITIONS_FILE, DEFAULT_QUEUE_MEMORY_BUDGET, DEFAULT_SEGMENT_SIZE, queueDirName } from './message-store.js';
 export type { StoreOptions, RecoverySummary } from './message-store.js';
 export { StoreError } from './errors.js';
@@ -17,6 +18,8 @@ export interface StoreTuning {
   queueMemoryBudget?: number;
   /** Size at which a segment file is closed and a new one started. */
   segmentSize?: number;
+  /** Size above which the definitions log may be compacted into a snapshot. */
+  definitionsCompactBytes?: number;
 }
 
 /** Reads a RabbitMQ definitions file; a `startup` StoreError says what is wrong with it. */
@@ -59,10 +62,16 @@ export function openStore(
   opts: { dataDir: string; definitions?: string | undefined; version?: string } & StoreTuning,
   log: Logger,
 ): OpenedStore {
-  const store = MessageStore.open({ dataDir: opts.dataDir, log, queueMemoryBudget: opts.queueMemoryBudget, segmentSize: opts.segmentSize });
+  const store = MessageStore.open({
+    dataDir: opts.dataDir,
+    log,
+    queueMemoryBudget: opts.queueMemoryBudget,
+    segmentSize: opts.segmentSize,
+    definitionsCompactBytes: opts.definitionsCompactBytes,
+  });
   try {
     const version = opts.version ?? '0.0.0';
-    store.attach(core, () => `${JSON.stringify(exportDefinitions(core, version), null, 2)}\n`, version);
+    store.attach(core, version);
     const recovery = store.recover();
     if (opts.definitions !== undefined) {
       const report = importDefinitionsFile(core, opts.definitions);
@@ -71,7 +80,7 @@ export function openStore(
         { file: opts.definitions, vhosts: report.vhosts, users: report.users, exchanges: report.exchanges, queues: report.queues, bindings: report.bindings },
         'definitions imported',
       );
-      store.definitionsChanged();
+      void store.definitionsChanged();
     }
     return { store, recovery };
   } catch (e) {

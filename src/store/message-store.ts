@@ -1,18 +1,20 @@
 import { createHash } from 'node:crypto';
-import { fdatasync, mkdirSync, readdirSync, statSync, writev } from 'node:fs';
+import { existsSync, fdatasync, mkdirSync, readdirSync, statSync, unlinkSync, writev } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Core } from '../core/core.js';
 import { importDefinitions, tableFromJson, type ImportReport } from '../core/definitions.js';
 import { BrokerError, ReplyCode } from '../core/errors.js';
-import type { Persistence, QueueStore } from '../core/persistence.js';
+import type { DefinitionChange, Persistence, QueueStore } from '../core/persistence.js';
 import type { QueueEntry } from '../core/queues/entry.js';
 import type { Queue } from '../core/queues/queue.js';
-import type { StoredMessage } from '../core/types.js';
+import { SETTLED, type StoredMessage } from '../core/types.js';
 import type { Logger } from '../logger.js';
 import { Arena } from './arena.js';
 import { startupError } from './errors.js';
-import { atomicWriteFile, errnoCode, fsyncDir, readIfExists } from './fs-util.js';
+import { DefinitionsLog, type DefinitionEntry, type DefinitionsWrite } from './definitions-log.js';
+import { allEntries, changeKey, currentEntry, metaEntries } from './definitions-state.js';
+import { errnoCode, fsyncDir, fsyncDirSync, readIfExists } from './fs-util.js';
 import { MessageLog, type BatchContext } from './message-log.js';
 import { QueueLog, SHARED_PENDING, type QueueLogHost } from './queue-log.js';
 import { RecordStore } from './record-store.js';
@@ -32,11 +34,14 @@ export interface StoreOptions {
   segmentSize?: number;
   /** Only read (offline export, even while a broker runs on the directory): no lock, no writes. */
   readOnly?: boolean;
+  /** The definitions log is compacted into a snapshot only once it is larger than this. */
+  definitionsCompactBytes?: number;
 }
 
 export const DEFAULT_QUEUE_MEMORY_BUDGET = 16 * 1024 * 1024;
 export const DEFAULT_SEGMENT_SIZE = 8 * 1024 * 1024;
 
+/** The definitions file of older data directories: read once, then replaced by the definitions log. */
 export const DEFINITIONS_FILE = 'definitions.json';
 
 /** What recovery did, for the startup log line. */
@@ -108,7 +113,10 @@ export class MessageStore implements Persistence, QueueLogHost {
 
   private core: Core | undefined;
   private productVersion = '0.0.0';
-  private definitionsSource: (() => string) | undefined;
+  /** The definitions log and snapshot (what is on disk). */
+  readonly definitionsLog: DefinitionsLog;
+  /** Definitions read from an older data directory's definitions.json (replaced after recovery). */
+  private legacyDefinitions = false;
   private readonly logs = new Set<QueueLog>();
   private readonly recordStores = new Map<string, RecordStore>();
   /** Queue directories found at startup, not yet claimed by a queue. */
@@ -124,7 +132,14 @@ export class MessageStore implements Persistence, QueueLogHost {
   private lastMsg: StoredMessage | undefined;
   private lastEntry: QueueEntry | undefined;
   private batch: Batch | undefined;
-  private defsDirty = false;
+  /** Exchanges, queues and bindings changed since the last batch was built, by key. */
+  private defsChanged = new Map<string, DefinitionChange>();
+  /** Vhosts, users, permissions or policies changed: compared as a whole. */
+  private defsMeta = false;
+  /** A definitions write failed: the next batch compares everything. */
+  private defsResync = false;
+  /** The batch the latest definition change waits for. */
+  private defsWaiting: Promise<void> | undefined;
   private scheduled = false;
   private readonly arena = new Arena();
   private idleWaiters: (() => void)[] = [];
@@ -142,6 +157,7 @@ export class MessageStore implements Persistence, QueueLogHost {
     this.segmentSize = opts.segmentSize ?? DEFAULT_SEGMENT_SIZE;
     this.queueMemoryBudget = opts.queueMemoryBudget ?? DEFAULT_QUEUE_MEMORY_BUDGET;
     this.messages = new MessageLog(join(this.dataDir, 'messages'), this.segmentSize, this.log);
+    this.definitionsLog = new DefinitionsLog(this.dataDir, this.log, opts.definitionsCompactBytes);
   }
 
   /**
@@ -198,10 +214,23 @@ export class MessageStore implements Persistence, QueueLogHost {
     return this.savedDefinitions;
   }
 
+  /**
+   * Reads the definitions: the snapshot and log, or else (an older data directory) the
+   * definitions.json file.
+   */
   private readDefinitionsFile(): void {
+    const loaded = this.definitionsLog.load(this.readOnly);
+    for (const issue of loaded.issues) this.log.warn(`definitions: ${issue}`);
     const file = join(this.dataDir, DEFINITIONS_FILE);
+    if (loaded.found) {
+      this.savedDefinitions = this.definitionsLog.toDefinitions();
+      // Left by a migration that stopped before removing it: the log is the newer truth.
+      this.legacyDefinitions = existsSync(file);
+      return;
+    }
     const raw = readIfExists(file);
     if (raw === undefined) return;
+    this.legacyDefinitions = true;
     try {
       this.savedDefinitions = JSON.parse(raw.toString('utf8'));
     } catch (e) {
@@ -243,9 +272,8 @@ export class MessageStore implements Persistence, QueueLogHost {
   }
 
   /** Connects the store to the core whose queues it keeps. */
-  attach(core: Core, definitionsSource: () => string, productVersion = '0.0.0'): void {
+  attach(core: Core, productVersion = '0.0.0'): void {
     this.core = core;
-    this.definitionsSource = definitionsSource;
     this.productVersion = productVersion;
     core.persistence = this;
   }
@@ -291,7 +319,10 @@ export class MessageStore implements Persistence, QueueLogHost {
       for (const [dirName] of this.unclaimed) {
         this.log.error({ dir: join(this.dataDir, 'queues', dirName) }, 'queue directory left alone: no queue of this name is defined and its metadata is unreadable');
       }
-      if (!withMessages) return summary;
+      if (!withMessages) {
+        if (!this.readOnly) this.rewriteDefinitions();
+        return summary;
+      }
       for (const ql of this.logs) {
         const t = performance.now();
         const r = ql.recover();
@@ -319,8 +350,7 @@ export class MessageStore implements Persistence, QueueLogHost {
       { queues: summary.queues, messages: summary.messages, paged: summary.paged, lost: summary.lost, ms: summary.ms },
       `recovered ${summary.messages} messages in ${summary.queues} durable queues in ${summary.ms} ms`,
     );
-    // The definitions file is rewritten once in the current form (it may have been missing).
-    this.definitionsChanged();
+    if (!this.readOnly) this.rewriteDefinitions();
     return summary;
   }
 
@@ -337,10 +367,73 @@ export class MessageStore implements Persistence, QueueLogHost {
     return ql;
   }
 
-  definitionsChanged(): void {
-    if (this.recovering || this.definitionsSource === undefined || this.closed || this.readOnly) return;
-    this.defsDirty = true;
+  definitionsChanged(change?: DefinitionChange): Promise<void> {
+    if (this.recovering || this.core === undefined || this.closed || this.readOnly) return SETTLED;
+    if (change === undefined) this.defsMeta = true;
+    else this.defsChanged.set(changeKey(change), change);
     this.schedule();
+    const p = (this.batch ??= new Batch()).promise;
+    this.defsWaiting = p;
+    return p;
+  }
+
+  definitionsSettled(): Promise<void> {
+    return this.defsWaiting ?? SETTLED;
+  }
+
+  /**
+   * After recovery: the definitions on disk become exactly the core's (a new snapshot and an
+   * empty log); an older data directory's definitions.json goes once that is written.
+   */
+  private rewriteDefinitions(): void {
+    const entries = allEntries(this.core!);
+    try {
+      this.definitionsLog.rewriteSync(entries);
+    } catch (e) {
+      throw startupError(`cannot write the definitions to '${this.dataDir}': ${describeErrno(e)}`);
+    }
+    if (this.legacyDefinitions) {
+      unlinkSync(join(this.dataDir, DEFINITIONS_FILE));
+      fsyncDirSync(this.dataDir);
+      this.legacyDefinitions = false;
+      this.log.info({ definitions: entries.size }, 'definitions.json migrated to the definitions log');
+    }
+  }
+
+  /** The changes since the last batch, against what is on disk. */
+  private definitionOps(): { key: string; entry: DefinitionEntry | null }[] {
+    const core = this.core!;
+    const disk = this.definitionsLog;
+    const ops = new Map<string, DefinitionEntry | null>();
+    const changed = (key: string, now: DefinitionEntry | null): void => {
+      const old = disk.get(key);
+      if (now === null ? old !== undefined : old?.json !== now.json) ops.set(key, now);
+    };
+    if (this.defsResync) {
+      const all = allEntries(core);
+      for (const key of [...disk.meta.keys(), ...disk.topo.keys()]) if (!all.has(key)) ops.set(key, null);
+      for (const [key, e] of all) changed(key, e);
+    } else {
+      if (this.defsMeta) {
+        const now = metaEntries(core);
+        let goneVhosts: Set<string> | undefined;
+        for (const [key, e] of disk.meta) {
+          if (now.has(key)) continue;
+          ops.set(key, null);
+          if (e.kind === 'v' && !core.vhosts.has(e.vhost)) (goneVhosts ??= new Set()).add(e.vhost);
+        }
+        for (const [key, e] of now) changed(key, e);
+        // A deleted vhost takes every definition in it along.
+        if (goneVhosts !== undefined) for (const [key, e] of disk.topo) if (goneVhosts.has(e.vhost)) ops.set(key, null);
+      }
+      for (const [key, c] of this.defsChanged) changed(key, currentEntry(core, c));
+    }
+    this.defsResync = false;
+    this.defsMeta = false;
+    this.defsChanged.clear();
+    const out: { key: string; entry: DefinitionEntry | null }[] = [];
+    for (const [key, entry] of ops) out.push({ key, entry });
+    return out;
   }
 
   // ---- QueueLogHost -----------------------------------------------------------------------
@@ -403,6 +496,10 @@ export class MessageStore implements Persistence, QueueLogHost {
     this.run();
   };
 
+  private get defsDirty(): boolean {
+    return this.defsChanged.size > 0 || this.defsMeta || this.defsResync;
+  }
+
   private hasWork(): boolean {
     return this.dirty.length > 0 || this.defsDirty || this.batch !== undefined;
   }
@@ -424,18 +521,19 @@ export class MessageStore implements Persistence, QueueLogHost {
     this.shared = [];
     this.lastMsg = undefined;
     this.lastEntry = undefined;
-    let defs: string | undefined;
-    if (this.defsDirty) {
-      this.defsDirty = false;
-      try {
-        defs = this.definitionsSource!();
-      } catch (err) {
-        this.log.error({ err }, 'cannot export the definitions');
-      }
-    }
     const ctx: BatchContext = { writes: [], dirs: new Set() };
     this.arena.reset();
     let failure: unknown;
+    let defs: DefinitionsWrite | undefined;
+    if (this.defsDirty) {
+      try {
+        const ops = this.definitionOps();
+        if (ops.length > 0) defs = this.definitionsLog.prepare(ops);
+      } catch (err) {
+        this.defsResync = true;
+        failure = err;
+      }
+    }
     let locs = NO_LOCS;
     if (shared.length > 0) {
       try {
@@ -462,7 +560,7 @@ export class MessageStore implements Persistence, QueueLogHost {
     );
   }
 
-  private async write(ctx: BatchContext, defs: string | undefined, failure: unknown): Promise<unknown> {
+  private async write(ctx: BatchContext, defs: DefinitionsWrite | undefined, failure: unknown): Promise<unknown> {
     if (failure !== undefined) return failure;
     try {
       const jobs: Promise<void>[] = ctx.writes.map(async (w) => {
@@ -470,7 +568,7 @@ export class MessageStore implements Persistence, QueueLogHost {
         await writevAll(w.fd, w.parts, w.position, w.bytes);
         if (w.sync) await datasync(w.fd);
       });
-      if (defs !== undefined) jobs.push(atomicWriteFile(join(this.dataDir, DEFINITIONS_FILE), defs));
+      if (defs !== undefined) jobs.push(defs.run());
       // Wait for every write, failed or not, before anything is undone or closed.
       for (const r of await Promise.allSettled(jobs)) if (r.status === 'rejected') return r.reason ?? new Error('write failed');
       if (ctx.dirs.size > 0) await Promise.all([...ctx.dirs].map((d) => fsyncDir(d)));
@@ -480,11 +578,12 @@ export class MessageStore implements Persistence, QueueLogHost {
     }
   }
 
-  private complete(logs: QueueLog[], ctx: BatchContext, defs: string | undefined, batch: Batch | undefined, failure: unknown): void {
+  private complete(logs: QueueLog[], ctx: BatchContext, defs: DefinitionsWrite | undefined, batch: Batch | undefined, failure: unknown): void {
     const ok = failure === undefined;
+    defs?.done(ok);
     if (!ok) {
       for (const w of ctx.writes) QueueLog.truncate(w.fd, w.position);
-      if (defs !== undefined) this.defsDirty = true;
+      if (defs !== undefined) this.defsResync = true;
       this.failures++;
       this.failing++;
       // Once per failure, then once a minute while it lasts (a full disk fails every batch).
@@ -506,9 +605,12 @@ export class MessageStore implements Persistence, QueueLogHost {
       for (const fn of closers) fn();
     }
     if (batch !== undefined) {
+      if (this.defsWaiting === batch.promise) this.defsWaiting = undefined;
       if (ok) batch.resolve();
       else batch.reject(new BrokerError(ReplyCode.INTERNAL_ERROR, `message store write failed: ${describeErrno(failure)}`));
     }
+    // Definitions still to be written: a redeclare confirms only once the retry is on disk.
+    if (!ok && this.defsDirty) this.defsWaiting = (this.batch ??= new Batch()).promise;
     if (this.hasWork()) {
       // After a failure, give the disk a moment before trying again.
       if (ok) this.run();
@@ -559,6 +661,7 @@ export class MessageStore implements Persistence, QueueLogHost {
     for (const ql of this.logs) ql.close();
     this.logs.clear();
     this.messages.close();
+    this.definitionsLog.close();
     this.releaseLock();
   }
 
@@ -588,11 +691,6 @@ export class MessageStore implements Persistence, QueueLogHost {
    */
   retained<M extends RetainedRecord>(inner: RetainedIndex<M>, revive: (r: RetainedRecord) => M): RetainedIndex<M> {
     return new DurableRetained(inner, this.records('retained'), this.log, revive);
-  }
-
-  /** Writes the definitions file now (offline tools). */
-  async writeDefinitions(json: string): Promise<void> {
-    await atomicWriteFile(join(this.dataDir, DEFINITIONS_FILE), json);
   }
 }
 

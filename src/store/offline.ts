@@ -19,7 +19,7 @@ export function readDataDirDefinitions(dataDir: string, log: Logger, version: st
   const store = MessageStore.open({ dataDir, log, readOnly: true });
   try {
     const core = new Core();
-    store.attach(core, () => '', version);
+    store.attach(core, version);
     store.recover({ messages: false });
     return exportDefinitions(core, version);
   } finally {
@@ -52,7 +52,7 @@ export async function importDefinitionsOffline(dataDir: string, file: string, lo
   const store = MessageStore.open({ dataDir, log });
   try {
     const core = new Core();
-    store.attach(core, () => `${JSON.stringify(exportDefinitions(core, version), null, 2)}\n`, version);
+    store.attach(core, version);
     store.recover({ messages: false });
     let report: ImportReport;
     try {
@@ -60,8 +60,7 @@ export async function importDefinitionsOffline(dataDir: string, file: string, lo
     } catch (e) {
       throw startupError(`definitions file '${file}': ${(e as Error).message}`);
     }
-    store.definitionsChanged();
-    await store.flush();
+    await store.definitionsChanged();
     return report;
   } finally {
     await store.close();

@@ -21,7 +21,7 @@ export interface WarrenProcess {
 export async function spawnWarren(
   dataDir: string,
   extra: string[] = [],
-  opts: { logLevel?: string; timeoutMs?: number; tuned?: { queueMemoryBudget: number; segmentSize: number } } = {},
+  opts: { logLevel?: string; timeoutMs?: number; tuned?: { queueMemoryBudget: number; segmentSize: number; definitionsCompactBytes?: number } } = {},
 ): Promise<WarrenProcess> {
   const timeoutMs = opts.timeoutMs ?? 15_000;
   const level = opts.logLevel ?? 'warn';
@@ -30,7 +30,7 @@ export async function spawnWarren(
     ? [TUNED_CHILD, dataDir]
     : [WARREN_BIN, 'start', '--data-dir', dataDir, '--amqp-port', '0', '--http-port', 'off', '--mqtt-port', 'off', '--stomp-port', 'off', '--bind', '127.0.0.1', '--log-level', level, ...extra];
   const env = t
-    ? { ...process.env, WARREN_LOG_LEVEL: level, WARREN_TEST_QUEUE_MEMORY_BUDGET: String(t.queueMemoryBudget), WARREN_TEST_SEGMENT_SIZE: String(t.segmentSize) }
+    ? { ...process.env, WARREN_LOG_LEVEL: level, WARREN_TEST_QUEUE_MEMORY_BUDGET: String(t.queueMemoryBudget), WARREN_TEST_SEGMENT_SIZE: String(t.segmentSize), WARREN_TEST_DEFINITIONS_COMPACT_BYTES: String(t.definitionsCompactBytes ?? 1 << 20) }
     : process.env;
   const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
   const stdout: string[] = [];

@@ -14,6 +14,7 @@ const broker = await startBroker({
   store: {
     queueMemoryBudget: Number(process.env.WARREN_TEST_QUEUE_MEMORY_BUDGET ?? 65536),
     segmentSize: Number(process.env.WARREN_TEST_SEGMENT_SIZE ?? 131072),
+    definitionsCompactBytes: Number(process.env.WARREN_TEST_DEFINITIONS_COMPACT_BYTES ?? 1048576),
   },
 });
 process.stdout.write(`${broker.readyLine}\n`);

@@ -175,21 +175,25 @@ describe('definitions file', () => {
     await publishConfirmed(c.cc, 'k', 4, { exchange: 'ex' });
     await c.close();
     await b.stop();
-    unlinkSync(join(dir, 'definitions.json'));
+    unlinkSync(join(dir, 'definitions.log'));
+    unlinkSync(join(dir, 'definitions.snap'));
     const started = await startLogged(dir);
     b = started.b;
     expect(started.lines.some((l) => /definitions file missing/.test(l))).toBe(true);
     expect(b.core.vhosts.get('/')!.queues.get('keep')!.args['x-max-length']).toBe(1000);
     expect(b.core.vhosts.get('/')!.exchanges.has('ex')).toBe(false);
     expect((await labels(b, 'keep')).labels).toEqual(range(0, 4));
-    // the definitions file is written again
-    await b.store.flush();
-    expect(existsSync(join(dir, 'definitions.json'))).toBe(true);
+    // the definitions are written again
+    expect(existsSync(join(dir, 'definitions.snap'))).toBe(true);
+    expect(existsSync(join(dir, 'definitions.log'))).toBe(true);
   });
 
   test('a definitions file that is not JSON stops the start with a clear error', async () => {
     const dir = await fresh();
     await seed(dir, 'q', 1);
+    // an older data directory: definitions.json instead of the definitions log
+    unlinkSync(join(dir, 'definitions.log'));
+    unlinkSync(join(dir, 'definitions.snap'));
     writeFileSync(join(dir, 'definitions.json'), '{"queues": [');
     await expect(startOn(dir)).rejects.toThrow(/definitions file .* is not valid JSON/);
     // and the directory is not left locked

@@ -107,7 +107,11 @@ describe('QoS 0, 1 and 2 in both directions', () => {
       dropPaged: () => undefined,
       deleted: () => undefined,
     };
-    core.persistence = { openQueue: () => store, definitionsChanged: () => original.definitionsChanged() };
+    core.persistence = {
+      openQueue: () => store,
+      definitionsChanged: (c) => original.definitionsChanged(c),
+      definitionsSettled: () => original.definitionsSettled(),
+    };
     const conn = await amqp.connect(tb.amqpUrl);
     try {
       const ch = await conn.createChannel();

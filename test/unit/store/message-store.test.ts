@@ -1,16 +1,18 @@
-import { closeSync, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, test } from 'vitest';
 import { Core } from '../../../src/core/core.js';
+import { BrokerError, ReplyCode } from '../../../src/core/errors.js';
 import type { Queue } from '../../../src/core/queues/queue.js';
 import { SETTLED, type Message, type PublishResult } from '../../../src/core/types.js';
 import type { VHost } from '../../../src/core/vhost.js';
 import { FILE_HEADER, scanRecords } from '../../../src/store/format.js';
 import { openStore, queueDirName, type MessageStore, type StoreTuning } from '../../../src/store/index.js';
 import { T_ENQ, T_REF } from '../../../src/store/records.js';
+import { waitFor } from '../../helpers/broker.js';
 
 const log = pino({ level: 'silent' });
 const dirs: string[] = [];
@@ -212,5 +214,51 @@ describe('recovery', () => {
     expect(q.pagedCount).toBeGreaterThan(250);
     expect(takeAll(q).map((s) => s.slice(0, s.indexOf('-')))).toEqual(Array.from({ length: 300 }, (_, i) => `m${i}`));
     await close(store);
+  });
+});
+
+describe('definitions', () => {
+  test('a definition change resolves once on disk; a failed write rejects with 541 and the change is written with a later batch', async () => {
+    const dir = await fresh();
+    const { core, store, vhost } = open(dir);
+    vhost.declareQueue('first', { durable: true }, false, 0);
+    expect(core.persistence.definitionsSettled()).not.toBe(SETTLED);
+    await core.persistence.definitionsSettled();
+    expect(core.persistence.definitionsSettled()).toBe(SETTLED);
+
+    // Writes to the log fail (its descriptor is now a read-only one), and so does the snapshot a
+    // retry would write.
+    const internals = store.definitionsLog as unknown as { fd: number };
+    const writable = internals.fd;
+    internals.fd = openSync(join(dir, 'definitions.log'), 'r');
+    mkdirSync(join(dir, 'definitions.snap.tmp'));
+    vhost.declareQueue('second', { durable: true }, false, 0);
+    const err = await core.persistence.definitionsSettled().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(BrokerError);
+    expect((err as BrokerError).code).toBe(ReplyCode.INTERNAL_ERROR);
+    // Until the retry is on disk, a redeclare has something to wait for.
+    expect(core.persistence.definitionsSettled()).not.toBe(SETTLED);
+
+    // The disk is fine again: the retry writes a snapshot with everything.
+    rmdirSync(join(dir, 'definitions.snap.tmp'));
+    await waitFor(() => store.definitionsLog.get(JSON.stringify(['q', '/', 'second'])) !== undefined, 10_000);
+    await close(store);
+    closeSync(writable);
+    const again = open(dir);
+    expect([...again.vhost.queues.keys()].sort()).toEqual(['first', 'second']);
+  });
+
+  test('non-durable declares leave nothing to wait for', async () => {
+    const dir = await fresh();
+    const { core, vhost } = open(dir);
+    await core.persistence.definitionsSettled();
+    vhost.declareQueue('t', { durable: false }, false, 0);
+    vhost.declareQueue('x', { durable: true, exclusive: true }, false, 1);
+    vhost.declareExchange('tx', 'fanout', { durable: false }, false);
+    vhost.bind(vhost.getExchange('tx'), vhost.getQueue('t'), '', {});
+    expect(core.persistence.definitionsSettled()).toBe(SETTLED);
   });
 });
