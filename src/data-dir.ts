@@ -1,6 +1,7 @@
 import { accessSync, constants, mkdirSync, statSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { startupError } from './store/errors.js';
+import { describeErrno } from './store/fs-util.js';
 
 function statOrUndefined(path: string): Stats | undefined {
   try {
@@ -16,17 +17,10 @@ function notWritable(path: string): string | undefined {
     accessSync(path, constants.W_OK | constants.X_OK);
     return undefined;
   } catch (e) {
-    return describe(e);
+    return describeErrno(e);
   }
 }
 
-function describe(e: unknown): string {
-  const err = e as NodeJS.ErrnoException;
-  const msg = err instanceof Error ? err.message : String(e);
-  if (err.code === 'EACCES' || err.code === 'EPERM') return `permission denied (${msg})`;
-  if (err.code === 'EROFS') return `read-only file system (${msg})`;
-  return msg;
-}
 
 /**
  * Makes sure `dir` can serve as a data directory before the store opens it. An existing directory
@@ -55,7 +49,7 @@ export function prepareDataDir(dir: string): void {
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'EEXIST' && statOrUndefined(abs)?.isDirectory()) return;
-    throw startupError(`cannot create data directory '${dir}': ${describe(err)}`);
+    throw startupError(`cannot create data directory '${dir}': ${describeErrno(err)}`);
   }
 }
 

@@ -74,6 +74,17 @@ export function errnoCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | undefined)?.code;
 }
 
+/** A file-system error in words an operator can act on: the cause first, the system's text after. */
+export function describeErrno(e: unknown): string {
+  const code = errnoCode(e);
+  const msg = e instanceof Error ? e.message : String(e);
+  if (code === 'EACCES' || code === 'EPERM') return `permission denied (${msg})`;
+  if (code === 'EROFS') return `read-only file system (${msg})`;
+  if (code === 'ENOSPC') return `no space left on device (${msg})`;
+  if (code === 'ENOTDIR') return `a path component is not a directory (${msg})`;
+  return msg;
+}
+
 /** `NNNNNNNN.ext` for segment `n`. */
 export function segName(n: number, ext: string): string {
   return `${String(n).padStart(8, '0')}.${ext}`;

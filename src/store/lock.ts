@@ -2,7 +2,7 @@ import { closeSync, fsyncSync, openSync, readFileSync, statSync, unlinkSync, wri
 import { join } from 'node:path';
 import type { Logger } from '../logger.js';
 import { startupError } from './errors.js';
-import { errnoCode } from './fs-util.js';
+import { describeErrno, errnoCode } from './fs-util.js';
 
 /** The lock file in a data directory: `<pid> <start time>\n` of the broker that holds it. */
 export const LOCK_FILE = 'warren.lock';
@@ -200,11 +200,3 @@ export function releaseLock(dir: string, fd: number): void {
   }
 }
 
-function describeErrno(e: unknown): string {
-  const code = errnoCode(e);
-  const msg = e instanceof Error ? e.message : String(e);
-  if (code === 'EACCES' || code === 'EPERM') return `permission denied (${msg})`;
-  if (code === 'EROFS') return `read-only file system (${msg})`;
-  if (code === 'ENOSPC') return `no space left on device (${msg})`;
-  return msg;
-}

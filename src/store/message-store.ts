@@ -14,7 +14,7 @@ import { Arena } from './arena.js';
 import { startupError } from './errors.js';
 import { DefinitionsLog, type DefinitionEntry, type DefinitionsWrite } from './definitions-log.js';
 import { allEntries, changeKey, currentEntry, metaEntries } from './definitions-state.js';
-import { errnoCode, fsyncDir, fsyncDirSync, readIfExists } from './fs-util.js';
+import { describeErrno, errnoCode, fsyncDir, fsyncDirSync, readIfExists } from './fs-util.js';
 import { MessageLog, type BatchContext } from './message-log.js';
 import { QueueLog, SHARED_PENDING, type QueueLogHost } from './queue-log.js';
 import { RecordStore } from './record-store.js';
@@ -694,12 +694,3 @@ export class MessageStore implements Persistence, QueueLogHost {
   }
 }
 
-function describeErrno(e: unknown): string {
-  const code = errnoCode(e);
-  const msg = e instanceof Error ? e.message : String(e);
-  if (code === 'EACCES' || code === 'EPERM') return `permission denied (${msg})`;
-  if (code === 'EROFS') return `read-only file system (${msg})`;
-  if (code === 'ENOSPC') return `no space left on device (${msg})`;
-  if (code === 'ENOTDIR') return `a path component is not a directory (${msg})`;
-  return msg;
-}
