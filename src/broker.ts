@@ -75,6 +75,7 @@ export async function startBroker(
     memoryHighWatermark: options.memoryHighWatermark,
     defaultVhost: options.defaultVhost,
     guestRemote: options.guestRemote,
+    frameMax: options.frameMax,
     log,
   });
   // Definitions and messages come back before any listener accepts a connection.

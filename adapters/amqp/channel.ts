@@ -3,7 +3,6 @@ import {
   Deque,
   ReplyCode,
   SETTLED,
-  checkMessage,
   type CoreChannel,
   type Delivery,
   type DeliverySink,
@@ -380,7 +379,7 @@ export class AmqpChannel implements DeliverySink {
     };
     if (this.tx) {
       this.core.checkPublishable(m.exchange);
-      checkMessage(msg); // refused now, not at tx.commit after the transaction's earlier publishes
+      this.core.checkContent(msg); // refused now, not at tx.commit after the transaction's earlier publishes
       this.tx.push({ op: 'publish', msg, mandatory: m.mandatory });
       return;
     }

@@ -6,7 +6,6 @@ import {
   Deque,
   ReplyCode,
   SETTLED,
-  checkMessage,
   replyName,
   type Closable,
   type CoreChannel,
@@ -378,7 +377,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     if (txId !== undefined) {
       const tx = this.transaction(txId);
       ch.checkPublishable(msg.exchange);
-      checkMessage(msg); // refused now, not at COMMIT after the transaction's earlier sends
+      ch.checkContent(msg); // refused now, not at COMMIT after the transaction's earlier sends
       if (this.txBytes + msg.body.length > MAX_TX_BYTES) {
         throw new StompError('Transaction too large', `open transactions may buffer at most ${MAX_TX_BYTES} bytes`, ReplyCode.RESOURCE_ERROR);
       }

@@ -289,6 +289,14 @@ export class CoreChannel implements ConsumerOwner {
     return this.vhost.publish(msg, this.connection.id);
   }
 
+  /**
+   * Throws what `publish` would throw for this message's content (see `checkMessage`), without
+   * routing it: a transaction refuses a message when it is buffered, not at commit.
+   */
+  checkContent(msg: Message): void {
+    this.vhost.checkContent(msg);
+  }
+
   /** Throws unless this channel may publish to the exchange (exists, not internal, permitted). */
   checkPublishable(exchange: string): void {
     this.writeOk = undefined;

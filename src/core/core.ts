@@ -1,6 +1,7 @@
 import { Alarms } from './alarms.js';
 import { Auth, type User } from './auth.js';
 import { CoreConnection, type Closable } from './connection.js';
+import { propertiesLimit } from './message-check.js';
 import { BrokerError } from './errors.js';
 import { NO_PERSISTENCE, type Persistence } from './persistence.js';
 import { Policies } from './policies.js';
@@ -17,6 +18,8 @@ export interface CoreOptions {
   guestRemote?: boolean;
   /** Where the core reports what it handles on its own (e.g. a message no consumer can receive). */
   log?: CoreLog;
+  /** The AMQP frame_max the broker offers (default 131072): stored messages' properties must fit one frame of it. */
+  frameMax?: number;
 }
 
 /** The part of a logger the core uses. */
@@ -43,12 +46,14 @@ export class Core implements VHostContext {
   readonly defaultVhost: string;
   persistence: Persistence;
   readonly log: CoreLog;
+  readonly maxPropertiesBytes: number;
   private messageId = 0;
   private connectionId = 0;
 
   constructor(opts: CoreOptions = {}) {
     this.persistence = opts.persistence ?? NO_PERSISTENCE;
     this.log = opts.log ?? NO_LOG;
+    this.maxPropertiesBytes = propertiesLimit(opts.frameMax ?? 131072);
     this.alarms = new Alarms(opts.memoryHighWatermark ?? 0.4);
     this.defaultVhost = opts.defaultVhost ?? '/';
     this.auth.guestLoopbackOnly = !(opts.guestRemote ?? false);

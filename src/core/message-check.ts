@@ -7,15 +7,15 @@
  *   STOMP and MQTT adapters map it back when they deliver.
  * - Anything else that AMQP cannot carry is refused at publish: a routing key or header name over
  *   255 bytes, tables or arrays nested deeper than {@link MAX_TABLE_DEPTH}, an octet property out of
- *   range, values of no field-table type, and a property block larger than
- *   {@link MAX_PROPERTIES_BYTES} (a content header must fit in one frame, and a consumer may have
- *   negotiated frame_max 4096).
+ *   range, values of no field-table type, and a property block larger than what fits one content
+ *   header frame at the broker's frame_max ({@link propertiesLimit}). A consumer that negotiated a
+ *   smaller frame_max cannot take such a message: the dispatcher rejects it for that consumer.
  *
  * The check is a scan of lengths: a message that needs no change is returned as it is, with no
  * allocation.
  */
-import { setOwn } from './own-keys.js';
 import { isUtf8 } from 'node:buffer';
+import { setOwn } from './own-keys.js';
 import { BrokerError, ReplyCode } from './errors.js';
 import { Decimal, type FieldTable, type FieldValue, type Message, type MessageProperties } from './types.js';
 
@@ -23,12 +23,22 @@ import { Decimal, type FieldTable, type FieldValue, type Message, type MessagePr
 export const MAX_SHORTSTR = 255;
 /** How deep tables and arrays may nest in headers (the AMQP codec's limit, as RabbitMQ's). */
 export const MAX_TABLE_DEPTH = 64;
+/** Bytes of a content header frame that are not the property block: frame overhead (8), class, weight and body size (12). */
+export const CONTENT_HEADER_OVERHEAD = 8 + 12;
 /**
- * The largest encoded property block (flags and values) of a stored message: what fits in a
- * content header frame at AMQP's smallest frame_max, 4096, less the frame overhead (8) and the
- * header's class, weight and body size (12).
+ * The default largest encoded property block (flags and values) of a stored message: what fits in
+ * a content header frame at the broker's default frame_max (131072). The core takes the limit that
+ * fits its configured frame_max ({@link propertiesLimit}).
  */
-export const MAX_PROPERTIES_BYTES = 4096 - 8 - 12;
+export const MAX_PROPERTIES_BYTES = 131072 - CONTENT_HEADER_OVERHEAD;
+
+/** The largest property block an AMQP consumer can receive from a broker whose frame_max is `frameMax`. */
+export function propertiesLimit(frameMax: number): number {
+  return Math.max(4096, frameMax) - CONTENT_HEADER_OVERHEAD;
+}
+
+/** The limit of the check under way (module state, as `exact`: the scan allocates nothing). */
+let limit = MAX_PROPERTIES_BYTES;
 
 /** Where a string property too long for an AMQP short string is kept, in the headers table. */
 export const OVERFLOW_HEADERS = {
@@ -108,7 +118,7 @@ function valueSize(v: FieldValue | undefined, depth: number): number {
     let n = 5;
     for (let i = 0; i < v.length; i++) {
       n += valueSize(v[i], depth + 1);
-      if (n > MAX_PROPERTIES_BYTES && exact) return n;
+      if (n > limit && exact) return n;
     }
     return n;
   }
@@ -138,7 +148,7 @@ function tableSize(t: FieldTable, depth: number): number {
     if (kl > MAX_SHORTSTR) refuse(`header name of ${kl} bytes (at most ${MAX_SHORTSTR})`);
     n += 1 + kl + valueSize(t[k], depth);
     // Once the exact total is over the limit the message is refused: no need to scan the rest.
-    if (n > MAX_PROPERTIES_BYTES && exact) return n;
+    if (n > limit && exact) return n;
   }
   return n;
 }
@@ -186,7 +196,7 @@ function scan(p: MessageProperties): number {
 /** {@link scan} with exact byte counts when the quick bound is over the limit. */
 function scanExact(p: MessageProperties): number {
   const bound = scan(p);
-  if (bound <= MAX_PROPERTIES_BYTES) return bound;
+  if (bound <= limit) return bound;
   exact = true;
   try {
     return scan(p);
@@ -212,7 +222,8 @@ function copyTable(t: FieldTable | undefined): FieldTable {
  * properties moved to the headers table. Throws {@link MessageRefusedError} (406) when the message
  * could not be delivered to a consumer of every protocol.
  */
-export function checkMessage(msg: Message): Message {
+export function checkMessage(msg: Message, maxPropertiesBytes: number = MAX_PROPERTIES_BYTES): Message {
+  limit = maxPropertiesBytes;
   const rk = msg.routingKey;
   if (rk.length * 3 > MAX_SHORTSTR) {
     const n = utf8Length(rk);
@@ -221,14 +232,14 @@ export function checkMessage(msg: Message): Message {
   const raw = msg.rawProperties;
   if (raw !== undefined) {
     // Decoded from an AMQP content header: every value already fits its type; only the size is left.
-    if (raw.length > MAX_PROPERTIES_BYTES) refuse(`message properties of ${raw.length} bytes (at most ${MAX_PROPERTIES_BYTES})`);
+    if (raw.length > limit) refuse(`message properties of ${raw.length} bytes (at most ${limit})`);
     return msg;
   }
   const p = msg.properties;
   const size = scanExact(p);
   const overflow = scannedOverflow;
   if (overflow === 0) {
-    if (size > MAX_PROPERTIES_BYTES) refuse(`message properties of ${size} bytes (at most ${MAX_PROPERTIES_BYTES})`);
+    if (size > limit) refuse(`message properties of ${size} bytes (at most ${limit})`);
     return msg;
   }
   exact = true;
@@ -255,7 +266,7 @@ function moveOverflow(msg: Message, size: number, overflow: number): Message {
     total += 1 + name.length + 5 + utf8Length(v);
     delete props[key];
   }
-  if (total > MAX_PROPERTIES_BYTES) refuse(`message properties of ${total} bytes (at most ${MAX_PROPERTIES_BYTES})`);
+  if (total > limit) refuse(`message properties of ${total} bytes (at most ${limit})`);
   props.headers = headers;
   return { exchange: msg.exchange, routingKey: msg.routingKey, properties: props, body: msg.body };
 }

@@ -25,6 +25,8 @@ export interface VHostContext {
   readonly counters: { published: number; unroutable: number; deadLettered: number };
   /** Policies whose definitions fold into queue and exchange arguments. */
   readonly policies?: Policies;
+  /** The largest property block a stored message may have (what fits one AMQP content header frame). */
+  readonly maxPropertiesBytes?: number;
 }
 
 const DEFAULT_EXCHANGES: ReadonlyArray<[string, string]> = [
@@ -94,6 +96,11 @@ export class VHost implements QueueHost {
 
   get persistence(): Persistence {
     return this.ctx.persistence;
+  }
+
+  /** The message as the core stores it (see `checkMessage`), or a MessageRefusedError (406). */
+  checkContent(msg: Message): Message {
+    return checkMessage(msg, this.ctx.maxPropertiesBytes);
   }
 
   private describe(kind: 'queue' | 'exchange', name: string): string {
@@ -302,7 +309,7 @@ export class VHost implements QueueHost {
   publish(msg: Message, publisherId: number): PublishResult {
     const ex = this.getExchange(msg.exchange);
     validateExpiration(msg.properties.expiration);
-    return this.publishTo(ex, checkMessage(msg), publisherId, undefined);
+    return this.publishTo(ex, this.checkContent(msg), publisherId, undefined);
   }
 
   private publishTo(ex: Exchange, msg: Message, publisherId: number, skip: ((q: Queue) => boolean) | undefined): PublishResult {

@@ -1,13 +1,16 @@
 import { describe, expect, test } from 'vitest';
 import { encodeProperties } from '../../../adapters/amqp/codec/properties.js';
 import { Decimal, type FieldTable, type Message, type MessageProperties } from '../../../src/core/index.js';
-import { MAX_PROPERTIES_BYTES, MessageRefusedError, checkMessage, propertyText } from '../../../src/core/message-check.js';
+import { MAX_PROPERTIES_BYTES, MessageRefusedError, checkMessage, propertiesLimit, propertyText } from '../../../src/core/message-check.js';
+
+/** The limit of a broker configured with AMQP's smallest frame_max. */
+const LIMIT_4K = propertiesLimit(4096);
 
 const msg = (properties: MessageProperties, routingKey = 'rk'): Message => ({ exchange: '', routingKey, properties, body: Buffer.from('b') });
 
-function refusal(m: Message): MessageRefusedError {
+function refusal(m: Message, limit = MAX_PROPERTIES_BYTES): MessageRefusedError {
   try {
-    checkMessage(m);
+    checkMessage(m, limit);
   } catch (e) {
     if (e instanceof MessageRefusedError) return e;
     throw e;
@@ -88,8 +91,8 @@ describe('what AMQP cannot carry is refused', () => {
     ['a bigint beyond 64 bits', msg({ headers: { b: 1n << 64n } }), /64-bit/],
     ['an invalid date', msg({ headers: { d: new Date(NaN) } }), /timestamp/],
     ['a decimal that does not fit', msg({ headers: { d: new Decimal(300, 1) } }), /decimal/],
-    ['properties over 4076 bytes', msg({ headers: { a: 'x'.repeat(MAX_PROPERTIES_BYTES) } }), /message properties of \d+ bytes \(at most 4076\)/],
-    ['moved values that push the block over 4076 bytes', msg({ contentType: 'c'.repeat(2100), type: 't'.repeat(2100) }), /message properties of/],
+    ['properties over 131052 bytes (frame_max 131072)', msg({ headers: { a: 'x'.repeat(MAX_PROPERTIES_BYTES) } }), /message properties of \d+ bytes \(at most 131052\)/],
+    ['moved values that push the block over the limit', msg({ contentType: 'c'.repeat(66000), type: 't'.repeat(66000) }), /message properties of/],
   ])('%s', (_name, m, text) => {
     const e = refusal(m);
     expect(e.code).toBe(406);
@@ -106,18 +109,27 @@ describe('what AMQP cannot carry is refused', () => {
     const headers: FieldTable = {};
     for (let i = 0; i < 50; i++) headers[`k${i}`] = 'a'.repeat(60);
     const m = msg({ headers, contentType: 'c'.repeat(80) });
-    expect(checkMessage(m)).toBe(m);
-    expect(encodeProperties(m.properties).length).toBeLessThanOrEqual(MAX_PROPERTIES_BYTES);
-    const moved = checkMessage(msg({ headers, contentType: 'c'.repeat(300) }));
+    expect(checkMessage(m, LIMIT_4K)).toBe(m);
+    expect(encodeProperties(m.properties).length).toBeLessThanOrEqual(LIMIT_4K);
+    const moved = checkMessage(msg({ headers, contentType: 'c'.repeat(300) }), LIMIT_4K);
     expect(moved.properties.headers?.['x-content-type']).toBe('c'.repeat(300));
-    expect(encodeProperties(moved.properties).length).toBeLessThanOrEqual(MAX_PROPERTIES_BYTES);
+    expect(encodeProperties(moved.properties).length).toBeLessThanOrEqual(LIMIT_4K);
   });
 
-  test('the size limit matches the AMQP encoder: the largest accepted block is exactly 4076 bytes', () => {
+  test.each([
+    ['the default frame_max', MAX_PROPERTIES_BYTES],
+    ['frame_max 4096', LIMIT_4K],
+  ])('the size limit matches the AMQP encoder at %s: the largest accepted block fills one content header frame', (_name, limit) => {
     // flags (2) + table length (4) + key length (1) + 'a' + tag (1) + string length (4) = 13
-    const fits = msg({ headers: { a: 'x'.repeat(MAX_PROPERTIES_BYTES - 13) } });
-    expect(checkMessage(fits)).toBe(fits);
-    expect(encodeProperties(fits.properties).length).toBe(MAX_PROPERTIES_BYTES);
-    expect(refusal(msg({ headers: { a: 'x'.repeat(MAX_PROPERTIES_BYTES - 12) } })).code).toBe(406);
+    const fits = msg({ headers: { a: 'x'.repeat(limit - 13) } });
+    expect(checkMessage(fits, limit)).toBe(fits);
+    expect(encodeProperties(fits.properties).length).toBe(limit);
+    expect(refusal(msg({ headers: { a: 'x'.repeat(limit - 12) } }), limit).code).toBe(406);
+  });
+
+  test('the limit follows the frame_max the broker offers, never below what fits AMQP\'s smallest frame', () => {
+    expect(propertiesLimit(131072)).toBe(MAX_PROPERTIES_BYTES);
+    expect(propertiesLimit(4096)).toBe(4076);
+    expect(propertiesLimit(1024)).toBe(4076);
   });
 });
