@@ -21,6 +21,10 @@ export interface ListenerPorts {
   mqtt?: number;
   stomp?: number;
   http?: number;
+  amqps?: number;
+  mqtts?: number;
+  stomps?: number;
+  https?: number;
 }
 
 export interface ApiContext {
@@ -30,6 +34,7 @@ export interface ApiContext {
   readonly ports: ListenerPorts;
   readonly sampler: Sampler;
   readonly startedAt: number;
+  readonly reloadTls?: () => { reloaded: string[]; failed: Record<string, string> };
 }
 
 const MGMT_TAGS = new Set(['management', 'policymaker', 'monitoring', 'administrator']);

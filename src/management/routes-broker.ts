@@ -36,6 +36,12 @@ export function listeners(api: ManagementApi): Row[] {
   add('http', ports.http);
   add('http/web-mqtt', ports.http);
   add('http/web-stomp', ports.http);
+  add('amqp/ssl', ports.amqps);
+  add('mqtt/ssl', ports.mqtts);
+  add('stomp/ssl', ports.stomps);
+  add('https', ports.https);
+  add('https/web-mqtt', ports.https);
+  add('https/web-stomp', ports.https);
   return out;
 }
 
