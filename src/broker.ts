@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { AmqpAdapter } from '../adapters/amqp/index.js';
 import { MemoryRetainedStore, MqttAdapter, type RetainedMessage } from '../adapters/mqtt/index.js';
 import { StompAdapter } from '../adapters/stomp/index.js';
-import { envName, flagName, withDefaults, type BrokerOptions } from './config.js';
+import { ConfigError, envName, flagName, withDefaults, type BrokerOptions } from './config.js';
 import { prepareDataDir } from './data-dir.js';
-import { Core } from './core/index.js';
+import { Core, TokenVerifier } from './core/index.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './management/package-info.js';
 import { openStore, type MessageStore, type StoreTuning } from './store/index.js';
@@ -104,6 +104,19 @@ export async function startBroker(
     defaultVhost: options.defaultVhost,
     guestRemote: options.guestRemote,
   });
+  if (options.oauthKey !== undefined || options.oauthJwks !== undefined) {
+    try {
+      core.tokens = new TokenVerifier({
+        resourceServerId: options.oauthResourceServerId,
+        keyFile: options.oauthKey,
+        jwksFile: options.oauthJwks,
+        usernameClaim: options.oauthUsernameClaim,
+        verifyAud: options.oauthVerifyAud,
+      });
+    } catch (e) {
+      throw new ConfigError(options.oauthKey !== undefined ? 'oauth-key' : 'oauth-jwks', e instanceof Error ? e.message : String(e));
+    }
+  }
   // Definitions and messages come back before any listener accepts a connection.
   const { store } = openStore(
     core,
