@@ -25,7 +25,8 @@ export function createLogger(level: string, out: LogOutput = {}): Logger {
   const pretty = out.format === 'pretty' || (out.format === undefined && out.file === undefined && process.stderr.isTTY === true);
   const stream: DestinationStream = pretty ? new PrettyStream(dest) : dest;
   const log = pino({ level, base: { name: 'warren' } }, stream);
-  (log as Logger & { [REOPEN]?: Reopenable })[REOPEN] = { reopen: () => dest.reopen() };
+  // Only a file can be opened again (sonic-boom throws for a file descriptor such as stderr).
+  if (out.file !== undefined) (log as Logger & { [REOPEN]?: Reopenable })[REOPEN] = { reopen: () => dest.reopen() };
   return log;
 }
 

@@ -99,7 +99,11 @@ export async function main(argv: string[]): Promise<number | undefined> {
     process.on('SIGHUP', () => {
       if (!broker || stopping) return;
       broker.log.info({ signal: 'SIGHUP' }, 'signal received: reloading certificates and reopening the log');
-      reopenLog(broker.log);
+      try {
+        reopenLog(broker.log);
+      } catch (err) {
+        broker.log.error({ err }, 'cannot reopen the log file');
+      }
       broker.reloadTls();
     });
     // Loaded only for `start`: the admin subcommands stay quick to launch.
