@@ -30,9 +30,11 @@ export function createLogger(level: string, out: LogOutput = {}): Logger {
   return log;
 }
 
-/** Reopens a file log (SIGHUP after rotation); nothing for stderr. */
-export function reopenLog(log: Logger): void {
-  (log as Logger & { [REOPEN]?: Reopenable })[REOPEN]?.reopen();
+/** Reopens a file log (SIGHUP after rotation); false (nothing done) for stderr. */
+export function reopenLog(log: Logger): boolean {
+  const r = (log as Logger & { [REOPEN]?: Reopenable })[REOPEN];
+  r?.reopen();
+  return r !== undefined;
 }
 
 const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };

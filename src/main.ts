@@ -100,7 +100,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
       if (!broker || stopping) return;
       broker.log.info({ signal: 'SIGHUP' }, 'signal received: reloading certificates and reopening the log');
       try {
-        reopenLog(broker.log);
+        if (reopenLog(broker.log)) broker.log.info({ file: broker.options.logFile }, 'log file reopened');
       } catch (err) {
         broker.log.error({ err }, 'cannot reopen the log file');
       }
