@@ -114,6 +114,7 @@ export async function startBroker(
         verifyAud: options.oauthVerifyAud,
       });
     } catch (e) {
+      if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
       throw new ConfigError(options.oauthKey !== undefined ? 'oauth-key' : 'oauth-jwks', e instanceof Error ? e.message : String(e));
     }
   }

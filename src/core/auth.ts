@@ -264,6 +264,11 @@ export class Auth {
 
   /** Records what a verified token allows its user; returns the user as the rest of the broker sees it. */
   grantToken(grant: TokenGrant): User {
+    // Expired grants are dropped from time to time, so many short-lived token users do not pile up.
+    if (this.tokenGrants.size >= 1024) {
+      const now = Date.now();
+      for (const [name, g] of this.tokenGrants) if (g.expiresAt !== undefined && g.expiresAt < now) this.tokenGrants.delete(name);
+    }
     this.tokenGrants.set(grant.user, grant);
     this.changed();
     return { name: grant.user, passwordHash: '', hashingAlgorithm: 'rabbit_password_hashing_sha256', tags: grant.tags, loopbackOnly: false, tokenExpiresAt: grant.expiresAt };
