@@ -265,7 +265,8 @@ export function resolveOptions(
     for (const [k, v] of Object.entries(parsed)) {
       const key = k.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
       if (!isKey(key)) throw new ConfigError('config', `unknown option '${k}' in '${file}'`);
-      out[key] = parseValue(key, v);
+      // In a config file the per-listener TLS overrides may be written as an object.
+      out[key] = parseValue(key, key === 'tlsListeners' && typeof v === 'object' && v !== null ? JSON.stringify(v) : v);
     }
   }
   for (const key of Object.keys(SCHEMA) as (keyof BrokerOptions)[]) {

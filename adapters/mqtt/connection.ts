@@ -435,7 +435,13 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
           if (this.state !== 'authenticating') return;
           this.state = 'connect';
           this.stream.resume();
-          this.connectAs(u, vhost, p, will);
+          try {
+            this.connectAs(u, vhost, p, will);
+          } catch (e) {
+            this.reader.clear();
+            this.protocolError(e);
+            return;
+          }
           this.drainReader();
         },
         (e: unknown) => {
@@ -1227,7 +1233,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     this.closeWith(Reason.ADMINISTRATIVE_ACTION, reason);
   }
 
-  /** The access token ended: v5 DISCONNECT 0xA0 (maximum connect time), as RabbitMQ sends. */
+  /** The access token ended: v5 DISCONNECT 0xA0 (maximum connect time: it may stay no longer). */
   credentialExpired(): void {
     this.closeWith(Reason.MAXIMUM_CONNECT_TIME, 'credential expired');
   }

@@ -55,3 +55,19 @@ describe('TLS settings', () => {
     expect(certificateUser(undefined, 'common_name')).toBeUndefined();
   });
 });
+
+describe('TLS options in a config file', () => {
+  test('tlsListeners may be an object there', async () => {
+    const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { resolveOptions } = await import('../../../src/config.js');
+    const dir = await mkdtemp(join(tmpdir(), 'warren-cfg-'));
+    const file = join(dir, 'warren.json');
+    await writeFile(file, JSON.stringify({ tlsCert: 'c.pem', tlsListeners: { mqtts: { failIfNoPeerCert: true } } }));
+    const o = resolveOptions({}, {}, file);
+    expect(tlsSettingsFor(o, 'mqtts')).toMatchObject({ failIfNoPeerCert: true });
+    expect(tlsSettingsFor(o, 'amqps')).toMatchObject({ failIfNoPeerCert: false });
+    await rm(dir, { recursive: true, force: true });
+  });
+});
