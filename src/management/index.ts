@@ -9,7 +9,7 @@ import { registerAdminRoutes } from './routes-admin.js';
 import { registerBrokerRoutes } from './routes-broker.js';
 import { registerDefinitionRoutes } from './routes-definitions.js';
 import { registerObjectRoutes } from './routes-objects.js';
-import { registerReloadRoutes } from './routes-reload.js';
+import { registerReloadRoutes } from './routes-tls.js';
 import { Sampler } from './sampler.js';
 import { StaticFiles } from './static.js';
 

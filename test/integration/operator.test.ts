@@ -164,4 +164,15 @@ describe('operator logs and health checks', () => {
     }
     expect((await api('GET', '/api/health/checks/port-listener/1', guest)).status).toBe(503);
   });
+
+  test('certificate-expiration looks at the configured certificates (the test ones last 3 days)', async () => {
+    const guest = 'guest:guest';
+    expect((await api('GET', '/api/health/checks/certificate-expiration/1/days', guest)).status).toBe(200);
+    const soon = await api('GET', '/api/health/checks/certificate-expiration/1/weeks', guest);
+    expect(soon.status).toBe(503);
+    const body = JSON.parse(soon.body) as { status: string; expired: Array<{ subject: string }> };
+    expect(body.status).toBe('failed');
+    expect(body.expired.map((e) => e.subject)).toEqual(expect.arrayContaining([expect.stringContaining('CN=warren'), expect.stringContaining('CN=Warren Test CA')]));
+    expect((await api('GET', '/api/health/checks/certificate-expiration/x/days', guest)).status).toBe(400);
+  });
 });
