@@ -165,6 +165,14 @@ describe('done means', () => {
     expect([cmd.fields.routingKey, cmd.content.toString()]).toEqual(['commands.heater', 'on']);
     const stomp = [...tb.broker.core.connections].find((c) => c.info.protocol.startsWith('STOMP'));
     expect(stomp).toBeDefined();
+    // The MQTT page of the dashboard, over wss://.../mqtt, as well.
+    const mqttPage = await browser.newPage();
+    mqttPage.on('pageerror', (e) => errors.push(e.message));
+    await mqttPage.goto(`${site.url}/mqtt.html?ws=wss://127.0.0.1:${tb.broker.ports.https}/mqtt`);
+    await mqttPage.waitForSelector('#status[data-state="live"]', { timeout: 15_000 });
+    await kitchen.publishAsync('sensors/kitchen/temp', '22.2', { qos: 1 });
+    await mqttPage.waitForSelector('tr[data-key="kitchen.temp"] td.value:has-text("22.2")');
+    await mqttPage.close();
     expect(errors).toEqual([]);
   }, 60_000);
 

@@ -133,6 +133,9 @@ describe('reload of a running warren process', () => {
       install(pki.server2Cert, pki.server2Key);
       w.child.kill('SIGHUP');
       await waitFor(async () => (await servedCn(amqps)) === 'warren-2', 10_000, 'the new certificate after SIGHUP');
+      // Regression: SIGHUP used to end the process when the log went to stderr (no file to reopen).
+      expect(w.child.exitCode).toBeNull();
+      expect(w.stderr.join('')).not.toContain('uncaught exception');
       install(pki.serverCert, pki.serverKey);
       // The CLI trusts the test CA the way any Node program does: NODE_EXTRA_CA_CERTS.
       const r = await runWarren(['reload', '--url', `https://127.0.0.1:${https}`], { NODE_EXTRA_CA_CERTS: pki.caCert });
