@@ -8,6 +8,7 @@ import amqplib from 'amqplib';
 import mqtt from 'mqtt';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startBroker } from '../../src/broker.js';
 import type { BrokerOptions } from '../../src/config.js';
 import { startTestBroker, waitFor, type TestBroker } from '../helpers/broker.js';
 import { makeTestPki, tlsOptions, type TestPki } from '../helpers/tls.js';
@@ -161,6 +162,37 @@ describe('TLS listeners', () => {
     expect(plain.broker.ports.amqps).toBeUndefined();
     expect(plain.broker.readyLine).not.toContain('amqps');
     await plain.stop();
+  });
+});
+
+describe('TLS options', () => {
+  test('--tls-min-version 1.3 refuses TLS 1.2; --tls-ciphers limits the TLS 1.2 suites', async () => {
+    const v13 = await startTestBroker(tlsOptions(pki, { tlsMinVersion: '1.3', mqttsPort: 'off', stompsPort: 'off', httpsPort: 'off' }) as Partial<BrokerOptions>);
+    const port13 = String(v13.broker.ports.amqps);
+    expect(await sClient(['-tls1_3'], port13)).toMatch(/New, TLSv1\.3/);
+    expect(await sClient(['-tls1_2'], port13)).not.toMatch(/New, TLSv1\.2/);
+    await v13.stop();
+    const ciphers = await startTestBroker(
+      tlsOptions(pki, { tlsCiphers: 'ECDHE-ECDSA-AES256-GCM-SHA384', mqttsPort: 'off', stompsPort: 'off', httpsPort: 'off' }) as Partial<BrokerOptions>,
+    );
+    const portC = String(ciphers.broker.ports.amqps);
+    expect(await sClient(['-tls1_2', '-cipher', 'ECDHE-ECDSA-AES256-GCM-SHA384'], portC)).toMatch(/Cipher is ECDHE-ECDSA-AES256-GCM-SHA384/);
+    expect(await sClient(['-tls1_2', '-cipher', 'ECDHE-ECDSA-AES128-GCM-SHA256'], portC)).toMatch(/Cipher is \(NONE\)/);
+    await ciphers.stop();
+  });
+
+  test('an encrypted key needs --tls-key-passphrase; a wrong one is refused at start naming the option', async () => {
+    const enc = `${pki.dir}/server-enc.key`;
+    await run('openssl', ['pkey', '-in', pki.serverKey, '-aes256', '-passout', 'pass:s3cret', '-out', enc]);
+    const base = { tlsKey: enc, mqttsPort: 'off', stompsPort: 'off', httpsPort: 'off' };
+    const ok = await startTestBroker(tlsOptions(pki, { ...base, tlsKeyPassphrase: 's3cret' }) as Partial<BrokerOptions>);
+    const c = await amqplib.connect(`amqps://guest:guest@127.0.0.1:${ok.broker.ports.amqps}`, { ca: [pki.ca] });
+    await c.close();
+    await ok.stop();
+    // Without a data directory the broker's own temporary one is removed again when start fails.
+    await expect(
+      startBroker({ amqpPort: 0, bind: '127.0.0.1', logLevel: 'silent', ...(tlsOptions(pki, { ...base, tlsKeyPassphrase: 'wrong' }) as Partial<BrokerOptions>) }),
+    ).rejects.toThrow(/--tls-cert: cannot use/);
   });
 });
 
