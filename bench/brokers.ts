@@ -18,6 +18,7 @@ import { probeStomp } from './clients/stomp.js';
 import type { Protocol } from './clients/types.js';
 import { sleep } from './clock.js';
 import { pidListeningOn } from './proc.js';
+import { benchCertificate } from './tls.js';
 
 export interface Broker {
   /** Label in reports, e.g. `Warren 0.1.0` or `RabbitMQ 3.10.8`. */
@@ -68,6 +69,9 @@ export async function probeEndpoint(protocol: Protocol, url: string): Promise<{ 
     case 'mqtt':
       await probeMqtt(url);
       return { name: '', platform: '' };
+    case 'amqps':
+    case 'mqtts':
+      throw new Error(`${protocol} endpoints are not probed (the harness does not trust their CA)`);
     case 'stomp':
     case 'stomp-ws': {
       // `server:RabbitMQ/3.10.8` -> `RabbitMQ 3.10.8`
@@ -117,6 +121,7 @@ export interface WarrenOptions {
 export async function startWarren(o: WarrenOptions): Promise<Broker> {
   if (!existsSync(o.bin)) throw new Error(`${o.bin} not found (run npm run build first)`);
   const dataDir = await mkdtemp(join(tmpdir(), 'warren-bench-'));
+  const tls = benchCertificate();
   const args = [
     ...(o.nodeArgs ?? []),
     o.bin,
@@ -131,6 +136,19 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
     '0',
     '--data-dir',
     dataDir,
+    // TLS: AMQP and MQTT over TLS next to the plain ports, for the TLS-cost scenarios.
+    '--tls-cert',
+    tls.cert,
+    '--tls-key',
+    tls.key,
+    '--amqps-port',
+    '0',
+    '--mqtts-port',
+    '0',
+    '--stomps-port',
+    'off',
+    '--https-port',
+    'off',
     ...o.extraArgs,
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -187,6 +205,10 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
   if (mqttPort !== undefined) endpoints.mqtt = `mqtt://127.0.0.1:${mqttPort}`;
   const stompPort = ports.get('stomp');
   if (stompPort !== undefined) endpoints.stomp = `stomp://guest:guest@127.0.0.1:${stompPort}`;
+  const amqpsPort = ports.get('amqps');
+  if (amqpsPort !== undefined) endpoints.amqps = `amqps://guest:guest@127.0.0.1:${amqpsPort}`;
+  const mqttsPort = ports.get('mqtts');
+  if (mqttsPort !== undefined) endpoints.mqtts = `mqtts://127.0.0.1:${mqttsPort}`;
   const httpPort = ports.get('http');
   if (httpPort !== undefined) endpoints['stomp-ws'] = `ws://guest:guest@127.0.0.1:${httpPort}/ws`;
   let name = 'Warren';
@@ -331,9 +353,29 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
   const script = RABBITMQ_SCRIPT_CANDIDATES.find((p) => existsSync(p));
   if (script === undefined) throw new Error('rabbitmq-server is not installed (apt-get install -y rabbitmq-server)');
   const dir = await mkdtemp(join(tmpdir(), 'warren-bench-rabbitmq-'));
-  await writeFile(join(dir, 'enabled_plugins'), '[].\n');
   const amqpPort = await freePort();
   const distPort = await freePort();
+  // The same certificate as Warren's: AMQP and MQTT over TLS (and plain MQTT) on free ports.
+  const tls = benchCertificate();
+  const amqpsPort = await freePort();
+  const mqttPort = await freePort();
+  const mqttsPort = await freePort();
+  await writeFile(join(dir, 'enabled_plugins'), '[rabbitmq_mqtt].\n');
+  await writeFile(
+    join(dir, 'rabbitmq.conf'),
+    [
+      `listeners.ssl.default = 127.0.0.1:${amqpsPort}`,
+      `mqtt.listeners.tcp.default = 127.0.0.1:${mqttPort}`,
+      `mqtt.listeners.ssl.default = 127.0.0.1:${mqttsPort}`,
+      'mqtt.allow_anonymous = true',
+      `ssl_options.cacertfile = ${tls.ca}`,
+      `ssl_options.certfile = ${tls.cert}`,
+      `ssl_options.keyfile = ${tls.key}`,
+      'ssl_options.verify = verify_none',
+      'ssl_options.fail_if_no_peer_cert = false',
+      '',
+    ].join('\n'),
+  );
   const nodeName = `warren-bench-${process.pid}@localhost`;
   const env = rabbitmqNodeEnv(dir, nodeName, amqpPort, distPort);
   const child = spawn(script, [], { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -364,10 +406,15 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
   return {
     name: [info.product, info.version].join(' ').trim(),
     isWarren: false,
-    endpoints: { amqp: url },
+    endpoints: {
+      amqp: url,
+      amqps: `amqps://guest:guest@127.0.0.1:${amqpsPort}`,
+      mqtt: `mqtt://127.0.0.1:${mqttPort}`,
+      mqtts: `mqtts://127.0.0.1:${mqttsPort}`,
+    },
     pid,
     shared: false,
-    details: `private node ${nodeName} started by the harness; ${info.platform}; pid ${pid ?? 'unknown'}`,
+    details: `private node ${nodeName} started by the harness (with rabbitmq_mqtt; TLS with the run's certificate); ${info.platform}; pid ${pid ?? 'unknown'}`,
     stop,
   };
 }

@@ -71,17 +71,19 @@ const PREFETCH = 1_000;
 /** Consumers ack each message individually (basic.ack multiple=false), as most applications do. */
 const ACK_EVERY = 1;
 
-function amqpOneToOne(name: string, bodySize: number): Scenario {
+function amqpOneToOne(name: string, bodySize: number, transport: 'amqp' | 'amqps' = 'amqp'): Scenario {
   return {
     name,
-    protocol: 'amqp',
+    protocol: transport,
+    ...(transport === 'amqps' ? { alsoNeeds: ['amqp' as const] } : {}),
     summary:
-      `AMQP 0-9-1: 1 publisher -> default exchange -> 1 queue -> 1 consumer; ${bodySize} B transient bodies; ` +
+      `AMQP 0-9-1${transport === 'amqps' ? ' over TLS (amqps://, TLS 1.3)' : ''}: 1 publisher -> default exchange -> 1 queue -> 1 consumer; ${bodySize} B transient bodies; ` +
       `prefetch ${PREFETCH}, ack each message; in-flight window ${WINDOW} messages`,
-    plan: ({ runId, url, totalSeconds }) => {
+    plan: ({ runId, url, urls, totalSeconds }) => {
       const queue = `warren-bench.${runId}.${name}`;
+      // The harness declares over plain AMQP (it does not trust the TLS certificate itself).
       return {
-        topology: { protocol: 'amqp', url, amqp: { exchanges: [], queues: [{ name: queue }], bindings: [] } },
+        topology: { protocol: 'amqp', url: urls.amqp ?? url, amqp: { exchanges: [], queues: [{ name: queue }], bindings: [] } },
         publishers: [
           {
             role: 'publisher',
@@ -170,12 +172,12 @@ function mqttPublishers(env: ScenarioEnv, name: string, qos: 0 | 1, bodySize: nu
   };
 }
 
-function mqttFanIn(name: string, qos: 0 | 1, bodySize: number): Scenario {
+function mqttFanIn(name: string, qos: 0 | 1, bodySize: number, transport: 'mqtt' | 'mqtts' = 'mqtt'): Scenario {
   return {
     name,
-    protocol: 'mqtt',
+    protocol: transport,
     summary:
-      `MQTT 3.1.1: ${MQTT_PUBLISHERS} publishers (${MQTT_PUBLISHERS} connections in one process, topics ` +
+      `MQTT 3.1.1${transport === 'mqtts' ? ' over TLS (mqtts://, TLS 1.3)' : ''}: ${MQTT_PUBLISHERS} publishers (${MQTT_PUBLISHERS} connections in one process, topics ` +
       `warren-bench/<run>/<n>/value) -> 1 subscriber on warren-bench/<run>/#; QoS ${qos} publish and subscription; ` +
       `${bodySize} B payloads; clean sessions` +
       (qos > 0 ? `; ${MQTT_PUBLISH_INFLIGHT} PUBLISHes awaiting PUBACK per publisher connection, each delivery PUBACKed` : '') +
@@ -289,6 +291,8 @@ export const SCENARIOS: readonly (Scenario | IdleScenario)[] = [
   amqpFanout('amqp-fanout10', 10, 16),
   mqttFanIn('mqtt-qos0-10to1', 0, 16),
   mqttFanIn('mqtt-qos1-10to1', 1, 16),
+  amqpOneToOne('amqp-1to1-16b-tls', 16, 'amqps'),
+  mqttFanIn('mqtt-qos0-10to1-tls', 0, 16, 'mqtts'),
   mqttToAmqp('mqtt-to-amqp-qos1', 1, 16),
   mqttIdle('mqtt-idle-10k', 10_000),
   stompQueue('stomp-queue-ack-individual', 'stomp', 'client-individual', 16),

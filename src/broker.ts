@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { AmqpAdapter } from '../adapters/amqp/index.js';
 import { MemoryRetainedStore, MqttAdapter, type RetainedMessage } from '../adapters/mqtt/index.js';
 import { StompAdapter } from '../adapters/stomp/index.js';
-import { withDefaults, type BrokerOptions } from './config.js';
+import { ConfigError, envName, flagName, withDefaults, type BrokerOptions } from './config.js';
 import { prepareDataDir } from './data-dir.js';
-import { Core } from './core/index.js';
+import { Core, TokenVerifier } from './core/index.js';
 import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './management/package-info.js';
 import { openStore, type MessageStore, type StoreTuning } from './store/index.js';
@@ -15,6 +15,7 @@ import { Management, type ManagementOptions } from './management/index.js';
 import type { ProtocolAdapter } from './transport/adapter.js';
 import { HttpServer } from './transport/http.js';
 import { closeServer, listenTcp } from './transport/tcp.js';
+import { listenTls, reloadTls, tlsSettingsFor, type TlsEndpoint, type TlsListenerName } from './transport/tls.js';
 
 /** What every adapter gets from the broker. */
 export interface AdapterContext {
@@ -30,6 +31,25 @@ export interface Ports {
   mqtt?: number;
   stomp?: number;
   http?: number;
+  amqps?: number;
+  mqtts?: number;
+  stomps?: number;
+  https?: number;
+}
+
+/** Listeners that could not bind, all of them at once, each with the option that sets its port. */
+export class ListenError extends Error {
+  override readonly name = 'ListenError';
+  /** As a listen error of Node's, so callers that look at the code see the first failure's. */
+  readonly code: string;
+  constructor(readonly failures: ReadonlyArray<{ listener: string; port: number; option: string; env: string; code: string; reason: string }>) {
+    super(
+      failures
+        .map((f) => `${f.listener} listener: port ${f.port} ${f.code === 'EADDRINUSE' ? 'is already in use' : `cannot be bound (${f.reason})`}; set --${f.option} or ${f.env}`)
+        .join('\n'),
+    );
+    this.code = failures[0]?.code ?? 'EADDRINUSE';
+  }
 }
 
 export interface Broker {
@@ -44,18 +64,26 @@ export interface Broker {
   readonly management: Management | undefined;
   /** The `warren ready ...` line. */
   readonly readyLine: string;
+  /**
+   * Reads the TLS certificate files again: new connections get the new certificates, open ones
+   * keep theirs; a listener whose new files are unusable keeps its old ones (logged, returned).
+   */
+  reloadTls(): { reloaded: string[]; failed: Record<string, string> };
   /** Closes listeners and connections (with each protocol's shutdown message) and flushes. */
   stop(): Promise<void>;
 }
 
 type AdapterFactory = (ctx: AdapterContext) => ProtocolAdapter;
 
-/** Listener name, its option, and the adapter that serves it. */
-const LISTENERS: ReadonlyArray<[keyof Ports, keyof BrokerOptions, AdapterFactory]> = [
-  ['amqp', 'amqpPort', (ctx) => new AmqpAdapter(ctx)],
-  ['mqtt', 'mqttPort', (ctx) => new MqttAdapter(ctx, ctx.store?.retained(new MemoryRetainedStore(), (r) => r as RetainedMessage))],
-  ['stomp', 'stompPort', (ctx) => new StompAdapter(ctx)],
+/** Listener name, its option, the TLS listener's name and option, and the adapter that serves both. */
+const LISTENERS: ReadonlyArray<[keyof Ports, keyof BrokerOptions, TlsListenerName, keyof BrokerOptions, AdapterFactory]> = [
+  ['amqp', 'amqpPort', 'amqps', 'amqpsPort', (ctx) => new AmqpAdapter(ctx)],
+  ['mqtt', 'mqttPort', 'mqtts', 'mqttsPort', (ctx) => new MqttAdapter(ctx, ctx.store?.retained(new MemoryRetainedStore(), (r) => r as RetainedMessage))],
+  ['stomp', 'stompPort', 'stomps', 'stompsPort', (ctx) => new StompAdapter(ctx)],
 ];
+
+/** The order of the ready line. */
+const READY_ORDER = ['amqp', 'amqps', 'mqtt', 'mqtts', 'stomp', 'stomps', 'http', 'https'] as const;
 
 /**
  * Starts a broker: core, listeners, HTTP port. Resolves once every enabled listener is bound.
@@ -70,7 +98,7 @@ export async function startBroker(
   const tempDir = rest.dataDir === undefined ? await mkdtemp(join(tmpdir(), 'warren-')) : undefined;
   const options = withDefaults(tempDir === undefined ? rest : { ...rest, dataDir: tempDir });
   prepareDataDir(options.dataDir);
-  const log = logger ?? createLogger(options.logLevel);
+  const log = logger ?? createLogger(options.logLevel, { format: options.logFormat, file: options.logFile });
   const core = new Core({
     memoryHighWatermark: options.memoryHighWatermark,
     defaultVhost: options.defaultVhost,
@@ -78,6 +106,20 @@ export async function startBroker(
     frameMax: options.frameMax,
     log,
   });
+  if (options.oauthKey !== undefined || options.oauthJwks !== undefined) {
+    try {
+      core.tokens = new TokenVerifier({
+        resourceServerId: options.oauthResourceServerId,
+        keyFile: options.oauthKey,
+        jwksFile: options.oauthJwks,
+        usernameClaim: options.oauthUsernameClaim,
+        verifyAud: options.oauthVerifyAud,
+      });
+    } catch (e) {
+      if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
+      throw new ConfigError(options.oauthKey !== undefined ? 'oauth-key' : 'oauth-jwks', e instanceof Error ? e.message : String(e));
+    }
+  }
   // Definitions and messages come back before any listener accepts a connection.
   const { store } = openStore(
     core,
@@ -91,37 +133,71 @@ export async function startBroker(
   const ports: Ports = {};
   const servers: Server[] = [];
   const adapters = new Map<string, ProtocolAdapter>();
-  let http: HttpServer | undefined;
+  const tlsEndpoints: TlsEndpoint[] = [];
+  const httpServers: HttpServer[] = [];
   let management: Management | undefined;
+  const failures: Array<ConstructorParameters<typeof ListenError>[0][number]> = [];
+  // Every listener is tried, so one start reports every port that is taken, not only the first.
+  const bindOne = async (listener: string, key: keyof BrokerOptions, port: number, bind: () => Promise<number>): Promise<void> => {
+    try {
+      ports[listener as keyof Ports] = await bind();
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (err.code !== 'EADDRINUSE' && err.code !== 'EACCES' && err.code !== 'EADDRNOTAVAIL') throw e;
+      failures.push({ listener, port, option: flagName(key), env: envName(key), code: err.code, reason: err.message });
+    }
+  };
   try {
-    for (const [name, key, factory] of LISTENERS) {
-      const port = options[key];
+    for (const [name, key, tlsName, tlsKey, factory] of LISTENERS) {
       const adapter = factory(ctx);
       adapters.set(name, adapter);
-      if (typeof port !== 'number') continue;
-      const bound = await listenTcp(adapter, port, options.bind, log);
-      servers.push(bound.server);
-      ports[name] = bound.port;
+      const port = options[key];
+      if (typeof port === 'number') {
+        await bindOne(name, key, port, async () => {
+          const bound = await listenTcp(adapter, port, options.bind, log);
+          servers.push(bound.server);
+          return bound.port;
+        });
+      }
+      const tlsPort = options[tlsKey];
+      const settings = tlsSettingsFor(options, tlsName);
+      if (typeof tlsPort === 'number' && settings !== undefined) {
+        await bindOne(tlsName, tlsKey, tlsPort, async () => {
+          const bound = await listenTls(adapter, tlsName, settings, tlsPort, options.bind, log);
+          servers.push(bound.endpoint.server);
+          tlsEndpoints.push(bound.endpoint);
+          return bound.port;
+        });
+      }
     }
-    if (typeof options.httpPort === 'number') {
-      http = new HttpServer(log, Math.max(options.maxMessageSize, options.frameMax) + 65536);
+    const httpsSettings = tlsSettingsFor(options, 'https');
+    const webPorts: Array<['http' | 'https', keyof BrokerOptions, typeof httpsSettings]> = [
+      ['http', 'httpPort', undefined],
+      ['https', 'httpsPort', httpsSettings],
+    ];
+    for (const [name, key, tls] of webPorts) {
+      const port = options[key];
+      if (typeof port !== 'number' || (name === 'https' && tls === undefined)) continue;
+      const http = new HttpServer(log, Math.max(options.maxMessageSize, options.frameMax) + 65536, tls);
       for (const a of adapters.values()) http.attach(a);
-      management = new Management({ core, log, options, ports }, { metricsAuth: options.metricsAuth, ...managementOptions });
+      management ??= new Management({ core, log, options, ports, reloadTls: () => reloadTls(tlsEndpoints, log) }, { metricsAuth: options.metricsAuth, ...managementOptions });
       http.setHandler(management.handler);
-      ports.http = await http.listen(options.httpPort, options.bind);
-      management.start();
+      httpServers.push(http);
+      await bindOne(name, key, port, () => http.listen(port, options.bind));
+      if (http.tlsEndpoint) tlsEndpoints.push(http.tlsEndpoint);
     }
+    if (failures.length > 0) throw new ListenError(failures);
+    management?.start();
   } catch (e) {
     for (const s of servers) await closeServer(s);
-    await http?.close();
+    for (const h of httpServers) await h.close();
     management?.stop();
     core.alarms.stop();
     await store.close();
     if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
     throw e;
   }
-  const readyLine = `warren ready ${(['amqp', 'mqtt', 'stomp', 'http'] as const)
-    .filter((n) => ports[n] !== undefined)
+  const readyLine = `warren ready ${READY_ORDER.filter((n) => ports[n] !== undefined)
     .map((n) => `${n}=${ports[n]}`)
     .join(' ')}`;
   log.info({ ports, dataDir: options.dataDir }, 'broker started');
@@ -132,7 +208,7 @@ export async function startBroker(
       log.info('broker stopping');
       const closing = servers.map(closeServer);
       await Promise.all([...adapters.values()].map((a) => a.shutdown('shutdown')));
-      await http?.close();
+      for (const h of httpServers) await h.close();
       management?.stop();
       await Promise.all(closing);
       core.alarms.stop();
@@ -141,5 +217,5 @@ export async function startBroker(
       log.info('broker stopped');
     })());
 
-  return { core, ports, options, log, adapters, store, management, readyLine, stop };
+  return { core, ports, options, log, adapters, store, management, readyLine, reloadTls: () => reloadTls(tlsEndpoints, log), stop };
 }

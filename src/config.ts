@@ -11,6 +11,52 @@ export interface BrokerOptions {
   stompPort: Port;
   /** Management API, UI and WebSocket endpoints. */
   httpPort: Port;
+  /** TLS listeners: open only when `tlsCert` is set (AMQP, MQTT, STOMP, and HTTPS with wss://). */
+  amqpsPort: Port;
+  mqttsPort: Port;
+  stompsPort: Port;
+  httpsPort: Port;
+  /** PEM certificate chain (server certificate first) of the TLS listeners. */
+  tlsCert: string | undefined;
+  /** PEM private key of `tlsCert`. */
+  tlsKey: string | undefined;
+  tlsKeyPassphrase: string | undefined;
+  /** PEM CA certificates that client certificates are verified against. */
+  tlsCa: string | undefined;
+  /** Ask clients for a certificate and verify any they send. */
+  tlsVerifyPeer: boolean;
+  /** With `tlsVerifyPeer`: refuse clients that send no certificate. */
+  tlsFailIfNoPeerCert: boolean;
+  /** Lowest TLS version accepted: '1.2' or '1.3'. */
+  tlsMinVersion: string;
+  /** OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults). */
+  tlsCiphers: string | undefined;
+  /** Milliseconds a TLS handshake may take before the socket is closed. */
+  tlsHandshakeTimeout: number;
+  /**
+   * Per-listener overrides of the TLS options, JSON: `{"mqtts":{"verifyPeer":true,"ca":"..."}}`
+   * (keys `amqps`, `mqtts`, `stomps`, `https`; fields cert, key, keyPassphrase, ca, verifyPeer,
+   * failIfNoPeerCert, minVersion, ciphers).
+   */
+  tlsListeners: string | undefined;
+  /** MQTT and STOMP take the user name from a verified client certificate (AMQP: mechanism EXTERNAL). */
+  tlsCertLogin: boolean;
+  /** Which certificate field names the user: common_name, subject_alternative_name or distinguished_name. */
+  tlsCertLoginFrom: string;
+  /** OAuth 2.0 resource server id: the audience tokens must carry and the prefix of their scopes. */
+  oauthResourceServerId: string;
+  /** PEM public key (or several, concatenated) that access tokens are verified against. */
+  oauthKey: string | undefined;
+  /** A JWKS file (JSON Web Key Set) that access tokens are verified against. */
+  oauthJwks: string | undefined;
+  /** Token claim that names the user. */
+  oauthUsernameClaim: string;
+  /** Require the token's `aud` to contain the resource server id. */
+  oauthVerifyAud: boolean;
+  /** Log output: 'pretty' (for people) or 'json'; default pretty on a terminal, else JSON. */
+  logFormat: string | undefined;
+  /** Write the log to this file (appended; reopened on SIGHUP) instead of stderr. */
+  logFile: string | undefined;
   dataDir: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Fraction of RAM (<= 1) or bytes above which publishers are blocked. */
@@ -41,6 +87,29 @@ export const DEFAULTS: BrokerOptions = {
   mqttPort: 1883,
   stompPort: 61613,
   httpPort: 15672,
+  amqpsPort: 5671,
+  mqttsPort: 8883,
+  stompsPort: 61614,
+  httpsPort: 15671,
+  tlsCert: undefined,
+  tlsKey: undefined,
+  tlsKeyPassphrase: undefined,
+  tlsCa: undefined,
+  tlsVerifyPeer: false,
+  tlsFailIfNoPeerCert: false,
+  tlsMinVersion: '1.2',
+  tlsCiphers: undefined,
+  tlsHandshakeTimeout: 10000,
+  tlsListeners: undefined,
+  tlsCertLogin: false,
+  tlsCertLoginFrom: 'common_name',
+  oauthResourceServerId: 'rabbitmq',
+  oauthKey: undefined,
+  oauthJwks: undefined,
+  oauthUsernameClaim: 'sub',
+  oauthVerifyAud: true,
+  logFormat: undefined,
+  logFile: undefined,
   dataDir: './data',
   logLevel: 'info',
   memoryHighWatermark: 0.4,
@@ -67,7 +136,7 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = 'port' | 'int' | 'number' | 'string' | 'bool' | 'level';
+type Kind = 'port' | 'int' | 'number' | 'string' | 'bool' | 'level' | readonly string[];
 
 const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   bind: 'string',
@@ -75,6 +144,29 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   mqttPort: 'port',
   stompPort: 'port',
   httpPort: 'port',
+  amqpsPort: 'port',
+  mqttsPort: 'port',
+  stompsPort: 'port',
+  httpsPort: 'port',
+  tlsCert: 'string',
+  tlsKey: 'string',
+  tlsKeyPassphrase: 'string',
+  tlsCa: 'string',
+  tlsVerifyPeer: 'bool',
+  tlsFailIfNoPeerCert: 'bool',
+  tlsMinVersion: ['1.2', '1.3'],
+  tlsCiphers: 'string',
+  tlsHandshakeTimeout: 'int',
+  tlsListeners: 'string',
+  tlsCertLogin: 'bool',
+  tlsCertLoginFrom: ['common_name', 'subject_alternative_name', 'distinguished_name'],
+  oauthResourceServerId: 'string',
+  oauthKey: 'string',
+  oauthJwks: 'string',
+  oauthUsernameClaim: 'string',
+  oauthVerifyAud: 'bool',
+  logFormat: ['pretty', 'json'],
+  logFile: 'string',
   dataDir: 'string',
   logLevel: 'level',
   memoryHighWatermark: 'number',
@@ -104,6 +196,10 @@ function parseValue(key: keyof BrokerOptions, raw: unknown): unknown {
   const kind = SCHEMA[key];
   const opt = flagName(key);
   const text = typeof raw === 'string' ? raw.trim() : raw;
+  if (Array.isArray(kind)) {
+    if (typeof text !== 'string' || !kind.includes(text)) throw new ConfigError(opt, `expected one of ${kind.join(', ')}, got '${String(raw)}'`);
+    return text;
+  }
   switch (kind) {
     case 'port': {
       if (text === 'off' || text === false) return null;
@@ -169,7 +265,8 @@ export function resolveOptions(
     for (const [k, v] of Object.entries(parsed)) {
       const key = k.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
       if (!isKey(key)) throw new ConfigError('config', `unknown option '${k}' in '${file}'`);
-      out[key] = parseValue(key, v);
+      // In a config file the per-listener TLS overrides may be written as an object.
+      out[key] = parseValue(key, key === 'tlsListeners' && typeof v === 'object' && v !== null ? JSON.stringify(v) : v);
     }
   }
   for (const key of Object.keys(SCHEMA) as (keyof BrokerOptions)[]) {
@@ -185,7 +282,7 @@ export function resolveOptions(
 }
 
 /** The listener ports: the options the embedding rule below is about. */
-export const LISTENER_OPTIONS = ['amqpPort', 'mqttPort', 'stompPort', 'httpPort'] as const;
+export const LISTENER_OPTIONS = ['amqpPort', 'mqttPort', 'stompPort', 'httpPort', 'amqpsPort', 'mqttsPort', 'stompsPort', 'httpsPort'] as const;
 
 /**
  * Options for the embeddable API: any subset, validated the same way. One rule for what the caller

@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { requireDataDir } from './data-dir.js';
 import type { Broker } from './broker.js';
-import { createLogger } from './logger.js';
+import { createLogger, reopenLog } from './logger.js';
 import { hoistConnectionOptions, registerAdminCommands } from './management/cli.js';
 import { VERSION } from './management/package-info.js';
 import { StoreError } from './store/errors.js';
@@ -14,6 +14,29 @@ const DESCRIPTIONS: Record<string, string> = {
   mqttPort: "MQTT port (0 = ephemeral, 'off' = disabled)",
   stompPort: "STOMP port (0 = ephemeral, 'off' = disabled)",
   httpPort: "HTTP port: management API, UI and WebSockets ('off' = disabled)",
+  amqpsPort: 'AMQP over TLS port (open when --tls-cert is set)',
+  mqttsPort: 'MQTT over TLS port (open when --tls-cert is set)',
+  stompsPort: 'STOMP over TLS port (open when --tls-cert is set)',
+  httpsPort: 'HTTPS port: management, UI, /metrics and wss:// (open when --tls-cert is set)',
+  tlsCert: 'PEM certificate chain of the TLS listeners (server certificate first)',
+  tlsKey: 'PEM private key of --tls-cert (default: the --tls-cert file)',
+  tlsKeyPassphrase: 'passphrase of an encrypted --tls-key',
+  tlsCa: 'PEM CA certificates that client certificates must chain to',
+  tlsVerifyPeer: 'ask clients for a certificate and verify it (true/false)',
+  tlsFailIfNoPeerCert: 'with --tls-verify-peer, refuse clients without a certificate (true/false)',
+  tlsMinVersion: "lowest TLS version accepted: '1.2' or '1.3'",
+  tlsCiphers: 'OpenSSL cipher list for TLS 1.2',
+  tlsHandshakeTimeout: 'milliseconds a TLS handshake may take',
+  tlsListeners: 'per-listener TLS overrides, JSON: {"mqtts":{"verifyPeer":true}}',
+  tlsCertLogin: 'MQTT and STOMP clients log in as their verified certificate names (true/false)',
+  tlsCertLoginFrom: 'certificate field naming the user: common_name, subject_alternative_name or distinguished_name',
+  oauthResourceServerId: 'OAuth 2.0 resource server id: required audience and scope prefix of access tokens',
+  oauthKey: 'PEM public key(s) that access tokens (JWT) are verified against',
+  oauthJwks: 'JWKS file that access tokens (JWT) are verified against',
+  oauthUsernameClaim: 'access token claim that names the user',
+  oauthVerifyAud: "require the resource server id in a token's aud (true/false)",
+  logFormat: "log format: 'pretty' or 'json' (default: pretty on a terminal)",
+  logFile: 'append the log to this file (reopened on SIGHUP) instead of stderr',
   dataDir: 'data directory (created if missing; its parent must exist)',
   logLevel: 'fatal, error, warn, info, debug, trace or silent',
   memoryHighWatermark: 'block publishers above this fraction of RAM (<= 1) or bytes',
@@ -33,6 +56,7 @@ const DESCRIPTIONS: Record<string, string> = {
 export async function main(argv: string[]): Promise<number | undefined> {
   const program = new Command('warren')
     .description('Warren: an AMQP 0-9-1, MQTT and STOMP message broker')
+    .version(VERSION, '-V, --version', 'print the version')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
@@ -71,6 +95,17 @@ export async function main(argv: string[]): Promise<number | undefined> {
     };
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
+    // SIGHUP: new TLS certificates for new connections, and the log file opened again (rotation).
+    process.on('SIGHUP', () => {
+      if (!broker || stopping) return;
+      broker.log.info({ signal: 'SIGHUP' }, 'signal received: reloading certificates and reopening the log');
+      try {
+        if (reopenLog(broker.log)) broker.log.info({ file: broker.options.logFile }, 'log file reopened');
+      } catch (err) {
+        broker.log.error({ err }, 'cannot reopen the log file');
+      }
+      broker.reloadTls();
+    });
     // Loaded only for `start`: the admin subcommands stay quick to launch.
     const { startBroker } = await import('./broker.js');
     const started = await startBroker(opts);
@@ -155,6 +190,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       return 1;
     }
     const err = e as NodeJS.ErrnoException;
+    if (err instanceof Error && err.name === 'ListenError') {
+      for (const line of err.message.split('\n')) process.stderr.write(`warren: cannot listen: ${line}\n`);
+      return 1;
+    }
     if (err && (err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL')) {
       process.stderr.write(`warren: cannot listen: ${err.message}\n`);
       return 1;

@@ -6,10 +6,12 @@ import {
   type Closable,
   type CoreConnection,
   type FieldTable,
+  type User,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
 import type { Peer, TransportControl } from '../../src/transport/adapter.js';
 import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
+import { certificateUser } from '../../src/transport/tls.js';
 import { Outbound } from '../../src/transport/outbound.js';
 import { AmqpChannel, type HeldFrame } from './channel.js';
 import { FRAME_MIN_SIZE, FrameType, PROTOCOL_HEADER } from './codec/constants.js';
@@ -21,7 +23,7 @@ const VERSION = '0.1.0';
 /** After sending connection.close, how long to wait for close-ok before dropping the socket. */
 const CLOSE_TIMEOUT_MS = 1000;
 
-type State = 'header' | 'start' | 'tune' | 'open' | 'running' | 'closing' | 'closed';
+type State = 'header' | 'start' | 'authenticating' | 'tune' | 'open' | 'running' | 'closing' | 'closed';
 
 export interface ClientCapabilities {
   consumerCancelNotify: boolean;
@@ -54,6 +56,8 @@ export class AmqpConnection implements Closable, GuardedConnection {
   private readonly closingChannels = new Set<number>();
   private core: CoreConnection | undefined;
   private user = '';
+  /** When the access token the client logged in with ends (epoch ms). */
+  private tokenExpiresAt: number | undefined;
   private vhost = '';
   private clientProperties: FieldTable = {};
   capabilities: ClientCapabilities = { consumerCancelNotify: false, connectionBlocked: false, authenticationFailureClose: false };
@@ -238,7 +242,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
           direct_reply_to: false,
         },
       },
-      mechanisms: 'PLAIN AMQPLAIN',
+      mechanisms: this.mechanisms,
       locales: 'en_US',
     });
   }
@@ -269,7 +273,8 @@ export class AmqpConnection implements Closable, GuardedConnection {
           this.stream.destroy();
           return;
         case 'connection.update-secret':
-          this.send(0, { kind: 'connection.update-secret-ok' });
+          if (this.state !== 'running') break;
+          this.updateSecret(m.newSecret, m.reason);
           return;
         case 'connection.blocked':
         case 'connection.unblocked':
@@ -281,6 +286,11 @@ export class AmqpConnection implements Closable, GuardedConnection {
     } catch (e) {
       this.fail(e, 0, m);
     }
+  }
+
+  /** The mechanisms offered: EXTERNAL only to a client that presented a verified certificate. */
+  private get mechanisms(): string {
+    return this.peer.tls?.authorized === true && this.peer.tls.certificate !== undefined ? 'PLAIN AMQPLAIN EXTERNAL' : 'PLAIN AMQPLAIN';
   }
 
   private authenticate(mechanism: string, response: Buffer): void {
@@ -296,23 +306,51 @@ export class AmqpConnection implements Closable, GuardedConnection {
       const t = decodeFieldTable(Buffer.concat([len, response]));
       user = typeof t['LOGIN'] === 'string' ? t['LOGIN'] : '';
       pass = typeof t['PASSWORD'] === 'string' ? t['PASSWORD'] : '';
-    } else {
+    } else if (mechanism !== 'EXTERNAL') {
       throw BrokerError.commandInvalid(`unknown authentication mechanism '${mechanism}'`);
     }
+    let result: User | Promise<User>;
     try {
-      this.ctx.core.authenticate(user, pass, this.peer.address);
+      if (mechanism === 'EXTERNAL') {
+        // RabbitMQ's rabbitmq_auth_mechanism_ssl: the user is named by the verified client certificate.
+        user = certificateUser(this.peer.tls, this.ctx.options.tlsCertLoginFrom) ?? '';
+        if (user === '') throw BrokerError.accessRefused('EXTERNAL login needs a verified client certificate');
+        result = this.ctx.core.auth.authenticateCertificate(user, this.peer.address);
+      } else result = this.ctx.core.login(user, pass, this.peer.address);
     } catch (e) {
-      this.log.warn({ user, mechanism }, `authentication failed: ${e instanceof Error ? e.message : String(e)}`);
-      this.closeReason = 'authentication failed';
-      if (this.capabilities.authenticationFailureClose) {
-        const text = `ACCESS_REFUSED - Login was refused using authentication mechanism ${mechanism}. For details see the broker logfile.`;
-        this.send(0, { kind: 'connection.close', replyCode: ReplyCode.ACCESS_REFUSED, replyText: text, classId: 10, methodId: 11 });
-        this.state = 'closing';
-        this.armCloseTimer();
-      } else this.terminate();
+      this.loginFailed(user, mechanism, e);
       return;
     }
-    this.user = user;
+    if (result instanceof Promise) {
+      // An access token: nothing else may happen on this connection until it is verified.
+      this.state = 'authenticating';
+      result.then(
+        (u) => {
+          if (this.state === 'authenticating') this.loggedIn(u);
+        },
+        (e: unknown) => {
+          if (this.state === 'authenticating') this.loginFailed(user, mechanism, e);
+        },
+      ).catch(this.guard.catcher);
+      return;
+    }
+    this.loggedIn(result);
+  }
+
+  private loginFailed(user: string, mechanism: string, e: unknown): void {
+    this.log.warn({ user, mechanism }, `authentication failed: ${e instanceof Error ? e.message : String(e)}`);
+    this.closeReason = 'authentication failed';
+    if (this.capabilities.authenticationFailureClose) {
+      const text = `ACCESS_REFUSED - Login was refused using authentication mechanism ${mechanism}. For details see the broker logfile.`;
+      this.send(0, { kind: 'connection.close', replyCode: ReplyCode.ACCESS_REFUSED, replyText: text, classId: 10, methodId: 11 });
+      this.state = 'closing';
+      this.armCloseTimer();
+    } else this.terminate();
+  }
+
+  private loggedIn(u: User): void {
+    this.user = u.name;
+    this.tokenExpiresAt = u.tokenExpiresAt;
     this.state = 'tune';
     this.send(0, {
       kind: 'connection.tune',
@@ -320,6 +358,19 @@ export class AmqpConnection implements Closable, GuardedConnection {
       frameMax: this.ctx.options.frameMax,
       heartbeat: this.ctx.options.heartbeat,
     });
+  }
+
+  /** connection.update-secret (RabbitMQ): a renewed access token moves the connection's end. */
+  private updateSecret(secret: Buffer, reason: string): void {
+    const core = this.core;
+    if (core === undefined) throw BrokerError.commandInvalid('connection.update-secret before connection.open');
+    this.ctx.core.renewToken(core, secret.toString('utf8')).then(
+      () => {
+        this.log.info({ user: this.user, reason }, 'access token renewed');
+        this.send(0, { kind: 'connection.update-secret-ok' });
+      },
+      (e: unknown) => this.fail(BrokerError.notAllowed(`Secret update failed: ${e instanceof BrokerError ? e.text : String(e)}`), 0, undefined),
+    ).catch(this.guard.catcher);
   }
 
   private tune(channelMax: number, frameMax: number, heartbeat: number): void {
@@ -354,6 +405,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
       this,
     );
     this.state = 'running';
+    this.core.expireAt(this.tokenExpiresAt);
     this.out.traffic = this.core.traffic;
     if (this.closeTimer) clearTimeout(this.closeTimer);
     this.closeTimer = undefined;

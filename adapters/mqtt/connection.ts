@@ -23,10 +23,12 @@ import {
   type Message,
   type MessageProperties,
   type PublishResult,
+  type User,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
 import type { Peer, TransportControl } from '../../src/transport/adapter.js';
 import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
+import { certificateUser } from '../../src/transport/tls.js';
 import { HARD_LIMIT, HIGH_WATERMARK } from '../../src/transport/outbound.js';
 import {
   PINGRESP,
@@ -66,7 +68,7 @@ import type { RetainedMessage } from './retained.js';
 import { OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
 import { checkTopicName, matchWords, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
 
-type State = 'connect' | 'running' | 'closed';
+type State = 'connect' | 'authenticating' | 'running' | 'closed';
 
 /** A will message, kept from CONNECT until the connection ends. */
 export interface Will {
@@ -299,10 +301,16 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     if (this.state === 'running') this.lastRecv = this.adapter.now();
     if (this.core !== undefined) this.core.traffic.recvOct += chunk.length;
     this.reader.push(chunk);
+    this.drainReader();
+  }
+
+  /** Handles the packets the reader holds; stops while an access token is being verified. */
+  private drainReader(): void {
+    if (this.state === 'authenticating') return;
     try {
       for (let raw = this.reader.next(); raw !== null; raw = this.reader.next()) {
         this.handlePacket(raw);
-        if ((this.state as State) === 'closed') return;
+        if ((this.state as State) === 'closed' || (this.state as State) === 'authenticating') return;
       }
     } catch (e) {
       this.reader.clear();
@@ -406,19 +414,67 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       vhost = username.slice(0, colon);
       username = username.slice(colon + 1);
     }
+    const core = this.adapter.ctx.core;
+    // Certificate login (RabbitMQ's ssl_cert_login): a client with a verified certificate that
+    // sends no password is the user its certificate names.
+    const certUser =
+      this.adapter.ctx.options.tlsCertLogin && p.password === undefined ? certificateUser(this.peer.tls, this.adapter.ctx.options.tlsCertLoginFrom) : undefined;
+    if (certUser !== undefined) username = certUser;
     this.user = username;
     this.vhost = vhost;
-    const core = this.adapter.ctx.core;
+    let result: User | Promise<User>;
     try {
-      core.authenticate(username, password, this.peer.address);
+      result = certUser !== undefined ? core.auth.authenticateCertificate(certUser, this.peer.address) : core.login(username, password, this.peer.address);
     } catch (e) {
-      const loopback = errorText(e).includes('localhost');
-      this.refuse(
-        loopback ? (v5 ? Reason.NOT_AUTHORIZED : ConnackCode.NOT_AUTHORIZED) : v5 ? Reason.BAD_USERNAME_OR_PASSWORD : ConnackCode.BAD_USERNAME_OR_PASSWORD,
-        `authentication failed for user '${printable(username)}': ${errorText(e)}`,
-      );
+      this.loginRefused(username, e);
       return;
     }
+    if (result instanceof Promise) {
+      // An access token: later packets wait in the reader (and the socket is paused) until it is verified.
+      this.state = 'authenticating';
+      this.stream.pause();
+      result.then(
+        (u) => {
+          if (this.state !== 'authenticating') return;
+          this.state = 'connect';
+          this.stream.resume();
+          try {
+            this.connectAs(u, vhost, p, will);
+          } catch (e) {
+            this.reader.clear();
+            this.protocolError(e);
+            return;
+          }
+          this.drainReader();
+        },
+        (e: unknown) => {
+          if (this.state !== 'authenticating') return;
+          this.state = 'connect';
+          this.loginRefused(username, e);
+        },
+      ).catch(this.guard.catcher);
+      return;
+    }
+    this.connectAs(result, vhost, p, will);
+  }
+
+  private loginRefused(username: string, e: unknown): void {
+    const v5 = this.level === 5;
+    const loopback = errorText(e).includes('localhost');
+    this.refuse(
+      loopback ? (v5 ? Reason.NOT_AUTHORIZED : ConnackCode.NOT_AUTHORIZED) : v5 ? Reason.BAD_USERNAME_OR_PASSWORD : ConnackCode.BAD_USERNAME_OR_PASSWORD,
+      `authentication failed for user '${printable(username)}': ${errorText(e)}`,
+    );
+  }
+
+  /** CONNECT after the login succeeded: client id, vhost, session, CONNACK. */
+  private connectAs(user: User, vhost: string, p: IConnectPacket, will: Will | undefined): void {
+    const core = this.adapter.ctx.core;
+    const level = this.level!;
+    const v5 = level === 5;
+    const props = v5 ? p.properties : undefined;
+    const username = user.name;
+    this.user = username;
 
     // Client identifier [MQTT-3.1.3-6..9].
     const clean = p.clean ?? true;
@@ -453,6 +509,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       this.refuse(v5 ? Reason.NOT_AUTHORIZED : ConnackCode.NOT_AUTHORIZED, `vhost access refused: ${errorText(e)}`);
       return;
     }
+    this.core.expireAt(user.tokenExpiresAt);
 
     // Session: take over an existing connection, resume or replace the session.
     let expiry: number;
@@ -1240,6 +1297,11 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   /** Closable: management closes the connection (v5: administrative action). */
   forceClose(_code: number, reason: string): void {
     this.closeWith(Reason.ADMINISTRATIVE_ACTION, reason);
+  }
+
+  /** The access token ended: v5 DISCONNECT 0xA0 (maximum connect time: it may stay no longer). */
+  credentialExpired(): void {
+    this.closeWith(Reason.MAXIMUM_CONNECT_TIME, 'credential expired');
   }
 
   /** Broker shutdown: v5 DISCONNECT 0x8B; no will is published. */

@@ -74,6 +74,7 @@ export const Reason = {
   PAYLOAD_FORMAT_INVALID: 0x99,
   SERVER_SHUTTING_DOWN: 0x8b,
   SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: 0x9e,
+  MAXIMUM_CONNECT_TIME: 0xa0,
 } as const;
 
 /** The 3.1.1 SUBACK failure return code. */

@@ -12,10 +12,12 @@ import {
   type CoreConnection,
   type Delivery,
   type Message,
+  type User,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
 import type { Peer, TransportControl } from '../../src/transport/adapter.js';
 import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
+import { certificateUser } from '../../src/transport/tls.js';
 import { Outbound } from '../../src/transport/outbound.js';
 import {
   CLIENT_COMMANDS,
@@ -55,7 +57,7 @@ const NUL_BYTE = Buffer.from([0]);
 const EMPTY = Buffer.alloc(0);
 const NOOP = (): void => undefined;
 
-type State = 'connecting' | 'connected' | 'disconnecting' | 'closed';
+type State = 'connecting' | 'authenticating' | 'connected' | 'disconnecting' | 'closed';
 
 /** A publish (or ack) buffered by BEGIN until COMMIT. */
 type TxOp =
@@ -203,6 +205,12 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     this.recvSinceTick = true;
     if (this.core !== undefined) this.core.traffic.recvOct += chunk.length;
     this.decoder.push(chunk);
+    this.drainDecoder();
+  }
+
+  /** Handles the frames the decoder holds; stops while an access token is being verified. */
+  private drainDecoder(): void {
+    if (this.state === 'authenticating') return;
     let f: StompFrame | null = null;
     try {
       for (f = this.decoder.next(); f !== null; f = this.decoder.next()) {
@@ -303,13 +311,56 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     const user = login ?? 'guest';
     const passcode = login === undefined ? 'guest' : (h('passcode') ?? '');
     const vhost = h('host') ?? this.ctx.core.defaultVhost;
+    // Certificate login (RabbitMQ's ssl_cert_login): a verified certificate and no passcode.
+    const certUser =
+      this.ctx.options.tlsCertLogin && h('passcode') === undefined ? certificateUser(this.peer.tls, this.ctx.options.tlsCertLoginFrom) : undefined;
+    let result: User | Promise<User>;
     try {
-      this.ctx.core.authenticate(user, passcode, this.peer.address);
+      result = certUser !== undefined ? this.ctx.core.auth.authenticateCertificate(certUser, this.peer.address) : this.ctx.core.login(user, passcode, this.peer.address);
     } catch (e) {
-      this.log.warn({ user }, `STOMP login failed: ${e instanceof Error ? e.message : String(e)}`);
-      this.closeReason = 'authentication failed';
-      throw new StompError('Bad CONNECT', `Access refused for user '${user}'`, ReplyCode.ACCESS_REFUSED);
+      this.loginRefused(certUser ?? user, e);
     }
+    if (result instanceof Promise) {
+      // An access token: later frames wait in the decoder (the socket paused) until it is verified.
+      this.state = 'authenticating';
+      this.stream.pause();
+      result.then(
+        (u) => {
+          if (this.state !== 'authenticating') return;
+          this.state = 'connecting';
+          this.stream.resume();
+          try {
+            this.connectAs(u, vhost, version, hb);
+          } catch (e) {
+            this.fail(e, f);
+            return;
+          }
+          this.drainDecoder();
+        },
+        (e: unknown) => {
+          if (this.state !== 'authenticating') return;
+          this.state = 'connecting';
+          this.fail(this.refusal(user, e), f);
+        },
+      ).catch(this.guard.catcher);
+      return;
+    }
+    this.connectAs(result, vhost, version, hb);
+  }
+
+  private refusal(user: string, e: unknown): StompError {
+    this.log.warn({ user }, `STOMP login failed: ${e instanceof Error ? e.message : String(e)}`);
+    this.closeReason = 'authentication failed';
+    return new StompError('Bad CONNECT', `Access refused for user '${user}'`, ReplyCode.ACCESS_REFUSED);
+  }
+
+  private loginRefused(user: string, e: unknown): never {
+    throw this.refusal(user, e);
+  }
+
+  /** CONNECT after the login succeeded: vhost, limits, CONNECTED. */
+  private connectAs(u: User, vhost: string, version: StompVersion, hb: RegExpExecArray): void {
+    const user = u.name;
     this.user = user;
     this.vhost = vhost;
     try {
@@ -325,6 +376,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
       }
       throw e;
     }
+    this.core.expireAt(u.tokenExpiresAt);
     this.channel = this.core.openChannel(1);
     this.version = version;
     this.escaping = escapingFor(version);

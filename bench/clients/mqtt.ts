@@ -123,8 +123,9 @@ class MqttConnection {
     onFatal: OnFatal | null,
   ): Promise<MqttConnection> {
     const u = new URL(url);
-    const { host, port } = hostPort(u, DEFAULT_PORT);
-    const socket = await openSocket(host, port);
+    const secure = u.protocol === 'mqtts:';
+    const { host, port } = hostPort(u, secure ? 8883 : DEFAULT_PORT);
+    const socket = await openSocket(host, port, undefined, secure);
     const c = new MqttConnection(socket, clientId);
     const username = u.username === '' ? null : decodeURIComponent(u.username);
     const password = u.password === '' ? null : decodeURIComponent(u.password);

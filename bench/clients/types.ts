@@ -11,9 +11,10 @@
 
 /**
  * The endpoints a broker can offer, one per protocol and transport: `stomp-ws` is STOMP over a
- * WebSocket (a `ws://` URL); its clients are the STOMP driver's.
+ * WebSocket (a `ws://` URL); its clients are the STOMP driver's. `amqps` and `mqtts` are the same
+ * protocols over TLS (`amqps://`, `mqtts://` URLs), served by the AMQP and MQTT drivers.
  */
-export type Protocol = 'amqp' | 'mqtt' | 'stomp' | 'stomp-ws';
+export type Protocol = 'amqp' | 'mqtt' | 'stomp' | 'stomp-ws' | 'amqps' | 'mqtts';
 
 interface PublisherBase {
   role: 'publisher';

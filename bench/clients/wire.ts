@@ -6,6 +6,7 @@
  */
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 
 const CHUNK = 64 * 1024;
 
@@ -96,14 +97,16 @@ export class ReadBuffer {
 }
 
 /** Open a TCP connection with Nagle off; rejects on error or after `timeoutMs`. */
-export function openSocket(host: string, port: number, timeoutMs = 10_000): Promise<Socket> {
+export function openSocket(host: string, port: number, timeoutMs = 10_000, secure = false): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host, port, noDelay: true });
+    // Over TLS the socket is ready once the handshake is done ('secureConnect'); the CA comes from
+    // NODE_EXTRA_CA_CERTS, as for any Node.js client.
+    const socket: Socket = secure ? tlsConnect({ host, port }).setNoDelay(true) : connect({ host, port, noDelay: true });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`connect ${host}:${port}: timed out after ${timeoutMs} ms`));
     }, timeoutMs);
-    socket.once('connect', () => {
+    socket.once(secure ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer);
       socket.removeListener('error', onError);
       resolve(socket);

@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { BrokerError } from './errors.js';
 import { escapePattern, PatternCache, PatternError, patternProblem, type Pattern } from './pattern.js';
+import { grantCoversVhost, grantPermits, type TokenGrant } from './token-auth.js';
 
 export interface Permission {
   configure: string;
@@ -39,6 +40,8 @@ export interface User {
   tags: string[];
   /** May connect only from loopback addresses; guest is, unless configured otherwise. */
   loopbackOnly: boolean;
+  /** A user logged in by access token: when the token ends (epoch ms; undefined = never). */
+  tokenExpiresAt?: number | undefined;
 }
 
 export type Access = 'configure' | 'write' | 'read';
@@ -143,6 +146,11 @@ export class Auth {
   private readonly patterns = new PatternCache(1024);
   /** Set to let guest connect from anywhere (RabbitMQ's `loopback_users = none`). */
   guestLoopbackOnly = true;
+  /**
+   * Users logged in by access token -> what their latest token allows. Their permissions come
+   * from the token's scopes, not from the permission table.
+   */
+  readonly tokenGrants = new Map<string, TokenGrant>();
 
   /** Called after every change to users or permissions (the core makes it durable). */
   onChange: (() => void) | undefined;
@@ -277,8 +285,34 @@ export class Auth {
     return user;
   }
 
+  /**
+   * Login with a verified client certificate (AMQP EXTERNAL, MQTT/STOMP certificate login): the
+   * user must exist, its password is not checked; the loopback rule still applies.
+   */
+  authenticateCertificate(username: string, address: string): User {
+    const user = this.users.get(username);
+    if (!user) throw BrokerError.accessRefused(`Login was refused using authentication mechanism EXTERNAL. For details see the broker logfile.`);
+    const loopbackOnly = user.loopbackOnly || (username === 'guest' && this.guestLoopbackOnly);
+    if (loopbackOnly && !isLoopback(address)) throw BrokerError.accessRefused(`user '${username}' can only connect via localhost`);
+    return user;
+  }
+
+  /** Records what a verified token allows its user; returns the user as the rest of the broker sees it. */
+  grantToken(grant: TokenGrant): User {
+    // Expired grants are dropped from time to time, so many short-lived token users do not pile up.
+    if (this.tokenGrants.size >= 1024) {
+      const now = Date.now();
+      for (const [name, g] of this.tokenGrants) if (g.expiresAt !== undefined && g.expiresAt < now) this.tokenGrants.delete(name);
+    }
+    this.tokenGrants.set(grant.user, grant);
+    this.changed();
+    return { name: grant.user, passwordHash: '', hashingAlgorithm: 'rabbit_password_hashing_sha256', tags: grant.tags, loopbackOnly: false, tokenExpiresAt: grant.expiresAt };
+  }
+
   /** Whether the user has any permissions in the vhost (required to open it). */
   canAccessVhost(user: string, vhost: string): boolean {
+    const grant = this.tokenGrants.get(user);
+    if (grant !== undefined) return grantCoversVhost(grant, vhost);
     return this.permissions.get(vhost)?.has(user) ?? false;
   }
 
@@ -294,6 +328,8 @@ export class Auth {
 
   /** True when the user's `access` regex for the vhost matches the resource name. */
   permitted(user: string, vhost: string, access: Access, resource: string): boolean {
+    const grant = this.tokenGrants.get(user);
+    if (grant !== undefined) return grantPermits(grant, vhost, access, resource === '' ? 'amq.default' : resource);
     const p = this.permissions.get(vhost)?.get(user);
     if (!p) return false;
     const source = p[access];

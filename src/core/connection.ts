@@ -8,6 +8,11 @@ import type { VHost } from './vhost.js';
 export interface Closable {
   /** Close with the protocol's own shutdown message; `code` is an AMQP reply code. */
   forceClose(code: number, reason: string): void;
+  /**
+   * The access token the client logged in with has expired: close with the protocol's message for
+   * it. Without this, `forceClose(320, 'credential expired')` (RabbitMQ's connection_forced).
+   */
+  credentialExpired?(): void;
 }
 
 const NO_CHANNELS: ReadonlySet<CoreChannel> = new Set();
@@ -23,6 +28,7 @@ export class CoreConnection {
   /** Bytes in/out, maintained by the adapter for management and metrics. */
   readonly traffic = new ConnectionTraffic();
   private closed = false;
+  private expiry: NodeJS.Timeout | undefined;
 
   constructor(
     readonly core: Core,
@@ -56,9 +62,29 @@ export class CoreConnection {
   }
 
   /** Closes every channel (requeueing unacked messages) and deletes this connection's exclusive queues. */
+  /**
+   * The connection ends when its access token does (epoch ms); a later call (a renewed token)
+   * moves the end, undefined removes it.
+   */
+  expireAt(at: number | undefined): void {
+    if (this.expiry !== undefined) clearTimeout(this.expiry);
+    this.expiry = undefined;
+    if (at === undefined || this.closed) return;
+    // setTimeout's limit is about 24.8 days; a longer token is checked again then.
+    const delay = Math.min(Math.max(0, at - Date.now()), 0x7fffffff);
+    this.expiry = setTimeout(() => {
+      if (Date.now() < at) return this.expireAt(at);
+      this.expiry = undefined;
+      if (this.handle.credentialExpired) this.handle.credentialExpired();
+      else this.handle.forceClose(320, 'credential expired');
+    }, delay);
+    this.expiry.unref();
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.expiry !== undefined) clearTimeout(this.expiry);
     for (const ch of [...this.channels]) ch.close();
     this.vhost.dropExclusive(this.id);
     this.core.connectionClosed(this);

@@ -6,6 +6,7 @@ import { BrokerError } from './errors.js';
 import { NO_PERSISTENCE, type Persistence } from './persistence.js';
 import { Policies } from './policies.js';
 import { CoreTotals } from './stats.js';
+import { TokenVerifier } from './token-auth.js';
 import type { ConnectionInfo } from './types.js';
 import { VHost, type VHostContext } from './vhost.js';
 
@@ -84,6 +85,34 @@ export class Core implements VHostContext {
 
   authenticate(username: string, password: string, address: string): User {
     return this.auth.authenticate(username, password, address);
+  }
+
+  /** Verifies JWT access tokens; undefined when no key or JWKS is configured. */
+  tokens: TokenVerifier | undefined;
+
+  /**
+   * Password or token login. A secret shaped like a JWT, with token verification configured, is
+   * verified as an access token (its user and permissions come from the token; the user name the
+   * client sent is ignored, as RabbitMQ's oauth2 backend does): the answer is then a promise.
+   * Anything else is a password, checked at once.
+   */
+  login(username: string, secret: string, address: string): User | Promise<User> {
+    if (this.tokens !== undefined && TokenVerifier.looksLikeToken(secret)) {
+      return this.tokens.verify(secret).then((grant) => this.auth.grantToken(grant));
+    }
+    return this.auth.authenticate(username, secret, address);
+  }
+
+  /**
+   * A new token for a connection's user (AMQP connection.update-secret): it must name the same
+   * user; its scopes replace the old ones and the connection now ends when it does.
+   */
+  async renewToken(conn: CoreConnection, token: string): Promise<void> {
+    if (this.tokens === undefined) throw BrokerError.notAllowed('no access token verification configured');
+    const grant = await this.tokens.verify(token);
+    if (grant.user !== conn.user) throw BrokerError.notAllowed(`new token is for user '${grant.user}', not '${conn.user}'`);
+    this.auth.grantToken(grant);
+    conn.expireAt(grant.expiresAt);
   }
 
   /**

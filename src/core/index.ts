@@ -20,6 +20,8 @@ export { BrokerError, ReplyCode, replyName } from './errors.js';
 export { Deque } from './deque.js';
 export { scalarText } from './field-key.js';
 export { Alarms } from './alarms.js';
+/** JWT access tokens (OAuth 2.0 resource server, RabbitMQ's scope format). */
+export { TokenVerifier, type TokenGrant, type TokenOptions } from './token-auth.js';
 export {
   Auth,
   hashPassword,

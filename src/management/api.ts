@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import {
   BrokerError,
   CoreConnection,
+  TokenVerifier,
   type CoreChannel,
   type Core,
   type User,
@@ -21,6 +22,10 @@ export interface ListenerPorts {
   mqtt?: number;
   stomp?: number;
   http?: number;
+  amqps?: number;
+  mqtts?: number;
+  stomps?: number;
+  https?: number;
 }
 
 export interface ApiContext {
@@ -30,6 +35,7 @@ export interface ApiContext {
   readonly ports: ListenerPorts;
   readonly sampler: Sampler;
   readonly startedAt: number;
+  readonly reloadTls?: () => { reloaded: string[]; failed: Record<string, string> };
 }
 
 const MGMT_TAGS = new Set(['management', 'policymaker', 'monitoring', 'administrator']);
@@ -76,7 +82,7 @@ export class ManagementApi implements FormatContext {
   async handle(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> {
     try {
       const { handler, params } = this.router.match(req.method ?? 'GET', path);
-      const user = this.authenticate(req);
+      const user = await this.authenticateRequest(req);
       let bodyP: Promise<Record<string, unknown>> | undefined;
       const r: ApiRequest = {
         method: (req.method ?? 'GET') as Method,
@@ -87,6 +93,10 @@ export class ManagementApi implements FormatContext {
         body: () => (bodyP ??= readJson(req)),
       };
       const reply = await handler(r);
+      if (r.method !== 'GET' && reply.status < 300) {
+        // Every change through the API (users, permissions, policies, deletes, ...) is on record.
+        this.ctx.log.info({ user: user.name, method: r.method, path, status: reply.status, peer: req.socket.remoteAddress }, 'management change');
+      }
       if (reply.body === undefined) sendEmpty(res, reply.status, reply.headers);
       else sendJson(res, reply.status, reply.body, reply.headers);
     } catch (e) {
@@ -113,6 +123,27 @@ export class ManagementApi implements FormatContext {
     sendJson(res, err.status, { error: err.error, reason: err.reason }, headers);
   }
 
+  /**
+   * HTTP basic auth against the broker's users, or `Authorization: Bearer <access token>` when
+   * token verification is configured (also a token given as a basic-auth password).
+   */
+  async authenticateRequest(req: IncomingMessage): Promise<User> {
+    const header = req.headers.authorization ?? '';
+    const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
+    const creds = bearer === undefined ? basicCredentials(req) : undefined;
+    const secret = bearer ?? creds?.[1];
+    if (this.core.tokens === undefined || secret === undefined || !TokenVerifier.looksLikeToken(secret)) return this.authenticate(req);
+    let user: User;
+    try {
+      user = await this.core.login(creds?.[0] ?? '', secret, req.socket.remoteAddress ?? '');
+    } catch (e) {
+      this.loginFailed(req, creds?.[0] ?? '', e);
+      throw HttpError.notAuthorised('Login failed');
+    }
+    if (!user.tags.some((t) => MGMT_TAGS.has(t))) throw HttpError.notAuthorised('Not management user');
+    return user;
+  }
+
   /** HTTP basic auth against the broker's users; only users with a management tag may use the API. */
   authenticate(req: IncomingMessage): User {
     const creds = basicCredentials(req);
@@ -121,11 +152,22 @@ export class ManagementApi implements FormatContext {
     try {
       user = this.core.auth.authenticate(creds[0], creds[1], req.socket.remoteAddress ?? '');
     } catch (e) {
+      this.loginFailed(req, creds[0], e);
       if (e instanceof BrokerError && /localhost/.test(e.text)) throw HttpError.notAuthorised('User can only log in via localhost');
       throw HttpError.notAuthorised('Login failed');
     }
-    if (!user.tags.some((t) => MGMT_TAGS.has(t))) throw HttpError.notAuthorised('Not management user');
+    if (!user.tags.some((t) => MGMT_TAGS.has(t))) {
+      this.ctx.log.warn({ user: user.name, method: req.method, url: req.url, peer: req.socket.remoteAddress }, 'HTTP login refused: not a management user');
+      throw HttpError.notAuthorised('Not management user');
+    }
     return user;
+  }
+
+  private loginFailed(req: IncomingMessage, user: string, e: unknown): void {
+    this.ctx.log.warn(
+      { user, method: req.method, url: req.url, peer: req.socket.remoteAddress, reason: e instanceof BrokerError ? e.text : String(e) },
+      'HTTP login failed',
+    );
   }
 
   // ---- authorisation (RabbitMQ's tag semantics) ------------------------------------------------

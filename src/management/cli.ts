@@ -337,6 +337,15 @@ export function registerAdminCommands(program: Command): void {
     }),
   );
 
+  conn(program.command('reload').description('load the TLS certificate files again (new connections use them; open ones keep theirs)')).action(
+    action(async (o: ConnOpts) => {
+      const r = (await new Client(o).request('POST', '/reload')) as Obj;
+      const failed = Object.entries((r['failed'] ?? {}) as Obj);
+      out(`reloaded: ${((r['reloaded'] ?? []) as string[]).join(' ') || 'nothing'}\n`);
+      if (failed.length > 0) throw new CliError(`refused, old certificates kept: ${failed.map(([k, v]) => `${k}: ${cell(v)}`).join('; ')}`);
+    }),
+  );
+
   const list = program.command('list').description('list objects (a table, or JSON with --json)');
   for (const [kind, spec] of Object.entries(LISTS)) {
     conn(list.command(kind).description(`list ${spec.help}`), true).action(

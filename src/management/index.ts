@@ -9,6 +9,7 @@ import { registerAdminRoutes } from './routes-admin.js';
 import { registerBrokerRoutes } from './routes-broker.js';
 import { registerDefinitionRoutes } from './routes-definitions.js';
 import { registerObjectRoutes } from './routes-objects.js';
+import { registerReloadRoutes } from './routes-tls.js';
 import { Sampler } from './sampler.js';
 import { StaticFiles } from './static.js';
 
@@ -26,6 +27,8 @@ export interface ManagementContext {
   readonly log: Logger;
   readonly options: BrokerOptions;
   readonly ports: ListenerPorts;
+  /** Loads the TLS certificates again (`POST /api/reload`, `warren reload`). */
+  readonly reloadTls?: () => { reloaded: string[]; failed: Record<string, string> };
 }
 
 /**
@@ -49,6 +52,7 @@ export class Management {
     registerObjectRoutes(this.api);
     registerAdminRoutes(this.api);
     registerDefinitionRoutes(this.api);
+    registerReloadRoutes(this.api);
     this.files = opts.ui === false ? undefined : new StaticFiles(ctx.log);
     this.metricsAuth = opts.metricsAuth ?? false;
   }

@@ -5,6 +5,7 @@ import { ReplyCode, type CoreConnection } from '../core/index.js';
 import type { ManagementApi } from './api.js';
 import { channelName, formatChannel, formatConnection, formatConsumer } from './format.js';
 import { HttpError } from './http-util.js';
+import { certificateExpiration } from './routes-tls.js';
 import { applyListQuery, projectOne, type Row } from './listing.js';
 import type { ApiRequest } from './router.js';
 import { VERSION } from './package-info.js';
@@ -36,6 +37,12 @@ export function listeners(api: ManagementApi): Row[] {
   add('http', ports.http);
   add('http/web-mqtt', ports.http);
   add('http/web-stomp', ports.http);
+  add('amqp/ssl', ports.amqps);
+  add('mqtt/ssl', ports.mqtts);
+  add('stomp/ssl', ports.stomps);
+  add('https', ports.https);
+  add('https/web-mqtt', ports.https);
+  add('https/web-stomp', ports.https);
   return out;
 }
 
@@ -315,7 +322,7 @@ export function registerBrokerRoutes(api: ManagementApi): void {
   r.on('GET', '/api/health/checks/virtual-hosts', () => ({ status: 200, body: { status: 'ok' } }));
   r.on('GET', '/api/health/checks/node-is-quorum-critical', () => ({ status: 200, body: { status: 'ok' } }));
   r.on('GET', '/api/health/checks/node-is-mirror-sync-critical', () => ({ status: 200, body: { status: 'ok' } }));
-  r.on('GET', '/api/health/checks/certificate-expiration/:within/:unit', () => ({ status: 200, body: { status: 'ok' } }));
+  r.on('GET', '/api/health/checks/certificate-expiration/:within/:unit', (req) => certificateExpiration(api, req.params['within']!, req.params['unit']!));
   r.on('GET', '/api/aliveness-test/:vhost', async (req) => {
     const vhost = req.params['vhost']!;
     api.vhost(req.user, vhost);

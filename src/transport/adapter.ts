@@ -4,6 +4,25 @@ export interface Peer {
   /** The remote address; '' when the transport does not know it (never counted as loopback). */
   address: string;
   port: number;
+  /** Set on TLS connections (TLS ports and wss://). */
+  tls?: TlsPeer;
+}
+
+/** What a TLS connection tells about its peer. */
+export interface TlsPeer {
+  /** Negotiated protocol ('TLSv1.3') and cipher. */
+  protocol: string;
+  cipher: string;
+  /** The client's certificate verified against the configured CA. */
+  authorized: boolean;
+  /** The client's certificate, when it sent one. */
+  certificate?: {
+    commonName: string | undefined;
+    /** RFC 4514 form, e.g. `CN=device-1,O=Example`. */
+    distinguishedName: string;
+    subjectAltNames: Array<{ type: string; value: string }>;
+    validTo: string;
+  };
 }
 
 /**

@@ -1,9 +1,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { Logger } from '../logger.js';
-import type { ProtocolAdapter, TransportControl } from './adapter.js';
+import type { Peer, ProtocolAdapter, TransportControl } from './adapter.js';
 import { peerOf, serveStream } from './serve.js';
+import { acceptPeer, tlsServerOptions, type TlsEndpoint, type TlsSettings } from './tls.js';
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -32,9 +35,10 @@ const AFTER_FRAME_ROOM = 64 * 1024;
 const CLOSE_TIMEOUT_MS = 1000;
 
 /**
- * The HTTP port: management API and UI (a request handler set later), and WebSocket upgrades for
- * the protocol adapters. Every socket, upgrade and WebSocket has its errors handled here; the
- * stream each WebSocket becomes is handed to its adapter through `serveStream`.
+ * The HTTP port, or with `tls` the HTTPS port: management API and UI (a request handler set
+ * later), and WebSocket upgrades (ws:// or wss://) for the protocol adapters. Every socket,
+ * upgrade and WebSocket has its errors handled here; the stream each WebSocket becomes is handed
+ * to its adapter through `serveStream`.
  */
 export class HttpServer {
   readonly server: Server;
@@ -51,8 +55,9 @@ export class HttpServer {
   constructor(
     private readonly log: Logger,
     private readonly maxPayload: number,
+    private readonly tls?: TlsSettings,
   ) {
-    this.server = createServer((req, res) => this.request(req, res));
+    this.server = tls === undefined ? createServer((req, res) => this.request(req, res)) : this.httpsServer(tls);
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: PRE_AUTH_START,
@@ -68,6 +73,28 @@ export class HttpServer {
     });
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket));
+  }
+
+  /** The HTTPS server: a client certificate that is sent must verify, as on the other TLS ports. */
+  private secure: TlsEndpoint['server'] | undefined;
+
+  private httpsServer(tls: TlsSettings): Server {
+    const server = createHttpsServer(tlsServerOptions(tls), (req, res) => this.request(req, res));
+    server.on('secureConnection', (socket: TLSSocket) => {
+      if (acceptPeer(socket, tls, this.log, 'https') === false) socket.destroy();
+    });
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+      this.log.debug({ listener: 'https', err: err.message, code: err.code }, 'TLS handshake failed');
+      socket.destroy();
+    });
+    this.secure = server;
+    return server;
+  }
+
+  /** The HTTPS listener, for certificate reloads; undefined on the plain HTTP port. */
+  get tlsEndpoint(): TlsEndpoint | undefined {
+    if (this.tls === undefined || this.secure === undefined) return undefined;
+    return { name: 'https', server: this.secure, settings: this.tls };
   }
 
   setHandler(handler: RequestHandler): void {
@@ -158,7 +185,12 @@ export class HttpServer {
       // some room, never more than the port's own limit.
       authenticated: (maxFrame: number) => setMaxPayload(ws, Math.min(maxPayload, maxFrame + AFTER_FRAME_ROOM)),
     };
-    serveStream(adapter, stream, peerOf(req.socket), 'websocket', this.log, control);
+    const peer: Peer = peerOf(req.socket);
+    if (this.tls !== undefined) {
+      const tls = acceptPeer(req.socket as TLSSocket, this.tls, this.log, 'https');
+      if (tls !== false) peer.tls = tls;
+    }
+    serveStream(adapter, stream, peer, this.tls === undefined ? 'websocket' : 'websocket-tls', this.log, control);
   }
 
   listen(port: number, host: string): Promise<number> {
