@@ -12,18 +12,9 @@ import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './management/package-info.js';
 import { openStore, type MessageStore, type StoreTuning } from './store/index.js';
 import { Management, type ManagementOptions } from './management/index.js';
-import type { ProtocolAdapter } from './transport/adapter.js';
+import type { AdapterContext, ProtocolAdapter } from './transport/adapter.js';
 import { HttpServer } from './transport/http.js';
 import { closeServer, listenTcp } from './transport/tcp.js';
-
-/** What every adapter gets from the broker. */
-export interface AdapterContext {
-  readonly core: Core;
-  readonly log: Logger;
-  readonly options: BrokerOptions;
-  /** The embedded store: durable record stores (`records(name)`) and retained messages for adapters. */
-  readonly store?: MessageStore;
-}
 
 export interface Ports {
   amqp?: number;
@@ -48,12 +39,12 @@ export interface Broker {
   stop(): Promise<void>;
 }
 
-type AdapterFactory = (ctx: AdapterContext) => ProtocolAdapter;
+type AdapterFactory = (ctx: AdapterContext, store: MessageStore) => ProtocolAdapter;
 
 /** Listener name, its option, and the adapter that serves it. */
 const LISTENERS: ReadonlyArray<[keyof Ports, keyof BrokerOptions, AdapterFactory]> = [
   ['amqp', 'amqpPort', (ctx) => new AmqpAdapter(ctx)],
-  ['mqtt', 'mqttPort', (ctx) => new MqttAdapter(ctx, ctx.store?.retained(new MemoryRetainedStore(), (r) => r as RetainedMessage))],
+  ['mqtt', 'mqttPort', (ctx, store) => new MqttAdapter(ctx, store.retained(new MemoryRetainedStore(), (r) => r as RetainedMessage))],
   ['stomp', 'stompPort', (ctx) => new StompAdapter(ctx)],
 ];
 
@@ -95,7 +86,7 @@ export async function startBroker(
   try {
     for (const [name, key, factory] of LISTENERS) {
       const port = options[key];
-      const adapter = factory(ctx);
+      const adapter = factory(ctx, store);
       adapters.set(name, adapter);
       if (typeof port !== 'number') continue;
       const bound = await listenTcp(adapter, port, options.bind, log);

@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import type { AdapterContext } from '../../src/broker.js';
+import type { AdapterContext } from '../../src/transport/adapter.js';
 import { ReplyCode } from '../../src/core/index.js';
 import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
 import { FRAME_MIN_SIZE } from './codec/constants.js';

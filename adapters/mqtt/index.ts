@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { AdapterContext } from '../../src/broker.js';
+import type { AdapterContext } from '../../src/transport/adapter.js';
 import { SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
 import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
 import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
