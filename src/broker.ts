@@ -3,7 +3,7 @@ import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AmqpAdapter } from '../adapters/amqp/index.js';
-import { MemoryRetainedStore, MqttAdapter, type RetainedMessage } from '../adapters/mqtt/index.js';
+import { MqttAdapter } from '../adapters/mqtt/index.js';
 import { StompAdapter } from '../adapters/stomp/index.js';
 import { withDefaults, type BrokerOptions } from './config.js';
 import { prepareDataDir } from './data-dir.js';
@@ -39,12 +39,12 @@ export interface Broker {
   stop(): Promise<void>;
 }
 
-type AdapterFactory = (ctx: AdapterContext, store: MessageStore) => ProtocolAdapter;
+type AdapterFactory = (ctx: AdapterContext) => ProtocolAdapter;
 
 /** Listener name, its option, and the adapter that serves it. */
 const LISTENERS: ReadonlyArray<[keyof Ports, keyof BrokerOptions, AdapterFactory]> = [
   ['amqp', 'amqpPort', (ctx) => new AmqpAdapter(ctx)],
-  ['mqtt', 'mqttPort', (ctx, store) => new MqttAdapter(ctx, store.retained(new MemoryRetainedStore(), (r) => r as RetainedMessage))],
+  ['mqtt', 'mqttPort', (ctx) => new MqttAdapter(ctx)],
   ['stomp', 'stompPort', (ctx) => new StompAdapter(ctx)],
 ];
 
@@ -86,7 +86,7 @@ export async function startBroker(
   try {
     for (const [name, key, factory] of LISTENERS) {
       const port = options[key];
-      const adapter = factory(ctx, store);
+      const adapter = factory(ctx);
       adapters.set(name, adapter);
       if (typeof port !== 'number') continue;
       const bound = await listenTcp(adapter, port, options.bind, log);

@@ -7,11 +7,11 @@ import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, S
 import { MqttConnection, type Will } from './connection.js';
 import { MqttDurableState } from './durable.js';
 import { toAmqpProperties } from './properties.js';
-import { MemoryRetainedStore, type RetainedStore } from './retained.js';
+import { DurableRetainedStore, MemoryRetainedStore, type RetainedStore } from './retained.js';
 import { OutState, Session, optionsFromArgs, sharedQueueName, type SessionConnection } from './session.js';
 import { bindingKeyToFilter, parseFilter, printable, topicToRoutingKey, type ParsedFilter } from './topic.js';
 
-export { MemoryRetainedStore, type RetainedMessage, type RetainedStore } from './retained.js';
+export { DurableRetainedStore, MemoryRetainedStore, type RetainedMessage, type RetainedStore } from './retained.js';
 
 /** Keep-alive and CONNECT timeouts are checked by one sweep over all connections, not a timer each. */
 const SWEEP_INTERVAL_MS = 500;
@@ -61,11 +61,16 @@ export class MqttAdapter implements ProtocolAdapter {
   /** Session state and delayed wills in the data directory; undefined without a store. */
   private readonly durable: MqttDurableState | undefined;
 
+  /**
+   * `retained` replaces the default: retained messages in the store's `retained` record store when
+   * the context has a store, in memory only otherwise.
+   */
   constructor(
     readonly ctx: AdapterContext,
-    retained: RetainedStore = new MemoryRetainedStore(),
+    retained?: RetainedStore,
   ) {
-    this.retained = retained;
+    this.retained =
+      retained ?? (ctx.store === undefined ? new MemoryRetainedStore() : new DurableRetainedStore(new MemoryRetainedStore(), ctx.store.records('retained'), ctx.log));
     // A publish carries its payload plus at most a topic and properties: allow 64 KiB on top of the body limit.
     this.maxPacketSize = Math.min(MAX_PACKET_SIZE, ctx.options.maxMessageSize + 65536);
     this.sweepTimer = setInterval(this.sweep, SWEEP_INTERVAL_MS);

@@ -9,7 +9,8 @@ export { MessageStore, DEFINITIONS_FILE, DEFAULT_QUEUE_MEMORY_BUDGET, DEFAULT_SE
 export type { StoreOptions, RecoverySummary } from './message-store.js';
 export { StoreError } from './errors.js';
 export { RecordStore } from './record-store.js';
-export { DurableRetained, type RetainedIndex, type RetainedRecord } from './retained.js';
+/** The store's binary codec, for adapters that keep their own records in a record store. */
+export { ByteReader, ByteWriter, readProperties, writeProperties, readTable, writeTable } from './codec.js';
 
 /** Store tuning for the embeddable API and tests (the CLI uses the defaults). */
 export interface StoreTuning {

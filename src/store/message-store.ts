@@ -17,7 +17,6 @@ import { MessageLog, type BatchContext } from './message-log.js';
 import { QueueLog, SHARED_PENDING, type QueueLogHost } from './queue-log.js';
 import { RecordStore } from './record-store.js';
 import { releaseLock, takeLock } from './lock.js';
-import { DurableRetained, type RetainedIndex, type RetainedRecord } from './retained.js';
 import type { MessageLoc } from './records.js';
 
 export interface StoreOptions {
@@ -569,7 +568,7 @@ export class MessageStore implements Persistence, QueueLogHost {
 
   /**
    * A durable key/value store under `<dataDir>/records/<name>.log`, for state that is not a queue
-   * (MQTT session state, delayed wills); closed with the store.
+   * (the MQTT adapter's retained messages, session state and delayed wills); closed with the store.
    */
   records(name: string): RecordStore {
     if (!/^[a-z0-9][a-z0-9-]*$/.test(name)) throw new Error(`invalid record store name '${name}'`);
@@ -580,14 +579,6 @@ export class MessageStore implements Persistence, QueueLogHost {
       this.recordStores.set(name, rs);
     }
     return rs;
-  }
-
-  /**
-   * Makes an in-memory retained-message index durable: its changes are written to the `retained`
-   * record store and it is refilled from it now.
-   */
-  retained<M extends RetainedRecord>(inner: RetainedIndex<M>, revive: (r: RetainedRecord) => M): RetainedIndex<M> {
-    return new DurableRetained(inner, this.records('retained'), this.log, revive);
   }
 
   /** Writes the definitions file now (offline tools). */
