@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/transport/adapter.js';
-import { SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
+import { BrokerError, ReplyCode, SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
 import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
 import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
 import { MqttConnection, type Will } from './connection.js';
@@ -97,7 +97,7 @@ export class MqttAdapter implements ProtocolAdapter {
     let willsArmed = 0;
     let willsSent = 0;
     for (const rec of sessions) {
-      if (!this.ctx.core.vhosts.has(rec.vhost)) {
+      if (this.ctx.core.openSession(rec.vhost) === undefined) {
         this.endSession(new Session(rec.vhost, rec.clientId), undefined);
         continue;
       }
@@ -139,7 +139,7 @@ export class MqttAdapter implements ProtocolAdapter {
     // A will whose session record is gone belongs to a session that ended: it is due now.
     for (const w of wills.values()) {
       const s = new Session(w.vhost, w.clientId);
-      if (this.ctx.core.vhosts.has(w.vhost)) {
+      if (this.ctx.core.openSession(w.vhost) !== undefined) {
         this.publishWill(s, w.user, w.will, 0);
         willsSent++;
       }
@@ -252,11 +252,10 @@ export class MqttAdapter implements ProtocolAdapter {
    * its subscriptions come back from the queue's bindings.
    */
   private recoverSession(s: Session): boolean {
-    const vh = this.ctx.core.vhosts.get(s.vhost);
-    const q = vh?.queues.get(s.queue);
-    if (vh === undefined || q === undefined || q.exclusive) return false;
-    for (const b of vh.bindingsTo(q)) {
-      if (b.source.name !== TOPIC_EXCHANGE) continue;
+    const q = this.ctx.core.openSession(s.vhost)?.queueInfo(s.queue);
+    if (q === undefined || q.exclusive) return false;
+    for (const b of q.bindings) {
+      if (b.exchange !== TOPIC_EXCHANGE) continue;
       const o = optionsFromArgs(b.args);
       const parsed = parseFilter(bindingKeyToFilter(b.routingKey));
       if (o === undefined || typeof parsed === 'string') continue;
@@ -346,13 +345,11 @@ export class MqttAdapter implements ProtocolAdapter {
   }
 
   queueExists(vhost: string, name: string): boolean {
-    return this.ctx.core.vhosts.get(vhost)?.queues.has(name) ?? false;
+    return this.ctx.core.openSession(vhost)?.queueExists(name) ?? false;
   }
 
   private deleteQueue(vhost: string, name: string): void {
-    const vh = this.ctx.core.vhosts.get(vhost);
-    const q = vh?.queues.get(name);
-    if (q !== undefined) vh!.removeQueue(q);
+    this.ctx.core.openSession(vhost)?.deleteQueue(name);
   }
 
   // ---- shared subscriptions -----------------------------------------------------------------
@@ -396,22 +393,20 @@ export class MqttAdapter implements ProtocolAdapter {
 
   /** Publishes a will to `amq.topic` (the connection is gone: permissions are checked here). */
   publishWill(s: Session, user: string, will: Will, connId: number): void {
-    const core = this.ctx.core;
     const vhost = s.vhost;
-    const vh = core.vhosts.get(vhost);
+    const session = this.ctx.core.openSession(vhost);
     const log = this.ctx.log;
-    if (vh === undefined) return;
+    if (session === undefined) return;
     const routingKey = topicToRoutingKey(will.topic);
-    const vars = { username: user, vhost, client_id: s.clientId };
-    if (!core.auth.permitted(user, vhost, 'write', TOPIC_EXCHANGE) || !core.auth.topicPermitted(user, vhost, TOPIC_EXCHANGE, 'write', routingKey, vars)) {
-      log.warn({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, 'will not published: write access refused');
-      return;
-    }
     const properties = toAmqpProperties(will.qos, will.retain, will.properties);
     try {
-      const r = vh.publish({ exchange: TOPIC_EXCHANGE, routingKey, properties, body: will.payload }, connId);
+      const r = session.publish({ exchange: TOPIC_EXCHANGE, routingKey, properties, body: will.payload }, { user, clientId: s.clientId, publisherId: connId });
       if (r.settled !== SETTLED) r.settled.catch(() => undefined);
     } catch (e) {
+      if (e instanceof BrokerError && e.code === ReplyCode.ACCESS_REFUSED) {
+        log.warn({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, 'will not published: write access refused');
+        return;
+      }
       log.warn({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, `will not published: ${e instanceof Error ? e.message : String(e)}`);
       return;
     }

@@ -16,6 +16,7 @@ export {
 } from './message-check.js';
 export { CoreConnection, type Closable } from './connection.js';
 export { CoreChannel } from './channel.js';
+export { SystemSession, type BindingInfo, type QueueInfo, type PublishAs } from './session.js';
 export { BrokerError, ReplyCode, replyName } from './errors.js';
 export { Deque } from './deque.js';
 export { scalarText } from './field-key.js';
