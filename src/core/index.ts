@@ -43,6 +43,15 @@ export { FORBIDDEN_SEGMENTS, getOwn, setOwn } from './own-keys.js';
 export { compilePattern, escapePattern, patternProblem, PatternCache, PatternError, MAX_PATTERN_SIZE, type Pattern } from './pattern.js';
 export { Policies, validatePolicy, POLICY_APPLY_TO, type Policy, type PolicyApplyTo, type PolicyValue } from './policies.js';
 export { CoreTotals, ProtocolTotals, type ChannelStats, type Traffic } from './stats.js';
+export {
+  exportDefinitions,
+  importDefinitions,
+  tableToJson,
+  tableFromJson,
+  type Definitions,
+  type ImportReport,
+  type ImportOptions,
+} from './definitions.js';
 export type { VHost } from './vhost.js';
 export type { Queue } from './queues/queue.js';
 export type { Exchange, Binding } from './exchanges/exchange.js';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Core } from '../core/core.js';
-import { exportDefinitions, importDefinitions, type ImportReport } from '../core/definitions.js';
+import { exportDefinitions, importDefinitions, type ImportReport } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { startupError } from './errors.js';
 import { MessageStore, type RecoverySummary } from './message-store.js';

@@ -2,8 +2,7 @@ import { constants, ftruncateSync, mkdirSync, openSync, renameSync, writeFileSyn
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { Deque } from '../core/deque.js';
-import { tableToJson } from '../core/definitions.js';
+import { Deque, tableToJson } from '../core/index.js';
 import type { PageSink, QueueStore } from '../core/persistence.js';
 import { newEntry, type QueueEntry } from '../core/queues/entry.js';
 import type { Queue } from '../core/queues/queue.js';
