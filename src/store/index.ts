@@ -10,7 +10,7 @@ export type { StoreOptions, RecoverySummary } from './message-store.js';
 export { StoreError } from './errors.js';
 export { RecordStore } from './record-store.js';
 /** The store's binary codec, for adapters that keep their own records in a record store. */
-export { ByteReader, ByteWriter, readProperties, writeProperties, readTable, writeTable } from './codec.js';
+export { ByteReader, ByteWriter, readProperties, writeProperties } from './codec.js';
 
 /** Store tuning for the embeddable API and tests (the CLI uses the defaults). */
 export interface StoreTuning {
