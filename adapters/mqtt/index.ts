@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { AdapterContext } from '../../src/transport/adapter.js';
 import { BrokerError, ReplyCode, SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
-import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
+import type { AdapterContext, Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
 import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
 import { MqttConnection, type Will } from './connection.js';
 import { MqttDurableState } from './durable.js';
