@@ -3,7 +3,7 @@ import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AmqpAdapter } from '../adapters/amqp/index.js';
-import { MemoryRetainedStore, MqttAdapter, type RetainedMessage } from '../adapters/mqtt/index.js';
+import { MqttAdapter } from '../adapters/mqtt/index.js';
 import { StompAdapter } from '../adapters/stomp/index.js';
 import { ConfigError, envName, flagName, withDefaults, type BrokerOptions } from './config.js';
 import { prepareDataDir } from './data-dir.js';
@@ -12,19 +12,10 @@ import { createLogger, type Logger } from './logger.js';
 import { VERSION } from './management/package-info.js';
 import { openStore, type MessageStore, type StoreTuning } from './store/index.js';
 import { Management, type ManagementOptions } from './management/index.js';
-import type { ProtocolAdapter } from './transport/adapter.js';
+import type { AdapterContext, ProtocolAdapter } from './transport/adapter.js';
 import { HttpServer } from './transport/http.js';
 import { closeServer, listenTcp } from './transport/tcp.js';
 import { listenTls, reloadTls, tlsSettingsFor, type TlsEndpoint, type TlsListenerName } from './transport/tls.js';
-
-/** What every adapter gets from the broker. */
-export interface AdapterContext {
-  readonly core: Core;
-  readonly log: Logger;
-  readonly options: BrokerOptions;
-  /** The embedded store: durable record stores (`records(name)`) and retained messages for adapters. */
-  readonly store?: MessageStore;
-}
 
 export interface Ports {
   amqp?: number;
@@ -78,7 +69,7 @@ type AdapterFactory = (ctx: AdapterContext) => ProtocolAdapter;
 /** Listener name, its option, the TLS listener's name and option, and the adapter that serves both. */
 const LISTENERS: ReadonlyArray<[keyof Ports, keyof BrokerOptions, TlsListenerName, keyof BrokerOptions, AdapterFactory]> = [
   ['amqp', 'amqpPort', 'amqps', 'amqpsPort', (ctx) => new AmqpAdapter(ctx)],
-  ['mqtt', 'mqttPort', 'mqtts', 'mqttsPort', (ctx) => new MqttAdapter(ctx, ctx.store?.retained(new MemoryRetainedStore(), (r) => r as RetainedMessage))],
+  ['mqtt', 'mqttPort', 'mqtts', 'mqttsPort', (ctx) => new MqttAdapter(ctx)],
   ['stomp', 'stompPort', 'stomps', 'stompsPort', (ctx) => new StompAdapter(ctx)],
 ];
 

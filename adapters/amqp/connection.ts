@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import type { AdapterContext } from '../../src/broker.js';
+import type { AdapterContext } from '../../src/transport/adapter.js';
 import {
   BrokerError,
   ReplyCode,

@@ -1,7 +1,6 @@
 import type { Duplex } from 'node:stream';
-import type { AdapterContext } from '../../src/broker.js';
 import { ReplyCode } from '../../src/core/index.js';
-import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
+import type { AdapterContext, Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
 import { FRAME_MIN_SIZE } from './codec/constants.js';
 import { AmqpConnection } from './connection.js';
 

@@ -1,17 +1,16 @@
 import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { AdapterContext } from '../../src/broker.js';
-import { SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
-import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
+import { BrokerError, ReplyCode, SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
+import type { AdapterContext, Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
 import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
 import { MqttConnection, type Will } from './connection.js';
 import { MqttDurableState } from './durable.js';
 import { toAmqpProperties } from './properties.js';
-import { MemoryRetainedStore, type RetainedStore } from './retained.js';
+import { DurableRetainedStore, MemoryRetainedStore, type RetainedStore } from './retained.js';
 import { OutState, Session, optionsFromArgs, sharedQueueName, type SessionConnection } from './session.js';
 import { bindingKeyToFilter, parseFilter, printable, topicToRoutingKey, type ParsedFilter } from './topic.js';
 
-export { MemoryRetainedStore, type RetainedMessage, type RetainedStore } from './retained.js';
+export { DurableRetainedStore, MemoryRetainedStore, type RetainedMessage, type RetainedStore } from './retained.js';
 
 /** Keep-alive and CONNECT timeouts are checked by one sweep over all connections, not a timer each. */
 const SWEEP_INTERVAL_MS = 500;
@@ -61,11 +60,16 @@ export class MqttAdapter implements ProtocolAdapter {
   /** Session state and delayed wills in the data directory; undefined without a store. */
   private readonly durable: MqttDurableState | undefined;
 
+  /**
+   * `retained` replaces the default: retained messages in the store's `retained` record store when
+   * the context has a store, in memory only otherwise.
+   */
   constructor(
     readonly ctx: AdapterContext,
-    retained: RetainedStore = new MemoryRetainedStore(),
+    retained?: RetainedStore,
   ) {
-    this.retained = retained;
+    this.retained =
+      retained ?? (ctx.store === undefined ? new MemoryRetainedStore() : new DurableRetainedStore(new MemoryRetainedStore(), ctx.store.records('retained'), ctx.log));
     // A publish carries its payload plus at most a topic and properties: allow 64 KiB on top of the body limit.
     this.maxPacketSize = Math.min(MAX_PACKET_SIZE, ctx.options.maxMessageSize + 65536);
     this.sweepTimer = setInterval(this.sweep, SWEEP_INTERVAL_MS);
@@ -92,7 +96,7 @@ export class MqttAdapter implements ProtocolAdapter {
     let willsArmed = 0;
     let willsSent = 0;
     for (const rec of sessions) {
-      if (!this.ctx.core.vhosts.has(rec.vhost)) {
+      if (this.ctx.core.openSession(rec.vhost) === undefined) {
         this.endSession(new Session(rec.vhost, rec.clientId), undefined);
         continue;
       }
@@ -134,7 +138,7 @@ export class MqttAdapter implements ProtocolAdapter {
     // A will whose session record is gone belongs to a session that ended: it is due now.
     for (const w of wills.values()) {
       const s = new Session(w.vhost, w.clientId);
-      if (this.ctx.core.vhosts.has(w.vhost)) {
+      if (this.ctx.core.openSession(w.vhost) !== undefined) {
         this.publishWill(s, w.user, w.will, 0);
         willsSent++;
       }
@@ -247,11 +251,10 @@ export class MqttAdapter implements ProtocolAdapter {
    * its subscriptions come back from the queue's bindings.
    */
   private recoverSession(s: Session): boolean {
-    const vh = this.ctx.core.vhosts.get(s.vhost);
-    const q = vh?.queues.get(s.queue);
-    if (vh === undefined || q === undefined || q.exclusive) return false;
-    for (const b of vh.bindingsTo(q)) {
-      if (b.source.name !== TOPIC_EXCHANGE) continue;
+    const q = this.ctx.core.openSession(s.vhost)?.queueInfo(s.queue);
+    if (q === undefined || q.exclusive) return false;
+    for (const b of q.bindings) {
+      if (b.exchange !== TOPIC_EXCHANGE) continue;
       const o = optionsFromArgs(b.args);
       const parsed = parseFilter(bindingKeyToFilter(b.routingKey));
       if (o === undefined || typeof parsed === 'string') continue;
@@ -341,13 +344,11 @@ export class MqttAdapter implements ProtocolAdapter {
   }
 
   queueExists(vhost: string, name: string): boolean {
-    return this.ctx.core.vhosts.get(vhost)?.queues.has(name) ?? false;
+    return this.ctx.core.openSession(vhost)?.queueExists(name) ?? false;
   }
 
   private deleteQueue(vhost: string, name: string): void {
-    const vh = this.ctx.core.vhosts.get(vhost);
-    const q = vh?.queues.get(name);
-    if (q !== undefined) vh!.removeQueue(q);
+    this.ctx.core.openSession(vhost)?.deleteQueue(name);
   }
 
   // ---- shared subscriptions -----------------------------------------------------------------
@@ -391,22 +392,20 @@ export class MqttAdapter implements ProtocolAdapter {
 
   /** Publishes a will to `amq.topic` (the connection is gone: permissions are checked here). */
   publishWill(s: Session, user: string, will: Will, connId: number): void {
-    const core = this.ctx.core;
     const vhost = s.vhost;
-    const vh = core.vhosts.get(vhost);
+    const session = this.ctx.core.openSession(vhost);
     const log = this.ctx.log;
-    if (vh === undefined) return;
+    if (session === undefined) return;
     const routingKey = topicToRoutingKey(will.topic);
-    const vars = { username: user, vhost, client_id: s.clientId };
-    if (!core.auth.permitted(user, vhost, 'write', TOPIC_EXCHANGE) || !core.auth.topicPermitted(user, vhost, TOPIC_EXCHANGE, 'write', routingKey, vars)) {
-      log.warn({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, 'will not published: write access refused');
-      return;
-    }
     const properties = toAmqpProperties(will.qos, will.retain, will.properties);
     try {
-      const r = vh.publish({ exchange: TOPIC_EXCHANGE, routingKey, properties, body: will.payload }, connId);
+      const r = session.publish({ exchange: TOPIC_EXCHANGE, routingKey, properties, body: will.payload }, { user, clientId: s.clientId, publisherId: connId });
       if (r.settled !== SETTLED) r.settled.catch(() => undefined);
     } catch (e) {
+      if (e instanceof BrokerError && e.code === ReplyCode.ACCESS_REFUSED) {
+        log.warn({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, 'will not published: write access refused');
+        return;
+      }
       log.warn({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, `will not published: ${e instanceof Error ? e.message : String(e)}`);
       return;
     }

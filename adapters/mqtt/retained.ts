@@ -1,9 +1,11 @@
 /**
  * Retained messages: the last message published with RETAIN to each topic, per vhost. Replayed on
- * SUBSCRIBE to every matching filter, wildcard filters included. The interface is small so a
- * durable implementation can replace the in-memory one.
+ * SUBSCRIBE to every matching filter, wildcard filters included. `MemoryRetainedStore` matches;
+ * `DurableRetainedStore` wraps it and keeps every change in a record store of the data directory.
  */
 import type { MessageProperties } from '../../src/core/index.js';
+import type { Logger } from '../../src/logger.js';
+import { ByteReader, ByteWriter, readProperties, writeProperties, type RecordStore } from '../../src/store/index.js';
 import type { QoS } from './constants.js';
 
 export interface RetainedMessage {
@@ -162,5 +164,106 @@ export class MemoryRetainedStore implements RetainedStore {
 
   count(vhost: string): number {
     return this.vhosts.get(vhost)?.size ?? 0;
+  }
+}
+
+/** Format version of a stored retained message (the first byte of each record). */
+const RECORD_VERSION = 1;
+
+/**
+ * One retained message as a record: version u8, QoS u8, expiry f64 (ms since the epoch, 0 =
+ * never), the properties prefixed by their u32 length, the body prefixed by its u32 length.
+ */
+export function encodeRetained(m: RetainedMessage): Buffer {
+  const w = new ByteWriter(64 + m.body.length);
+  w.u8(RECORD_VERSION);
+  w.u8(m.qos);
+  w.f64(m.expiresAt);
+  const at = w.pos;
+  w.u32(0);
+  writeProperties(w, m.properties);
+  w.buf.writeUInt32LE(w.pos - at - 4, at);
+  w.bytes32(m.body);
+  return w.toBuffer();
+}
+
+/** Reads a record written by `encodeRetained`; throws on an unknown version or a bad QoS. */
+export function decodeRetained(topic: string, b: Buffer): RetainedMessage {
+  const r = new ByteReader().reset(b);
+  if (r.u8() !== RECORD_VERSION) throw new Error('unknown retained record version');
+  const qos = r.u8();
+  if (qos > 2) throw new Error(`bad QoS ${qos}`);
+  const expiresAt = r.f64();
+  const len = r.u32();
+  const end = r.end;
+  r.end = r.pos + len;
+  const properties = readProperties(r);
+  r.end = end;
+  const body = r.bytes32();
+  return { topic, qos: qos as QoS, properties, body, expiresAt };
+}
+
+/** Record key of a retained message: vhost, NUL, topic. */
+function recordKey(vhost: string, topic: string): string {
+  return `${vhost}\u0000${topic}`;
+}
+
+/**
+ * Retained messages that survive restarts: matching stays with the in-memory store it wraps, every
+ * change is also written to a record store (`records/retained.log` in the data directory), and the
+ * in-memory store is refilled from it when this is made (expired and unreadable records are
+ * dropped then).
+ */
+export class DurableRetainedStore implements RetainedStore {
+  constructor(
+    private readonly inner: RetainedStore,
+    private readonly records: RecordStore,
+    private readonly log: Logger,
+  ) {
+    const now = Date.now();
+    let loaded = 0;
+    for (const [key, value] of [...records.entries()]) {
+      const sep = key.indexOf('\u0000');
+      const vhost = key.slice(0, sep);
+      const topic = key.slice(sep + 1);
+      let m: RetainedMessage;
+      try {
+        m = decodeRetained(topic, value);
+      } catch (err) {
+        log.warn({ protocol: 'mqtt', err, vhost, topic }, 'unreadable retained message dropped');
+        this.forget(key);
+        continue;
+      }
+      if (m.expiresAt !== 0 && m.expiresAt <= now) {
+        this.forget(key);
+        continue;
+      }
+      inner.set(vhost, topic, m);
+      loaded++;
+    }
+    if (loaded > 0) log.info({ protocol: 'mqtt', retained: loaded }, 'retained messages recovered');
+  }
+
+  private forget(key: string): void {
+    this.records.delete(key).catch(() => undefined);
+  }
+
+  set(vhost: string, topic: string, msg: RetainedMessage | null): void {
+    this.inner.set(vhost, topic, msg);
+    const key = recordKey(vhost, topic);
+    const done = msg === null ? this.records.delete(key) : this.records.set(key, encodeRetained(msg));
+    done.catch((err: unknown) => this.log.error({ protocol: 'mqtt', err, vhost, topic }, 'cannot store a retained message'));
+  }
+
+  get(vhost: string, topic: string): RetainedMessage | undefined {
+    return this.inner.get(vhost, topic);
+  }
+
+  match(vhost: string, filter: string): RetainedMessage[] {
+    return this.inner.match(vhost, filter);
+  }
+
+  count(vhost: string): number {
+    return this.inner.count(vhost);
   }
 }

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { AdapterContext } from '../../src/broker.js';
+import type { AdapterContext } from '../../src/transport/adapter.js';
 import {
   BrokerError,
   Deque,

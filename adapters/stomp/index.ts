@@ -1,7 +1,6 @@
 import type { Duplex } from 'node:stream';
-import type { AdapterContext } from '../../src/broker.js';
 import { ReplyCode } from '../../src/core/index.js';
-import type { Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
+import type { AdapterContext, Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
 import { PRE_CONNECT_LIMITS } from './codec/constants.js';
 import { StompConnection } from './connection.js';
 

@@ -5,6 +5,7 @@ import { propertiesLimit } from './message-check.js';
 import { BrokerError } from './errors.js';
 import { NO_PERSISTENCE, type Persistence } from './persistence.js';
 import { Policies } from './policies.js';
+import { SystemSession } from './session.js';
 import { CoreTotals } from './stats.js';
 import { TokenVerifier } from './token-auth.js';
 import type { ConnectionInfo } from './types.js';
@@ -32,7 +33,8 @@ const NO_LOG: CoreLog = { warn: () => undefined };
 
 /**
  * The broker's protocol-neutral model: vhosts, users, connections, alarms. Adapters talk to it
- * through `authenticate`, `connect` and the CoreChannel of each session.
+ * through `authenticate`, `connect` and the CoreChannel of each session, and through a
+ * SystemSession (`openSession`) for work no client connection does.
  */
 export class Core implements VHostContext {
   readonly vhosts = new Map<string, VHost>();
@@ -129,6 +131,14 @@ export class Core implements VHostContext {
     this.connections.add(conn);
     this.totals.of(info.protocol).connectionsOpened++;
     return conn;
+  }
+
+  /**
+   * A session on `vhost` that no client connection holds, for what an adapter does on its own
+   * (wills, offline session expiry, startup recovery); undefined when the vhost does not exist.
+   */
+  openSession(vhost: string): SystemSession | undefined {
+    return this.vhosts.has(vhost) ? new SystemSession(this, vhost) : undefined;
   }
 
   /** @internal */

@@ -16,6 +16,7 @@ export {
 } from './message-check.js';
 export { CoreConnection, type Closable } from './connection.js';
 export { CoreChannel } from './channel.js';
+export { SystemSession, type BindingInfo, type QueueInfo, type PublishAs } from './session.js';
 export { BrokerError, ReplyCode, replyName } from './errors.js';
 export { Deque } from './deque.js';
 export { scalarText } from './field-key.js';
@@ -44,6 +45,23 @@ export { FORBIDDEN_SEGMENTS, getOwn, setOwn } from './own-keys.js';
 export { compilePattern, escapePattern, patternProblem, PatternCache, PatternError, MAX_PATTERN_SIZE, type Pattern } from './pattern.js';
 export { Policies, validatePolicy, POLICY_APPLY_TO, type Policy, type PolicyApplyTo, type PolicyValue } from './policies.js';
 export { CoreTotals, ProtocolTotals, type ChannelStats, type Traffic } from './stats.js';
+export {
+  bindingDefinition,
+  exchangeDefinition,
+  exportDefinitions,
+  importDefinitions,
+  isDefinedBinding,
+  isDefinedExchange,
+  policyDefinition,
+  queueDefinition,
+  userDefinition,
+  vhostDefinition,
+  tableToJson,
+  tableFromJson,
+  type Definitions,
+  type ImportReport,
+  type ImportOptions,
+} from './definitions.js';
 export type { VHost } from './vhost.js';
 export type { Queue } from './queues/queue.js';
 export type { Exchange, Binding } from './exchanges/exchange.js';

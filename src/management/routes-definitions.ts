@@ -1,4 +1,4 @@
-import { exportDefinitions, importDefinitions, type Definitions } from '../core/definitions.js';
+import { exportDefinitions, importDefinitions, type Definitions } from '../core/index.js';
 import type { ManagementApi } from './api.js';
 import { HttpError, checkJsonType, readBody } from './http-util.js';
 import { VERSION } from './package-info.js';

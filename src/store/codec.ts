@@ -488,7 +488,7 @@ export function writeMessageHead(buf: Buffer, pos: number, m: MessageContent, pr
   return pos + 4;
 }
 
-/** Encodes a whole message into a fresh buffer (for small stores: retained messages, tests). */
+/** Encodes a whole message into a fresh buffer (for small stores and tests). */
 export function encodeMessage(m: MessageContent): Buffer {
   const props = Buffer.from(encodePropertiesScratch(m.properties));
   const out = Buffer.allocUnsafe(messageHeadBound(m, props) + m.body.length);

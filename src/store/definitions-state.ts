@@ -8,7 +8,7 @@ import {
   queueDefinition,
   userDefinition,
   vhostDefinition,
-} from '../core/definitions.js';
+} from '../core/index.js';
 import type { DefinitionChange } from '../core/persistence.js';
 import { definitionKey, type DefinitionEntry, type DefinitionKind } from './definitions-log.js';
 

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Core } from '../core/core.js';
-import { importDefinitions, type ImportReport } from '../core/definitions.js';
+import { importDefinitions, type ImportReport } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { startupError } from './errors.js';
 import { MessageStore, type RecoverySummary } from './message-store.js';
@@ -10,7 +10,8 @@ export { MessageStore, DEFINITIONS_FILE, DEFAULT_QUEUE_MEMORY_BUDGET, DEFAULT_SE
 export type { StoreOptions, RecoverySummary } from './message-store.js';
 export { StoreError } from './errors.js';
 export { RecordStore } from './record-store.js';
-export { DurableRetained, type RetainedIndex, type RetainedRecord } from './retained.js';
+/** The store's binary codec, for adapters that keep their own records in a record store. */
+export { ByteReader, ByteWriter, readProperties, writeProperties } from './codec.js';
 
 /** Store tuning for the embeddable API and tests (the CLI uses the defaults). */
 export interface StoreTuning {

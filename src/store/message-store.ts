@@ -3,12 +3,11 @@ import { existsSync, fdatasync, mkdirSync, readdirSync, statSync, unlinkSync, wr
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Core } from '../core/core.js';
-import { importDefinitions, tableFromJson, type ImportReport } from '../core/definitions.js';
-import { BrokerError, ReplyCode } from '../core/errors.js';
+import { BrokerError, ReplyCode, SETTLED, importDefinitions, tableFromJson, type ImportReport } from '../core/index.js';
 import type { DefinitionChange, Persistence, QueueStore } from '../core/persistence.js';
 import type { QueueEntry } from '../core/queues/entry.js';
 import type { Queue } from '../core/queues/queue.js';
-import { SETTLED, type StoredMessage } from '../core/types.js';
+import type { StoredMessage } from '../core/types.js';
 import type { Logger } from '../logger.js';
 import { Arena } from './arena.js';
 import { startupError } from './errors.js';
@@ -16,10 +15,10 @@ import { DefinitionsLog, type DefinitionEntry, type DefinitionsWrite } from './d
 import { allEntries, changeKey, currentEntry, metaEntries } from './definitions-state.js';
 import { describeErrno, errnoCode, fsyncDir, fsyncDirSync, readIfExists } from './fs-util.js';
 import { MessageLog, type BatchContext } from './message-log.js';
-import { QueueLog, SHARED_PENDING, type QueueLogHost } from './queue-log.js';
+import { QueueLog, type QueueLogHost } from './queue-log.js';
+import { SHARED_PENDING } from './segment.js';
 import { RecordStore } from './record-store.js';
 import { releaseLock, takeLock } from './lock.js';
-import { DurableRetained, type RetainedIndex, type RetainedRecord } from './retained.js';
 import type { MessageLoc } from './records.js';
 
 export interface StoreOptions {
@@ -672,7 +671,7 @@ export class MessageStore implements Persistence, QueueLogHost {
 
   /**
    * A durable key/value store under `<dataDir>/records/<name>.log`, for state that is not a queue
-   * (MQTT session state, delayed wills); closed with the store.
+   * (the MQTT adapter's retained messages, session state and delayed wills); closed with the store.
    */
   records(name: string): RecordStore {
     if (!/^[a-z0-9][a-z0-9-]*$/.test(name)) throw new Error(`invalid record store name '${name}'`);
@@ -683,14 +682,6 @@ export class MessageStore implements Persistence, QueueLogHost {
       this.recordStores.set(name, rs);
     }
     return rs;
-  }
-
-  /**
-   * Makes an in-memory retained-message index durable: its changes are written to the `retained`
-   * record store and it is refilled from it now.
-   */
-  retained<M extends RetainedRecord>(inner: RetainedIndex<M>, revive: (r: RetainedRecord) => M): RetainedIndex<M> {
-    return new DurableRetained(inner, this.records('retained'), this.log, revive);
   }
 }
 

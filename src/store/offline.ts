@@ -1,6 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { Core } from '../core/core.js';
-import { exportDefinitions, importDefinitions, type Definitions, type ImportReport } from '../core/definitions.js';
+import { Core, exportDefinitions, importDefinitions, type Definitions, type ImportReport } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { startupError } from './errors.js';
 import { readDefinitionsFile } from './index.js';

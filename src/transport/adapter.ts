@@ -1,4 +1,23 @@
 import type { Duplex } from 'node:stream';
+import type { BrokerOptions } from '../config.js';
+import type { Core } from '../core/index.js';
+import type { Logger } from '../logger.js';
+import type { RecordStore } from '../store/index.js';
+
+/** The part of the embedded store an adapter may use: named durable key/value record stores. */
+export interface AdapterStore {
+  /** The record store `<dataDir>/records/<name>.log`, opened on first use and closed with the store. */
+  records(name: string): RecordStore;
+}
+
+/** What every adapter gets from the broker. */
+export interface AdapterContext {
+  readonly core: Core;
+  readonly log: Logger;
+  readonly options: BrokerOptions;
+  /** The embedded store; absent when the adapter runs without a data directory (tests). */
+  readonly store?: AdapterStore;
+}
 
 export interface Peer {
   /** The remote address; '' when the transport does not know it (never counted as loopback). */

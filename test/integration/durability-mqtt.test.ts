@@ -1,4 +1,6 @@
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
 import type { Packet } from 'mqtt-packet';
 import type { MqttAdapter } from '../../adapters/mqtt/index.js';
@@ -44,6 +46,24 @@ test('retained messages survive a restart; a cleared one stays cleared', async (
   await waitForCount(got, 1);
   await settle();
   expect(got.map((m) => [m.topic, m.payload, m.packet.retain])).toEqual([['home/kitchen/temp', '21.5', true]]);
+  await sub.endAsync();
+});
+
+test('retained messages in a data directory written by earlier versions come back', async () => {
+  const dir = await tempDataDir();
+  dirs.push(dir);
+  mkdirSync(join(dir, 'records'));
+  copyFileSync(join(import.meta.dirname, '../fixtures/retained-v1/records/retained.log'), join(dir, 'records', 'retained.log'));
+  const { url } = await start(dir);
+  const sub = await connectMqtt(url, { clientId: 'dashboard', protocolVersion: 5 });
+  const got = collect(sub);
+  await sub.subscribeAsync('home/+/temp', { qos: 1 });
+  await waitForCount(got, 2);
+  await settle();
+  expect(got.map((m) => [m.topic, m.payload, m.packet.retain, m.packet.properties?.contentType]).sort()).toEqual([
+    ['home/hall/temp', '19.0', true, undefined],
+    ['home/kitchen/temp', '21.5', true, 'text/plain'],
+  ]);
   await sub.endAsync();
 });
 

@@ -1,6 +1,4 @@
-import { BrokerError, ReplyCode } from '../../../src/core/errors.js';
-import { Decimal } from '../../../src/core/types.js';
-import type { FieldTable, FieldValue } from '../../../src/core/types.js';
+import { BrokerError, ReplyCode, Decimal, type FieldTable, type FieldValue } from '../../../src/core/index.js';
 import { FieldTag } from './constants.js';
 
 /**

@@ -1,5 +1,4 @@
-import { BrokerError, ReplyCode } from '../../../src/core/errors.js';
-import type { Message } from '../../../src/core/types.js';
+import { BrokerError, ReplyCode, type Message } from '../../../src/core/index.js';
 import { ByteQueue } from '../../../src/transport/byte-queue.js';
 import { BasicMethod, ClassId, FRAME_END, FRAME_HEADER_SIZE, FRAME_OVERHEAD, FrameType } from './constants.js';
 import { WireWriter } from './field-table.js';

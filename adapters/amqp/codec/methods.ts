@@ -1,6 +1,5 @@
 import { isUtf8 } from 'node:buffer';
-import { BrokerError, ReplyCode } from '../../../src/core/errors.js';
-import type { FieldTable } from '../../../src/core/types.js';
+import { BrokerError, ReplyCode, type FieldTable } from '../../../src/core/index.js';
 import {
   AccessMethod,
   BasicMethod,

@@ -1,5 +1,4 @@
-import { BrokerError, ReplyCode } from '../../../src/core/errors.js';
-import type { MessageProperties } from '../../../src/core/types.js';
+import { BrokerError, ReplyCode, type MessageProperties } from '../../../src/core/index.js';
 import { BasicFlag, ClassId } from './constants.js';
 import { WireReader, WireWriter, trailing } from './field-table.js';
 

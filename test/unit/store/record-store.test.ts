@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, expect, test } from 'vitest';
 import { RecordStore } from '../../../src/store/record-store.js';
-import { DurableRetained, type RetainedIndex, type RetainedRecord } from '../../../src/store/retained.js';
 
 const log = pino({ level: 'silent' });
 let dir: string | undefined;
@@ -63,41 +62,4 @@ test('a file of mostly overwritten values is compacted to its live records', asy
   expect(b.get('other')?.toString()).toBe('x');
   expect(readFileSync(f).toString('latin1', 0, 4)).toBe('WRNK');
   await b.close();
-});
-
-/** A stand-in for the MQTT adapter's in-memory index (exact-topic match only). */
-class MapIndex implements RetainedIndex<RetainedRecord> {
-  readonly m = new Map<string, RetainedRecord>();
-  set(vhost: string, topic: string, msg: RetainedRecord | null): void {
-    if (msg === null) this.m.delete(`${vhost}|${topic}`);
-    else this.m.set(`${vhost}|${topic}`, msg);
-  }
-  get(vhost: string, topic: string): RetainedRecord | undefined {
-    return this.m.get(`${vhost}|${topic}`);
-  }
-  match(vhost: string, filter: string): RetainedRecord[] {
-    const m = this.get(vhost, filter);
-    return m ? [m] : [];
-  }
-  count(): number {
-    return this.m.size;
-  }
-}
-
-test('retained messages written through the durable index come back into a fresh index; expired ones do not', async () => {
-  const f = await file();
-  let rs = RecordStore.open(f, log);
-  const d = new DurableRetained(new MapIndex(), rs, log, (r) => r);
-  d.set('/', 'a/b', { topic: 'a/b', qos: 1, properties: { contentType: 'text/plain', headers: { k: 'v' } }, body: Buffer.from('hello'), expiresAt: 0 });
-  d.set('/', 'old', { topic: 'old', qos: 0, properties: {}, body: Buffer.from('x'), expiresAt: Date.now() + 50 });
-  d.set('v2', 'gone', { topic: 'gone', qos: 0, properties: {}, body: Buffer.from('y'), expiresAt: 0 });
-  d.set('v2', 'gone', null);
-  await rs.close();
-  await new Promise((r) => setTimeout(r, 60));
-  rs = RecordStore.open(f, log);
-  const fresh = new MapIndex();
-  new DurableRetained(fresh, rs, log, (r) => r);
-  expect([...fresh.m.keys()]).toEqual(['/|a/b']);
-  expect(fresh.get('/', 'a/b')).toEqual({ topic: 'a/b', qos: 1, properties: { contentType: 'text/plain', headers: { k: 'v' } }, body: Buffer.from('hello'), expiresAt: 0 });
-  await rs.close();
 });

@@ -1,5 +1,11 @@
-import { describe, expect, test } from 'vitest';
-import { MemoryRetainedStore, type RetainedMessage } from '../../../../adapters/mqtt/retained.js';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterEach, describe, expect, test } from 'vitest';
+import { DurableRetainedStore, MemoryRetainedStore, decodeRetained, encodeRetained, type RetainedMessage } from '../../../../adapters/mqtt/retained.js';
+import { RecordStore } from '../../../../src/store/index.js';
 
 function msg(topic: string, expiresAt = 0): RetainedMessage {
   return { topic, qos: 1, properties: {}, body: Buffer.from(topic), expiresAt };
@@ -67,5 +73,63 @@ describe('MemoryRetainedStore', () => {
     expect(topics(s.match('/', '#'))).toEqual(['new']);
     expect(s.count('/')).toBe(1);
     expect(s.get('/', 'old')).toBeUndefined();
+  });
+});
+
+describe('DurableRetainedStore', () => {
+  const log = pino({ level: 'silent' });
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  async function file(): Promise<string> {
+    dir = await mkdtemp(join(tmpdir(), 'warren-retained-'));
+    return join(dir, 'records', 'retained.log');
+  }
+
+  test('a record decodes to the message it was encoded from', () => {
+    const m: RetainedMessage = { topic: 'a/b', qos: 2, properties: { contentType: 'text/plain', headers: { k: 'v', n: 3 } }, body: Buffer.from('hello'), expiresAt: 1234.5 };
+    expect(decodeRetained('a/b', encodeRetained(m))).toEqual(m);
+    const bad = encodeRetained(m);
+    bad[0] = 9;
+    expect(() => decodeRetained('a/b', bad)).toThrow(/version/);
+  });
+
+  test('changes come back into a fresh store after reopening; expired and unreadable records are dropped', async () => {
+    const f = await file();
+    let rs = RecordStore.open(f, log);
+    const d = new DurableRetainedStore(new MemoryRetainedStore(), rs, log);
+    d.set('/', 'a/b', { topic: 'a/b', qos: 1, properties: { contentType: 'text/plain', headers: { k: 'v' } }, body: Buffer.from('hello'), expiresAt: 0 });
+    d.set('/', 'old', { topic: 'old', qos: 0, properties: {}, body: Buffer.from('x'), expiresAt: Date.now() - 1 });
+    d.set('v2', 'gone', { topic: 'gone', qos: 0, properties: {}, body: Buffer.from('y'), expiresAt: 0 });
+    d.set('v2', 'gone', null);
+    await rs.set('/\u0000junk', Buffer.from([7, 7, 7]));
+    await rs.close();
+    rs = RecordStore.open(f, log);
+    const fresh = new MemoryRetainedStore();
+    const again = new DurableRetainedStore(fresh, rs, log);
+    expect(again.match('/', '#')).toEqual([{ topic: 'a/b', qos: 1, properties: { contentType: 'text/plain', headers: { k: 'v' } }, body: Buffer.from('hello'), expiresAt: 0 }]);
+    expect(again.count('v2')).toBe(0);
+    await rs.flush();
+    expect([...rs.keys()]).toEqual(['/\u0000a/b']);
+    await rs.close();
+  });
+
+  test('reads the retained log written by the store-side implementation of earlier versions', async () => {
+    const f = await file();
+    mkdirSync(join(dir!, 'records'));
+    copyFileSync(join(import.meta.dirname, '../../../fixtures/retained-v1/records/retained.log'), f);
+    const rs = RecordStore.open(f, log);
+    const d = new DurableRetainedStore(new MemoryRetainedStore(), rs, log);
+    const got = d.match('/', '#').map((m) => [m.topic, m.qos, m.body.toString(), m.properties.contentType]);
+    expect(got.sort()).toEqual([
+      ['home/hall/temp', 0, '19.0', undefined],
+      ['home/kitchen/temp', 1, '21.5', 'text/plain'],
+    ]);
+    expect(d.get('/', '$SYS/uptime')?.body.toString()).toBe('7');
+    expect(d.get('/', 'home/kitchen/temp')?.properties.headers?.['unit']).toBe('C');
+    await rs.close();
   });
 });
