@@ -1,9 +1,17 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Ports } from './case.js';
 
-const WARREN_BIN = join(import.meta.dirname, '..', '..', 'bin', 'warren.js');
+/** bin/warren.js, found from here whether this runs compiled (dist/fuzz) or from source (fuzz). */
+function warrenBin(): string {
+  for (let dir = import.meta.dirname; ; dir = dirname(dir)) {
+    const bin = join(dir, 'bin', 'warren.js');
+    if (existsSync(bin)) return bin;
+    if (dirname(dir) === dir) throw new Error('bin/warren.js not found');
+  }
+}
 /** Bytes of the child's stderr kept for a failure report. */
 const TAIL_BYTES = 64 * 1024;
 
@@ -41,7 +49,7 @@ export class BrokerChild {
   }
 
   static async start(dataDir: string, logLevel: string, timeoutMs = 30_000): Promise<BrokerChild> {
-    const args = [WARREN_BIN, 'start', '--data-dir', dataDir, '--bind', '127.0.0.1', '--log-level', logLevel];
+    const args = [warrenBin(), 'start', '--data-dir', dataDir, '--bind', '127.0.0.1', '--log-level', logLevel];
     for (const p of ['amqp', 'mqtt', 'stomp', 'http']) args.push(`--${p}-port`, '0');
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

@@ -176,7 +176,11 @@ export class Bystanders {
     for (const b of this.all) if (b.lost !== undefined) throw new Error(`${b.name} bystander lost its connection: ${b.lost}`);
   }
 
+  /** Closes every bystander, giving up after 2 s (the broker may be gone). */
   async close(): Promise<void> {
-    await Promise.allSettled(this.all.map((b) => b.close()));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000)));
+    await Promise.race([Promise.allSettled(this.all.map((b) => b.close())), timeout]);
+    clearTimeout(timer);
   }
 }

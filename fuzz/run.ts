@@ -34,6 +34,7 @@ const USAGE = `usage: npm run fuzz -- [options]
   --round-trip-ms N   bound on a bystander's round trip (default ${DEFAULTS.roundTripMs})
   --max-rss-mb N      bound on the broker's resident memory (default ${DEFAULTS.maxRssMiB})
   --include-known     also generate the inputs of the known issues (see fuzz/config.ts)
+  --unskip NAME       the same for one known issue (repeatable)
   --no-property       do not run the cross-protocol property test
   --property-runs N   WARREN_FUZZ_RUNS for the property test (default ${DEFAULTS.propertyRuns})
   --replay FILE       send one saved case (its .bin or .json) and check the broker
@@ -55,6 +56,7 @@ function parseOptions(argv: string[]): FuzzOptions {
       'round-trip-ms': { type: 'string' },
       'max-rss-mb': { type: 'string' },
       'include-known': { type: 'boolean' },
+      unskip: { type: 'string', multiple: true },
       'no-property': { type: 'boolean' },
       'property-runs': { type: 'string' },
       replay: { type: 'string' },
@@ -74,6 +76,8 @@ function parseOptions(argv: string[]): FuzzOptions {
     return n;
   };
   const targets = (values.target ?? []).flatMap((t) => t.split(',')).filter((t) => t !== '');
+  const unskip = (values.unskip ?? []).flatMap((t) => t.split(','));
+  for (const k of unskip) if (!(KNOWN_ISSUE_NAMES as string[]).includes(k)) throw new Error(`--unskip: unknown issue ${k} (${KNOWN_ISSUE_NAMES.join('|')})`);
   for (const t of targets) if (!(TARGETS as readonly string[]).includes(t)) throw new Error(`--target: unknown target ${t} (${TARGETS.join('|')})`);
   return {
     minutes: num(values.minutes, DEFAULTS.minutes, 'minutes'),
@@ -83,7 +87,7 @@ function parseOptions(argv: string[]): FuzzOptions {
     checkEvery: Math.max(1, num(values['check-every'], DEFAULTS.checkEvery, 'check-every')),
     roundTripMs: num(values['round-trip-ms'], DEFAULTS.roundTripMs, 'round-trip-ms'),
     maxRssMiB: num(values['max-rss-mb'], DEFAULTS.maxRssMiB, 'max-rss-mb'),
-    skip: new Set<KnownIssue>(values['include-known'] ? [] : KNOWN_ISSUE_NAMES),
+    skip: new Set<KnownIssue>(values['include-known'] ? [] : KNOWN_ISSUE_NAMES.filter((k) => !unskip.includes(k))),
     property: !values['no-property'],
     propertyRuns: num(values['property-runs'], DEFAULTS.propertyRuns, 'property-runs'),
     replay: values.replay,

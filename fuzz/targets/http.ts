@@ -56,6 +56,7 @@ function param(rng: Rng, name: string, method: string, route: string, ns: string
     case 'source':
     case 'dest':
       v = rng.chance(0.7) ? `${ns}-${rng.pick(['q', 'x'])}${rng.int(3)}` : rng.pick([...hostile, 'amq.topic', 'amq.default', 'amq.direct']);
+      if (route.endsWith('/publish') && rng.chance(0.6)) v = rng.pick(['amq.topic', 'amq.default']);
       if (method === 'DELETE' && safeDecode(v).startsWith('amq.')) v = `${ns}-x0`;
       break;
     case 'props':
@@ -222,7 +223,7 @@ function body(rng: Rng, method: string, route: string, ns: string): string | Buf
   return JSON.stringify(b);
 }
 
-function request(rng: Rng, ns: string, s: Session): void {
+function request(rng: Rng, ns: string, s: Session, last: boolean): void {
   const [routeMethod, route] = rng.pick(ROUTES);
   const method = rng.chance(0.9) ? routeMethod : rng.pick(METHODS);
   const path = route.replace(/:([a-z]+)/g, (_m, name: string) => param(rng, name, method, route, ns));
@@ -253,6 +254,7 @@ function request(rng: Rng, ns: string, s: Session): void {
   }
   if (rng.chance(0.05)) head += `X-Big: ${'b'.repeat(rng.range(8000, 20000))}${eol}`;
   if (rng.chance(0.05)) head += `Expect: 100-continue${eol}`;
+  if (last && rng.chance(0.7)) head += `Connection: close${eol}`;
   head += eol;
   s.add(Buffer.concat([Buffer.from(head), payload]), lengths);
 }
@@ -260,7 +262,7 @@ function request(rng: Rng, ns: string, s: Session): void {
 export function httpSession(rng: Rng, ns: string): Session {
   const s = new Session();
   const n = rng.chance(0.8) ? 1 : rng.range(2, 4); // keep-alive: several requests on one connection
-  for (let i = 0; i < n; i++) request(rng, ns, s);
+  for (let i = 0; i < n; i++) request(rng, ns, s, i === n - 1);
   return s;
 }
 
