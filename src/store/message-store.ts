@@ -473,7 +473,7 @@ export class MessageStore implements Persistence, QueueLogHost {
       if (defs !== undefined) jobs.push(atomicWriteFile(join(this.dataDir, DEFINITIONS_FILE), defs));
       // Wait for every write, failed or not, before anything is undone or closed.
       for (const r of await Promise.allSettled(jobs)) if (r.status === 'rejected') return r.reason ?? new Error('write failed');
-      if (ctx.dirs.size > 0) await Promise.all([...ctx.dirs].map((d) => fsyncDir(d)));
+      if (ctx.dirs.size > 0) await Promise.all([...ctx.dirs].map(fsyncLiveDir));
       return undefined;
     } catch (err) {
       return err;
@@ -648,4 +648,17 @@ function takeLock(dir: string): number {
     }
   }
   throw startupError(`cannot lock data directory '${dir}'`);
+}
+
+/**
+ * fsync a queue's directory, unless it is gone: a queue deleted while the batch was being written
+ * has had its directory renamed away, and nothing in it needs to survive. Any other error fails
+ * the batch.
+ */
+async function fsyncLiveDir(dir: string): Promise<void> {
+  try {
+    await fsyncDir(dir);
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  }
 }
