@@ -26,6 +26,8 @@ export const KNOWN_ISSUES = {
    * reaches an AMQP consumer.
    */
   'long-shortstr-to-amqp': 'a long STOMP/MQTT 5/management property delivered to an AMQP consumer',
+  /** A management `?name=...&use_regex=true` filter with catastrophic backtracking stalls the broker. */
+  'mgmt-regex-redos': 'a backtracking management name filter',
 } as const;
 export type KnownIssue = keyof typeof KNOWN_ISSUES;
 export const KNOWN_ISSUE_NAMES = Object.keys(KNOWN_ISSUES) as KnownIssue[];

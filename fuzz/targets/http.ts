@@ -55,7 +55,7 @@ function param(rng: Rng, name: string, method: string, route: string, ns: string
     case 'name':
     case 'source':
     case 'dest':
-      v = rng.chance(0.7) ? `${ns}-${rng.pick(['q', 'x'])}${rng.int(3)}` : rng.pick([...hostile, 'amq.topic', 'amq.default', 'amq.direct']);
+      v = rng.chance(0.7) ? `${ns}-${rng.pick(['q', 'x'])}${rng.int(3)}` : rng.pick([...hostile, 'amq.topic', 'amq.default', 'amq.direct', 'x'.repeat(rng.range(20, 255))]);
       if (route.endsWith('/publish') && rng.chance(0.6)) v = rng.pick(['amq.topic', 'amq.default']);
       if (method === 'DELETE' && safeDecode(v).startsWith('amq.')) v = `${ns}-x0`;
       break;
@@ -88,7 +88,7 @@ function safeDecode(s: string): string {
   }
 }
 
-function query(rng: Rng): string {
+function query(rng: Rng, ctx: TargetContext): string {
   const parts: string[] = [];
   const n = rng.int(4);
   for (let i = 0; i < n; i++) {
@@ -103,7 +103,7 @@ function query(rng: Rng): string {
         parts.push(`page=${rng.pick(['1', '0', '-1', '1e9', 'x', '9999999999999999999'])}`, `page_size=${rng.pick(['1', '100', '0', '-5', '100000', 'NaN'])}`);
         break;
       case 3:
-        parts.push(`name=${encodeURIComponent(rng.pick(['q', '^f', '.*', '[', '(', '\\', 'x'.repeat(200)]))}`, `use_regex=${rng.pick(['true', 'false'])}`);
+        parts.push(`name=${encodeURIComponent(rng.pick(['q', '^f', '.*', '[', '(', '\\', 'x'.repeat(200), ...(ctx.skip.has('mgmt-regex-redos') ? [] : ['(x+)+y', '(x|x)*y'])]))}`, `use_regex=${rng.pick(['true', 'false'])}`);
         break;
       case 4:
         parts.push(`msg_rates_age=${rng.pick(['60', '-1', '1e12', 'x'])}`, `msg_rates_incr=${rng.pick(['5', '0', '-1', '0.0001'])}`);
@@ -223,11 +223,12 @@ function body(rng: Rng, method: string, route: string, ns: string): string | Buf
   return JSON.stringify(b);
 }
 
-function request(rng: Rng, ns: string, s: Session, last: boolean): void {
+function request(rng: Rng, ctx: TargetContext, s: Session, last: boolean): void {
+  const ns = ctx.ns;
   const [routeMethod, route] = rng.pick(ROUTES);
   const method = rng.chance(0.9) ? routeMethod : rng.pick(METHODS);
   const path = route.replace(/:([a-z]+)/g, (_m, name: string) => param(rng, name, method, route, ns));
-  const target = rng.chance(0.02) ? `http://127.0.0.1${path}` : rng.chance(0.01) ? '*' : path + query(rng);
+  const target = rng.chance(0.02) ? `http://127.0.0.1${path}` : rng.chance(0.01) ? '*' : path + query(rng, ctx);
   const b = body(rng, method, route, ns);
   const bytes = b === undefined ? undefined : typeof b === 'string' ? Buffer.from(b) : b;
   const eol = '\r\n';
@@ -259,18 +260,18 @@ function request(rng: Rng, ns: string, s: Session, last: boolean): void {
   s.add(Buffer.concat([Buffer.from(head), payload]), lengths);
 }
 
-export function httpSession(rng: Rng, ns: string): Session {
+export function httpSession(rng: Rng, ctx: TargetContext): Session {
   const s = new Session();
   const n = rng.chance(0.8) ? 1 : rng.range(2, 4); // keep-alive: several requests on one connection
-  for (let i = 0; i < n; i++) request(rng, ns, s, i === n - 1);
+  for (let i = 0; i < n; i++) request(rng, ctx, s, i === n - 1);
   return s;
 }
 
 export const httpTarget: Target = {
   name: 'http',
   generate(rng: Rng, ctx: TargetContext): FuzzCase {
-    const session = httpSession(rng, ctx.ns);
-    const chunks = rng.chance(0.25) ? mutate(rng, session, { other: () => httpSession(rng, ctx.ns), text: true }) : session.parts.map((p) => p.bytes);
+    const session = httpSession(rng, ctx);
+    const chunks = rng.chance(0.25) ? mutate(rng, session, { other: () => httpSession(rng, ctx), text: true }) : session.parts.map((p) => p.bytes);
     return { kind: 'raw', port: 'http', chunks, awaitReply: false, end: rng.chance(0.8) ? 'linger' : rng.pick(['end', 'reset', 'now'] as const), note: `http: ${session.parts.length} request(s), first: ${session.parts[0]?.bytes.subarray(0, 80).toString('latin1').split('\r\n')[0] ?? ''}` };
   },
 };
