@@ -18,6 +18,8 @@ const TAIL_BYTES = 64 * 1024;
 /** `node bin/warren.js start` with every listener on an ephemeral port, as the fuzzers' target. */
 export class BrokerChild {
   private tail = '';
+  /** Process warnings the broker printed (`(node:PID) XxxWarning: ...`): a timer overflow, a listener leak. */
+  readonly warnings: string[] = [];
   exitCode: number | null = null;
   exitSignal: NodeJS.Signals | null = null;
   readonly exited: Promise<void>;
@@ -57,6 +59,8 @@ export class BrokerChild {
     let early = '';
     child.stderr!.setEncoding('utf8').on('data', (s: string) => {
       if (b) {
+        const w = /\(node:\d+\) (\w*Warning: .*)/.exec(s);
+        if (w) b.warnings.push(w[1]!);
         b.tail += s;
         if (b.tail.length > TAIL_BYTES * 2) b.tail = b.tail.slice(-TAIL_BYTES);
       } else early += s;

@@ -125,6 +125,8 @@ class Harness {
       if (!this.broker.alive) throw new FuzzFailure(`broker exited (code ${this.broker.exitCode}, signal ${this.broker.exitSignal})`);
       throw new FuzzFailure(e instanceof Error ? e.message : String(e));
     }
+    const warning = this.broker.warnings[0];
+    if (warning !== undefined) throw new FuzzFailure(`broker printed a process warning: ${warning}`);
     const rss = await this.broker.rssMiB();
     if (rss !== undefined && rss > this.opts.maxRssMiB) throw new FuzzFailure(`broker RSS ${rss.toFixed(0)} MiB over the bound of ${this.opts.maxRssMiB} MiB`);
     return rss;
