@@ -166,6 +166,12 @@ export async function saveCase(base: string, target: string, index: number, c: F
   return `${base}.bin`;
 }
 
+/** The target a case file was saved from. */
+export async function caseTarget(path: string): Promise<string> {
+  const meta = JSON.parse(await readFile(`${path.replace(/\.(bin|json)$/, '')}.json`, 'utf8')) as Record<string, unknown>;
+  return String(meta['target'] ?? 'unknown');
+}
+
 /** Reads a case written by saveCase (the path of its .bin or .json file). */
 export async function loadCase(path: string): Promise<FuzzCase> {
   const base = path.replace(/\.(bin|json)$/, '');

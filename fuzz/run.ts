@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BrokerChild } from './broker-child.js';
 import { Bystanders } from './bystanders.js';
-import { loadCase, runCase, saveCase, type FuzzCase, type Target } from './case.js';
+import { caseTarget, loadCase, runCase, saveCase, type FuzzCase, type Target } from './case.js';
 import { DEFAULTS, FIXED_SEED, KNOWN_ISSUES, KNOWN_ISSUE_NAMES, TARGETS, namespaceOf, type FuzzOptions, type KnownIssue, type TargetName } from './config.js';
 import { Rng, caseSeed } from './prng.js';
 import { amqpTarget } from './targets/amqp.js';
@@ -222,6 +222,8 @@ async function fuzzTarget(target: Target, seed: number, ms: number, opts: FuzzOp
 
 async function replay(opts: FuzzOptions): Promise<void> {
   const c = await loadCase(opts.replay!);
+  const t = await caseTarget(opts.replay!);
+  const target: TargetName = (TARGETS as readonly string[]).includes(t) ? (t as TargetName) : 'amqp';
   const h = await Harness.start(opts);
   await h.check();
   process.stdout.write(`replaying ${c.note}\n`);
@@ -229,7 +231,7 @@ async function replay(opts: FuzzOptions): Promise<void> {
   try {
     await h.check();
   } catch (e) {
-    await report({ seed: 0, target: c.kind === 'ws-client' ? 'ws' : 'amqp', reason: e instanceof Error ? e.message : String(e), cases: [[0, c]] }, h.broker, opts.outDir);
+    await report({ seed: 0, target, reason: e instanceof Error ? e.message : String(e), cases: [[0, c]] }, h.broker, opts.outDir);
   }
   process.stdout.write('broker alive, bystanders round-trip\n');
   await h.stop();
