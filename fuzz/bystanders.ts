@@ -85,6 +85,7 @@ async function mqttBystander(ports: Ports): Promise<Bystander> {
     clean: true,
     reconnectPeriod: 0,
     keepalive: 0,
+    protocolVersion: 5,
   });
   const waiters = new Waiters();
   const topic = 'fuzz-bystander/mqtt';
@@ -102,6 +103,9 @@ async function mqttBystander(ports: Ports): Promise<Bystander> {
   client.on('close', () => (b.lost ??= 'connection closed'));
   client.on('error', (e) => (b.lost ??= `error: ${e.message}`));
   await client.subscribeAsync(topic, { qos: 1 });
+  // a sink: everything on amq.topic, whatever protocol published it, must reach an MQTT 5 client
+  // as packets it can parse (a parse failure is an 'error', and the bystander is lost)
+  await client.subscribeAsync('#', { qos: 0 });
   return b;
 }
 
@@ -112,7 +116,7 @@ async function stompBystander(ports: Ports): Promise<Bystander> {
   });
   const waiters = new Waiters();
   const dest = '/queue/fuzz-bystander-stomp';
-  let buf = '';
+  let buf: Buffer = Buffer.alloc(0);
   let connected: (() => void) | undefined;
   const b: Bystander = {
     name: 'stomp',
@@ -131,17 +135,25 @@ async function stompBystander(ports: Ports): Promise<Bystander> {
         }, 1000).unref();
       }),
   };
-  sock.setEncoding('utf8');
-  sock.on('data', (s: string) => {
-    buf += s;
-    for (let end = buf.indexOf('\0'); end >= 0; end = buf.indexOf('\0')) {
-      const frame = buf.slice(0, end).replace(/^[\r\n]+/, '');
-      buf = buf.slice(end + 1);
-      const sep = frame.indexOf('\n\n');
-      const command = frame.slice(0, frame.indexOf('\n'));
+  sock.on('data', (chunk: Buffer) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    for (;;) {
+      let start = 0;
+      while (start < buf.length && (buf[start] === 0x0a || buf[start] === 0x0d)) start++; // heart-beats
+      const sep = buf.indexOf('\n\n', start);
+      if (sep < 0) break;
+      const head = buf.subarray(start, sep).toString('utf8').split('\n');
+      const command = head[0]!.replace(/\r$/, '');
+      const lengthHeader = head.find((h) => h.startsWith('content-length:'));
+      const length = lengthHeader === undefined ? -1 : Number(lengthHeader.slice('content-length:'.length));
+      const end = length >= 0 ? sep + 2 + length : buf.indexOf(0, sep + 2);
+      if (end < 0 || end >= buf.length) break; // the body (and its NUL) is not all here yet
+      if (buf[end] !== 0) b.lost ??= `${command} frame whose content-length is not followed by NUL`;
+      const body = buf.subarray(sep + 2, end).toString('utf8');
+      buf = buf.subarray(end + 1);
       if (command === 'CONNECTED') connected?.();
-      else if (command === 'MESSAGE' && sep >= 0) waiters.arrived(frame.slice(sep + 2));
-      else if (command === 'ERROR') b.lost ??= `ERROR frame: ${frame.slice(0, 300)}`;
+      else if (command === 'MESSAGE') waiters.arrived(body);
+      else b.lost ??= `${command} frame: ${head.join(' ').slice(0, 300)} ${body.slice(0, 200)}`;
     }
   });
   sock.on('close', () => (b.lost ??= 'connection closed'));
@@ -155,6 +167,8 @@ async function stompBystander(ports: Ports): Promise<Bystander> {
     sock.write('CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\nheart-beat:0,0\n\n\0');
   });
   sock.write(`SUBSCRIBE\ndestination:${dest}\nid:0\nack:auto\n\n\0`);
+  // a sink, as for MQTT: everything on amq.topic delivered as STOMP frames
+  sock.write('SUBSCRIBE\ndestination:/topic/#\nid:1\nack:auto\n\n\0');
   return b;
 }
 
