@@ -40,7 +40,8 @@ const METHODS = ['GET', 'PUT', 'POST', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS', 'TR
 const AUTH_GUEST = `Basic ${Buffer.from('guest:guest').toString('base64')}`;
 
 /** A path parameter, percent-encoded or not quite. */
-function param(rng: Rng, name: string, method: string, route: string, ns: string): string {
+function param(rng: Rng, name: string, method: string, route: string, ctx: TargetContext): string {
+  const ns = ctx.ns;
   const hostile = ['%', '%zz', '%2e%2e', '..', '%00', '%C0%AF', '%ED%A0%80', encodeURIComponent('x'.repeat(rng.range(256, 5000))), '__proto__', 'constructor', 'prototype', '%2F%2F', ''];
   let v: string;
   switch (name) {
@@ -57,6 +58,8 @@ function param(rng: Rng, name: string, method: string, route: string, ns: string
     case 'dest':
       v = rng.chance(0.7) ? `${ns}-${rng.pick(['q', 'x'])}${rng.int(3)}` : rng.pick([...hostile, 'amq.topic', 'amq.default', 'amq.direct', 'x'.repeat(rng.range(20, 255))]);
       if (route.endsWith('/publish') && rng.chance(0.6)) v = rng.pick(['amq.topic', 'amq.default']);
+      // names a backtracking filter takes long on
+      if (!ctx.skip.has('mgmt-regex-redos') && rng.chance(0.2)) v = 'x'.repeat(rng.range(30, 255));
       if (method === 'DELETE' && safeDecode(v).startsWith('amq.')) v = `${ns}-x0`;
       break;
     case 'props':
@@ -227,7 +230,7 @@ function request(rng: Rng, ctx: TargetContext, s: Session, last: boolean): void 
   const ns = ctx.ns;
   const [routeMethod, route] = rng.pick(ROUTES);
   const method = rng.chance(0.9) ? routeMethod : rng.pick(METHODS);
-  const path = route.replace(/:([a-z]+)/g, (_m, name: string) => param(rng, name, method, route, ns));
+  const path = route.replace(/:([a-z]+)/g, (_m, name: string) => param(rng, name, method, route, ctx));
   const target = rng.chance(0.02) ? `http://127.0.0.1${path}` : rng.chance(0.01) ? '*' : path + query(rng, ctx);
   const b = body(rng, method, route, ns);
   const bytes = b === undefined ? undefined : typeof b === 'string' ? Buffer.from(b) : b;
