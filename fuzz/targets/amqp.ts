@@ -139,17 +139,14 @@ function argsTable(rng: Rng, ns: string): Wire {
   return w;
 }
 
-interface Bits {
-  bits: boolean[];
-}
-
 function method(channel: number, classId: number, methodId: number, body: (w: Wire) => void): { bytes: Buffer; lengths: Wire['lengths'] } {
   const w = new Wire().u16(classId).u16(methodId);
   body(w);
   return frame(FRAME_METHOD, channel, w);
 }
 
-function bits(w: Wire, b: Bits['bits']): void {
+/** Consecutive bit arguments, packed into one octet (AMQP 0-9-1 §4.2.5.2). */
+function bits(w: Wire, b: boolean[]): void {
   let v = 0;
   for (let i = 0; i < b.length; i++) if (b[i]) v |= 1 << i;
   w.u8(v);
