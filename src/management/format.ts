@@ -79,11 +79,12 @@ export function jsonToFieldTable(o: Record<string, unknown>, path = 'arguments')
 
 // ---- message properties ---------------------------------------------------------------------------
 
-const PROPS: ReadonlyArray<[keyof MessageProperties, string, 'string' | 'int']> = [
+/** `octet` and `int` are the AMQP octet and timestamp (a safe integer here): values outside cannot be delivered. */
+const PROPS: ReadonlyArray<[keyof MessageProperties, string, 'string' | 'octet' | 'int']> = [
   ['contentType', 'content_type', 'string'],
   ['contentEncoding', 'content_encoding', 'string'],
-  ['deliveryMode', 'delivery_mode', 'int'],
-  ['priority', 'priority', 'int'],
+  ['deliveryMode', 'delivery_mode', 'octet'],
+  ['priority', 'priority', 'octet'],
   ['correlationId', 'correlation_id', 'string'],
   ['replyTo', 'reply_to', 'string'],
   ['expiration', 'expiration', 'string'],
@@ -111,9 +112,11 @@ export function jsonToProperties(o: Record<string, unknown>): MessageProperties 
   for (const [key, json] of PROPS) {
     const v = getOwn(o, json);
     if (v === undefined || v === null || v === '') continue;
-    if (kindOf(json) === 'int') {
+    const kind = kindOf(json);
+    if (kind !== 'string') {
       const n = typeof v === 'string' ? Number(v) : v;
-      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) throw HttpError.badRequest(`properties.${json} must be a non-negative integer`);
+      if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw HttpError.badRequest(`properties.${json} must be a non-negative integer`);
+      if (kind === 'octet' && n > 255) throw HttpError.badRequest(`properties.${json} must be at most 255`);
       w[key] = n;
     } else {
       if (typeof v !== 'string' && typeof v !== 'number') throw HttpError.badRequest(`properties.${json} must be a string`);
@@ -128,7 +131,7 @@ export function jsonToProperties(o: Record<string, unknown>): MessageProperties 
   return p;
 }
 
-function kindOf(json: string): 'string' | 'int' {
+function kindOf(json: string): 'string' | 'octet' | 'int' {
   return PROPS.find(([, j]) => j === json)?.[2] ?? 'string';
 }
 

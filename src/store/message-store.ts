@@ -570,7 +570,7 @@ export class MessageStore implements Persistence, QueueLogHost {
       if (defs !== undefined) jobs.push(defs.run());
       // Wait for every write, failed or not, before anything is undone or closed.
       for (const r of await Promise.allSettled(jobs)) if (r.status === 'rejected') return r.reason ?? new Error('write failed');
-      if (ctx.dirs.size > 0) await Promise.all([...ctx.dirs].map((d) => fsyncDir(d)));
+      if (ctx.dirs.size > 0) await Promise.all([...ctx.dirs].map(fsyncLiveDir));
       return undefined;
     } catch (err) {
       return err;
@@ -685,3 +685,15 @@ export class MessageStore implements Persistence, QueueLogHost {
   }
 }
 
+/**
+ * fsync a queue's directory, unless it is gone: a queue deleted while the batch was being written
+ * has had its directory renamed away, and nothing in it needs to survive. Any other error fails
+ * the batch.
+ */
+async function fsyncLiveDir(dir: string): Promise<void> {
+  try {
+    await fsyncDir(dir);
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  }
+}

@@ -37,6 +37,9 @@ const DISPATCH_BUDGET = 512;
 /** Bytes read back from disk at a time when a paged queue's in-memory messages run out. */
 const PAGE_IN_BYTES = 4 << 20;
 
+/** The longest delay Node's timers honour (a longer one runs after 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function intArg(args: FieldTable, name: string, min: number, queue: string): number | undefined {
   const v: FieldValue | undefined = args[name];
   if (v === undefined || v === null) return undefined;
@@ -490,10 +493,16 @@ export class Queue implements PageSink {
     if (this.expiresTimer) clearTimeout(this.expiresTimer);
     this.expiresTimer = undefined;
     if (this.consumers.length > 0) return;
+    this.armExpires(Date.now() + this.expires);
+  }
+
+  private armExpires(deadline: number): void {
+    // Node runs a timer of more than 2^31-1 ms after 1 ms: a long x-expires waits in steps
     this.expiresTimer = setTimeout(() => {
       this.expiresTimer = undefined;
-      if (this.consumers.length === 0 && !this.deleted) this.host.removeQueue(this);
-    }, this.expires);
+      if (Date.now() < deadline) this.armExpires(deadline);
+      else if (this.consumers.length === 0 && !this.deleted) this.host.removeQueue(this);
+    }, Math.min(Math.max(0, deadline - Date.now()), MAX_TIMER_MS));
     this.expiresTimer.unref();
   }
 
@@ -501,7 +510,8 @@ export class Queue implements PageSink {
     if (this.ttlTimer !== undefined && this.ttlAt <= at) return;
     if (this.ttlTimer !== undefined) clearTimeout(this.ttlTimer);
     this.ttlAt = at;
-    this.ttlTimer = setTimeout(this.expireHeads, Math.max(0, at - Date.now()) + 1);
+    // capped like x-expires: a far expiry is re-checked when the capped timer runs
+    this.ttlTimer = setTimeout(this.expireHeads, Math.min(Math.max(0, at - Date.now()) + 1, MAX_TIMER_MS));
     this.ttlTimer.unref();
   }
 
