@@ -12,6 +12,9 @@ export const HARD_LIMIT = 256 << 20;
 /** How often the one sweep over all links checks heartbeats, keep-alives and deadlines. */
 export const SWEEP_INTERVAL_MS = 250;
 
+/** The close reason of a connection whose client simply went away. */
+export const CLOSED_BY_CLIENT = 'client closed the connection';
+
 /** Why a link is not being read; reading resumes when no reason is left. */
 export const PauseReason = {
   /** A resource alarm is raised and this connection publishes. */
@@ -112,7 +115,7 @@ export class Link {
   /** Also counted here once set: the connection's traffic as management reports it. */
   traffic: { sendOct: number; sendCnt: number; recvOct: number } | undefined;
   /** Why the connection ended, for its closing log line. */
-  closeReason = 'client closed the connection';
+  closeReason = CLOSED_BY_CLIENT;
   private corked = false;
   private congestedNow = false;
   private paused = 0;
