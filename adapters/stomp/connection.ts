@@ -16,7 +16,7 @@ import {
 import type { Logger } from '../../src/logger.js';
 import type { Peer, TransportControl } from '../../src/transport/adapter.js';
 import { CLOSED_BY_CLIENT, Link, PauseReason, type LinkOwner } from '../../src/transport/link.js';
-import { SettleQueue, type SettleTarget } from '../../src/transport/settle-queue.js';
+import { SettleBudget, SettleQueue, type SettleTarget } from '../../src/transport/settle-queue.js';
 import {
   CLIENT_COMMANDS,
   CONNECTED_LIMITS,
@@ -156,7 +156,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     this.maxBody = ctx.options.maxMessageSize;
     this.decoder.commands = CLIENT_COMMANDS;
     this.link = new Link(stream, this, this.log, transport, control);
-    this.receipts = new SettleQueue<PendingReceipt>(this, this.link);
+    this.receipts = new SettleQueue<PendingReceipt>(this, new SettleBudget(this.link));
     this.blocked = ctx.core.alarms.blocked;
     this.unsubscribeAlarms = ctx.core.alarms.on(this.link.guard.wrap((blocked: boolean) => this.onAlarm(blocked)));
     this.link.expectHandshake(CONNECT_TIMEOUT_MS);

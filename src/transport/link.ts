@@ -273,6 +273,11 @@ export class Link {
     this.setDeadline(Deadline.CLOSE, ms);
   }
 
+  /** Destroys the stream if the client has not closed within `ms` (after a protocol close was sent). */
+  destroyAfter(ms: number): void {
+    this.setDeadline(Deadline.CLOSE, ms);
+  }
+
   /** Destroys the stream now (its close event releases the connection). */
   destroy(reason?: string): void {
     if (reason !== undefined && !this.gone) this.closeReason = reason;

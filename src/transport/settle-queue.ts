@@ -24,6 +24,37 @@ export interface SettleFlow {
   readonly guard: { contain(err: unknown): void };
 }
 
+/**
+ * The per-connection bound on unsettled publishes, shared by the connection's SettleQueues (one
+ * per AMQP channel, one for an MQTT or STOMP connection): above `bound` the connection stops
+ * being read (PauseReason.UNSETTLED) until half have drained.
+ */
+export class SettleBudget {
+  /** Publishes of this connection waiting to be acknowledged to the client. */
+  unsettled = 0;
+  private paused = false;
+
+  constructor(
+    readonly flow: SettleFlow,
+    readonly bound = MAX_UNSETTLED_PUBLISHES,
+  ) {}
+
+  take(): void {
+    if (++this.unsettled > this.bound && !this.paused) {
+      this.paused = true;
+      this.flow.pause(PauseReason.UNSETTLED);
+    }
+  }
+
+  give(n: number): void {
+    this.unsettled -= n;
+    if (this.paused && this.unsettled <= this.bound >> 1) {
+      this.paused = false;
+      this.flow.unpause(PauseReason.UNSETTLED);
+    }
+  }
+}
+
 const PENDING = 0;
 const OK = 1;
 const FAILED = 2;
@@ -38,20 +69,17 @@ interface Entry<T> {
 /**
  * The one ordered "settled -> client acknowledgement" path of every protocol: the core's
  * `settled` results, which complete in any order, become acknowledgements released in publish
- * order (coalesced by the target where the protocol allows it). It bounds unsettled publishes
- * per connection: above `bound`, reading pauses (PauseReason.UNSETTLED) until half have drained.
- * A publish that is already settled, with nothing ahead of it, goes straight to the target
- * without an entry.
+ * order (coalesced by the target where the protocol allows it). What waits counts against the
+ * connection's SettleBudget. A publish that is already settled, with nothing ahead of it, goes
+ * straight to the target without an entry.
  */
 export class SettleQueue<T> {
   private entries: Entry<T>[] = [];
   private head = 0;
-  private paused = false;
 
   constructor(
     private readonly target: SettleTarget<T>,
-    private readonly flow: SettleFlow,
-    private readonly bound = MAX_UNSETTLED_PUBLISHES,
+    private readonly budget: SettleBudget,
   ) {}
 
   /** Acknowledgements not yet released. */
@@ -70,27 +98,22 @@ export class SettleQueue<T> {
     }
     const e: Entry<T> = { item, state: settled === undefined ? OK : PENDING, error: undefined };
     this.entries.push(e);
+    this.budget.take();
     if (settled !== undefined) {
       settled.then(
         () => this.settle(e, OK, undefined),
         (err: unknown) => this.settle(e, FAILED, err),
       );
     } else this.flush();
-    if (!this.paused && this.length > this.bound) {
-      this.paused = true;
-      this.flow.pause(PauseReason.UNSETTLED);
-    }
   }
 
   /** The connection is gone: nothing more is released, later settlements are ignored. */
   clear(): void {
+    const n = this.length;
     for (let i = this.head; i < this.entries.length; i++) this.entries[i]!.state = DROPPED;
     this.entries = [];
     this.head = 0;
-    if (this.paused) {
-      this.paused = false;
-      this.flow.unpause(PauseReason.UNSETTLED);
-    }
+    this.budget.give(n);
   }
 
   private settle(e: Entry<T>, state: number, err: unknown): void {
@@ -100,7 +123,7 @@ export class SettleQueue<T> {
     try {
       this.flush();
     } catch (thrown) {
-      this.flow.guard.contain(thrown);
+      this.budget.flow.guard.contain(thrown);
     }
   }
 
@@ -110,6 +133,7 @@ export class SettleQueue<T> {
       const e = entries[this.head]!;
       if (e.state === PENDING) break;
       this.head++;
+      this.budget.give(1);
       const next = entries[this.head];
       const last = next === undefined || next.state === PENDING;
       if (e.state === OK) this.target.settledInOrder(e.item, last);
@@ -122,10 +146,6 @@ export class SettleQueue<T> {
     } else if (this.head >= 1024 && this.head * 2 >= entries.length) {
       this.entries = entries.slice(this.head);
       this.head = 0;
-    }
-    if (this.paused && this.length <= this.bound >> 1) {
-      this.paused = false;
-      this.flow.unpause(PauseReason.UNSETTLED);
     }
   }
 }

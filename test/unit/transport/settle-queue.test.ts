@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { PauseReason } from '../../../src/transport/link.js';
-import { SettleQueue, type SettleFlow, type SettleTarget } from '../../../src/transport/settle-queue.js';
+import { SettleBudget, SettleQueue, type SettleFlow, type SettleTarget } from '../../../src/transport/settle-queue.js';
 
 class Target implements SettleTarget<number> {
   readonly log: string[] = [];
@@ -42,7 +42,7 @@ const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 describe('SettleQueue', () => {
   test('a settled publish with nothing ahead goes straight to the target', () => {
     const t = new Target();
-    const q = new SettleQueue(t, new Flow());
+    const q = new SettleQueue(t, new SettleBudget(new Flow()));
     q.push(1);
     q.push(2);
     expect(t.log).toEqual(['ok 1', 'ok 2']);
@@ -51,7 +51,7 @@ describe('SettleQueue', () => {
 
   test('acknowledgements leave in publish order, whatever order they settle in, coalescible runs marked', async () => {
     const t = new Target();
-    const q = new SettleQueue(t, new Flow());
+    const q = new SettleQueue(t, new SettleBudget(new Flow()));
     const a = deferred();
     const b = deferred();
     q.push(1, a.promise);
@@ -69,7 +69,7 @@ describe('SettleQueue', () => {
 
   test('a failed publish is reported in its place', async () => {
     const t = new Target();
-    const q = new SettleQueue(t, new Flow());
+    const q = new SettleQueue(t, new SettleBudget(new Flow()));
     const a = deferred();
     const b = deferred();
     q.push(1, a.promise);
@@ -84,7 +84,7 @@ describe('SettleQueue', () => {
   test('above the bound reading pauses, and resumes once half have drained', async () => {
     const t = new Target();
     const f = new Flow();
-    const q = new SettleQueue(t, f, 4);
+    const q = new SettleQueue(t, new SettleBudget(f, 4));
     const ds = Array.from({ length: 6 }, () => deferred());
     ds.forEach((d, i) => q.push(i, d.promise));
     expect(f.events).toEqual([`pause ${PauseReason.UNSETTLED}`]);
@@ -103,7 +103,7 @@ describe('SettleQueue', () => {
   test('after clear nothing is released, and a paused connection is let go', async () => {
     const t = new Target();
     const f = new Flow();
-    const q = new SettleQueue(t, f, 1);
+    const q = new SettleQueue(t, new SettleBudget(f, 1));
     const a = deferred();
     const b = deferred();
     q.push(1, a.promise);
@@ -127,7 +127,7 @@ describe('SettleQueue', () => {
         },
         settleFailed: () => undefined,
       },
-      f,
+      new SettleBudget(f),
     );
     const a = deferred();
     q.push(1, a.promise);
@@ -136,9 +136,34 @@ describe('SettleQueue', () => {
     expect((f.contained[0] as Error).message).toBe('encode failed');
   });
 
+  test('one budget bounds every queue of a connection (AMQP: one queue per channel)', async () => {
+    const f = new Flow();
+    const budget = new SettleBudget(f, 3);
+    const t = new Target();
+    const q1 = new SettleQueue(t, budget);
+    const q2 = new SettleQueue(t, budget);
+    const a = deferred();
+    const b = deferred();
+    q1.push(1, a.promise);
+    q1.push(2);
+    q2.push(3, b.promise);
+    expect(f.paused).toBe(0);
+    q2.push(4);
+    expect(f.paused).toBe(PauseReason.UNSETTLED);
+    expect(budget.unsettled).toBe(4);
+    a.resolve();
+    await turn();
+    expect(t.log).toEqual(['ok 1+', 'ok 2']);
+    expect(budget.unsettled).toBe(2);
+    expect(f.paused).toBe(PauseReason.UNSETTLED); // 2 > 3 / 2
+    q2.clear(); // the channel closed
+    expect(budget.unsettled).toBe(0);
+    expect(f.paused).toBe(0);
+  });
+
   test('many settlements in order compact the queue and keep order', async () => {
     const t = new Target();
-    const q = new SettleQueue(t, new Flow(), 100_000);
+    const q = new SettleQueue(t, new SettleBudget(new Flow(), 100_000));
     const first = deferred();
     q.push(0, first.promise);
     for (let i = 1; i < 5000; i++) q.push(i);
