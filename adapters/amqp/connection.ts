@@ -116,9 +116,10 @@ export class AmqpConnection implements Closable, LinkOwner {
   }
 
   /** LinkOwner: no connection.open in time, or the client's heartbeats stopped. */
-  linkExpired(kind: 'handshake' | 'silence'): void {
+  linkExpired(kind: 'handshake' | 'silence'): boolean {
     if (kind === 'handshake') this.log.warn({ state: this.state }, 'handshake timeout');
     else this.log.warn({ user: this.user, timeout: this.heartbeat }, 'missed heartbeats from client, closing connection');
+    return false;
   }
 
   /** Encodes and writes a method frame. */

@@ -26,8 +26,8 @@ import {
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
 import type { Peer, TransportControl } from '../../src/transport/adapter.js';
-import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
-import { HARD_LIMIT, HIGH_WATERMARK } from '../../src/transport/outbound.js';
+import { CLOSED_BY_CLIENT, Link, PauseReason, type LinkOwner } from '../../src/transport/link.js';
+import { SettleBudget, SettleQueue, type SettleTarget } from '../../src/transport/settle-queue.js';
 import {
   PINGRESP,
   MqttError,
@@ -44,12 +44,12 @@ import {
 } from './codec.js';
 import {
   CLOSE_TIMEOUT_MS,
+  CONNECT_TIMEOUT_MS,
   ConnackCode,
   MAX_CLIENT_ID_LENGTH,
   MAX_INFLIGHT,
   MAX_PACKET_SIZE_UNAUTHENTICATED,
   MAX_SUBSCRIPTIONS,
-  MAX_UNSETTLED_PUBLISHES,
   PROTOCOL_NAMES,
   PacketType,
   Reason,
@@ -80,13 +80,11 @@ export interface Will {
 }
 
 /** An inbound PUBLISH waiting for the core to settle; acknowledged in arrival order [MQTT-4.6.0-2]. */
+/** A PUBACK or PUBREC owed to the client, released in PUBLISH order once the publish settles. */
 interface PendingAck {
   readonly type: typeof PacketType.PUBACK | typeof PacketType.PUBREC;
   readonly packetId: number;
   readonly reason: number;
-  /** 0 pending, 1 settled, 2 failed. */
-  state: 0 | 1 | 2;
-  error: unknown;
 }
 
 const ENCODE: Record<ProtocolLevel, EncodeOptions> = {
@@ -95,14 +93,7 @@ const ENCODE: Record<ProtocolLevel, EncodeOptions> = {
   5: { protocolVersion: 5 },
 };
 
-const PAUSE_ALARM = 1;
-const PAUSE_UNSETTLED = 2;
-
 /** The connection a stream belongs to: lets every stream share one set of event listeners. */
-const CONNECTION = Symbol('mqtt connection');
-interface Attached {
-  [CONNECTION]?: MqttConnection;
-}
 
 /** MQTT 5 reason code for a core error (STYLE P5). */
 export function mqttReasonFor(e: unknown): number {
@@ -133,9 +124,6 @@ function own(b: Buffer): Buffer {
   return b.length === b.buffer.byteLength ? b : Buffer.from(b);
 }
 
-function destroyStream(s: Duplex): void {
-  s.destroy();
-}
 
 function payloadOf(p: string | Buffer): Buffer {
   return typeof p === 'string' ? Buffer.from(p, 'utf8') : own(p);
@@ -145,27 +133,20 @@ function payloadOf(p: string | Buffer): Buffer {
  * One MQTT network connection: CONNECT, then packets translated into calls on the session's
  * CoreChannel; it is the DeliverySink of the session's consumers.
  */
-export class MqttConnection implements Closable, DeliverySink, GuardedConnection {
-  /** Everything the client's input sets off runs under it (failure isolation). */
-  private readonly guard: InputGuard;
+export class MqttConnection implements Closable, DeliverySink, LinkOwner, SettleTarget<PendingAck> {
+  /** The connection's transport: outbound buffer, flow, keep-alive, deadlines. */
+  readonly link: Link;
   private state: State = 'connect';
   level: ProtocolLevel | undefined;
   private readonly reader = new PacketReader(MAX_PACKET_SIZE_UNAUTHENTICATED);
-  /** Writes of this tick are corked and go out in one syscall (as Outbound does, without per-connection closures). */
-  private corked = false;
   session: Session | undefined;
   core: CoreConnection | undefined;
   private ch: CoreChannel | undefined;
   clientId = '';
   private user = '';
   private vhost = '';
-  /** Keep-alive in ms (0 = off); the adapter's sweep closes the connection after 1.5x of silence. */
+  /** Keep-alive in ms (0 = off); the link's sweep closes the connection after 1.5x of silence. */
   keepAliveMs = 0;
-  /**
-   * When the last packet arrived, on the adapter's clock; until CONNECT is accepted, when the
-   * connection was opened (a client trickling bytes does not extend the CONNECT timeout).
-   */
-  lastRecv: number;
   /** v5: the client's maximum packet size (0 = no limit) and topic alias maximum. */
   private clientMaxPacket = 0;
   private clientAliasMax = 0;
@@ -173,63 +154,56 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   private window = MAX_INFLIGHT;
   private inAliases: Map<number, string> | undefined;
   private outAliases: Map<string, number> | undefined;
-  private acks: Deque<PendingAck> | undefined;
+  /** PUBACK/PUBREC in PUBLISH order (made at the first publish that must wait). */
+  private acks: SettleQueue<PendingAck> | undefined;
   private retainedBacklog: Deque<[RetainedMessage, QoS]> | undefined;
   private will: Will | undefined;
   /** The session queue's consumer acks (some subscription has QoS >= 1); undefined = not consuming. */
   private ownAcks: boolean | undefined;
   private sharedConsumers: Set<string> | undefined;
-  private paused = 0;
   private publisher = false;
   private blocked = false;
   /** The client ended with DISCONNECT (no will), or the server shut down. */
   private noWill = false;
-  private closeReason = 'client closed the connection';
+  private closeReason = CLOSED_BY_CLIENT;
 
   constructor(
     private readonly adapter: MqttAdapter,
-    private readonly stream: Duplex,
+    stream: Duplex,
     readonly peer: Peer,
     readonly transport: string,
-    private readonly transportControl?: TransportControl,
+    control?: TransportControl,
   ) {
-    this.lastRecv = adapter.now();
     this.blocked = adapter.ctx.core.alarms.blocked;
-    (stream as Duplex & Attached)[CONNECTION] = this;
-    this.guard = new InputGuard(stream, this, adapter.ctx.log);
-    stream.on('error', MqttConnection.onStreamError);
-    stream.on('drain', MqttConnection.onStreamDrain);
-    stream.on('close', MqttConnection.onStreamClose);
-    // A TCP socket ends itself when the peer does; other duplexes (WebSocket) may be half-open.
-    if (transport !== 'tcp') stream.on('end', MqttConnection.onStreamEnd);
+    // The CONNECT deadline runs from the connection's start: trickling bytes does not extend it.
+    this.link = new Link(stream, this, adapter.ctx.log, transport, control);
+    this.link.expectHandshake(CONNECT_TIMEOUT_MS);
   }
 
-  // Shared by every stream (no closures per connection: idle connections stay small).
-  private static onStreamError(this: Duplex, e: Error): void {
-    const c = (this as Attached)[CONNECTION];
-    if (c !== undefined && c.state !== 'closed') c.closeReason = `socket error: ${e.message}`;
+  /** Everything the client's input sets off runs under it (failure isolation). */
+  private get guard(): Link['guard'] {
+    return this.link.guard;
   }
 
-  private static onStreamEnd(this: Duplex): void {
-    this.end();
+  /** LinkOwner: the client has read what was buffered; deliveries resume. */
+  linkDrained(): void {
+    this.ch?.resume();
   }
 
-  private static onStreamClose(this: Duplex): void {
-    const c = (this as Attached)[CONNECTION];
-    c?.guard.run(MqttConnection.closed, c);
+  /** LinkOwner: the stream is gone. */
+  linkClosed(reason: string): void {
+    if (reason !== CLOSED_BY_CLIENT && this.state !== 'closed') this.closeReason = reason;
+    this.cleanup();
   }
 
-  private static closed(c: MqttConnection): void {
-    c.cleanup();
-  }
-
-  private static onStreamDrain(this: Duplex): void {
-    const c = (this as Attached)[CONNECTION];
-    c?.guard.run(MqttConnection.drained, c);
-  }
-
-  private static drained(c: MqttConnection): void {
-    c.ch?.resume();
+  /** LinkOwner: no CONNECT in time (the socket goes), or the keep-alive ran out (DISCONNECT first). */
+  linkExpired(kind: 'handshake' | 'silence'): boolean {
+    if (kind === 'handshake') {
+      this.connectTimeout();
+      return false;
+    }
+    this.keepAliveExpired();
+    return true;
   }
 
   /**
@@ -242,11 +216,6 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     } catch (err) {
       this.guard.contain(err);
     }
-  }
-
-  private static uncork(c: MqttConnection): void {
-    c.corked = false;
-    c.stream.uncork();
   }
 
   /**
@@ -271,20 +240,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   }
 
   private write(buf: Buffer): void {
-    const s = this.stream;
-    if (s.destroyed || s.writableEnded) return;
-    if (!this.corked) {
-      this.corked = true;
-      s.cork();
-      process.nextTick(MqttConnection.uncork, this);
-    }
-    s.write(buf);
-    if (s.writableLength > HARD_LIMIT) s.destroy(new Error('slow consumer: outbound buffer over limit'));
-    const c = this.core;
-    if (c !== undefined) {
-      c.traffic.sendOct += buf.length;
-      c.traffic.sendCnt++;
-    }
+    this.link.write(buf);
   }
 
   private send(p: Packet): void {
@@ -296,8 +252,6 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   /** The stream's data, through the input guard. */
   onInput(chunk: Buffer): void {
     if (this.state === 'closed') return;
-    if (this.state === 'running') this.lastRecv = this.adapter.now();
-    if (this.core !== undefined) this.core.traffic.recvOct += chunk.length;
     this.reader.push(chunk);
     try {
       for (let raw = this.reader.next(); raw !== null; raw = this.reader.next()) {
@@ -309,7 +263,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       this.protocolError(e);
       return;
     }
-    if (this.blocked && this.publisher) this.pause(PAUSE_ALARM);
+    if (this.blocked && this.publisher) this.link.pause(PauseReason.ALARM);
   }
 
   private handlePacket(raw: Buffer): void {
@@ -470,9 +424,10 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       this.window = Math.min(MAX_INFLIGHT, props?.receiveMaximum ?? 65535);
     }
     this.reader.maxSize = this.adapter.maxPacketSize;
-    this.transportControl?.authenticated(this.adapter.maxPacketSize);
+    this.link.authenticated(this.adapter.maxPacketSize);
+    this.link.traffic = this.core.traffic;
+    this.link.keepAlive(0, undefined, this.keepAliveMs * 1.5);
     this.state = 'running';
-    this.lastRecv = this.adapter.now();
 
     const ack: IConnackPacket = { cmd: 'connack', sessionPresent: present };
     if (v5) {
@@ -662,9 +617,11 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       if (e instanceof MessageRefusedError) this.closeWith(mqttReasonFor(e), e.message);
       return;
     }
-    const entry: PendingAck = { type: qos === 1 ? PacketType.PUBACK : PacketType.PUBREC, packetId, reason: 0, state: 2, error: e };
-    (this.acks ??= new Deque()).push(entry);
-    this.flushAcks();
+    this.ackQueue().push({ type: qos === 1 ? PacketType.PUBACK : PacketType.PUBREC, packetId, reason: 0 }, Promise.reject(e));
+  }
+
+  private ackQueue(): SettleQueue<PendingAck> {
+    return (this.acks ??= new SettleQueue<PendingAck>(this, new SettleBudget(this.link)));
   }
 
   /** Sends PUBACK/PUBREC once `settled` resolves, in the order the PUBLISHes arrived. */
@@ -674,47 +631,22 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       this.sendAck(type, packetId, reason);
       return;
     }
-    const entry: PendingAck = { type, packetId, reason, state: settled === SETTLED ? 1 : 0, error: undefined };
-    (this.acks ??= new Deque()).push(entry);
-    if (entry.state === 0) {
-      settled
-        .then(
-          () => {
-            entry.state = 1;
-            this.flushAcks();
-          },
-          (e: unknown) => {
-            entry.state = 2;
-            entry.error = e;
-            this.flushAcks();
-          },
-        )
-        .catch(this.guard.catcher);
-      if (this.acks.length > MAX_UNSETTLED_PUBLISHES) this.pause(PAUSE_UNSETTLED);
-    } else this.flushAcks();
+    this.ackQueue().push({ type, packetId, reason }, settled === SETTLED ? undefined : settled);
   }
 
-  private flushAcks(): void {
-    const acks = this.acks;
-    if (acks === undefined) return;
-    for (let e = acks.peek(); e !== undefined && e.state !== 0; e = acks.peek()) {
-      acks.shift();
-      if (this.state !== 'running') continue;
-      if (e.state === 1) {
-        this.sendAck(e.type, e.packetId, e.reason);
-        continue;
-      }
-      const err = e.error;
-      if (e.type === PacketType.PUBREC) this.session?.incoming?.delete(e.packetId);
-      this.log.warn({ clientId: this.clientId, packetId: e.packetId }, `publish not accepted: ${errorText(err)}`);
-      if (this.level === 5) {
-        this.send({ cmd: e.type === PacketType.PUBACK ? 'puback' : 'pubrec', messageId: e.packetId, reasonCode: mqttReasonFor(err) });
-      } else {
-        this.closeWith(Reason.UNSPECIFIED_ERROR, `publish not accepted: ${errorText(err)}`);
-        return;
-      }
-    }
-    if ((this.paused & PAUSE_UNSETTLED) !== 0 && acks.length <= MAX_UNSETTLED_PUBLISHES / 2) this.unpause(PAUSE_UNSETTLED);
+  /** SettleTarget: a publish settled in its turn. */
+  settledInOrder(e: PendingAck): void {
+    if (this.state === 'running') this.sendAck(e.type, e.packetId, e.reason);
+  }
+
+  /** SettleTarget: a publish was not accepted: a v5 reason code, or (3.1.1) the connection closes. */
+  settleFailed(e: PendingAck, err: unknown): void {
+    if (this.state !== 'running') return;
+    if (e.type === PacketType.PUBREC) this.session?.incoming?.delete(e.packetId);
+    this.log.warn({ clientId: this.clientId, packetId: e.packetId }, `publish not accepted: ${errorText(err)}`);
+    if (this.level === 5) {
+      this.send({ cmd: e.type === PacketType.PUBACK ? 'puback' : 'pubrec', messageId: e.packetId, reasonCode: mqttReasonFor(err) });
+    } else this.closeWith(Reason.UNSPECIFIED_ERROR, `publish not accepted: ${errorText(err)}`);
   }
 
   private sendAck(type: PendingAck['type'], packetId: number, reason: number): void {
@@ -753,7 +685,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
 
   get congested(): boolean {
     const s = this.session;
-    return this.stream.writableLength > HIGH_WATERMARK || (s !== undefined && s.inflight >= this.window);
+    return this.link.congested || (s !== undefined && s.inflight >= this.window);
   }
 
   deliver(d: Delivery): void {
@@ -1207,7 +1139,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     this.log.error({ err, clientId: this.clientId || undefined }, 'internal error');
     this.reader.clear();
     if (this.state === 'closed') {
-      this.stream.destroy();
+      this.link.destroy();
       return;
     }
     if (this.state === 'connect' && this.level === 5) {
@@ -1257,16 +1189,14 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   connectTimeout(): void {
     this.log.warn('no CONNECT received in time');
     this.closeReason = 'connect timeout';
-    this.stream.destroy();
+    this.link.destroy();
   }
 
   /** Flushes what was written and ends the socket; the session is detached now, not when the socket closes. */
   private terminate(): void {
     if (this.state === 'closed') return;
     this.cleanup();
-    const stream = this.stream;
-    if (!stream.destroyed && !stream.writableEnded) stream.end();
-    setTimeout(destroyStream, CLOSE_TIMEOUT_MS, stream).unref();
+    this.link.closeAfter(CLOSE_TIMEOUT_MS);
   }
 
   private cleanup(): void {
@@ -1280,6 +1210,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       this.core?.close();
       this.adapter.sessionDetached(s, this.noWill ? undefined : this.will, this.user, this.core?.id ?? 0);
     } else this.core?.close();
+    this.acks?.clear();
     this.acks = undefined;
     this.retainedBacklog = undefined;
     const log = this.adapter.ctx.log;
@@ -1312,19 +1243,8 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   /** A resource alarm: connections that publish stop being read until it clears (STYLE P11). */
   setBlocked(blocked: boolean): void {
     this.blocked = blocked;
-    if (!blocked) this.unpause(PAUSE_ALARM);
-    else if (this.publisher && this.state === 'running') this.pause(PAUSE_ALARM);
-  }
-
-  private pause(why: number): void {
-    if (this.paused === 0) this.stream.pause();
-    this.paused |= why;
-  }
-
-  private unpause(why: number): void {
-    if ((this.paused & why) === 0) return;
-    this.paused &= ~why;
-    if (this.paused === 0 && this.state !== 'closed') this.stream.resume();
+    if (!blocked) this.link.unpause(PauseReason.ALARM);
+    else if (this.publisher && this.state === 'running') this.link.pause(PauseReason.ALARM);
   }
 }
 

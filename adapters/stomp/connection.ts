@@ -183,9 +183,10 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
   }
 
   /** LinkOwner: no CONNECT in time, or the client's heart-beats stopped. */
-  linkExpired(kind: 'handshake' | 'silence'): void {
+  linkExpired(kind: 'handshake' | 'silence'): boolean {
     if (kind === 'handshake') this.log.warn('no CONNECT frame in time, closing');
     else this.log.warn({ user: this.user }, 'missed heart-beats from client, closing connection');
+    return false;
   }
 
   // ---- inbound ------------------------------------------------------------------------------

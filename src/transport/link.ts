@@ -33,9 +33,10 @@ export interface LinkOwner extends GuardedConnection {
   linkClosed(reason: string): void;
   /**
    * The sweep found a deadline passed: `handshake` (no authentication in time) or `silence`
-   * (nothing received within the expected interval). The link is destroyed right after.
+   * (nothing received within the expected interval). True when the owner closes the connection
+   * itself (with its protocol's message, then `closeAfter`); false and the link destroys the stream.
    */
-  linkExpired(kind: 'handshake' | 'silence'): void;
+  linkExpired(kind: 'handshake' | 'silence'): boolean;
 }
 
 const LINK = Symbol('warren.link');
@@ -367,15 +368,15 @@ export class Link {
       l.deadlineKind = Deadline.NONE;
       if (kind === Deadline.HANDSHAKE) {
         l.closeReason = 'handshake timeout';
-        l.owner.linkExpired('handshake');
+        if (l.owner.linkExpired('handshake')) return;
       }
       l.destroy();
       return;
     }
     if (l.expectMs > 0 && l.paused === 0 && now - l.lastIn > l.expectMs) {
+      l.expectMs = 0;
       l.closeReason = 'missed heartbeats';
-      l.owner.linkExpired('silence');
-      l.destroy();
+      if (!l.owner.linkExpired('silence')) l.destroy();
       return;
     }
     if (l.sendIdleMs > 0 && now - l.lastOut >= l.sendIdleMs) l.write(l.heartbeat!);

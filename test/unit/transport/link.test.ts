@@ -26,8 +26,9 @@ class Owner implements LinkOwner {
   linkClosed(reason: string): void {
     this.closedWith = reason;
   }
-  linkExpired(kind: 'handshake' | 'silence'): void {
+  linkExpired(kind: 'handshake' | 'silence'): boolean {
     this.expired.push(kind);
+    return false;
   }
 }
 
