@@ -62,6 +62,7 @@ import {
 } from './constants.js';
 import type { MqttAdapter } from './index.js';
 import { publishQosOf, toAmqpProperties, toMqttProperties, wasRetained, type PublishProperties } from './properties.js';
+import { Qos0Sink, type Qos0Host } from './qos0.js';
 import type { RetainedMessage } from './retained.js';
 import { OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
 import { checkTopicName, matchWords, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
@@ -133,7 +134,7 @@ function payloadOf(p: string | Buffer): Buffer {
  * One MQTT network connection: CONNECT, then packets translated into calls on the session's
  * CoreChannel; it is the DeliverySink of the session's consumers.
  */
-export class MqttConnection implements Closable, DeliverySink, LinkOwner, SettleTarget<PendingAck> {
+export class MqttConnection implements Closable, DeliverySink, LinkOwner, SettleTarget<PendingAck>, Qos0Host {
   /** The connection's transport: outbound buffer, flow, keep-alive, deadlines. */
   readonly link: Link;
   private state: State = 'connect';
@@ -158,6 +159,8 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   private acks: SettleQueue<PendingAck> | undefined;
   private retainedBacklog: Deque<[RetainedMessage, QoS]> | undefined;
   private will: Will | undefined;
+  /** The sink of the session queue while it is consumed without acknowledgements (bounded, drops the oldest). */
+  private qos0: Qos0Sink | undefined;
   /** The session queue's consumer acks (some subscription has QoS >= 1); undefined = not consuming. */
   private ownAcks: boolean | undefined;
   private sharedConsumers: Set<string> | undefined;
@@ -187,7 +190,28 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
 
   /** LinkOwner: the client has read what was buffered; deliveries resume. */
   linkDrained(): void {
+    this.qos0?.flush();
     this.ch?.resume();
+  }
+
+  /** Qos0Host: the link is over its high watermark. */
+  get linkCongested(): boolean {
+    return this.link.congested;
+  }
+
+  /** Qos0Host: a QoS 0 delivery whose turn has come. */
+  deliverNow(d: Delivery): void {
+    this.deliver(d);
+  }
+
+  /** Qos0Host: a waiting delivery could not be encoded; the core logs it. */
+  undeliverable(d: Delivery, err: unknown): void {
+    this.ch?.undeliverable(d, err);
+  }
+
+  /** Qos0Host: QoS 0 messages dropped because this client did not keep up. */
+  dropped(n: number): void {
+    if (this.core !== undefined) this.core.traffic.dropped += n;
   }
 
   /** LinkOwner: the stream is gone. */
@@ -1030,7 +1054,8 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     if (this.ownAcks === true || this.ownAcks === wantAcks) return;
     const ch = this.channel();
     if (this.ownAcks !== undefined) ch.cancel(s.queue);
-    ch.consume(s.queue, { consumerTag: s.queue, noAck: !wantAcks, prefetch: wantAcks ? this.window : 0 }, this);
+    const sink = wantAcks ? this : (this.qos0 ??= new Qos0Sink(this));
+    ch.consume(s.queue, { consumerTag: s.queue, noAck: !wantAcks, prefetch: wantAcks ? this.window : 0 }, sink);
     this.ownAcks = wantAcks;
   }
 
@@ -1212,6 +1237,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     } else this.core?.close();
     this.acks?.clear();
     this.acks = undefined;
+    this.qos0 = undefined;
     this.retainedBacklog = undefined;
     const log = this.adapter.ctx.log;
     if (wasRunning && log.isLevelEnabled('info')) log.info({ ...this.logFields(), reason: this.closeReason }, 'connection closed');
