@@ -11,7 +11,6 @@ import type {
 } from 'mqtt-packet';
 import {
   BrokerError,
-  Deque,
   MessageRefusedError,
   ReplyCode,
   SETTLED,
@@ -21,7 +20,6 @@ import {
   type Delivery,
   type DeliverySink,
   type Message,
-  type MessageProperties,
   type PublishResult,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
@@ -37,7 +35,6 @@ import {
   checkPublishTopicBytes,
   encode,
   encodeAck,
-  encodePublish,
   parsePacket,
   peekConnect,
   type EncodeOptions,
@@ -61,8 +58,9 @@ import {
   type QoS,
 } from './constants.js';
 import type { MqttAdapter } from './index.js';
-import { publishQosOf, toAmqpProperties, toMqttProperties, wasRetained, type PublishProperties } from './properties.js';
+import { publishQosOf, toAmqpProperties, wasRetained, type PublishProperties } from './properties.js';
 import { Qos0Sink, type Qos0Host } from './qos0.js';
+import { OutboundFlow, type OutboundHost } from './outbound.js';
 import type { RetainedMessage } from './retained.js';
 import { OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
 import { checkTopicName, matchWords, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
@@ -134,7 +132,7 @@ function payloadOf(p: string | Buffer): Buffer {
  * One MQTT network connection: CONNECT, then packets translated into calls on the session's
  * CoreChannel; it is the DeliverySink of the session's consumers.
  */
-export class MqttConnection implements Closable, DeliverySink, LinkOwner, SettleTarget<PendingAck>, Qos0Host {
+export class MqttConnection implements Closable, DeliverySink, LinkOwner, SettleTarget<PendingAck>, Qos0Host, OutboundHost {
   /** The connection's transport: outbound buffer, flow, keep-alive, deadlines. */
   readonly link: Link;
   private state: State = 'connect';
@@ -148,16 +146,11 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   private vhost = '';
   /** Keep-alive in ms (0 = off); the link's sweep closes the connection after 1.5x of silence. */
   keepAliveMs = 0;
-  /** v5: the client's maximum packet size (0 = no limit) and topic alias maximum. */
-  private clientMaxPacket = 0;
-  private clientAliasMax = 0;
-  /** Outbound QoS >= 1 deliveries allowed in flight: the client's receive maximum (v5), capped. */
-  private window = MAX_INFLIGHT;
   private inAliases: Map<number, string> | undefined;
-  private outAliases: Map<string, number> | undefined;
+  /** Deliveries to the client: QoS 1/2 state, in-flight window, retained backlog, topic aliases. */
+  private readonly out = new OutboundFlow(this);
   /** PUBACK/PUBREC in PUBLISH order (made at the first publish that must wait). */
   private acks: SettleQueue<PendingAck> | undefined;
-  private retainedBacklog: Deque<[RetainedMessage, QoS]> | undefined;
   private will: Will | undefined;
   /** The sink of the session queue while it is consumed without acknowledgements (bounded, drops the oldest). */
   private qos0: Qos0Sink | undefined;
@@ -263,8 +256,29 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     return this.state === 'connect';
   }
 
-  private write(buf: Buffer): void {
+  /** OutboundHost: buffers bytes for the client. */
+  write(buf: Buffer): void {
     this.link.write(buf);
+  }
+
+  /** OutboundHost: a delivery the client has taken settles in the core. */
+  ackDelivery(tag: number): void {
+    this.channel().ack(tag);
+  }
+
+  /** OutboundHost: the in-flight window has room again. */
+  resumeDeliveries(): void {
+    this.ch?.resume();
+  }
+
+  /** OutboundHost: the session's packet-id state changed. */
+  persistSession(s: Session): void {
+    void this.adapter.saveSession(s);
+  }
+
+  /** OutboundHost: a debug line in the connection's log. */
+  logDebug(fields: Record<string, unknown>, text: string): void {
+    this.log.debug({ clientId: this.clientId, ...fields }, text);
   }
 
   private send(p: Packet): void {
@@ -308,16 +322,16 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         this.onPublish(p, raw);
         return;
       case 'puback':
-        this.onPuback(p.messageId ?? 0);
+        this.out.onPuback(this.session!, p.messageId ?? 0);
         return;
       case 'pubrec':
-        this.onPubrec(p.messageId ?? 0, p.reasonCode ?? 0);
+        this.out.onPubrec(this.session!, p.messageId ?? 0, p.reasonCode ?? 0);
         return;
       case 'pubrel':
         this.onPubrel(p.messageId ?? 0);
         return;
       case 'pubcomp':
-        this.onPubcomp(p.messageId ?? 0);
+        this.out.onPubcomp(this.session!, p.messageId ?? 0);
         return;
       case 'subscribe':
         this.onSubscribe(p, raw);
@@ -443,9 +457,9 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     this.will = will;
     this.keepAliveMs = (p.keepalive ?? 0) * 1000;
     if (v5) {
-      this.clientMaxPacket = props?.maximumPacketSize ?? 0;
-      this.clientAliasMax = props?.topicAliasMaximum ?? 0;
-      this.window = Math.min(MAX_INFLIGHT, props?.receiveMaximum ?? 65535);
+      this.out.clientMaxPacket = props?.maximumPacketSize ?? 0;
+      this.out.clientAliasMax = props?.topicAliasMaximum ?? 0;
+      this.out.window = Math.min(MAX_INFLIGHT, props?.receiveMaximum ?? 65535);
     }
     this.reader.maxSize = this.adapter.maxPacketSize;
     this.link.authenticated(this.adapter.maxPacketSize);
@@ -519,7 +533,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       else if (e.state === OutState.RESEND && e.retained !== undefined) {
         e.state = OutState.PUBLISH;
         s.inflight++;
-        this.writeRetained(e.retained, e.qos, e.packetId, true);
+        this.out.writeRetained(e.retained, e.qos, e.packetId, true);
       }
     }
     try {
@@ -709,7 +723,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
 
   get congested(): boolean {
     const s = this.session;
-    return this.link.congested || (s !== undefined && s.inflight >= this.window);
+    return this.link.congested || (s !== undefined && s.inflight >= this.out.window);
   }
 
   deliver(d: Delivery): void {
@@ -756,7 +770,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     const retain = rap && wasRetained(msg.properties);
     const expiresAt = d.expiresAt ?? 0;
     if (qos === 0) {
-      this.writePublish(topic, msg.body, msg.properties, 0, 0, false, retain, ids, expiresAt);
+      this.out.writePublish(topic, msg.body, msg.properties, 0, 0, false, retain, ids, expiresAt);
       if (needsAck) this.channel().ack(d.deliveryTag);
       return;
     }
@@ -768,7 +782,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       if (entry !== undefined) {
         requeued.delete(msg.id);
         dup = true;
-      } else if (!d.redelivered) this.dropStaleRequeued(s);
+      } else if (!d.redelivered) this.out.dropStaleRequeued(s);
     }
     if (entry === undefined) {
       const packetId = s.allocatePacketId();
@@ -781,25 +795,19 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     s.inflight++;
     let written: boolean;
     try {
-      written = this.writePublish(topic, msg.body, msg.properties, entry.qos, entry.packetId, dup, retain, ids, expiresAt);
+      written = this.out.writePublish(topic, msg.body, msg.properties, entry.qos, entry.packetId, dup, retain, ids, expiresAt);
     } catch (e) {
       // Nothing was sent: forget the packet id; the core takes the delivery back.
       s.deleteOutgoing(entry.packetId);
-      this.releaseInflight(s);
+      this.out.releaseInflight(s);
       throw e;
     }
     if (!written) {
       // Larger than the client accepts [MQTT-3.1.2-25]: dropped as if acknowledged.
       s.deleteOutgoing(entry.packetId);
-      this.releaseInflight(s);
+      this.out.releaseInflight(s);
       this.channel().ack(d.deliveryTag);
     }
-  }
-
-  /** Requeued deliveries that did not come back before fresh ones (expired, purged...): forget them. */
-  private dropStaleRequeued(s: Session): void {
-    for (const e of s.requeued!.values()) s.deleteOutgoing(e.packetId);
-    s.requeued = undefined;
   }
 
   cancelled(consumerTag: string): void {
@@ -808,124 +816,6 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       this.ownAcks = undefined;
       this.session.hasQueue = false;
     } else this.sharedConsumers?.delete(consumerTag);
-  }
-
-  /**
-   * Encodes and writes a PUBLISH; false when it exceeds the client's maximum packet size.
-   * v5: properties, subscription identifiers and an outbound topic alias.
-   */
-  private writePublish(
-    topic: string,
-    body: Buffer,
-    amqp: MessageProperties,
-    qos: QoS,
-    packetId: number,
-    dup: boolean,
-    retain: boolean,
-    ids: number[] | undefined,
-    expiresAt: number,
-  ): boolean {
-    let wireTopic = topic;
-    let props: PublishProperties | undefined;
-    let newAlias = 0;
-    if (this.level === 5) {
-      props = toMqttProperties(amqp, expiresAt, expiresAt > 0 ? Date.now() : 0);
-      if (ids !== undefined) (props ??= {}).subscriptionIdentifier = ids.length === 1 ? ids[0]! : ids;
-      if (this.clientAliasMax > 0) {
-        const aliases = (this.outAliases ??= new Map());
-        const alias = aliases.get(topic);
-        if (alias !== undefined) {
-          (props ??= {}).topicAlias = alias;
-          wireTopic = '';
-        } else if (aliases.size < this.clientAliasMax) {
-          newAlias = aliases.size + 1;
-          aliases.set(topic, newAlias);
-          (props ??= {}).topicAlias = newAlias;
-        }
-      }
-    }
-    const buf = encodePublish(this.level!, wireTopic, body, qos, packetId, dup, retain, props);
-    if (this.clientMaxPacket > 0 && buf.length > this.clientMaxPacket) {
-      if (newAlias !== 0) this.outAliases!.delete(topic);
-      this.log.debug({ clientId: this.clientId, size: buf.length, max: this.clientMaxPacket }, 'message larger than the client maximum packet size dropped');
-      return false;
-    }
-    this.write(buf);
-    return true;
-  }
-
-  private writeRetained(m: RetainedMessage, qos: QoS, packetId: number, dup: boolean): void {
-    this.writePublish(m.topic, m.body, m.properties, qos, packetId, dup, true, undefined, m.expiresAt);
-  }
-
-  private onPuback(packetId: number): void {
-    const s = this.session!;
-    const e = s.outgoing.get(packetId);
-    if (e === undefined || e.qos !== 1 || e.state !== OutState.PUBLISH) return; // unknown or late: ignore
-    s.deleteOutgoing(packetId);
-    const tag = e.tag;
-    this.releaseInflight(s);
-    if (tag !== 0) this.channel().ack(tag);
-  }
-
-  private onPubrec(packetId: number, reasonCode: number): void {
-    const s = this.session!;
-    const e = s.outgoing.get(packetId);
-    if (e === undefined || e.qos !== 2 || e.state !== OutState.PUBLISH) {
-      this.write(encodeAck(PacketType.PUBREL, this.level!, packetId, Reason.PACKET_IDENTIFIER_NOT_FOUND));
-      return;
-    }
-    // The client owns the message now: it leaves the queue; only the PUBREL/PUBCOMP exchange remains.
-    if (e.tag !== 0) this.channel().ack(e.tag);
-    e.tag = 0;
-    if (reasonCode >= 0x80) {
-      s.deleteOutgoing(packetId);
-      this.releaseInflight(s);
-      return;
-    }
-    e.state = OutState.PUBREL;
-    void this.adapter.saveSession(s);
-    this.write(encodeAck(PacketType.PUBREL, this.level!, packetId, Reason.SUCCESS));
-  }
-
-  private onPubcomp(packetId: number): void {
-    const s = this.session!;
-    const e = s.outgoing.get(packetId);
-    if (e === undefined || e.state !== OutState.PUBREL) return;
-    s.deleteOutgoing(packetId);
-    void this.adapter.saveSession(s);
-    this.releaseInflight(s);
-  }
-
-  /** One QoS >= 1 delivery completed: send waiting retained messages, then let the queues dispatch. */
-  private releaseInflight(s: Session): void {
-    const wasFull = s.inflight >= this.window;
-    s.inflight--;
-    const backlog = this.retainedBacklog;
-    while (backlog !== undefined && backlog.length > 0 && s.inflight < this.window) {
-      const [m, qos] = backlog.shift()!;
-      this.sendRetained(s, m, qos);
-    }
-    if (wasFull && s.inflight < this.window) this.ch?.resume();
-  }
-
-  private sendRetained(s: Session, m: RetainedMessage, qos: QoS): void {
-    if (qos === 0) {
-      this.writeRetained(m, 0, 0, false);
-      return;
-    }
-    if (s.inflight >= this.window) {
-      (this.retainedBacklog ??= new Deque()).push([m, qos]);
-      return;
-    }
-    const packetId = s.allocatePacketId();
-    const entry: Outgoing = { packetId, qos, state: OutState.PUBLISH, tag: 0, msgId: 0, retained: m, shared: false };
-    s.addOutgoing(entry);
-    s.inflight++;
-    if (!this.writePublish(m.topic, m.body, m.properties, qos, packetId, false, true, undefined, m.expiresAt)) {
-      s.deleteOutgoing(packetId);
-      s.inflight--;
-    }
   }
 
   // ---- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------------
@@ -979,7 +869,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     const messageId = p.messageId ?? 0;
     if (defs === SETTLED) {
       this.send({ cmd: 'suback', messageId, granted });
-      for (const [m, qos] of replay) this.sendRetained(s, m, qos);
+      for (const [m, qos] of replay) this.out.sendRetained(s, m, qos);
       return;
     }
     // A persistent session's queue and bindings are confirmed once they are on disk.
@@ -987,7 +877,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       () => {
         if (this.state !== 'running') return;
         this.send({ cmd: 'suback', messageId, granted });
-        for (const [m, qos] of replay) this.sendRetained(s, m, qos);
+        for (const [m, qos] of replay) this.out.sendRetained(s, m, qos);
       },
       (e: unknown) => this.definitionsFailed(e),
     );
@@ -1055,7 +945,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     const ch = this.channel();
     if (this.ownAcks !== undefined) ch.cancel(s.queue);
     const sink = wantAcks ? this : (this.qos0 ??= new Qos0Sink(this));
-    ch.consume(s.queue, { consumerTag: s.queue, noAck: !wantAcks, prefetch: wantAcks ? this.window : 0 }, sink);
+    ch.consume(s.queue, { consumerTag: s.queue, noAck: !wantAcks, prefetch: wantAcks ? this.out.window : 0 }, sink);
     this.ownAcks = wantAcks;
   }
 
@@ -1080,7 +970,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   private ensureSharedConsumer(queue: string): void {
     const consumers = (this.sharedConsumers ??= new Set());
     if (consumers.has(queue)) return;
-    this.channel().consume(queue, { consumerTag: queue, noAck: false, prefetch: this.window }, this);
+    this.channel().consume(queue, { consumerTag: queue, noAck: false, prefetch: this.out.window }, this);
     consumers.add(queue);
   }
 
@@ -1231,37 +1121,17 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     this.reader.clear();
     const s = this.session;
     if (s !== undefined && s.connection === this) {
-      this.detachOutgoing(s);
+      this.out.detachOutgoing(s);
       this.core?.close();
       this.adapter.sessionDetached(s, this.noWill ? undefined : this.will, this.user, this.core?.id ?? 0);
     } else this.core?.close();
     this.acks?.clear();
     this.acks = undefined;
     this.qos0 = undefined;
-    this.retainedBacklog = undefined;
+    this.out.reset();
     const log = this.adapter.ctx.log;
     if (wasRunning && log.isLevelEnabled('info')) log.info({ ...this.logFields(), reason: this.closeReason }, 'connection closed');
     this.adapter.connectionGone(this);
-  }
-
-  /** Deliveries in flight become REQUEUED (the core puts them back) or RESEND (retained messages). */
-  private detachOutgoing(s: Session): void {
-    let inflight = 0;
-    for (const e of s.outgoing.values()) {
-      if (e.state === OutState.PUBLISH) {
-        if (e.retained !== undefined) e.state = OutState.RESEND;
-        else if (e.shared || s.expiryInterval === 0) {
-          // Shared-queue messages go to other members; a session that ends forgets everything.
-          s.deleteOutgoing(e.packetId);
-          continue;
-        } else {
-          e.state = OutState.REQUEUED;
-          (s.requeued ??= new Map()).set(e.msgId, e);
-        }
-        e.tag = 0;
-      } else if (e.state === OutState.PUBREL) inflight++;
-    }
-    s.inflight = inflight;
   }
 
   // ---- flow control -------------------------------------------------------------------------
