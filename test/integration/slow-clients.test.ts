@@ -1,5 +1,6 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import amqplib from 'amqplib';
+import { WebSocket } from 'ws';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { MAX_QUEUED_QOS0 } from '../../adapters/mqtt/qos0.js';
 import { HIGH_WATERMARK } from '../../src/transport/link.js';
@@ -123,6 +124,42 @@ describe('a client that stops reading costs the broker bounded memory and hurts 
     expect(await amqpRoundTrip()).toBeLessThan(2000);
     s.destroy();
     await ch.deleteQueue('slow-stomp');
+    await conn.close();
+  }, 60_000);
+
+  test('STOMP over WebSocket: the same watermark applies (the transport differs only below the link)', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${tb.broker.ports.http}/ws`, 'v12.stomp');
+    ws.on('error', () => undefined);
+    let got = '';
+    ws.on('message', (m: Buffer) => (got += m.toString('latin1')));
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    ws.send('CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\0');
+    await waitFor(() => got.includes('CONNECTED'), 5000, 'CONNECTED');
+    ws.send('SUBSCRIBE\nid:0\ndestination:/queue/slow-stomp-ws\nack:auto\nreceipt:sub\n\n\0');
+    await waitFor(() => got.includes('receipt-id:sub'), 5000, 'subscribed');
+    (ws as unknown as { _socket: Socket })._socket.pause(); // the client reads nothing more
+    const conn = await amqplib.connect(tb.amqpUrl);
+    const ch = await conn.createConfirmChannel();
+    const body = Buffer.alloc(64 * 1024, 3);
+    const total = 600;
+    for (let i = 0; i < total; i++) ch.sendToQueue('slow-stomp-ws', body);
+    await ch.waitForConfirms();
+    const q = queueOf('slow-stomp-ws')!;
+    const stuck = connectionOf((i) => i.protocol.startsWith('STOMP'))!;
+    await waitFor(async () => {
+      const before = stuck.traffic.sendOct;
+      await new Promise((r) => setTimeout(r, 200));
+      return stuck.traffic.sendOct === before;
+    }, 10_000, 'deliveries to stop');
+    expect(q.readyCount).toBeGreaterThan(total / 2);
+    expect(tb.broker.core.alarms.blocked).toBe(false);
+    expect(await amqpRoundTrip()).toBeLessThan(2000);
+    ws.terminate();
+    await waitFor(() => ![...tb.broker.core.connections].includes(stuck as never), 5000, 'the WebSocket connection to go');
+    await ch.deleteQueue('slow-stomp-ws');
     await conn.close();
   }, 60_000);
 
