@@ -60,7 +60,9 @@ import {
 import type { MqttAdapter } from './index.js';
 import { publishQosOf, toAmqpProperties, wasRetained, type PublishProperties } from './properties.js';
 import { Qos0Sink, type Qos0Host } from './qos0.js';
+import { errorText, mqttReasonFor } from './errors.js';
 import { OutboundFlow, type OutboundHost } from './outbound.js';
+import { onSubscribe, onUnsubscribe, type SubscribeHost } from './subscriptions.js';
 import type { RetainedMessage } from './retained.js';
 import { OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
 import { checkTopicName, matchWords, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
@@ -78,7 +80,6 @@ export interface Will {
   readonly delay: number;
 }
 
-/** An inbound PUBLISH waiting for the core to settle; acknowledged in arrival order [MQTT-4.6.0-2]. */
 /** A PUBACK or PUBREC owed to the client, released in PUBLISH order once the publish settles. */
 interface PendingAck {
   readonly type: typeof PacketType.PUBACK | typeof PacketType.PUBREC;
@@ -92,31 +93,6 @@ const ENCODE: Record<ProtocolLevel, EncodeOptions> = {
   5: { protocolVersion: 5 },
 };
 
-/** The connection a stream belongs to: lets every stream share one set of event listeners. */
-
-/** MQTT 5 reason code for a core error (STYLE P5). */
-export function mqttReasonFor(e: unknown): number {
-  if (!(e instanceof BrokerError)) return Reason.UNSPECIFIED_ERROR;
-  // A message the broker could not deliver on every protocol (e.g. a property AMQP cannot carry).
-  if (e instanceof MessageRefusedError) return Reason.IMPLEMENTATION_SPECIFIC_ERROR;
-  switch (e.code) {
-    case ReplyCode.ACCESS_REFUSED:
-      return Reason.NOT_AUTHORIZED;
-    case ReplyCode.CONTENT_TOO_LARGE:
-      return Reason.PACKET_TOO_LARGE;
-    case ReplyCode.RESOURCE_ERROR:
-      return Reason.QUOTA_EXCEEDED;
-    case ReplyCode.FRAME_ERROR:
-    case ReplyCode.SYNTAX_ERROR:
-      return Reason.MALFORMED_PACKET;
-    default:
-      return Reason.UNSPECIFIED_ERROR;
-  }
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
 
 /** Copies a view of a socket chunk so a queued message does not keep the whole chunk alive (STYLE P3). */
 function own(b: Buffer): Buffer {
@@ -132,7 +108,7 @@ function payloadOf(p: string | Buffer): Buffer {
  * One MQTT network connection: CONNECT, then packets translated into calls on the session's
  * CoreChannel; it is the DeliverySink of the session's consumers.
  */
-export class MqttConnection implements Closable, DeliverySink, LinkOwner, SettleTarget<PendingAck>, Qos0Host, OutboundHost {
+export class MqttConnection implements Closable, DeliverySink, LinkOwner, SettleTarget<PendingAck>, Qos0Host, OutboundHost, SubscribeHost {
   /** The connection's transport: outbound buffer, flow, keep-alive, deadlines. */
   readonly link: Link;
   private state: State = 'connect';
@@ -142,13 +118,13 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   core: CoreConnection | undefined;
   private ch: CoreChannel | undefined;
   clientId = '';
-  private user = '';
-  private vhost = '';
+  user = '';
+  vhost = '';
   /** Keep-alive in ms (0 = off); the link's sweep closes the connection after 1.5x of silence. */
   keepAliveMs = 0;
   private inAliases: Map<number, string> | undefined;
   /** Deliveries to the client: QoS 1/2 state, in-flight window, retained backlog, topic aliases. */
-  private readonly out = new OutboundFlow(this);
+  readonly out = new OutboundFlow(this);
   /** PUBACK/PUBREC in PUBLISH order (made at the first publish that must wait). */
   private acks: SettleQueue<PendingAck> | undefined;
   private will: Will | undefined;
@@ -164,7 +140,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   private closeReason = CLOSED_BY_CLIENT;
 
   constructor(
-    private readonly adapter: MqttAdapter,
+    readonly adapter: MqttAdapter,
     stream: Duplex,
     readonly peer: Peer,
     readonly transport: string,
@@ -239,7 +215,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
    * A logger for the connection's warnings, made when needed: the opened and closed lines carry the
    * same fields, so connections that only open and close keep no logger.
    */
-  private get log(): Logger {
+  get log(): Logger {
     return this.adapter.ctx.log.child({ protocol: 'mqtt', peer: `${this.peer.address}:${this.peer.port}` });
   }
 
@@ -281,7 +257,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     this.log.debug({ clientId: this.clientId, ...fields }, text);
   }
 
-  private send(p: Packet): void {
+  send(p: Packet): void {
     this.write(encode(p, ENCODE[this.level ?? 4]));
   }
 
@@ -334,10 +310,10 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         this.out.onPubcomp(this.session!, p.messageId ?? 0);
         return;
       case 'subscribe':
-        this.onSubscribe(p, raw);
+        onSubscribe(this, p, raw);
         return;
       case 'unsubscribe':
-        this.onUnsubscribe(p, raw);
+        onUnsubscribe(this, p, raw);
         return;
       case 'pingreq':
         this.write(PINGRESP);
@@ -546,7 +522,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
 
   // ---- PUBLISH from the client --------------------------------------------------------------
 
-  private channel(): CoreChannel {
+  channel(): CoreChannel {
     return (this.ch ??= this.core!.openChannel(1));
   }
 
@@ -818,127 +794,10 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     } else this.sharedConsumers?.delete(consumerTag);
   }
 
-  // ---- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------------
-
-  private onSubscribe(p: ISubscribePacket, raw: Buffer): void {
-    const s = this.session!;
-    const v5 = this.level === 5;
-    let subId = 0;
-    if (v5 && p.properties?.subscriptionIdentifier !== undefined) {
-      const id = p.properties.subscriptionIdentifier as unknown;
-      if (typeof id !== 'number' || id < 1) throw new MqttError(Reason.PROTOCOL_ERROR, 'invalid subscription identifier');
-      subId = id;
-    }
-    if (p.subscriptions.length === 0) throw new MqttError(Reason.PROTOCOL_ERROR, 'SUBSCRIBE without topic filters'); // [MQTT-3.8.3-3]
-    const granted: number[] = [];
-    const replay: [RetainedMessage, QoS][] = [];
-    let defs = SETTLED;
-    for (const req of p.subscriptions) {
-      checkDecodedString(req.topic, raw, 'topic filter');
-      const parsed = parseFilter(req.topic);
-      if (typeof parsed === 'string') {
-        this.log.warn({ clientId: this.clientId, filter: printable(req.topic) }, `subscription refused: ${parsed}`);
-        granted.push(v5 ? Reason.TOPIC_FILTER_INVALID : SUBACK_FAILURE);
-        continue;
-      }
-      const noLocal = req.nl ?? false;
-      if (parsed.group !== undefined && noLocal) throw new MqttError(Reason.PROTOCOL_ERROR, 'no local on a shared subscription'); // [MQTT-3.8.3-4]
-      const existing = s.subscriptions.get(req.topic);
-      if (existing === undefined && s.subscriptions.size >= MAX_SUBSCRIPTIONS) {
-        this.log.warn({ clientId: this.clientId }, `subscription refused: more than ${MAX_SUBSCRIPTIONS} subscriptions`);
-        granted.push(v5 ? Reason.QUOTA_EXCEEDED : SUBACK_FAILURE);
-        continue;
-      }
-      const qos = req.qos;
-      const rap = req.rap ?? false;
-      const rh = req.rh ?? 0;
-      try {
-        const sub = parsed.group === undefined ? this.subscribeOwn(s, parsed, qos, noLocal, rap, rh, subId, existing) : this.subscribeShared(s, parsed, qos, rap, rh, subId, existing);
-        defs = this.definitionsTouched(defs);
-        granted.push(sub.qos);
-        if (parsed.group === undefined && (rh === 0 || (rh === 1 && existing === undefined))) {
-          for (const m of this.adapter.retained.match(this.vhost, parsed.filter)) replay.push([m, Math.min(m.qos, qos) as QoS]);
-        }
-      } catch (e) {
-        if (!(e instanceof BrokerError)) throw e;
-        defs = this.definitionsTouched(defs);
-        this.log.warn({ user: this.user, vhost: this.vhost, clientId: this.clientId, filter: printable(req.topic) }, `subscription refused: ${e.message}`);
-        granted.push(v5 ? mqttReasonFor(e) : SUBACK_FAILURE);
-      }
-    }
-    const messageId = p.messageId ?? 0;
-    if (defs === SETTLED) {
-      this.send({ cmd: 'suback', messageId, granted });
-      for (const [m, qos] of replay) this.out.sendRetained(s, m, qos);
-      return;
-    }
-    // A persistent session's queue and bindings are confirmed once they are on disk.
-    defs.then(
-      () => {
-        if (this.state !== 'running') return;
-        this.send({ cmd: 'suback', messageId, granted });
-        for (const [m, qos] of replay) this.out.sendRetained(s, m, qos);
-      },
-      (e: unknown) => this.definitionsFailed(e),
-    );
-  }
-
-  /**
-   * The promise to wait for before confirming, given the one so far and the last definition call
-   * on the channel: SETTLED as long as only transient objects were touched.
-   */
-  private definitionsTouched(prev: Promise<void>): Promise<void> {
-    const d = this.ch?.definitionsSettled() ?? SETTLED;
-    return d === SETTLED ? prev : d;
-  }
-
-  private definitionsFailed(e: unknown): void {
-    if (this.state !== 'running') return;
-    this.log.error({ clientId: this.clientId, err: e }, 'subscription state could not be written');
-    this.closeWith(Reason.UNSPECIFIED_ERROR, `subscription state could not be written: ${errorText(e)}`);
-  }
-
-  private ensureQueue(s: Session): void {
-    if (s.hasQueue && this.adapter.queueExists(s.vhost, s.queue)) return;
-    const ch = this.channel();
-    if (this.adapter.queueExists(s.vhost, s.queue)) ch.declareQueue(s.queue, {}, true);
-    else if (s.expiryInterval > 0) ch.declareQueue(s.queue, { durable: true });
-    else ch.declareQueue(s.queue, { exclusive: true });
-    s.hasQueue = true;
-  }
-
-  private subscribeOwn(s: Session, parsed: ParsedFilter, qos: QoS, noLocal: boolean, rap: boolean, rh: number, id: number, existing: Subscription | undefined): Subscription {
-    this.ensureQueue(s);
-    const ch = this.channel();
-    const args = subscriptionArgs(qos, noLocal, rap, rh, id);
-    ch.bindQueue(s.queue, TOPIC_EXCHANGE, parsed.bindingKey, args);
-    const sub: Subscription = {
-      parsed,
-      qos,
-      noLocal,
-      retainAsPublished: rap,
-      retainHandling: rh,
-      id,
-      queue: s.queue,
-      words: parsed.bindingKey.split('.'),
-      args,
-    };
-    s.setSubscription(sub);
-    if (existing !== undefined) this.unbindIfUnused(s, existing);
-    this.ensureOwnConsumer();
-    return sub;
-  }
-
-  /** Removes a replaced or unsubscribed binding unless another subscription still uses it. */
-  private unbindIfUnused(s: Session, old: Subscription): void {
-    for (const o of s.subscriptions.values()) {
-      if (o.parsed.group === undefined && o.parsed.bindingKey === old.parsed.bindingKey && sameArgs(o, old)) return;
-    }
-    this.channel().unbindQueue(s.queue, TOPIC_EXCHANGE, old.parsed.bindingKey, old.args);
-  }
+  // ---- SUBSCRIBE / UNSUBSCRIBE (subscriptions.ts) ---------------------------------------------
 
   /** Consumes the session queue; with acknowledgements once any subscription has QoS >= 1. */
-  private ensureOwnConsumer(): void {
+  ensureOwnConsumer(): void {
     const s = this.session!;
     const wantAcks = s.maxOwnQos > 0;
     if (this.ownAcks === true || this.ownAcks === wantAcks) return;
@@ -949,71 +808,25 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     this.ownAcks = wantAcks;
   }
 
-  private subscribeShared(s: Session, parsed: ParsedFilter, qos: QoS, rap: boolean, rh: number, id: number, existing: Subscription | undefined): Subscription {
-    const queue = existing?.queue ?? this.adapter.joinShared(s, parsed, this.channel());
-    const sub: Subscription = {
-      parsed,
-      qos,
-      noLocal: false,
-      retainAsPublished: rap,
-      retainHandling: rh,
-      id,
-      queue,
-      words: parsed.bindingKey.split('.'),
-      args: {},
-    };
-    s.setSubscription(sub);
-    this.ensureSharedConsumer(queue);
-    return sub;
-  }
-
-  private ensureSharedConsumer(queue: string): void {
+  ensureSharedConsumer(queue: string): void {
     const consumers = (this.sharedConsumers ??= new Set());
     if (consumers.has(queue)) return;
     this.channel().consume(queue, { consumerTag: queue, noAck: false, prefetch: this.out.window }, this);
     consumers.add(queue);
   }
 
-  private onUnsubscribe(p: IUnsubscribePacket, raw: Buffer): void {
-    const s = this.session!;
-    if (p.unsubscriptions.length === 0) throw new MqttError(Reason.PROTOCOL_ERROR, 'UNSUBSCRIBE without topic filters'); // [MQTT-3.10.3-2]
-    const codes: number[] = [];
-    let defs = SETTLED;
-    for (const f of p.unsubscriptions) {
-      checkDecodedString(f, raw, 'topic filter');
-      const sub = s.subscriptions.get(f);
-      if (sub === undefined) {
-        codes.push(typeof parseFilter(f) === 'string' ? Reason.TOPIC_FILTER_INVALID : Reason.NO_SUBSCRIPTION_EXISTED);
-        continue;
-      }
-      try {
-        s.deleteSubscription(f);
-        if (sub.parsed.group === undefined) {
-          this.unbindIfUnused(s, sub);
-          defs = this.definitionsTouched(defs);
-        } else {
-          if (this.sharedConsumers?.delete(sub.queue) === true) this.ch?.cancel(sub.queue);
-          this.adapter.leaveShared(s, sub.parsed);
-          // The last member out deletes the group's durable queue.
-          defs = this.core!.core.persistence.definitionsSettled();
-        }
-        codes.push(Reason.SUCCESS);
-      } catch (e) {
-        if (!(e instanceof BrokerError)) throw e;
-        this.log.warn({ clientId: this.clientId, filter: printable(f) }, `unsubscribe failed: ${e.message}`);
-        codes.push(mqttReasonFor(e));
-      }
-    }
-    const unsuback = { cmd: 'unsuback', messageId: p.messageId ?? 0, granted: this.level === 5 ? codes : [] } as const;
-    if (defs === SETTLED) this.send(unsuback);
-    else {
-      defs.then(
-        () => {
-          if (this.state === 'running') this.send(unsuback);
-        },
-        (e: unknown) => this.definitionsFailed(e),
-      );
-    }
+  /** SubscribeHost: stops consuming a shared group's queue; true if it was consumed. */
+  stopShared(queue: string): boolean {
+    if (this.sharedConsumers?.delete(queue) !== true) return false;
+    this.ch?.cancel(queue);
+    return true;
+  }
+
+  /** SubscribeHost: a definition of a SUBSCRIBE/UNSUBSCRIBE could not be written: the connection ends. */
+  definitionsFailed(e: unknown): void {
+    if (this.state !== 'running') return;
+    this.log.error({ clientId: this.clientId, err: e }, 'subscription state could not be written');
+    this.closeWith(Reason.UNSPECIFIED_ERROR, `subscription state could not be written: ${errorText(e)}`);
   }
 
   // ---- DISCONNECT and closing ---------------------------------------------------------------
@@ -1144,6 +957,3 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   }
 }
 
-function sameArgs(a: Subscription, b: Subscription): boolean {
-  return a.qos === b.qos && a.noLocal === b.noLocal && a.retainAsPublished === b.retainAsPublished && a.retainHandling === b.retainHandling && a.id === b.id;
-}
