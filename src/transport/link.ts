@@ -108,7 +108,7 @@ export function sweptLinks(): number {
  * close deadlines, and the `closed` promise. Transports differ only below it: they hand a Duplex
  * and, when they buffer whole messages, a TransportControl.
  */
-export class Link {
+export class Link implements GuardedConnection {
   readonly guard: InputGuard;
   bytesIn = 0;
   bytesOut = 0;
@@ -146,8 +146,8 @@ export class Link {
   ) {
     (stream as Linked)[LINK] = this;
     this.lastIn = this.lastOut = sweep.now;
-    stream.on('data', Link.onData);
-    this.guard = new InputGuard(stream, owner, log);
+    // The guard is the one 'data' listener: it hands each chunk to `onInput` below.
+    this.guard = new InputGuard(stream, this, log);
     stream.on('drain', Link.onDrain);
     stream.on('error', Link.onError);
     stream.on('close', Link.onClose);
@@ -155,16 +155,21 @@ export class Link {
     stream.on('end', Link.onEnd);
   }
 
-  // Shared by every stream: no closures per connection.
-  private static onData(this: Duplex, chunk: Buffer): void {
-    const l = (this as Linked)[LINK];
-    if (l === undefined) return;
-    l.lastIn = sweep.now;
-    l.bytesIn += chunk.length;
-    const t = l.traffic;
+  /** GuardedConnection: bytes from the client, counted, then decoded by the owner (under the guard). */
+  onInput(chunk: Buffer): void {
+    this.lastIn = sweep.now;
+    this.bytesIn += chunk.length;
+    const t = this.traffic;
     if (t !== undefined) t.recvOct += chunk.length;
+    this.owner.onInput(chunk);
   }
 
+  /** GuardedConnection: the owner closes with its protocol's internal error. */
+  failInternal(err: unknown): void {
+    this.owner.failInternal(err);
+  }
+
+  // Shared by every stream: no closures per connection.
   private static onDrain(this: Duplex): void {
     const l = (this as Linked)[LINK];
     if (l !== undefined) l.drained();
