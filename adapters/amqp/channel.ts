@@ -1,6 +1,5 @@
 import {
   BrokerError,
-  Deque,
   ReplyCode,
   SETTLED,
   type CoreChannel,
@@ -13,6 +12,7 @@ import type { AmqpMethod, AmqpMethodOf } from './codec/methods.js';
 import { encodeDelivery, encodeGetOk, encodeReturn, type Frame } from './codec/frames.js';
 import { decodeContentHeader } from './codec/properties.js';
 import type { AmqpConnection } from './connection.js';
+import { SettleQueue, type SettleTarget } from '../../src/transport/settle-queue.js';
 
 /** A publish waiting for its content header and body frames. */
 interface PendingPublish {
@@ -38,18 +38,11 @@ const NOOP = (): void => undefined;
 /** Beyond this many bytes held behind a waiting reply, the connection stops reading for a while. */
 const HOLD_LIMIT = 8 * 1024 * 1024;
 
-/** Publisher confirms still waiting on the store, in publish order. */
-interface Unconfirmed {
-  seq: number;
-  /** 0 pending, 1 ack, 2 nack. */
-  state: 0 | 1 | 2;
-}
-
 /**
  * One AMQP channel: translates basic/queue/exchange/confirm/tx methods into core calls, and core
  * deliveries into basic.deliver frames. It is the DeliverySink of all its consumers.
  */
-export class AmqpChannel implements DeliverySink {
+export class AmqpChannel implements DeliverySink, SettleTarget<number> {
   /** 'open', or 'closing' after the server sent channel.close (frames dropped until close-ok). */
   state: 'open' | 'closing' = 'open';
   private pending: PendingPublish | undefined;
@@ -58,7 +51,8 @@ export class AmqpChannel implements DeliverySink {
   /** Highest seq settled in order and not yet confirmed to the client. */
   private ackUpTo = 0;
   private acked = 0;
-  private readonly unconfirmed = new Deque<Unconfirmed>();
+  /** Publisher confirms in publish order (sequence numbers), released as their publishes settle. */
+  private readonly unconfirmed: SettleQueue<number>;
   private tx: TxOp[] | undefined;
   private flushScheduled = false;
   /**
@@ -76,16 +70,18 @@ export class AmqpChannel implements DeliverySink {
     readonly conn: AmqpConnection,
     readonly number: number,
     readonly core: CoreChannel,
-  ) {}
+  ) {
+    this.unconfirmed = new SettleQueue<number>(this, conn.settleBudget);
+  }
 
   get congested(): boolean {
-    return this.conn.out.congested;
+    return this.conn.link.congested;
   }
 
   // ---- DeliverySink -------------------------------------------------------------------------
 
   deliver(d: Delivery): void {
-    this.conn.out.write(encodeDelivery(this.number, this.conn.frameMax, d.consumerTag, d.deliveryTag, d.redelivered, d.message));
+    this.conn.link.write(encodeDelivery(this.number, this.conn.frameMax, d.consumerTag, d.deliveryTag, d.redelivered, d.message));
   }
 
   cancelled(consumerTag: string): void {
@@ -223,7 +219,7 @@ export class AmqpChannel implements DeliverySink {
             this.reply({ kind: 'basic.get-empty' });
             return;
           }
-          this.conn.out.write(frames);
+          this.conn.link.write(frames);
         }
         return;
       }
@@ -398,43 +394,26 @@ export class AmqpChannel implements DeliverySink {
     }
     if (mandatory && r.routed === 0) {
       this.core.stats.returned++;
-      this.conn.out.write(encodeReturn(this.number, this.conn.frameMax, ReplyCode.NO_ROUTE, 'NO_ROUTE', msg));
+      this.conn.link.write(encodeReturn(this.number, this.conn.frameMax, ReplyCode.NO_ROUTE, 'NO_ROUTE', msg));
     }
     if (seq === 0) return;
-    if (r.settled === SETTLED && this.unconfirmed.length === 0) {
-      this.ackUpTo = seq;
-      this.scheduleFlush();
-      return;
-    }
-    const u: Unconfirmed = { seq, state: 0 };
-    this.unconfirmed.push(u);
-    if (r.settled === SETTLED) u.state = 1;
-    else {
-      r.settled
-        .then(
-          () => this.settleConfirm(u, 1),
-          () => this.settleConfirm(u, 2),
-        )
-        .catch(this.conn.guard.catcher);
-    }
+    // Confirmed in publish order, so that `multiple` never covers a pending publish.
+    this.unconfirmed.push(seq, r.settled === SETTLED ? undefined : r.settled);
   }
 
-  private settleConfirm(u: Unconfirmed, state: 1 | 2): void {
-    u.state = state;
+  /** SettleTarget: publish `seq` is settled; acks of one turn coalesce into one basic.ack. */
+  settledInOrder(seq: number): void {
     if (this.state !== 'open') return;
-    // Confirm in publish order so that `multiple` never covers a pending publish.
-    let head = this.unconfirmed.peek();
-    while (head !== undefined && head.state !== 0) {
-      this.unconfirmed.shift();
-      if (head.state === 1) this.ackUpTo = head.seq;
-      else {
-        this.flushAcks();
-        this.reply({ kind: 'basic.nack', deliveryTag: head.seq, multiple: false, requeue: false });
-        this.acked = head.seq;
-      }
-      head = this.unconfirmed.peek();
-    }
+    this.ackUpTo = seq;
     this.scheduleFlush();
+  }
+
+  /** SettleTarget: publish `seq` could not be settled: basic.nack, after the acks before it. */
+  settleFailed(seq: number): void {
+    if (this.state !== 'open') return;
+    this.flushAcks();
+    this.reply({ kind: 'basic.nack', deliveryTag: seq, multiple: false, requeue: false });
+    this.acked = seq;
   }
 
   private scheduleFlush(): void {
@@ -477,6 +456,7 @@ export class AmqpChannel implements DeliverySink {
     this.endPressure();
     this.pending = undefined;
     this.tx = undefined;
+    this.unconfirmed.clear();
     this.core.close();
   }
 }

@@ -10,9 +10,9 @@ import {
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
 import type { Peer, TransportControl } from '../../src/transport/adapter.js';
-import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
 import { certificateUser } from '../../src/transport/tls.js';
-import { Outbound } from '../../src/transport/outbound.js';
+import { CLOSED_BY_CLIENT, Link, PauseReason, type LinkOwner } from '../../src/transport/link.js';
+import { SettleBudget } from '../../src/transport/settle-queue.js';
 import { AmqpChannel, type HeldFrame } from './channel.js';
 import { FRAME_MIN_SIZE, FrameType, PROTOCOL_HEADER } from './codec/constants.js';
 import { decodeFieldTable } from './codec/field-table.js';
@@ -22,6 +22,8 @@ import { decodeMethod, encodeMethod, methodIdOf, type AmqpMethod } from './codec
 const VERSION = '0.1.0';
 /** After sending connection.close, how long to wait for close-ok before dropping the socket. */
 const CLOSE_TIMEOUT_MS = 1000;
+/** A client has this long from the protocol header to connection.open. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 type State = 'header' | 'start' | 'authenticating' | 'tune' | 'open' | 'running' | 'closing' | 'closed';
 
@@ -45,10 +47,11 @@ function capabilitiesOf(props: FieldTable): ClientCapabilities {
  * One AMQP 0-9-1 connection: handshake, heartbeats, channels, error handling (close discipline,
  * STYLE P6) and flow control on resource alarms.
  */
-export class AmqpConnection implements Closable, GuardedConnection {
-  readonly out: Outbound;
-  /** Everything the client's input sets off runs under it (failure isolation). */
-  readonly guard: InputGuard;
+export class AmqpConnection implements Closable, LinkOwner {
+  /** The connection's transport: outbound buffer, flow, heartbeats, deadlines. */
+  readonly link: Link;
+  /** Unsettled publishes (confirms owed) of all channels: one bound per connection. */
+  readonly settleBudget: SettleBudget;
   private readonly decoder: FrameDecoder;
   private state: State = 'header';
   private readonly channels = new Map<number, AmqpChannel>();
@@ -65,29 +68,21 @@ export class AmqpConnection implements Closable, GuardedConnection {
   channelMax: number;
   heartbeat = 0;
   readonly maxMessageSize: number;
-  private heartbeatTimer: NodeJS.Timeout | undefined;
-  private closeTimer: NodeJS.Timeout | undefined;
-  private recvSinceTick = true;
-  private silentTicks = 0;
-  private sentAtTick = 0;
   private publisher = false;
   private blocked = false;
-  private paused = false;
   /** Channels holding too many frames behind a reply that waits for the disk: reading stops. */
   private holdPaused = 0;
-  private closeReason = 'client closed the connection';
+  private closeReason = CLOSED_BY_CLIENT;
   private readonly unsubscribeAlarms: () => void;
   private readonly log: Logger;
-  readonly closed: Promise<void>;
-  private resolveClosed!: () => void;
 
   constructor(
     private readonly ctx: AdapterContext,
-    private readonly stream: Duplex,
+    stream: Duplex,
     readonly peer: Peer,
     readonly transport: string,
     private readonly onGone: (c: AmqpConnection) => void,
-    private readonly control?: TransportControl,
+    control?: TransportControl,
   ) {
     this.log = ctx.log.child({ protocol: 'amqp', peer: `${peer.address}:${peer.port}` });
     this.frameMax = ctx.options.frameMax;
@@ -96,27 +91,44 @@ export class AmqpConnection implements Closable, GuardedConnection {
     // Until tune-ok, frames are limited to the spec minimum: an unauthenticated peer cannot
     // make the broker buffer more (STYLE P2).
     this.decoder = new FrameDecoder(FRAME_MIN_SIZE);
-    this.out = new Outbound(stream, () => this.guard.run(AmqpConnection.drained, this));
-    this.closed = new Promise((r) => (this.resolveClosed = r));
-    this.guard = new InputGuard(stream, this, this.log);
-    stream.on('error', (e: Error) => {
-      this.closeReason = `socket error: ${e.message}`;
-    });
-    stream.on('close', this.guard.wrap(() => this.cleanup()));
-    stream.on('end', () => stream.end());
-    this.unsubscribeAlarms = ctx.core.alarms.on(this.guard.wrap((blocked: boolean, reason: string) => this.onAlarm(blocked, reason)));
+    this.link = new Link(stream, this, this.log, transport, control);
+    this.settleBudget = new SettleBudget(this.link);
+    this.unsubscribeAlarms = ctx.core.alarms.on(this.link.guard.wrap((blocked: boolean, reason: string) => this.onAlarm(blocked, reason)));
     this.blocked = ctx.core.alarms.blocked;
-    this.closeTimer = setTimeout(() => {
-      if (this.state !== 'running' && this.state !== 'closed') {
-        this.log.warn({ state: this.state }, 'handshake timeout');
-        this.stream.destroy();
-      }
-    }, 10_000).unref();
+    this.link.expectHandshake(HANDSHAKE_TIMEOUT_MS);
+  }
+
+  /** Everything the client's input sets off runs under it (failure isolation). */
+  get guard(): Link['guard'] {
+    return this.link.guard;
+  }
+
+  /** Resolves when the connection has closed and released its channels. */
+  get closed(): Promise<void> {
+    return this.link.closed;
+  }
+
+  /** LinkOwner: the client has read what was buffered; deliveries resume. */
+  linkDrained(): void {
+    for (const ch of this.channels.values()) ch.core.resume();
+  }
+
+  /** LinkOwner: the stream is gone. */
+  linkClosed(reason: string): void {
+    if (reason !== CLOSED_BY_CLIENT) this.closeReason = reason;
+    this.cleanup();
+  }
+
+  /** LinkOwner: no connection.open in time, or the client's heartbeats stopped. */
+  linkExpired(kind: 'handshake' | 'silence'): boolean {
+    if (kind === 'handshake') this.log.warn({ state: this.state }, 'handshake timeout');
+    else this.log.warn({ user: this.user, timeout: this.heartbeat }, 'missed heartbeats from client, closing connection');
+    return false;
   }
 
   /** Encodes and writes a method frame. */
   send(channel: number, m: AmqpMethod): void {
-    this.out.write(encodeMethod(channel, m));
+    this.link.write(encodeMethod(channel, m));
   }
 
   // ---- inbound ------------------------------------------------------------------------------
@@ -124,10 +136,6 @@ export class AmqpConnection implements Closable, GuardedConnection {
   /** The stream's data, through the input guard. */
   onInput(chunk: Buffer): void {
     if (this.state === 'closed') return;
-    this.recvSinceTick = true;
-    if (this.core) {
-      this.core.traffic.recvOct += chunk.length;
-    }
     this.decoder.push(chunk);
     try {
       if (this.state === 'header') {
@@ -136,7 +144,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
         if (!h.equals(PROTOCOL_HEADER)) {
           this.log.warn({ header: h.toString('latin1') }, 'bad protocol header');
           this.state = 'closed';
-          this.out.end(Buffer.from(PROTOCOL_HEADER));
+          this.link.end(Buffer.from(PROTOCOL_HEADER));
           return;
         }
         this.sendStart();
@@ -150,10 +158,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
       this.decoder.clear();
       this.fail(e, 0, undefined);
     }
-    if (this.publisher && this.blocked && !this.paused && this.state === 'running') {
-      this.paused = true;
-      this.stream.pause();
-    }
+    if (this.publisher && this.blocked && this.state === 'running') this.link.pause(PauseReason.ALARM);
   }
 
   private handleFrame(f: Frame): void {
@@ -162,7 +167,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
       // Only connection.close / close-ok matter now (STYLE P6).
       if (f.type === FrameType.METHOD && f.channel === 0) {
         const m = decodeMethod(f.payload);
-        if (m.kind === 'connection.close-ok') this.stream.destroy();
+        if (m.kind === 'connection.close-ok') this.link.destroy();
         else if (m.kind === 'connection.close') {
           this.send(0, { kind: 'connection.close-ok' });
           this.terminate();
@@ -270,7 +275,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
           this.terminate();
           return;
         case 'connection.close-ok':
-          this.stream.destroy();
+          this.link.destroy();
           return;
         case 'connection.update-secret':
           if (this.state !== 'running') break;
@@ -384,7 +389,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
     }
     this.frameMax = fm;
     this.decoder.frameMax = fm;
-    this.control?.authenticated(fm);
+    this.link.authenticated(fm);
     this.channelMax = channelMax === 0 ? this.channelMax : Math.min(channelMax, this.channelMax);
     this.heartbeat = heartbeat;
     this.state = 'open';
@@ -406,9 +411,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
     );
     this.state = 'running';
     this.core.expireAt(this.tokenExpiresAt);
-    this.out.traffic = this.core.traffic;
-    if (this.closeTimer) clearTimeout(this.closeTimer);
-    this.closeTimer = undefined;
+    this.link.traffic = this.core.traffic;
     this.send(0, { kind: 'connection.open-ok' });
     this.log.info({ user: this.user, vhost, transport: this.transport }, 'connection opened');
     if (this.blocked && this.capabilities.connectionBlocked) {
@@ -482,8 +485,8 @@ export class AmqpConnection implements Closable, GuardedConnection {
   /** A channel holds (or no longer holds) more frames than it should buffer: pause reading. */
   holdPressure(on: boolean): void {
     if (on) {
-      if (this.holdPaused++ === 0 && !this.paused) this.stream.pause();
-    } else if (--this.holdPaused === 0 && !this.paused && this.state !== 'closed') this.stream.resume();
+      if (this.holdPaused++ === 0) this.link.pause(PauseReason.HELD);
+    } else if (--this.holdPaused === 0) this.link.unpause(PauseReason.HELD);
   }
 
   /** A channel's asynchronous failure (its definitions could not be written). */
@@ -534,7 +537,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
     this.log.error({ err, user: this.user, vhost: this.vhost }, 'internal error');
     this.decoder.clear();
     if (this.state === 'header' || this.state === 'closing' || this.state === 'closed') {
-      this.stream.destroy();
+      this.link.destroy();
       return;
     }
     this.closeConnection(ReplyCode.INTERNAL_ERROR, 'INTERNAL_ERROR', 0, 0);
@@ -550,9 +553,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
   }
 
   private armCloseTimer(): void {
-    if (this.closeTimer) clearTimeout(this.closeTimer);
-    this.closeTimer = setTimeout(() => this.stream.destroy(), CLOSE_TIMEOUT_MS);
-    this.closeTimer.unref();
+    this.link.destroyAfter(CLOSE_TIMEOUT_MS);
   }
 
   /** Closable: the broker shuts down or an operator closed the connection. */
@@ -560,7 +561,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
     if (this.state === 'running') {
       this.closeConnection(code, truncate(`CONNECTION_FORCED - ${reason}`), 0, 0);
     } else {
-      this.stream.destroy();
+      this.link.destroy();
     }
   }
 
@@ -568,8 +569,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
   private terminate(): void {
     this.state = 'closed';
     this.releaseChannels();
-    this.out.end();
-    setTimeout(() => this.stream.destroy(), CLOSE_TIMEOUT_MS).unref();
+    this.link.closeAfter(CLOSE_TIMEOUT_MS);
   }
 
   private releaseChannels(): void {
@@ -578,8 +578,6 @@ export class AmqpConnection implements Closable, GuardedConnection {
   }
 
   private cleanup(): void {
-    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    if (this.closeTimer) clearTimeout(this.closeTimer);
     this.unsubscribeAlarms();
     const wasOpen = this.core !== undefined;
     this.state = 'closed';
@@ -587,35 +585,17 @@ export class AmqpConnection implements Closable, GuardedConnection {
     this.core?.close();
     if (wasOpen) this.log.info({ user: this.user, vhost: this.vhost, reason: this.closeReason }, 'connection closed');
     this.onGone(this);
-    this.resolveClosed();
   }
 
   // ---- heartbeats, flow ---------------------------------------------------------------------
 
+  /**
+   * Heartbeats through the link's sweep: one is sent when nothing was for half the interval, and
+   * the client is dropped after two intervals of silence (RabbitMQ), unless it is paused.
+   */
   private startHeartbeat(seconds: number): void {
-    // Send when idle for half the interval; give up after two intervals of silence (RabbitMQ).
-    const tickMs = (seconds * 1000) / 2;
-    this.heartbeatTimer = setInterval(() => {
-      if (this.out.bytesOut === this.sentAtTick) this.out.write(encodeHeartbeat());
-      this.sentAtTick = this.out.bytesOut;
-      if (this.recvSinceTick) {
-        this.recvSinceTick = false;
-        this.silentTicks = 0;
-      } else if (++this.silentTicks >= 4) {
-        this.log.warn({ user: this.user, timeout: seconds }, 'missed heartbeats from client, closing connection');
-        this.closeReason = 'missed heartbeats';
-        this.stream.destroy();
-      }
-    }, tickMs);
-    this.heartbeatTimer.unref();
-  }
-
-  private static drained(c: AmqpConnection): void {
-    c.onDrain();
-  }
-
-  private onDrain(): void {
-    for (const ch of this.channels.values()) ch.core.resume();
+    const ms = seconds * 1000;
+    this.link.keepAlive(ms / 2, encodeHeartbeat(), ms * 2);
   }
 
   private onAlarm(blocked: boolean, reason: string): void {
@@ -624,10 +604,7 @@ export class AmqpConnection implements Closable, GuardedConnection {
     if (this.capabilities.connectionBlocked) {
       this.send(0, blocked ? { kind: 'connection.blocked', reason } : { kind: 'connection.unblocked' });
     }
-    if (!blocked && this.paused) {
-      this.paused = false;
-      if (this.holdPaused === 0) this.stream.resume();
-    }
+    if (!blocked) this.link.unpause(PauseReason.ALARM);
   }
 }
 

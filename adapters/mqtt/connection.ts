@@ -11,7 +11,6 @@ import type {
 } from 'mqtt-packet';
 import {
   BrokerError,
-  Deque,
   MessageRefusedError,
   ReplyCode,
   SETTLED,
@@ -21,15 +20,14 @@ import {
   type Delivery,
   type DeliverySink,
   type Message,
-  type MessageProperties,
   type PublishResult,
   type User,
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
 import type { Peer, TransportControl } from '../../src/transport/adapter.js';
-import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
 import { certificateUser } from '../../src/transport/tls.js';
-import { HARD_LIMIT, HIGH_WATERMARK } from '../../src/transport/outbound.js';
+import { CLOSED_BY_CLIENT, Link, PauseReason, type LinkOwner } from '../../src/transport/link.js';
+import { SettleBudget, SettleQueue, type SettleTarget } from '../../src/transport/settle-queue.js';
 import {
   PINGRESP,
   MqttError,
@@ -39,19 +37,18 @@ import {
   checkPublishTopicBytes,
   encode,
   encodeAck,
-  encodePublish,
   parsePacket,
   peekConnect,
   type EncodeOptions,
 } from './codec.js';
 import {
   CLOSE_TIMEOUT_MS,
+  CONNECT_TIMEOUT_MS,
   ConnackCode,
   MAX_CLIENT_ID_LENGTH,
   MAX_INFLIGHT,
   MAX_PACKET_SIZE_UNAUTHENTICATED,
   MAX_SUBSCRIPTIONS,
-  MAX_UNSETTLED_PUBLISHES,
   PROTOCOL_NAMES,
   PacketType,
   Reason,
@@ -63,7 +60,11 @@ import {
   type QoS,
 } from './constants.js';
 import type { MqttAdapter } from './index.js';
-import { publishQosOf, toAmqpProperties, toMqttProperties, wasRetained, type PublishProperties } from './properties.js';
+import { publishQosOf, toAmqpProperties, wasRetained, type PublishProperties } from './properties.js';
+import { Qos0Sink, type Qos0Host } from './qos0.js';
+import { errorText, mqttReasonFor } from './errors.js';
+import { OutboundFlow, type OutboundHost } from './outbound.js';
+import { onSubscribe, onUnsubscribe, type SubscribeHost } from './subscriptions.js';
 import type { RetainedMessage } from './retained.js';
 import { OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
 import { checkTopicName, matchWords, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
@@ -81,14 +82,11 @@ export interface Will {
   readonly delay: number;
 }
 
-/** An inbound PUBLISH waiting for the core to settle; acknowledged in arrival order [MQTT-4.6.0-2]. */
+/** A PUBACK or PUBREC owed to the client, released in PUBLISH order once the publish settles. */
 interface PendingAck {
   readonly type: typeof PacketType.PUBACK | typeof PacketType.PUBREC;
   readonly packetId: number;
   readonly reason: number;
-  /** 0 pending, 1 settled, 2 failed. */
-  state: 0 | 1 | 2;
-  error: unknown;
 }
 
 const ENCODE: Record<ProtocolLevel, EncodeOptions> = {
@@ -97,47 +95,12 @@ const ENCODE: Record<ProtocolLevel, EncodeOptions> = {
   5: { protocolVersion: 5 },
 };
 
-const PAUSE_ALARM = 1;
-const PAUSE_UNSETTLED = 2;
-
-/** The connection a stream belongs to: lets every stream share one set of event listeners. */
-const CONNECTION = Symbol('mqtt connection');
-interface Attached {
-  [CONNECTION]?: MqttConnection;
-}
-
-/** MQTT 5 reason code for a core error (STYLE P5). */
-export function mqttReasonFor(e: unknown): number {
-  if (!(e instanceof BrokerError)) return Reason.UNSPECIFIED_ERROR;
-  // A message the broker could not deliver on every protocol (e.g. a property AMQP cannot carry).
-  if (e instanceof MessageRefusedError) return Reason.IMPLEMENTATION_SPECIFIC_ERROR;
-  switch (e.code) {
-    case ReplyCode.ACCESS_REFUSED:
-      return Reason.NOT_AUTHORIZED;
-    case ReplyCode.CONTENT_TOO_LARGE:
-      return Reason.PACKET_TOO_LARGE;
-    case ReplyCode.RESOURCE_ERROR:
-      return Reason.QUOTA_EXCEEDED;
-    case ReplyCode.FRAME_ERROR:
-    case ReplyCode.SYNTAX_ERROR:
-      return Reason.MALFORMED_PACKET;
-    default:
-      return Reason.UNSPECIFIED_ERROR;
-  }
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
 
 /** Copies a view of a socket chunk so a queued message does not keep the whole chunk alive (STYLE P3). */
 function own(b: Buffer): Buffer {
   return b.length === b.buffer.byteLength ? b : Buffer.from(b);
 }
 
-function destroyStream(s: Duplex): void {
-  s.destroy();
-}
 
 function payloadOf(p: string | Buffer): Buffer {
   return typeof p === 'string' ? Buffer.from(p, 'utf8') : own(p);
@@ -147,91 +110,95 @@ function payloadOf(p: string | Buffer): Buffer {
  * One MQTT network connection: CONNECT, then packets translated into calls on the session's
  * CoreChannel; it is the DeliverySink of the session's consumers.
  */
-export class MqttConnection implements Closable, DeliverySink, GuardedConnection {
-  /** Everything the client's input sets off runs under it (failure isolation). */
-  private readonly guard: InputGuard;
+export class MqttConnection implements Closable, DeliverySink, LinkOwner, SettleTarget<PendingAck>, Qos0Host, OutboundHost, SubscribeHost {
+  /** The connection's transport: outbound buffer, flow, keep-alive, deadlines. */
+  readonly link: Link;
   private state: State = 'connect';
   level: ProtocolLevel | undefined;
   private readonly reader = new PacketReader(MAX_PACKET_SIZE_UNAUTHENTICATED);
-  /** Writes of this tick are corked and go out in one syscall (as Outbound does, without per-connection closures). */
-  private corked = false;
   session: Session | undefined;
   core: CoreConnection | undefined;
   private ch: CoreChannel | undefined;
   clientId = '';
-  private user = '';
-  private vhost = '';
-  /** Keep-alive in ms (0 = off); the adapter's sweep closes the connection after 1.5x of silence. */
+  user = '';
+  vhost = '';
+  /** Keep-alive in ms (0 = off); the link's sweep closes the connection after 1.5x of silence. */
   keepAliveMs = 0;
-  /**
-   * When the last packet arrived, on the adapter's clock; until CONNECT is accepted, when the
-   * connection was opened (a client trickling bytes does not extend the CONNECT timeout).
-   */
-  lastRecv: number;
-  /** v5: the client's maximum packet size (0 = no limit) and topic alias maximum. */
-  private clientMaxPacket = 0;
-  private clientAliasMax = 0;
-  /** Outbound QoS >= 1 deliveries allowed in flight: the client's receive maximum (v5), capped. */
-  private window = MAX_INFLIGHT;
   private inAliases: Map<number, string> | undefined;
-  private outAliases: Map<string, number> | undefined;
-  private acks: Deque<PendingAck> | undefined;
-  private retainedBacklog: Deque<[RetainedMessage, QoS]> | undefined;
+  /** Deliveries to the client: QoS 1/2 state, in-flight window, retained backlog, topic aliases. */
+  readonly out = new OutboundFlow(this);
+  /** PUBACK/PUBREC in PUBLISH order (made at the first publish that must wait). */
+  private acks: SettleQueue<PendingAck> | undefined;
   private will: Will | undefined;
+  /** The sink of the session queue while it is consumed without acknowledgements (bounded, drops the oldest). */
+  private qos0: Qos0Sink | undefined;
   /** The session queue's consumer acks (some subscription has QoS >= 1); undefined = not consuming. */
   private ownAcks: boolean | undefined;
   private sharedConsumers: Set<string> | undefined;
-  private paused = 0;
   private publisher = false;
   private blocked = false;
   /** The client ended with DISCONNECT (no will), or the server shut down. */
   private noWill = false;
-  private closeReason = 'client closed the connection';
+  private closeReason = CLOSED_BY_CLIENT;
 
   constructor(
-    private readonly adapter: MqttAdapter,
-    private readonly stream: Duplex,
+    readonly adapter: MqttAdapter,
+    stream: Duplex,
     readonly peer: Peer,
     readonly transport: string,
-    private readonly transportControl?: TransportControl,
+    control?: TransportControl,
   ) {
-    this.lastRecv = adapter.now();
     this.blocked = adapter.ctx.core.alarms.blocked;
-    (stream as Duplex & Attached)[CONNECTION] = this;
-    this.guard = new InputGuard(stream, this, adapter.ctx.log);
-    stream.on('error', MqttConnection.onStreamError);
-    stream.on('drain', MqttConnection.onStreamDrain);
-    stream.on('close', MqttConnection.onStreamClose);
-    // A TCP socket ends itself when the peer does; other duplexes (WebSocket) may be half-open.
-    if (transport !== 'tcp') stream.on('end', MqttConnection.onStreamEnd);
+    // The CONNECT deadline runs from the connection's start: trickling bytes does not extend it.
+    this.link = new Link(stream, this, adapter.ctx.log, transport, control);
+    this.link.expectHandshake(CONNECT_TIMEOUT_MS);
   }
 
-  // Shared by every stream (no closures per connection: idle connections stay small).
-  private static onStreamError(this: Duplex, e: Error): void {
-    const c = (this as Attached)[CONNECTION];
-    if (c !== undefined && c.state !== 'closed') c.closeReason = `socket error: ${e.message}`;
+  /** Everything the client's input sets off runs under it (failure isolation). */
+  private get guard(): Link['guard'] {
+    return this.link.guard;
   }
 
-  private static onStreamEnd(this: Duplex): void {
-    this.end();
+  /** LinkOwner: the client has read what was buffered; deliveries resume. */
+  linkDrained(): void {
+    this.qos0?.flush();
+    this.ch?.resume();
   }
 
-  private static onStreamClose(this: Duplex): void {
-    const c = (this as Attached)[CONNECTION];
-    c?.guard.run(MqttConnection.closed, c);
+  /** Qos0Host: the link is over its high watermark. */
+  get linkCongested(): boolean {
+    return this.link.congested;
   }
 
-  private static closed(c: MqttConnection): void {
-    c.cleanup();
+  /** Qos0Host: a QoS 0 delivery whose turn has come. */
+  deliverNow(d: Delivery): void {
+    this.deliver(d);
   }
 
-  private static onStreamDrain(this: Duplex): void {
-    const c = (this as Attached)[CONNECTION];
-    c?.guard.run(MqttConnection.drained, c);
+  /** Qos0Host: a waiting delivery could not be encoded; the core logs it. */
+  undeliverable(d: Delivery, err: unknown): void {
+    this.ch?.undeliverable(d, err);
   }
 
-  private static drained(c: MqttConnection): void {
-    c.ch?.resume();
+  /** Qos0Host: QoS 0 messages dropped because this client did not keep up. */
+  dropped(n: number): void {
+    if (this.core !== undefined) this.core.traffic.dropped += n;
+  }
+
+  /** LinkOwner: the stream is gone. */
+  linkClosed(reason: string): void {
+    if (reason !== CLOSED_BY_CLIENT && this.state !== 'closed') this.closeReason = reason;
+    this.cleanup();
+  }
+
+  /** LinkOwner: no CONNECT in time (the socket goes), or the keep-alive ran out (DISCONNECT first). */
+  linkExpired(kind: 'handshake' | 'silence'): boolean {
+    if (kind === 'handshake') {
+      this.connectTimeout();
+      return false;
+    }
+    this.keepAliveExpired();
+    return true;
   }
 
   /**
@@ -246,16 +213,11 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     }
   }
 
-  private static uncork(c: MqttConnection): void {
-    c.corked = false;
-    c.stream.uncork();
-  }
-
   /**
    * A logger for the connection's warnings, made when needed: the opened and closed lines carry the
    * same fields, so connections that only open and close keep no logger.
    */
-  private get log(): Logger {
+  get log(): Logger {
     return this.adapter.ctx.log.child({ protocol: 'mqtt', peer: `${this.peer.address}:${this.peer.port}` });
   }
 
@@ -272,24 +234,32 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     return this.state === 'connect';
   }
 
-  private write(buf: Buffer): void {
-    const s = this.stream;
-    if (s.destroyed || s.writableEnded) return;
-    if (!this.corked) {
-      this.corked = true;
-      s.cork();
-      process.nextTick(MqttConnection.uncork, this);
-    }
-    s.write(buf);
-    if (s.writableLength > HARD_LIMIT) s.destroy(new Error('slow consumer: outbound buffer over limit'));
-    const c = this.core;
-    if (c !== undefined) {
-      c.traffic.sendOct += buf.length;
-      c.traffic.sendCnt++;
-    }
+  /** OutboundHost: buffers bytes for the client. */
+  write(buf: Buffer): void {
+    this.link.write(buf);
   }
 
-  private send(p: Packet): void {
+  /** OutboundHost: a delivery the client has taken settles in the core. */
+  ackDelivery(tag: number): void {
+    this.channel().ack(tag);
+  }
+
+  /** OutboundHost: the in-flight window has room again. */
+  resumeDeliveries(): void {
+    this.ch?.resume();
+  }
+
+  /** OutboundHost: the session's packet-id state changed. */
+  persistSession(s: Session): void {
+    void this.adapter.saveSession(s);
+  }
+
+  /** OutboundHost: a debug line in the connection's log. */
+  logDebug(fields: Record<string, unknown>, text: string): void {
+    this.log.debug({ clientId: this.clientId, ...fields }, text);
+  }
+
+  send(p: Packet): void {
     this.write(encode(p, ENCODE[this.level ?? 4]));
   }
 
@@ -298,8 +268,6 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   /** The stream's data, through the input guard. */
   onInput(chunk: Buffer): void {
     if (this.state === 'closed') return;
-    if (this.state === 'running') this.lastRecv = this.adapter.now();
-    if (this.core !== undefined) this.core.traffic.recvOct += chunk.length;
     this.reader.push(chunk);
     this.drainReader();
   }
@@ -317,7 +285,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       this.protocolError(e);
       return;
     }
-    if (this.blocked && this.publisher) this.pause(PAUSE_ALARM);
+    if (this.blocked && this.publisher) this.link.pause(PauseReason.ALARM);
   }
 
   private handlePacket(raw: Buffer): void {
@@ -338,22 +306,22 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
         this.onPublish(p, raw);
         return;
       case 'puback':
-        this.onPuback(p.messageId ?? 0);
+        this.out.onPuback(this.session!, p.messageId ?? 0);
         return;
       case 'pubrec':
-        this.onPubrec(p.messageId ?? 0, p.reasonCode ?? 0);
+        this.out.onPubrec(this.session!, p.messageId ?? 0, p.reasonCode ?? 0);
         return;
       case 'pubrel':
         this.onPubrel(p.messageId ?? 0);
         return;
       case 'pubcomp':
-        this.onPubcomp(p.messageId ?? 0);
+        this.out.onPubcomp(this.session!, p.messageId ?? 0);
         return;
       case 'subscribe':
-        this.onSubscribe(p, raw);
+        onSubscribe(this, p, raw);
         return;
       case 'unsubscribe':
-        this.onUnsubscribe(p, raw);
+        onUnsubscribe(this, p, raw);
         return;
       case 'pingreq':
         this.write(PINGRESP);
@@ -432,12 +400,12 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     if (result instanceof Promise) {
       // An access token: later packets wait in the reader (and the socket is paused) until it is verified.
       this.state = 'authenticating';
-      this.stream.pause();
+      this.link.pause(PauseReason.AUTH);
       result.then(
         (u) => {
           if (this.state !== 'authenticating') return;
           this.state = 'connect';
-          this.stream.resume();
+          this.link.unpause(PauseReason.AUTH);
           try {
             this.connectAs(u, vhost, p, will);
           } catch (e) {
@@ -522,14 +490,15 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     this.will = will;
     this.keepAliveMs = (p.keepalive ?? 0) * 1000;
     if (v5) {
-      this.clientMaxPacket = props?.maximumPacketSize ?? 0;
-      this.clientAliasMax = props?.topicAliasMaximum ?? 0;
-      this.window = Math.min(MAX_INFLIGHT, props?.receiveMaximum ?? 65535);
+      this.out.clientMaxPacket = props?.maximumPacketSize ?? 0;
+      this.out.clientAliasMax = props?.topicAliasMaximum ?? 0;
+      this.out.window = Math.min(MAX_INFLIGHT, props?.receiveMaximum ?? 65535);
     }
     this.reader.maxSize = this.adapter.maxPacketSize;
-    this.transportControl?.authenticated(this.adapter.maxPacketSize);
+    this.link.authenticated(this.adapter.maxPacketSize);
+    this.link.traffic = this.core.traffic;
+    this.link.keepAlive(0, undefined, this.keepAliveMs * 1.5);
     this.state = 'running';
-    this.lastRecv = this.adapter.now();
 
     const ack: IConnackPacket = { cmd: 'connack', sessionPresent: present };
     if (v5) {
@@ -597,7 +566,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       else if (e.state === OutState.RESEND && e.retained !== undefined) {
         e.state = OutState.PUBLISH;
         s.inflight++;
-        this.writeRetained(e.retained, e.qos, e.packetId, true);
+        this.out.writeRetained(e.retained, e.qos, e.packetId, true);
       }
     }
     try {
@@ -610,7 +579,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
 
   // ---- PUBLISH from the client --------------------------------------------------------------
 
-  private channel(): CoreChannel {
+  channel(): CoreChannel {
     return (this.ch ??= this.core!.openChannel(1));
   }
 
@@ -719,9 +688,11 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       if (e instanceof MessageRefusedError) this.closeWith(mqttReasonFor(e), e.message);
       return;
     }
-    const entry: PendingAck = { type: qos === 1 ? PacketType.PUBACK : PacketType.PUBREC, packetId, reason: 0, state: 2, error: e };
-    (this.acks ??= new Deque()).push(entry);
-    this.flushAcks();
+    this.ackQueue().push({ type: qos === 1 ? PacketType.PUBACK : PacketType.PUBREC, packetId, reason: 0 }, Promise.reject(e));
+  }
+
+  private ackQueue(): SettleQueue<PendingAck> {
+    return (this.acks ??= new SettleQueue<PendingAck>(this, new SettleBudget(this.link)));
   }
 
   /** Sends PUBACK/PUBREC once `settled` resolves, in the order the PUBLISHes arrived. */
@@ -731,47 +702,22 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       this.sendAck(type, packetId, reason);
       return;
     }
-    const entry: PendingAck = { type, packetId, reason, state: settled === SETTLED ? 1 : 0, error: undefined };
-    (this.acks ??= new Deque()).push(entry);
-    if (entry.state === 0) {
-      settled
-        .then(
-          () => {
-            entry.state = 1;
-            this.flushAcks();
-          },
-          (e: unknown) => {
-            entry.state = 2;
-            entry.error = e;
-            this.flushAcks();
-          },
-        )
-        .catch(this.guard.catcher);
-      if (this.acks.length > MAX_UNSETTLED_PUBLISHES) this.pause(PAUSE_UNSETTLED);
-    } else this.flushAcks();
+    this.ackQueue().push({ type, packetId, reason }, settled === SETTLED ? undefined : settled);
   }
 
-  private flushAcks(): void {
-    const acks = this.acks;
-    if (acks === undefined) return;
-    for (let e = acks.peek(); e !== undefined && e.state !== 0; e = acks.peek()) {
-      acks.shift();
-      if (this.state !== 'running') continue;
-      if (e.state === 1) {
-        this.sendAck(e.type, e.packetId, e.reason);
-        continue;
-      }
-      const err = e.error;
-      if (e.type === PacketType.PUBREC) this.session?.incoming?.delete(e.packetId);
-      this.log.warn({ clientId: this.clientId, packetId: e.packetId }, `publish not accepted: ${errorText(err)}`);
-      if (this.level === 5) {
-        this.send({ cmd: e.type === PacketType.PUBACK ? 'puback' : 'pubrec', messageId: e.packetId, reasonCode: mqttReasonFor(err) });
-      } else {
-        this.closeWith(Reason.UNSPECIFIED_ERROR, `publish not accepted: ${errorText(err)}`);
-        return;
-      }
-    }
-    if ((this.paused & PAUSE_UNSETTLED) !== 0 && acks.length <= MAX_UNSETTLED_PUBLISHES / 2) this.unpause(PAUSE_UNSETTLED);
+  /** SettleTarget: a publish settled in its turn. */
+  settledInOrder(e: PendingAck): void {
+    if (this.state === 'running') this.sendAck(e.type, e.packetId, e.reason);
+  }
+
+  /** SettleTarget: a publish was not accepted: a v5 reason code, or (3.1.1) the connection closes. */
+  settleFailed(e: PendingAck, err: unknown): void {
+    if (this.state !== 'running') return;
+    if (e.type === PacketType.PUBREC) this.session?.incoming?.delete(e.packetId);
+    this.log.warn({ clientId: this.clientId, packetId: e.packetId }, `publish not accepted: ${errorText(err)}`);
+    if (this.level === 5) {
+      this.send({ cmd: e.type === PacketType.PUBACK ? 'puback' : 'pubrec', messageId: e.packetId, reasonCode: mqttReasonFor(err) });
+    } else this.closeWith(Reason.UNSPECIFIED_ERROR, `publish not accepted: ${errorText(err)}`);
   }
 
   private sendAck(type: PendingAck['type'], packetId: number, reason: number): void {
@@ -810,7 +756,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
 
   get congested(): boolean {
     const s = this.session;
-    return this.stream.writableLength > HIGH_WATERMARK || (s !== undefined && s.inflight >= this.window);
+    return this.link.congested || (s !== undefined && s.inflight >= this.out.window);
   }
 
   deliver(d: Delivery): void {
@@ -857,7 +803,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     const retain = rap && wasRetained(msg.properties);
     const expiresAt = d.expiresAt ?? 0;
     if (qos === 0) {
-      this.writePublish(topic, msg.body, msg.properties, 0, 0, false, retain, ids, expiresAt);
+      this.out.writePublish(topic, msg.body, msg.properties, 0, 0, false, retain, ids, expiresAt);
       if (needsAck) this.channel().ack(d.deliveryTag);
       return;
     }
@@ -869,7 +815,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
       if (entry !== undefined) {
         requeued.delete(msg.id);
         dup = true;
-      } else if (!d.redelivered) this.dropStaleRequeued(s);
+      } else if (!d.redelivered) this.out.dropStaleRequeued(s);
     }
     if (entry === undefined) {
       const packetId = s.allocatePacketId();
@@ -882,25 +828,19 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     s.inflight++;
     let written: boolean;
     try {
-      written = this.writePublish(topic, msg.body, msg.properties, entry.qos, entry.packetId, dup, retain, ids, expiresAt);
+      written = this.out.writePublish(topic, msg.body, msg.properties, entry.qos, entry.packetId, dup, retain, ids, expiresAt);
     } catch (e) {
       // Nothing was sent: forget the packet id; the core takes the delivery back.
       s.deleteOutgoing(entry.packetId);
-      this.releaseInflight(s);
+      this.out.releaseInflight(s);
       throw e;
     }
     if (!written) {
       // Larger than the client accepts [MQTT-3.1.2-25]: dropped as if acknowledged.
       s.deleteOutgoing(entry.packetId);
-      this.releaseInflight(s);
+      this.out.releaseInflight(s);
       this.channel().ack(d.deliveryTag);
     }
-  }
-
-  /** Requeued deliveries that did not come back before fresh ones (expired, purged...): forget them. */
-  private dropStaleRequeued(s: Session): void {
-    for (const e of s.requeued!.values()) s.deleteOutgoing(e.packetId);
-    s.requeued = undefined;
   }
 
   cancelled(consumerTag: string): void {
@@ -911,319 +851,39 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     } else this.sharedConsumers?.delete(consumerTag);
   }
 
-  /**
-   * Encodes and writes a PUBLISH; false when it exceeds the client's maximum packet size.
-   * v5: properties, subscription identifiers and an outbound topic alias.
-   */
-  private writePublish(
-    topic: string,
-    body: Buffer,
-    amqp: MessageProperties,
-    qos: QoS,
-    packetId: number,
-    dup: boolean,
-    retain: boolean,
-    ids: number[] | undefined,
-    expiresAt: number,
-  ): boolean {
-    let wireTopic = topic;
-    let props: PublishProperties | undefined;
-    let newAlias = 0;
-    if (this.level === 5) {
-      props = toMqttProperties(amqp, expiresAt, expiresAt > 0 ? Date.now() : 0);
-      if (ids !== undefined) (props ??= {}).subscriptionIdentifier = ids.length === 1 ? ids[0]! : ids;
-      if (this.clientAliasMax > 0) {
-        const aliases = (this.outAliases ??= new Map());
-        const alias = aliases.get(topic);
-        if (alias !== undefined) {
-          (props ??= {}).topicAlias = alias;
-          wireTopic = '';
-        } else if (aliases.size < this.clientAliasMax) {
-          newAlias = aliases.size + 1;
-          aliases.set(topic, newAlias);
-          (props ??= {}).topicAlias = newAlias;
-        }
-      }
-    }
-    const buf = encodePublish(this.level!, wireTopic, body, qos, packetId, dup, retain, props);
-    if (this.clientMaxPacket > 0 && buf.length > this.clientMaxPacket) {
-      if (newAlias !== 0) this.outAliases!.delete(topic);
-      this.log.debug({ clientId: this.clientId, size: buf.length, max: this.clientMaxPacket }, 'message larger than the client maximum packet size dropped');
-      return false;
-    }
-    this.write(buf);
-    return true;
-  }
-
-  private writeRetained(m: RetainedMessage, qos: QoS, packetId: number, dup: boolean): void {
-    this.writePublish(m.topic, m.body, m.properties, qos, packetId, dup, true, undefined, m.expiresAt);
-  }
-
-  private onPuback(packetId: number): void {
-    const s = this.session!;
-    const e = s.outgoing.get(packetId);
-    if (e === undefined || e.qos !== 1 || e.state !== OutState.PUBLISH) return; // unknown or late: ignore
-    s.deleteOutgoing(packetId);
-    const tag = e.tag;
-    this.releaseInflight(s);
-    if (tag !== 0) this.channel().ack(tag);
-  }
-
-  private onPubrec(packetId: number, reasonCode: number): void {
-    const s = this.session!;
-    const e = s.outgoing.get(packetId);
-    if (e === undefined || e.qos !== 2 || e.state !== OutState.PUBLISH) {
-      this.write(encodeAck(PacketType.PUBREL, this.level!, packetId, Reason.PACKET_IDENTIFIER_NOT_FOUND));
-      return;
-    }
-    // The client owns the message now: it leaves the queue; only the PUBREL/PUBCOMP exchange remains.
-    if (e.tag !== 0) this.channel().ack(e.tag);
-    e.tag = 0;
-    if (reasonCode >= 0x80) {
-      s.deleteOutgoing(packetId);
-      this.releaseInflight(s);
-      return;
-    }
-    e.state = OutState.PUBREL;
-    void this.adapter.saveSession(s);
-    this.write(encodeAck(PacketType.PUBREL, this.level!, packetId, Reason.SUCCESS));
-  }
-
-  private onPubcomp(packetId: number): void {
-    const s = this.session!;
-    const e = s.outgoing.get(packetId);
-    if (e === undefined || e.state !== OutState.PUBREL) return;
-    s.deleteOutgoing(packetId);
-    void this.adapter.saveSession(s);
-    this.releaseInflight(s);
-  }
-
-  /** One QoS >= 1 delivery completed: send waiting retained messages, then let the queues dispatch. */
-  private releaseInflight(s: Session): void {
-    const wasFull = s.inflight >= this.window;
-    s.inflight--;
-    const backlog = this.retainedBacklog;
-    while (backlog !== undefined && backlog.length > 0 && s.inflight < this.window) {
-      const [m, qos] = backlog.shift()!;
-      this.sendRetained(s, m, qos);
-    }
-    if (wasFull && s.inflight < this.window) this.ch?.resume();
-  }
-
-  private sendRetained(s: Session, m: RetainedMessage, qos: QoS): void {
-    if (qos === 0) {
-      this.writeRetained(m, 0, 0, false);
-      return;
-    }
-    if (s.inflight >= this.window) {
-      (this.retainedBacklog ??= new Deque()).push([m, qos]);
-      return;
-    }
-    const packetId = s.allocatePacketId();
-    const entry: Outgoing = { packetId, qos, state: OutState.PUBLISH, tag: 0, msgId: 0, retained: m, shared: false };
-    s.addOutgoing(entry);
-    s.inflight++;
-    if (!this.writePublish(m.topic, m.body, m.properties, qos, packetId, false, true, undefined, m.expiresAt)) {
-      s.deleteOutgoing(packetId);
-      s.inflight--;
-    }
-  }
-
-  // ---- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------------
-
-  private onSubscribe(p: ISubscribePacket, raw: Buffer): void {
-    const s = this.session!;
-    const v5 = this.level === 5;
-    let subId = 0;
-    if (v5 && p.properties?.subscriptionIdentifier !== undefined) {
-      const id = p.properties.subscriptionIdentifier as unknown;
-      if (typeof id !== 'number' || id < 1) throw new MqttError(Reason.PROTOCOL_ERROR, 'invalid subscription identifier');
-      subId = id;
-    }
-    if (p.subscriptions.length === 0) throw new MqttError(Reason.PROTOCOL_ERROR, 'SUBSCRIBE without topic filters'); // [MQTT-3.8.3-3]
-    const granted: number[] = [];
-    const replay: [RetainedMessage, QoS][] = [];
-    let defs = SETTLED;
-    for (const req of p.subscriptions) {
-      checkDecodedString(req.topic, raw, 'topic filter');
-      const parsed = parseFilter(req.topic);
-      if (typeof parsed === 'string') {
-        this.log.warn({ clientId: this.clientId, filter: printable(req.topic) }, `subscription refused: ${parsed}`);
-        granted.push(v5 ? Reason.TOPIC_FILTER_INVALID : SUBACK_FAILURE);
-        continue;
-      }
-      const noLocal = req.nl ?? false;
-      if (parsed.group !== undefined && noLocal) throw new MqttError(Reason.PROTOCOL_ERROR, 'no local on a shared subscription'); // [MQTT-3.8.3-4]
-      const existing = s.subscriptions.get(req.topic);
-      if (existing === undefined && s.subscriptions.size >= MAX_SUBSCRIPTIONS) {
-        this.log.warn({ clientId: this.clientId }, `subscription refused: more than ${MAX_SUBSCRIPTIONS} subscriptions`);
-        granted.push(v5 ? Reason.QUOTA_EXCEEDED : SUBACK_FAILURE);
-        continue;
-      }
-      const qos = req.qos;
-      const rap = req.rap ?? false;
-      const rh = req.rh ?? 0;
-      try {
-        const sub = parsed.group === undefined ? this.subscribeOwn(s, parsed, qos, noLocal, rap, rh, subId, existing) : this.subscribeShared(s, parsed, qos, rap, rh, subId, existing);
-        defs = this.definitionsTouched(defs);
-        granted.push(sub.qos);
-        if (parsed.group === undefined && (rh === 0 || (rh === 1 && existing === undefined))) {
-          for (const m of this.adapter.retained.match(this.vhost, parsed.filter)) replay.push([m, Math.min(m.qos, qos) as QoS]);
-        }
-      } catch (e) {
-        if (!(e instanceof BrokerError)) throw e;
-        defs = this.definitionsTouched(defs);
-        this.log.warn({ user: this.user, vhost: this.vhost, clientId: this.clientId, filter: printable(req.topic) }, `subscription refused: ${e.message}`);
-        granted.push(v5 ? mqttReasonFor(e) : SUBACK_FAILURE);
-      }
-    }
-    const messageId = p.messageId ?? 0;
-    if (defs === SETTLED) {
-      this.send({ cmd: 'suback', messageId, granted });
-      for (const [m, qos] of replay) this.sendRetained(s, m, qos);
-      return;
-    }
-    // A persistent session's queue and bindings are confirmed once they are on disk.
-    defs.then(
-      () => {
-        if (this.state !== 'running') return;
-        this.send({ cmd: 'suback', messageId, granted });
-        for (const [m, qos] of replay) this.sendRetained(s, m, qos);
-      },
-      (e: unknown) => this.definitionsFailed(e),
-    );
-  }
-
-  /**
-   * The promise to wait for before confirming, given the one so far and the last definition call
-   * on the channel: SETTLED as long as only transient objects were touched.
-   */
-  private definitionsTouched(prev: Promise<void>): Promise<void> {
-    const d = this.ch?.definitionsSettled() ?? SETTLED;
-    return d === SETTLED ? prev : d;
-  }
-
-  private definitionsFailed(e: unknown): void {
-    if (this.state !== 'running') return;
-    this.log.error({ clientId: this.clientId, err: e }, 'subscription state could not be written');
-    this.closeWith(Reason.UNSPECIFIED_ERROR, `subscription state could not be written: ${errorText(e)}`);
-  }
-
-  private ensureQueue(s: Session): void {
-    if (s.hasQueue && this.adapter.queueExists(s.vhost, s.queue)) return;
-    const ch = this.channel();
-    if (this.adapter.queueExists(s.vhost, s.queue)) ch.declareQueue(s.queue, {}, true);
-    else if (s.expiryInterval > 0) ch.declareQueue(s.queue, { durable: true });
-    else ch.declareQueue(s.queue, { exclusive: true });
-    s.hasQueue = true;
-  }
-
-  private subscribeOwn(s: Session, parsed: ParsedFilter, qos: QoS, noLocal: boolean, rap: boolean, rh: number, id: number, existing: Subscription | undefined): Subscription {
-    this.ensureQueue(s);
-    const ch = this.channel();
-    const args = subscriptionArgs(qos, noLocal, rap, rh, id);
-    ch.bindQueue(s.queue, TOPIC_EXCHANGE, parsed.bindingKey, args);
-    const sub: Subscription = {
-      parsed,
-      qos,
-      noLocal,
-      retainAsPublished: rap,
-      retainHandling: rh,
-      id,
-      queue: s.queue,
-      words: parsed.bindingKey.split('.'),
-      args,
-    };
-    s.setSubscription(sub);
-    if (existing !== undefined) this.unbindIfUnused(s, existing);
-    this.ensureOwnConsumer();
-    return sub;
-  }
-
-  /** Removes a replaced or unsubscribed binding unless another subscription still uses it. */
-  private unbindIfUnused(s: Session, old: Subscription): void {
-    for (const o of s.subscriptions.values()) {
-      if (o.parsed.group === undefined && o.parsed.bindingKey === old.parsed.bindingKey && sameArgs(o, old)) return;
-    }
-    this.channel().unbindQueue(s.queue, TOPIC_EXCHANGE, old.parsed.bindingKey, old.args);
-  }
+  // ---- SUBSCRIBE / UNSUBSCRIBE (subscriptions.ts) ---------------------------------------------
 
   /** Consumes the session queue; with acknowledgements once any subscription has QoS >= 1. */
-  private ensureOwnConsumer(): void {
+  ensureOwnConsumer(): void {
     const s = this.session!;
     const wantAcks = s.maxOwnQos > 0;
     if (this.ownAcks === true || this.ownAcks === wantAcks) return;
     const ch = this.channel();
     if (this.ownAcks !== undefined) ch.cancel(s.queue);
-    ch.consume(s.queue, { consumerTag: s.queue, noAck: !wantAcks, prefetch: wantAcks ? this.window : 0 }, this);
+    const sink = wantAcks ? this : (this.qos0 ??= new Qos0Sink(this));
+    ch.consume(s.queue, { consumerTag: s.queue, noAck: !wantAcks, prefetch: wantAcks ? this.out.window : 0 }, sink);
     this.ownAcks = wantAcks;
   }
 
-  private subscribeShared(s: Session, parsed: ParsedFilter, qos: QoS, rap: boolean, rh: number, id: number, existing: Subscription | undefined): Subscription {
-    const queue = existing?.queue ?? this.adapter.joinShared(s, parsed, this.channel());
-    const sub: Subscription = {
-      parsed,
-      qos,
-      noLocal: false,
-      retainAsPublished: rap,
-      retainHandling: rh,
-      id,
-      queue,
-      words: parsed.bindingKey.split('.'),
-      args: {},
-    };
-    s.setSubscription(sub);
-    this.ensureSharedConsumer(queue);
-    return sub;
-  }
-
-  private ensureSharedConsumer(queue: string): void {
+  ensureSharedConsumer(queue: string): void {
     const consumers = (this.sharedConsumers ??= new Set());
     if (consumers.has(queue)) return;
-    this.channel().consume(queue, { consumerTag: queue, noAck: false, prefetch: this.window }, this);
+    this.channel().consume(queue, { consumerTag: queue, noAck: false, prefetch: this.out.window }, this);
     consumers.add(queue);
   }
 
-  private onUnsubscribe(p: IUnsubscribePacket, raw: Buffer): void {
-    const s = this.session!;
-    if (p.unsubscriptions.length === 0) throw new MqttError(Reason.PROTOCOL_ERROR, 'UNSUBSCRIBE without topic filters'); // [MQTT-3.10.3-2]
-    const codes: number[] = [];
-    let defs = SETTLED;
-    for (const f of p.unsubscriptions) {
-      checkDecodedString(f, raw, 'topic filter');
-      const sub = s.subscriptions.get(f);
-      if (sub === undefined) {
-        codes.push(typeof parseFilter(f) === 'string' ? Reason.TOPIC_FILTER_INVALID : Reason.NO_SUBSCRIPTION_EXISTED);
-        continue;
-      }
-      try {
-        s.deleteSubscription(f);
-        if (sub.parsed.group === undefined) {
-          this.unbindIfUnused(s, sub);
-          defs = this.definitionsTouched(defs);
-        } else {
-          if (this.sharedConsumers?.delete(sub.queue) === true) this.ch?.cancel(sub.queue);
-          this.adapter.leaveShared(s, sub.parsed);
-          // The last member out deletes the group's durable queue.
-          defs = this.core!.core.persistence.definitionsSettled();
-        }
-        codes.push(Reason.SUCCESS);
-      } catch (e) {
-        if (!(e instanceof BrokerError)) throw e;
-        this.log.warn({ clientId: this.clientId, filter: printable(f) }, `unsubscribe failed: ${e.message}`);
-        codes.push(mqttReasonFor(e));
-      }
-    }
-    const unsuback = { cmd: 'unsuback', messageId: p.messageId ?? 0, granted: this.level === 5 ? codes : [] } as const;
-    if (defs === SETTLED) this.send(unsuback);
-    else {
-      defs.then(
-        () => {
-          if (this.state === 'running') this.send(unsuback);
-        },
-        (e: unknown) => this.definitionsFailed(e),
-      );
-    }
+  /** SubscribeHost: stops consuming a shared group's queue; true if it was consumed. */
+  stopShared(queue: string): boolean {
+    if (this.sharedConsumers?.delete(queue) !== true) return false;
+    this.ch?.cancel(queue);
+    return true;
+  }
+
+  /** SubscribeHost: a definition of a SUBSCRIBE/UNSUBSCRIBE could not be written: the connection ends. */
+  definitionsFailed(e: unknown): void {
+    if (this.state !== 'running') return;
+    this.log.error({ clientId: this.clientId, err: e }, 'subscription state could not be written');
+    this.closeWith(Reason.UNSPECIFIED_ERROR, `subscription state could not be written: ${errorText(e)}`);
   }
 
   // ---- DISCONNECT and closing ---------------------------------------------------------------
@@ -1264,7 +924,7 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     this.log.error({ err, clientId: this.clientId || undefined }, 'internal error');
     this.reader.clear();
     if (this.state === 'closed') {
-      this.stream.destroy();
+      this.link.destroy();
       return;
     }
     if (this.state === 'connect' && this.level === 5) {
@@ -1319,16 +979,14 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   connectTimeout(): void {
     this.log.warn('no CONNECT received in time');
     this.closeReason = 'connect timeout';
-    this.stream.destroy();
+    this.link.destroy();
   }
 
   /** Flushes what was written and ends the socket; the session is detached now, not when the socket closes. */
   private terminate(): void {
     if (this.state === 'closed') return;
     this.cleanup();
-    const stream = this.stream;
-    if (!stream.destroyed && !stream.writableEnded) stream.end();
-    setTimeout(destroyStream, CLOSE_TIMEOUT_MS, stream).unref();
+    this.link.closeAfter(CLOSE_TIMEOUT_MS);
   }
 
   private cleanup(): void {
@@ -1338,35 +996,17 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
     this.reader.clear();
     const s = this.session;
     if (s !== undefined && s.connection === this) {
-      this.detachOutgoing(s);
+      this.out.detachOutgoing(s);
       this.core?.close();
       this.adapter.sessionDetached(s, this.noWill ? undefined : this.will, this.user, this.core?.id ?? 0);
     } else this.core?.close();
+    this.acks?.clear();
     this.acks = undefined;
-    this.retainedBacklog = undefined;
+    this.qos0 = undefined;
+    this.out.reset();
     const log = this.adapter.ctx.log;
     if (wasRunning && log.isLevelEnabled('info')) log.info({ ...this.logFields(), reason: this.closeReason }, 'connection closed');
     this.adapter.connectionGone(this);
-  }
-
-  /** Deliveries in flight become REQUEUED (the core puts them back) or RESEND (retained messages). */
-  private detachOutgoing(s: Session): void {
-    let inflight = 0;
-    for (const e of s.outgoing.values()) {
-      if (e.state === OutState.PUBLISH) {
-        if (e.retained !== undefined) e.state = OutState.RESEND;
-        else if (e.shared || s.expiryInterval === 0) {
-          // Shared-queue messages go to other members; a session that ends forgets everything.
-          s.deleteOutgoing(e.packetId);
-          continue;
-        } else {
-          e.state = OutState.REQUEUED;
-          (s.requeued ??= new Map()).set(e.msgId, e);
-        }
-        e.tag = 0;
-      } else if (e.state === OutState.PUBREL) inflight++;
-    }
-    s.inflight = inflight;
   }
 
   // ---- flow control -------------------------------------------------------------------------
@@ -1374,22 +1014,8 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   /** A resource alarm: connections that publish stop being read until it clears (STYLE P11). */
   setBlocked(blocked: boolean): void {
     this.blocked = blocked;
-    if (!blocked) this.unpause(PAUSE_ALARM);
-    else if (this.publisher && this.state === 'running') this.pause(PAUSE_ALARM);
-  }
-
-  private pause(why: number): void {
-    if (this.paused === 0) this.stream.pause();
-    this.paused |= why;
-  }
-
-  private unpause(why: number): void {
-    if ((this.paused & why) === 0) return;
-    this.paused &= ~why;
-    if (this.paused === 0 && this.state !== 'closed') this.stream.resume();
+    if (!blocked) this.link.unpause(PauseReason.ALARM);
+    else if (this.publisher && this.state === 'running') this.link.pause(PauseReason.ALARM);
   }
 }
 
-function sameArgs(a: Subscription, b: Subscription): boolean {
-  return a.qos === b.qos && a.noLocal === b.noLocal && a.retainAsPublished === b.retainAsPublished && a.retainHandling === b.retainHandling && a.id === b.id;
-}

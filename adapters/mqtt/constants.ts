@@ -97,8 +97,6 @@ export const MAX_SUBSCRIPTIONS = 1024;
 export const MAX_INFLIGHT = 1024;
 /** Topic aliases a v5 client may set (announced in CONNACK). */
 export const TOPIC_ALIAS_MAXIMUM = 64;
-/** Inbound publishes waiting for the core to settle before the socket stops being read. */
-export const MAX_UNSETTLED_PUBLISHES = 4096;
 /** How long a new connection may take to send CONNECT. */
 export const CONNECT_TIMEOUT_MS = 10_000;
 /** After the server closes a connection, how long the peer has to go away before the socket is destroyed. */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { BrokerError, ReplyCode, SETTLED, type CoreChannel, type MessageProperties } from '../../src/core/index.js';
 import type { AdapterContext, Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
-import { CONNECT_TIMEOUT_MS, MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
+import { MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
 import { MqttConnection, type Will } from './connection.js';
 import { MqttDurableState } from './durable.js';
 import { toAmqpProperties } from './properties.js';
@@ -12,8 +12,6 @@ import { bindingKeyToFilter, parseFilter, printable, topicToRoutingKey, type Par
 
 export { DurableRetainedStore, MemoryRetainedStore, type RetainedMessage, type RetainedStore } from './retained.js';
 
-/** Keep-alive and CONNECT timeouts are checked by one sweep over all connections, not a timer each. */
-const SWEEP_INTERVAL_MS = 500;
 /** setTimeout's largest delay; longer session expiries re-arm. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -25,15 +23,6 @@ interface SharedGroup {
 
 function setBlocked(c: MqttConnection, blocked: boolean): void {
   c.setBlocked(blocked);
-}
-
-/** CONNECT timeout and keep-alive (1.5 x the interval without a packet) [MQTT-3.1.2-24]. */
-function checkTimeouts(c: MqttConnection, now: number): void {
-  if (c.isConnecting) {
-    if (now - c.lastRecv > CONNECT_TIMEOUT_MS) c.connectTimeout();
-  } else if (c.isRunning && c.keepAliveMs > 0 && now - c.lastRecv > c.keepAliveMs * 1.5) {
-    c.keepAliveExpired();
-  }
 }
 
 function digest(s: string): string {
@@ -54,8 +43,6 @@ export class MqttAdapter implements ProtocolAdapter {
   readonly retained: RetainedStore;
   /** Largest packet accepted from a connected client. */
   readonly maxPacketSize: number;
-  private readonly sweepTimer: NodeJS.Timeout;
-  private readonly epoch = Date.now();
   private readonly unsubscribeAlarms: () => void;
   /** Session state and delayed wills in the data directory; undefined without a store. */
   private readonly durable: MqttDurableState | undefined;
@@ -72,8 +59,6 @@ export class MqttAdapter implements ProtocolAdapter {
       retained ?? (ctx.store === undefined ? new MemoryRetainedStore() : new DurableRetainedStore(new MemoryRetainedStore(), ctx.store.records('retained'), ctx.log));
     // A publish carries its payload plus at most a topic and properties: allow 64 KiB on top of the body limit.
     this.maxPacketSize = Math.min(MAX_PACKET_SIZE, ctx.options.maxMessageSize + 65536);
-    this.sweepTimer = setInterval(this.sweep, SWEEP_INTERVAL_MS);
-    this.sweepTimer.unref();
     this.unsubscribeAlarms = ctx.core.alarms.on((blocked) => {
       for (const c of this.connections) c.guarded(setBlocked, blocked);
     });
@@ -165,7 +150,6 @@ export class MqttAdapter implements ProtocolAdapter {
   }
 
   async shutdown(_reason: string): Promise<void> {
-    clearInterval(this.sweepTimer);
     this.unsubscribeAlarms();
     // Closing detaches each connection at once; its socket ends after the DISCONNECT is flushed.
     for (const c of [...this.connections]) c.shutdown();
@@ -199,16 +183,6 @@ export class MqttAdapter implements ProtocolAdapter {
   connectionGone(c: MqttConnection): void {
     this.connections.delete(c);
   }
-
-  /** Milliseconds since the adapter started: small integers, cheaper to keep per connection than epoch times. */
-  now(): number {
-    return Date.now() - this.epoch;
-  }
-
-  private readonly sweep = (): void => {
-    const now = this.now();
-    for (const c of this.connections) c.guarded(checkTimeouts, now);
-  };
 
   // ---- sessions -----------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@ import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/transport/adapter.js';
 import {
   BrokerError,
-  Deque,
   ReplyCode,
   SETTLED,
   replyName,
@@ -16,9 +15,9 @@ import {
 } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
 import type { Peer, TransportControl } from '../../src/transport/adapter.js';
-import { InputGuard, type GuardedConnection } from '../../src/transport/guard.js';
 import { certificateUser } from '../../src/transport/tls.js';
-import { Outbound } from '../../src/transport/outbound.js';
+import { CLOSED_BY_CLIENT, Link, PauseReason, type LinkOwner } from '../../src/transport/link.js';
+import { SettleBudget, SettleQueue, type SettleTarget } from '../../src/transport/settle-queue.js';
 import {
   CLIENT_COMMANDS,
   CONNECTED_LIMITS,
@@ -72,12 +71,9 @@ interface Transaction {
 /** A RECEIPT owed to the client. Receipts go out in frame order; a SEND's waits for `settled`. */
 interface PendingReceipt {
   readonly id: string;
-  /** 0 pending, 1 ready, 2 the publish was rejected. */
-  state: 0 | 1 | 2;
   readonly disconnect: boolean;
   /** The receipt waits for definitions (a durable queue or binding) to be on disk. */
-  readonly definitions?: boolean;
-  error?: unknown;
+  readonly definitions: boolean;
 }
 
 interface Route {
@@ -122,10 +118,9 @@ function required(f: StompFrame, header: string): string {
  * negotiation, heart-beats, the frame handlers, transactions and receipts. Its CoreChannel is
  * the session on the core; each SUBSCRIBE is one core consumer (a Subscription).
  */
-export class StompConnection implements Closable, SubscriptionHost, GuardedConnection {
-  readonly out: Outbound;
-  /** Everything the client's input sets off runs under it (failure isolation). */
-  private readonly guard: InputGuard;
+export class StompConnection implements Closable, SubscriptionHost, LinkOwner, SettleTarget<PendingReceipt> {
+  /** The connection's transport: outbound buffer, flow, heart-beats, deadlines. */
+  readonly link: Link;
   private readonly decoder = new FrameDecoder(PRE_CONNECT_LIMITS);
   private state: State = 'connecting';
   version: StompVersion = '1.0';
@@ -141,60 +136,58 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
   /** Temp-queue name -> the server-named queue behind it. */
   private readonly replyQueues = new Map<string, string>();
   private readonly routes = new Map<string, Route>();
-  private readonly receipts = new Deque<PendingReceipt>();
+  /** RECEIPTs in frame order; SENDs' wait for their publish to settle. */
+  private readonly receipts: SettleQueue<PendingReceipt>;
   private readonly maxBody: number;
-  private connectTimer: NodeJS.Timeout | undefined;
-  private closeTimer: NodeJS.Timeout | undefined;
-  private sendTimer: NodeJS.Timeout | undefined;
-  private recvTimer: NodeJS.Timeout | undefined;
-  private sentAtTick = 0;
-  private recvSinceTick = true;
-  private silentTicks = 0;
   private publisher = false;
   private blocked: boolean;
-  private paused = false;
-  private closeReason = 'client closed the connection';
+  private closeReason = CLOSED_BY_CLIENT;
   private readonly unsubscribeAlarms: () => void;
   private readonly log: Logger;
-  readonly closed: Promise<void>;
-  private resolveClosed!: () => void;
 
   constructor(
     private readonly ctx: AdapterContext,
-    private readonly stream: Duplex,
+    stream: Duplex,
     readonly peer: Peer,
     readonly transport: string,
     private readonly onGone: (c: StompConnection) => void,
-    private readonly control?: TransportControl,
+    control?: TransportControl,
   ) {
     this.log = ctx.log.child({ protocol: 'stomp', peer: `${peer.address}:${peer.port}`, transport });
     this.maxBody = ctx.options.maxMessageSize;
-    this.out = new Outbound(stream, () => this.guard.run(StompConnection.drained, this));
-    this.closed = new Promise((r) => (this.resolveClosed = r));
     this.decoder.commands = CLIENT_COMMANDS;
-    this.guard = new InputGuard(stream, this, this.log);
-    stream.on('error', (e: Error) => {
-      this.closeReason = `socket error: ${e.message}`;
-    });
-    stream.on('close', this.guard.wrap(() => this.cleanup()));
-    stream.on('end', () => stream.end());
+    this.link = new Link(stream, this, this.log, transport, control);
+    this.receipts = new SettleQueue<PendingReceipt>(this, new SettleBudget(this.link));
     this.blocked = ctx.core.alarms.blocked;
-    this.unsubscribeAlarms = ctx.core.alarms.on(this.guard.wrap((blocked: boolean) => this.onAlarm(blocked)));
-    this.connectTimer = setTimeout(() => {
-      if (this.state === 'connecting') {
-        this.log.warn('no CONNECT frame in time, closing');
-        this.closeReason = 'connect timeout';
-        this.stream.destroy();
-      }
-    }, CONNECT_TIMEOUT_MS).unref();
+    this.unsubscribeAlarms = ctx.core.alarms.on(this.link.guard.wrap((blocked: boolean) => this.onAlarm(blocked)));
+    this.link.expectHandshake(CONNECT_TIMEOUT_MS);
+  }
+
+  /** Resolves when the connection has closed and released its session on the core. */
+  get closed(): Promise<void> {
+    return this.link.closed;
   }
 
   get congested(): boolean {
-    return this.out.congested;
+    return this.link.congested;
   }
 
-  private static drained(c: StompConnection): void {
-    c.channel?.resume();
+  /** LinkOwner: the client has read what was buffered; deliveries resume. */
+  linkDrained(): void {
+    this.channel?.resume();
+  }
+
+  /** LinkOwner: the stream is gone. */
+  linkClosed(reason: string): void {
+    if (reason !== CLOSED_BY_CLIENT) this.closeReason = reason;
+    this.cleanup();
+  }
+
+  /** LinkOwner: no CONNECT in time, or the client's heart-beats stopped. */
+  linkExpired(kind: 'handshake' | 'silence'): boolean {
+    if (kind === 'handshake') this.log.warn('no CONNECT frame in time, closing');
+    else this.log.warn({ user: this.user }, 'missed heart-beats from client, closing connection');
+    return false;
   }
 
   // ---- inbound ------------------------------------------------------------------------------
@@ -202,8 +195,6 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
   /** The stream's data, through the input guard. */
   onInput(chunk: Buffer): void {
     if (this.state === 'closed' || this.state === 'disconnecting') return;
-    this.recvSinceTick = true;
-    if (this.core !== undefined) this.core.traffic.recvOct += chunk.length;
     this.decoder.push(chunk);
     this.drainDecoder();
   }
@@ -223,10 +214,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
       this.fail(e, f);
       return;
     }
-    if (this.publisher && this.blocked && !this.paused) {
-      this.paused = true;
-      this.stream.pause();
-    }
+    if (this.publisher && this.blocked) this.link.pause(PauseReason.ALARM);
   }
 
   private handleFrame(f: StompFrame): void {
@@ -275,21 +263,16 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     // is confirmed once that is on disk.
     const defs = this.channel?.definitionsSettled() ?? SETTLED;
     if (defs !== SETTLED) this.receiptAfterDefinitions(defs, receipt);
-    else if (receipt !== undefined) this.pushReceipt({ id: receipt, state: 1, disconnect: false });
+    else if (receipt !== undefined) this.receipts.push({ id: receipt, disconnect: false, definitions: false });
   }
 
   private receiptAfterDefinitions(defs: Promise<void>, receipt: string | undefined): void {
     if (receipt === undefined) {
       // Nothing to confirm, but a failed write still ends the connection.
-      defs.then(NOOP, (e: unknown) => this.fail(e, undefined));
+      defs.then(NOOP, (e: unknown) => this.fail(e, undefined)).catch(this.link.guard.catcher);
       return;
     }
-    const pr: PendingReceipt = { id: receipt, state: 0, disconnect: false, definitions: true };
-    this.receipts.push(pr);
-    defs.then(
-      () => this.settleReceipt(pr, 1, undefined),
-      (e: unknown) => this.settleReceipt(pr, 2, e),
-    );
+    this.receipts.push({ id: receipt, disconnect: false, definitions: true }, defs);
   }
 
   // ---- CONNECT ------------------------------------------------------------------------------
@@ -323,12 +306,12 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     if (result instanceof Promise) {
       // An access token: later frames wait in the decoder (the socket paused) until it is verified.
       this.state = 'authenticating';
-      this.stream.pause();
+      this.link.pause(PauseReason.AUTH);
       result.then(
         (u) => {
           if (this.state !== 'authenticating') return;
           this.state = 'connecting';
-          this.stream.resume();
+          this.link.unpause(PauseReason.AUTH);
           try {
             this.connectAs(u, vhost, version, hb);
           } catch (e) {
@@ -342,7 +325,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
           this.state = 'connecting';
           this.fail(this.refusal(user, e), f);
         },
-      ).catch(this.guard.catcher);
+      ).catch(this.link.guard.catcher);
       return;
     }
     this.connectAs(result, vhost, version, hb);
@@ -391,10 +374,9 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     };
     this.decoder.escaping = this.escaping;
     this.decoder.trimValues = version === '1.0';
-    this.control?.authenticated(this.decoder.limits.maxFrame);
+    this.link.authenticated(this.decoder.limits.maxFrame);
+    this.link.traffic = this.core.traffic;
     this.state = 'connected';
-    if (this.connectTimer) clearTimeout(this.connectTimer);
-    this.connectTimer = undefined;
     this.write(
       encodeFrame('CONNECTED', [
         ['server', SERVER],
@@ -483,18 +465,11 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
       return;
     }
     if (r.settled === SETTLED) {
-      if (defs === SETTLED) this.pushReceipt({ id: receipt, state: 1, disconnect: false });
+      if (defs === SETTLED) this.receipts.push({ id: receipt, disconnect: false, definitions: false });
       return;
     }
-    const pr: PendingReceipt = { id: receipt, state: 0, disconnect: false };
-    this.receipts.push(pr);
     // The queue's definition went to the store before the message did: it settles no later.
-    r.settled
-      .then(
-        () => this.settleReceipt(pr, 1, undefined),
-        (e: unknown) => this.settleReceipt(pr, 2, e),
-      )
-      .catch(this.guard.catcher);
+    this.receipts.push({ id: receipt, disconnect: false, definitions: false }, r.settled);
   }
 
   // ---- temp queues --------------------------------------------------------------------------
@@ -712,34 +687,22 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
 
   // ---- receipts, DISCONNECT -----------------------------------------------------------------
 
-  private pushReceipt(pr: PendingReceipt): void {
-    this.receipts.push(pr);
-    this.flushReceipts();
+  /** SettleTarget: a receipt's turn has come. */
+  settledInOrder(pr: PendingReceipt): void {
+    if (this.state === 'closed') return;
+    this.write(encodeFrame('RECEIPT', [['receipt-id', pr.id]], undefined, this.escaping));
+    if (pr.disconnect) this.finish('client disconnected');
   }
 
-  private settleReceipt(pr: PendingReceipt, state: 1 | 2, error: unknown): void {
-    pr.state = state;
-    pr.error = error;
-    this.flushReceipts();
-  }
-
-  /** Sends every receipt whose turn has come; a rejected publish ends the connection with ERROR. */
-  private flushReceipts(): void {
-    for (let pr = this.receipts.peek(); pr !== undefined && pr.state !== 0; pr = this.receipts.peek()) {
-      this.receipts.shift();
-      if (this.state === 'closed') continue;
-      if (pr.state === 2 && pr.definitions === true) {
-        this.fail(pr.error, undefined, pr.id);
-        return;
-      }
-      if (pr.state === 2) {
-        const reason = pr.error instanceof BrokerError ? pr.error.replyText : 'the message was not accepted';
-        this.fail(new StompError('Message rejected', reason, ReplyCode.PRECONDITION_FAILED), undefined, pr.id);
-        return;
-      }
-      this.write(encodeFrame('RECEIPT', [['receipt-id', pr.id]], undefined, this.escaping));
-      if (pr.disconnect) this.finish('client disconnected');
+  /** SettleTarget: a rejected publish (or a definition that could not be written) ends the connection with ERROR. */
+  settleFailed(pr: PendingReceipt, err: unknown): void {
+    if (this.state === 'closed') return;
+    if (pr.definitions) {
+      this.fail(err, undefined, pr.id);
+      return;
     }
+    const reason = err instanceof BrokerError ? err.replyText : 'the message was not accepted';
+    this.fail(new StompError('Message rejected', reason, ReplyCode.PRECONDITION_FAILED), undefined, pr.id);
   }
 
   private onDisconnect(f: StompFrame): void {
@@ -748,18 +711,13 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     this.releaseCore();
     const receipt = f.headers.get('receipt');
     if (receipt === undefined) this.finish('client disconnected');
-    else this.pushReceipt({ id: receipt, state: 1, disconnect: true });
+    else this.receipts.push({ id: receipt, disconnect: true, definitions: false });
   }
 
   // ---- outbound -----------------------------------------------------------------------------
 
   private write(buf: Buffer): void {
-    this.out.write(buf);
-    const core = this.core;
-    if (core !== undefined) {
-      core.traffic.sendOct += buf.length;
-      core.traffic.sendCnt++;
-    }
+    this.link.write(buf);
   }
 
   /** MESSAGE for one delivery: the constant header prefix comes from the subscription. */
@@ -814,7 +772,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
   failInternal(err: unknown): void {
     this.log.error({ err, user: this.user, vhost: this.vhost }, 'internal error');
     if (this.state === 'closed' || this.state === 'disconnecting') {
-      this.stream.destroy();
+      this.link.destroy();
       return;
     }
     this.errorAndClose('Internal error', 'Processing error', undefined);
@@ -839,8 +797,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     this.state = 'closed';
     this.decoder.clear();
     this.releaseCore();
-    this.out.end();
-    if (this.closeTimer === undefined) this.closeTimer = setTimeout(() => this.stream.destroy(), CLOSE_TIMEOUT_MS).unref();
+    this.link.closeAfter(CLOSE_TIMEOUT_MS);
   }
 
   /** Closable: broker shutdown or an operator closing the connection. */
@@ -848,7 +805,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     if (this.state === 'connected') {
       this.log.info({ user: this.user, vhost: this.vhost, reason }, 'closing connection');
       this.errorAndClose(replyName(code).toLowerCase(), `${replyName(code)} - ${reason}`, undefined);
-    } else this.stream.destroy();
+    } else this.link.destroy();
   }
 
   /** Consumers cancelled, unacknowledged messages requeued, exclusive queues deleted. */
@@ -861,51 +818,31 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
   }
 
   private cleanup(): void {
-    for (const t of [this.connectTimer, this.closeTimer]) if (t) clearTimeout(t);
-    for (const t of [this.sendTimer, this.recvTimer]) if (t) clearInterval(t);
-    this.connectTimer = this.closeTimer = this.sendTimer = this.recvTimer = undefined;
     this.unsubscribeAlarms();
+    this.receipts.clear();
     this.state = 'closed';
     const wasOpen = this.core !== undefined;
     this.releaseCore();
     if (wasOpen) this.log.info({ user: this.user, vhost: this.vhost, reason: this.closeReason }, 'connection closed');
     this.core = undefined;
     this.onGone(this);
-    this.resolveClosed();
   }
 
   // ---- heart-beats, flow ----------------------------------------------------------------------
 
+  /**
+   * Heart-beats through the link's sweep: one is written whenever nothing was for half the agreed
+   * interval (so no gap reaches it), and the client is dropped after HEARTBEAT_GRACE intervals
+   * of silence (not while it is paused: a connection that is not read proves nothing by silence).
+   */
   private startHeartbeats(sendEvery: number, expectEvery: number): void {
-    if (sendEvery > 0) {
-      // Ticking at half the interval keeps every gap between two writes under `sendEvery`.
-      this.sendTimer = setInterval(() => {
-        if (this.out.bytesOut === this.sentAtTick) this.out.write(HEARTBEAT);
-        this.sentAtTick = this.out.bytesOut;
-      }, sendEvery / 2).unref();
-    }
-    if (expectEvery > 0) {
-      this.recvTimer = setInterval(() => {
-        // A connection paused by a resource alarm is not being read: its silence proves nothing.
-        if (this.recvSinceTick || this.paused) {
-          this.recvSinceTick = false;
-          this.silentTicks = 0;
-        } else if (++this.silentTicks >= HEARTBEAT_GRACE) {
-          this.log.warn({ user: this.user, interval: expectEvery }, 'missed heart-beats from client, closing connection');
-          this.closeReason = 'missed heart-beats';
-          this.stream.destroy();
-        }
-      }, expectEvery).unref();
-    }
+    this.link.keepAlive(sendEvery / 2, sendEvery > 0 ? HEARTBEAT : undefined, expectEvery * HEARTBEAT_GRACE);
   }
 
   /** While a resource alarm is raised, publishing connections stop being read (STYLE P11). */
   private onAlarm(blocked: boolean): void {
     this.blocked = blocked;
-    if (!blocked && this.paused) {
-      this.paused = false;
-      this.stream.resume();
-    }
+    if (!blocked) this.link.unpause(PauseReason.ALARM);
   }
 }
 

@@ -14,6 +14,8 @@ export interface Traffic {
   sendOct: number;
   recvCnt: number;
   sendCnt: number;
+  /** Messages dropped for a client that did not keep up (MQTT QoS 0 beyond its session's bound). */
+  dropped: number;
 }
 
 /**
@@ -25,6 +27,7 @@ export class ConnectionTraffic implements Traffic {
   sendOct = 0;
   recvCnt = 0;
   sendCnt = 0;
+  dropped = 0;
   sampledRecvOct = 0;
   sampledSendOct = 0;
   sampledRecvCnt = 0;
@@ -47,6 +50,7 @@ export class ProtocolTotals implements ChannelStats, Traffic {
   sendOct = 0;
   recvCnt = 0;
   sendCnt = 0;
+  dropped = 0;
 }
 
 /**
@@ -81,5 +85,6 @@ export class CoreTotals {
     t.sendOct += traffic.sendOct;
     t.recvCnt += traffic.recvCnt;
     t.sendCnt += traffic.sendCnt;
+    t.dropped += traffic.dropped;
   }
 }

@@ -312,6 +312,7 @@ export function formatConnection(ctx: FormatContext, c: CoreConnection, ports: {
     send_oct_details: details(r[C.sendOct]),
     recv_cnt: c.traffic.recvCnt,
     send_cnt: c.traffic.sendCnt,
+    messages_dropped: c.traffic.dropped,
   };
   if (typeof props['connection_name'] === 'string') row['user_provided_name'] = props['connection_name'];
   if (c.info.clientId !== undefined) row['client_id'] = c.info.clientId;

@@ -52,7 +52,7 @@ export function protocolLabels(name: string): { protocol: string; version: strin
   return { protocol: name.slice(0, space).toLowerCase(), version: name.slice(space + 1) };
 }
 
-type Live = Pick<ProtocolTotals, 'published' | 'delivered' | 'acked' | 'redelivered' | 'got' | 'returned' | 'recvOct' | 'sendOct'> & {
+type Live = Pick<ProtocolTotals, 'published' | 'delivered' | 'acked' | 'redelivered' | 'got' | 'returned' | 'recvOct' | 'sendOct' | 'dropped'> & {
   connections: number;
   channels: number;
   consumers: number;
@@ -75,7 +75,7 @@ export function renderMetrics(core: Core, startedAt: number, perObject = false):
   const of = (p: string): Live => {
     let l = byProtocol.get(p);
     if (!l) {
-      l = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0, recvOct: 0, sendOct: 0, connections: 0, channels: 0, consumers: 0, opened: 0, closed: 0 };
+      l = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0, recvOct: 0, sendOct: 0, dropped: 0, connections: 0, channels: 0, consumers: 0, opened: 0, closed: 0 };
       byProtocol.set(p, l);
     }
     return l;
@@ -90,6 +90,7 @@ export function renderMetrics(core: Core, startedAt: number, perObject = false):
     l.returned += t.returned;
     l.recvOct += t.recvOct;
     l.sendOct += t.sendOct;
+    l.dropped += t.dropped;
     l.opened += t.connectionsOpened;
     l.closed += t.connectionsClosed;
   }
@@ -98,6 +99,7 @@ export function renderMetrics(core: Core, startedAt: number, perObject = false):
     l.connections++;
     l.recvOct += c.traffic.recvOct;
     l.sendOct += c.traffic.sendOct;
+    l.dropped += c.traffic.dropped;
     for (const ch of c.channels) {
       l.channels++;
       l.consumers += ch.consumers.size;
@@ -132,6 +134,7 @@ export function renderMetrics(core: Core, startedAt: number, perObject = false):
   perProtocol('warren_messages_returned_total', 'counter', 'Unroutable mandatory messages returned to publishers', (l) => l.returned);
   perProtocol('warren_received_bytes_total', 'counter', 'Bytes received from clients', (l) => l.recvOct);
   perProtocol('warren_sent_bytes_total', 'counter', 'Bytes sent to clients', (l) => l.sendOct);
+  perProtocol('warren_slow_client_dropped_total', 'counter', 'Messages dropped for clients that did not keep up (MQTT QoS 0 beyond the session bound)', (l) => l.dropped);
 
   let returned = 0;
   for (const [, l] of protocols) returned += l.returned;

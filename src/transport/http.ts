@@ -173,7 +173,7 @@ export class HttpServer {
       // stream still holds is dropped, as nobody is left to answer it.
       setImmediate(destroyStream, stream);
     });
-    // Everything an adapter writes in one turn (the Outbound corks per tick) leaves as one
+    // Everything an adapter writes in one turn (the Link corks per tick) leaves as one
     // WebSocket message and one syscall instead of one per frame; MQTT and STOMP both allow
     // several packets/frames in a message.
     stream._writev = (chunks, callback) => {

@@ -186,7 +186,7 @@ describe('replies wait for the disk', () => {
       for (let i = 0; i < 40; i++) c.ch.sendToQueue('held-behind', body);
       // The broker's side of this connection stops reading once 8 MiB are held.
       const server = [...b.core.connections].find((x) => x.info.protocol === 'AMQP 0-9-1')!;
-      const socket = (server.handle as unknown as { stream: { isPaused(): boolean } }).stream;
+      const socket = (server.handle as unknown as { link: { stream: { isPaused(): boolean } } }).link.stream;
       await waitFor(() => socket.isPaused(), 10_000, 'reading paused');
       g.release();
       await declared;

@@ -206,7 +206,7 @@ describe('the input guard contains what escapes an adapter own error handling', 
   });
 
   test('STOMP: an exception in a receipt settle handler closes that connection with ERROR', async () => {
-    vi.spyOn(StompConnection.prototype as unknown as { settleReceipt: () => void }, 'settleReceipt').mockImplementationOnce(() => {
+    vi.spyOn(StompConnection.prototype, 'settledInOrder').mockImplementationOnce(() => {
       throw new RangeError('settle handler failed');
     });
     const c = await RawStomp.connected(stompPort);

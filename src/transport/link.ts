@@ -1,0 +1,403 @@
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../logger.js';
+import type { TransportControl } from './adapter.js';
+import { InputGuard, type GuardedConnection } from './guard.js';
+
+/** Bytes buffered for the client above which the link reports `congested` and deliveries stop. */
+export const HIGH_WATERMARK = 1 << 20;
+/** Bytes buffered for the client below which a congested link reports `drained` again. */
+export const LOW_WATERMARK = 256 << 10;
+/** Bytes buffered above which the client is dead to us (a slow consumer): the stream is destroyed. */
+export const HARD_LIMIT = 256 << 20;
+/** How often the one sweep over all links checks heartbeats, keep-alives and deadlines. */
+export const SWEEP_INTERVAL_MS = 250;
+
+/** The close reason of a connection whose client simply went away. */
+export const CLOSED_BY_CLIENT = 'client closed the connection';
+
+/** Why a link is not being read; reading resumes when no reason is left. */
+export const PauseReason = {
+  /** A resource alarm is raised and this connection publishes. */
+  ALARM: 1,
+  /** Too many publishes wait to be settled (see SettleQueue). */
+  UNSETTLED: 2,
+  /** The protocol holds input behind a reply that waits for the disk. */
+  HELD: 4,
+  /** An access token is being verified: nothing else the client sent is handled before it. */
+  AUTH: 8,
+} as const;
+
+/** What a link reports to the protocol processor that uses it. */
+export interface LinkOwner extends GuardedConnection {
+  /** The client has taken in enough of what was buffered for it: deliveries may resume. */
+  linkDrained(): void;
+  /** The stream is gone (end, reset, destroy); called once, under the guard. */
+  linkClosed(reason: string): void;
+  /**
+   * The sweep found a deadline passed: `handshake` (no authentication in time) or `silence`
+   * (nothing received within the expected interval). True when the owner closes the connection
+   * itself (with its protocol's message, then `closeAfter`); false and the link destroys the stream.
+   */
+  linkExpired(kind: 'handshake' | 'silence'): boolean;
+}
+
+const LINK = Symbol('warren.link');
+type Linked = Duplex & { [LINK]?: Link };
+
+/** Deadline kinds, in the one `deadline` field. */
+const enum Deadline {
+  NONE = 0,
+  HANDSHAKE = 1,
+  CLOSE = 2,
+}
+
+/**
+ * The sweep: one interval timer for every link that has a heartbeat, a keep-alive, a handshake
+ * deadline or a close deadline (no timer per connection). It also keeps a coarse clock that
+ * links stamp their traffic with, so a write costs no `Date.now()`.
+ */
+class Sweep {
+  private readonly links = new Set<Link>();
+  private timer: NodeJS.Timeout | undefined;
+  /** Milliseconds since the sweep's epoch, updated at every tick (and when a link starts). */
+  now = 0;
+  private readonly epoch = Date.now();
+
+  add(l: Link): void {
+    this.links.add(l);
+    if (this.timer === undefined) {
+      this.now = Date.now() - this.epoch;
+      this.timer = setInterval(this.tick, SWEEP_INTERVAL_MS);
+      this.timer.unref();
+    }
+  }
+
+  delete(l: Link): void {
+    this.links.delete(l);
+    if (this.links.size === 0 && this.timer !== undefined) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  /** The clock, read afresh (used when a deadline is set). */
+  clock(): number {
+    return (this.now = Date.now() - this.epoch);
+  }
+
+  get size(): number {
+    return this.links.size;
+  }
+
+  private readonly tick = (): void => {
+    this.clock();
+    for (const l of this.links) l.sweepAt();
+  };
+}
+
+const sweep = new Sweep();
+
+/** Links the sweep looks at (for tests and metrics). */
+export function sweptLinks(): number {
+  return sweep.size;
+}
+
+/**
+ * A connection's transport, the same for every protocol and every transport (TCP, TLS,
+ * WebSocket, an in-memory pair): stream events without closures per connection, failure
+ * isolation (InputGuard), the corked outbound buffer with high and low watermarks, byte counters,
+ * the reasons reading is paused, heartbeats and keep-alives through one sweep, the handshake and
+ * close deadlines, and the `closed` promise. Transports differ only below it: they hand a Duplex
+ * and, when they buffer whole messages, a TransportControl.
+ */
+export class Link implements GuardedConnection {
+  readonly guard: InputGuard;
+  bytesIn = 0;
+  bytesOut = 0;
+  framesOut = 0;
+  /** Also counted here once set: the connection's traffic as management reports it. */
+  traffic: { sendOct: number; sendCnt: number; recvOct: number } | undefined;
+  /** Why the connection ended, for its closing log line. */
+  closeReason = CLOSED_BY_CLIENT;
+  private corked = false;
+  private congestedNow = false;
+  private paused = 0;
+  private lastIn: number;
+  private lastOut: number;
+  /** Send `heartbeat` after this long without a write (0 = never). */
+  private sendIdleMs = 0;
+  /** Expire after this long without a read (0 = never). */
+  private expectMs = 0;
+  private heartbeat: Buffer | undefined;
+  private deadline = 0;
+  private deadlineKind = Deadline.NONE;
+  private swept = false;
+  private gone = false;
+  private closedPromise: Promise<void> | undefined;
+  private resolveClosed: (() => void) | undefined;
+
+  constructor(
+    readonly stream: Duplex,
+    private readonly owner: LinkOwner,
+    log: Logger,
+    readonly transport: string,
+    private readonly control?: TransportControl,
+    private readonly high = HIGH_WATERMARK,
+    private readonly low = LOW_WATERMARK,
+    private readonly hard = HARD_LIMIT,
+  ) {
+    (stream as Linked)[LINK] = this;
+    this.lastIn = this.lastOut = sweep.now;
+    // The guard is the one 'data' listener: it hands each chunk to `onInput` below.
+    this.guard = new InputGuard(stream, this, log);
+    stream.on('drain', Link.onDrain);
+    stream.on('error', Link.onError);
+    stream.on('close', Link.onClose);
+    // A TCP socket ends itself when the peer does; other duplexes (WebSocket) may stay half-open.
+    stream.on('end', Link.onEnd);
+  }
+
+  /** GuardedConnection: bytes from the client, counted, then decoded by the owner (under the guard). */
+  onInput(chunk: Buffer): void {
+    this.lastIn = sweep.now;
+    this.bytesIn += chunk.length;
+    const t = this.traffic;
+    if (t !== undefined) t.recvOct += chunk.length;
+    this.owner.onInput(chunk);
+  }
+
+  /** GuardedConnection: the owner closes with its protocol's internal error. */
+  failInternal(err: unknown): void {
+    this.owner.failInternal(err);
+  }
+
+  // Shared by every stream: no closures per connection.
+  private static onDrain(this: Duplex): void {
+    const l = (this as Linked)[LINK];
+    if (l !== undefined) l.drained();
+  }
+
+  private static onError(this: Duplex, e: Error): void {
+    const l = (this as Linked)[LINK];
+    if (l !== undefined && !l.gone) l.closeReason = `socket error: ${e.message}`;
+  }
+
+  private static onEnd(this: Duplex): void {
+    if (!this.writableEnded) this.end();
+  }
+
+  private static onClose(this: Duplex): void {
+    const l = (this as Linked)[LINK];
+    if (l !== undefined) l.finish();
+  }
+
+  private static uncork(l: Link): void {
+    l.corked = false;
+    l.stream.uncork();
+  }
+
+  /** True once the stream has closed. */
+  get isClosed(): boolean {
+    return this.gone;
+  }
+
+  /** Resolves when the stream has closed and the owner has released the connection. */
+  get closed(): Promise<void> {
+    if (this.closedPromise === undefined) {
+      if (this.gone) this.closedPromise = Promise.resolve();
+      else this.closedPromise = new Promise<void>((r) => (this.resolveClosed = r));
+    }
+    return this.closedPromise;
+  }
+
+  // ---- outbound -----------------------------------------------------------------------------
+
+  /** Buffers `buf` for the client; everything written in one tick leaves in one syscall. */
+  write(buf: Buffer): void {
+    const s = this.stream;
+    if (s.destroyed || s.writableEnded) return;
+    if (!this.corked) {
+      this.corked = true;
+      s.cork();
+      process.nextTick(Link.uncork, this);
+    }
+    this.bytesOut += buf.length;
+    this.framesOut++;
+    this.lastOut = sweep.now;
+    const t = this.traffic;
+    if (t !== undefined) {
+      t.sendOct += buf.length;
+      t.sendCnt++;
+    }
+    s.write(buf);
+    const buffered = s.writableLength;
+    if (buffered > this.high) {
+      this.congestedNow = true;
+      if (buffered > this.hard) {
+        this.closeReason = 'slow consumer: outbound buffer over limit';
+        s.destroy(new Error(this.closeReason));
+      }
+    }
+  }
+
+  /** Bytes written but not yet taken by the client's socket. */
+  get buffered(): number {
+    return this.stream.writableLength;
+  }
+
+  /** Over the high watermark: deliveries to this connection stop until `linkDrained`. */
+  get congested(): boolean {
+    if (!this.congestedNow) return false;
+    if (this.stream.writableLength > this.low) return true;
+    this.congestedNow = false;
+    return false;
+  }
+
+  private drained(): void {
+    if (this.gone) return;
+    // Node's 'drain' comes when the buffer is empty (below `low`).
+    this.congestedNow = false;
+    this.guard.run(Link.notifyDrained, this.owner);
+  }
+
+  private static notifyDrained(o: LinkOwner): void {
+    o.linkDrained();
+  }
+
+  /** Writes what is buffered (and `buf`), then ends the stream. */
+  end(buf?: Buffer): void {
+    const s = this.stream;
+    if (s.destroyed || s.writableEnded) return;
+    if (buf !== undefined) this.write(buf);
+    s.end();
+  }
+
+  /**
+   * Ends the stream after what is buffered, and destroys it if the client has not closed within
+   * `ms` (the close discipline: a peer that stops reading cannot keep the socket).
+   */
+  closeAfter(ms: number, buf?: Buffer): void {
+    this.end(buf);
+    this.setDeadline(Deadline.CLOSE, ms);
+  }
+
+  /** Destroys the stream if the client has not closed within `ms` (after a protocol close was sent). */
+  destroyAfter(ms: number): void {
+    this.setDeadline(Deadline.CLOSE, ms);
+  }
+
+  /** Destroys the stream now (its close event releases the connection). */
+  destroy(reason?: string): void {
+    if (reason !== undefined && !this.gone) this.closeReason = reason;
+    if (!this.stream.destroyed) this.stream.destroy();
+  }
+
+  // ---- inbound flow -------------------------------------------------------------------------
+
+  /** Stops reading for `reason` (PauseReason); reasons add up. */
+  pause(reason: number): void {
+    if (this.paused === 0 && !this.gone) this.stream.pause();
+    this.paused |= reason;
+  }
+
+  /** Drops `reason`; reading resumes when no reason is left. */
+  unpause(reason: number): void {
+    if ((this.paused & reason) === 0) return;
+    this.paused &= ~reason;
+    if (this.paused === 0 && !this.gone) {
+      // A link that was not read could not hear the client: its silence starts now.
+      this.lastIn = sweep.now;
+      this.stream.resume();
+    }
+  }
+
+  /** The reasons reading is paused (0 = reading). */
+  get pausedBy(): number {
+    return this.paused;
+  }
+
+  // ---- authentication, heartbeats, deadlines ------------------------------------------------
+
+  /** The client must authenticate within `ms`, or `linkExpired('handshake')` and the end. */
+  expectHandshake(ms: number): void {
+    this.setDeadline(Deadline.HANDSHAKE, ms);
+  }
+
+  /**
+   * The client has authenticated: the handshake deadline goes, and a transport that buffers
+   * whole messages lifts its pre-authentication limit to `maxFrame`.
+   */
+  authenticated(maxFrame: number): void {
+    if (this.deadlineKind === Deadline.HANDSHAKE) this.deadlineKind = Deadline.NONE;
+    this.control?.authenticated(maxFrame);
+    this.updateSweep();
+  }
+
+  /**
+   * Heartbeats and keep-alive: `frame` is written after `sendIdleMs` without a write (0 = none),
+   * and the connection expires after `expectMs` without a read (0 = never), unless it is paused.
+   */
+  keepAlive(sendIdleMs: number, frame: Buffer | undefined, expectMs: number): void {
+    this.sendIdleMs = frame === undefined ? 0 : sendIdleMs;
+    this.heartbeat = frame;
+    this.expectMs = expectMs;
+    this.lastIn = this.lastOut = sweep.clock();
+    this.updateSweep();
+  }
+
+  private setDeadline(kind: Deadline, ms: number): void {
+    if (this.gone) return;
+    if (this.deadlineKind === Deadline.CLOSE && kind !== Deadline.CLOSE) return;
+    const at = sweep.clock() + ms;
+    if (this.deadlineKind === Deadline.CLOSE && this.deadline <= at) return;
+    this.deadline = at;
+    this.deadlineKind = kind;
+    this.updateSweep();
+  }
+
+  private updateSweep(): void {
+    const want = !this.gone && (this.sendIdleMs > 0 || this.expectMs > 0 || this.deadlineKind !== Deadline.NONE);
+    if (want === this.swept) return;
+    this.swept = want;
+    if (want) sweep.add(this);
+    else sweep.delete(this);
+  }
+
+  /** One sweep tick for this link (under its guard). */
+  sweepAt(): void {
+    this.guard.run(Link.check, this);
+  }
+
+  private static check(l: Link): void {
+    const now = sweep.now;
+    if (l.deadlineKind !== Deadline.NONE && now >= l.deadline) {
+      const kind = l.deadlineKind;
+      l.deadlineKind = Deadline.NONE;
+      if (kind === Deadline.HANDSHAKE) {
+        l.closeReason = 'handshake timeout';
+        if (l.owner.linkExpired('handshake')) return;
+      }
+      l.destroy();
+      return;
+    }
+    if (l.expectMs > 0 && l.paused === 0 && now - l.lastIn > l.expectMs) {
+      l.expectMs = 0;
+      l.closeReason = 'missed heartbeats';
+      if (!l.owner.linkExpired('silence')) l.destroy();
+      return;
+    }
+    if (l.sendIdleMs > 0 && now - l.lastOut >= l.sendIdleMs) l.write(l.heartbeat!);
+  }
+
+  private finish(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.updateSweep();
+    this.guard.run(Link.notifyClosed, this);
+    this.resolveClosed?.();
+  }
+
+  private static notifyClosed(l: Link): void {
+    l.owner.linkClosed(l.closeReason);
+  }
+}
