@@ -341,7 +341,7 @@ export class CoreChannel implements ConsumerOwner {
     this.stats.delivered++;
     if (redelivered) this.stats.redelivered++;
     c.sink.deliver({
-      message: e.msg,
+      message: q.messageFor(e),
       deliveryTag: tag,
       redelivered,
       consumerTag: c.tag,
@@ -364,7 +364,7 @@ export class CoreChannel implements ConsumerOwner {
     this.stats.got++;
     return {
       delivery: {
-        message: taken.entry.msg,
+        message: q.messageFor(taken.entry),
         deliveryTag: tag,
         redelivered: taken.redelivered,
         consumerTag: '',
@@ -413,7 +413,7 @@ export class CoreChannel implements ConsumerOwner {
     if (how === 0) {
       u.queue.ack(u.entry);
       this.stats.acked++;
-    } else if (how === 1) u.queue.requeue(u.entry);
+    } else if (how === 1) u.queue.requeue(u.entry, true);
     else u.queue.reject(u.entry);
     if (c !== null) {
       const wasFull = c.prefetch !== 0 && c.unacked >= c.prefetch;

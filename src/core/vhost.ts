@@ -5,6 +5,8 @@ import { describeValue, tableKey } from './field-key.js';
 import type { Persistence } from './persistence.js';
 import type { Policies } from './policies.js';
 import { Queue, type DeadLetterReason, type QueueHost } from './queues/queue.js';
+import { QUORUM } from './queues/quorum.js';
+import { queueTypeOf } from './queues/queue-type.js';
 import {
   SETTLED,
   type ExchangeOptions,
@@ -189,6 +191,11 @@ export class VHost implements QueueHost {
       if (existing.exclusive !== exclusive) throw inequivalent(what, 'exclusive', exclusive, existing.exclusive);
       if (existing.autoDelete !== autoDelete) throw inequivalent(what, 'auto_delete', autoDelete, existing.autoDelete);
       for (const a of EQUIVALENCE_ARGS) {
+        if (a === 'x-queue-type') {
+          // No x-queue-type means the default type: 'classic' and none are equivalent.
+          if (queueTypeOf(this.name, name, args, QUORUM).name !== existing.type.name) throw inequivalent(what, a, args[a], existing.args[a]);
+          continue;
+        }
         if (tableKey({ v: args[a] ?? null }) !== tableKey({ v: existing.args[a] ?? null })) {
           throw inequivalent(what, a, args[a], existing.args[a]);
         }
@@ -199,11 +206,8 @@ export class VHost implements QueueHost {
     if (name.startsWith('amq.')) {
       throw BrokerError.accessRefused(`${this.describe('queue', name)} refused: reserved name`);
     }
+    queueTypeOf(this.name, name, args, QUORUM).validate({ vhost: this.name, name, durable, exclusive, autoDelete, args });
     const qname = name === '' ? `amq.gen-${randomBytes(16).toString('base64url').slice(0, 22)}` : name;
-    const qt = args['x-queue-type'];
-    if (qt !== undefined && qt !== 'classic' && qt !== 'quorum' && qt !== 'stream') {
-      throw BrokerError.precondition(`invalid arg 'x-queue-type' for ${this.describe('queue', qname)}: '${String(qt)}'`);
-    }
     const effective = this.ctx.policies?.effectiveQueueArguments(this.name, qname, args) ?? args;
     const q = new Queue(this, qname, durable && !exclusive, exclusive, autoDelete, args, exclusive ? owner : 0, effective);
     this.queues.set(qname, q);

@@ -148,7 +148,7 @@ export function formatQueue(ctx: FormatContext, q: Queue, vhost: string, owner?:
     arguments: fieldTableToJson(q.args),
     node: ctx.node,
     state: 'running',
-    type: 'classic',
+    type: q.type.name,
     consumers: q.consumerCount,
     consumer_capacity: q.consumerCount > 0 ? 1 : 0,
     consumer_utilisation: q.consumerCount > 0 ? 1 : null,

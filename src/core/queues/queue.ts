@@ -4,6 +4,8 @@ import type { PageSink, Persistence, QueueStore } from '../persistence.js';
 import type { FieldTable, FieldValue, StoredMessage } from '../types.js';
 import type { Consumer } from './consumer.js';
 import { newEntry, type QueueEntry } from './entry.js';
+import { QUORUM } from './quorum.js';
+import { queueTypeOf, type QueueType } from './queue-type.js';
 import { ReadyList } from './ready-list.js';
 
 /** Why a message left a queue without being acknowledged (x-death `reason`). */
@@ -92,8 +94,12 @@ export class Queue implements PageSink {
   overflow: Overflow = 'drop-head';
   deadLetterExchange: string | undefined = undefined;
   deadLetterRoutingKey: string | undefined = undefined;
+  /** Failed deliveries a message may have before it is dead-lettered (queue type and x-delivery-limit). */
+  deliveryLimit: number | undefined = undefined;
   readonly maxPriority: number;
   readonly singleActiveConsumer: boolean;
+  /** Classic or quorum: what differs between queue types. */
+  readonly type: QueueType;
 
   constructor(
     readonly host: QueueHost,
@@ -108,6 +114,7 @@ export class Queue implements PageSink {
     effectiveArgs: FieldTable = args,
   ) {
     this.id = `${host.name}/${name}`;
+    this.type = queueTypeOf(host.name, name, args, QUORUM);
     this.setLimits(effectiveArgs);
     this.maxPriority = Math.min(intArg(args, 'x-max-priority', 0, name) ?? 0, 255);
     this.singleActiveConsumer = args['x-single-active-consumer'] === true;
@@ -130,6 +137,7 @@ export class Queue implements PageSink {
     this.overflow = overflow;
     this.deadLetterExchange = strArg(a, 'x-dead-letter-exchange');
     this.deadLetterRoutingKey = strArg(a, 'x-dead-letter-routing-key');
+    this.deliveryLimit = this.type.deliveryLimit(a);
   }
 
   /**
@@ -411,12 +419,27 @@ export class Queue implements PageSink {
     this.settle(e);
   }
 
-  /** Back to its original position, flagged redelivered. */
-  requeue(e: QueueEntry): void {
+  /** The message a consumer receives for an entry (a quorum queue adds `x-delivery-count`). */
+  messageFor(e: QueueEntry): StoredMessage {
+    return this.type.messageFor(e);
+  }
+
+  /**
+   * Back to its original position, flagged redelivered. `failed`: the consumer returned it
+   * (nack/reject with requeue), which counts against the delivery limit.
+   */
+  requeue(e: QueueEntry, failed = false): void {
     this.unackedCount--;
     if (this.deleted) {
       this.settle(e);
       return;
+    }
+    if (failed) {
+      e.returns++;
+      if (this.deliveryLimit !== undefined && e.returns > this.deliveryLimit) {
+        this.deadLetterEntry(e, 'delivery_limit');
+        return;
+      }
     }
     this.levels[e.level]!.requeue(e);
     this.readyCount++;
