@@ -399,7 +399,8 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
   }
 
   private publish(msg: Message, receipt: string | undefined): void {
-    const r = this.channel!.publish(msg);
+    const d = msg.properties.headers?.['x-delay'];
+    const r = this.channel!.publish(msg, typeof d === 'number' && d > 0 ? { delay: d } : undefined);
     this.publisher = true;
     if (receipt === undefined) {
       if (r.settled !== SETTLED) r.settled.then(NOOP, NOOP);

@@ -92,6 +92,10 @@ export function propertiesFromSend(headers: ReadonlyMap<string, string>, replyTo
         break;
       case 'message-id':
         throw StompError.invalidHeader('message-id', "is not allowed on 'SEND'");
+      case 'x-delay':
+        // Kept as a number: the delay (ms) before the message is routed, as on a delayed exchange.
+        (table ??= {})[k] = intHeader(k, v, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+        break;
       default:
         if (CONTROL_HEADERS.has(k)) break;
         (table ??= {})[k] = v;

@@ -239,7 +239,7 @@ export class CoreChannel implements ConsumerOwner {
    * Routes a message. With `mandatory` and no route the caller returns it to the publisher
    * (AMQP basic.return) — the core only reports `routed: 0`.
    */
-  publish(msg: Message, _opts?: PublishOptions): PublishResult {
+  publish(msg: Message, opts?: PublishOptions): PublishResult {
     if (this.writeOk !== msg.exchange || this.writeGen !== this.auth.generation || this.writeEx!.deleted) {
       this.checkPublishable(msg.exchange);
     }
@@ -249,7 +249,7 @@ export class CoreChannel implements ConsumerOwner {
       throw BrokerError.precondition(`user_id property set to '${uid}' but authenticated user was '${this.connection.user}'`);
     }
     this.stats.published++;
-    return this.vhost.publish(msg, this.connection.id);
+    return this.vhost.publish(msg, this.connection.id, opts?.delay);
   }
 
   /** Throws unless this channel may publish to the exchange (exists, not internal, permitted). */

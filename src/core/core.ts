@@ -3,6 +3,7 @@ import { Auth, type User } from './auth.js';
 import { CoreConnection, type Closable } from './connection.js';
 import { BrokerError } from './errors.js';
 import { NO_PERSISTENCE, type Persistence } from './persistence.js';
+import type { DelayedStore } from './exchanges/delayed.js';
 import { Policies } from './policies.js';
 import { CoreTotals } from './stats.js';
 import type { ConnectionInfo } from './types.js';
@@ -33,6 +34,8 @@ export class Core implements VHostContext {
   readonly policies = new Policies();
   readonly defaultVhost: string;
   persistence: Persistence;
+  /** Durable storage for held (delayed) messages; set by the store before recovery. */
+  delayedStore: DelayedStore | undefined;
   private messageId = 0;
   private connectionId = 0;
 

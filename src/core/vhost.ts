@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { BrokerError } from './errors.js';
+import { DELAYED_EXCHANGE_TYPE, DelayedMessages, delayOf, MAX_DELAY_MS, type DelayedHost, type DelayedStore } from './exchanges/delayed.js';
 import { Exchange, type Binding, type Destination } from './exchanges/exchange.js';
 import { describeValue, tableKey } from './field-key.js';
 import type { Persistence } from './persistence.js';
@@ -26,6 +27,8 @@ export interface VHostContext {
   readonly counters: { published: number; unroutable: number; deadLettered: number };
   /** Policies whose definitions fold into queue and exchange arguments. */
   readonly policies?: Policies;
+  /** Where persistent messages held by durable exchanges are stored (none: memory only). */
+  readonly delayedStore?: DelayedStore | undefined;
 }
 
 const DEFAULT_EXCHANGES: ReadonlyArray<[string, string]> = [
@@ -78,7 +81,7 @@ function validateExpiration(exp: string | undefined): void {
 /**
  * A virtual host: its own exchanges, queues and bindings. All routing happens here.
  */
-export class VHost implements QueueHost {
+export class VHost implements QueueHost, DelayedHost {
   readonly exchanges = new Map<string, Exchange>();
   readonly queues = new Map<string, Queue>();
   private readonly scratch = new Set<Destination>();
@@ -139,9 +142,13 @@ export class VHost implements QueueHost {
       if (tableKey({ ae: ae ?? null }) !== tableKey({ ae: existing.args['alternate-exchange'] ?? null })) {
         throw inequivalent(what, 'alternate-exchange', ae, existing.args['alternate-exchange']);
       }
+      if (type === DELAYED_EXCHANGE_TYPE && args['x-delayed-type'] !== existing.args['x-delayed-type']) {
+        throw inequivalent(what, 'x-delayed-type', args['x-delayed-type'], existing.args['x-delayed-type']);
+      }
       return existing;
     }
     const ex = new Exchange(this.name, name, type, durable, autoDelete, internal, args);
+    if (type === DELAYED_EXCHANGE_TYPE) this.delayedOf(ex);
     const ae = this.ctx.policies?.effectiveExchangeArguments(this.name, name, args)['alternate-exchange'];
     if (typeof ae === 'string') ex.alternate = ae;
     this.exchanges.set(name, ex);
@@ -163,6 +170,7 @@ export class VHost implements QueueHost {
 
   private removeExchange(ex: Exchange): void {
     ex.deleted = true;
+    ex.delayed?.destroy();
     this.exchanges.delete(ex.name);
     for (const b of [...ex.bindings.values()]) this.removeBinding(b, false);
     for (const b of [...ex.inbound]) this.removeBinding(b, true);
@@ -299,9 +307,24 @@ export class VHost implements QueueHost {
   /**
    * Routes a message and hands it to every matching queue. The message is stored once and shared.
    */
-  publish(msg: Message, publisherId: number): PublishResult {
+  publish(msg: Message, publisherId: number, delay = 0): PublishResult {
     const ex = this.getExchange(msg.exchange);
     validateExpiration(msg.properties.expiration);
+    if (ex.delayed !== undefined && ex.type === DELAYED_EXCHANGE_TYPE) {
+      const d = delayOf(msg.properties.headers);
+      if (d !== undefined) return ex.delayed.hold(msg, publisherId, d);
+    }
+    if (delay > 0 && delay <= MAX_DELAY_MS) return this.delayedOf(ex).hold(msg, publisherId, delay);
+    return this.publishTo(ex, msg, publisherId, undefined);
+  }
+
+  /** The holder of an exchange's delayed messages, created on first use. */
+  delayedOf(ex: Exchange): DelayedMessages {
+    return (ex.delayed ??= new DelayedMessages(ex, this, ex.durable ? this.ctx.delayedStore : undefined));
+  }
+
+  releaseDelayed(ex: Exchange, msg: Message, publisherId: number): PublishResult {
+    if (ex.deleted) return { routed: 0, settled: SETTLED };
     return this.publishTo(ex, msg, publisherId, undefined);
   }
 

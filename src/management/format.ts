@@ -199,6 +199,7 @@ export function formatExchange(ctx: FormatContext, x: Exchange): Row {
     arguments: fieldTableToJson(x.args),
     user_who_performed_action: '',
     ...policyFields(ctx, x.vhost, 'exchange', x.name),
+    messages_delayed: x.delayed?.count ?? 0,
     message_stats: {
       publish_in: x.stats.publishIn,
       publish_in_details: details(r[X.publishIn]),

@@ -3,6 +3,7 @@ import type { Core } from '../core/core.js';
 import { exportDefinitions, importDefinitions, type ImportReport } from '../core/definitions.js';
 import type { Logger } from '../logger.js';
 import { startupError } from './errors.js';
+import { DurableDelayed, recoverDelayed } from './delayed.js';
 import { MessageStore, type RecoverySummary } from './message-store.js';
 
 export { MessageStore, DEFINITIONS_FILE, DEFAULT_QUEUE_MEMORY_BUDGET, DEFAULT_SEGMENT_SIZE, queueDirName } from './message-store.js';
@@ -63,7 +64,11 @@ export function openStore(
   try {
     const version = opts.version ?? '0.0.0';
     store.attach(core, () => `${JSON.stringify(exportDefinitions(core, version), null, 2)}\n`, version);
+    // Held messages need their exchanges: the store is attached before, refilled after recovery.
+    const delayed = new DurableDelayed(store.records('delayed'), log);
+    core.delayedStore = delayed;
     const recovery = store.recover();
+    recoverDelayed(core, delayed, log);
     if (opts.definitions !== undefined) {
       const report = importDefinitionsFile(core, opts.definitions);
       for (const w of report.warnings) log.warn(`definitions: ${w}`);
