@@ -75,6 +75,7 @@ export async function startBroker(
     memoryHighWatermark: options.memoryHighWatermark,
     defaultVhost: options.defaultVhost,
     guestRemote: options.guestRemote,
+    consumerTimeout: options.consumerTimeout,
   });
   // Definitions and messages come back before any listener accepts a connection.
   const { store } = openStore(
@@ -85,6 +86,7 @@ export async function startBroker(
   core.alarms.watchDisk(options.dataDir, options.diskFreeLimit);
   core.alarms.on((blocked, reason) => log.warn({ blocked, reason }, blocked ? 'resource alarm raised: publishers blocked' : 'resource alarm cleared'));
   core.alarms.start();
+  core.consumerTimeouts.start();
   const ctx: AdapterContext = { core, log, options, store };
   const ports: Ports = {};
   const servers: Server[] = [];
@@ -114,6 +116,7 @@ export async function startBroker(
     await http?.close();
     management?.stop();
     core.alarms.stop();
+    core.consumerTimeouts.stop();
     await store.close();
     if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
     throw e;
@@ -134,6 +137,7 @@ export async function startBroker(
       management?.stop();
       await Promise.all(closing);
       core.alarms.stop();
+      core.consumerTimeouts.stop();
       await store.close();
       if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
       log.info('broker stopped');

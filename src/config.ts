@@ -33,6 +33,8 @@ export interface BrokerOptions {
   metricsAuth: boolean;
   /** A definitions file (RabbitMQ JSON) imported at start. */
   definitions: string | undefined;
+  /** A consumer holding a delivery longer than this (ms) is cancelled; 0 = never. Queues may set their own. */
+  consumerTimeout: number;
 }
 
 export const DEFAULTS: BrokerOptions = {
@@ -54,6 +56,7 @@ export const DEFAULTS: BrokerOptions = {
   guestRemote: false,
   metricsAuth: false,
   definitions: undefined,
+  consumerTimeout: 30 * 60 * 1000,
 };
 
 /** An invalid option: the CLI prints one line and exits 2. */
@@ -88,6 +91,7 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   guestRemote: 'bool',
   metricsAuth: 'bool',
   definitions: 'string',
+  consumerTimeout: 'int',
 };
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);

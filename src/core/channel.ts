@@ -21,11 +21,14 @@ import type {
 } from './types.js';
 import type { VHost } from './vhost.js';
 
-interface Unacked {
+/** A delivery waiting for its acknowledgement. */
+export interface Unacked {
   readonly entry: QueueEntry;
   readonly queue: Queue;
   /** null for basic.get. */
   readonly consumer: Consumer | null;
+  /** When it was delivered (ms since the epoch): the consumer timeout and the oldest-unacked age. */
+  readonly at: number;
 }
 
 /**
@@ -61,6 +64,12 @@ export class CoreChannel implements ConsumerOwner {
   private readonly auth: Auth;
   readonly stats: ChannelStats = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0 };
   readonly openedAt = Date.now();
+  /**
+   * Set by an adapter that handles consumer timeouts: the consumer (null: a basic.get delivery)
+   * was cancelled and its deliveries requeued; the adapter tells the client. Channels without it
+   * are not swept.
+   */
+  onConsumerTimeout: ((consumerTag: string | null, timeoutMs: number) => void) | undefined;
 
   constructor(
     readonly connection: CoreConnection,
@@ -335,7 +344,7 @@ export class CoreChannel implements ConsumerOwner {
     const tag = this.nextTag++;
     if (!c.noAck) {
       if (this.unacked === NO_UNACKED) this.unacked = new Map();
-      this.unacked.set(tag, { entry: e, queue: q, consumer: c });
+      this.unacked.set(tag, { entry: e, queue: q, consumer: c, at: Date.now() });
       c.unacked++;
     }
     this.stats.delivered++;
@@ -359,7 +368,7 @@ export class CoreChannel implements ConsumerOwner {
     const tag = this.nextTag++;
     if (!noAck) {
       if (this.unacked === NO_UNACKED) this.unacked = new Map();
-      this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null });
+      this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null, at: Date.now() });
     }
     this.stats.got++;
     return {
@@ -420,6 +429,31 @@ export class CoreChannel implements ConsumerOwner {
       c.unacked--;
       if (wasFull || how === 1) c.queue.kick();
     }
+  }
+
+  /** Unacknowledged deliveries, oldest first. */
+  unackedDeliveries(): IterableIterator<Unacked> {
+    return this.unacked.values();
+  }
+
+  /**
+   * A consumer (null: basic.get) held a delivery past its timeout: its unacknowledged deliveries go
+   * back to their queues, redelivered, the consumer is cancelled, and the adapter is told. The
+   * channel's other consumers go on.
+   */
+  timeOutConsumer(c: Consumer | null, timeoutMs: number): void {
+    for (const [tag, u] of this.unacked) {
+      if (u.consumer !== c) continue;
+      this.unacked.delete(tag);
+      u.queue.requeue(u.entry);
+      if (c !== null) c.unacked--;
+    }
+    if (c !== null && this.consumerMap.get(c.tag) === c) {
+      this.consumerMap.delete(c.tag);
+      c.queue.removeConsumer(c);
+    }
+    this.onConsumerTimeout?.(c === null ? null : c.tag, timeoutMs);
+    this.resume();
   }
 
   /** basic.recover: every unacknowledged delivery goes back to its queue, flagged redelivered. */

@@ -1,6 +1,7 @@
 import { Alarms } from './alarms.js';
 import { Auth, type User } from './auth.js';
 import { CoreConnection, type Closable } from './connection.js';
+import { ConsumerTimeouts } from './consumer-timeout.js';
 import { BrokerError } from './errors.js';
 import { NO_PERSISTENCE, type Persistence } from './persistence.js';
 import type { DelayedStore } from './exchanges/delayed.js';
@@ -16,6 +17,10 @@ export interface CoreOptions {
   defaultVhost?: string;
   /** Let guest connect from non-loopback addresses. */
   guestRemote?: boolean;
+  /** Default consumer timeout in ms (0 = none); queues override with x-consumer-timeout. */
+  consumerTimeout?: number;
+  /** How often the consumer timeout sweep runs, in ms. */
+  consumerTimeoutSweepMs?: number;
 }
 
 /**
@@ -33,6 +38,8 @@ export class Core implements VHostContext {
   /** Policies per vhost (management API, definitions). */
   readonly policies = new Policies();
   readonly defaultVhost: string;
+  /** Cancels consumers that hold deliveries past their timeout (one periodic sweep). */
+  readonly consumerTimeouts: ConsumerTimeouts;
   persistence: Persistence;
   /** Durable storage for held (delayed) messages; set by the store before recovery. */
   delayedStore: DelayedStore | undefined;
@@ -43,6 +50,7 @@ export class Core implements VHostContext {
     this.persistence = opts.persistence ?? NO_PERSISTENCE;
     this.alarms = new Alarms(opts.memoryHighWatermark ?? 0.4);
     this.defaultVhost = opts.defaultVhost ?? '/';
+    this.consumerTimeouts = new ConsumerTimeouts(this, opts.consumerTimeout ?? 0, opts.consumerTimeoutSweepMs);
     this.auth.guestLoopbackOnly = !(opts.guestRemote ?? false);
     this.policies.onChange = () => {
       for (const v of this.vhosts.values()) v.applyPolicies();

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import {
   Decimal,
+  oldestUnackedAge,
   type Binding,
   type CoreChannel,
   type CoreConnection,
@@ -150,6 +151,7 @@ export function formatQueue(ctx: FormatContext, q: Queue, vhost: string, owner?:
     state: 'running',
     type: q.type.name,
     consumers: q.consumerCount,
+    oldest_unacked_age: oldestUnackedAge(q),
     consumer_capacity: q.consumerCount > 0 ? 1 : 0,
     consumer_utilisation: q.consumerCount > 0 ? 1 : null,
     exclusive_consumer_tag: q.consumers.find((c) => c.exclusive)?.tag ?? null,

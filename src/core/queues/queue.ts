@@ -94,6 +94,8 @@ export class Queue implements PageSink {
   overflow: Overflow = 'drop-head';
   deadLetterExchange: string | undefined = undefined;
   deadLetterRoutingKey: string | undefined = undefined;
+  /** x-consumer-timeout (ms; 0 = none), undefined = the broker default. */
+  consumerTimeout: number | undefined = undefined;
   /** Failed deliveries a message may have before it is dead-lettered (queue type and x-delivery-limit). */
   deliveryLimit: number | undefined = undefined;
   readonly maxPriority: number;
@@ -138,6 +140,7 @@ export class Queue implements PageSink {
     this.deadLetterExchange = strArg(a, 'x-dead-letter-exchange');
     this.deadLetterRoutingKey = strArg(a, 'x-dead-letter-routing-key');
     this.deliveryLimit = this.type.deliveryLimit(a);
+    this.consumerTimeout = intArg(a, 'x-consumer-timeout', 0, name);
   }
 
   /**
