@@ -149,6 +149,9 @@ const INT_ARGS: ReadonlySet<string> = new Set([
   'x-max-priority',
   'x-message-ttl',
   'x-delivery-limit',
+  'x-consumer-timeout',
+  'x-requeue-delay',
+  'x-requeue-delay-max',
   'x-stream-max-segment-size-bytes',
   'x-stream-filter-size-bytes',
 ]);

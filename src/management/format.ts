@@ -152,6 +152,7 @@ export function formatQueue(ctx: FormatContext, q: Queue, vhost: string, owner?:
     type: q.type.name,
     consumers: q.consumerCount,
     oldest_unacked_age: oldestUnackedAge(q),
+    messages_delayed: q.delayedCount,
     consumer_capacity: q.consumerCount > 0 ? 1 : 0,
     consumer_utilisation: q.consumerCount > 0 ? 1 : null,
     exclusive_consumer_tag: q.consumers.find((c) => c.exclusive)?.tag ?? null,

@@ -7,6 +7,7 @@ import { newEntry, type QueueEntry } from './entry.js';
 import { QUORUM } from './quorum.js';
 import { queueTypeOf, type QueueType } from './queue-type.js';
 import { ReadyList } from './ready-list.js';
+import { RequeueDelays, requeueDelayFor } from './requeue-delay.js';
 
 /** Why a message left a queue without being acknowledged (x-death `reason`). */
 export type DeadLetterReason = 'rejected' | 'expired' | 'maxlen' | 'delivery_limit';
@@ -94,6 +95,11 @@ export class Queue implements PageSink {
   overflow: Overflow = 'drop-head';
   deadLetterExchange: string | undefined = undefined;
   deadLetterRoutingKey: string | undefined = undefined;
+  /** x-requeue-delay / x-requeue-delay-max (ms): returned messages wait before they are ready again. */
+  requeueDelay: number | undefined = undefined;
+  requeueDelayMax: number | undefined = undefined;
+  /** Returned messages waiting out their requeue delay (made on first use). */
+  private delays: RequeueDelays | undefined;
   /** x-consumer-timeout (ms; 0 = none), undefined = the broker default. */
   consumerTimeout: number | undefined = undefined;
   /** Failed deliveries a message may have before it is dead-lettered (queue type and x-delivery-limit). */
@@ -141,6 +147,8 @@ export class Queue implements PageSink {
     this.deadLetterRoutingKey = strArg(a, 'x-dead-letter-routing-key');
     this.deliveryLimit = this.type.deliveryLimit(a);
     this.consumerTimeout = intArg(a, 'x-consumer-timeout', 0, name);
+    this.requeueDelay = intArg(a, 'x-requeue-delay', 0, name);
+    this.requeueDelayMax = intArg(a, 'x-requeue-delay-max', 0, name);
   }
 
   /**
@@ -443,13 +451,30 @@ export class Queue implements PageSink {
         this.deadLetterEntry(e, 'delivery_limit');
         return;
       }
+      if (this.requeueDelay !== undefined && this.requeueDelay > 0) {
+        (this.delays ??= new RequeueDelays(this.requeueReady)).hold(e, requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax));
+        return;
+      }
+    }
+    this.requeueReady(e);
+  }
+
+  /** Messages returned by a consumer that wait out the queue's requeue delay. */
+  get delayedCount(): number {
+    return this.delays?.count ?? 0;
+  }
+
+  private readonly requeueReady = (e: QueueEntry): void => {
+    if (this.deleted) {
+      this.settle(e);
+      return;
     }
     this.levels[e.level]!.requeue(e);
     this.readyCount++;
     this.readyBytes += e.msg.size;
     if (e.expiresAt !== 0) this.scheduleTtl(e.expiresAt);
     if (this.consumers.length > 0) this.kick();
-  }
+  };
 
   /** Rejected without requeue: dead-lettered if the queue has a dead-letter exchange. */
   reject(e: QueueEntry): void {
@@ -570,6 +595,7 @@ export class Queue implements PageSink {
     this.pagedBytes = 0;
     this.readyCount = 0;
     this.readyBytes = 0;
+    if (this.delays !== undefined) for (const e of this.delays.drain()) e.msg.refs--;
     this.store?.deleted();
     if (this.ttlTimer) clearTimeout(this.ttlTimer);
     if (this.expiresTimer) clearTimeout(this.expiresTimer);
