@@ -350,7 +350,7 @@ export class CoreChannel implements ConsumerOwner {
     this.stats.delivered++;
     if (redelivered) this.stats.redelivered++;
     c.sink.deliver({
-      message: q.messageFor(e),
+      message: e.returns === 0 ? e.msg : q.messageFor(e),
       deliveryTag: tag,
       redelivered,
       consumerTag: c.tag,
