@@ -6,6 +6,7 @@ import { decodeMessage, encodeMessage } from './codec.js';
 import type { RecordStore } from './record-store.js';
 
 const SEP = '\u0000';
+const noop = (): void => undefined;
 
 /**
  * Held (delayed) messages on disk, one record each in a {@link RecordStore}: key
@@ -19,6 +20,8 @@ export class DurableDelayed implements DelayedStore {
   constructor(
     private readonly records: RecordStore,
     private readonly log: Logger,
+    /** Resolves once the current definitions are on disk: a held message's exchange must survive with it. */
+    private readonly definitionsWritten: () => Promise<void> = () => Promise.resolve(),
   ) {
     for (const key of records.keys()) {
       const n = Number(key.slice(key.lastIndexOf(SEP) + 1));
@@ -32,7 +35,9 @@ export class DurableDelayed implements DelayedStore {
     const value = Buffer.allocUnsafe(8 + m.length);
     value.writeDoubleBE(due, 0);
     m.copy(value, 8);
-    return { key, written: this.records.set(key, value) };
+    const stored = this.records.set(key, value);
+    const defs = this.definitionsWritten();
+    return { key, written: Promise.all([stored, defs]).then(noop) };
   }
 
   remove(key: string): void {

@@ -65,7 +65,7 @@ export function openStore(
     const version = opts.version ?? '0.0.0';
     store.attach(core, () => `${JSON.stringify(exportDefinitions(core, version), null, 2)}\n`, version);
     // Held messages need their exchanges: the store is attached before, refilled after recovery.
-    const delayed = new DurableDelayed(store.records('delayed'), log);
+    const delayed = new DurableDelayed(store.records('delayed'), log, () => store.definitionsWritten());
     core.delayedStore = delayed;
     const recovery = store.recover();
     recoverDelayed(core, delayed, log);

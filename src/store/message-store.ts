@@ -125,6 +125,10 @@ export class MessageStore implements Persistence, QueueLogHost {
   private lastEntry: QueueEntry | undefined;
   private batch: Batch | undefined;
   private defsDirty = false;
+  /** Definitions changes asked for, and the latest one written; waiters for a change to be on disk. */
+  private defsGen = 0;
+  private defsDoneGen = 0;
+  private defsWaiters: Array<{ gen: number; resolve: () => void }> = [];
   private scheduled = false;
   private readonly arena = new Arena();
   private idleWaiters: (() => void)[] = [];
@@ -340,7 +344,18 @@ export class MessageStore implements Persistence, QueueLogHost {
   definitionsChanged(): void {
     if (this.recovering || this.definitionsSource === undefined || this.closed || this.readOnly) return;
     this.defsDirty = true;
+    this.defsGen++;
     this.schedule();
+  }
+
+  /** Resolves once the definitions as they are now are on disk (at once when nothing is pending). */
+  definitionsWritten(): Promise<void> {
+    const gen = this.defsGen;
+    if (this.defsDoneGen >= gen) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.defsWaiters.push({ gen, resolve });
+      this.schedule();
+    });
   }
 
   // ---- QueueLogHost -----------------------------------------------------------------------
@@ -425,6 +440,7 @@ export class MessageStore implements Persistence, QueueLogHost {
     this.lastMsg = undefined;
     this.lastEntry = undefined;
     let defs: string | undefined;
+    const defsGen = this.defsGen;
     if (this.defsDirty) {
       this.defsDirty = false;
       try {
@@ -457,8 +473,8 @@ export class MessageStore implements Persistence, QueueLogHost {
       }
     }
     this.write(ctx, defs, failure).then(
-      (err) => this.complete(logs, ctx, defs, batch, err),
-      (err: unknown) => this.complete(logs, ctx, defs, batch, err ?? new Error('write failed')),
+      (err) => this.complete(logs, ctx, defs, batch, err, defsGen),
+      (err: unknown) => this.complete(logs, ctx, defs, batch, err ?? new Error('write failed'), defsGen),
     );
   }
 
@@ -480,8 +496,16 @@ export class MessageStore implements Persistence, QueueLogHost {
     }
   }
 
-  private complete(logs: QueueLog[], ctx: BatchContext, defs: string | undefined, batch: Batch | undefined, failure: unknown): void {
+  private complete(logs: QueueLog[], ctx: BatchContext, defs: string | undefined, batch: Batch | undefined, failure: unknown, defsGen: number): void {
     const ok = failure === undefined;
+    if (ok && defs !== undefined) {
+      this.defsDoneGen = defsGen;
+      if (this.defsWaiters.length > 0) {
+        const waiting = this.defsWaiters;
+        this.defsWaiters = waiting.filter((w) => w.gen > defsGen);
+        for (const w of waiting) if (w.gen <= defsGen) w.resolve();
+      }
+    }
     if (!ok) {
       for (const w of ctx.writes) QueueLog.truncate(w.fd, w.position);
       if (defs !== undefined) this.defsDirty = true;
