@@ -39,6 +39,7 @@ export function deleteVhost(api: ManagementApi, name: string, by: string): void 
     if (c.vhost === v) c.handle.forceClose(ReplyCode.CONNECTION_FORCED, `vhost '${name}' is deleted`);
   }
   for (const q of [...v.queues.values()]) v.removeQueue(q);
+  for (const x of v.exchanges.values()) x.delayed?.destroy(); // held (delayed) messages go with it
   core.vhosts.delete(name);
   core.auth.deleteVhost(name);
   core.policies.deleteVhost(name);
