@@ -5,6 +5,7 @@ import { ConsumerTimeouts } from './consumer-timeout.js';
 import { BrokerError } from './errors.js';
 import { NO_PERSISTENCE, type Persistence } from './persistence.js';
 import type { DelayedStore } from './exchanges/delayed.js';
+import type { HeldCodec } from './exchanges/held.js';
 import { Policies } from './policies.js';
 import { CoreTotals } from './stats.js';
 import type { ConnectionInfo } from './types.js';
@@ -43,6 +44,8 @@ export class Core implements VHostContext {
   persistence: Persistence;
   /** Durable storage for held (delayed) messages; set by the store before recovery. */
   delayedStore: DelayedStore | undefined;
+  /** Packs held (delayed) messages into bytes; set by the store. */
+  heldCodec: HeldCodec | undefined;
   private messageId = 0;
   private connectionId = 0;
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { BrokerError } from './errors.js';
 import { DELAYED_EXCHANGE_TYPE, DelayedMessages, delayOf, MAX_DELAY_MS, type DelayedHost, type DelayedStore } from './exchanges/delayed.js';
 import { Exchange, type Binding, type Destination } from './exchanges/exchange.js';
+import type { HeldCodec } from './exchanges/held.js';
 import { describeValue, tableKey } from './field-key.js';
 import type { Persistence } from './persistence.js';
 import type { Policies } from './policies.js';
@@ -29,6 +30,8 @@ export interface VHostContext {
   readonly policies?: Policies;
   /** Where persistent messages held by durable exchanges are stored (none: memory only). */
   readonly delayedStore?: DelayedStore | undefined;
+  /** Packs held messages into bytes (none: they are kept as objects). */
+  readonly heldCodec?: HeldCodec | undefined;
 }
 
 const DEFAULT_EXCHANGES: ReadonlyArray<[string, string]> = [
@@ -320,7 +323,7 @@ export class VHost implements QueueHost, DelayedHost {
 
   /** The holder of an exchange's delayed messages, created on first use. */
   delayedOf(ex: Exchange): DelayedMessages {
-    return (ex.delayed ??= new DelayedMessages(ex, this, ex.durable ? this.ctx.delayedStore : undefined));
+    return (ex.delayed ??= new DelayedMessages(ex, this, ex.durable ? this.ctx.delayedStore : undefined, this.ctx.heldCodec));
   }
 
   releaseDelayed(ex: Exchange, msg: Message, publisherId: number): PublishResult {

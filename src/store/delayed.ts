@@ -1,5 +1,6 @@
 import type { Core } from '../core/core.js';
 import type { DelayedStore } from '../core/exchanges/delayed.js';
+import type { HeldCodec } from '../core/exchanges/held.js';
 import type { Message } from '../core/types.js';
 import type { Logger } from '../logger.js';
 import { decodeMessage, encodeMessage } from './codec.js';
@@ -64,6 +65,12 @@ export class DurableDelayed implements DelayedStore {
     }
   }
 }
+
+/** The store's message codec, for packing held messages in memory. */
+export const HELD_CODEC: HeldCodec = {
+  encode: (m) => encodeMessage({ exchange: m.exchange, routingKey: m.routingKey, properties: m.properties, rawProperties: m.rawProperties, body: m.body }),
+  decode: (b) => decodeMessage(b),
+};
 
 /** Hands every stored delayed message back to its exchange; records whose exchange is gone are deleted. */
 export function recoverDelayed(core: Core, store: DurableDelayed, log: Logger): number {

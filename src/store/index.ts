@@ -3,7 +3,7 @@ import type { Core } from '../core/core.js';
 import { exportDefinitions, importDefinitions, type ImportReport } from '../core/definitions.js';
 import type { Logger } from '../logger.js';
 import { startupError } from './errors.js';
-import { DurableDelayed, recoverDelayed } from './delayed.js';
+import { DurableDelayed, HELD_CODEC, recoverDelayed } from './delayed.js';
 import { MessageStore, type RecoverySummary } from './message-store.js';
 
 export { MessageStore, DEFINITIONS_FILE, DEFAULT_QUEUE_MEMORY_BUDGET, DEFAULT_SEGMENT_SIZE, queueDirName } from './message-store.js';
@@ -67,6 +67,7 @@ export function openStore(
     // Held messages need their exchanges: the store is attached before, refilled after recovery.
     const delayed = new DurableDelayed(store.records('delayed'), log, () => store.definitionsWritten());
     core.delayedStore = delayed;
+    core.heldCodec = HELD_CODEC;
     const recovery = store.recover();
     recoverDelayed(core, delayed, log);
     if (opts.definitions !== undefined) {

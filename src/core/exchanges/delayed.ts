@@ -2,6 +2,7 @@ import { DelayHeap } from '../delay-heap.js';
 import { BrokerError } from '../errors.js';
 import { SETTLED, type FieldTable, type FieldValue, type Message, type PublishResult } from '../types.js';
 import type { Exchange } from './exchange.js';
+import { HeldMessages, type HeldCodec } from './held.js';
 
 /** The exchange type of the (archived) rabbitmq-delayed-message-exchange plugin. */
 export const DELAYED_EXCHANGE_TYPE = 'x-delayed-message';
@@ -59,20 +60,15 @@ export interface DelayedHost {
   releaseDelayed(ex: Exchange, msg: Message, publisherId: number): PublishResult;
 }
 
-interface Held {
-  readonly msg: Message;
-  readonly publisherId: number;
-  /** Key in the durable store, or undefined when held in memory only. */
-  readonly key: string | undefined;
-}
-
 /**
  * Messages held by one exchange until they are due, then routed as the exchange routes. A binary
  * heap keyed by due time and a single timer for the earliest: O(log n) per message, and routing
  * of other messages never looks at the held ones.
  */
 export class DelayedMessages {
-  private readonly heap = new DelayHeap<Held>();
+  /** Slots of `held`, by due time. */
+  private readonly heap = new DelayHeap<number>();
+  private readonly held: HeldMessages;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private releasing = false;
@@ -83,7 +79,10 @@ export class DelayedMessages {
     private readonly host: DelayedHost,
     /** Set for a durable exchange when the broker has a store. */
     private readonly store: DelayedStore | undefined,
-  ) {}
+    codec: HeldCodec | undefined,
+  ) {
+    this.held = new HeldMessages(codec);
+  }
 
   /** Messages waiting. */
   get count(): number {
@@ -103,14 +102,14 @@ export class DelayedMessages {
       key = w.key;
       settled = w.written;
     }
-    this.heap.push(due, { msg, publisherId, key });
+    this.heap.push(due, this.held.put(msg, publisherId, key));
     this.arm();
     return { routed: 0, settled, delayed: true };
   }
 
   /** Recovery: a stored message is held again (already on disk). */
   restore(key: string, due: number, msg: Message): void {
-    this.heap.push(due, { msg, publisherId: 0, key });
+    this.heap.push(due, this.held.put(msg, 0, key));
     this.arm();
   }
 
@@ -119,7 +118,11 @@ export class DelayedMessages {
     this.destroyed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
-    for (const h of this.heap.clear()) if (h.key !== undefined) this.store!.remove(h.key);
+    for (const slot of this.heap.clear()) {
+      const key = this.held.key(slot);
+      if (key !== undefined) this.store!.remove(key);
+      this.held.free(slot);
+    }
   }
 
   private arm(): void {
@@ -142,9 +145,9 @@ export class DelayedMessages {
     let n = 0;
     try {
       while (heap.size > 0 && heap.peekDue() <= now && n < RELEASE_BUDGET) {
-        const h = heap.pop()!;
+        const slot = heap.pop()!;
         n++;
-        this.route(h);
+        this.route(slot);
       }
     } finally {
       this.releasing = false;
@@ -156,14 +159,18 @@ export class DelayedMessages {
     } else this.arm();
   };
 
-  private route(h: Held): void {
+  private route(slot: number): void {
+    const held = this.held;
+    const key = held.key(slot);
     let r: PublishResult | undefined;
     try {
-      r = this.host.releaseDelayed(this.exchange, h.msg, h.publisherId);
+      const msg = held.message(slot);
+      const publisherId = held.publisher(slot);
+      held.free(slot);
+      r = this.host.releaseDelayed(this.exchange, msg, publisherId);
     } catch {
-      r = undefined; // the exchange went away meanwhile: the message is dropped, as the plugin does
+      r = undefined; // the exchange went away meanwhile (or the bytes are unreadable): the message is dropped
     }
-    const key = h.key;
     if (key === undefined) {
       if (r !== undefined && r.settled !== SETTLED) r.settled.catch(() => undefined);
       return;
