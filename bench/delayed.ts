@@ -74,6 +74,7 @@ export interface DelayedRow {
   error: string | null;
 }
 
+const cpu = (r: RunResult): string => (r.brokerCpuUsPerMsg === null ? 'n/a' : r.brokerCpuUsPerMsg.toFixed(1));
 const other = (r: RunResult): string => (r.otherCpuPct === null ? 'n/a' : `${Math.round(r.otherCpuPct)} %`);
 
 /** One row per broker: msgs/s before, with and after the pending messages, and the change. */
@@ -83,15 +84,15 @@ export function delayedTable(s: DelayedScenario, rows: DelayedRow[]): string {
     '',
     s.summary,
     '',
-    `| broker | msgs/s before | msgs/s with ${fmtInt(s.pending)} pending | msgs/s after | change (with / mean of before, after) | other CPU (before / with / after) | filling took |`,
-    '|---|--:|--:|--:|--:|--:|--:|',
+    `| broker | msgs/s before | msgs/s with ${fmtInt(s.pending)} pending | msgs/s after | change (with / mean of before, after) | broker CPU µs/msg (before / with / after) | other CPU (before / with / after) | filling took |`,
+    '|---|--:|--:|--:|--:|--:|--:|--:|',
   ];
   for (const r of rows) {
     const runs = [r.before, r.with, r.after];
     const bad = runs.find((x) => x === null || x.error !== null);
     if (r.error !== null || bad !== undefined) {
       const err = r.error ?? bad?.error ?? 'failed';
-      lines.push(`| ${r.broker} | ${r.before.error === null ? fmtInt(r.before.msgsPerSec) : ''} | failed: ${err.replace(/\|/g, '\\|').replace(/\s+/g, ' ')} | | | | |`);
+      lines.push(`| ${r.broker} | ${r.before.error === null ? fmtInt(r.before.msgsPerSec) : ''} | failed: ${err.replace(/\|/g, '\\|').replace(/\s+/g, ' ')} | | | | | |`);
       continue;
     }
     const w = r.with!;
@@ -100,7 +101,7 @@ export function delayedTable(s: DelayedScenario, rows: DelayedRow[]): string {
     const change = base > 0 ? ((w.msgsPerSec - base) / base) * 100 : 0;
     lines.push(
       `| ${r.broker} | ${fmtInt(r.before.msgsPerSec)} | ${fmtInt(w.msgsPerSec)} | ${fmtInt(a.msgsPerSec)} | ${change >= 0 ? '+' : ''}${change.toFixed(1)} % | ` +
-        `${other(r.before)} / ${other(w)} / ${other(a)} | ${r.prefillS === null ? 'n/a' : `${r.prefillS.toFixed(1)} s`} |`,
+        `${cpu(r.before)} / ${cpu(w)} / ${cpu(a)} | ${other(r.before)} / ${other(w)} / ${other(a)} | ${r.prefillS === null ? 'n/a' : `${r.prefillS.toFixed(1)} s`} |`,
     );
   }
   return lines.join('\n');
