@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'amqplib';
+import { connectAsync as mqttConnect } from 'mqtt';
 import { afterAll, expect, test } from 'vitest';
 import { waitFor } from '../helpers/broker.js';
 import { spawnWarren, type WarrenProcess } from '../helpers/warren-process.js';
@@ -53,6 +54,35 @@ test('confirmed persistent delayed messages to a durable delayed exchange surviv
   conn = await connect(`amqp://guest:guest@127.0.0.1:${proc.amqpPort}`);
   const ch2 = await conn.createChannel();
   expect((await ch2.checkQueue('dx-durable-q')).messageCount).toBe(0);
+  await conn.close();
+  proc.child.kill('SIGTERM');
+  await proc.exited;
+}, 60_000);
+
+test('an MQTT QoS 1 publish to $delayed/<s>/<topic> acknowledged before kill -9 is routed after the restart', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'warren-delayed-mqtt-'));
+  dirs.push(dir);
+  proc = await spawnWarren(dir, ['--mqtt-port', '0']);
+  const mqttPort = Number(/mqtt=(\d+)/.exec(proc.stdout.join(''))?.[1]);
+  let conn = await connect(`amqp://guest:guest@127.0.0.1:${proc.amqpPort}`);
+  conn.on('error', () => undefined);
+  const ch = await conn.createChannel();
+  ch.on('error', () => undefined);
+  await ch.assertQueue('mqtt-delayed-q', { durable: true });
+  await ch.bindQueue('mqtt-delayed-q', 'amq.topic', 'devices.#');
+  const dev = await mqttConnect(`mqtt://127.0.0.1:${mqttPort}`, { clientId: 'delayed-dev', reconnectPeriod: 0 });
+  dev.on('error', () => undefined);
+  await dev.publishAsync('$delayed/2/devices/d1/reboot', 'now', { qos: 1 });
+  proc.child.kill('SIGKILL');
+  await proc.exited;
+  dev.end(true);
+
+  proc = await spawnWarren(dir);
+  conn = await connect(`amqp://guest:guest@127.0.0.1:${proc.amqpPort}`);
+  const ch2 = await conn.createChannel();
+  const m = await waitFor(async () => ch2.get('mqtt-delayed-q', { noAck: true }), 10_000, 'the delayed MQTT message after the restart');
+  expect(m.content.toString()).toBe('now');
+  expect(m.fields.routingKey).toBe('devices.d1.reboot');
   await conn.close();
   proc.child.kill('SIGTERM');
   await proc.exited;
