@@ -7,6 +7,7 @@
  * scenario's protocol are skipped for it.
  */
 import type { Topology } from './clients/index.js';
+import type { DelayedScenario } from './delayed.js';
 import type { ConsumerSpec, Protocol, PublisherSpec } from './clients/types.js';
 
 export interface ScenarioEnv {
@@ -285,7 +286,23 @@ function stompQueue(name: string, protocol: 'stomp' | 'stomp-ws', ack: 'auto' | 
   };
 }
 
-export const SCENARIOS: readonly (Scenario | IdleScenario)[] = [
+/** Routing throughput on one exchange while another holds `pending` delayed messages. */
+function delayedPending(name: string, pending: number): DelayedScenario {
+  const base = amqpOneToOne(`${name}-base`, 16);
+  return {
+    kind: 'delayed',
+    name,
+    protocol: 'amqp',
+    summary:
+      `amqp-1to1-16b run twice: as is, then while an x-delayed-message exchange holds ${pending.toLocaleString('en-US')} ` +
+      `16 B messages due in an hour; the change in msgs/s is the cost of the pending messages (brokers without the ` +
+      `exchange type fail the second run)`,
+    pending,
+    base,
+  };
+}
+
+export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario)[] = [
   amqpOneToOne('amqp-1to1-16b', 16),
   amqpOneToOne('amqp-1to1-1k', 1024),
   amqpFanout('amqp-fanout10', 10, 16),
@@ -298,8 +315,9 @@ export const SCENARIOS: readonly (Scenario | IdleScenario)[] = [
   stompQueue('stomp-queue-ack-individual', 'stomp', 'client-individual', 16),
   stompQueue('stomp-queue-ack-auto', 'stomp', 'auto', 16),
   stompQueue('stomp-ws-queue-ack-individual', 'stomp-ws', 'client-individual', 16),
+  delayedPending('amqp-delayed-1m-pending', 1_000_000),
 ];
 
-export function findScenario(name: string): Scenario | IdleScenario | undefined {
+export function findScenario(name: string): Scenario | IdleScenario | DelayedScenario | undefined {
   return SCENARIOS.find((s) => s.name === name);
 }

@@ -95,6 +95,7 @@ export async function startBroker(
     defaultVhost: options.defaultVhost,
     guestRemote: options.guestRemote,
     frameMax: options.frameMax,
+    consumerTimeout: options.consumerTimeout,
     log,
   });
   if (options.oauthKey !== undefined || options.oauthJwks !== undefined) {
@@ -120,6 +121,7 @@ export async function startBroker(
   core.alarms.watchDisk(options.dataDir, options.diskFreeLimit);
   core.alarms.on((blocked, reason) => log.warn({ blocked, reason }, blocked ? 'resource alarm raised: publishers blocked' : 'resource alarm cleared'));
   core.alarms.start();
+  core.consumerTimeouts.start();
   const ctx: AdapterContext = { core, log, options, store };
   const ports: Ports = {};
   const servers: Server[] = [];
@@ -184,6 +186,7 @@ export async function startBroker(
     for (const h of httpServers) await h.close();
     management?.stop();
     core.alarms.stop();
+    core.consumerTimeouts.stop();
     await store.close();
     if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
     throw e;
@@ -203,6 +206,7 @@ export async function startBroker(
       management?.stop();
       await Promise.all(closing);
       core.alarms.stop();
+      core.consumerTimeouts.stop();
       await store.close();
       if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
       log.info('broker stopped');

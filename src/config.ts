@@ -79,6 +79,8 @@ export interface BrokerOptions {
   metricsAuth: boolean;
   /** A definitions file (RabbitMQ JSON) imported at start. */
   definitions: string | undefined;
+  /** A consumer holding a delivery longer than this (ms) is cancelled; 0 = never. Queues may set their own. */
+  consumerTimeout: number;
 }
 
 export const DEFAULTS: BrokerOptions = {
@@ -123,6 +125,7 @@ export const DEFAULTS: BrokerOptions = {
   guestRemote: false,
   metricsAuth: false,
   definitions: undefined,
+  consumerTimeout: 30 * 60 * 1000,
 };
 
 /** An invalid option: the CLI prints one line and exits 2. */
@@ -180,6 +183,7 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   guestRemote: 'bool',
   metricsAuth: 'bool',
   definitions: 'string',
+  consumerTimeout: 'int',
 };
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);

@@ -50,6 +50,7 @@ const DESCRIPTIONS: Record<string, string> = {
   guestRemote: 'let guest connect from non-loopback addresses (true/false)',
   metricsAuth: 'require management credentials for /metrics (true/false)',
   definitions: 'import this definitions file (RabbitMQ JSON) at start',
+  consumerTimeout: 'cancel a consumer that holds a delivery longer than this many ms (0 = never; queues may set x-consumer-timeout)',
 };
 
 /** Runs the `warren` command; resolves with the exit code (or never, for `start`). */

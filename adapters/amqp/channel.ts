@@ -72,6 +72,26 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
     readonly core: CoreChannel,
   ) {
     this.unconfirmed = new SettleQueue<number>(this, conn.settleBudget);
+    core.onConsumerTimeout = (consumerTag, timeoutMs) => this.consumerTimedOut(consumerTag, timeoutMs);
+  }
+
+  /**
+   * The core cancelled a consumer that held a delivery too long (its messages are back in the
+   * queue). A client that understands basic.cancel is told and keeps its channel; for one that
+   * does not, and for basic.get, the channel is closed as RabbitMQ closes it.
+   */
+  private consumerTimedOut(consumerTag: string | null, timeoutMs: number): void {
+    if (this.state !== 'open') return;
+    if (consumerTag !== null && this.conn.capabilities.consumerCancelNotify) {
+      this.conn.send(this.number, { kind: 'basic.cancel', consumerTag, noWait: true });
+      return;
+    }
+    this.conn.closeChannelWith(
+      this.number,
+      BrokerError.precondition(
+        `delivery acknowledgement on channel ${this.number} timed out. Timeout value used: ${timeoutMs} ms. This timeout value can be configured, see consumers doc guide to learn more`,
+      ),
+    );
   }
 
   get congested(): boolean {

@@ -495,6 +495,11 @@ export class AmqpConnection implements Closable, LinkOwner {
     this.fail(err, n, m);
   }
 
+  /** Closes one channel with a soft error (as a failed method would). */
+  closeChannelWith(channel: number, err: BrokerError): void {
+    this.fail(err, channel, undefined);
+  }
+
   notePublish(): void {
     this.publisher = true;
   }

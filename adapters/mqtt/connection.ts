@@ -67,7 +67,7 @@ import { OutboundFlow, type OutboundHost } from './outbound.js';
 import { onSubscribe, onUnsubscribe, type SubscribeHost } from './subscriptions.js';
 import type { RetainedMessage } from './retained.js';
 import { OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
-import { checkTopicName, matchWords, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
+import { checkTopicName, matchWords, parseDelayedTopic, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
 
 type State = 'connect' | 'authenticating' | 'running' | 'closed';
 
@@ -618,6 +618,16 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     }
     const bad = checkTopicName(topic);
     if (bad !== undefined) throw new MqttError(bad.reason, bad.text);
+    let delay = 0;
+    if (topic.charCodeAt(0) === 0x24) {
+      // '$delayed/<seconds>/<topic>': routed to <topic> once the delay has passed.
+      const d = parseDelayedTopic(topic);
+      if (typeof d === 'string') throw new MqttError(Reason.TOPIC_NAME_INVALID, d);
+      if (d !== undefined) {
+        topic = d.topic;
+        delay = d.delayMs;
+      }
+    }
     const packetId = p.messageId ?? 0;
     if (qos > 0 && packetId === 0) throw new MqttError(Reason.PROTOCOL_ERROR, 'PUBLISH without packet identifier');
 
@@ -634,18 +644,18 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     const msg: Message = { exchange: TOPIC_EXCHANGE, routingKey: topicToRoutingKey(topic), properties, body };
     let r: PublishResult;
     try {
-      r = this.channel().publish(msg);
+      r = this.channel().publish(msg, delay > 0 ? { delay } : undefined);
     } catch (e) {
       this.publishRefused(e, qos, packetId, topic);
       return;
     }
     this.publisher = true;
-    if (p.retain) this.adapter.retain(this.vhost, topic, qos, properties, body);
+    if (p.retain && delay === 0) this.adapter.retain(this.vhost, topic, qos, properties, body);
     if (qos === 0) {
       if (r.settled !== SETTLED) r.settled.catch(() => undefined);
       return;
     }
-    const reason = v5 && r.routed === 0 ? Reason.NO_MATCHING_SUBSCRIBERS : Reason.SUCCESS;
+    const reason = v5 && r.routed === 0 && r.delayed !== true ? Reason.NO_MATCHING_SUBSCRIBERS : Reason.SUCCESS;
     if (qos === 1) this.queueAck(PacketType.PUBACK, packetId, r.settled, reason);
     else if (s.expiryInterval === 0) {
       (s.incoming ??= new Map()).set(packetId, r.settled === SETTLED ? null : r.settled);

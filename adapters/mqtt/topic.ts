@@ -148,3 +148,23 @@ export function printable(s: string): string {
   const t = s.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
   return t.length > 100 ? `${t.slice(0, 100)}...` : t;
 }
+
+const DELAYED_PREFIX = '$delayed/';
+/** EMQX's largest delay interval, in seconds. */
+export const MAX_DELAY_SECONDS = 4294967;
+
+/**
+ * A delayed publish, EMQX's form `$delayed/<seconds>/<topic>`: the real topic and the delay in ms.
+ * Undefined for any other topic; an error text when the interval or the topic is invalid.
+ */
+export function parseDelayedTopic(topic: string): { topic: string; delayMs: number } | string | undefined {
+  if (!topic.startsWith(DELAYED_PREFIX)) return undefined;
+  const slash = topic.indexOf('/', DELAYED_PREFIX.length);
+  const interval = slash < 0 ? '' : topic.slice(DELAYED_PREFIX.length, slash);
+  if (!/^[0-9]{1,10}$/.test(interval) || Number(interval) > MAX_DELAY_SECONDS) {
+    return `invalid delay interval in '${printable(topic)}' (whole seconds up to ${MAX_DELAY_SECONDS})`;
+  }
+  const real = topic.slice(slash + 1);
+  if (real.length === 0) return `no topic after the delay interval in '${printable(topic)}'`;
+  return { topic: real, delayMs: Number(interval) * 1000 };
+}

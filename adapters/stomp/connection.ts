@@ -455,7 +455,8 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
 
   private publish(msg: Message, receipt: string | undefined): void {
     const ch = this.channel!;
-    const r = ch.publish(msg);
+    const d = msg.properties.headers?.['x-delay'];
+    const r = ch.publish(msg, typeof d === 'number' && d > 0 ? { delay: d } : undefined);
     this.publisher = true;
     // A SEND that declared its durable `/queue/` is confirmed once the queue is on disk too.
     const defs = ch.definitionsSettled();

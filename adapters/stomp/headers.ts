@@ -92,6 +92,10 @@ export function propertiesFromSend(headers: ReadonlyMap<string, string>, replyTo
         break;
       case 'message-id':
         throw StompError.invalidHeader('message-id', "is not allowed on 'SEND'");
+      case 'x-delay':
+        // Kept as a number: the delay (ms) before the message is routed, as on a delayed exchange.
+        (table ??= {})[k] = intHeader(k, v, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+        break;
       default:
         if (CONTROL_HEADERS.has(k)) break;
         setHeader((table ??= {}), k, v);
@@ -164,6 +168,9 @@ const INT_ARGS: ReadonlySet<string> = new Set([
   'x-max-priority',
   'x-message-ttl',
   'x-delivery-limit',
+  'x-consumer-timeout',
+  'x-requeue-delay',
+  'x-requeue-delay-max',
   'x-stream-max-segment-size-bytes',
   'x-stream-filter-size-bytes',
 ]);

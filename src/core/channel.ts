@@ -24,11 +24,14 @@ import type {
 } from './types.js';
 import type { VHost } from './vhost.js';
 
-interface Unacked {
+/** A delivery waiting for its acknowledgement. */
+export interface Unacked {
   readonly entry: QueueEntry;
   readonly queue: Queue;
   /** null for basic.get. */
   readonly consumer: Consumer | null;
+  /** When it was delivered (ms since the epoch): the consumer timeout and the oldest-unacked age. */
+  readonly at: number;
 }
 
 /**
@@ -66,6 +69,12 @@ export class CoreChannel implements ConsumerOwner {
   private readonly auth: Auth;
   readonly stats: ChannelStats = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0 };
   readonly openedAt = Date.now();
+  /**
+   * Set by an adapter that handles consumer timeouts: the consumer (null: a basic.get delivery)
+   * was cancelled and its deliveries requeued; the adapter tells the client. Channels without it
+   * are not swept.
+   */
+  onConsumerTimeout: ((consumerTag: string | null, timeoutMs: number) => void) | undefined;
 
   constructor(
     readonly connection: CoreConnection,
@@ -276,7 +285,7 @@ export class CoreChannel implements ConsumerOwner {
    * (AMQP basic.return) — the core only reports `routed: 0`. The vhost checks the message
    * (see `checkMessage`): it can be delivered on every protocol, or the publish is refused (406).
    */
-  publish(msg: Message, _opts?: PublishOptions): PublishResult {
+  publish(msg: Message, opts?: PublishOptions): PublishResult {
     if (this.writeOk !== msg.exchange || this.writeGen !== this.auth.generation || this.writeEx!.deleted) {
       this.checkPublishable(msg.exchange);
     }
@@ -286,7 +295,7 @@ export class CoreChannel implements ConsumerOwner {
       throw BrokerError.precondition(`user_id property set to '${uid}' but authenticated user was '${this.connection.user}'`);
     }
     this.stats.published++;
-    return this.vhost.publish(msg, this.connection.id);
+    return this.vhost.publish(msg, this.connection.id, opts?.delay);
   }
 
   /**
@@ -388,12 +397,12 @@ export class CoreChannel implements ConsumerOwner {
     const tag = this.nextTag++;
     if (!c.noAck) {
       if (this.unacked === NO_UNACKED) this.unacked = new Map();
-      this.unacked.set(tag, { entry: e, queue: q, consumer: c });
+      this.unacked.set(tag, { entry: e, queue: q, consumer: c, at: Date.now() });
       c.unacked++;
     }
     try {
       c.sink.deliver({
-        message: e.msg,
+        message: e.returns === 0 ? e.msg : q.messageFor(e),
         deliveryTag: tag,
         redelivered,
         consumerTag: c.tag,
@@ -455,12 +464,12 @@ export class CoreChannel implements ConsumerOwner {
     const tag = this.nextTag++;
     if (!noAck) {
       if (this.unacked === NO_UNACKED) this.unacked = new Map();
-      this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null });
+      this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null, at: Date.now() });
     }
     this.stats.got++;
     return {
       delivery: {
-        message: taken.entry.msg,
+        message: q.messageFor(taken.entry),
         deliveryTag: tag,
         redelivered: taken.redelivered,
         consumerTag: '',
@@ -509,13 +518,38 @@ export class CoreChannel implements ConsumerOwner {
     if (how === 0) {
       u.queue.ack(u.entry);
       this.stats.acked++;
-    } else if (how === 1) u.queue.requeue(u.entry);
+    } else if (how === 1) u.queue.requeue(u.entry, true);
     else u.queue.reject(u.entry);
     if (c !== null) {
       const wasFull = c.prefetch !== 0 && c.unacked >= c.prefetch;
       c.unacked--;
       if (wasFull || how === 1) c.queue.kick();
     }
+  }
+
+  /** Unacknowledged deliveries, oldest first. */
+  unackedDeliveries(): IterableIterator<Unacked> {
+    return this.unacked.values();
+  }
+
+  /**
+   * A consumer (null: basic.get) held a delivery past its timeout: its unacknowledged deliveries go
+   * back to their queues, redelivered, the consumer is cancelled, and the adapter is told. The
+   * channel's other consumers go on.
+   */
+  timeOutConsumer(c: Consumer | null, timeoutMs: number): void {
+    for (const [tag, u] of this.unacked) {
+      if (u.consumer !== c) continue;
+      this.unacked.delete(tag);
+      u.queue.requeue(u.entry);
+      if (c !== null) c.unacked--;
+    }
+    if (c !== null && this.consumerMap.get(c.tag) === c) {
+      this.consumerMap.delete(c.tag);
+      c.queue.removeConsumer(c);
+    }
+    this.onConsumerTimeout?.(c === null ? null : c.tag, timeoutMs);
+    this.resume();
   }
 
   /** basic.recover: every unacknowledged delivery goes back to its queue, flagged redelivered. */

@@ -2,8 +2,11 @@ import { Alarms } from './alarms.js';
 import { Auth, type User } from './auth.js';
 import { CoreConnection, type Closable } from './connection.js';
 import { propertiesLimit } from './message-check.js';
+import { ConsumerTimeouts } from './consumer-timeout.js';
 import { BrokerError } from './errors.js';
 import { NO_PERSISTENCE, type Persistence } from './persistence.js';
+import type { DelayedStore } from './exchanges/delayed.js';
+import type { HeldCodec } from './exchanges/held.js';
 import { Policies } from './policies.js';
 import { SystemSession } from './session.js';
 import { CoreTotals } from './stats.js';
@@ -22,6 +25,10 @@ export interface CoreOptions {
   log?: CoreLog;
   /** The AMQP frame_max the broker offers (default 131072): stored messages' properties must fit one frame of it. */
   frameMax?: number;
+  /** Default consumer timeout in ms (0 = none); queues override with x-consumer-timeout. */
+  consumerTimeout?: number;
+  /** How often the consumer timeout sweep runs, in ms. */
+  consumerTimeoutSweepMs?: number;
 }
 
 /** The part of a logger the core uses. */
@@ -47,9 +54,15 @@ export class Core implements VHostContext {
   /** Policies per vhost (management API, definitions). */
   readonly policies = new Policies();
   readonly defaultVhost: string;
+  /** Cancels consumers that hold deliveries past their timeout (one periodic sweep). */
+  readonly consumerTimeouts: ConsumerTimeouts;
   persistence: Persistence;
   readonly log: CoreLog;
   readonly maxPropertiesBytes: number;
+  /** Durable storage for held (delayed) messages; set by the store before recovery. */
+  delayedStore: DelayedStore | undefined;
+  /** Packs held (delayed) messages into bytes; set by the store. */
+  heldCodec: HeldCodec | undefined;
   private messageId = 0;
   private connectionId = 0;
 
@@ -59,6 +72,7 @@ export class Core implements VHostContext {
     this.maxPropertiesBytes = propertiesLimit(opts.frameMax ?? 131072);
     this.alarms = new Alarms(opts.memoryHighWatermark ?? 0.4);
     this.defaultVhost = opts.defaultVhost ?? '/';
+    this.consumerTimeouts = new ConsumerTimeouts(this, opts.consumerTimeout ?? 0, opts.consumerTimeoutSweepMs);
     this.auth.guestLoopbackOnly = !(opts.guestRemote ?? false);
     this.policies.onChange = () => {
       for (const v of this.vhosts.values()) v.applyPolicies();

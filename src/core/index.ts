@@ -86,3 +86,5 @@ export {
   type QueueDeclareOk,
   type GetResult,
 } from './types.js';
+export { ConsumerTimeouts, oldestUnackedAge, oldestUnackedAt } from './consumer-timeout.js';
+export { DELAYED_EXCHANGE_TYPE, type DelayedStore } from './exchanges/delayed.js';

@@ -121,6 +121,11 @@ export interface ConsumeOptions {
 
 export interface PublishOptions {
   mandatory?: boolean;
+  /**
+   * Hold the message this many ms before routing it (MQTT `$delayed/<s>/`, STOMP `x-delay`);
+   * 0 or undefined = route now. AMQP uses an `x-delayed-message` exchange instead.
+   */
+  delay?: number;
 }
 
 export interface PublishResult {
@@ -132,6 +137,8 @@ export interface PublishResult {
    * adapters may answer synchronously without allocating.
    */
   readonly settled: Promise<void>;
+  /** The message is held for later routing (`routed` is 0 until then). */
+  readonly delayed?: boolean;
 }
 
 /** The already-settled promise returned when a publish has nothing pending. */

@@ -1,11 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { BrokerError } from './errors.js';
+import { DELAYED_EXCHANGE_TYPE, DelayedMessages, delayOf, MAX_DELAY_MS, type DelayedHost, type DelayedStore } from './exchanges/delayed.js';
 import { Exchange, type Binding, type Destination } from './exchanges/exchange.js';
+import type { HeldCodec } from './exchanges/held.js';
 import { describeValue, tableKey } from './field-key.js';
 import { checkMessage } from './message-check.js';
 import type { Persistence } from './persistence.js';
 import type { Policies } from './policies.js';
 import { Queue, type DeadLetterReason, type QueueHost } from './queues/queue.js';
+import { QUORUM } from './queues/quorum.js';
+import { queueTypeOf } from './queues/queue-type.js';
 import {
   SETTLED,
   type ExchangeOptions,
@@ -27,6 +31,10 @@ export interface VHostContext {
   readonly policies?: Policies;
   /** The largest property block a stored message may have (what fits one AMQP content header frame). */
   readonly maxPropertiesBytes?: number;
+  /** Where persistent messages held by durable exchanges are stored (none: memory only). */
+  readonly delayedStore?: DelayedStore | undefined;
+  /** Packs held messages into bytes (none: they are kept as objects). */
+  readonly heldCodec?: HeldCodec | undefined;
 }
 
 const DEFAULT_EXCHANGES: ReadonlyArray<[string, string]> = [
@@ -79,7 +87,7 @@ function validateExpiration(exp: string | undefined): void {
 /**
  * A virtual host: its own exchanges, queues and bindings. All routing happens here.
  */
-export class VHost implements QueueHost {
+export class VHost implements QueueHost, DelayedHost {
   readonly exchanges = new Map<string, Exchange>();
   readonly queues = new Map<string, Queue>();
   private readonly scratch = new Set<Destination>();
@@ -145,9 +153,13 @@ export class VHost implements QueueHost {
       if (tableKey({ ae: ae ?? null }) !== tableKey({ ae: existing.args['alternate-exchange'] ?? null })) {
         throw inequivalent(what, 'alternate-exchange', ae, existing.args['alternate-exchange']);
       }
+      if (type === DELAYED_EXCHANGE_TYPE && args['x-delayed-type'] !== existing.args['x-delayed-type']) {
+        throw inequivalent(what, 'x-delayed-type', args['x-delayed-type'], existing.args['x-delayed-type']);
+      }
       return existing;
     }
     const ex = new Exchange(this.name, name, type, durable, autoDelete, internal, args);
+    if (type === DELAYED_EXCHANGE_TYPE) this.delayedOf(ex);
     const ae = this.ctx.policies?.effectiveExchangeArguments(this.name, name, args)['alternate-exchange'];
     if (typeof ae === 'string') ex.alternate = ae;
     this.exchanges.set(name, ex);
@@ -169,6 +181,7 @@ export class VHost implements QueueHost {
 
   private removeExchange(ex: Exchange): void {
     ex.deleted = true;
+    ex.delayed?.destroy();
     this.exchanges.delete(ex.name);
     for (const b of [...ex.bindings.values()]) this.removeBinding(b, false);
     for (const b of [...ex.inbound]) this.removeBinding(b, true);
@@ -197,6 +210,11 @@ export class VHost implements QueueHost {
       if (existing.exclusive !== exclusive) throw inequivalent(what, 'exclusive', exclusive, existing.exclusive);
       if (existing.autoDelete !== autoDelete) throw inequivalent(what, 'auto_delete', autoDelete, existing.autoDelete);
       for (const a of EQUIVALENCE_ARGS) {
+        if (a === 'x-queue-type') {
+          // No x-queue-type means the default type: 'classic' and none are equivalent.
+          if (queueTypeOf(this.name, name, args, QUORUM).name !== existing.type.name) throw inequivalent(what, a, args[a], existing.args[a]);
+          continue;
+        }
         if (tableKey({ v: args[a] ?? null }) !== tableKey({ v: existing.args[a] ?? null })) {
           throw inequivalent(what, a, args[a], existing.args[a]);
         }
@@ -207,11 +225,8 @@ export class VHost implements QueueHost {
     if (name.startsWith('amq.')) {
       throw BrokerError.accessRefused(`${this.describe('queue', name)} refused: reserved name`);
     }
+    queueTypeOf(this.name, name, args, QUORUM).validate({ vhost: this.name, name, durable, exclusive, autoDelete, args });
     const qname = name === '' ? `amq.gen-${randomBytes(16).toString('base64url').slice(0, 22)}` : name;
-    const qt = args['x-queue-type'];
-    if (qt !== undefined && qt !== 'classic' && qt !== 'quorum' && qt !== 'stream') {
-      throw BrokerError.precondition(`invalid arg 'x-queue-type' for ${this.describe('queue', qname)}: '${String(qt)}'`);
-    }
     const effective = this.ctx.policies?.effectiveQueueArguments(this.name, qname, args) ?? args;
     const q = new Queue(this, qname, durable && !exclusive, exclusive, autoDelete, args, exclusive ? owner : 0, effective);
     this.queues.set(qname, q);
@@ -306,10 +321,27 @@ export class VHost implements QueueHost {
    * stored message passes {@link checkMessage}: it can be delivered on every protocol, or the
    * publish is refused (406).
    */
-  publish(msg: Message, publisherId: number): PublishResult {
+  publish(msg: Message, publisherId: number, delay = 0): PublishResult {
     const ex = this.getExchange(msg.exchange);
     validateExpiration(msg.properties.expiration);
-    return this.publishTo(ex, this.checkContent(msg), publisherId, undefined);
+    // A held message is checked before it is held: it is refused at publish, not when it is due.
+    const checked = this.checkContent(msg);
+    if (ex.delayed !== undefined && ex.type === DELAYED_EXCHANGE_TYPE) {
+      const d = delayOf(checked.properties.headers);
+      if (d !== undefined) return ex.delayed.hold(checked, publisherId, d);
+    }
+    if (delay > 0 && delay <= MAX_DELAY_MS) return this.delayedOf(ex).hold(checked, publisherId, delay);
+    return this.publishTo(ex, checked, publisherId, undefined);
+  }
+
+  /** The holder of an exchange's delayed messages, created on first use. */
+  delayedOf(ex: Exchange): DelayedMessages {
+    return (ex.delayed ??= new DelayedMessages(ex, this, ex.durable ? this.ctx.delayedStore : undefined, this.ctx.heldCodec));
+  }
+
+  releaseDelayed(ex: Exchange, msg: Message, publisherId: number): PublishResult {
+    if (ex.deleted) return { routed: 0, settled: SETTLED };
+    return this.publishTo(ex, msg, publisherId, undefined);
   }
 
   private publishTo(ex: Exchange, msg: Message, publisherId: number, skip: ((q: Queue) => boolean) | undefined): PublishResult {

@@ -1,4 +1,4 @@
-import type { Core, ProtocolTotals } from '../core/index.js';
+import { oldestUnackedAge, type Core, type ProtocolTotals } from '../core/index.js';
 import { DIRECT_PROTOCOL } from './api.js';
 import { VERSION } from './package-info.js';
 
@@ -180,12 +180,15 @@ export function renderMetrics(core: Core, startedAt: number, perObject = false):
     ['warren_queue_messages_got_total', 'counter', 'Messages fetched with basic.get', (q) => q.stats.got],
     ['warren_queue_messages_acked_total', 'counter', 'Messages acknowledged', (q) => q.stats.acked],
     ['warren_queue_messages_redelivered_total', 'counter', 'Messages delivered again', (q) => q.stats.redelivered],
+    ['warren_queue_oldest_unacked_age_seconds', 'gauge', 'Age of the oldest delivery its consumers have not acknowledged', (q) => oldestUnackedAge(q) / 1000],
   ];
   if (!perObject) {
     // One unlabelled total per family, over every queue of every vhost.
     for (const [name, type, help, pick] of families) {
       let total = 0;
-      for (const v of core.vhosts.values()) for (const q of v.queues.values()) total += pick(q);
+      // An age is not summed: the broker-wide value is the oldest.
+      const max = name === 'warren_queue_oldest_unacked_age_seconds';
+      for (const v of core.vhosts.values()) for (const q of v.queues.values()) total = max ? Math.max(total, pick(q)) : total + pick(q);
       x.header(name, type, `${help} (all queues)`);
       x.sample(name, '', total);
     }
@@ -209,5 +212,6 @@ interface QueueLike {
   unackedCount: number;
   readyBytes: number;
   consumerCount: number;
+  consumers: readonly { readonly owner: unknown }[];
   stats: { published: number; delivered: number; got: number; acked: number; redelivered: number };
 }

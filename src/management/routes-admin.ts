@@ -38,6 +38,7 @@ export async function deleteVhost(api: ManagementApi, name: string, by: string):
   for (const c of [...core.connections]) {
     if (c.vhost === v) c.handle.forceClose(ReplyCode.CONNECTION_FORCED, `vhost '${name}' is deleted`);
   }
+  for (const x of v.exchanges.values()) x.delayed?.destroy(); // held (delayed) messages go with it
   v.removeAll();
   core.vhosts.delete(name);
   core.auth.deleteVhost(name);

@@ -17,6 +17,7 @@ const EXCHANGE_TYPES = [
   { name: 'fanout', description: 'AMQP fanout exchange, as per the AMQP specification', enabled: true },
   { name: 'headers', description: 'AMQP headers exchange, as per the AMQP specification', enabled: true },
   { name: 'topic', description: 'AMQP topic exchange, as per the AMQP specification', enabled: true },
+  { name: 'x-delayed-message', description: 'Delayed message exchange (x-delayed-type routes, x-delay holds)', enabled: true },
 ];
 
 /** The management API speaks RabbitMQ's dialect of this version. */

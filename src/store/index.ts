@@ -3,6 +3,7 @@ import type { Core } from '../core/core.js';
 import { importDefinitions, type ImportReport } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { startupError } from './errors.js';
+import { DurableDelayed, HELD_CODEC, recoverDelayed } from './delayed.js';
 import { MessageStore, type RecoverySummary } from './message-store.js';
 
 export { DEFINITIONS_LOG, DEFINITIONS_SNAPSHOT, DefinitionsLog } from './definitions-log.js';
@@ -73,7 +74,12 @@ export function openStore(
   try {
     const version = opts.version ?? '0.0.0';
     store.attach(core, version);
+    // Held messages need their exchanges: the store is attached before, refilled after recovery.
+    const delayed = new DurableDelayed(store.records('delayed'), log, () => store.definitionsWritten());
+    core.delayedStore = delayed;
+    core.heldCodec = HELD_CODEC;
     const recovery = store.recover();
+    recoverDelayed(core, delayed, log);
     if (opts.definitions !== undefined) {
       const report = importDefinitionsFile(core, opts.definitions);
       for (const w of report.warnings) log.warn(`definitions: ${w}`);

@@ -435,6 +435,11 @@ export class MessageStore implements Persistence, QueueLogHost {
     return out;
   }
 
+  /** Resolves once the definitions as they are now are on disk (at once when nothing is pending). */
+  definitionsWritten(): Promise<void> {
+    return this.definitionsSettled();
+  }
+
   // ---- QueueLogHost -----------------------------------------------------------------------
 
   nextMessageId(): number {

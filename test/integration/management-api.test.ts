@@ -151,7 +151,7 @@ describe('overview, whoami, nodes, health', () => {
     const listeners = o['listeners'] as Row[];
     expect(listeners.map((l) => l['protocol'])).toEqual(expect.arrayContaining(['amqp', 'mqtt', 'stomp', 'http']));
     expect(listeners.find((l) => l['protocol'] === 'amqp')?.['port']).toBe(tb.broker.ports.amqp);
-    expect((o['exchange_types'] as Row[]).map((t) => t['name']).sort()).toEqual(['direct', 'fanout', 'headers', 'topic']);
+    expect((o['exchange_types'] as Row[]).map((t) => t['name']).sort()).toEqual(['direct', 'fanout', 'headers', 'topic', 'x-delayed-message']);
     expect(o['connections_by_protocol']).toMatchObject({ 'AMQP 0-9-1': 1 });
   });
 

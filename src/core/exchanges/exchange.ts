@@ -1,5 +1,6 @@
 import type { FieldTable } from '../types.js';
 import type { Queue } from '../queues/queue.js';
+import { DELAYED_EXCHANGE_TYPE, delayedTypeOf, type DelayedMessages } from './delayed.js';
 import { createRouter, type Router } from './router.js';
 
 /** Where a binding leads: a queue, or another exchange (exchange-to-exchange binding). */
@@ -23,6 +24,8 @@ export class Exchange {
   /** The alternate exchange: declared, or from a policy. */
   alternate: string | undefined;
   deleted = false;
+  /** Messages held for later routing: an `x-delayed-message` exchange, or delayed publishes. */
+  delayed: DelayedMessages | undefined;
   readonly stats = { publishIn: 0, publishOut: 0 };
 
   constructor(
@@ -34,7 +37,7 @@ export class Exchange {
     readonly internal: boolean,
     readonly args: FieldTable,
   ) {
-    this.router = createRouter<Destination>(type);
+    this.router = createRouter<Destination>(type === DELAYED_EXCHANGE_TYPE ? delayedTypeOf(args) : type);
     const ae = args['alternate-exchange'];
     this.alternate = typeof ae === 'string' ? ae : undefined;
   }

@@ -7,6 +7,8 @@ export interface QueueEntry {
   readonly seq: number;
   /** Deliveries so far (0 = never delivered; >0 means redelivered). */
   deliveryCount: number;
+  /** Failed deliveries: returned by nack/reject with requeue (a quorum queue's delivery count). */
+  returns: number;
   /** Absolute expiry in ms since the epoch; 0 = never. */
   expiresAt: number;
   /** Priority level index (0 when the queue has no priorities). */
@@ -22,5 +24,5 @@ export interface QueueEntry {
 
 /** Creates an entry; every entry has the same shape, whichever path made it. */
 export function newEntry(msg: StoredMessage, seq: number, deliveryCount: number, expiresAt: number, level: number): QueueEntry {
-  return { msg, seq, deliveryCount, expiresAt, level, pstate: 0, seg: 0, pos: 0, mseg: 0 };
+  return { msg, seq, deliveryCount, returns: 0, expiresAt, level, pstate: 0, seg: 0, pos: 0, mseg: 0 };
 }

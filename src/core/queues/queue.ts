@@ -4,7 +4,10 @@ import type { PageSink, Persistence, QueueStore } from '../persistence.js';
 import type { FieldTable, FieldValue, StoredMessage } from '../types.js';
 import type { Consumer } from './consumer.js';
 import { newEntry, type QueueEntry } from './entry.js';
+import { QUORUM } from './quorum.js';
+import { queueTypeOf, type QueueType } from './queue-type.js';
 import { ReadyList } from './ready-list.js';
+import { RequeueDelays, requeueDelayFor } from './requeue-delay.js';
 
 /** Why a message left a queue without being acknowledged (x-death `reason`). */
 export type DeadLetterReason = 'rejected' | 'expired' | 'maxlen' | 'delivery_limit';
@@ -99,8 +102,19 @@ export class Queue implements PageSink {
   overflow: Overflow = 'drop-head';
   deadLetterExchange: string | undefined = undefined;
   deadLetterRoutingKey: string | undefined = undefined;
+  /** x-requeue-delay / x-requeue-delay-max (ms): returned messages wait before they are ready again. */
+  requeueDelay: number | undefined = undefined;
+  requeueDelayMax: number | undefined = undefined;
+  /** Returned messages waiting out their requeue delay (made on first use). */
+  private delays: RequeueDelays | undefined;
+  /** x-consumer-timeout (ms; 0 = none), undefined = the broker default. */
+  consumerTimeout: number | undefined = undefined;
+  /** Failed deliveries a message may have before it is dead-lettered (queue type and x-delivery-limit). */
+  deliveryLimit: number | undefined = undefined;
   readonly maxPriority: number;
   readonly singleActiveConsumer: boolean;
+  /** Classic or quorum: what differs between queue types. */
+  readonly type: QueueType;
 
   constructor(
     readonly host: QueueHost,
@@ -115,6 +129,7 @@ export class Queue implements PageSink {
     effectiveArgs: FieldTable = args,
   ) {
     this.id = `${host.name}/${name}`;
+    this.type = queueTypeOf(host.name, name, args, QUORUM);
     this.setLimits(effectiveArgs);
     this.maxPriority = Math.min(intArg(args, 'x-max-priority', 0, name) ?? 0, 255);
     this.singleActiveConsumer = args['x-single-active-consumer'] === true;
@@ -137,6 +152,10 @@ export class Queue implements PageSink {
     this.overflow = overflow;
     this.deadLetterExchange = strArg(a, 'x-dead-letter-exchange');
     this.deadLetterRoutingKey = strArg(a, 'x-dead-letter-routing-key');
+    this.deliveryLimit = this.type.deliveryLimit(a);
+    this.consumerTimeout = intArg(a, 'x-consumer-timeout', 0, name);
+    this.requeueDelay = intArg(a, 'x-requeue-delay', 0, name);
+    this.requeueDelayMax = intArg(a, 'x-requeue-delay-max', 0, name);
   }
 
   /**
@@ -420,9 +439,41 @@ export class Queue implements PageSink {
     this.settle(e);
   }
 
-  /** Back to its original position, flagged redelivered. */
-  requeue(e: QueueEntry): void {
+  /** The message a consumer receives for an entry (a quorum queue adds `x-delivery-count`). */
+  messageFor(e: QueueEntry): StoredMessage {
+    return this.type.messageFor(e);
+  }
+
+  /**
+   * Back to its original position, flagged redelivered. `failed`: the consumer returned it
+   * (nack/reject with requeue), which counts against the delivery limit.
+   */
+  requeue(e: QueueEntry, failed = false): void {
     this.unackedCount--;
+    if (this.deleted) {
+      this.settle(e);
+      return;
+    }
+    if (failed) {
+      e.returns++;
+      if (this.deliveryLimit !== undefined && e.returns > this.deliveryLimit) {
+        this.deadLetterEntry(e, 'delivery_limit');
+        return;
+      }
+      if (this.requeueDelay !== undefined && this.requeueDelay > 0) {
+        (this.delays ??= new RequeueDelays(this.requeueReady)).hold(e, requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax));
+        return;
+      }
+    }
+    this.requeueReady(e);
+  }
+
+  /** Messages returned by a consumer that wait out the queue's requeue delay. */
+  get delayedCount(): number {
+    return this.delays?.count ?? 0;
+  }
+
+  private readonly requeueReady = (e: QueueEntry): void => {
     if (this.deleted) {
       this.settle(e);
       return;
@@ -432,7 +483,7 @@ export class Queue implements PageSink {
     this.readyBytes += e.msg.size;
     if (e.expiresAt !== 0) this.scheduleTtl(e.expiresAt);
     if (this.consumers.length > 0) this.kick();
-  }
+  };
 
   /**
    * Rejected without requeue: dead-lettered if the queue has a dead-letter exchange.
@@ -568,6 +619,7 @@ export class Queue implements PageSink {
     this.pagedBytes = 0;
     this.readyCount = 0;
     this.readyBytes = 0;
+    if (this.delays !== undefined) for (const e of this.delays.drain()) e.msg.refs--;
     this.store?.deleted();
     if (this.ttlTimer) clearTimeout(this.ttlTimer);
     if (this.expiresTimer) clearTimeout(this.expiresTimer);

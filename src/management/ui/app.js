@@ -668,7 +668,7 @@ function exchangesView() {
         [
           { name: 'vhost', label: 'Virtual host', options: vhosts },
           { name: 'name', label: 'Name', required: true },
-          { name: 'type', label: 'Type', options: ['direct', 'fanout', 'topic', 'headers'] },
+          { name: 'type', label: 'Type', options: ['direct', 'fanout', 'topic', 'headers', 'x-delayed-message'] },
           { name: 'durable', label: 'Durable', type: 'checkbox', value: 'true' },
           { name: 'auto_delete', label: 'Auto delete', type: 'checkbox' },
           { name: 'internal', label: 'Internal', type: 'checkbox' },
@@ -699,6 +699,7 @@ function exchangesView() {
             { title: 'Features', value: (r) => queueFeatures(r) },
             { title: 'Rate in', value: (r) => fmtRate(r.message_stats?.publish_in_details?.rate), num: true },
             { title: 'Rate out', value: (r) => fmtRate(r.message_stats?.publish_out_details?.rate), num: true },
+            { title: 'Delayed', value: (r) => r.messages_delayed ?? 0, num: true },
           ],
           rows,
           'No exchanges.',
@@ -803,6 +804,7 @@ function exchangeView() {
           ['Rate in', fmtRate(x.message_stats?.publish_in_details?.rate)],
           ['Rate out', fmtRate(x.message_stats?.publish_out_details?.rate)],
           ['Published in', x.message_stats?.publish_in],
+          ['Delayed messages', x.messages_delayed ?? 0],
         ]),
       );
       /** @type {Obj[]} */

@@ -99,14 +99,14 @@ describe('importing RabbitMQ definitions', () => {
   test('what cannot be applied is skipped with a warning, a malformed file is refused', () => {
     const core = new Core();
     const r = importDefinitions(core, {
-      exchanges: [{ name: 'delayed', vhost: '/', type: 'x-delayed-message', durable: true }],
+      exchanges: [{ name: 'hashed', vhost: '/', type: 'x-consistent-hash', durable: true }],
       queues: [{ name: 'q', vhost: 'nowhere', durable: true }],
       bindings: [{ source: 'missing', vhost: '/', destination: 'q', destination_type: 'queue', routing_key: '' }],
       users: [{ name: 'legacy', password_hash: 'abc', hashing_algorithm: 'rabbit_password_hashing_bcrypt' }],
     });
     expect(r.warnings).toHaveLength(4);
     expect(r.warnings[0]).toMatch(/legacy/);
-    expect(r.warnings.join('\n')).toMatch(/invalid exchange type 'x-delayed-message'/);
+    expect(r.warnings.join('\n')).toMatch(/invalid exchange type 'x-consistent-hash'/);
     expect(() => importDefinitions(core, { queues: 'nope' })).toThrow(/'queues' must be a list/);
     expect(() => importDefinitions(core, [])).toThrow(/JSON object/);
   });

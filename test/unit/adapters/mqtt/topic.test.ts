@@ -3,6 +3,7 @@ import {
   bindingKeyToFilter,
   checkTopicName,
   filterMatches,
+  parseDelayedTopic,
   filterToBindingKey,
   matchWords,
   parseFilter,
@@ -110,5 +111,25 @@ describe('matching', () => {
     expect(matchWords(['a', '#', 'z'], ['a', 'z'], '*')).toBe(true);
     expect(matchWords(['a', '#', 'z'], ['a', 'b'], '*')).toBe(false);
     expect(matchWords(['*', 'b'], ['$x', 'b'], '*')).toBe(false);
+  });
+});
+
+describe('parseDelayedTopic', () => {
+  test('$delayed/<seconds>/<topic> gives the topic and the delay in ms', () => {
+    expect(parseDelayedTopic('$delayed/10/a/b')).toEqual({ topic: 'a/b', delayMs: 10_000 });
+    expect(parseDelayedTopic('$delayed/0/x')).toEqual({ topic: 'x', delayMs: 0 });
+  });
+
+  test('other topics are not delayed', () => {
+    expect(parseDelayedTopic('a/b')).toBeUndefined();
+    expect(parseDelayedTopic('$SYS/x')).toBeUndefined();
+  });
+
+  test('a bad interval or a missing topic is an error text', () => {
+    expect(parseDelayedTopic('$delayed/soon/a')).toMatch(/invalid delay interval/);
+    expect(parseDelayedTopic('$delayed/-1/a')).toMatch(/invalid delay interval/);
+    expect(parseDelayedTopic('$delayed/4294968/a')).toMatch(/invalid delay interval/);
+    expect(parseDelayedTopic('$delayed/5')).toMatch(/invalid delay interval/);
+    expect(parseDelayedTopic('$delayed/5/')).toMatch(/no topic/);
   });
 });
