@@ -15,11 +15,13 @@ import {
   MessageRefusedError,
   ReplyCode,
   SETTLED,
+  processMemory,
   type Closable,
   type CoreChannel,
   type CoreConnection,
   type Delivery,
   type DeliverySink,
+  type MemorySource,
   type Message,
   type MessageProperties,
   type PublishResult,
@@ -145,7 +147,7 @@ function payloadOf(p: string | Buffer): Buffer {
  * One MQTT network connection: CONNECT, then packets translated into calls on the session's
  * CoreChannel; it is the DeliverySink of the session's consumers.
  */
-export class MqttConnection implements Closable, DeliverySink, GuardedConnection {
+export class MqttConnection implements Closable, DeliverySink, GuardedConnection, MemorySource {
   /** Everything the client's input sets off runs under it (failure isolation). */
   private readonly guard: InputGuard;
   private state: State = 'connect';
@@ -247,6 +249,14 @@ export class MqttConnection implements Closable, DeliverySink, GuardedConnection
   private static uncork(c: MqttConnection): void {
     c.corked = false;
     c.stream.uncork();
+    // Bytes the socket did not take at once are held until it drains: the memory account polls them.
+    if (c.stream.writableLength > 0) processMemory.track(c);
+  }
+
+  /** MemorySource: bytes waiting in the stream's write buffer (0 once it is destroyed). */
+  get heldBytes(): number {
+    const s = this.stream;
+    return s.destroyed ? 0 : s.writableLength;
   }
 
   /**

@@ -786,6 +786,7 @@ export class StompConnection implements Closable, SubscriptionHost, GuardedConne
     this.connectTimer = this.closeTimer = this.sendTimer = this.recvTimer = undefined;
     this.unsubscribeAlarms();
     this.state = 'closed';
+    this.decoder.clear(); // unread input leaves the memory account with the connection
     const wasOpen = this.core !== undefined;
     this.releaseCore();
     if (wasOpen) this.log.info({ user: this.user, vhost: this.vhost, reason: this.closeReason }, 'connection closed');

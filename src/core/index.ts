@@ -19,7 +19,8 @@ export { CoreChannel } from './channel.js';
 export { BrokerError, ReplyCode, replyName } from './errors.js';
 export { Deque } from './deque.js';
 export { scalarText } from './field-key.js';
-export { Alarms } from './alarms.js';
+export { Alarms, MEMORY_CLEAR_RATIO, MEMORY_SAMPLE_MS, memoryBase, type MemoryBase, type MemoryFigure } from './alarms.js';
+export { MemoryAccount, processMemory, type MemorySource } from './memory.js';
 export {
   Auth,
   hashPassword,

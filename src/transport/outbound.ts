@@ -1,4 +1,5 @@
 import type { Writable } from 'node:stream';
+import { processMemory, type MemorySource } from '../core/index.js';
 
 /** Bytes above which a sink reports `congested` and dispatch to it pauses. */
 export const HIGH_WATERMARK = 1 << 20;
@@ -9,7 +10,7 @@ export const HARD_LIMIT = 256 << 20;
  * Writes frames to a socket, batching everything written in one tick into one syscall (cork,
  * uncork on nextTick), and reports back-pressure to the dispatcher.
  */
-export class Outbound {
+export class Outbound implements MemorySource {
   private corked = false;
   bytesOut = 0;
   framesOut = 0;
@@ -47,7 +48,15 @@ export class Outbound {
   private readonly uncork = (): void => {
     this.corked = false;
     this.stream.uncork();
+    // What the socket did not take at once is held here until it drains: the memory account polls it.
+    if (this.stream.writableLength > 0) processMemory.track(this);
   };
+
+  /** MemorySource: bytes waiting in the stream's write buffer (0 once it is destroyed). */
+  get heldBytes(): number {
+    const s = this.stream;
+    return s.destroyed ? 0 : s.writableLength;
+  }
 
   get congested(): boolean {
     return this.stream.writableLength > this.high;
