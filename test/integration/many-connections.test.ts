@@ -91,7 +91,7 @@ test(`with ${IDLE_MQTT + 2 * ACTIVE_EACH} connections held, a new client of each
     await m.endAsync();
 
     t0 = performance.now();
-    const a = await amqpConnect(tb.amqpUrl);
+    const a = await amqpConnect(tb.amqpUrl, { noDelay: true });
     const ch = await a.createChannel();
     const q = (await ch.assertQueue('', { exclusive: true })).queue;
     const gotA = new Promise<void>((resolve) => void ch.consume(q, () => resolve(), { noAck: true }));

@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { Alarms, Core, MemoryAccount, memoryBase, processMemory, type MemorySource } from '../../../src/core/index.js';
+import { Writable } from 'node:stream';
 import { ByteQueue } from '../../../src/transport/byte-queue.js';
+import { Outbound } from '../../../src/transport/outbound.js';
 
 class Held implements MemorySource {
   constructor(public heldBytes: number) {}
@@ -95,6 +97,35 @@ describe('ByteQueue', () => {
     expect(processMemory.poll() - base).toBe(200);
     q.clear();
     expect(processMemory.poll() - base).toBe(0);
+  });
+});
+
+describe('Outbound', () => {
+  test('bytes a stream has not taken yet are polled until they drain', async () => {
+    const base = processMemory.poll();
+    let release: (() => void) | undefined;
+    // A peer that takes its first write only when told to (a socket whose peer does not read).
+    const stream = new Writable({
+      highWaterMark: 1 << 30,
+      write(_chunk: Buffer, _enc, done) {
+        release = () => done();
+      },
+    });
+    const out = new Outbound(stream, () => undefined);
+    out.write(Buffer.alloc(1000));
+    out.write(Buffer.alloc(500));
+    await new Promise((r) => process.nextTick(r)); // the tick's writes are uncorked
+    expect(processMemory.poll() - base).toBe(1500);
+    release?.();
+    await new Promise((r) => setImmediate(r));
+    release?.();
+    await new Promise((r) => setImmediate(r));
+    expect(stream.writableLength).toBe(0);
+    expect(processMemory.poll() - base).toBe(0);
+    out.write(Buffer.alloc(10));
+    stream.destroy();
+    await new Promise((r) => process.nextTick(r));
+    expect(processMemory.poll() - base).toBe(0); // a destroyed stream holds nothing
   });
 });
 
