@@ -4,9 +4,12 @@ import { processMemory, type MemoryAccount } from './memory.js';
 
 export type AlarmListener = (blocked: boolean, reason: string) => void;
 
-/** How often memory is sampled (the disk every DISK_EVERY samples). */
+/** How often memory is sampled once the figure is at NEAR_RATIO of the watermark or above. */
 export const MEMORY_SAMPLE_MS = 50;
-const DISK_EVERY = 20;
+/** Below NEAR_RATIO of the watermark, memory is sampled SLOW_FACTOR times less often. */
+const NEAR_RATIO = 0.5;
+const SLOW_FACTOR = 5;
+const DISK_CHECK_MS = 1000;
 /** A raised memory alarm clears once the figure is below this fraction of the watermark. */
 export const MEMORY_CLEAR_RATIO = 0.9;
 /** Limits at or above this are "no limit" (cgroup v1 reports about 2^63 when unlimited). */
@@ -74,8 +77,8 @@ export interface MemoryFigure {
  *
  * Memory: the figure is what the broker accounts for itself (messages in queues, socket and
  * decoder buffers; see MemoryAccount) plus the V8 heap in use and non-buffer external memory,
- * sampled every MEMORY_SAMPLE_MS and also as soon as queued messages alone would cross the
- * watermark. The alarm is raised at the watermark and cleared below MEMORY_CLEAR_RATIO of it; it
+ * sampled every MEMORY_SAMPLE_MS from half the watermark up (less often below) and also as soon as
+ * queued messages alone would cross the watermark. The alarm is raised at the watermark and cleared below MEMORY_CLEAR_RATIO of it; it
  * does not follow the resident set size, which the allocator keeps high after memory is freed.
  * Free disk space in the data directory is checked once a second, off the hot path.
  */
@@ -95,7 +98,8 @@ export class Alarms {
   diskFree = -1;
   private diskPath: string | undefined;
   private diskChecking = false;
-  private samples = 0;
+  private sampleMs = MEMORY_SAMPLE_MS;
+  private diskCheckedAt = 0;
   /** The memory state as the sampler last decided it (a `set('memory', ...)` by hand stays until it flips). */
   private memoryHigh = false;
   private checkQueued = false;
@@ -167,16 +171,28 @@ export class Alarms {
     return { messages: a.messageBytes, buffered, heapUsed: mem.heapUsed, otherExternal, total };
   }
 
-  /** Checks now and every `intervalMs` (memory; the disk every DISK_EVERY checks). */
+  /**
+   * Checks now, then memory every `intervalMs` while the figure is at half the watermark or above
+   * (SLOW_FACTOR times less often below, where even a fast rise cannot reach the watermark before
+   * the next sample; queued messages also trigger a check as they cross it), the disk once a second.
+   */
   start(intervalMs = MEMORY_SAMPLE_MS): void {
+    this.sampleMs = intervalMs;
     this.check();
-    this.timer = setInterval(this.tick, intervalMs);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    const near = this.memoryHigh || this.memoryUsed >= this.memoryLimit * NEAR_RATIO;
+    this.timer = setTimeout(this.tick, near ? this.sampleMs : this.sampleMs * SLOW_FACTOR);
     this.timer.unref();
   }
 
   private readonly tick = (): void => {
+    if (this.timer === undefined) return;
     this.checkMemory();
-    if (++this.samples % DISK_EVERY === 0) this.checkDisk();
+    if (Date.now() - this.diskCheckedAt >= DISK_CHECK_MS) this.checkDisk();
+    this.schedule();
   };
 
   /** Checks memory and disk now. */
@@ -212,6 +228,7 @@ export class Alarms {
   };
 
   private checkDisk(): void {
+    this.diskCheckedAt = Date.now();
     const path = this.diskPath;
     if (path === undefined || this.diskChecking) return;
     this.diskChecking = true;
@@ -223,7 +240,7 @@ export class Alarms {
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.diskPath = undefined;
     this.account.cancelNotify(this.onThreshold);
