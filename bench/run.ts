@@ -24,6 +24,8 @@ import { setupTopology, teardownTopology } from './clients/index.js';
 import type { RoleSpec } from './clients/types.js';
 import { FailureLatch, sleep, sleepUntil, wallMs, withTimeout } from './clock.js';
 import { Histogram } from './histogram.js';
+import { connectionsTable, runConnections } from './connections.js';
+import type { ConnectionsResult } from './connections.js';
 import { IDLE_LEGEND, idleTable, raiseOpenFilesLimit, runIdle } from './idle.js';
 import type { IdleResult } from './idle.js';
 import type { ConsumerResult, FromClient, PublisherResult, RoleResult, Timeline, ToClient } from './ipc.js';
@@ -33,7 +35,7 @@ import type { RunResult } from './report.js';
 import { SCENARIOS } from './scenarios.js';
 import { delayedTable, dropDelayed, prefillDelayed } from './delayed.js';
 import type { DelayedRow, DelayedScenario } from './delayed.js';
-import type { IdleScenario, Scenario } from './scenarios.js';
+import type { ConnectionsScenario, IdleScenario, Scenario } from './scenarios.js';
 import { startAedes } from './peers/aedes.js';
 import { startMosquitto } from './peers/mosquitto.js';
 
@@ -467,7 +469,7 @@ async function measureDelayed(s: DelayedScenario, brokers: Broker[], o: RunOptio
 function wantsIdle(selection: string | undefined): boolean {
   const names = selection?.split(',').map((n) => n.trim()) ?? [];
   const all = names.length === 0 || names.includes('all');
-  return SCENARIOS.some((s) => s.kind === 'idle' && (all || names.includes(s.name)));
+  return SCENARIOS.some((s) => (s.kind === 'idle' || s.kind === 'connections') && (all || names.includes(s.name)));
 }
 
 /**
@@ -494,6 +496,29 @@ async function measureIdle(s: IdleScenario, brokers: Broker[], o: RunOptions, qu
     }
   }
   return [...runs.values()];
+}
+
+/**
+ * The many-connections scenario on every broker with an MQTT endpoint, one after another (each
+ * broker gets the machine's descriptors and ports to itself).
+ */
+async function measureConnections(s: ConnectionsScenario, brokers: Broker[], o: RunOptions, quietWaitS: number): Promise<ConnectionsResult[]> {
+  const out: ConnectionsResult[] = [];
+  for (const b of brokers) {
+    if (interrupted) break;
+    if (b.endpoints.mqtt === undefined) continue;
+    log(`${s.name} on ${b.name}: ${s.connections} connections ...`);
+    if (quietWaitS > 0) await waitForQuiet(quietWaitS);
+    const r = await runConnections(s, b, { runId: o.runId, onCleanup, log });
+    log(
+      r.error !== null
+        ? `  failed: ${r.error}`
+        : `  ${r.mqttIdle} idle MQTT + ${r.active} active held; ${r.kibPerIdleMqtt?.toFixed(2) ?? 'n/a'} KiB per idle MQTT connection settled`,
+    );
+    out.push(r);
+    await sleep(2000);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -664,6 +689,7 @@ async function main(): Promise<number> {
   const o: RunOptions = { runId: `${process.pid}-${Date.now().toString(36)}`, window, repeat, warmupS, durationS };
   const results: RunResult[] = [];
   const idleResults: IdleResult[] = [];
+  const connectionResults: ConnectionsResult[] = [];
   const sections: string[] = [];
   for (const s of scenarios) {
     if (s.kind === 'delayed') {
@@ -674,6 +700,12 @@ async function main(): Promise<number> {
       const table = await measureIdle(s, brokers, o, quietWaitS);
       idleResults.push(...table.flat());
       if (table.length > 0) sections.push(idleTable(s, table));
+      continue;
+    }
+    if (s.kind === 'connections') {
+      const rows = await measureConnections(s, brokers, o, quietWaitS);
+      connectionResults.push(...rows);
+      if (rows.length > 0) sections.push(connectionsTable(s, rows));
       continue;
     }
     // Repetitions alternate between brokers, so slow drifts in machine load hit both alike.
@@ -720,11 +752,15 @@ async function main(): Promise<number> {
   if (values.json !== undefined) {
     await writeFile(
       values.json,
-      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults }, null, 2)}\n`,
+      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults, connectionResults }, null, 2)}\n`,
     );
   }
   await cleanupAll();
-  return results.some((r) => r.error !== null) || idleResults.some((r) => r.error !== null) ? 1 : 0;
+  return results.some((r) => r.error !== null) ||
+    idleResults.some((r) => r.error !== null) ||
+    connectionResults.some((r) => r.error !== null)
+    ? 1
+    : 0;
 }
 
 main().then(

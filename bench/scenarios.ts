@@ -302,7 +302,46 @@ function delayedPending(name: string, pending: number): DelayedScenario {
   };
 }
 
-export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario)[] = [
+/**
+ * Not a throughput run: hold `connections` connections (idle MQTT from `processes` client
+ * processes, plus `activeEach` AMQP and as many STOMP connections that publish to themselves once a
+ * second) and, meanwhile, time new clients of each protocol (see connections.ts).
+ */
+export interface ConnectionsScenario {
+  kind: 'connections';
+  name: string;
+  protocol: Protocol;
+  summary: string;
+  connections: number;
+  activeEach: number;
+  processes: number;
+  /** Seconds of idling after the MQTT connections are up, and after the active ones are. */
+  settleS: number;
+  activeSettleS: number;
+  /** New clients per protocol. */
+  probes: number;
+}
+
+function manyConnections(name: string, connections: number, activeEach: number): ConnectionsScenario {
+  return {
+    kind: 'connections',
+    name,
+    protocol: 'mqtt',
+    summary:
+      `${connections.toLocaleString('en-US')} connections held at once: ${(connections - 2 * activeEach).toLocaleString('en-US')} idle MQTT 3.1.1 ` +
+      `(clean session, keep-alive 60 s, from 4 client processes) plus ${activeEach} AMQP and ${activeEach} STOMP connections that each ` +
+      `publish to their own queue once a second and consume it; meanwhile new MQTT, AMQP and STOMP clients connect and round-trip ` +
+      `one message. Brokers without AMQP/STOMP hold the idle MQTT connections only`,
+    connections,
+    activeEach,
+    processes: 4,
+    settleS: 90,
+    activeSettleS: 20,
+    probes: 30,
+  };
+}
+
+export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario | ConnectionsScenario)[] = [
   amqpOneToOne('amqp-1to1-16b', 16),
   amqpOneToOne('amqp-1to1-1k', 1024),
   amqpFanout('amqp-fanout10', 10, 16),
@@ -312,12 +351,13 @@ export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario)[] =
   mqttFanIn('mqtt-qos0-10to1-tls', 0, 16, 'mqtts'),
   mqttToAmqp('mqtt-to-amqp-qos1', 1, 16),
   mqttIdle('mqtt-idle-10k', 10_000),
+  manyConnections('connections-20k', 20_000, 250),
   stompQueue('stomp-queue-ack-individual', 'stomp', 'client-individual', 16),
   stompQueue('stomp-queue-ack-auto', 'stomp', 'auto', 16),
   stompQueue('stomp-ws-queue-ack-individual', 'stomp-ws', 'client-individual', 16),
   delayedPending('amqp-delayed-1m-pending', 1_000_000),
 ];
 
-export function findScenario(name: string): Scenario | IdleScenario | DelayedScenario | undefined {
+export function findScenario(name: string): Scenario | IdleScenario | DelayedScenario | ConnectionsScenario | undefined {
   return SCENARIOS.find((s) => s.name === name);
 }

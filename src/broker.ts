@@ -118,6 +118,15 @@ export async function startBroker(
     { dataDir: options.dataDir, definitions: options.definitions, version: VERSION, queueMemoryBudget: options.queueMemoryBudget, ...storeTuning },
     log,
   );
+  const base = core.alarms.memoryBase;
+  log.info(
+    { memoryLimit: core.alarms.memoryLimit, base: base?.source ?? 'bytes', baseBytes: base?.bytes },
+    base === undefined
+      ? 'memory high watermark set in bytes'
+      : base.source === 'cgroup'
+        ? 'memory high watermark: a fraction of the container (cgroup) memory limit'
+        : 'memory high watermark: a fraction of the host RAM',
+  );
   core.alarms.watchDisk(options.dataDir, options.diskFreeLimit);
   core.alarms.on((blocked, reason) => log.warn({ blocked, reason }, blocked ? 'resource alarm raised: publishers blocked' : 'resource alarm cleared'));
   core.alarms.start();

@@ -59,7 +59,11 @@ export interface BrokerOptions {
   logFile: string | undefined;
   dataDir: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-  /** Fraction of RAM (<= 1) or bytes above which publishers are blocked. */
+  /**
+   * Memory above which publishers are blocked: bytes (> 1), or a fraction (<= 1) of the
+   * container's memory limit when there is one below the RAM, else of the RAM. Compared with the
+   * memory Warren accounts for (queued messages, buffers, V8 heap), not the resident set size.
+   */
   memoryHighWatermark: number;
   /** Disk free space (bytes) below which publishers are blocked. */
   diskFreeLimit: number;

@@ -586,6 +586,7 @@ export class AmqpConnection implements Closable, LinkOwner {
     this.unsubscribeAlarms();
     const wasOpen = this.core !== undefined;
     this.state = 'closed';
+    this.decoder.clear(); // unread input leaves the memory account with the connection
     this.releaseChannels();
     this.core?.close();
     if (wasOpen) this.log.info({ user: this.user, vhost: this.vhost, reason: this.closeReason }, 'connection closed');

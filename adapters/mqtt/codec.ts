@@ -114,6 +114,7 @@ export class PacketReader {
 
   clear(): void {
     this.chunk = undefined;
+    this.queue?.clear();
     this.queue = undefined;
   }
 }

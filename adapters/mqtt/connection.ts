@@ -19,6 +19,7 @@ import {
   type CoreConnection,
   type Delivery,
   type DeliverySink,
+  type MemorySource,
   type Message,
   type PublishResult,
   type User,

@@ -822,6 +822,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     this.unsubscribeAlarms();
     this.receipts.clear();
     this.state = 'closed';
+    this.decoder.clear(); // unread input leaves the memory account with the connection
     const wasOpen = this.core !== undefined;
     this.releaseCore();
     if (wasOpen) this.log.info({ user: this.user, vhost: this.vhost, reason: this.closeReason }, 'connection closed');

@@ -51,7 +51,7 @@ interface FrameSink {
   close(): Promise<void>;
 }
 
-class StompConnection {
+export class StompConnection {
   private readonly input = new ReadBuffer();
   private onFrame: (f: StompFrame) => void = () => undefined;
   private closing = false;

@@ -16,7 +16,7 @@ import { VHost, type VHostContext } from './vhost.js';
 
 export interface CoreOptions {
   persistence?: Persistence;
-  /** Fraction of RAM (<= 1) or bytes; default 0.4. */
+  /** Fraction (<= 1) of RAM or of the cgroup memory limit, or bytes; default 0.4. */
   memoryHighWatermark?: number;
   defaultVhost?: string;
   /** Let guest connect from non-loopback addresses. */

@@ -20,7 +20,8 @@ export { SystemSession, type BindingInfo, type QueueInfo, type PublishAs } from 
 export { BrokerError, ReplyCode, replyName } from './errors.js';
 export { Deque } from './deque.js';
 export { scalarText } from './field-key.js';
-export { Alarms } from './alarms.js';
+export { Alarms, MEMORY_CLEAR_RATIO, MEMORY_SAMPLE_MS, memoryBase, type MemoryBase, type MemoryFigure } from './alarms.js';
+export { MemoryAccount, processMemory, type MemorySource } from './memory.js';
 /** JWT access tokens (OAuth 2.0 resource server, RabbitMQ's scope format). */
 export { TokenVerifier, type TokenGrant, type TokenOptions } from './token-auth.js';
 export {

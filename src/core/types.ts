@@ -63,7 +63,10 @@ export interface StoredMessage extends Message {
   /** Bytes counted against queue length limits and memory: body plus a small overhead. */
   readonly size: number;
   readonly persistent: boolean;
-  /** Per-queue references (ready or unacked); the store frees a persisted body at zero. */
+  /**
+   * In-memory per-queue references (ready or unacked; a paged copy on disk is not one). The first
+   * puts the message in the memory account (core/memory.ts), the last takes it out.
+   */
   refs: number;
   /** The publishing connection, for MQTT no-local; 0 when unknown. */
   readonly publisherId: number;

@@ -146,7 +146,11 @@ export function renderMetrics(core: Core, startedAt: number, perObject = false):
   const mem = process.memoryUsage();
   x.family('warren_process_resident_memory_bytes', 'gauge', 'Resident set size')(mem.rss);
   x.family('warren_process_heap_used_bytes', 'gauge', 'V8 heap in use')(mem.heapUsed);
-  x.family('warren_memory_high_watermark_bytes', 'gauge', 'Resident memory above which publishers are blocked')(core.alarms.memoryLimit);
+  const used = core.alarms.memoryFigure();
+  x.family('warren_memory_used_bytes', 'gauge', 'Memory the alarm counts: queued messages, socket and decoder buffers, V8 heap, other external memory')(used.total);
+  x.family('warren_memory_queued_messages_bytes', 'gauge', 'Messages held in memory by queues, each once')(used.messages);
+  x.family('warren_memory_buffered_bytes', 'gauge', 'Bytes waiting in socket write buffers and decoders')(used.buffered);
+  x.family('warren_memory_high_watermark_bytes', 'gauge', 'Memory figure (warren_memory_used_bytes) above which publishers are blocked')(core.alarms.memoryLimit);
   const alarm = x.family('warren_alarms', 'gauge', 'Resource alarms in effect (1 = raised)');
   const active = new Set(core.alarms.active);
   for (const a of new Set(['memory', 'disk', ...active])) alarm(active.has(a) ? 1 : 0, { alarm: a });

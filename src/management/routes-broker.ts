@@ -168,6 +168,7 @@ function overview(api: ManagementApi, q: URLSearchParams, vhosts: Set<string> | 
 async function nodeInfo(api: ManagementApi): Promise<Row> {
   const { core, options } = api.ctx;
   const mem = process.memoryUsage();
+  const used = core.alarms.memoryFigure();
   let diskFree = 0;
   // The data directory, or the nearest existing parent before it is created.
   for (let dir = resolve(options.dataDir); ; dir = dirname(dir)) {
@@ -186,7 +187,7 @@ async function nodeInfo(api: ManagementApi): Promise<Row> {
     running: true,
     being_drained: false,
     os_pid: String(process.pid),
-    mem_used: mem.rss,
+    mem_used: used.total,
     mem_limit: core.alarms.memoryLimit,
     mem_alarm: alarms.includes('memory'),
     disk_free: diskFree,
@@ -206,7 +207,18 @@ async function nodeInfo(api: ManagementApi): Promise<Row> {
     partitions: [],
     applications: [{ name: 'warren', description: 'Warren message broker', version: VERSION }],
     enabled_plugins: ['rabbitmq_management', 'rabbitmq_mqtt', 'rabbitmq_stomp', 'rabbitmq_web_mqtt', 'rabbitmq_web_stomp', 'rabbitmq_prometheus'],
-    memory: { total: mem.rss, heap_used: mem.heapUsed, heap_total: mem.heapTotal, external: mem.external, array_buffers: mem.arrayBuffers },
+    memory: {
+      total: mem.rss,
+      heap_used: mem.heapUsed,
+      heap_total: mem.heapTotal,
+      external: mem.external,
+      array_buffers: mem.arrayBuffers,
+      // The figure the memory alarm compares with mem_limit, and its parts.
+      accounted: used.total,
+      queued_messages: used.messages,
+      buffered: used.buffered,
+      other_external: used.otherExternal,
+    },
   };
 }
 

@@ -1,3 +1,5 @@
+import { processMemory, type MemorySource } from '../core/index.js';
+
 const EMPTY = Buffer.alloc(0);
 
 /**
@@ -5,7 +7,7 @@ const EMPTY = Buffer.alloc(0);
  * the first one. Reads that stay inside one chunk return views of it (no copy); reads that span
  * chunks copy exactly once (STYLE P1). Views keep the socket chunk alive: copy what you keep (P3).
  */
-export class ByteQueue {
+export class ByteQueue implements MemorySource {
   private ring: (Buffer | undefined)[] = new Array<Buffer | undefined>(8);
   private head = 0;
   private count = 0;
@@ -18,8 +20,14 @@ export class ByteQueue {
     return this.total;
   }
 
+  /** MemorySource: the unread bytes (while there are any, the memory account polls this queue). */
+  get heldBytes(): number {
+    return this.total;
+  }
+
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
+    if (this.total === 0) processMemory.track(this);
     if (this.count === this.ring.length) this.grow();
     this.ring[(this.head + this.count) & (this.ring.length - 1)] = chunk;
     this.count++;
@@ -119,7 +127,9 @@ export class ByteQueue {
     return -1;
   }
 
+  /** Drops every unread byte; an owner that discards a non-empty queue must clear it first. */
   clear(): void {
+    if (this.total > 0) processMemory.untrack(this);
     this.ring.fill(undefined);
     this.head = 0;
     this.count = 0;

@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import { processMemory, type MemorySource } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import type { TransportControl } from './adapter.js';
 import { InputGuard, type GuardedConnection } from './guard.js';
@@ -110,7 +111,7 @@ export function sweptLinks(): number {
  * close deadlines, and the `closed` promise. Transports differ only below it: they hand a Duplex
  * and, when they buffer whole messages, a TransportControl.
  */
-export class Link implements GuardedConnection {
+export class Link implements GuardedConnection, MemorySource {
   readonly guard: InputGuard;
   bytesIn = 0;
   bytesOut = 0;
@@ -194,6 +195,14 @@ export class Link implements GuardedConnection {
   private static uncork(l: Link): void {
     l.corked = false;
     l.stream.uncork();
+    // Bytes the socket did not take at once are held until it drains: the memory account polls them.
+    if (l.stream.writableLength > 0) processMemory.track(l);
+  }
+
+  /** MemorySource: bytes waiting in the stream's write buffer (0 once it is destroyed). */
+  get heldBytes(): number {
+    const s = this.stream;
+    return s.destroyed ? 0 : s.writableLength;
   }
 
   /** True once the stream has closed. */

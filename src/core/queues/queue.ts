@@ -1,5 +1,6 @@
 import { Deque } from '../deque.js';
 import { BrokerError } from '../errors.js';
+import { processMemory } from '../memory.js';
 import type { PageSink, Persistence, QueueStore } from '../persistence.js';
 import type { FieldTable, FieldValue, StoredMessage } from '../types.js';
 import type { Consumer } from './consumer.js';
@@ -53,6 +54,16 @@ function intArg(args: FieldTable, name: string, min: number, queue: string): num
     );
   }
   return n;
+}
+
+/** A queue now references `msg` in memory: the first reference puts it in the memory account. */
+function hold(msg: StoredMessage): void {
+  if (msg.refs++ === 0) processMemory.hold(msg.size);
+}
+
+/** A queue drops its in-memory reference to `msg`: the last one takes it out of the account. */
+function release(msg: StoredMessage): void {
+  if (--msg.refs === 0) processMemory.release(msg.size);
 }
 
 function strArg(args: FieldTable, name: string): string | undefined {
@@ -188,13 +199,13 @@ export class Queue implements PageSink {
     if (ttl !== undefined) expiresAt = Date.now() + ttl;
     const level = this.maxPriority === 0 ? 0 : Math.min(msg.properties.priority ?? 0, this.maxPriority);
     const entry = newEntry(msg, ++this.seq, 0, expiresAt, level);
-    msg.refs++;
     this.readyCount++;
     this.readyBytes += msg.size;
     this.stats.published++;
     let pending: Promise<void> | undefined;
     const store = this.store;
     if (store === undefined || !msg.persistent) {
+      hold(msg);
       if (this.pagedCount === 0) this.levels[level]!.push(entry);
       else this.tail.push(entry);
     } else if (
@@ -205,6 +216,7 @@ export class Queue implements PageSink {
       this.pagedBytes += msg.size;
       pending = store.enqueue(entry, true);
     } else {
+      hold(msg);
       this.levels[level]!.push(entry);
       pending = store.enqueue(entry, false);
     }
@@ -216,7 +228,7 @@ export class Queue implements PageSink {
 
   /** Recovery: puts a ready entry back at the end of the in-memory messages. */
   restoreEntry(entry: QueueEntry): void {
-    entry.msg.refs++;
+    hold(entry.msg);
     this.levels[entry.level]!.push(entry);
     this.readyCount++;
     this.readyBytes += entry.msg.size;
@@ -249,7 +261,7 @@ export class Queue implements PageSink {
     const head = this.levels[0]!;
     const tail = this.tail;
     while (tail.length > 0 && tail.peek()!.seq < e.seq) head.push(tail.shift()!);
-    e.msg.refs++;
+    hold(e.msg);
     this.pagedCount--;
     this.pagedBytes -= e.msg.size;
     head.push(e);
@@ -502,7 +514,7 @@ export class Queue implements PageSink {
 
   /** The message leaves this queue for good. */
   private settle(e: QueueEntry): void {
-    e.msg.refs--;
+    release(e.msg);
     if (e.pstate !== 0) this.store!.remove(e);
   }
 
@@ -613,8 +625,8 @@ export class Queue implements PageSink {
   destroy(): number {
     const n = this.readyCount;
     this.deleted = true;
-    for (const level of this.levels) level.drain((e) => (e.msg.refs--));
-    for (let t = this.tail.shift(); t !== undefined; t = this.tail.shift()) t.msg.refs--;
+    for (const level of this.levels) level.drain((e) => release(e.msg));
+    for (let t = this.tail.shift(); t !== undefined; t = this.tail.shift()) release(t.msg);
     this.pagedCount = 0;
     this.pagedBytes = 0;
     this.readyCount = 0;
