@@ -89,3 +89,84 @@ export class DelayHeap<T> {
     return this.items;
   }
 }
+
+/** Node timers take at most 2^31 - 1 ms; longer waits re-arm. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+/**
+ * Items released when they are due: a {@link DelayHeap} and one timer for the earliest. At most
+ * `budget` items are released per timer turn; the rest follow on the next turn, so a burst of due
+ * items never holds the event loop for long.
+ */
+export class DueQueue<T> {
+  private readonly heap = new DelayHeap<T>();
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private releasing = false;
+  private stopped = false;
+
+  constructor(
+    private readonly onDue: (item: T) => void,
+    private readonly budget = Infinity,
+  ) {}
+
+  get size(): number {
+    return this.heap.size;
+  }
+
+  push(due: number, item: T): void {
+    this.heap.push(due, item);
+    this.arm();
+  }
+
+  /** Removes every waiting item (returned in no particular order); the queue stays usable. */
+  clear(): T[] {
+    this.cancel();
+    return this.heap.clear();
+  }
+
+  /** Removes every waiting item and releases nothing more. */
+  stop(): T[] {
+    this.stopped = true;
+    return this.clear();
+  }
+
+  private cancel(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+  }
+
+  private arm(): void {
+    if (this.releasing || this.stopped) return;
+    const at = this.heap.peekDue();
+    if (at >= this.timerAt) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(this.release, Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS));
+    this.timer.unref();
+  }
+
+  private readonly release = (): void => {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    if (this.stopped) return;
+    this.releasing = true;
+    const heap = this.heap;
+    const now = Date.now();
+    let n = 0;
+    try {
+      while (heap.size > 0 && heap.peekDue() <= now && n < this.budget) {
+        n++;
+        this.onDue(heap.pop()!);
+      }
+    } finally {
+      this.releasing = false;
+    }
+    if (heap.size > 0 && heap.peekDue() <= now && !this.stopped) {
+      this.timerAt = now;
+      this.timer = setTimeout(this.release, 0);
+      this.timer.unref();
+    } else this.arm();
+  };
+}

@@ -1,4 +1,4 @@
-import { DelayHeap } from '../delay-heap.js';
+import { DueQueue } from '../delay-heap.js';
 import { BrokerError } from '../errors.js';
 import { SETTLED, type FieldTable, type FieldValue, type Message, type PublishResult } from '../types.js';
 import type { Exchange } from './exchange.js';
@@ -12,8 +12,6 @@ export const MAX_DELAY_MS = 0xffffffff;
 
 /** Released messages routed per turn of the event loop; the rest follow after I/O has run. */
 const RELEASE_BUDGET = 4096;
-/** Node timers take at most 2^31 - 1 ms; longer waits re-arm. */
-const MAX_TIMER_MS = 0x7fffffff;
 
 /**
  * The routing type of an `x-delayed-message` exchange: its `x-delayed-type` argument, with the
@@ -67,12 +65,8 @@ export interface DelayedHost {
  */
 export class DelayedMessages {
   /** Slots of `held`, by due time. */
-  private readonly heap = new DelayHeap<number>();
+  private readonly due: DueQueue<number>;
   private readonly held: HeldMessages;
-  private timer: NodeJS.Timeout | undefined;
-  private timerAt = Infinity;
-  private releasing = false;
-  private destroyed = false;
 
   constructor(
     readonly exchange: Exchange,
@@ -82,11 +76,12 @@ export class DelayedMessages {
     codec: HeldCodec | undefined,
   ) {
     this.held = new HeldMessages(codec);
+    this.due = new DueQueue((slot) => this.route(slot), RELEASE_BUDGET);
   }
 
   /** Messages waiting. */
   get count(): number {
-    return this.heap.size;
+    return this.due.size;
   }
 
   /**
@@ -102,62 +97,23 @@ export class DelayedMessages {
       key = w.key;
       settled = w.written;
     }
-    this.heap.push(due, this.held.put(msg, publisherId, key));
-    this.arm();
+    this.due.push(due, this.held.put(msg, publisherId, key));
     return { routed: 0, settled, delayed: true };
   }
 
   /** Recovery: a stored message is held again (already on disk). */
   restore(key: string, due: number, msg: Message): void {
-    this.heap.push(due, this.held.put(msg, 0, key));
-    this.arm();
+    this.due.push(due, this.held.put(msg, 0, key));
   }
 
   /** The exchange was deleted: held messages are dropped, stored ones deleted. */
   destroy(): void {
-    this.destroyed = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    for (const slot of this.heap.clear()) {
+    for (const slot of this.due.stop()) {
       const key = this.held.key(slot);
       if (key !== undefined) this.store!.remove(key);
       this.held.free(slot);
     }
   }
-
-  private arm(): void {
-    if (this.releasing || this.destroyed) return;
-    const at = this.heap.peekDue();
-    if (at >= this.timerAt) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timerAt = at;
-    this.timer = setTimeout(this.release, Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS));
-    this.timer.unref();
-  }
-
-  private readonly release = (): void => {
-    this.timer = undefined;
-    this.timerAt = Infinity;
-    if (this.destroyed) return;
-    this.releasing = true;
-    const now = Date.now();
-    const heap = this.heap;
-    let n = 0;
-    try {
-      while (heap.size > 0 && heap.peekDue() <= now && n < RELEASE_BUDGET) {
-        const slot = heap.pop()!;
-        n++;
-        this.route(slot);
-      }
-    } finally {
-      this.releasing = false;
-    }
-    if (heap.size > 0 && heap.peekDue() <= now) {
-      this.timerAt = now;
-      this.timer = setTimeout(this.release, 0);
-      this.timer.unref();
-    } else this.arm();
-  };
 
   private route(slot: number): void {
     const held = this.held;

@@ -1,8 +1,5 @@
-import { DelayHeap } from '../delay-heap.js';
+import { DueQueue } from '../delay-heap.js';
 import type { QueueEntry } from './entry.js';
-
-/** Largest delay a timer is armed for at once; longer waits re-arm. */
-const MAX_TIMER_MS = 0x7fffffff;
 
 /**
  * The delay before a returned message is ready again: `base` ms, or with `max` set, `base`
@@ -19,43 +16,22 @@ export function requeueDelayFor(returns: number, base: number, max: number | und
  * in a heap keyed by due time, one timer for the earliest, then handed back to the queue.
  */
 export class RequeueDelays {
-  private readonly heap = new DelayHeap<QueueEntry>();
-  private timer: NodeJS.Timeout | undefined;
-  private timerAt = Infinity;
+  private readonly due: DueQueue<QueueEntry>;
 
-  constructor(private readonly ready: (e: QueueEntry) => void) {}
+  constructor(ready: (e: QueueEntry) => void) {
+    this.due = new DueQueue(ready);
+  }
 
   get count(): number {
-    return this.heap.size;
+    return this.due.size;
   }
 
   hold(e: QueueEntry, delay: number): void {
-    this.heap.push(Date.now() + delay, e);
-    this.arm();
+    this.due.push(Date.now() + delay, e);
   }
 
   /** Every held entry, removed (queue deleted). */
   drain(): QueueEntry[] {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Infinity;
-    return this.heap.clear();
+    return this.due.clear();
   }
-
-  private arm(): void {
-    const at = this.heap.peekDue();
-    if (at >= this.timerAt) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timerAt = at;
-    this.timer = setTimeout(this.release, Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS));
-    this.timer.unref();
-  }
-
-  private readonly release = (): void => {
-    this.timer = undefined;
-    this.timerAt = Infinity;
-    const now = Date.now();
-    while (this.heap.size > 0 && this.heap.peekDue() <= now) this.ready(this.heap.pop()!);
-    if (this.heap.size > 0) this.arm();
-  };
 }

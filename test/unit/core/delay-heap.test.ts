@@ -1,5 +1,5 @@
-import { describe, expect, test } from 'vitest';
-import { DelayHeap } from '../../../src/core/delay-heap.js';
+import { afterEach, describe, expect, test, vi } from 'vitest';
+import { DelayHeap, DueQueue } from '../../../src/core/delay-heap.js';
 
 describe('DelayHeap', () => {
   test('pops items in due order whatever the push order', () => {
@@ -56,5 +56,78 @@ describe('DelayHeap', () => {
     expect(h.clear().sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(h.size).toBe(0);
     expect(h.pop()).toBeUndefined();
+  });
+});
+
+describe('DueQueue', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  test('releases items once due, in due order, with one timer for the earliest', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const out: string[] = [];
+    const q = new DueQueue<string>((s) => out.push(s));
+    const now = Date.now();
+    q.push(now + 300, 'c');
+    q.push(now + 100, 'a');
+    q.push(now + 200, 'b');
+    expect(vi.getTimerCount()).toBe(1);
+    vi.advanceTimersByTime(150);
+    expect(out).toEqual(['a']);
+    vi.advanceTimersByTime(200);
+    expect(out).toEqual(['a', 'b', 'c']);
+    expect(q.size).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  test('a budget spreads a burst of due items over several turns', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const turns: number[] = [];
+    let inTurn = 0;
+    const q = new DueQueue<number>(() => inTurn++, 10);
+    const now = Date.now();
+    for (let i = 0; i < 25; i++) q.push(now + 5, i);
+    vi.advanceTimersByTime(5);
+    turns.push(inTurn);
+    vi.advanceTimersToNextTimer();
+    turns.push(inTurn);
+    vi.advanceTimersToNextTimer();
+    turns.push(inTurn);
+    expect(turns).toEqual([10, 20, 25]);
+  });
+
+  test('an item pushed while releasing waits for its own due time', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const out: number[] = [];
+    const q: DueQueue<number> = new DueQueue<number>((n) => {
+      out.push(n);
+      if (n === 1) q.push(Date.now() + 50, 2);
+    });
+    q.push(Date.now() + 10, 1);
+    vi.advanceTimersByTime(10);
+    expect(out).toEqual([1]);
+    vi.advanceTimersByTime(49);
+    expect(out).toEqual([1]);
+    vi.advanceTimersByTime(1);
+    expect(out).toEqual([1, 2]);
+  });
+
+  test('clear hands back what waits and keeps the queue usable; stop releases nothing more', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const out: number[] = [];
+    const q = new DueQueue<number>((n) => out.push(n));
+    q.push(Date.now() + 10, 1);
+    q.push(Date.now() + 20, 2);
+    expect(q.clear().sort()).toEqual([1, 2]);
+    expect(vi.getTimerCount()).toBe(0);
+    q.push(Date.now() + 5, 3);
+    vi.advanceTimersByTime(5);
+    expect(out).toEqual([3]);
+    q.push(Date.now() + 5, 4);
+    expect(q.stop()).toEqual([4]);
+    q.push(Date.now() + 5, 5);
+    vi.advanceTimersByTime(10);
+    expect(out).toEqual([3]);
   });
 });
