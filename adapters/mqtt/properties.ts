@@ -69,9 +69,15 @@ const OWN_HEADERS: ReadonlySet<string> = new Set(Object.values(Header));
 /** Where the core keeps a content type too long for AMQP's content_type (MQTT allows 65535 bytes). */
 const CONTENT_TYPE_HEADER = OVERFLOW_HEADERS.contentType;
 
+/** MQTT 5 strings must not contain U+0000 [MQTT-1.5.4-2]: a client may drop the connection. */
+function hasNul(s: string): boolean {
+  return s.indexOf('\u0000') !== -1;
+}
+
 function userValue(v: FieldValue): string | string[] | undefined {
-  if (Array.isArray(v)) return v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
-  return scalarText(v);
+  if (Array.isArray(v)) return v.every((x) => typeof x === 'string' && !hasNul(x)) ? (v as string[]) : undefined;
+  const s = scalarText(v);
+  return s === undefined || hasNul(s) ? undefined : s;
 }
 
 /**
@@ -80,7 +86,7 @@ function userValue(v: FieldValue): string | string[] | undefined {
  */
 export function toMqttProperties(p: MessageProperties, expiresAt: number, now: number): PublishProperties | undefined {
   let out: PublishProperties | undefined;
-  if (p.contentType !== undefined) (out ??= {}).contentType = p.contentType;
+  if (p.contentType !== undefined && !hasNul(p.contentType)) (out ??= {}).contentType = p.contentType;
   if (p.correlationId !== undefined) (out ??= {}).correlationData = Buffer.from(p.correlationId, 'utf8');
   if (expiresAt > 0) (out ??= {}).messageExpiryInterval = Math.max(1, Math.ceil((expiresAt - now) / 1000));
   else if (p.expiration !== undefined) {
@@ -93,11 +99,11 @@ export function toMqttProperties(p: MessageProperties, expiresAt: number, now: n
     for (const k of Object.keys(h)) {
       const v = h[k]!;
       if (k === CONTENT_TYPE_HEADER && p.contentType === undefined && typeof v === 'string') {
-        (out ??= {}).contentType = v;
+        if (!hasNul(v)) (out ??= {}).contentType = v;
         continue;
       }
       if (OWN_HEADERS.has(k)) {
-        if (k === Header.REPLY_TO_TOPIC && typeof v === 'string' && v.length > 0) (out ??= {}).responseTopic = routingKeyToTopic(v);
+        if (k === Header.REPLY_TO_TOPIC && typeof v === 'string' && v.length > 0 && !hasNul(v)) (out ??= {}).responseTopic = routingKeyToTopic(v);
         else if (k === Header.CORRELATION_ID && p.correlationId === undefined) {
           if (Buffer.isBuffer(v)) (out ??= {}).correlationData = v;
           else if (typeof v === 'string') (out ??= {}).correlationData = Buffer.from(v, 'utf8');
@@ -105,7 +111,7 @@ export function toMqttProperties(p: MessageProperties, expiresAt: number, now: n
         continue;
       }
       const s = userValue(v);
-      if (s === undefined) continue;
+      if (s === undefined || hasNul(k)) continue;
       user ??= {};
       setOwn(user, k, s);
     }

@@ -117,4 +117,18 @@ describe('values that do not fit AMQP properties', () => {
     expect(out.contentType).toBe(ct);
     expect(out.userProperties).toEqual({ other: 'o' });
   });
+
+  test('strings with U+0000 (legal in AMQP, forbidden in MQTT 5 strings) are left out, the rest kept', () => {
+    const out = toMqttProperties(
+      {
+        contentType: 'text/plain\u0000x',
+        headers: { 'a\u0000b': 'v', k: 'v\u0000', list: ['x', 'y\u0000'], ok: 'fine', [Header.REPLY_TO_TOPIC]: 'r\u0000' },
+      },
+      0,
+      0,
+    )!;
+    expect(out.contentType).toBeUndefined();
+    expect(out.responseTopic).toBeUndefined();
+    expect(out.userProperties).toEqual({ ok: 'fine' });
+  });
 });
