@@ -455,7 +455,7 @@ export class AmqpConnection implements Closable, LinkOwner {
     }
     if (m.kind === 'channel.close') {
       this.channels.delete(n);
-      ch.release();
+      ch.closeByClient();
       this.send(n, { kind: 'channel.close-ok' });
       return;
     }
