@@ -7,12 +7,15 @@ import { WebSocket } from 'ws';
 import { FrameType, PROTOCOL_HEADER } from '../../adapters/amqp/codec/constants.js';
 import { FrameDecoder, encodeContentFrames, type Frame } from '../../adapters/amqp/codec/frames.js';
 import { decodeMethod, encodeMethod, type AmqpMethod } from '../../adapters/amqp/codec/methods.js';
+import type { BrokerOptions } from '../../src/config.js';
 import { startTestBroker, waitFor, type TestBroker } from '../helpers/broker.js';
+import { makeTestPki, tlsOptions, type TestPki } from '../helpers/tls.js';
 
 // Node 20 has no WebSocket global; amqp-client's AMQPWebSocketClient uses the browser API, which
 // ws implements (binaryType 'arraybuffer', onmessage, addEventListener).
 const g = globalThis as { WebSocket?: unknown };
 g.WebSocket ??= WebSocket;
+const globalWebSocket = g.WebSocket;
 
 let tb: TestBroker;
 let http: number;
@@ -365,5 +368,42 @@ describe('AMQP over WebSocket switched off', () => {
     await new Promise((resolve) => mqttWs.once('open', resolve));
     expect(mqttWs.protocol).toBe('mqtt');
     mqttWs.close();
+  });
+});
+
+describe('AMQP over wss:// on the HTTPS port', () => {
+  let pki: TestPki;
+  let secure: TestBroker;
+  beforeAll(async () => {
+    pki = makeTestPki();
+    secure = await startTestBroker(tlsOptions(pki, { amqpsPort: 'off', mqttsPort: 'off', stompsPort: 'off' }) as Partial<BrokerOptions>);
+  });
+  afterAll(async () => {
+    await secure.stop();
+    pki.cleanup();
+  });
+
+  test('AMQPWebSocketClient connects over wss:// with the test CA and round-trips a message', async () => {
+    const ca = pki.ca;
+    // The browser API has no place for a CA: this WebSocket trusts the test CA.
+    class TrustingWebSocket extends WebSocket {
+      constructor(url: string, protocols?: string | string[]) {
+        super(url, protocols, { ca });
+      }
+    }
+    const client = new AMQPWebSocketClient({ url: `wss://127.0.0.1:${secure.broker.ports.https}/amqp`, vhost: '/', username: 'guest', password: 'guest' });
+    g.WebSocket = TrustingWebSocket;
+    try {
+      await client.connect();
+    } finally {
+      g.WebSocket = globalWebSocket;
+    }
+    const ch = await client.channel();
+    await ch.confirmSelect();
+    const { name } = await ch.queueDeclare('', { exclusive: true });
+    await ch.basicPublish('', name, 'over wss');
+    const m = await waitFor(() => ch.basicGet(name, { noAck: true }), 5000, 'the message');
+    expect(m.bodyToString()).toBe('over wss');
+    await client.close();
   });
 });
