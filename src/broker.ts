@@ -181,7 +181,7 @@ export async function startBroker(
       const port = options[key];
       if (typeof port !== 'number' || (name === 'https' && tls === undefined)) continue;
       const http = new HttpServer(log, Math.max(options.maxMessageSize, options.frameMax) + 65536, tls);
-      for (const a of adapters.values()) http.attach(a);
+      for (const a of adapters.values()) if (a.name !== 'amqp' || options.amqpWebsocket) http.attach(a);
       management ??= new Management({ core, log, options, ports, reloadTls: () => reloadTls(tlsEndpoints, log) }, { metricsAuth: options.metricsAuth, ...managementOptions });
       http.setHandler(management.handler);
       httpServers.push(http);

@@ -11,6 +11,8 @@ export interface BrokerOptions {
   stompPort: Port;
   /** Management API, UI and WebSocket endpoints. */
   httpPort: Port;
+  /** Serve AMQP 0-9-1 over WebSocket (`/amqp`, and subprotocol `amqp` on `/ws`) on the HTTP(S) port. */
+  amqpWebsocket: boolean;
   /** TLS listeners: open only when `tlsCert` is set (AMQP, MQTT, STOMP, and HTTPS with wss://). */
   amqpsPort: Port;
   mqttsPort: Port;
@@ -93,6 +95,7 @@ export const DEFAULTS: BrokerOptions = {
   mqttPort: 1883,
   stompPort: 61613,
   httpPort: 15672,
+  amqpWebsocket: true,
   amqpsPort: 5671,
   mqttsPort: 8883,
   stompsPort: 61614,
@@ -151,6 +154,7 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   mqttPort: 'port',
   stompPort: 'port',
   httpPort: 'port',
+  amqpWebsocket: 'bool',
   amqpsPort: 'port',
   mqttsPort: 'port',
   stompsPort: 'port',

@@ -14,6 +14,7 @@ const DESCRIPTIONS: Record<string, string> = {
   mqttPort: "MQTT port (0 = ephemeral, 'off' = disabled)",
   stompPort: "STOMP port (0 = ephemeral, 'off' = disabled)",
   httpPort: "HTTP port: management API, UI and WebSockets ('off' = disabled)",
+  amqpWebsocket: 'serve AMQP 0-9-1 over WebSocket on the HTTP(S) port at /amqp (true/false)',
   amqpsPort: 'AMQP over TLS port (open when --tls-cert is set)',
   mqttsPort: 'MQTT over TLS port (open when --tls-cert is set)',
   stompsPort: 'STOMP over TLS port (open when --tls-cert is set)',

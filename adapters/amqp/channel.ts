@@ -43,8 +43,11 @@ const HOLD_LIMIT = 8 * 1024 * 1024;
  * deliveries into basic.deliver frames. It is the DeliverySink of all its consumers.
  */
 export class AmqpChannel implements DeliverySink, SettleTarget<number> {
-  /** 'open', or 'closing' after the server sent channel.close (frames dropped until close-ok). */
-  state: 'open' | 'closing' = 'open';
+  /**
+   * 'closed' once released (either side closed it, or the connection is going): from then on
+   * nothing is sent on this channel's number, which a new channel may already use.
+   */
+  state: 'open' | 'closed' = 'open';
   private pending: PendingPublish | undefined;
   private confirm = false;
   private publishSeq = 0;
@@ -64,7 +67,6 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
   private heldBytes = 0;
   /** This channel asked the connection to stop reading (too much held). */
   private pressing = false;
-  private released = false;
 
   constructor(
     readonly conn: AmqpConnection,
@@ -151,7 +153,7 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
     }
     if (reply === undefined) {
       settled.then(NOOP, (e: unknown) => {
-        if (!this.released) this.conn.failChannel(this.number, e, cause);
+        if (this.state === 'open') this.conn.failChannel(this.number, e, cause);
       });
       return;
     }
@@ -166,7 +168,7 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
     const held = this.held ?? [];
     this.held = undefined;
     this.endPressure();
-    if (this.released || this.state !== 'open') return;
+    if (this.state !== 'open') return;
     if (reply === undefined) {
       this.conn.failChannel(this.number, err, cause);
       return;
@@ -469,9 +471,22 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
     }
   }
 
-  /** Closes the core side: consumers cancelled, unacked messages requeued. */
+  /**
+   * The client sent channel.close: confirms already settled go out before close-ok (as RabbitMQ
+   * sends what is due first); the ones still waiting are dropped with the channel.
+   */
+  closeByClient(): void {
+    this.flushAcks();
+    this.release();
+  }
+
+  /**
+   * Closes the core side: consumers cancelled, unacked messages requeued. Nothing is sent on the
+   * channel after this: confirms that settle later, a flush already scheduled and consumer
+   * timeouts all find it closed.
+   */
   release(): void {
-    this.released = true;
+    this.state = 'closed';
     this.held = undefined;
     this.endPressure();
     this.pending = undefined;

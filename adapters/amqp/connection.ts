@@ -389,7 +389,10 @@ export class AmqpConnection implements Closable, LinkOwner {
     }
     this.frameMax = fm;
     this.decoder.frameMax = fm;
-    this.link.authenticated(fm);
+    // A client may write a whole publish (method, header and every body frame) at once, and over
+    // WebSocket one write is one message (amqp-client's AMQPWebSocketClient does this): that is
+    // what a transport buffering messages must take in from now on.
+    this.link.authenticated(this.maxMessageSize + Math.ceil(this.maxMessageSize / (fm - 8)) * 8 + 2 * fm);
     this.channelMax = channelMax === 0 ? this.channelMax : Math.min(channelMax, this.channelMax);
     this.heartbeat = heartbeat;
     this.state = 'open';
@@ -455,7 +458,7 @@ export class AmqpConnection implements Closable, LinkOwner {
     }
     if (m.kind === 'channel.close') {
       this.channels.delete(n);
-      ch.release();
+      ch.closeByClient();
       this.send(n, { kind: 'channel.close-ok' });
       return;
     }

@@ -1,30 +1,39 @@
 import { pickEnd, type FuzzCase, type Target, type TargetContext } from '../case.js';
 import type { Rng } from '../prng.js';
 import { INVALID_UTF8, Session, mutate, rechunk } from '../session.js';
+import { amqpSession } from './amqp.js';
 import { mqttSession } from './mqtt.js';
 import { stompSession } from './stomp.js';
 
 /**
- * Both WebSocket endpoints of the HTTP port (/ws with each subprotocol, /mqtt, /stomp): raw
+ * The WebSocket endpoints of the HTTP port (/ws with each subprotocol, /mqtt, /stomp, /amqp): raw
  * upgrades followed by hand-built frames whose header bits, opcodes, masks and lengths are mutated,
- * and `ws` client connections whose MQTT/STOMP messages are mutated.
+ * and `ws` client connections whose MQTT/STOMP/AMQP messages are mutated.
  */
 
-const KNOWN_PATHS = ['/ws', '/ws', '/mqtt', '/stomp', '/mqtt?x=1', '/ws?'];
+const KNOWN_PATHS = ['/ws', '/ws', '/mqtt', '/stomp', '/mqtt?x=1', '/ws?', '/amqp', '/amqp?x=1'];
 const UNKNOWN_PATHS = ['/', '/foo', '/ws/', '/WS', '//ws', '/ws%00', '/api/overview', '/mqtt/x', '*'];
-const PROTOCOLS: (string | undefined)[] = ['mqtt', 'mqttv3.1', 'v12.stomp', 'v11.stomp', 'v10.stomp', 'v12.stomp, mqtt', 'bogus', undefined, ''];
+const PROTOCOLS: (string | undefined)[] = ['mqtt', 'mqttv3.1', 'v12.stomp', 'v11.stomp', 'v10.stomp', 'v12.stomp, mqtt', 'bogus', undefined, '', 'amqp', 'mqtt, amqp', 'bogus, amqp'];
 
 /** What a path and offered subprotocols select, as the broker decides it. */
-function selected(path: string, proto: string | undefined): 'mqtt' | 'stomp' | undefined {
+function selected(path: string, proto: string | undefined): Inner | undefined {
   const p = path.split('?')[0];
   const offered = (proto ?? '').split(',').map((x) => x.trim());
   if (p === '/mqtt') return 'mqtt';
   if (p === '/stomp') return 'stomp';
+  // /amqp takes no subprotocol or one that includes amqp; others are refused (400).
+  if (p === '/amqp') return offered.every((o) => o === '') || offered.includes('amqp') ? 'amqp' : undefined;
   for (const o of offered) {
     if (o === 'mqtt' || o === 'mqttv3.1') return 'mqtt';
     if (o.endsWith('.stomp')) return 'stomp';
   }
-  return undefined;
+  return offered.includes('amqp') ? 'amqp' : undefined;
+}
+
+type Inner = 'mqtt' | 'stomp' | 'amqp';
+
+function sessionFor(rng: Rng, proto: Inner, ns: string): Session {
+  return proto === 'mqtt' ? mqttSession(rng, ns) : proto === 'stomp' ? stompSession(rng, ns) : amqpSession(rng, ns);
 }
 
 const OP_TEXT = 1;
@@ -122,9 +131,9 @@ function framesFor(rng: Rng, inner: Buffer[], text: boolean, badFrames: boolean)
   return s;
 }
 
-function innerSession(rng: Rng, proto: 'mqtt' | 'stomp', ns: string): Buffer[] {
-  const s = proto === 'mqtt' ? mqttSession(rng, ns) : stompSession(rng, ns);
-  const bytes = mutate(rng, s, { other: () => (proto === 'mqtt' ? mqttSession(rng, ns) : stompSession(rng, ns)), text: proto === 'stomp', maxBytes: 2 << 20 });
+function innerSession(rng: Rng, proto: Inner, ns: string): Buffer[] {
+  const s = sessionFor(rng, proto, ns);
+  const bytes = mutate(rng, s, { other: () => sessionFor(rng, proto, ns), text: proto === 'stomp', maxBytes: 2 << 20 });
   return rng.chance(0.5) ? bytes : rechunk(rng, bytes);
 }
 
@@ -138,7 +147,7 @@ export const wsTarget: Target = {
     if (!unknownPath && inner !== undefined && rng.chance(0.2)) {
       // a real client after a real upgrade, sending mutated protocol bytes as messages
       const protocols = (proto ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
-      return { kind: 'ws-client', path, protocols, messages: innerSession(rng, inner, ctx.ns), binary: inner === 'mqtt' || rng.chance(0.5), end: rng.chance(0.5) ? 'close' : 'terminate', note: `ws client on ${path} (${proto ?? 'no subprotocol'})` };
+      return { kind: 'ws-client', path, protocols, messages: innerSession(rng, inner, ctx.ns), binary: inner !== 'stomp' || rng.chance(0.5), end: rng.chance(0.5) ? 'close' : 'terminate', note: `ws client on ${path} (${proto ?? 'no subprotocol'})` };
     }
     const upgrade = upgradeRequest(rng, path, proto);
     if (unknownPath) {

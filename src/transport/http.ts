@@ -17,10 +17,15 @@ const SUBPROTOCOLS: ReadonlyArray<[string, string]> = [
   ['v12.stomp', 'stomp'],
   ['v11.stomp', 'stomp'],
   ['v10.stomp', 'stomp'],
+  ['amqp', 'amqp'],
 ];
 
-/** Which adapter a path serves: `/ws` chooses by subprotocol, `/mqtt` and `/stomp` are fixed. */
-const PATHS: Record<string, string | undefined> = { '/ws': undefined, '/mqtt': 'mqtt', '/stomp': 'stomp' };
+/**
+ * Which adapter a path serves: `/ws` chooses by subprotocol, `/mqtt`, `/stomp` and `/amqp` are
+ * fixed. `/amqp` also takes a WebSocket that offers no subprotocol (amqp-client's
+ * AMQPWebSocketClient offers none), but refuses one that offers only others.
+ */
+const PATHS: Record<string, string | undefined> = { '/ws': undefined, '/mqtt': 'mqtt', '/stomp': 'stomp', '/amqp': 'amqp' };
 
 /**
  * The message limit a WebSocket starts with, before the adapter that serves it is known: the
@@ -66,7 +71,7 @@ export class HttpServer {
         const path = pathOf(req);
         const fixed = PATHS[path];
         for (const [sub, name] of SUBPROTOCOLS) {
-          if (offered.has(sub) && (fixed === undefined || fixed === name)) return sub;
+          if (offered.has(sub) && (fixed === undefined || fixed === name) && this.adapters.has(name)) return sub;
         }
         return false;
       },
@@ -140,8 +145,14 @@ export class HttpServer {
     // happens next (a reset while the 404 is written, a failed handshake).
     socket.on('error', destroyOnError);
     const path = pathOf(req);
-    if (!(path in PATHS)) {
+    const fixed = PATHS[path];
+    if (!(path in PATHS) || (fixed !== undefined && !this.adapters.has(fixed))) {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    if (fixed === 'amqp' && offersOnlyOthers(req, 'amqp')) {
+      this.log.warn({ path, protocols: req.headers['sec-websocket-protocol'] }, 'websocket upgrade without a known subprotocol');
+      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req, path));
@@ -218,6 +229,13 @@ function pathOf(req: IncomingMessage): string {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   return q < 0 ? url : url.slice(0, q);
+}
+
+/** The request offers WebSocket subprotocols, and `sub` is not one of them. */
+function offersOnlyOthers(req: IncomingMessage, sub: string): boolean {
+  const header = req.headers['sec-websocket-protocol'];
+  if (header === undefined || header.trim() === '') return false;
+  return !header.split(',').some((p) => p.trim() === sub);
 }
 
 function destroyOnError(this: Duplex): void {

@@ -19,6 +19,13 @@ describe('options', () => {
     expect([o.amqpPort, o.httpPort, o.mqttPort]).toEqual([0, null, 1884]);
   });
 
+  test('AMQP over WebSocket is on by default; --amqp-websocket false or WARREN_AMQP_WEBSOCKET=false turns it off', () => {
+    expect(DEFAULTS.amqpWebsocket).toBe(true);
+    expect(resolveOptions({ amqpWebsocket: 'false' }, {}).amqpWebsocket).toBe(false);
+    expect(resolveOptions({}, { WARREN_AMQP_WEBSOCKET: 'false' }).amqpWebsocket).toBe(false);
+    expect(() => resolveOptions({ amqpWebsocket: 'sometimes' }, {})).toThrow(ConfigError);
+  });
+
   test('flags beat the environment, which beats the file', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'warren-cfg-'));
     const file = join(dir, 'c.json');
