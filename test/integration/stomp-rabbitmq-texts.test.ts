@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { AMQPClient } from '@cloudamqp/amqp-client';
@@ -404,5 +404,23 @@ describe('host names this broker: the default vhost', () => {
         error: { message: 'Bad CONNECT', body: "Virtual host '127.0.0.1' not found" },
       });
     }, 40_000);
+  });
+});
+
+describe('guest from another host', () => {
+  // An address of this machine that is not loopback: a client connecting to it is not local.
+  const external = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a !== undefined && a.family === 'IPv4' && !a.internal)?.address;
+
+  test.skipIf(external === undefined)('Bad CONNECT, non-loopback access denied', async () => {
+    const wide = await startTestBroker({ bind: '0.0.0.0' });
+    try {
+      const c = await RawStomp.open(wide.broker.ports.stomp!, external!);
+      c.write(`CONNECT\naccept-version:1.2\nlogin:guest\npasscode:guest\n\n${nul}`);
+      expect(text(await c.expectError())).toEqual(['Bad CONNECT', 'non-loopback access denied']);
+    } finally {
+      await wide.stop();
+    }
   });
 });
