@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { AdapterContext } from '../../src/transport/adapter.js';
 import {
   BrokerError,
+  ReplyCode,
   SETTLED,
   replyName,
   type Closable,
@@ -641,8 +642,16 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     const ch = this.channel!;
     const pending = sub.outstanding;
     if (pending === undefined) {
-      if (nack) ch.nack(deliveryTag, false, requeue);
-      else ch.ack(deliveryTag, false);
+      try {
+        if (nack) ch.nack(deliveryTag, false, requeue);
+        else ch.ack(deliveryTag, false);
+      } catch (e) {
+        // The core's "unknown delivery tag": RabbitMQ's STOMP text for it.
+        if (e instanceof BrokerError && e.code === ReplyCode.PRECONDITION_FAILED && e.text.startsWith('unknown delivery tag')) {
+          throw STOMP_ERRORS.messageNotFound(deliveryTag);
+        }
+        throw e;
+      }
       return;
     }
     let n = 0;

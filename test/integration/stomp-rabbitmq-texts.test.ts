@@ -165,6 +165,16 @@ describe('ERROR frames carry RabbitMQ texts', () => {
     a.destroy();
   });
 
+  test.each(['client', 'client-individual'])('ACK of a delivery tag never delivered (ack:%s): Message not found', async (ack) => {
+    const c = await RawStomp.connected(port);
+    c.send('SUBSCRIBE', { destination: `/queue/ack-unknown-${ack}`, id: 's', ack });
+    c.send('SEND', { destination: `/queue/ack-unknown-${ack}` }, 'm');
+    const m = await c.next('MESSAGE');
+    const forged = m.headers['ack']!.replace(/@@[0-9]+$/, '@@999');
+    c.send('ACK', { id: forged });
+    expect(text(await c.expectError())).toEqual(['Message not found', 'unknown delivery tag 999\n']);
+  });
+
   test('a frame before CONNECT, known or not: Illegal command', async () => {
     for (const wire of [`SEND\ndestination:/queue/x\n\nhi${nul}`, `FROBNICATE\n\n${nul}`]) {
       const c = await RawStomp.open(port);
