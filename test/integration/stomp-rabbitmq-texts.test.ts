@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { hostname, networkInterfaces } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { hostname, networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { AMQPClient } from '@cloudamqp/amqp-client';
 import { Client, Versions, type IFrame, type IStompSocket } from '@stomp/stompjs';
+import { SignJWT, exportSPKI, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { startTestBroker, waitFor, type TestBroker } from '../helpers/broker.js';
@@ -433,4 +435,29 @@ describe('guest from another host', () => {
       await wide.stop();
     }
   });
+});
+
+describe('an access token that expires', () => {
+  test('ERROR "Credential expired" with RabbitMQ\'s text, then the close', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'warren-stomp-jwt-'));
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    writeFileSync(join(dir, 'key.pem'), await exportSPKI(publicKey));
+    const tokens = await startTestBroker({ oauthKey: join(dir, 'key.pem') });
+    try {
+      const jwt = await new SignJWT({ scope: 'rabbitmq.read:*/* rabbitmq.write:*/* rabbitmq.configure:*/*' })
+        .setProtectedHeader({ alg: 'ES256' })
+        .setSubject('stomp-short')
+        .setAudience('rabbitmq')
+        .setIssuedAt()
+        .setExpirationTime(Math.floor(Date.now() / 1000) + 2)
+        .sign(privateKey);
+      const c = await RawStomp.connected(tokens.broker.ports.stomp!, { login: 'stomp-short', passcode: jwt });
+      const f = await c.next('ERROR', 10_000);
+      expect(text(f)).toEqual(['Credential expired', 'The credential used to authenticate this connection has expired']);
+      await c.waitClosed();
+    } finally {
+      await tokens.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 20_000);
 });
