@@ -77,6 +77,13 @@ export interface BrokerOptions {
   heartbeat: number;
   /** Largest message body accepted, in bytes, on any protocol. */
   maxMessageSize: number;
+  /** Largest STOMP frame body (a SEND's message), in bytes; `maxMessageSize` still applies. */
+  stompMaxMessageSize: number;
+  /**
+   * A STOMP CONNECT whose `host` names no vhost but a host name or address of this broker
+   * (localhost, its hostname or interface addresses, the bind address) gets the default vhost.
+   */
+  stompHostFallback: boolean;
   channelMax: number;
   defaultVhost: string;
   /** Allow guest to connect from non-loopback addresses. */
@@ -127,6 +134,8 @@ export const DEFAULTS: BrokerOptions = {
   frameMax: 131072,
   heartbeat: 60,
   maxMessageSize: 128 * 1024 * 1024,
+  stompMaxMessageSize: 16 * 1024 * 1024,
+  stompHostFallback: true,
   channelMax: 2047,
   defaultVhost: '/',
   guestRemote: false,
@@ -186,6 +195,8 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   frameMax: 'int',
   heartbeat: 'int',
   maxMessageSize: 'int',
+  stompMaxMessageSize: 'int',
+  stompHostFallback: 'bool',
   channelMax: 'int',
   defaultVhost: 'string',
   guestRemote: 'bool',

@@ -20,18 +20,19 @@ import { CLOSED_BY_CLIENT, Link, PauseReason, type LinkOwner } from '../../src/t
 import { SettleBudget, SettleQueue, type SettleTarget } from '../../src/transport/settle-queue.js';
 import {
   CLIENT_COMMANDS,
-  CONNECTED_LIMITS,
   Escaping,
   PRE_CONNECT_LIMITS,
   SUPPORTED_VERSIONS,
+  connectedLimits,
   escapingFor,
   type StompVersion,
 } from './codec/constants.js';
 import { FrameDecoder, type StompFrame } from './codec/frame-decoder.js';
 import { HEARTBEAT, encodeFrame, encodeRaw, type HeaderList } from './codec/frame-encoder.js';
 import { parseDestination, routeOf, type Destination } from './destination.js';
-import { StompError } from './errors.js';
-import { booleanHeader, propertiesFromSend, propertyLines, queueArguments } from './headers.js';
+import { SERVER_CANCELLED, STOMP_ERRORS, StompError, describeSubscription } from './errors.js';
+import { HEADERS_NOT_ON_SEND, booleanHeader, propertiesFromSend, propertyLines, queueArguments } from './headers.js';
+import { isLocalHost } from './local-host.js';
 import { Subscription, type AckMode, type SubscriptionHost } from './subscription.js';
 
 const SERVER = 'Warren/0.1.0';
@@ -107,9 +108,9 @@ function negotiateVersion(acceptVersion: string): StompVersion | undefined {
   return undefined;
 }
 
-function required(f: StompFrame, header: string): string {
-  const v = f.headers.get(header);
-  if (v === undefined) throw StompError.missingHeader(f.command, header);
+function destinationOf(f: StompFrame): string {
+  const v = f.headers.get('destination');
+  if (v === undefined) throw STOMP_ERRORS.missingDestination(f.command);
   return v;
 }
 
@@ -154,8 +155,10 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     control?: TransportControl,
   ) {
     this.log = ctx.log.child({ protocol: 'stomp', peer: `${peer.address}:${peer.port}`, transport });
-    this.maxBody = ctx.options.maxMessageSize;
+    this.maxBody = Math.min(ctx.options.stompMaxMessageSize, ctx.options.maxMessageSize);
     this.decoder.commands = CLIENT_COMMANDS;
+    // Before CONNECT, RabbitMQ answers any other command (known or not) this way.
+    this.decoder.unknownCommand = STOMP_ERRORS.illegalCommand;
     this.link = new Link(stream, this, this.log, transport, control);
     this.receipts = new SettleQueue<PendingReceipt>(this, new SettleBudget(this.link));
     this.blocked = ctx.core.alarms.blocked;
@@ -221,7 +224,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     const cmd = f.command;
     if (this.state === 'connecting') {
       if (cmd === 'CONNECT' || cmd === 'STOMP') this.onConnect(f);
-      else throw new StompError('Illegal command', 'You must log in using CONNECT first', ReplyCode.COMMAND_INVALID);
+      else throw STOMP_ERRORS.illegalCommand();
       return;
     }
     switch (cmd) {
@@ -254,9 +257,9 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
         return;
       case 'CONNECT':
       case 'STOMP':
-        throw new StompError('Illegal command', 'the connection is already established', ReplyCode.COMMAND_INVALID);
+        throw STOMP_ERRORS.alreadyConnected();
       default:
-        throw new StompError('Bad command', `Could not interpret command '${cmd}'`, ReplyCode.COMMAND_INVALID);
+        throw STOMP_ERRORS.badCommand(cmd);
     }
     const receipt = f.headers.get('receipt');
     // A SUBSCRIBE that declared a durable queue or binding (or an UNSUBSCRIBE that deleted one)
@@ -280,7 +283,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
   private onConnect(f: StompFrame): void {
     const version = negotiateVersion(f.headers.get('accept-version') ?? '1.0');
     if (version === undefined) {
-      throw new StompError('Version mismatch', `Supported versions are ${ERROR_VERSION_HEADER}`, ReplyCode.NOT_ALLOWED);
+      throw STOMP_ERRORS.versionMismatch(ERROR_VERSION_HEADER);
     }
     // STOMP 1.0 header values lose their leading whitespace, CONNECT's included (RabbitMQ).
     const h = (name: string): string | undefined => {
@@ -288,12 +291,12 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
       return version === '1.0' && v !== undefined ? v.trimStart() : v;
     };
     const hb = /^\s*(\d{1,9})\s*,\s*(\d{1,9})\s*$/.exec(h('heart-beat') ?? '0,0');
-    if (hb === null) throw new StompError('Bad CONNECT', `invalid heart-beat header '${h('heart-beat') ?? ''}'`);
+    if (hb === null) throw STOMP_ERRORS.badHeartBeat(h('heart-beat') ?? '');
     const login = h('login');
     // Without a login RabbitMQ uses its default user; so do we (guest is loopback-only).
     const user = login ?? 'guest';
     const passcode = login === undefined ? 'guest' : (h('passcode') ?? '');
-    const vhost = h('host') ?? this.ctx.core.defaultVhost;
+    const vhost = this.vhostFor(h('host'));
     // Certificate login (RabbitMQ's ssl_cert_login): a verified certificate and no passcode.
     const certUser =
       this.ctx.options.tlsCertLogin && h('passcode') === undefined ? certificateUser(this.peer.tls, this.ctx.options.tlsCertLoginFrom) : undefined;
@@ -331,10 +334,25 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     this.connectAs(result, vhost, version, hb);
   }
 
+  /**
+   * The vhost a CONNECT `host` header selects: the vhost of that name when there is one; else, for
+   * a host name or address of this broker (stomp.py 1.2 sends the host it connected to), the
+   * default vhost unless `stompHostFallback` is off; else the name (refused as not found).
+   */
+  private vhostFor(host: string | undefined): string {
+    const core = this.ctx.core;
+    if (host === undefined) return core.defaultVhost;
+    if (core.vhosts.has(host) || !this.ctx.options.stompHostFallback) return host;
+    return isLocalHost(host, this.ctx.options.bind) ? core.defaultVhost : host;
+  }
+
   private refusal(user: string, e: unknown): StompError {
-    this.log.warn({ user }, `STOMP login failed: ${e instanceof Error ? e.message : String(e)}`);
+    const reason = e instanceof Error ? e.message : String(e);
+    this.log.warn({ user }, `STOMP login failed: ${reason}`);
     this.closeReason = 'authentication failed';
-    return new StompError('Bad CONNECT', `Access refused for user '${user}'`, ReplyCode.ACCESS_REFUSED);
+    // The core refuses a loopback-only user (guest) from elsewhere with this text.
+    if (e instanceof BrokerError && e.text.endsWith('can only connect via localhost')) return STOMP_ERRORS.nonLoopback();
+    return STOMP_ERRORS.accessRefused(user);
   }
 
   private loginRefused(user: string, e: unknown): never {
@@ -354,8 +372,12 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     } catch (e) {
       if (e instanceof BrokerError) {
         this.log.warn({ user, vhost }, `STOMP login failed: ${e.message}`);
+        if (!this.ctx.core.vhosts.has(vhost)) {
+          this.closeReason = 'vhost not found';
+          throw STOMP_ERRORS.vhostNotFound(vhost);
+        }
         this.closeReason = 'vhost access refused';
-        throw new StompError('Bad CONNECT', `Virtual host '${vhost}' access denied`, ReplyCode.NOT_ALLOWED);
+        throw STOMP_ERRORS.vhostAccessDenied(vhost);
       }
       throw e;
     }
@@ -368,10 +390,8 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     const clientWants = Number(hb[2]);
     const sendEvery = clientWants > 0 ? Math.max(clientWants, MIN_HEARTBEAT_MS) : 0;
     const expectEvery = clientSends > 0 ? Math.max(clientSends, MIN_HEARTBEAT_MS) : 0;
-    this.decoder.limits = {
-      ...CONNECTED_LIMITS,
-      maxFrame: Math.min(CONNECTED_LIMITS.maxFrame, this.maxBody + CONNECTED_LIMITS.maxLine),
-    };
+    this.decoder.limits = connectedLimits(this.maxBody);
+    this.decoder.unknownCommand = STOMP_ERRORS.badCommand;
     this.decoder.escaping = this.escaping;
     this.decoder.trimValues = version === '1.0';
     this.link.authenticated(this.decoder.limits.maxFrame);
@@ -393,10 +413,9 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
 
   private onSend(f: StompFrame): void {
     const ch = this.channel!;
-    const dest = required(f, 'destination');
-    if (f.body.length > this.maxBody) {
-      throw new StompError('Message too large', `message size ${f.body.length} is larger than configured max size ${this.maxBody}`, ReplyCode.PRECONDITION_FAILED);
-    }
+    for (const h of HEADERS_NOT_ON_SEND) if (f.headers.has(h)) throw STOMP_ERRORS.notAllowedOnSend(h);
+    const dest = destinationOf(f);
+    if (f.body.length > this.maxBody) throw STOMP_ERRORS.messageTooLarge(f.body.length, this.maxBody);
     const route = this.routes.get(dest) ?? this.resolveRoute(dest, f);
     const rt = f.headers.get('reply-to');
     const replyTo = rt !== undefined && rt.startsWith(TEMP_QUEUE_PREFIX) ? this.ensureReplyQueue(rt) : undefined;
@@ -413,7 +432,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
       ch.checkPublishable(msg.exchange);
       ch.checkContent(msg); // refused now, not at COMMIT after the transaction's earlier sends
       if (this.txBytes + msg.body.length > MAX_TX_BYTES) {
-        throw new StompError('Transaction too large', `open transactions may buffer at most ${MAX_TX_BYTES} bytes`, ReplyCode.RESOURCE_ERROR);
+        throw STOMP_ERRORS.transactionTooLarge(MAX_TX_BYTES);
       }
       this.txBytes += msg.body.length;
       tx.bytes += msg.body.length;
@@ -426,9 +445,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
   /** Parses a SEND destination (declaring a `/queue/` queue the first time) and caches the route. */
   private resolveRoute(dest: string, f: StompFrame): Route {
     const d = parseDestination(dest);
-    if (d.kind === 'temp-queue') {
-      throw new StompError('Invalid destination', `'${dest}' is not a valid destination for 'SEND'`);
-    }
+    if (d.kind === 'temp-queue') throw STOMP_ERRORS.notValidFor(dest, 'SEND');
     // A SEND declares a missing queue; an existing one is used as it is (RabbitMQ would redeclare
     // it and fail on any difference in its arguments, which only ever bites).
     if (d.kind === 'queue' && !this.channel!.vhost.queues.has(d.name)) this.declareQueue(d.name, f.headers, true);
@@ -484,7 +501,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     const known = this.replyQueues.get(replyTo);
     if (known !== undefined) return known;
     const d = parseDestination(replyTo);
-    if (d.kind !== 'temp-queue') throw new StompError('Invalid destination', `'${replyTo}' is not a valid temp-queue destination`);
+    if (d.kind !== 'temp-queue') throw STOMP_ERRORS.invalidDestination(replyTo, 'temp_queue');
     const ch = this.channel!;
     const queue = ch.declareQueue('', { exclusive: true, autoDelete: true }).queue;
     const tag = `T_${replyTo}`;
@@ -499,24 +516,18 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
 
   private onSubscribe(f: StompFrame): void {
     const ch = this.channel!;
-    const dest = required(f, 'destination');
     const id = f.headers.get('id');
     const durable = booleanHeader(f.headers.get('durable')) === true || booleanHeader(f.headers.get('persistent')) === true;
-    if (durable && id === undefined) {
-      throw new StompError('Missing header', "Header 'id' is required for durable subscriptions");
-    }
-    if (id !== undefined && id.startsWith(TEMP_QUEUE_PREFIX)) {
-      throw new StompError('Invalid id', `SUBSCRIBE 'id' may not start with ${TEMP_QUEUE_PREFIX}`);
-    }
+    if (durable && id === undefined) throw STOMP_ERRORS.durableWithoutId();
+    const dest = destinationOf(f);
+    if (id !== undefined && id.startsWith(TEMP_QUEUE_PREFIX)) throw STOMP_ERRORS.invalidId('SUBSCRIBE');
     const tag = id !== undefined ? `T_${id}` : `Q_${dest}`;
-    if (this.subscriptions.has(tag)) {
-      throw new StompError('Duplicated subscription identifier', `A subscription identified by '${id ?? dest}' already exists.`);
-    }
+    if (this.subscriptions.has(tag)) throw STOMP_ERRORS.duplicateSubscription(tag);
     const ackMode = parseAckMode(f.headers.get('ack'));
     const pc = f.headers.get('prefetch-count');
     let prefetch = 0;
     if (pc !== undefined) {
-      if (!/^\s*[0-9]{1,9}\s*$/.test(pc)) throw StompError.invalidHeader('prefetch-count', `must be a non-negative integer, got '${pc}'`);
+      if (!/^\s*[0-9]{1,9}\s*$/.test(pc)) throw STOMP_ERRORS.invalidHeader('prefetch-count', `must be a non-negative integer, got '${pc}'`);
       prefetch = Number(pc.trim());
     }
     const queue = this.ensureSource(parseDestination(dest), dest, f.headers, id, durable);
@@ -536,7 +547,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
       case 'reply-queue':
         return d.name;
       case 'temp-queue':
-        throw new StompError('Invalid destination', `'${dest}' is not a valid destination for 'SUBSCRIBE'`);
+        throw STOMP_ERRORS.notValidFor(dest, 'SUBSCRIBE');
       case 'topic':
       case 'exchange': {
         const { exchange, routingKey } = routeOf(d);
@@ -560,23 +571,17 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
   private onUnsubscribe(f: StompFrame): void {
     const id = f.headers.get('id');
     const dest = f.headers.get('destination');
-    if (id !== undefined && id.startsWith(TEMP_QUEUE_PREFIX)) {
-      throw new StompError('Invalid id', `UNSUBSCRIBE 'id' may not start with ${TEMP_QUEUE_PREFIX}`);
-    }
-    if (id === undefined && dest === undefined) {
-      throw new StompError('Missing destination or id', "UNSUBSCRIBE must include a 'destination' or 'id' header");
-    }
+    const durableHeader = booleanHeader(f.headers.get('durable')) === true || booleanHeader(f.headers.get('persistent')) === true;
+    if (durableHeader && id === undefined) throw STOMP_ERRORS.durableWithoutId();
+    if (id !== undefined && id.startsWith(TEMP_QUEUE_PREFIX)) throw STOMP_ERRORS.invalidId('UNSUBSCRIBE');
+    if (id === undefined && dest === undefined) throw STOMP_ERRORS.missingDestinationOrId();
     const tag = id !== undefined ? `T_${id}` : `Q_${dest!}`;
     const sub = this.subscriptions.get(tag);
-    if (sub === undefined) {
-      const what = id !== undefined ? `id='${id}'` : `destination='${dest!}'`;
-      throw new StompError('No subscription found', `UNSUBSCRIBE must refer to an existing subscription. Subscription to ${what} not found.`);
-    }
+    if (sub === undefined) throw STOMP_ERRORS.noSubscription(describeSubscription(id, dest!));
     this.subscriptions.delete(tag);
     this.channel!.cancel(tag);
     // RabbitMQ: UNSUBSCRIBE with durable:true removes a durable topic subscription's queue.
-    const durable = booleanHeader(f.headers.get('durable')) === true || booleanHeader(f.headers.get('persistent')) === true;
-    if (durable && id !== undefined && sub.destination.startsWith('/topic/')) {
+    if (durableHeader && id !== undefined && sub.destination.startsWith('/topic/')) {
       this.channel!.deleteQueue(f.headers.get('x-queue-name') ?? durableQueueName(sub.destination, id));
     }
   }
@@ -587,10 +592,10 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     this.subscriptions.delete(sub.tag);
     if (sub.id !== undefined && sub.id.startsWith(TEMP_QUEUE_PREFIX)) this.replyQueues.delete(sub.id);
     if (this.state !== 'connected') return;
-    const headers: [string, string][] = [['message', 'Server cancelled subscription']];
+    const headers: [string, string][] = [['message', SERVER_CANCELLED.summary]];
     if (sub.id !== undefined) headers.push(['subscription', sub.id]);
     headers.push(['content-type', 'text/plain'], ['version', ERROR_VERSION_HEADER]);
-    const body = `The server has canceled a subscription.\nNo more messages will be delivered for '${sub.destination}'.\n`;
+    const body = SERVER_CANCELLED.detail(describeSubscription(sub.id, sub.destination));
     this.write(encodeFrame('ERROR', headers, Buffer.from(body), this.escaping));
     this.log.warn({ user: this.user, subscription: sub.id ?? sub.destination }, 'subscription cancelled by the server: its queue was deleted');
   }
@@ -599,11 +604,12 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
 
   private onAck(f: StompFrame, nack: boolean): void {
     const header = this.version === '1.2' ? 'id' : 'message-id';
-    const value = required(f, header);
+    const value = f.headers.get(header);
+    if (value === undefined) throw STOMP_ERRORS.missingAckHeader(f.command, header);
     const parsed = this.parseAckId(value);
-    if (parsed === undefined) throw StompError.invalidHeader(header, `is not a message id this server issued: '${value}'`);
+    if (parsed === undefined) throw STOMP_ERRORS.invalidAckHeader(f.command, header);
     const sub = this.subscriptions.get(parsed.tag);
-    if (sub === undefined) throw new StompError('Subscription not found', `Message with id '${value}' has no subscription`);
+    if (sub === undefined) throw STOMP_ERRORS.messageNotFound(parsed.deliveryTag);
     const requeue = booleanHeader(f.headers.get('requeue')) ?? true;
     const txId = f.headers.get('transaction');
     if (txId !== undefined) {
@@ -613,7 +619,10 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     this.settle(sub, parsed.deliveryTag, nack, requeue);
   }
 
-  /** `<consumer tag>@@<session>@@<delivery tag>` -> its parts. */
+  /**
+   * `<consumer tag>@@<session>@@<delivery tag>` -> its parts; undefined for an id of another
+   * session (one a publisher put in a message header, say), as RabbitMQ checks.
+   */
   private parseAckId(v: string): { tag: string; deliveryTag: number } | undefined {
     const last = v.lastIndexOf('@@');
     if (last <= 0) return undefined;
@@ -621,7 +630,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     if (!/^[0-9]{1,15}$/.test(digits)) return undefined;
     const rest = v.slice(0, last);
     const sep = rest.lastIndexOf('@@');
-    if (sep < 0) return undefined;
+    if (sep < 0 || rest.slice(sep + 2) !== this.sessionId) return undefined;
     return { tag: rest.slice(0, sep), deliveryTag: Number(digits) };
   }
 
@@ -633,8 +642,16 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     const ch = this.channel!;
     const pending = sub.outstanding;
     if (pending === undefined) {
-      if (nack) ch.nack(deliveryTag, false, requeue);
-      else ch.ack(deliveryTag, false);
+      try {
+        if (nack) ch.nack(deliveryTag, false, requeue);
+        else ch.ack(deliveryTag, false);
+      } catch (e) {
+        // The core's "unknown delivery tag": RabbitMQ's STOMP text for it.
+        if (e instanceof BrokerError && e.code === ReplyCode.PRECONDITION_FAILED && e.text.startsWith('unknown delivery tag')) {
+          throw STOMP_ERRORS.messageNotFound(deliveryTag);
+        }
+        throw e;
+      }
       return;
     }
     let n = 0;
@@ -643,7 +660,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
       if (t > deliveryTag) break;
       if (t === deliveryTag) n = i + 1;
     }
-    if (n === 0) throw BrokerError.precondition(`unknown delivery tag ${deliveryTag}`);
+    if (n === 0) throw STOMP_ERRORS.messageNotFound(deliveryTag);
     for (let i = 0; i < n; i++) {
       const t = pending.shift()!;
       if (nack) ch.nack(t, false, requeue);
@@ -655,16 +672,14 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
 
   private transaction(id: string): Transaction {
     const tx = this.transactions.get(id);
-    if (tx === undefined) throw new StompError('Bad transaction', `Invalid transaction identifier: '${id}'`);
+    if (tx === undefined) throw STOMP_ERRORS.badTransaction(id);
     return tx;
   }
 
   private onBegin(f: StompFrame): void {
     const id = txHeader(f);
-    if (this.transactions.has(id)) throw new StompError('Bad transaction', `Transaction '${id}' is already open`);
-    if (this.transactions.size >= MAX_OPEN_TRANSACTIONS) {
-      throw new StompError('Too many transactions', `at most ${MAX_OPEN_TRANSACTIONS} transactions may be open at once`, ReplyCode.RESOURCE_ERROR);
-    }
+    if (this.transactions.has(id)) throw STOMP_ERRORS.transactionOpen(id);
+    if (this.transactions.size >= MAX_OPEN_TRANSACTIONS) throw STOMP_ERRORS.transactionLimit(MAX_OPEN_TRANSACTIONS);
     this.transactions.set(id, { ops: [], bytes: 0 });
   }
 
@@ -703,7 +718,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
       return;
     }
     const reason = err instanceof BrokerError ? err.replyText : 'the message was not accepted';
-    this.fail(new StompError('Message rejected', reason, ReplyCode.PRECONDITION_FAILED), undefined, pr.id);
+    this.fail(STOMP_ERRORS.messageRejected(reason), undefined, pr.id);
   }
 
   private onDisconnect(f: StompFrame): void {
@@ -755,20 +770,23 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
       summary = err.summary;
       detail = err.detail;
     } else if (err instanceof BrokerError) {
+      // As RabbitMQ writes an AMQP error on STOMP: `not_found`, `no exchange 'x' in vhost '/'`.
       summary = replyName(err.code).toLowerCase();
-      detail = err.replyText;
+      detail = err.text;
     } else {
       this.log.error({ err }, 'internal error');
-      summary = 'Internal error';
-      detail = 'Processing error';
+      const pe = STOMP_ERRORS.processingError();
+      summary = pe.summary;
+      detail = pe.detail;
     }
-    this.log.warn({ user: this.user, vhost: this.vhost, command: f?.command }, `protocol error: ${summary} - ${detail}`);
+    this.log.warn({ user: this.user, vhost: this.vhost, command: f?.command }, `protocol error: ${summary} - ${detail.trimEnd()}`);
     this.errorAndClose(summary, detail, receiptId ?? f?.headers.get('receipt'));
   }
 
   /**
    * GuardedConnection: an exception escaped the handling of this connection's input. The client
-   * gets an ERROR frame (`message:Internal error`), then the close; the stack goes to the log.
+   * gets an ERROR frame (`message:Processing error`, as RabbitMQ), then the close; the stack goes
+   * to the log.
    */
   failInternal(err: unknown): void {
     this.log.error({ err, user: this.user, vhost: this.vhost }, 'internal error');
@@ -776,19 +794,20 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
       this.link.destroy();
       return;
     }
-    this.errorAndClose('Internal error', 'Processing error', undefined);
+    const pe = STOMP_ERRORS.processingError();
+    this.errorAndClose(pe.summary, pe.detail, undefined);
   }
 
-  /** ERROR (`message`, text body, `receipt-id` when given), then the close. */
+  /** ERROR (`message`, the detail as its body, `receipt-id` when given), then the close. */
   private errorAndClose(summary: string, detail: string, receiptId: string | undefined): void {
-    this.closeReason = `${summary} - ${detail}`;
+    this.closeReason = `${summary} - ${detail.trimEnd()}`;
     const headers: [string, string][] = [
       ['message', summary],
       ['content-type', 'text/plain'],
       ['version', ERROR_VERSION_HEADER],
     ];
     if (receiptId !== undefined) headers.push(['receipt-id', receiptId]);
-    this.write(encodeFrame('ERROR', headers, Buffer.from(`${detail}\n`), this.escaping));
+    this.write(encodeFrame('ERROR', headers, Buffer.from(detail), this.escaping));
     this.finish(this.closeReason);
   }
 
@@ -799,6 +818,17 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     this.decoder.clear();
     this.releaseCore();
     this.link.closeAfter(CLOSE_TIMEOUT_MS);
+  }
+
+  /** Closable: the access token the client logged in with has expired (RabbitMQ's ERROR for it). */
+  credentialExpired(): void {
+    if (this.state !== 'connected') {
+      this.link.destroy();
+      return;
+    }
+    const ce = STOMP_ERRORS.credentialExpired();
+    this.log.info({ user: this.user, vhost: this.vhost }, 'closing connection: credential expired');
+    this.errorAndClose(ce.summary, ce.detail, undefined);
   }
 
   /** Closable: broker shutdown or an operator closing the connection. */
@@ -850,12 +880,12 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
 
 function txHeader(f: StompFrame): string {
   const id = f.headers.get('transaction');
-  if (id === undefined) throw new StompError('Missing transaction', `${f.command} must include a 'transaction' header`);
+  if (id === undefined) throw STOMP_ERRORS.missingTransaction(f.command);
   return id;
 }
 
 function parseAckMode(v: string | undefined): AckMode {
   if (v === undefined || v === 'auto') return 'auto';
   if (v === 'client' || v === 'client-individual') return v;
-  throw StompError.invalidHeader('ack', `must be auto, client or client-individual, got '${v}'`);
+  throw STOMP_ERRORS.invalidHeader('ack', `must be auto, client or client-individual, got '${v}'`);
 }

@@ -1,4 +1,4 @@
-import { StompError } from './errors.js';
+import { STOMP_ERRORS, type StompError } from './errors.js';
 
 /**
  * A parsed STOMP destination (DESIGN "STOMP", RabbitMQ's STOMP plugin):
@@ -28,13 +28,19 @@ function unescapeName(s: string): string {
   return s.indexOf('%2') === -1 ? s : s.replace(/%2[Ff]/g, '/');
 }
 
-function invalid(kind: string, rest: string): StompError {
-  return new StompError('Invalid destination', `'${rest}' is not a valid ${kind} destination`);
+/**
+ * RabbitMQ's "Invalid destination" error: `type` is its name for the kind (`queue`, `topic`,
+ * `exchange`, `amqqueue`, `temp_queue`, `reply_queue`), the quoted content is what follows the
+ * prefix, rebuilt from its segments (`/exchange//foo` -> `'//foo'`, `/queue` -> `''`).
+ */
+function invalid(type: string, parts: string[], from: number): StompError {
+  const rest = parts.slice(from);
+  return STOMP_ERRORS.invalidDestination(rest.length === 0 ? '' : `/${rest.join('/')}`, type);
 }
 
 /** One non-empty segment, else an invalid-destination error. */
-function single(kind: string, parts: string[], from: number, original: string): string {
-  if (parts.length !== from + 1 || parts[from] === '') throw invalid(kind, original);
+function single(type: string, parts: string[], from: number): string {
+  if (parts.length !== from + 1 || parts[from] === '') throw invalid(type, parts, from);
   return unescapeName(parts[from]!);
 }
 
@@ -42,40 +48,38 @@ function single(kind: string, parts: string[], from: number, original: string): 
 export function parseDestination(dest: string): Destination {
   const parts = dest.split('/');
   if (parts.length === 1) {
-    if (dest === '') throw new StompError('Invalid destination', 'Destination cannot be blank');
+    if (dest === '') throw STOMP_ERRORS.blankDestination();
     return { kind: 'queue', name: unescapeName(dest) };
   }
   if (parts[0] === '') {
     switch (parts[1]) {
       case 'queue':
-        return { kind: 'queue', name: single('queue', parts, 2, dest) };
+        return { kind: 'queue', name: single('queue', parts, 2) };
       case 'topic':
-        return { kind: 'topic', key: single('topic', parts, 2, dest) };
+        return { kind: 'topic', key: single('topic', parts, 2) };
       case 'temp-queue':
-        return { kind: 'temp-queue', name: single('temp-queue', parts, 2, dest) };
+        return { kind: 'temp-queue', name: single('temp_queue', parts, 2) };
       case 'exchange': {
         const name = parts[2];
-        if (name === undefined || name === '' || parts.length > 4) throw invalid('exchange', dest);
+        if (name === undefined || name === '' || parts.length > 4) throw invalid('exchange', parts, 2);
         const key = parts[3];
         return { kind: 'exchange', exchange: unescapeName(name), key: key === undefined ? undefined : unescapeName(key) };
       }
       case 'amq':
-        if (parts[2] === 'queue') return { kind: 'amqqueue', name: single('amq/queue', parts, 3, dest) };
+        if (parts[2] === 'queue') return { kind: 'amqqueue', name: single('amqqueue', parts, 3) };
         break;
       case 'reply-queue': {
         // Reply queue names may contain slashes: everything after the prefix is the name.
         const name = dest.slice('/reply-queue/'.length);
-        if (parts.length < 3 || name === '') throw invalid('reply-queue', dest);
+        if (parts.length < 3) break;
+        if (name === '') throw STOMP_ERRORS.invalidDestination('/', 'reply_queue');
         return { kind: 'reply-queue', name };
       }
       default:
         break;
     }
   }
-  throw new StompError(
-    'Unknown destination',
-    `'${dest}' is not a valid destination. Valid destination types are: ${DESTINATION_PREFIXES.join(', ')}.`,
-  );
+  throw STOMP_ERRORS.unknownDestination(dest);
 }
 
 /** Exchange and routing key a SEND to this destination publishes with. */

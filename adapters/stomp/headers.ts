@@ -2,7 +2,7 @@ import { OVERFLOW_HEADERS, propertyText, scalarText, setHeader, type FieldTable,
 import { Escaping } from './codec/constants.js';
 import { escapeHeader } from './codec/escape.js';
 import { replyToHeader } from './destination.js';
-import { StompError } from './errors.js';
+import { STOMP_ERRORS } from './errors.js';
 
 /**
  * MESSAGE headers the server writes itself. A header of the same name in the message (from a
@@ -26,6 +26,9 @@ export const PROPERTY_HEADERS: ReadonlySet<string> = new Set([
   'app-id',
 ]);
 
+/** Headers a SEND may not carry (RabbitMQ's list): refused before anything else is looked at. */
+export const HEADERS_NOT_ON_SEND: readonly string[] = ['message-id'];
+
 /** SEND headers that steer the frame and are not part of the message. */
 const CONTROL_HEADERS: ReadonlySet<string> = new Set(['destination', 'content-length', 'receipt', 'transaction']);
 
@@ -33,7 +36,7 @@ function intHeader(name: string, v: string, min: number, max: number): number {
   const s = v.trim();
   const n = Number(s);
   if (s === '' || !/^-?[0-9]+$/.test(s) || n < min || n > max) {
-    throw StompError.invalidHeader(name, `must be an integer between ${min} and ${max}, got '${v}'`);
+    throw STOMP_ERRORS.invalidHeader(name, `must be an integer between ${min} and ${max}, got '${v}'`);
   }
   return n;
 }
@@ -91,7 +94,7 @@ export function propertiesFromSend(headers: ReadonlyMap<string, string>, replyTo
         p.appId = v;
         break;
       case 'message-id':
-        throw StompError.invalidHeader('message-id', "is not allowed on 'SEND'");
+        throw STOMP_ERRORS.notAllowedOnSend(k);
       case 'x-delay':
         // Kept as a number: the delay (ms) before the message is routed, as on a delayed exchange.
         (table ??= {})[k] = intHeader(k, v, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
@@ -193,7 +196,7 @@ export function queueArguments(headers: ReadonlyMap<string, string>): FieldTable
     else if (STRING_ARGS.has(k)) args[k] = v.trim();
     else if (BOOLEAN_ARGS.has(k)) {
       const b = booleanHeader(v.trim());
-      if (b === undefined) throw StompError.invalidHeader(k, `must be true or false, got '${v}'`);
+      if (b === undefined) throw STOMP_ERRORS.invalidHeader(k, `must be true or false, got '${v}'`);
       args[k] = b;
     }
   }

@@ -67,9 +67,9 @@ export class RawStomp {
   }
 
   /** A raw TCP connection to the STOMP port. */
-  static open(port: number): Promise<RawStomp> {
+  static open(port: number, host = '127.0.0.1'): Promise<RawStomp> {
     return new Promise((resolve, reject) => {
-      const s: Socket = connect({ port, host: '127.0.0.1' }, () => {
+      const s: Socket = connect({ port, host }, () => {
         const c = new RawStomp({ write: (b) => s.write(b), end: () => s.end(), destroy: () => s.destroy() });
         s.on('data', (b: Buffer) => c.onBytes(b));
         s.on('close', () => c.onClose());

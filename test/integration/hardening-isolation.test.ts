@@ -167,11 +167,11 @@ describe('an exception while serving one connection closes it with the protocol 
     await bystandersRoundTrip();
   });
 
-  test('STOMP: a non-BrokerError during a SEND gets ERROR "Internal error" and a log line with the stack', async () => {
+  test('STOMP: a non-BrokerError during a SEND gets ERROR "Processing error" (as RabbitMQ) and a log line with the stack', async () => {
     injectPublishFault();
     const c = await RawStomp.connected(stompPort);
     c.send('SEND', { destination: '/topic/isolation.boom' }, 'x');
-    const f = await c.expectError('Internal error');
+    const f = await c.expectError('Processing error');
     expect(f.body.toString()).not.toContain('injected fault'); // private detail stays in the log
     await internalErrorLogged('stomp', 'injected fault');
     await bystandersRoundTrip();
@@ -212,7 +212,7 @@ describe('the input guard contains what escapes an adapter own error handling', 
     const c = await RawStomp.connected(stompPort);
     // persistent to a durable queue: the receipt waits for the store, so it settles asynchronously
     c.send('SEND', { destination: '/queue/isolation-durable', persistent: 'true', receipt: 'r' }, 'x');
-    await c.expectError('Internal error');
+    await c.expectError('Processing error');
     await internalErrorLogged('stomp', 'settle handler failed');
     await bystandersRoundTrip();
   });

@@ -39,14 +39,14 @@ describe('CONNECT', () => {
     const c = await RawStomp.open(port);
     c.send('CONNECT', { 'accept-version': '1.2', host: '/', login: 'stompy', passcode: 'wrong' });
     const err = await c.expectError('Bad CONNECT');
-    expect(err.body.toString()).toBe("Access refused for user 'stompy'\n");
+    expect(err.body.toString()).toBe("Access refused for user 'stompy'");
   });
 
   test('a vhost without permissions: ERROR "Bad CONNECT"', async () => {
     const c = await RawStomp.open(port);
     c.send('CONNECT', { 'accept-version': '1.2', host: 'elsewhere', ...login });
     const err = await c.expectError('Bad CONNECT');
-    expect(err.body.toString()).toBe("Virtual host 'elsewhere' access denied\n");
+    expect(err.body.toString()).toBe("Virtual host 'elsewhere' access denied");
   });
 });
 
@@ -78,7 +78,8 @@ describe('SEND and SUBSCRIBE', () => {
     c.send(command, { ...headers, receipt: 'r' }, command === 'SEND' ? 'x' : undefined);
     const err = await c.expectError('access_refused');
     expect(err.body.toString()).toMatch(detail);
-    expect(err.body.toString()).toMatch(/^ACCESS_REFUSED - /);
+    // The reply text without its `ACCESS_REFUSED - ` prefix, as RabbitMQ writes an AMQP error on STOMP.
+    expect(err.body.toString()).toMatch(/^(access|write access|read access) to /);
     expect(err.headers['receipt-id']).toBe('r');
   });
 

@@ -14,6 +14,13 @@ describe('options', () => {
     expect(envName('memoryHighWatermark')).toBe('WARREN_MEMORY_HIGH_WATERMARK');
   });
 
+  test('STOMP: a 16 MiB body limit and the host fallback by default; both settable', () => {
+    expect([DEFAULTS.stompMaxMessageSize, DEFAULTS.stompHostFallback]).toEqual([16 * 1024 * 1024, true]);
+    const o = resolveOptions({ stompHostFallback: 'false' }, { WARREN_STOMP_MAX_MESSAGE_SIZE: '1048576' });
+    expect([o.stompMaxMessageSize, o.stompHostFallback]).toEqual([1048576, false]);
+    expect(() => resolveOptions({ stompMaxMessageSize: '-1' }, {})).toThrow(ConfigError);
+  });
+
   test("ports accept numbers, 0 and 'off'", () => {
     const o = resolveOptions({ amqpPort: '0', httpPort: 'off' }, { WARREN_MQTT_PORT: '1884' });
     expect([o.amqpPort, o.httpPort, o.mqttPort]).toEqual([0, null, 1884]);

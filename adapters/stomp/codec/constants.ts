@@ -31,10 +31,31 @@ export interface DecoderLimits {
   maxHeaders: number;
   /** Bytes of one command or header line, without its EOL. */
   maxLine: number;
+  /** Bytes of the command line and headers together (default: maxFrame). */
+  maxHead?: number;
+  /** Bytes of a body (default: what maxFrame leaves); a larger one is "Message too large". */
+  maxBody?: number;
 }
 
-/** After CONNECT: RabbitMQ's max_headers, a 4 MiB frame. */
-export const CONNECTED_LIMITS: DecoderLimits = { maxFrame: 4 * 1024 * 1024, maxHeaders: 1000, maxLine: 64 * 1024 };
+/** The largest SEND body accepted by default: RabbitMQ's default max message size, 16 MiB. */
+export const DEFAULT_MAX_BODY = 16 * 1024 * 1024;
+
+/** What the command line and headers of a frame may take, after CONNECT. */
+export const MAX_HEAD_BYTES = 1024 * 1024;
+
+/** After CONNECT: RabbitMQ's max_headers, a 16 MiB body, 1 MiB of headers. */
+export const CONNECTED_LIMITS: DecoderLimits = {
+  maxFrame: DEFAULT_MAX_BODY + MAX_HEAD_BYTES,
+  maxHeaders: 1000,
+  maxLine: 64 * 1024,
+  maxHead: MAX_HEAD_BYTES,
+  maxBody: DEFAULT_MAX_BODY,
+};
+
+/** The limits after CONNECT for a largest body of `maxBody` bytes. */
+export function connectedLimits(maxBody: number): DecoderLimits {
+  return { ...CONNECTED_LIMITS, maxFrame: maxBody + MAX_HEAD_BYTES, maxBody };
+}
 
 /** Until the client has authenticated nobody gets to make the broker buffer much. */
 export const PRE_CONNECT_LIMITS: DecoderLimits = { maxFrame: 64 * 1024, maxHeaders: 100, maxLine: 8 * 1024 };

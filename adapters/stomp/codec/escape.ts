@@ -1,4 +1,4 @@
-import { StompError } from '../errors.js';
+import { STOMP_ERRORS } from '../errors.js';
 import { Escaping } from './constants.js';
 
 const NEEDS_ESCAPE = /[\\:\n\r]/;
@@ -54,7 +54,7 @@ export function unescapeHeader(s: string, escaping: Escaping): string {
     else if (e === 0x72 && escaping === Escaping.V12) out += '\r';
     else {
       const seq = Number.isNaN(e) ? '\\' : `\\${String.fromCharCode(e)}`;
-      throw new StompError('Invalid header', `undefined escape sequence '${seq}' in header '${s}'`);
+      throw STOMP_ERRORS.badEscape(seq, s);
     }
   }
   return out;

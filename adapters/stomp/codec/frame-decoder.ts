@@ -1,5 +1,5 @@
 import { ByteQueue } from '../../../src/transport/byte-queue.js';
-import { StompError } from '../errors.js';
+import { STOMP_ERRORS, type StompError } from '../errors.js';
 import { COLON, CR, CONNECTED_LIMITS, Escaping, LF, NUL, type DecoderLimits } from './constants.js';
 import { unescapeHeader } from './escape.js';
 
@@ -37,6 +37,10 @@ interface PendingBody {
  * An incremental STOMP frame decoder over a ByteQueue:
  * `frame = command EOL *(header EOL) EOL *OCTET NUL *(EOL)`, EOL = [CR] LF.
  *
+ * Between frames, LF, CR LF and NUL are skipped, as RabbitMQ's parser does: heart-beats, the EOLs
+ * some clients write after a frame's NUL, and a stray NUL (an empty frame). A CR not followed by
+ * LF starts a command (that then fails as an unknown command).
+ *
  * Sizes are checked before bytes are kept: a header line, the header block and a declared
  * `content-length` are measured against the limits as soon as they are known, and a body without
  * `content-length` as it grows. The header block is scanned once (the scan resumes where the last
@@ -56,6 +60,8 @@ export class FrameDecoder {
    * or body is waited for (an HTTP request sent to the STOMP port fails at once).
    */
   commands: ReadonlySet<string> | undefined;
+  /** The error for a command line outside `commands` (RabbitMQ's "Bad command" by default). */
+  unknownCommand: (command: string) => StompError = STOMP_ERRORS.badCommand;
 
   // Header-block scan state, kept across chunks so that no byte is scanned twice.
   private scanPos = 0;
@@ -100,7 +106,7 @@ export class FrameDecoder {
     return this.takeBody(this.pending);
   }
 
-  /** Skips heart-beats (EOLs) before a frame; false when nothing but EOLs is buffered. */
+  /** Skips heart-beats (EOLs) and empty frames (NULs) before a frame; false when nothing else is buffered. */
   private skipEols(): boolean {
     const q = this.queue;
     while (q.length > 0) {
@@ -108,6 +114,8 @@ export class FrameDecoder {
       if (b === LF) {
         q.skip(1);
         this.heartbeats++;
+      } else if (b === NUL) {
+        q.skip(1);
       } else if (b === CR) {
         if (q.length < 2) return false;
         if (q.at(1) !== LF) break;
@@ -127,22 +135,23 @@ export class FrameDecoder {
   private scanHead(): number {
     const q = this.queue;
     const { maxFrame, maxHeaders, maxLine } = this.limits;
+    const maxHead = Math.min(this.limits.maxHead ?? maxFrame, maxFrame);
     for (;;) {
       const lf = q.indexOf(LF, this.scanPos);
       if (lf < 0) {
         if (q.length - this.lineStart > maxLine + 1) throw lineTooLong(maxLine, this.lines);
-        if (q.length > maxFrame) throw frameTooLarge(maxFrame);
+        if (q.length > maxHead) throw frameTooLarge(maxHead);
         this.scanPos = q.length;
         return -1;
       }
       let len = lf - this.lineStart;
       if (len > 0 && q.at(lf - 1) === CR) len--;
       if (len > maxLine) throw lineTooLong(maxLine, this.lines);
-      if (lf + 1 > maxFrame) throw frameTooLarge(maxFrame);
+      if (lf + 1 > maxHead) throw frameTooLarge(maxHead);
       if (len === 0 && this.lines > 0) return lf + 1;
       if (this.lines === 0 && this.commands !== undefined) this.checkCommand(len);
       if (++this.lines > maxHeaders + 1) {
-        throw StompError.frame('Too many headers', `a frame may carry at most ${maxHeaders} headers`);
+        throw STOMP_ERRORS.tooManyHeaders(maxHeaders);
       }
       this.lineStart = lf + 1;
       this.scanPos = lf + 1;
@@ -152,10 +161,7 @@ export class FrameDecoder {
   private checkCommand(len: number): void {
     const command = this.queue.peek(len).toString('latin1');
     this.checkedCommand = command;
-    if (!this.commands!.has(command)) {
-      const shown = command.length > 64 ? `${command.slice(0, 64)}...` : command;
-      throw new StompError('Bad command', `Could not interpret command '${shown}'`);
-    }
+    if (!this.commands!.has(command)) throw this.unknownCommand(command.length > 64 ? `${command.slice(0, 64)}...` : command);
   }
 
   private resetScan(): void {
@@ -180,9 +186,9 @@ export class FrameDecoder {
       if (end === pos) break; // the blank line
       const colon = head.indexOf(COLON, pos);
       if (colon < 0 || colon >= end) {
-        throw new StompError('Invalid header', `header line '${head.toString('utf8', pos, end)}' has no ':'`);
+        throw STOMP_ERRORS.headerWithoutColon(head.toString('utf8', pos, end));
       }
-      if (colon === pos) throw new StompError('Invalid header', 'a header name may not be empty');
+      if (colon === pos) throw STOMP_ERRORS.emptyHeaderName();
       let name = head.toString('utf8', pos, colon);
       let value = head.toString('utf8', colon + 1, end);
       if (escaping !== Escaping.NONE) {
@@ -197,6 +203,8 @@ export class FrameDecoder {
     const cl = headers.get(CONTENT_LENGTH);
     if (cl !== undefined) {
       contentLength = parseContentLength(cl);
+      const maxBody = this.limits.maxBody;
+      if (maxBody !== undefined && contentLength > maxBody) throw STOMP_ERRORS.messageTooLarge(contentLength, maxBody);
       if (size + contentLength + 1 > this.limits.maxFrame) throw frameTooLarge(this.limits.maxFrame);
     }
     return { command, headers, headBytes: size, contentLength };
@@ -209,17 +217,20 @@ export class FrameDecoder {
       const n = p.contentLength;
       if (q.length < n + 1) return null;
       if (q.at(n) !== NUL) {
-        throw new StompError('Invalid frame', `the body is longer than its content-length (${n}): no NUL after ${n} bytes`);
+        throw STOMP_ERRORS.bodyLongerThanContentLength(n);
       }
       body = n === 0 ? EMPTY : q.consume(n);
       q.skip(1);
     } else {
       const nul = q.indexOf(NUL, this.nulScan);
+      const maxBody = this.limits.maxBody;
       if (nul < 0) {
+        if (maxBody !== undefined && q.length > maxBody) throw STOMP_ERRORS.messageTooLarge(q.length, maxBody);
         if (p.headBytes + q.length >= this.limits.maxFrame) throw frameTooLarge(this.limits.maxFrame);
         this.nulScan = q.length;
         return null;
       }
+      if (maxBody !== undefined && nul > maxBody) throw STOMP_ERRORS.messageTooLarge(nul, maxBody);
       if (p.headBytes + nul + 1 > this.limits.maxFrame) throw frameTooLarge(this.limits.maxFrame);
       body = nul === 0 ? EMPTY : q.consume(nul);
       q.skip(1);
@@ -238,16 +249,16 @@ function lineEnd(buf: Buffer, pos: number, lf: number): number {
 function parseContentLength(raw: string): number {
   const s = raw.trim();
   if (s.length === 0 || s.length > MAX_CONTENT_LENGTH_DIGITS || !/^[0-9]+$/.test(s)) {
-    throw new StompError('Invalid header', `content-length '${raw}' is not a non-negative integer`);
+    throw STOMP_ERRORS.badContentLength(raw);
   }
   return Number(s);
 }
 
 function frameTooLarge(max: number): StompError {
-  return StompError.frame('Frame too large', `frames are limited to ${max} bytes`);
+  return STOMP_ERRORS.frameTooLarge(max);
 }
 
 function lineTooLong(max: number, lines: number): StompError {
   const what = lines === 0 ? 'the command line' : 'a header line';
-  return StompError.frame('Header too long', `${what} exceeds ${max} bytes`);
+  return STOMP_ERRORS.headerTooLong(what, max);
 }

@@ -33,13 +33,41 @@ describe('parseDestination', () => {
     },
   );
 
-  test.each(['/foo/bar', '/amq/exchange/x', '/queues/x', 'a/b'])('%s has an unknown prefix', (dest) => {
+  test.each(['/foo/bar', '/amq/exchange/x', '/queues/x', 'a/b', '/reply-queue'])('%s has an unknown prefix', (dest) => {
     try {
       parseDestination(dest);
       expect.unreachable();
     } catch (e) {
       expect((e as StompError).summary).toBe('Unknown destination');
-      expect((e as StompError).detail).toContain('/temp-queue/');
+      expect((e as StompError).detail).toBe(
+        `'${dest}' is not a valid destination.\nValid destination types are: /exchange, /topic, /queue, /amq/queue, /temp-queue, /reply-queue/.\n`,
+      );
+    }
+  });
+
+  // RabbitMQ's texts: the kind as its parser names it, and what follows the prefix, in quotes.
+  test.each([
+    ['/exchange//foo', "'//foo' is not a valid exchange destination\n"],
+    ['/exchange/bah/baz/boo', "'/bah/baz/boo' is not a valid exchange destination\n"],
+    ['/exchange', "'' is not a valid exchange destination\n"],
+    ['/exchange/', "'/' is not a valid exchange destination\n"],
+    ['/queue/bah/baz', "'/bah/baz' is not a valid queue destination\n"],
+    ['/queue', "'' is not a valid queue destination\n"],
+    ['/queue/', "'/' is not a valid queue destination\n"],
+    ['/topic/bah/baz', "'/bah/baz' is not a valid topic destination\n"],
+    ['/topic', "'' is not a valid topic destination\n"],
+    ['/amq/queue', "'' is not a valid amqqueue destination\n"],
+    ['/amq/queue/a/b', "'/a/b' is not a valid amqqueue destination\n"],
+    ['/temp-queue/a/b', "'/a/b' is not a valid temp_queue destination\n"],
+    ['/reply-queue/', "'/' is not a valid reply_queue destination\n"],
+    ['', 'Destination cannot be blank'],
+  ])('%s: the error body is RabbitMQ\'s', (dest, body) => {
+    try {
+      parseDestination(dest);
+      expect.unreachable();
+    } catch (e) {
+      expect((e as StompError).summary).toBe('Invalid destination');
+      expect((e as StompError).detail).toBe(body);
     }
   });
 });

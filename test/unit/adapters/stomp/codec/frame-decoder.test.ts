@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { Escaping, type DecoderLimits } from '../../../../../adapters/stomp/codec/constants.js';
 import { FrameDecoder, type StompFrame } from '../../../../../adapters/stomp/codec/frame-decoder.js';
-import { StompError } from '../../../../../adapters/stomp/errors.js';
+import { STOMP_ERRORS, StompError } from '../../../../../adapters/stomp/errors.js';
 
 interface Plain {
   command: string;
@@ -98,6 +98,47 @@ describe('FrameDecoder: the grammar', () => {
     expect(bodies).toEqual(['1', '2']);
     expect(d.heartbeats).toBe(7);
     expect(d.buffered).toBe(0);
+  });
+
+  // RabbitMQ's parser skips LF, CR LF and NUL before a command (rabbit_stomp_frame parse_command).
+  test('a stray NUL before a frame is an empty frame and is skipped', () => {
+    const wire = '\n\u0000SUBSCRIBE\ndestination:/exchange/amq.fanout\n\n\u0000\n\u0000SEND\ndestination:/exchange/amq.fanout\n\nhello\n\u0000\n';
+    expect(decodeAll([Buffer.from(wire, 'latin1')]).map((f) => [f.command, f.body])).toEqual([
+      ['SUBSCRIBE', ''],
+      ['SEND', 'hello\n'],
+    ]);
+  });
+
+  test('NULs and EOLs alone make no frame and leave nothing buffered', () => {
+    const d = decoder();
+    d.push(Buffer.from('\u0000\n\u0000\u0000\r\n\u0000', 'latin1'));
+    expect(d.next()).toBeNull();
+    expect(d.buffered).toBe(0);
+    expect(d.heartbeats).toBe(2);
+  });
+
+  test('a CR LF split across chunks between frames is one heart-beat', () => {
+    const d = decoder();
+    d.push(Buffer.from('\r'));
+    expect(d.next()).toBeNull();
+    d.push(Buffer.from('\nSEND\n\nx\u0000'));
+    expect(d.next()?.body.toString()).toBe('x');
+    expect(d.heartbeats).toBe(1);
+  });
+
+  test('a CR not followed by LF before a command belongs to the command (then unknown)', () => {
+    const d = decoder();
+    d.commands = new Set(['SEND']);
+    d.push(Buffer.from('\rSEND\n\n\u0000'));
+    expect(() => d.next()).toThrow(/Could not interpret command "\rSEND"/);
+  });
+
+  test.each([1, 2, 3, 5, 7, 11])('heart-beats and NULs between frames, split every %i bytes == unsplit', (step) => {
+    const wire = Buffer.from('\r\n\n\u0000SEND\na:1\n\nbody\u0000\r\n\u0000\n\u0000SEND\ncontent-length:3\n\na\u0000b\u0000\n\n', 'latin1');
+    const parts: Buffer[] = [];
+    for (let i = 0; i < wire.length; i += step) parts.push(Buffer.from(wire.subarray(i, i + step)));
+    expect(decodeAll(parts)).toEqual(decodeAll([wire]));
+    expect(decodeAll([wire]).map((f) => f.body)).toEqual(['body', 'a\u0000b']);
   });
 
   test('only a value after the first colon; later colons belong to the value', () => {
@@ -251,11 +292,48 @@ describe('FrameDecoder: limits and bad input', () => {
     const d = decoder();
     d.commands = new Set(['SEND']);
     d.push(Buffer.from('GET / HTTP/1.1\r\n'));
-    expect(() => d.next()).toThrow(/Could not interpret command 'GET \/ HTTP\/1.1'/);
+    expect(() => d.next()).toThrow(/Could not interpret command "GET \/ HTTP\/1.1"/);
     const ok = decoder();
     ok.commands = new Set(['SEND']);
     ok.push(Buffer.from('SEND\n\nx\u0000'));
     expect(ok.next()!.command).toBe('SEND');
+  });
+
+  test('the unknown-command error can be replaced (before CONNECT: Illegal command)', () => {
+    const d = decoder();
+    d.commands = new Set(['CONNECT']);
+    d.unknownCommand = STOMP_ERRORS.illegalCommand;
+    d.push(Buffer.from('SEND\n'));
+    expect(() => d.next()).toThrow(/You must log in using CONNECT first/);
+  });
+
+  describe('maxBody and maxHead', () => {
+    const big: DecoderLimits = { maxFrame: 10_000, maxHeaders: 10, maxLine: 100, maxHead: 200, maxBody: 1000 };
+
+    test('a body of exactly maxBody passes, with and without content-length', () => {
+      const body = 'b'.repeat(1000);
+      expect(decodeAll([Buffer.from(`SEND\ncontent-length:1000\n\n${body}\u0000`)], { limits: big })[0]!.body).toBe(body);
+      expect(decodeAll([Buffer.from(`SEND\n\n${body}\u0000`)], { limits: big })[0]!.body).toBe(body);
+    });
+
+    test('a declared content-length over maxBody is "Message too large" before the body arrives', () => {
+      const e = decodeError([Buffer.from('SEND\ncontent-length:1001\n\n')], { limits: big });
+      expect([e.summary, e.detail]).toEqual(['Message too large', 'message size 1001 is larger than configured max size 1000\n']);
+    });
+
+    test('a body without content-length is "Message too large" once it outgrows maxBody', () => {
+      const d = decoder({ limits: big });
+      d.push(Buffer.from('SEND\n\n'));
+      d.push(Buffer.alloc(1000, 0x61));
+      expect(d.next()).toBeNull();
+      d.push(Buffer.alloc(1, 0x61));
+      expect(() => d.next()).toThrow(/Message too large/);
+    });
+
+    test('headers beyond maxHead fail even when the frame limit is far away', () => {
+      const head = 'SEND\n' + Array.from({ length: 5 }, (_, i) => `h${i}:${'v'.repeat(60)}\n`).join('');
+      expect(decodeError([Buffer.from(head)], { limits: big }).summary).toBe('Frame too large');
+    });
   });
 
   test('after clear() the decoder starts afresh', () => {
