@@ -50,6 +50,9 @@ const DESCRIPTIONS: Record<string, string> = {
   guestRemote: 'let guest connect from non-loopback addresses (true/false)',
   metricsAuth: 'require management credentials for /metrics (true/false)',
   definitions: 'import this definitions file (RabbitMQ JSON) at start',
+  cluster: 'name of the cluster to join (with --cluster-url)',
+  clusterUrl: 'comma-separated nats://host:port URLs of NATS servers with JetStream: join a cluster through them',
+  nodeName: "this node's name in the cluster (default: the host name)",
   consumerTimeout: 'cancel a consumer that holds a delivery longer than this many ms (0 = never; queues may set x-consumer-timeout)',
 };
 
@@ -191,6 +194,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       return 1;
     }
     const err = e as NodeJS.ErrnoException;
+    if (err instanceof Error && (err.name === 'EngineError' || err.name === 'NodeNameTaken')) {
+      process.stderr.write(`warren: cannot join the cluster: ${err.message}\n`);
+      return 1;
+    }
     if (err instanceof Error && err.name === 'ListenError') {
       for (const line of err.message.split('\n')) process.stderr.write(`warren: cannot listen: ${line}\n`);
       return 1;
