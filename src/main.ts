@@ -173,6 +173,19 @@ export async function main(argv: string[]): Promise<number | undefined> {
       done = 0;
     });
 
+  // `warren dev-cluster --nodes N`: a cluster on this machine to try.
+  program
+    .command('dev-cluster')
+    .description('start N nats-servers with JetStream and N Warren nodes on free local ports (needs nats-server on the PATH); Ctrl-C stops them')
+    .addOption(new Option('--nodes <n>', 'how many nodes (and NATS servers)').default('3'))
+    .addOption(new Option('--log-level <level>', "the nodes' log level").default('warn'))
+    .action(async (flags: Record<string, unknown>) => {
+      const n = Number(flags['nodes']);
+      if (!Number.isInteger(n) || n < 1 || n > 9) throw new ConfigError('nodes', `expected 1-9, got '${String(flags['nodes'])}'`);
+      const { runDevCluster } = await import('./cluster/dev-cluster.js');
+      done = await runDevCluster({ nodes: n, out: (line) => process.stdout.write(`${line}\n`), logLevel: String(flags['logLevel']) });
+    });
+
   // status, list, declare, delete, purge, publish, get, close, add, change, set, clear, export, import:
   // clients of the management HTTP API.
   registerAdminCommands(program);

@@ -17,6 +17,8 @@ import {
 
 /** JetStream's "wrong last sequence": a compare-and-set lost. */
 const WRONG_LAST_SEQUENCE = 10071;
+/** JetStream is off for the account. */
+const JETSTREAM_NOT_ENABLED = 10039;
 
 export interface NatsEngineOptions {
   /** `nats://host:port` URLs of the engine's servers. */
@@ -25,6 +27,8 @@ export interface NatsEngineOptions {
   name: string;
   /** How long the first connection may take, in ms. */
   connectTimeoutMs?: number;
+  /** How long to wait for a JetStream cluster that is still electing its leader, in ms. */
+  jetStreamWaitMs?: number;
 }
 
 /**
@@ -48,7 +52,17 @@ export async function connectNats(opts: NatsEngineOptions): Promise<NatsEngine> 
   try {
     if (info?.jetstream !== true) throw new Error('the server does not offer JetStream');
     const jsm = await jetstreamManager(nc, { timeout: 5000 });
-    await jsm.getAccountInfo();
+    // A JetStream cluster that has just started answers only once it has elected its meta leader.
+    const deadline = Date.now() + (opts.jetStreamWaitMs ?? 30_000);
+    for (;;) {
+      try {
+        await jsm.getAccountInfo();
+        break;
+      } catch (e) {
+        if (Date.now() > deadline || (e instanceof JetStreamApiError && e.code === JETSTREAM_NOT_ENABLED)) throw e;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
   } catch (e) {
     await nc.close().catch(() => undefined);
     throw new EngineError(
