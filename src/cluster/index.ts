@@ -34,6 +34,8 @@ export interface ClusterMembership {
   readonly registry: NodeRegistry;
   /** Every node that has joined, running or not. */
   nodes(): ClusterNodeInfo[];
+  /** The home node of a queue (where it was declared), if it is replicated. */
+  homeOf(vhost: string, queue: string): string | undefined;
   /** Records the bound listeners in the registry. */
   setListeners(listeners: NodeListener[]): Promise<void>;
   /** Leaves: the heartbeat goes (the others list this node as not running), the connection closes. */
@@ -101,6 +103,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       definitions,
       registry,
       nodes: () => registry.nodes(),
+      homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
       setListeners: (l) => registry.setListeners(l),
       stop: () =>
         (stopping ??= (async () => {

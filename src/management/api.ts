@@ -66,6 +66,10 @@ export class ManagementApi implements FormatContext {
 
   // ---- FormatContext --------------------------------------------------------------------------
 
+  queueNode(vhost: string, queue: string): string {
+    return this.ctx.cluster?.homeOf(vhost, queue) ?? this.node;
+  }
+
   vhostMeta(name: string): VhostMeta {
     return this.meta.get(name) ?? { description: name === this.core.defaultVhost ? 'Default virtual host' : '', tags: [], defaultQueueType: 'classic' };
   }

@@ -5,6 +5,8 @@
 export interface ClusterView {
   readonly clusterName: string;
   readonly nodeName: string;
+  /** The home node of a queue, if the cluster knows one. */
+  homeOf(vhost: string, queue: string): string | undefined;
   nodes(): ReadonlyArray<{
     name: string;
     running: boolean;

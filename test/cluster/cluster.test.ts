@@ -54,8 +54,9 @@ describe('three Warren nodes on three clustered nats-servers', { timeout: 60_000
     await c2.close();
 
     await waitFor(async () => (await http<unknown[]>(port('n3'), 'GET', '/api/exchanges/%2F/orders/bindings/source')).body.length === 1, 5000, 'binding on n3');
-    const q = await http<{ arguments: Record<string, unknown>; durable: boolean }>(port('n3'), 'GET', '/api/queues/%2F/billing');
+    const q = await http<{ arguments: Record<string, unknown>; durable: boolean; node: string }>(port('n3'), 'GET', '/api/queues/%2F/billing');
     expect(q.body.durable).toBe(true);
+    expect(q.body.node).toBe('n1'); // its home: the node that declared it
     expect(q.body.arguments['x-max-length']).toBe(100);
     const bindings = await http<{ destination: string; routing_key: string }[]>(port('n3'), 'GET', '/api/exchanges/%2F/orders/bindings/source');
     expect(bindings.body.map((b) => [b.destination, b.routing_key])).toEqual([['billing', 'order.*']]);

@@ -187,12 +187,17 @@ export class NatsEngine implements ClusterEngine {
   }
 
   async openKV(name: string, opts: BucketOptions): Promise<ClusterKV> {
-    const kv = await this.kvm.create(name, {
-      replicas: opts.replicas,
-      history: 1,
-      ...(opts.ttlMs !== undefined && opts.ttlMs > 0 ? { ttl: opts.ttlMs } : {}),
-    });
-    return new NatsKV(name, kv);
+    const config = { replicas: opts.replicas, history: 1, ...(opts.ttlMs !== undefined && opts.ttlMs > 0 ? { ttl: opts.ttlMs } : {}) };
+    // Nodes starting together race to create a bucket, and a stream just created may not answer
+    // at once: a few tries.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return new NatsKV(name, await this.kvm.create(name, config));
+      } catch (e) {
+        if (attempt >= 5) throw e;
+        await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+      }
+    }
   }
 
   onStatus(listener: (connected: boolean) => void): void {
