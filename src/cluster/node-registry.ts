@@ -94,14 +94,7 @@ export class NodeRegistry {
   async start(): Promise<void> {
     const key = this.nodeName;
     const beat = encodeJson(this.heartbeat());
-    if ((await this.aliveKv.create(key, beat)) === undefined) {
-      const held = await this.aliveKv.get(key);
-      const other = held?.value === undefined ? undefined : (decodeJson(held.value) as NodeHeartbeat);
-      if (held !== undefined && other !== undefined && other.instance !== this.instance && Date.now() - other.at < this.opts.ttlMs) {
-        throw new NodeNameTaken(`node name '${key}' is in use by a running node; choose another --node-name or stop that node`);
-      }
-      await this.aliveKv.put(key, beat);
-    }
+    if ((await this.aliveKv.create(key, beat)) === undefined) await this.takeOver(key);
     await this.nodesKv.put(key, encodeJson(this.identity));
     for (const [kv, on] of [
       [this.nodesKv, (e: KvEntry) => this.onIdentity(e)],
@@ -114,6 +107,35 @@ export class NodeRegistry {
     this.watching = true;
     this.timer = setInterval(() => this.beat(), this.opts.heartbeatMs);
     this.timer.unref();
+  }
+
+  /**
+   * The name has a heartbeat: a process that just died (restarted by its supervisor) or one that
+   * runs. Waits one TTL: a live holder writes a new heartbeat meanwhile and the name is refused;
+   * a dead one does not, and the name is taken over (compare-and-set, so two newcomers cannot both
+   * win).
+   */
+  private async takeOver(key: string): Promise<void> {
+    for (;;) {
+      const held = await this.aliveKv.get(key);
+      if (held === undefined) {
+        if ((await this.aliveKv.create(key, encodeJson(this.heartbeat()))) !== undefined) return;
+        continue;
+      }
+      const other = decodeJson(held.value!) as NodeHeartbeat;
+      if (Date.now() - other.at >= this.opts.ttlMs) {
+        if ((await this.aliveKv.compareAndSet(key, encodeJson(this.heartbeat()), held.revision)) !== undefined) return;
+        throw new NodeNameTaken(`node name '${key}' was just taken by another process; choose another --node-name`);
+      }
+      this.log.info({ node: key }, 'cluster: this node name has a recent heartbeat; waiting to see whether its holder is alive');
+      await new Promise((resolve) => setTimeout(resolve, this.opts.ttlMs + this.opts.heartbeatMs));
+      const now = await this.aliveKv.get(key);
+      if (now !== undefined && now.revision !== held.revision) {
+        throw new NodeNameTaken(`node name '${key}' is in use by a running node; choose another --node-name or stop that node`);
+      }
+      const taken = now === undefined ? await this.aliveKv.create(key, encodeJson(this.heartbeat())) : await this.aliveKv.compareAndSet(key, encodeJson(this.heartbeat()), now.revision);
+      if (taken !== undefined) return;
+    }
   }
 
   /** The listeners once they are bound (written to the node's identity). */

@@ -107,6 +107,30 @@ describe('three Warren nodes on three clustered nats-servers', { timeout: 60_000
     await waitFor(async () => (await nodesOn(port('n1'))).find((n) => n.name === 'n3')?.running === true, 5000, 'n3 running again');
   });
 
+  test('a node killed and restarted at once (as by a supervisor) takes its name back', async () => {
+    await cluster.kill('n2');
+    const again = await cluster.start('n2');
+    await waitFor(async () => (await nodesOn(port('n1'))).find((n) => n.name === 'n2')?.running === true, 10_000, 'n2 running again');
+    expect((await http(again.httpPort, 'GET', '/api/queues/%2F/billing')).status).toBe(200);
+  });
+
+  test('with one of three nats-servers killed, changes still reach every node', async () => {
+    await cluster.nats.kill(0);
+    try {
+      // Nodes connected to s1 reconnect to another server; the buckets (3 replicas) keep a majority.
+      await waitFor(
+        async () => (await http(port('n2'), 'PUT', '/api/queues/%2F/after-s1', { body: { durable: true } })).status < 300,
+        20_000,
+        'a declare accepted without s1',
+      );
+      for (const n of ['n1', 'n3']) {
+        await waitFor(async () => (await http(port(n), 'GET', '/api/queues/%2F/after-s1')).status === 200, 20_000, `after-s1 on ${n}`);
+      }
+    } finally {
+      await cluster.nats.restart(0);
+    }
+  });
+
   test('a node that joins later gets every definition', async () => {
     const n4 = await cluster.start('n4');
     for (const path of ['/api/queues/%2F/billing', '/api/exchanges/%2F/orders', '/api/vhosts/shop', '/api/users/carol', '/api/queues/%2F/while-away']) {

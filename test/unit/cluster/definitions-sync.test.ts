@@ -166,6 +166,18 @@ describe('node registry', () => {
     await waitFor(() => a.m.nodes().find((n) => n.name === 'n2')?.running === false, 150, 'n2 stopped');
   });
 
+  test('a restarted node takes its name over from its dead predecessor once the heartbeat is stale', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const dead = await node('n2');
+    (dead.m.registry as unknown as { timer: NodeJS.Timeout }).timer.close(); // killed: no more heartbeats
+    const t0 = Date.now();
+    const again = await node('n2');
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(again.m.registry.instance).not.toBe(dead.m.registry.instance);
+    await waitFor(() => a.m.nodes().find((n) => n.name === 'n2')?.running, 2000, 'n2 running again');
+  });
+
   test('a second live process with the same node name is refused', async () => {
     engine = new MemoryEngine();
     await node('n1');
