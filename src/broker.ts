@@ -1,8 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { Server } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AmqpAdapter } from '../adapters/amqp/index.js';
+import type { ClusterMembership } from './cluster/index.js';
 import { MqttAdapter } from '../adapters/mqtt/index.js';
 import { StompAdapter } from '../adapters/stomp/index.js';
 import { ConfigError, envName, flagName, withDefaults, type BrokerOptions } from './config.js';
@@ -53,6 +54,8 @@ export interface Broker {
   readonly store: MessageStore;
   /** The management API, UI and metrics on the HTTP port (absent when the port is off). */
   readonly management: Management | undefined;
+  /** This node's membership of a cluster (started with `clusterUrl`), else undefined. */
+  readonly cluster: ClusterMembership | undefined;
   /** The `warren ready ...` line. */
   readonly readyLine: string;
   /**
@@ -62,6 +65,11 @@ export interface Broker {
   reloadTls(): { reloaded: string[]; failed: Record<string, string> };
   /** Closes listeners and connections (with each protocol's shutdown message) and flushes. */
   stop(): Promise<void>;
+}
+
+/** The host name as a node name (letters, digits, '-' and '_'). */
+function defaultNodeName(): string {
+  return hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64) || 'warren';
 }
 
 type AdapterFactory = (ctx: AdapterContext) => ProtocolAdapter;
@@ -127,6 +135,25 @@ export async function startBroker(
         ? 'memory high watermark: a fraction of the container (cgroup) memory limit'
         : 'memory high watermark: a fraction of the host RAM',
   );
+  // A cluster node: the engine is loaded only here, so the single-node broker never loads it.
+  let cluster: ClusterMembership | undefined;
+  if (options.clusterUrl !== undefined) {
+    const { joinCluster } = await import('./cluster/index.js');
+    try {
+      cluster = await joinCluster({
+        cluster: options.cluster,
+        nodeName: options.nodeName ?? defaultNodeName(),
+        urls: options.clusterUrl.split(','),
+        version: VERSION,
+        core,
+        log,
+      });
+    } catch (e) {
+      await store.close();
+      if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
+      throw e;
+    }
+  }
   core.alarms.watchDisk(options.dataDir, options.diskFreeLimit);
   core.alarms.on((blocked, reason) => log.warn({ blocked, reason }, blocked ? 'resource alarm raised: publishers blocked' : 'resource alarm cleared'));
   core.alarms.start();
@@ -182,7 +209,10 @@ export async function startBroker(
       if (typeof port !== 'number' || (name === 'https' && tls === undefined)) continue;
       const http = new HttpServer(log, Math.max(options.maxMessageSize, options.frameMax) + 65536, tls);
       for (const a of adapters.values()) if (a.name !== 'amqp' || options.amqpWebsocket) http.attach(a);
-      management ??= new Management({ core, log, options, ports, reloadTls: () => reloadTls(tlsEndpoints, log) }, { metricsAuth: options.metricsAuth, ...managementOptions });
+      management ??= new Management(
+        { core, log, options, ports, reloadTls: () => reloadTls(tlsEndpoints, log), cluster },
+        { metricsAuth: options.metricsAuth, ...managementOptions },
+      );
       http.setHandler(management.handler);
       httpServers.push(http);
       await bindOne(name, key, port, () => http.listen(port, options.bind));
@@ -196,9 +226,14 @@ export async function startBroker(
     management?.stop();
     core.alarms.stop();
     core.consumerTimeouts.stop();
+    await cluster?.stop();
     await store.close();
     if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
     throw e;
+  }
+  if (cluster !== undefined) {
+    const bound = READY_ORDER.filter((n) => ports[n] !== undefined).map((n) => ({ protocol: n, port: ports[n]! }));
+    await cluster.setListeners(bound).catch((err: unknown) => log.warn({ err }, 'cluster: listeners not recorded in the registry'));
   }
   const readyLine = `warren ready ${READY_ORDER.filter((n) => ports[n] !== undefined)
     .map((n) => `${n}=${ports[n]}`)
@@ -216,10 +251,11 @@ export async function startBroker(
       await Promise.all(closing);
       core.alarms.stop();
       core.consumerTimeouts.stop();
+      await cluster?.stop().catch((err: unknown) => log.warn({ err }, 'cluster: error while leaving'));
       await store.close();
       if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
       log.info('broker stopped');
     })());
 
-  return { core, ports, options, log, adapters, store, management, readyLine, reloadTls: () => reloadTls(tlsEndpoints, log), stop };
+  return { core, ports, options, log, adapters, store, management, cluster, readyLine, reloadTls: () => reloadTls(tlsEndpoints, log), stop };
 }

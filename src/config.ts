@@ -94,6 +94,12 @@ export interface BrokerOptions {
   definitions: string | undefined;
   /** A consumer holding a delivery longer than this (ms) is cancelled; 0 = never. Queues may set their own. */
   consumerTimeout: number;
+  /** The cluster's name (with `clusterUrl`); nodes of one cluster share it. */
+  cluster: string;
+  /** Comma-separated `nats://host:port` URLs of the NATS JetStream servers: set, the node joins a cluster. */
+  clusterUrl: string | undefined;
+  /** This node's name in the cluster; default the host name. */
+  nodeName: string | undefined;
 }
 
 export const DEFAULTS: BrokerOptions = {
@@ -142,6 +148,9 @@ export const DEFAULTS: BrokerOptions = {
   metricsAuth: false,
   definitions: undefined,
   consumerTimeout: 30 * 60 * 1000,
+  cluster: 'warren',
+  clusterUrl: undefined,
+  nodeName: undefined,
 };
 
 /** An invalid option: the CLI prints one line and exits 2. */
@@ -155,7 +164,7 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = 'port' | 'int' | 'number' | 'string' | 'bool' | 'level' | readonly string[];
+type Kind = 'port' | 'int' | 'number' | 'string' | 'bool' | 'level' | 'name' | 'urls' | readonly string[];
 
 const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   bind: 'string',
@@ -203,6 +212,9 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   metricsAuth: 'bool',
   definitions: 'string',
   consumerTimeout: 'int',
+  cluster: 'name',
+  clusterUrl: 'urls',
+  nodeName: 'name',
 };
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
@@ -256,6 +268,20 @@ function parseValue(key: keyof BrokerOptions, raw: unknown): unknown {
     case 'string': {
       if (typeof text !== 'string' || text === '') throw new ConfigError(opt, `expected a non-empty string`);
       return text;
+    }
+    case 'name': {
+      // Cluster and node names become keys and bucket names in the cluster engine.
+      if (typeof text !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(text)) {
+        throw new ConfigError(opt, `expected 1-64 letters, digits, '-' or '_', got '${String(raw)}'`);
+      }
+      return text;
+    }
+    case 'urls': {
+      const urls = typeof text === 'string' ? text.split(',').map((u) => u.trim()).filter((u) => u !== '') : [];
+      if (urls.length === 0 || urls.some((u) => !/^(nats|tls):\/\/[^\s/]+$/.test(u))) {
+        throw new ConfigError(opt, `expected comma-separated nats://host:port URLs, got '${String(raw)}'`);
+      }
+      return urls.join(',');
     }
   }
 }

@@ -51,6 +51,9 @@ const DESCRIPTIONS: Record<string, string> = {
   guestRemote: 'let guest connect from non-loopback addresses (true/false)',
   metricsAuth: 'require management credentials for /metrics (true/false)',
   definitions: 'import this definitions file (RabbitMQ JSON) at start',
+  cluster: 'name of the cluster to join (with --cluster-url)',
+  clusterUrl: 'comma-separated nats://host:port URLs of NATS servers with JetStream: join a cluster through them',
+  nodeName: "this node's name in the cluster (default: the host name)",
   consumerTimeout: 'cancel a consumer that holds a delivery longer than this many ms (0 = never; queues may set x-consumer-timeout)',
 };
 
@@ -171,6 +174,19 @@ export async function main(argv: string[]): Promise<number | undefined> {
       done = 0;
     });
 
+  // `warren dev-cluster --nodes N`: a cluster on this machine to try.
+  program
+    .command('dev-cluster')
+    .description('start N nats-servers with JetStream and N Warren nodes on free local ports (needs nats-server on the PATH); Ctrl-C stops them')
+    .addOption(new Option('--nodes <n>', 'how many nodes (and NATS servers)').default('3'))
+    .addOption(new Option('--log-level <level>', "the nodes' log level").default('warn'))
+    .action(async (flags: Record<string, unknown>) => {
+      const n = Number(flags['nodes']);
+      if (!Number.isInteger(n) || n < 1 || n > 9) throw new ConfigError('nodes', `expected 1-9, got '${String(flags['nodes'])}'`);
+      const { runDevCluster } = await import('./cluster/dev-cluster.js');
+      done = await runDevCluster({ nodes: n, out: (line) => process.stdout.write(`${line}\n`), logLevel: String(flags['logLevel']) });
+    });
+
   // status, list, declare, delete, purge, publish, get, close, add, change, set, clear, export, import:
   // clients of the management HTTP API.
   registerAdminCommands(program);
@@ -192,6 +208,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
       return 1;
     }
     const err = e as NodeJS.ErrnoException;
+    if (err instanceof Error && (err.name === 'EngineError' || err.name === 'NodeNameTaken')) {
+      process.stderr.write(`warren: cannot join the cluster: ${err.message}\n`);
+      return 1;
+    }
     if (err instanceof Error && err.name === 'ListenError') {
       for (const line of err.message.split('\n')) process.stderr.write(`warren: cannot listen: ${line}\n`);
       return 1;

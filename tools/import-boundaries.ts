@@ -9,6 +9,7 @@
  *   store       src/store/**
  *   transport   src/transport/**
  *   management  src/management/**
+ *   cluster     src/cluster/**
  *   adapter     adapters/<protocol>/**  (one area per protocol)
  *   base        src/logger.ts, src/config.ts
  *   root        src/broker.ts, src/main.ts, src/index.ts, src/data-dir.ts (composition and entry)
@@ -31,6 +32,10 @@
  *   R5 management imports: management; base; the core only through src/core/index.ts. Never
  *      adapters, store, transport, root.
  *   R6 base imports nothing of the project.
+ *   R8 cluster imports: cluster; base; the core only through src/core/index.ts; the store only
+ *      through src/store/index.ts. Never adapters, transport, management, root. Nothing but root
+ *      imports the cluster (R1-R5 already keep core, store, transport, management and adapters
+ *      away from it), and root only with a dynamic import: the single-node broker never loads it.
  *   R7 root may import anything.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -44,6 +49,8 @@ export interface ImportRef {
   /** The module specifier as written. */
   readonly specifier: string;
   readonly typeOnly: boolean;
+  /** A dynamic `import('...')`. */
+  readonly dynamic?: boolean;
   /** 1-based line. */
   readonly line: number;
 }
@@ -78,7 +85,7 @@ export const TRANSPORT_CORE_VALUES: ReadonlyArray<readonly [file: string, why: s
   ['src/transport/byte-queue.ts', 'unread input bytes are reported to the process memory account'],
 ];
 
-type Area = 'core' | 'store' | 'transport' | 'management' | 'base' | 'root' | `adapter:${string}`;
+type Area = 'core' | 'store' | 'transport' | 'management' | 'cluster' | 'base' | 'root' | `adapter:${string}`;
 
 const BASE = new Set(['src/logger.ts', 'src/config.ts']);
 const ROOT = new Set(['src/broker.ts', 'src/main.ts', 'src/index.ts', 'src/data-dir.ts']);
@@ -91,6 +98,7 @@ export function areaOf(path: string): Area | undefined {
   if (path.startsWith('src/store/')) return 'store';
   if (path.startsWith('src/transport/')) return 'transport';
   if (path.startsWith('src/management/')) return 'management';
+  if (path.startsWith('src/cluster/')) return 'cluster';
   if (BASE.has(path)) return 'base';
   if (ROOT.has(path)) return 'root';
   const m = /^adapters\/([^/]+)\//.exec(path);
@@ -190,7 +198,7 @@ export function findImports(text: string): ImportRef[] {
     if (isImport && kindAt(i + 1) === SyntaxKind.OpenParenToken) {
       // import('x'): a value import, unless it names a type (`typeof import('x')`).
       if (kindAt(i + 2) === SyntaxKind.StringLiteral) {
-        out.push({ specifier: unquote(toks[i + 2]!), typeOnly: kindAt(i - 1) === SyntaxKind.TypeOfKeyword, line: lineOf(t.pos) });
+        out.push({ specifier: unquote(toks[i + 2]!), typeOnly: kindAt(i - 1) === SyntaxKind.TypeOfKeyword, dynamic: true, line: lineOf(t.pos) });
       }
       continue;
     }
@@ -257,10 +265,14 @@ export function resolveSpecifier(file: string, specifier: string): string | unde
 }
 
 /** The rule broken by `file` importing `target` (type-only or not); undefined when allowed. */
-export function check(file: string, target: string, typeOnly: boolean): { rule: string; message: string } | undefined {
+export function check(file: string, target: string, typeOnly: boolean, dynamic = false): { rule: string; message: string } | undefined {
   const from = areaOf(file);
   if (from === undefined) return { rule: 'areas', message: `no import rule covers ${file}` };
-  if (from === 'root') return undefined;
+  if (from === 'root') {
+    // R8: the single-node broker does not load the cluster engine.
+    if (areaOf(target) === 'cluster' && !typeOnly && !dynamic) return { rule: 'R8', message: 'root imports the cluster only with a dynamic import() (or types)' };
+    return undefined;
+  }
   const to = areaOf(target);
   if (to === from) return undefined;
   const deny = (rule: string, message: string) => ({ rule, message });
@@ -287,6 +299,11 @@ export function check(file: string, target: string, typeOnly: boolean): { rule: 
         return deny('R4', `transport imports only types from ${to}`);
       }
       return deny('R4', `transport does not import ${to}`);
+    case 'cluster':
+      if (to === 'base') return undefined;
+      if (to === 'core') return target === CORE_API ? undefined : deny('R8', 'the cluster imports the core only through src/core/index.ts');
+      if (to === 'store') return target === STORE_API ? undefined : deny('R8', 'the cluster imports the store only through src/store/index.ts');
+      return deny('R8', `the cluster does not import ${to}`);
     case 'store':
       if (to === 'base') return undefined;
       if (to === 'core') {
@@ -317,7 +334,7 @@ export function checkSource(file: string, text: string): Violation[] {
   for (const ref of findImports(text)) {
     const target = resolveSpecifier(file, ref.specifier);
     if (target === undefined) continue;
-    const v = check(file, target, ref.typeOnly);
+    const v = check(file, target, ref.typeOnly, ref.dynamic === true);
     if (v !== undefined) out.push({ file, line: ref.line, specifier: ref.specifier, ...v });
   }
   return out;

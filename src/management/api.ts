@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClusterView } from './cluster-view.js';
 import { hostname } from 'node:os';
 import {
   BrokerError,
@@ -36,6 +37,8 @@ export interface ApiContext {
   readonly sampler: Sampler;
   readonly startedAt: number;
   readonly reloadTls?: () => { reloaded: string[]; failed: Record<string, string> };
+  /** The cluster this node belongs to, if any. */
+  readonly cluster?: ClusterView | undefined;
 }
 
 const MGMT_TAGS = new Set(['management', 'policymaker', 'monitoring', 'administrator']);
@@ -49,7 +52,8 @@ export const DIRECT_PROTOCOL = 'Direct 0-9-1';
  */
 export class ManagementApi implements FormatContext {
   readonly router = new Router();
-  readonly node = `warren@${hostname()}`;
+  /** This node's name: its cluster node name, else `warren@<host>`. */
+  readonly node: string;
   readonly core: Core;
   readonly sampler: Sampler;
   private readonly meta = new Map<string, VhostMeta>();
@@ -57,9 +61,14 @@ export class ManagementApi implements FormatContext {
   constructor(readonly ctx: ApiContext) {
     this.core = ctx.core;
     this.sampler = ctx.sampler;
+    this.node = ctx.cluster?.nodeName ?? `warren@${hostname()}`;
   }
 
   // ---- FormatContext --------------------------------------------------------------------------
+
+  queueNode(vhost: string, queue: string): string {
+    return this.ctx.cluster?.homeOf(vhost, queue) ?? this.node;
+  }
 
   vhostMeta(name: string): VhostMeta {
     return this.meta.get(name) ?? { description: name === this.core.defaultVhost ? 'Default virtual host' : '', tags: [], defaultQueueType: 'classic' };

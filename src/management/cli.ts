@@ -297,10 +297,10 @@ const LISTS: Record<string, ListSpec> = {
     columns: [['vhost', 'vhost'], ['name', 'name'], ['pattern', 'pattern'], ['apply-to', 'apply-to'], ['priority', 'priority'], ['definition', 'definition']],
   },
   nodes: {
-    help: 'the broker node',
+    help: 'the broker nodes (every node of a cluster, running or not)',
     perVhost: false,
     path: () => '/nodes',
-    columns: [['name', 'name'], ['type', 'type'], ['mem_used', 'mem_used'], ['uptime', 'uptime_ms']],
+    columns: [['name', 'name'], ['running', 'running'], ['type', 'type'], ['mem_used', 'mem_used'], ['uptime', 'uptime_ms']],
   },
 };
 
@@ -334,6 +334,40 @@ export function registerAdminCommands(program: Command): void {
         `alarms:      ${alarms.length === 0 ? 'none' : alarms.join('; ')}`,
       ];
       out(`${lines.join('\n')}\n`);
+    }),
+  );
+
+  const cluster = program.command('cluster').description('the cluster this broker belongs to');
+  conn(cluster.command('status').description('show the cluster: every node, running or not, its memory, alarms, uptime and listeners'), true).action(
+    action(async (...args: unknown[]) => {
+      const o = optsOf<ConnOpts>(args[args.length - 1] as Command);
+      const c = new Client(o);
+      const ov = (await c.get('/overview')) as Obj;
+      const nodes = (await c.get('/nodes')) as Obj[];
+      if (o.json) {
+        out(`${JSON.stringify({ cluster_name: ov['cluster_name'], node: ov['node'], nodes }, null, 2)}\n`);
+        return;
+      }
+      const running = nodes.filter((n) => n['running'] === true).length;
+      const rows = nodes.map((n) => {
+        const alarms = [n['mem_alarm'] === true ? 'memory' : '', n['disk_free_alarm'] === true ? 'disk' : ''].filter((a) => a !== '').join(',');
+        const listeners = ((n['listeners'] ?? []) as Obj[]).map((l) => `${cell(l['protocol'])}=${cell(l['port'])}`).join(' ');
+        return [
+          `${cell(n['name'])}${n['name'] === ov['node'] ? ' *' : ''}`,
+          n['running'] === true ? 'running' : 'stopped',
+          n['running'] === true ? `${Math.round(Number(n['mem_used'] ?? 0) / 1048576)} MiB` : '-',
+          alarms === '' ? 'none' : alarms,
+          n['running'] === true ? `${Math.round(Number(n['uptime'] ?? 0) / 1000)} s` : '-',
+          listeners,
+        ];
+      });
+      const head = ['node', 'state', 'memory', 'alarms', 'uptime', 'listeners'];
+      const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+      const line = (r: string[]): string => r.map((x, i) => (i === r.length - 1 ? x : x.padEnd(widths[i]!))).join('  ');
+      out(
+        `cluster ${cell(ov['cluster_name'])}: ${running} of ${nodes.length} nodes running (* = the node answering)\n` +
+          `${[line(head), ...rows.map(line)].join('\n')}\n`,
+      );
     }),
   );
 

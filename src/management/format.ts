@@ -25,6 +25,8 @@ type Consumer = CoreChannel['consumers'] extends ReadonlyMap<string, infer T> ? 
 /** What the formatters need besides the object itself. */
 export interface FormatContext {
   readonly node: string;
+  /** The node a queue lives on (its home in a cluster; this node otherwise). */
+  queueNode?(vhost: string, queue: string): string;
   readonly sampler: Sampler;
   readonly core: { readonly policies: { match(vhost: string, kind: 'queue' | 'exchange', name: string): Policy | undefined } };
   /** Vhost metadata kept by management (description, tags, default queue type). */
@@ -153,7 +155,7 @@ export function formatQueue(ctx: FormatContext, q: Queue, vhost: string, owner?:
     auto_delete: q.autoDelete,
     exclusive: q.exclusive,
     arguments: fieldTableToJson(q.args),
-    node: ctx.node,
+    node: ctx.queueNode?.(vhost, q.name) ?? ctx.node,
     state: 'running',
     type: q.type.name,
     consumers: q.consumerCount,

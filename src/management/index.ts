@@ -3,6 +3,7 @@ import type { BrokerOptions } from '../config.js';
 import type { Core } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { ManagementApi, type ListenerPorts } from './api.js';
+import type { ClusterView } from './cluster-view.js';
 import { HttpError, sendJson } from './http-util.js';
 import { renderMetrics } from './metrics.js';
 import { registerAdminRoutes } from './routes-admin.js';
@@ -29,6 +30,8 @@ export interface ManagementContext {
   readonly ports: ListenerPorts;
   /** Loads the TLS certificates again (`POST /api/reload`, `warren reload`). */
   readonly reloadTls?: () => { reloaded: string[]; failed: Record<string, string> };
+  /** The cluster this node belongs to, if any. */
+  readonly cluster?: ClusterView | undefined;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { statfs } from 'node:fs/promises';
+import type { ClusterView } from './cluster-view.js';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { ReplyCode, type CoreConnection } from '../core/index.js';
@@ -117,7 +118,7 @@ function overview(api: ManagementApi, q: URLSearchParams, vhosts: Set<string> | 
     product_version: VERSION,
     product_name: 'Warren',
     rabbitmq_version: RABBITMQ_COMPAT_VERSION,
-    cluster_name: api.node,
+    cluster_name: api.ctx.cluster?.clusterName ?? api.node,
     erlang_version: 'none',
     erlang_full_version: `Node.js ${process.version}`,
     disable_stats: false,
@@ -222,6 +223,34 @@ async function nodeInfo(api: ManagementApi): Promise<Row> {
   };
 }
 
+/** Another cluster node as the registry knows it, in `/api/nodes`'s fields. */
+function remoteNodeInfo(n: ReturnType<ClusterView['nodes']>[number]): Row {
+  return {
+    name: n.name,
+    type: 'disc',
+    running: n.running,
+    being_drained: false,
+    os_pid: n.pid === 0 ? null : String(n.pid),
+    mem_used: n.memUsed,
+    mem_limit: n.memLimit,
+    mem_alarm: n.alarms.includes('memory'),
+    disk_free_alarm: n.alarms.includes('disk'),
+    sockets_used: n.connections,
+    uptime: n.uptime,
+    host: n.host,
+    product_version: n.version,
+    listeners: n.listeners.map((l) => ({ protocol: l.protocol, port: l.port })),
+  };
+}
+
+/** Every node: this one in full, the others of its cluster from the node registry. */
+async function allNodes(api: ManagementApi): Promise<Row[]> {
+  const self = await nodeInfo(api);
+  const cluster = api.ctx.cluster;
+  if (cluster === undefined) return [self];
+  return cluster.nodes().map((n) => (n.name === api.node ? { ...self, host: n.host, listeners: n.listeners } : remoteNodeInfo(n)));
+}
+
 export function registerBrokerRoutes(api: ManagementApi): void {
   const r = api.router;
 
@@ -239,12 +268,13 @@ export function registerBrokerRoutes(api: ManagementApi): void {
 
   r.on('GET', '/api/nodes', async (req) => {
     api.requireMonitor(req.user);
-    return { status: 200, body: applyListQuery([await nodeInfo(api)], req.query, ['name']) };
+    return { status: 200, body: applyListQuery(await allNodes(api), req.query, ['name']) };
   });
   r.on('GET', '/api/nodes/:node', async (req) => {
     api.requireMonitor(req.user);
-    if (req.params['node'] !== api.node) throw HttpError.notFound();
-    return { status: 200, body: projectOne(await nodeInfo(api), req.query) };
+    const node = (await allNodes(api)).find((n) => n['name'] === req.params['node']);
+    if (node === undefined) throw HttpError.notFound();
+    return { status: 200, body: projectOne(node, req.query) };
   });
 
   // ---- connections, channels, consumers ----------------------------------------------------

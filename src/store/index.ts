@@ -6,7 +6,10 @@ import { startupError } from './errors.js';
 import { DurableDelayed, HELD_CODEC, recoverDelayed } from './delayed.js';
 import { MessageStore, type RecoverySummary } from './message-store.js';
 
-export { DEFINITIONS_LOG, DEFINITIONS_SNAPSHOT, DefinitionsLog } from './definitions-log.js';
+export { DEFINITIONS_LOG, DEFINITIONS_SNAPSHOT, DefinitionsLog, definitionKey } from './definitions-log.js';
+export type { DefinitionEntry, DefinitionKind } from './definitions-log.js';
+/** The core's definitions as keyed entries: what a node replicates to the others in a cluster. */
+export { allEntries, changeKey, currentEntry, metaEntries } from './definitions-state.js';
 export { MessageStore, DEFINITIONS_FILE, DEFAULT_QUEUE_MEMORY_BUDGET, DEFAULT_SEGMENT_SIZE, queueDirName } from './message-store.js';
 export type { StoreOptions, RecoverySummary } from './message-store.js';
 export { StoreError } from './errors.js';

@@ -59,6 +59,29 @@ describe('options', () => {
     }
   });
 
+  test('cluster options come from flags, WARREN_CLUSTER* / WARREN_NODE_NAME and the config file', async () => {
+    expect([DEFAULTS.cluster, DEFAULTS.clusterUrl, DEFAULTS.nodeName]).toEqual(['warren', undefined, undefined]);
+    const env = { WARREN_CLUSTER: 'prod', WARREN_CLUSTER_URL: 'nats://h1:4222, nats://h2:4222', WARREN_NODE_NAME: 'n2' };
+    const o = resolveOptions({}, env);
+    expect([o.cluster, o.clusterUrl, o.nodeName]).toEqual(['prod', 'nats://h1:4222,nats://h2:4222', 'n2']);
+    expect(resolveOptions({ nodeName: 'n1', clusterUrl: 'nats://h3:4222' }, env).nodeName).toBe('n1');
+    const dir = await mkdtemp(join(tmpdir(), 'warren-cfg-'));
+    const file = join(dir, 'c.json');
+    await writeFile(file, JSON.stringify({ cluster: 'c1', 'cluster-url': 'nats://127.0.0.1:4222', 'node-name': 'edge-1' }));
+    const f = resolveOptions({ config: file }, {});
+    expect([f.cluster, f.clusterUrl, f.nodeName]).toEqual(['c1', 'nats://127.0.0.1:4222', 'edge-1']);
+    await rm(dir, { recursive: true });
+  });
+
+  test.each([
+    [{ clusterUrl: 'http://h1:4222' }, 'cluster-url'],
+    [{ clusterUrl: 'nats://h1:4222,' + 'h2' }, 'cluster-url'],
+    [{ nodeName: 'rabbit@host' }, 'node-name'],
+    [{ cluster: 'a.b' }, 'cluster'],
+  ])('invalid cluster option %j names --%s', (flags, option) => {
+    expect(() => resolveOptions(flags, {})).toThrow(`--${option}`);
+  });
+
   test('an unreadable or non-object config file is a config error', () => {
     expect(() => resolveOptions({ config: '/nonexistent/warren.json' }, {})).toThrow(/--config/);
   });

@@ -79,6 +79,23 @@ describe('import boundaries', () => {
     expect(rules('src/logger.ts', "import type { Core } from './core/index.js';")).toEqual(['1:R6:./core/index.js']);
   });
 
+  test('nothing but the composition root reaches the cluster, and the root only through a dynamic import', () => {
+    expect(rules('src/core/vhost.ts', "import type { ClusterKV } from '../cluster/engine.js';")).toEqual(['1:R1:../cluster/engine.js']);
+    expect(rules('src/store/message-store.ts', "import { DefinitionsSync } from '../cluster/index.js';")).toEqual(['1:R3:../cluster/index.js']);
+    expect(rules('src/management/api.ts', "import type { ClusterMembership } from '../cluster/index.js';")).toEqual(['1:R5:../cluster/index.js']);
+    expect(rules('adapters/mqtt/session.ts', "import { joinCluster } from '../../src/cluster/index.js';")).toEqual(['1:R2:../../src/cluster/index.js']);
+    expect(rules('src/broker.ts', "import { joinCluster } from './cluster/index.js';")).toEqual(['1:R8:./cluster/index.js']);
+    expect(rules('src/broker.ts', "import type { ClusterMembership } from './cluster/index.js';\nconst { joinCluster } = await import('./cluster/index.js');")).toEqual([]);
+  });
+
+  test('the cluster reaches the core and the store only through their index modules', () => {
+    const f = 'src/cluster/definitions-sync.ts';
+    expect(rules(f, "import { importDefinitions } from '../core/index.js';\nimport { allEntries } from '../store/index.js';\nimport type { Logger } from '../logger.js';")).toEqual([]);
+    expect(rules(f, "import type { VHost } from '../core/vhost.js';")).toEqual(['1:R8:../core/vhost.js']);
+    expect(rules(f, "import { allEntries } from '../store/definitions-state.js';")).toEqual(['1:R8:../store/definitions-state.js']);
+    expect(rules(f, "import { Management } from '../management/index.js';")).toEqual(['1:R8:../management/index.js']);
+  });
+
   test('a file outside every area is reported', () => {
     expect(rules('src/new-thing.ts', '')).toEqual(['1:areas:']);
   });

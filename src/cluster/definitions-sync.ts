@@ -1,0 +1,467 @@
+import { createHash } from 'node:crypto';
+import {
+  BrokerError,
+  importDefinitions,
+  ReplyCode,
+  SETTLED,
+  tableFromJson,
+  type Core,
+  type DefinitionChange,
+  type Persistence,
+  type Queue,
+} from '../core/index.js';
+import type { Logger } from '../logger.js';
+import { allEntries, changeKey, currentEntry, metaEntries, type DefinitionEntry, type DefinitionKind } from '../store/index.js';
+import type { ClusterKV, KvEntry, KvWatch } from './engine.js';
+
+/**
+ * The cluster's one namespace: every durable definition (vhosts, users, permissions, topic
+ * permissions, policies, durable exchanges, queues, bindings) is a key in a replicated bucket, and
+ * every node applies the bucket to its core from a watch.
+ *
+ * It sits where the core reports definition changes (its {@link Persistence}): a change goes to the
+ * local store as before and, once the microtask that made it is over, to the bucket. A declare's
+ * reply waits for both ({@link definitionsSettled}): the engine has the definition, and the local
+ * node has it (it made it). Other nodes apply it when their watch delivers it: the visibility
+ * window.
+ *
+ * Changes that arrive from the bucket are applied with the local store told (it keeps a copy for
+ * the node's restart) but not written back. A node's own writes come back through the watch too:
+ * they are recognised in order (per key, what this node wrote and the engine has not yet echoed)
+ * and skipped, and a remote value older than a pending write of ours is skipped as well, since
+ * ours lands after it.
+ *
+ * Joining: the first node of a cluster (no `seeded` marker in the bucket) writes its definitions;
+ * a later node takes the bucket as the truth: it applies what the bucket has and drops local
+ * definitions the bucket does not have (deleted while the node was away).
+ */
+
+/** Marks a bucket a first node has written its definitions to. */
+const SEEDED = 'seeded';
+
+/** What a key holds in the bucket. */
+interface StoredDefinition {
+  /** The definitions log's key (JSON of kind and names). */
+  key: string;
+  kind: DefinitionKind;
+  vhost: string;
+  /** The entry of RabbitMQ's definitions JSON. */
+  def: unknown;
+  /** Queues: the node that declared it, where its messages live (a classic queue's home). */
+  home?: string;
+}
+
+interface Known {
+  readonly kvKey: string;
+  readonly raw: string;
+  readonly value: StoredDefinition;
+}
+
+const SECTIONS: Record<DefinitionKind, string> = {
+  v: 'vhosts',
+  u: 'users',
+  p: 'permissions',
+  t: 'topic_permissions',
+  P: 'policies',
+  x: 'exchanges',
+  q: 'queues',
+  b: 'bindings',
+};
+/** Removal order: what depends on something goes first. */
+const REMOVE_ORDER: DefinitionKind[] = ['b', 'q', 'x', 'P', 't', 'p', 'u', 'v'];
+const META: ReadonlySet<DefinitionKind> = new Set(['v', 'u', 'p', 't', 'P']);
+
+const ENC = new TextEncoder();
+const DEC = new TextDecoder();
+const noop = (): void => undefined;
+
+/** A definitions key as a bucket key: base64url, or a hash when it would be too long a subject. */
+export function bucketKey(key: string): string {
+  const b = Buffer.from(key, 'utf8').toString('base64url');
+  return b.length <= 480 ? `d.${b}` : `h.${createHash('sha256').update(key).digest('hex')}`;
+}
+
+interface Batch {
+  readonly promise: Promise<void>;
+  resolve(): void;
+  reject(e: unknown): void;
+}
+
+function newBatch(): Batch {
+  let resolve: () => void = noop;
+  let reject: (e: unknown) => void = noop;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(noop);
+  return { promise, resolve, reject };
+}
+
+export interface DefinitionsSyncStats {
+  /** Writes this node made to the bucket. */
+  written: number;
+  /** Changes from other nodes applied here. */
+  applied: number;
+  /** Writes that failed. */
+  failed: number;
+}
+
+export class DefinitionsSync implements Persistence {
+  /** What the bucket holds, as far as this node knows (its own writes included), by definitions key. */
+  private readonly known = new Map<string, Known>();
+  private readonly byBucketKey = new Map<string, string>();
+  /** Per bucket key: what this node wrote that the watch has not delivered back yet, in order. */
+  private readonly mine = new Map<string, (string | null)[]>();
+  /** Bindings whose source or destination has not arrived yet. */
+  private readonly unresolved = new Map<string, Known>();
+  private applying = false;
+  private live = false;
+  private seeded = false;
+  private readonly initial = new Map<string, KvEntry>();
+  private watcher: KvWatch | undefined;
+  private tail: Promise<unknown> = SETTLED;
+  private pending = new Map<string, DefinitionChange>();
+  private pendingMeta = false;
+  private batch: Batch | undefined;
+  /** The latest batch a reply may wait for; undefined once it is written. */
+  private waiting: Promise<void> | undefined;
+  readonly stats: DefinitionsSyncStats = { written: 0, applied: 0, failed: 0 };
+
+  constructor(
+    private readonly core: Core,
+    private readonly inner: Persistence,
+    private readonly kv: ClusterKV,
+    readonly nodeName: string,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Joins: reads the bucket, seeds it (first node) or takes it as the truth (later nodes), then
+   * applies changes as they come. The core reports its changes here from then on.
+   */
+  async start(): Promise<void> {
+    this.watcher = await this.kv.watch((e) => this.onEntry(e));
+    await this.watcher.ready;
+    this.core.persistence = this;
+    if (!this.seeded) {
+      const local = allEntries(this.core);
+      for (const [key, entry] of local) this.write(key, this.store(key, entry, undefined));
+      await this.tail;
+      await this.kv.put(SEEDED, ENC.encode(JSON.stringify({ by: this.nodeName, at: new Date().toISOString() })));
+      this.log.info({ definitions: local.size }, 'cluster: first node, definitions written to the cluster');
+    }
+    this.live = true;
+    this.reconcile();
+  }
+
+  stop(): void {
+    this.watcher?.stop();
+    this.live = false;
+    if (this.core.persistence === this) this.core.persistence = this.inner;
+  }
+
+  /** The home node of a queue (the node that declared it), if known. */
+  homeOf(vhost: string, queue: string): string | undefined {
+    return this.known.get(JSON.stringify(['q', vhost, queue]))?.value.home;
+  }
+
+  /** Every definition the cluster holds, as this node knows it. */
+  get size(): number {
+    return this.known.size;
+  }
+
+  // ---- Persistence ------------------------------------------------------------------------
+
+  openQueue(queue: Queue): ReturnType<Persistence['openQueue']> {
+    return this.inner.openQueue(queue);
+  }
+
+  definitionsChanged(change?: DefinitionChange): Promise<void> {
+    const local = this.inner.definitionsChanged(change);
+    if (this.applying || !this.live) return local;
+    if (change === undefined) this.pendingMeta = true;
+    else this.pending.set(changeKey(change), change);
+    if (this.batch === undefined) {
+      this.batch = newBatch();
+      queueMicrotask(() => this.flush());
+    }
+    const cluster = this.batch.promise;
+    this.waiting = cluster;
+    const both = local === SETTLED ? cluster : Promise.all([local, cluster]).then(noop);
+    both.catch(noop);
+    return both;
+  }
+
+  definitionsSettled(): Promise<void> {
+    const local = this.inner.definitionsSettled();
+    const cluster = this.waiting;
+    if (cluster === undefined) return local;
+    if (local === SETTLED) return cluster;
+    const both = Promise.all([local, cluster]).then(noop);
+    both.catch(noop);
+    return both;
+  }
+
+  // ---- local changes to the bucket ----------------------------------------------------------
+
+  private flush(): void {
+    const batch = this.batch!;
+    this.batch = undefined;
+    const writes: Promise<void>[] = [];
+    const put = (key: string, entry: DefinitionEntry | null): void => {
+      const old = this.known.get(key);
+      if (entry === null) {
+        if (old !== undefined) writes.push(this.write(key, null));
+        return;
+      }
+      const value = this.store(key, entry, old?.value.home);
+      if (old === undefined || old.raw !== value.raw) writes.push(this.write(key, value));
+    };
+    if (this.pendingMeta) {
+      const now = metaEntries(this.core);
+      const goneVhosts = new Set<string>();
+      for (const [key, k] of this.known) {
+        if (!META.has(k.value.kind) || now.has(key)) continue;
+        put(key, null);
+        if (k.value.kind === 'v' && !this.core.vhosts.has(k.value.vhost)) goneVhosts.add(k.value.vhost);
+      }
+      for (const [key, e] of now) put(key, e);
+      if (goneVhosts.size > 0) for (const [key, k] of this.known) if (goneVhosts.has(k.value.vhost)) put(key, null);
+    }
+    for (const [key, c] of this.pending) put(key, currentEntry(this.core, c));
+    this.pending.clear();
+    this.pendingMeta = false;
+    Promise.all(writes).then(
+      () => {
+        if (this.waiting === batch.promise) this.waiting = undefined;
+        batch.resolve();
+      },
+      (e: unknown) => {
+        if (this.waiting === batch.promise) this.waiting = undefined;
+        batch.reject(BrokerError.internal(`the cluster did not take the change: ${e instanceof Error ? e.message : String(e)}`));
+      },
+    );
+  }
+
+  private store(key: string, entry: DefinitionEntry, home: string | undefined): Known {
+    const value: StoredDefinition = { key, kind: entry.kind, vhost: entry.vhost, def: JSON.parse(entry.json) as unknown };
+    if (entry.kind === 'q') value.home = home ?? this.nodeName;
+    return { kvKey: bucketKey(key), raw: JSON.stringify(value), value };
+  }
+
+  /** Writes one key (null: deletes it), after every earlier write, and records it as ours. */
+  private write(key: string, k: Known | null): Promise<void> {
+    const kvKey = k?.kvKey ?? this.known.get(key)?.kvKey ?? bucketKey(key);
+    if (k === null) this.known.delete(key);
+    else {
+      this.known.set(key, k);
+      this.byBucketKey.set(kvKey, key);
+    }
+    const raw = k === null ? null : k.raw;
+    let q = this.mine.get(kvKey);
+    if (q === undefined) this.mine.set(kvKey, (q = []));
+    q.push(raw);
+    const p = this.tail.then(() => (raw === null ? this.kv.delete(kvKey) : this.kv.put(kvKey, ENC.encode(raw)).then(noop)));
+    this.tail = p.catch(noop);
+    return p.then(
+      () => {
+        this.stats.written++;
+      },
+      (e: unknown) => {
+        this.stats.failed++;
+        // It may not have landed: forget it, and take whatever the bucket holds now.
+        const mq = this.mine.get(kvKey);
+        const i = mq?.indexOf(raw) ?? -1;
+        if (mq !== undefined && i >= 0) mq.splice(i, 1);
+        this.log.error({ err: e, key }, 'cluster: a definition could not be written to the cluster');
+        this.kv.get(kvKey).then(
+          (now) => {
+            if (now !== undefined) this.onEntry(now);
+          },
+          noop,
+        );
+        throw e;
+      },
+    );
+  }
+
+  // ---- the bucket's changes to the core -----------------------------------------------------
+
+  private onEntry(e: KvEntry): void {
+    if (e.key === SEEDED) {
+      if (e.value !== undefined) this.seeded = true;
+      return;
+    }
+    const raw = e.value === undefined ? null : DEC.decode(e.value);
+    const q = this.mine.get(e.key);
+    if (q !== undefined && q.length > 0) {
+      // Our own write coming back, or a write that lands before a pending one of ours: skipped.
+      if (q[0] === raw) q.shift();
+      if (q.length === 0) this.mine.delete(e.key);
+      return;
+    }
+    if (!this.live) {
+      this.initial.set(e.key, e);
+      return;
+    }
+    this.applyOne(e.key, raw);
+  }
+
+  private parse(kvKey: string, raw: string): Known | undefined {
+    try {
+      const value = JSON.parse(raw) as StoredDefinition;
+      if (typeof value.key !== 'string' || typeof value.kind !== 'string' || !(value.kind in SECTIONS)) throw new Error('not a definition');
+      return { kvKey, raw, value };
+    } catch (err) {
+      this.log.warn({ err, key: kvKey }, 'cluster: an unreadable definition in the cluster ignored');
+      return undefined;
+    }
+  }
+
+  private applyOne(kvKey: string, raw: string | null): void {
+    if (raw === null) {
+      const key = this.byBucketKey.get(kvKey);
+      if (key === undefined) return;
+      const old = this.known.get(key);
+      this.known.delete(key);
+      this.byBucketKey.delete(kvKey);
+      this.unresolved.delete(key);
+      if (old !== undefined) this.remove(key, old.value);
+      return;
+    }
+    const k = this.parse(kvKey, raw);
+    if (k === undefined) return;
+    const old = this.known.get(k.value.key);
+    if (old?.raw === raw) return;
+    this.known.set(k.value.key, k);
+    this.byBucketKey.set(kvKey, k.value.key);
+    this.importAll([k]);
+  }
+
+  /** After joining: the core becomes what the bucket holds. */
+  private reconcile(): void {
+    const incoming: Known[] = [];
+    for (const [kvKey, e] of this.initial) {
+      if (e.value === undefined) continue;
+      const k = this.parse(kvKey, DEC.decode(e.value));
+      if (k === undefined) continue;
+      const old = this.known.get(k.value.key);
+      this.known.set(k.value.key, k);
+      this.byBucketKey.set(kvKey, k.value.key);
+      if (old?.raw !== k.raw) incoming.push(k);
+    }
+    this.initial.clear();
+    // Local definitions the cluster does not have were deleted while this node was away.
+    const local = allEntries(this.core);
+    const gone = [...local].filter(([key]) => !this.known.has(key));
+    gone.sort((a, b) => REMOVE_ORDER.indexOf(a[1].kind) - REMOVE_ORDER.indexOf(b[1].kind));
+    for (const [key, entry] of gone) {
+      this.log.info({ definition: key }, 'cluster: a local definition the cluster no longer has removed');
+      this.remove(key, { key, kind: entry.kind, vhost: entry.vhost, def: JSON.parse(entry.json) as unknown });
+    }
+    if (incoming.length > 0) this.importAll(incoming);
+    this.log.info({ definitions: this.known.size, applied: incoming.length, removed: gone.length }, 'cluster: definitions in step with the cluster');
+  }
+
+  /** Applies definitions through the definitions import (it orders them: vhosts first, bindings last). */
+  private importAll(ks: Known[]): void {
+    const defs: Record<string, unknown[]> = {};
+    let bindings = 0;
+    for (const k of ks) {
+      (defs[SECTIONS[k.value.kind]] ??= []).push(k.value.def);
+      if (k.value.kind === 'b') bindings++;
+    }
+    const retry = bindings === ks.length ? [] : [...this.unresolved.values()];
+    if (retry.length > 0) {
+      this.unresolved.clear();
+      for (const k of retry) (defs['bindings'] ??= []).push(k.value.def);
+    }
+    this.applying = true;
+    try {
+      const report = importDefinitions(this.core, defs);
+      this.stats.applied += ks.length;
+      for (const w of report.warnings) {
+        if (!w.includes('its source or destination does not exist')) this.log.warn(`cluster: ${w}`);
+      }
+    } catch (err) {
+      this.log.error({ err }, 'cluster: definitions from the cluster could not be applied');
+    } finally {
+      this.applying = false;
+    }
+    // Bindings whose ends are not here yet wait for them.
+    for (const k of [...ks, ...retry]) {
+      if (k.value.kind === 'b' && !this.hasBinding(k.value)) this.unresolved.set(k.value.key, k);
+    }
+  }
+
+  private hasBinding(v: StoredDefinition): boolean {
+    const d = v.def as { source?: string; destination?: string; destination_type?: string };
+    const vh = this.core.vhosts.get(v.vhost);
+    if (vh === undefined || typeof d.source !== 'string' || typeof d.destination !== 'string') return false;
+    const dest = d.destination_type === 'exchange' ? vh.exchanges.get(d.destination) : vh.queues.get(d.destination);
+    return vh.exchanges.has(d.source) && dest !== undefined;
+  }
+
+  /** Removes a definition from the core (applied from the cluster: not written back). */
+  private remove(key: string, v: StoredDefinition): void {
+    let names: string[];
+    try {
+      names = (JSON.parse(key) as string[]).slice(1);
+    } catch {
+      return;
+    }
+    const core = this.core;
+    this.applying = true;
+    try {
+      switch (v.kind) {
+        case 'v': {
+          const vh = core.vhosts.get(names[0]!);
+          if (vh === undefined) break;
+          for (const c of [...core.connections]) if (c.vhost === vh) c.handle.forceClose(ReplyCode.CONNECTION_FORCED, `vhost '${vh.name}' is deleted`);
+          for (const x of vh.exchanges.values()) x.delayed?.destroy();
+          vh.removeAll();
+          core.vhosts.delete(vh.name);
+          core.auth.deleteVhost(vh.name);
+          core.policies.deleteVhost(vh.name);
+          void core.persistence.definitionsChanged();
+          break;
+        }
+        case 'u':
+          core.auth.deleteUser(names[0]!);
+          break;
+        case 'p':
+          core.auth.clearPermission(names[0]!, names[1]!);
+          break;
+        case 't':
+          core.auth.clearTopicPermission(names[0]!, names[1]!, names[2]);
+          break;
+        case 'P':
+          core.policies.delete(names[0]!, names[1]!);
+          break;
+        case 'x':
+          if (core.vhosts.get(names[0]!)?.exchanges.has(names[1]!)) core.vhosts.get(names[0]!)!.deleteExchange(names[1]!, false);
+          break;
+        case 'q': {
+          const vh = core.vhosts.get(names[0]!);
+          const q = vh?.queues.get(names[1]!);
+          if (vh !== undefined && q !== undefined) vh.removeQueue(q);
+          break;
+        }
+        case 'b': {
+          const d = v.def as { source: string; destination: string; destination_type: string; routing_key: string; arguments: unknown };
+          const vh = core.vhosts.get(v.vhost);
+          const src = vh?.exchanges.get(d.source);
+          const dest = d.destination_type === 'exchange' ? vh?.exchanges.get(d.destination) : vh?.queues.get(d.destination);
+          if (vh !== undefined && src !== undefined && dest !== undefined) vh.unbind(src, dest, d.routing_key, tableFromJson(d.arguments));
+          break;
+        }
+      }
+      this.stats.applied++;
+    } catch (err) {
+      this.log.warn({ err, definition: key }, 'cluster: a definition deleted in the cluster could not be removed here');
+    } finally {
+      this.applying = false;
+    }
+  }
+}

@@ -1,0 +1,216 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * A cluster on one machine, for trying it out and for tests: NATS servers with JetStream joined
+ * in one NATS cluster (client and route ports on 127.0.0.1, a store directory each), and Warren
+ * nodes joined through them.
+ */
+
+/** A free TCP port on 127.0.0.1 (free when asked; bind it soon). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a !== null ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface NatsServer {
+  readonly name: string;
+  readonly port: number;
+  readonly routePort: number;
+  readonly configFile: string;
+  child: ChildProcess;
+  log: string;
+}
+
+export interface NatsServers {
+  readonly dir: string;
+  readonly servers: NatsServer[];
+  /** The client URLs, comma-separated: a `--cluster-url`. */
+  readonly url: string;
+  /** SIGKILLs one server. */
+  kill(i: number): Promise<void>;
+  /** Starts a killed server again (same ports and store). */
+  restart(i: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface NatsServersOptions {
+  count: number;
+  /** Where configs and stores go; a new temporary directory (removed by stop) when absent. */
+  dir?: string;
+  bin?: string;
+  /** Default true; false starts plain NATS servers (to see a node refuse them). */
+  jetstream?: boolean;
+  readyTimeoutMs?: number;
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** Starts `count` nats-servers; resolves once each says it is ready. */
+export async function startNatsServers(opts: NatsServersOptions): Promise<NatsServers> {
+  const ownDir = opts.dir === undefined;
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'warren-nats-')));
+  const bin = opts.bin ?? 'nats-server';
+  const jetstream = opts.jetstream ?? true;
+  const ports: { port: number; routePort: number }[] = [];
+  for (let i = 0; i < opts.count; i++) ports.push({ port: await freePort(), routePort: await freePort() });
+  const servers: NatsServer[] = [];
+  for (let i = 0; i < opts.count; i++) {
+    const name = `s${i + 1}`;
+    const store = join(dir, name);
+    mkdirSync(store, { recursive: true });
+    const lines = [`server_name: ${name}`, `listen: 127.0.0.1:${ports[i]!.port}`];
+    if (jetstream) lines.push(`jetstream { store_dir: ${JSON.stringify(store)} }`);
+    if (opts.count > 1) {
+      const routes = ports.filter((_, j) => j !== i).map((p) => `nats-route://127.0.0.1:${p.routePort}`);
+      lines.push(`cluster { name: warren_dev, listen: 127.0.0.1:${ports[i]!.routePort}, routes: [${routes.join(', ')}] }`);
+    }
+    const configFile = join(dir, `${name}.conf`);
+    writeFileSync(configFile, `${lines.join('\n')}\n`);
+    servers.push({ name, ...ports[i]!, configFile, child: undefined as unknown as ChildProcess, log: '' });
+  }
+  const launch = (s: NatsServer): Promise<void> => {
+    const child = spawn(bin, ['-c', s.configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    s.child = child;
+    s.log = '';
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${s.name} not ready after ${opts.readyTimeoutMs ?? 15_000} ms:\n${s.log}`)), opts.readyTimeoutMs ?? 15_000);
+      child.once('error', (e) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot start ${bin}: ${e.message}`));
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`${s.name} exited with ${String(code)}:\n${s.log}`));
+      });
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+        if (s.log.length < 200_000) s.log += d;
+        if (s.log.includes('Server is ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  };
+  const stopAll = async (): Promise<void> => {
+    for (const s of servers) if (s.child !== undefined && s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGTERM');
+    await Promise.all(servers.map((s) => (s.child === undefined ? undefined : exited(s.child))));
+    if (ownDir) await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    await Promise.all(servers.map(launch));
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+  return {
+    dir,
+    servers,
+    url: servers.map((s) => `nats://127.0.0.1:${s.port}`).join(','),
+    kill: async (i) => {
+      const s = servers[i]!;
+      s.child.kill('SIGKILL');
+      await exited(s.child);
+    },
+    restart: (i) => launch(servers[i]!),
+    stop: stopAll,
+  };
+}
+
+/** `bin/warren.js` of this installation. */
+const WARREN_BIN = fileURLToPath(new URL('../../../bin/warren.js', import.meta.url));
+
+interface DevNode {
+  name: string;
+  ports: { amqp: number; mqtt: number; stomp: number; http: number };
+  child: ChildProcess;
+}
+
+/**
+ * `warren dev-cluster --nodes N`: N nats-servers and N Warren nodes on free local ports, until
+ * SIGINT or SIGTERM; then everything stops and the temporary directory goes. Resolves with the
+ * exit code.
+ */
+export async function runDevCluster(opts: { nodes: number; out: (line: string) => void; logLevel?: string }): Promise<number> {
+  const dir = await mkdtemp(join(tmpdir(), 'warren-dev-cluster-'));
+  const out = opts.out;
+  let nats: NatsServers | undefined;
+  const nodes: DevNode[] = [];
+  const stopAll = async (): Promise<void> => {
+    for (const n of nodes) if (n.child.exitCode === null && n.child.signalCode === null) n.child.kill('SIGTERM');
+    await Promise.all(nodes.map((n) => exited(n.child)));
+    await nats?.stop();
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    out(`starting ${opts.nodes} nats-server(s) with JetStream in ${dir} ...`);
+    nats = await startNatsServers({ count: opts.nodes, dir: join(dir, 'nats') });
+    for (let i = 0; i < opts.nodes; i++) {
+      const name = `n${i + 1}`;
+      const ports = { amqp: await freePort(), mqtt: await freePort(), stomp: await freePort(), http: await freePort() };
+      const args = [
+        WARREN_BIN, 'start', '--cluster', 'dev', '--cluster-url', nats.url, '--node-name', name, '--data-dir', join(dir, name), '--bind', '127.0.0.1',
+        '--amqp-port', String(ports.amqp), '--mqtt-port', String(ports.mqtt), '--stomp-port', String(ports.stomp), '--http-port', String(ports.http),
+        '--amqps-port', 'off', '--mqtts-port', 'off', '--stomps-port', 'off', '--https-port', 'off', '--log-level', opts.logLevel ?? 'warn',
+      ];
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+      nodes.push({ name, ports, child });
+      await new Promise<void>((resolve, reject) => {
+        let seen = '';
+        child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+          seen += d;
+          if (seen.includes('warren ready')) resolve();
+        });
+        child.once('exit', (code) => reject(new Error(`node ${name} exited with ${String(code)} before it was ready`)));
+      });
+    }
+  } catch (e) {
+    out(`dev-cluster: ${e instanceof Error ? e.message : String(e)}`);
+    await stopAll();
+    return 1;
+  }
+  out('');
+  out(`cluster 'dev': ${opts.nodes} NATS servers (${nats.url}) and ${opts.nodes} Warren nodes`);
+  for (const n of nodes) {
+    out(
+      `  ${n.name}: amqp://guest:guest@127.0.0.1:${n.ports.amqp}  mqtt://127.0.0.1:${n.ports.mqtt}  stomp 127.0.0.1:${n.ports.stomp}  ` +
+        `http://127.0.0.1:${n.ports.http}/ (guest/guest)`,
+    );
+  }
+  out(`  warren cluster status --url http://127.0.0.1:${nodes[0]!.ports.http}`);
+  out('Ctrl-C stops everything and removes the temporary directory.');
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (): void => {
+      if (stopping) return;
+      stopping = true;
+      out('stopping ...');
+      stopAll().then(
+        () => resolve(0),
+        () => resolve(1),
+      );
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    for (const n of nodes) {
+      n.child.once('exit', (code, signal) => {
+        if (!stopping) out(`node ${n.name} exited (${signal ?? String(code)}); the others go on`);
+      });
+    }
+  });
+}

@@ -1,0 +1,124 @@
+/**
+ * What a Warren node asks of the distributed engine, in the broker's terms. The cluster code is
+ * written against these interfaces only; `nats/` implements them on NATS JetStream and
+ * `memory-engine.ts` in one process (unit tests). The single-node broker uses none of it.
+ */
+
+/** A handler for messages on a subject; `reply` is set when the sender waits for an answer. */
+export type BusHandler = (data: Uint8Array, subject: string, reply: ((data: Uint8Array) => void) | undefined) => void;
+
+export interface BusSubscription {
+  unsubscribe(): void;
+}
+
+/**
+ * The routing fabric between nodes: fire-and-forget messages on subjects (at most once), and
+ * requests that wait for one answer. Subjects are dot-separated tokens; `*` matches one token and
+ * `>` the rest, as in NATS.
+ */
+export interface ClusterBus {
+  publish(subject: string, data: Uint8Array): void;
+  subscribe(subject: string, handler: BusHandler, opts?: { queueGroup?: string }): BusSubscription;
+  /** Rejects with {@link NoResponderError} when nobody listens, or on timeout. */
+  request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
+}
+
+/** A request found no subscriber (the node it was meant for is not there). */
+export class NoResponderError extends Error {
+  override readonly name = 'NoResponderError';
+  constructor(readonly subject: string) {
+    super(`no node answers on ${subject}`);
+  }
+}
+
+/** One key's current value; `value` is undefined for a deletion. */
+export interface KvEntry {
+  readonly key: string;
+  readonly value: Uint8Array | undefined;
+  /** Increases with every write to the bucket: the version to compare-and-set against. */
+  readonly revision: number;
+}
+
+export interface KvWatch {
+  /** Resolves once every value that existed when the watch started has been passed on. */
+  readonly ready: Promise<void>;
+  stop(): void;
+}
+
+export interface BucketOptions {
+  /** Copies kept by the engine (1, 3 or 5). */
+  replicas: number;
+  /** Entries older than this are dropped by the engine (a heartbeat bucket); 0 = kept. */
+  ttlMs?: number;
+}
+
+/**
+ * A replicated key-value bucket. Keys are made of `[-_=/.A-Za-z0-9]`. Writes resolve once the
+ * engine has them (a majority of its replicas); every write gets a new revision.
+ */
+export interface ClusterKV {
+  readonly bucket: string;
+  get(key: string): Promise<KvEntry | undefined>;
+  put(key: string, value: Uint8Array): Promise<number>;
+  /** Writes only if the key has no value; undefined when it has one. */
+  create(key: string, value: Uint8Array): Promise<number | undefined>;
+  /** Writes only if the key is still at `revision`; undefined when someone wrote it since. */
+  compareAndSet(key: string, value: Uint8Array, revision: number): Promise<number | undefined>;
+  delete(key: string): Promise<void>;
+  /**
+   * Passes on the current value of every key (deleted ones included, `value` undefined), then
+   * every change as it happens, in the bucket's order.
+   */
+  watch(onEntry: (e: KvEntry) => void): Promise<KvWatch>;
+}
+
+/**
+ * A replicated, ordered log with shared consumption (a replicated queue). Not implemented yet:
+ * the shape the replicated queues will be built against.
+ */
+export interface ReplicatedLog {
+  readonly name: string;
+  /** Appends; `msgId` deduplicates a retried append; `expectedSeq` fences a writer. */
+  append(data: Uint8Array, opts: { msgId: string; expectedSeq?: number }): Promise<number>;
+  /** Up to `max` messages not yet delivered to anyone (or due again). */
+  pull(max: number): Promise<ReadonlyArray<{ seq: number; data: Uint8Array; deliveries: number }>>;
+  ack(seq: number): void;
+  /** Hands a message back for redelivery, after `delayMs`. */
+  nak(seq: number, delayMs?: number): void;
+  /** The message is still being worked on: its redelivery timer starts again. */
+  inProgress(seq: number): void;
+}
+
+/** What the engine's server said about itself when the node connected. */
+export interface EngineInfo {
+  readonly serverName: string;
+  readonly version: string;
+  /** Servers in the engine's cluster the node knows of (1 when not clustered). */
+  readonly clusterSize: number;
+}
+
+/** A connection to the engine. */
+export interface ClusterEngine {
+  readonly bus: ClusterBus;
+  readonly info: EngineInfo;
+  openKV(name: string, opts: BucketOptions): Promise<ClusterKV>;
+  /** Called when the connection to the engine is lost for good or comes back. */
+  onStatus(listener: (connected: boolean) => void): void;
+  close(): Promise<void>;
+}
+
+/** The engine refuses to serve as a cluster engine (no JetStream, unreachable). */
+export class EngineError extends Error {
+  override readonly name = 'EngineError';
+}
+
+const ENC = new TextEncoder();
+const DEC = new TextDecoder();
+
+export function encodeJson(v: unknown): Uint8Array {
+  return ENC.encode(JSON.stringify(v));
+}
+
+export function decodeJson(b: Uint8Array): unknown {
+  return JSON.parse(DEC.decode(b));
+}

@@ -1,0 +1,119 @@
+import type { Core } from '../core/index.js';
+import type { Logger } from '../logger.js';
+import { DefinitionsSync } from './definitions-sync.js';
+import type { ClusterEngine, EngineInfo } from './engine.js';
+import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
+
+export { EngineError, NoResponderError } from './engine.js';
+export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, ReplicatedLog } from './engine.js';
+export { MemoryEngine } from './memory-engine.js';
+export { DefinitionsSync, bucketKey } from './definitions-sync.js';
+export { NodeRegistry, NodeNameTaken, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
+
+export interface JoinOptions {
+  /** The cluster's name: its buckets are named after it, so several clusters can share an engine. */
+  cluster: string;
+  nodeName: string;
+  /** `nats://host:port` URLs; ignored when `engine` is given. */
+  urls: string[];
+  version: string;
+  core: Core;
+  log: Logger;
+  /** An engine connection to use instead of connecting to `urls` (tests). */
+  engine?: ClusterEngine;
+  heartbeatMs?: number;
+  ttlMs?: number;
+}
+
+/** A node's membership: the registry, the replicated definitions, the engine connection. */
+export interface ClusterMembership {
+  readonly clusterName: string;
+  readonly nodeName: string;
+  readonly engine: ClusterEngine;
+  readonly definitions: DefinitionsSync;
+  readonly registry: NodeRegistry;
+  /** Every node that has joined, running or not. */
+  nodes(): ClusterNodeInfo[];
+  /** The home node of a queue (where it was declared), if it is replicated. */
+  homeOf(vhost: string, queue: string): string | undefined;
+  /** Records the bound listeners in the registry. */
+  setListeners(listeners: NodeListener[]): Promise<void>;
+  /** Leaves: the heartbeat goes (the others list this node as not running), the connection closes. */
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_HEARTBEAT_MS = 1000;
+export const DEFAULT_NODE_TTL_MS = 5000;
+
+/** nats-server 2.10 added `sync_interval`; before it, acknowledged writes may sit unsynced for minutes. */
+export function durabilityWarning(info: EngineInfo): string | undefined {
+  const m = /^(\d+)\.(\d+)/.exec(info.version);
+  if (m === null) return undefined;
+  const major = Number(m[1]);
+  const minor = Number(m[2]);
+  if (major > 2 || (major === 2 && minor >= 10)) return undefined;
+  return (
+    `NATS server ${info.serverName} is ${info.version}: before 2.10 JetStream has no sync_interval, so an acknowledged write ` +
+    `may not be on disk yet and a power loss on a majority of servers loses it. Fine for development; in production use ` +
+    `nats-server >= 2.10 (better >= 2.12.3) with 'jetstream { sync_interval: always }'`
+  );
+}
+
+/**
+ * Joins a cluster: connects to the engine (refusing one without JetStream), takes the node name
+ * in the registry, and brings the node's definitions in step with the cluster's. Call before the
+ * listeners open; {@link ClusterMembership.setListeners} once they are bound.
+ */
+export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership> {
+  const { log } = opts;
+  let engine = opts.engine;
+  if (engine === undefined) {
+    const { connectNats } = await import('./nats/nats-engine.js');
+    engine = await connectNats({ servers: opts.urls, name: `warren ${opts.cluster}/${opts.nodeName}` });
+  }
+  const info = engine.info;
+  log.info({ cluster: opts.cluster, node: opts.nodeName, server: info.serverName, version: info.version, servers: info.clusterSize }, 'cluster: connected to the engine');
+  const warning = durabilityWarning(info);
+  if (warning !== undefined) log.warn(`cluster: WARNING: ${warning}`);
+  else log.info("cluster: acknowledgements are durable only with the NATS servers' 'jetstream { sync_interval: always }'");
+  const replicas = info.clusterSize >= 3 ? 3 : 1;
+  const ttlMs = opts.ttlMs ?? DEFAULT_NODE_TTL_MS;
+  const prefix = `warren_${opts.cluster}`;
+  try {
+    const [defsKv, nodesKv, aliveKv] = await Promise.all([
+      engine.openKV(`${prefix}_definitions`, { replicas }),
+      engine.openKV(`${prefix}_nodes`, { replicas }),
+      engine.openKV(`${prefix}_alive`, { replicas, ttlMs }),
+    ]);
+    const registry = new NodeRegistry(opts.core, nodesKv, aliveKv, opts.nodeName, opts.version, { heartbeatMs: opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, ttlMs }, log);
+    await registry.start();
+    const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
+    await definitions.start();
+    const joined = engine;
+    engine.onStatus((connected) => {
+      if (connected) log.info('cluster: connection to the engine back');
+      else log.warn('cluster: connection to the engine lost: definition changes fail until it is back');
+    });
+    log.info({ cluster: opts.cluster, node: opts.nodeName, replicas, definitions: definitions.size }, 'cluster: joined');
+    let stopping: Promise<void> | undefined;
+    return {
+      clusterName: opts.cluster,
+      nodeName: opts.nodeName,
+      engine,
+      definitions,
+      registry,
+      nodes: () => registry.nodes(),
+      homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
+      setListeners: (l) => registry.setListeners(l),
+      stop: () =>
+        (stopping ??= (async () => {
+          definitions.stop();
+          await registry.stop();
+          await joined.close();
+        })()),
+    };
+  } catch (e) {
+    if (opts.engine === undefined) await engine.close().catch(() => undefined);
+    throw e;
+  }
+}

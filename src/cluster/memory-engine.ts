@@ -1,0 +1,250 @@
+import {
+  NoResponderError,
+  type BucketOptions,
+  type BusHandler,
+  type BusSubscription,
+  type ClusterBus,
+  type ClusterEngine,
+  type ClusterKV,
+  type EngineInfo,
+  type KvEntry,
+  type KvWatch,
+} from './engine.js';
+
+/**
+ * The engine in one process: every {@link MemoryEngine.connect} is a node's connection to the same
+ * buckets and subjects. Deliveries are asynchronous (a later macrotask), as over a network, so
+ * code that works here does not lean on synchronous callbacks. For unit tests.
+ */
+
+interface Stored {
+  value: Uint8Array;
+  revision: number;
+  at: number;
+}
+
+class MemoryBucket {
+  revision = 0;
+  readonly entries = new Map<string, Stored>();
+  readonly watchers = new Set<(e: KvEntry) => void>();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly ttlMs: number,
+  ) {
+    if (ttlMs > 0) {
+      this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.floor(ttlMs / 4)));
+      this.sweeper.unref();
+    }
+  }
+
+  write(key: string, value: Uint8Array | undefined): number {
+    const revision = ++this.revision;
+    if (value === undefined) this.entries.delete(key);
+    else this.entries.set(key, { value, revision, at: Date.now() });
+    const e: KvEntry = { key, value, revision };
+    for (const w of this.watchers) setImmediate(w, e);
+    return revision;
+  }
+
+  private sweep(): void {
+    const limit = Date.now() - this.ttlMs;
+    for (const [key, s] of [...this.entries]) if (s.at < limit) this.write(key, undefined);
+  }
+
+  stop(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+  }
+}
+
+interface Sub {
+  readonly pattern: string[];
+  readonly handler: BusHandler;
+  readonly group: string | undefined;
+  readonly owner: MemoryConnection;
+}
+
+function matches(pattern: readonly string[], tokens: readonly string[]): boolean {
+  for (let i = 0; i < pattern.length; i++) {
+    const p = pattern[i]!;
+    if (p === '>') return tokens.length > i;
+    if (i >= tokens.length) return false;
+    if (p !== '*' && p !== tokens[i]) return false;
+  }
+  return pattern.length === tokens.length;
+}
+
+const later = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+export class MemoryEngine {
+  readonly buckets = new Map<string, MemoryBucket>();
+  readonly subs = new Set<Sub>();
+  private readonly connections = new Set<MemoryConnection>();
+  /** While false, every operation of every connection fails (the engine is unreachable). */
+  available = true;
+
+  connect(name = 'memory'): ClusterEngine {
+    const c = new MemoryConnection(this, name);
+    this.connections.add(c);
+    return c;
+  }
+
+  /** @internal */
+  dropped(c: MemoryConnection): void {
+    this.connections.delete(c);
+    for (const s of [...this.subs]) if (s.owner === c) this.subs.delete(s);
+  }
+
+  deliver(subject: string, data: Uint8Array, reply: ((data: Uint8Array) => void) | undefined): number {
+    const tokens = subject.split('.');
+    const groups = new Map<string, Sub[]>();
+    let n = 0;
+    for (const s of this.subs) {
+      if (!matches(s.pattern, tokens)) continue;
+      if (s.group !== undefined) {
+        const g = groups.get(s.group);
+        if (g) g.push(s);
+        else groups.set(s.group, [s]);
+        continue;
+      }
+      n++;
+      setImmediate(() => s.handler(data, subject, reply));
+    }
+    for (const members of groups.values()) {
+      const s = members[Math.floor(Math.random() * members.length)]!;
+      n++;
+      setImmediate(() => s.handler(data, subject, reply));
+    }
+    return n;
+  }
+
+  stop(): void {
+    for (const b of this.buckets.values()) b.stop();
+    for (const c of [...this.connections]) void c.close();
+  }
+}
+
+class MemoryKV implements ClusterKV {
+  constructor(
+    private readonly engine: MemoryEngine,
+    private readonly b: MemoryBucket,
+  ) {}
+
+  get bucket(): string {
+    return this.b.name;
+  }
+
+  private async reachable(): Promise<void> {
+    await later();
+    if (!this.engine.available) throw new Error('engine unavailable');
+  }
+
+  async get(key: string): Promise<KvEntry | undefined> {
+    await this.reachable();
+    const s = this.b.entries.get(key);
+    return s === undefined ? undefined : { key, value: s.value, revision: s.revision };
+  }
+
+  async put(key: string, value: Uint8Array): Promise<number> {
+    await this.reachable();
+    return this.b.write(key, value);
+  }
+
+  async create(key: string, value: Uint8Array): Promise<number | undefined> {
+    await this.reachable();
+    if (this.b.entries.has(key)) return undefined;
+    return this.b.write(key, value);
+  }
+
+  async compareAndSet(key: string, value: Uint8Array, revision: number): Promise<number | undefined> {
+    await this.reachable();
+    if ((this.b.entries.get(key)?.revision ?? 0) !== revision) return undefined;
+    return this.b.write(key, value);
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.reachable();
+    this.b.write(key, undefined);
+  }
+
+  async watch(onEntry: (e: KvEntry) => void): Promise<KvWatch> {
+    await this.reachable();
+    const initial = [...this.b.entries].map(([key, s]): KvEntry => ({ key, value: s.value, revision: s.revision }));
+    initial.sort((a, b) => a.revision - b.revision);
+    const b = this.b;
+    // Changes after this point queue behind the initial values, in order.
+    const pending: KvEntry[] = [];
+    let live = false;
+    const w = (e: KvEntry): void => {
+      if (live) onEntry(e);
+      else pending.push(e);
+    };
+    b.watchers.add(w);
+    const ready = later().then(() => {
+      for (const e of initial) onEntry(e);
+      live = true;
+      for (const e of pending.splice(0)) onEntry(e);
+    });
+    return { ready, stop: () => b.watchers.delete(w) };
+  }
+}
+
+class MemoryConnection implements ClusterEngine {
+  readonly info: EngineInfo = { serverName: 'memory', version: 'memory', clusterSize: 1 };
+  private closed = false;
+  private readonly statusListeners: ((connected: boolean) => void)[] = [];
+  readonly bus: ClusterBus;
+
+  constructor(
+    private readonly engine: MemoryEngine,
+    readonly name: string,
+  ) {
+    const self = this;
+    this.bus = {
+      publish(subject, data) {
+        if (!self.closed && engine.available) engine.deliver(subject, data, undefined);
+      },
+      subscribe(subject, handler, opts): BusSubscription {
+        const s: Sub = { pattern: subject.split('.'), handler, group: opts?.queueGroup, owner: self };
+        engine.subs.add(s);
+        return { unsubscribe: () => engine.subs.delete(s) };
+      },
+      request(subject, data, timeoutMs) {
+        return new Promise<Uint8Array>((resolve, reject) => {
+          if (self.closed || !engine.available) return reject(new Error('engine unavailable'));
+          const timer = setTimeout(() => reject(new Error(`request on ${subject} timed out`)), timeoutMs);
+          const n = engine.deliver(subject, data, (answer) => {
+            clearTimeout(timer);
+            resolve(answer);
+          });
+          if (n === 0) {
+            clearTimeout(timer);
+            reject(new NoResponderError(subject));
+          }
+        });
+      },
+    };
+  }
+
+  async openKV(name: string, opts: BucketOptions): Promise<ClusterKV> {
+    await later();
+    if (!this.engine.available) throw new Error('engine unavailable');
+    let b = this.engine.buckets.get(name);
+    if (!b) {
+      b = new MemoryBucket(name, opts.ttlMs ?? 0);
+      this.engine.buckets.set(name, b);
+    }
+    return new MemoryKV(this.engine, b);
+  }
+
+  onStatus(listener: (connected: boolean) => void): void {
+    this.statusListeners.push(listener);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.engine.dropped(this);
+  }
+}

@@ -1,0 +1,92 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
+import { WARREN_BIN } from './warren-process.js';
+
+/** A Warren node as a child process of the test, joined to a cluster. */
+export interface NodeProcess {
+  readonly name: string;
+  readonly dataDir: string;
+  child: ChildProcessWithoutNullStreams;
+  amqpPort: number;
+  httpPort: number;
+  stdout: string[];
+  stderr: string[];
+  exited: Promise<number | null>;
+}
+
+export interface TestCluster {
+  readonly dir: string;
+  readonly nats: NatsServers;
+  readonly nodes: Map<string, NodeProcess>;
+  /** Starts (or starts again, on its data directory) the node `name`. */
+  start(name: string, extra?: string[]): Promise<NodeProcess>;
+  /** SIGKILLs a node. */
+  kill(name: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawns `warren start` joined to `url` with AMQP and HTTP on ephemeral ports (MQTT and STOMP
+ * off); resolves once the ready line is printed, rejects if the process exits first.
+ */
+export async function spawnNode(url: string, name: string, dataDir: string, extra: string[] = [], timeoutMs = 20_000): Promise<NodeProcess> {
+  const args = [
+    WARREN_BIN, 'start', '--cluster', 'test', '--cluster-url', url, '--node-name', name, '--data-dir', dataDir, '--bind', '127.0.0.1',
+    '--amqp-port', '0', '--http-port', '0', '--mqtt-port', 'off', '--stomp-port', 'off', '--log-level', 'warn', ...extra,
+  ];
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  child.stdout.setEncoding('utf8').on('data', (s: string) => stdout.push(s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => stderr.push(s));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const ports = await new Promise<{ amqp: number; http: number }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name}: no ready line after ${timeoutMs} ms: ${stderr.join('')}`)), timeoutMs);
+    const onData = (): void => {
+      const m = /warren ready amqp=(\d+) http=(\d+)/.exec(stdout.join(''));
+      if (m) {
+        clearTimeout(timer);
+        child.stdout.off('data', onData);
+        resolve({ amqp: Number(m[1]), http: Number(m[2]) });
+      }
+    };
+    child.stdout.on('data', onData);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited with ${code} before it was ready: ${stderr.join('')}`));
+    });
+  });
+  return { name, dataDir, child, amqpPort: ports.amqp, httpPort: ports.http, stdout, stderr, exited };
+}
+
+/** `servers` nats-servers with JetStream, clustered, in a temporary directory; nodes started on demand. */
+export async function startTestCluster(servers = 3): Promise<TestCluster> {
+  const dir = await mkdtemp(join(tmpdir(), 'warren-cluster-'));
+  const nats = await startNatsServers({ count: servers, dir: join(dir, 'nats') });
+  const nodes = new Map<string, NodeProcess>();
+  return {
+    dir,
+    nats,
+    nodes,
+    async start(name, extra = []) {
+      const n = await spawnNode(nats.url, name, join(dir, name), extra);
+      nodes.set(name, n);
+      return n;
+    },
+    async kill(name) {
+      const n = nodes.get(name);
+      if (!n) return;
+      n.child.kill('SIGKILL');
+      await n.exited;
+    },
+    async stop() {
+      for (const n of nodes.values()) if (n.child.exitCode === null && n.child.signalCode === null) n.child.kill('SIGTERM');
+      await Promise.all([...nodes.values()].map((n) => n.exited));
+      await nats.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
