@@ -29,7 +29,7 @@ import {
 } from './codec/constants.js';
 import { FrameDecoder, type StompFrame } from './codec/frame-decoder.js';
 import { HEARTBEAT, encodeFrame, encodeRaw, type HeaderList } from './codec/frame-encoder.js';
-import { parseDestination, routeOf, type Destination } from './destination.js';
+import { directReplyTo, parseDestination, routeOf, type Destination } from './destination.js';
 import { StompError } from './errors.js';
 import { booleanHeader, propertiesFromSend, propertyLines, queueArguments } from './headers.js';
 import { Subscription, type AckMode, type SubscriptionHost } from './subscription.js';
@@ -399,7 +399,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     }
     const route = this.routes.get(dest) ?? this.resolveRoute(dest, f);
     const rt = f.headers.get('reply-to');
-    const replyTo = rt !== undefined && rt.startsWith(TEMP_QUEUE_PREFIX) ? this.ensureReplyQueue(rt) : undefined;
+    const replyTo = rt === undefined ? undefined : rt.startsWith(TEMP_QUEUE_PREFIX) ? this.ensureReplyQueue(rt) : directReplyTo(rt);
     const msg: Message = {
       exchange: route.exchange,
       routingKey: route.routingKey,

@@ -2,6 +2,8 @@ import { AMQPClient, AMQPSession } from '@cloudamqp/amqp-client';
 import { connect, type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startTestBroker, waitFor, type TestBroker } from '../helpers/broker.js';
+import { collect as collectMqtt, connectMqtt, mqttUrl, waitForCount } from '../helpers/mqtt.js';
+import { collect as collectStomp, receiptFor, stompClient, wsUrl } from '../helpers/stomp.js';
 
 const REPLY_TO = 'amq.rabbitmq.reply-to';
 
@@ -201,5 +203,122 @@ describe('AMQP requester', () => {
     } finally {
       await client.close();
     }
+  });
+});
+
+describe('STOMP and MQTT 5 requesters, cross-protocol responders', () => {
+  test('a STOMP requester subscribed to /amq/queue/amq.rabbitmq.reply-to gets the reply of an AMQP responder', async () => {
+    const responder = await amqpResponder();
+    const stomp = await stompClient(wsUrl(tb.broker.ports.http));
+    try {
+      const replies = collectStomp(stomp, `/amq/queue/${REPLY_TO}`, { id: 'replies' });
+      const sent = receiptFor(stomp, 'r1');
+      stomp.publish({
+        destination: `/amq/queue/${responder.queue}`,
+        body: 'from stomp',
+        headers: { 'reply-to': `/amq/queue/${REPLY_TO}`, 'correlation-id': 's1', receipt: 'r1' },
+      });
+      await sent;
+      await waitForCount(replies.messages, 1);
+      const m = replies.messages[0]!;
+      expect(m.body).toBe('reply:from stomp');
+      expect(m.headers['correlation-id']).toBe('s1');
+      expect(m.headers['subscription']).toBe('replies');
+      expect(responder.requests[0]!.properties.replyTo).toMatch(/^amq\.rabbitmq\.reply-to\.[A-Za-z0-9_-]+$/);
+      expect(m.headers['destination']).toBe(`/queue/${responder.requests[0]!.properties.replyTo as string}`);
+    } finally {
+      await stomp.deactivate();
+      await responder.ch.close();
+    }
+  });
+
+  test('a STOMP SEND with reply-to amq.rabbitmq.reply-to and no reply subscription is refused with an ERROR', async () => {
+    const stomp = await stompClient(wsUrl(tb.broker.ports.http));
+    const error = new Promise<string>((resolve) => (stomp.onStompError = (f) => resolve(`${f.headers['message'] ?? ''}|${f.body}`)));
+    stomp.publish({ destination: '/queue/anything', body: 'x', headers: { 'reply-to': `/amq/queue/${REPLY_TO}` } });
+    expect(await error).toMatch(/precondition_failed\|.*fast reply consumer does not exist/);
+    await stomp.deactivate();
+  });
+
+  test('an MQTT 5 requester with Response Topic amq.rabbitmq.reply-to gets the reply of an AMQP responder', async () => {
+    const responder = await amqpResponder();
+    await responder.ch.bindQueue(responder.queue, 'amq.topic', 'rpc.mqtt');
+    const client = await connectMqtt(mqttUrl(tb), { protocolVersion: 5, clientId: 'mqtt-requester' });
+    try {
+      const received = collectMqtt(client);
+      await client.subscribeAsync(REPLY_TO, { qos: 0 });
+      await client.publishAsync('rpc/mqtt', 'from mqtt', {
+        qos: 1,
+        properties: { responseTopic: REPLY_TO, correlationData: Buffer.from('m1') },
+      });
+      await waitForCount(received, 1);
+      const r = received[0]!;
+      expect(r.topic).toBe(REPLY_TO);
+      expect(r.payload).toBe('reply:from mqtt');
+      expect(r.packet.properties?.correlationData?.toString()).toBe('m1');
+      const req = responder.requests[0]!;
+      expect(req.properties.replyTo).toMatch(/^amq\.rabbitmq\.reply-to\.[A-Za-z0-9_-]+$/);
+      expect(req.properties.headers?.['x-reply-to-topic']).toBeUndefined();
+    } finally {
+      await client.endAsync();
+      await responder.ch.close();
+    }
+  });
+
+  test('an AMQP requester gets the reply of a STOMP responder that SENDs to the reply-to it was given', async () => {
+    const stomp = await stompClient(wsUrl(tb.broker.ports.http));
+    const requester = await conn.createChannel();
+    try {
+      const sub = receiptFor(stomp, 'sub');
+      stomp.subscribe(
+        '/queue/rpc-stomp-responder',
+        (m) => stomp.publish({ destination: m.headers['reply-to']!, body: `stomp:${m.body}`, headers: { 'correlation-id': m.headers['correlation-id']! } }),
+        { 'auto-delete': 'true', durable: 'false', receipt: 'sub' },
+      );
+      await sub;
+      const replies: ConsumeMessage[] = [];
+      await requester.consume(REPLY_TO, (m) => m && replies.push(m), { noAck: true });
+      requester.sendToQueue('rpc-stomp-responder', Buffer.from('ask'), { replyTo: REPLY_TO, correlationId: 'a1' });
+      await waitFor(() => replies.length === 1, 5000, 'the STOMP reply');
+      expect(replies[0]!.content.toString()).toBe('stomp:ask');
+      expect(replies[0]!.properties.correlationId).toBe('a1');
+    } finally {
+      await requester.close();
+      await stomp.deactivate();
+    }
+  });
+
+  test('an AMQP requester gets the reply of an MQTT 5 responder that publishes to the Response Topic it was given', async () => {
+    const client = await connectMqtt(mqttUrl(tb), { protocolVersion: 5, clientId: 'mqtt-responder' });
+    const requester = await conn.createChannel();
+    try {
+      client.on('message', (_topic, payload, packet) => {
+        const rt = packet.properties?.responseTopic;
+        if (rt === undefined) return;
+        void client.publishAsync(rt, `mqtt:${payload.toString()}`, { qos: 1, properties: { correlationData: packet.properties?.correlationData } });
+      });
+      await client.subscribeAsync('rpc/mqtt-responder', { qos: 1 });
+      const replies: ConsumeMessage[] = [];
+      await requester.consume(REPLY_TO, (m) => m && replies.push(m), { noAck: true });
+      requester.publish('amq.topic', 'rpc.mqtt-responder', Buffer.from('ask'), { replyTo: REPLY_TO, correlationId: 'q1' });
+      await waitFor(() => replies.length === 1, 5000, 'the MQTT reply');
+      expect(replies[0]!.content.toString()).toBe('mqtt:ask');
+      expect(replies[0]!.properties.correlationId).toBe('q1');
+    } finally {
+      await requester.close();
+      await client.endAsync();
+    }
+  });
+
+  test('a STOMP requester that disconnects leaves no reply address behind', async () => {
+    const vhost = tb.broker.core.vhosts.get('/')!;
+    const before = vhost.directReply.size;
+    const stomp = await stompClient(wsUrl(tb.broker.ports.http));
+    const sub = receiptFor(stomp, 'sub');
+    stomp.subscribe(`/amq/queue/${REPLY_TO}`, () => undefined, { receipt: 'sub' });
+    await sub;
+    expect(vhost.directReply.size).toBe(before + 1);
+    await stomp.deactivate();
+    await waitFor(() => vhost.directReply.size === before, 5000, 'the address to go');
   });
 });
