@@ -22,28 +22,29 @@ export interface ReplyTarget {
  * A token is 144 random bits (not guessable), made when the consumer registers; it dies with it.
  */
 export class DirectReplyTo {
+  /** By reply address (`amq.rabbitmq.reply-to.<token>`): a reply's routing key is looked up as it is. */
   private readonly targets = new Map<string, ReplyTarget>();
 
   /** A fresh token, unknown to this registry. */
   newToken(): string {
     for (;;) {
       const t = randomBytes(18).toString('base64url');
-      if (!this.targets.has(t)) return t;
+      if (!this.targets.has(REPLY_TO_PREFIX + t)) return t;
     }
   }
 
   add(target: ReplyTarget): void {
-    this.targets.set(target.token, target);
+    this.targets.set(REPLY_TO_PREFIX + target.token, target);
   }
 
   remove(target: ReplyTarget): void {
-    if (this.targets.get(target.token) === target) this.targets.delete(target.token);
+    const address = REPLY_TO_PREFIX + target.token;
+    if (this.targets.get(address) === target) this.targets.delete(address);
   }
 
   /** The consumer behind a routing key `amq.rabbitmq.reply-to.<token>`, if it is still there. */
   lookup(routingKey: string): ReplyTarget | undefined {
-    if (!routingKey.startsWith(REPLY_TO_PREFIX)) return undefined;
-    return this.targets.get(routingKey.slice(REPLY_TO_PREFIX.length));
+    return this.targets.get(routingKey);
   }
 
   /** Whether a queue name is the pseudo-queue or a live reply address (passive declare answers 1 consumer). */

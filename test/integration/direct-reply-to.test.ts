@@ -240,6 +240,14 @@ describe('STOMP and MQTT 5 requesters, cross-protocol responders', () => {
     await stomp.deactivate();
   });
 
+  test('a STOMP reply subscription with ack:client is refused with an ERROR, as the AMQP consumer would be', async () => {
+    const stomp = await stompClient(wsUrl(tb.broker.ports.http));
+    const error = new Promise<string>((resolve) => (stomp.onStompError = (f) => resolve(`${f.headers['message'] ?? ''}|${f.body}`)));
+    stomp.subscribe(`/amq/queue/${REPLY_TO}`, () => undefined, { ack: 'client' });
+    expect(await error).toMatch(/precondition_failed\|.*reply consumer cannot acknowledge/);
+    await stomp.deactivate();
+  });
+
   test('an MQTT 5 requester with Response Topic amq.rabbitmq.reply-to gets the reply of an AMQP responder', async () => {
     const responder = await amqpResponder();
     await responder.ch.bindQueue(responder.queue, 'amq.topic', 'rpc.mqtt');
