@@ -341,6 +341,7 @@ export class CoreChannel implements ConsumerOwner {
    * routing it: a transaction refuses a message when it is buffered, not at commit.
    */
   checkContent(msg: Message): void {
+    if (msg.properties.replyTo === REPLY_TO_QUEUE && this.reply === undefined) throw BrokerError.precondition('fast reply consumer does not exist');
     this.vhost.checkContent(msg);
   }
 

@@ -118,6 +118,20 @@ describe('AMQP requester', () => {
     expect((await closed).message).toMatch(/406 \(PRECONDITION-FAILED\) with message "PRECONDITION_FAILED - fast reply consumer does not exist"/);
   });
 
+  test('in a transaction, a request without the reply consumer is refused when it is published, not at commit', async () => {
+    const client = await new AMQPClient(tb.amqpUrl).connect();
+    try {
+      const ch = await client.channel();
+      const closed = new Promise<string>((resolve) => (ch.onerror = resolve));
+      await ch.txSelect();
+      await ch.basicPublish('', 'anywhere', 'x', { replyTo: REPLY_TO });
+      expect(await closed).toMatch(/fast reply consumer does not exist/);
+      expect(ch.closed).toBe(true);
+    } finally {
+      await client.close();
+    }
+  });
+
   test('a passive declare of the pseudo-queue succeeds without declaring anything; a reply address exists while its requester does', async () => {
     const ch = await conn.createChannel();
     const ok = await ch.checkQueue(REPLY_TO);
@@ -271,6 +285,28 @@ describe('STOMP and MQTT 5 requesters, cross-protocol responders', () => {
       await client.endAsync();
       await responder.ch.close();
     }
+  });
+
+  test('an MQTT 5 requester needs no SUBSCRIBE; its reply address goes when it disconnects', async () => {
+    const vhost = tb.broker.core.vhosts.get('/')!;
+    const before = vhost.directReply.size;
+    const responder = await amqpResponder();
+    await responder.ch.bindQueue(responder.queue, 'amq.topic', 'rpc.mqtt-nosub');
+    const client = await connectMqtt(mqttUrl(tb), { protocolVersion: 5, clientId: 'mqtt-requester-nosub' });
+    const received = collectMqtt(client);
+    for (const n of ['1', '2']) {
+      await client.publishAsync('rpc/mqtt-nosub', n, { qos: 0, properties: { responseTopic: REPLY_TO, correlationData: Buffer.from(n) } });
+    }
+    await waitForCount(received, 2);
+    expect(received.map((r) => [r.topic, r.payload, r.packet.qos])).toEqual([
+      [REPLY_TO, 'reply:1', 0],
+      [REPLY_TO, 'reply:2', 0],
+    ]);
+    expect(new Set(responder.requests.map((m) => m.properties.replyTo as string)).size).toBe(1);
+    expect(vhost.directReply.size).toBe(before + 1);
+    await client.endAsync();
+    await waitFor(() => vhost.directReply.size === before, 5000, 'the address to go');
+    await responder.ch.close();
   });
 
   test('an AMQP requester gets the reply of a STOMP responder that SENDs to the reply-to it was given', async () => {
