@@ -35,6 +35,8 @@ import type { RunResult } from './report.js';
 import { SCENARIOS } from './scenarios.js';
 import { delayedTable, dropDelayed, prefillDelayed } from './delayed.js';
 import type { DelayedRow, DelayedScenario } from './delayed.js';
+import { rpcTable, runRpc } from './rpc.js';
+import type { RpcResult, RpcScenario } from './rpc.js';
 import type { ConnectionsScenario, IdleScenario, Scenario } from './scenarios.js';
 import { startAedes } from './peers/aedes.js';
 import { startMosquitto } from './peers/mosquitto.js';
@@ -465,6 +467,30 @@ async function measureDelayed(s: DelayedScenario, brokers: Broker[], o: RunOptio
   return delayedTable(s, rows);
 }
 
+/** Runs the direct reply-to RPC scenario on every broker with AMQP, each in-flight count in turn (see rpc.ts). */
+async function measureRpc(s: RpcScenario, brokers: Broker[], o: RunOptions, quietWaitS: number): Promise<RpcResult[]> {
+  const rows: RpcResult[] = [];
+  for (const n of s.inFlight) {
+    for (const b of brokers) {
+      if (interrupted) break;
+      const url = b.endpoints.amqp;
+      if (url === undefined) continue;
+      if (quietWaitS > 0) await waitForQuiet(quietWaitS);
+      log(`${s.name} on ${b.name}, ${n} in flight: ${o.warmupS} s warm-up + ${o.durationS} s ...`);
+      const queue = `warren-bench.${o.runId}.${s.name}.${n}`;
+      const r = await runRpc(s, { name: b.name, isWarren: b.isWarren, url, pid: b.pid }, queue, n, o.warmupS, o.durationS);
+      log(
+        r.error !== null
+          ? `  failed: ${r.error}`
+          : `  ${Math.round(r.perSec)} round trips/s, p50 ${r.p50Ms?.toFixed(2)} ms, broker ${r.brokerCpuUsPerRoundTrip?.toFixed(1) ?? 'n/a'} µs/round trip`,
+      );
+      rows.push(r);
+      await sleep(1000);
+    }
+  }
+  return rows;
+}
+
 /** Whether the --scenarios selection includes an idle-connection scenario. */
 function wantsIdle(selection: string | undefined): boolean {
   const names = selection?.split(',').map((n) => n.trim()) ?? [];
@@ -690,8 +716,15 @@ async function main(): Promise<number> {
   const results: RunResult[] = [];
   const idleResults: IdleResult[] = [];
   const connectionResults: ConnectionsResult[] = [];
+  const rpcResults: RpcResult[] = [];
   const sections: string[] = [];
   for (const s of scenarios) {
+    if (s.kind === 'rpc') {
+      const rows = await measureRpc(s, brokers, o, quietWaitS);
+      rpcResults.push(...rows);
+      if (rows.length > 0) sections.push(rpcTable(s, rows));
+      continue;
+    }
     if (s.kind === 'delayed') {
       sections.push(await measureDelayed(s, brokers, o, quietWaitS, results));
       continue;
@@ -752,13 +785,14 @@ async function main(): Promise<number> {
   if (values.json !== undefined) {
     await writeFile(
       values.json,
-      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults, connectionResults }, null, 2)}\n`,
+      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults, connectionResults, rpcResults }, null, 2)}\n`,
     );
   }
   await cleanupAll();
   return results.some((r) => r.error !== null) ||
     idleResults.some((r) => r.error !== null) ||
-    connectionResults.some((r) => r.error !== null)
+    connectionResults.some((r) => r.error !== null) ||
+    rpcResults.some((r) => r.error !== null)
     ? 1
     : 0;
 }

@@ -8,6 +8,7 @@
  */
 import type { Topology } from './clients/index.js';
 import type { DelayedScenario } from './delayed.js';
+import type { RpcScenario } from './rpc.js';
 import type { ConsumerSpec, Protocol, PublisherSpec } from './clients/types.js';
 
 export interface ScenarioEnv {
@@ -341,7 +342,21 @@ function manyConnections(name: string, connections: number, activeEach: number):
   };
 }
 
-export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario | ConnectionsScenario)[] = [
+function directReplyRpc(name: string, inFlight: number[], bodySize: number): RpcScenario {
+  return {
+    kind: 'rpc',
+    name,
+    protocol: 'amqp',
+    summary:
+      `AMQP 0-9-1 RPC over direct reply-to: 1 requester (consumes amq.rabbitmq.reply-to no-ack, publishes requests with ` +
+      `reply-to amq.rabbitmq.reply-to) keeping ${inFlight.join(' or ')} requests in flight -> 1 request queue -> 1 responder ` +
+      `(prefetch 256, acks each request, replies to the rewritten reply-to); ${bodySize} B bodies; both clients in the harness process`,
+    inFlight,
+    bodySize,
+  };
+}
+
+export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario | ConnectionsScenario | RpcScenario)[] = [
   amqpOneToOne('amqp-1to1-16b', 16),
   amqpOneToOne('amqp-1to1-1k', 1024),
   amqpFanout('amqp-fanout10', 10, 16),
@@ -356,8 +371,9 @@ export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario | Co
   stompQueue('stomp-queue-ack-auto', 'stomp', 'auto', 16),
   stompQueue('stomp-ws-queue-ack-individual', 'stomp-ws', 'client-individual', 16),
   delayedPending('amqp-delayed-1m-pending', 1_000_000),
+  directReplyRpc('amqp-rpc-direct-reply-to', [1, 16], 16),
 ];
 
-export function findScenario(name: string): Scenario | IdleScenario | DelayedScenario | ConnectionsScenario | undefined {
+export function findScenario(name: string): Scenario | IdleScenario | DelayedScenario | ConnectionsScenario | RpcScenario | undefined {
   return SCENARIOS.find((s) => s.name === name);
 }

@@ -244,7 +244,7 @@ export class AmqpConnection implements Closable, LinkOwner {
           consumer_priorities: true,
           authentication_failure_close: true,
           per_consumer_qos: true,
-          direct_reply_to: false,
+          direct_reply_to: true,
         },
       },
       mechanisms: this.mechanisms,

@@ -12,6 +12,7 @@ import type {
 import {
   BrokerError,
   MessageRefusedError,
+  REPLY_TO_QUEUE,
   ReplyCode,
   SETTLED,
   type Closable,
@@ -63,6 +64,7 @@ import {
 import type { MqttAdapter } from './index.js';
 import { publishQosOf, toAmqpProperties, wasRetained, type PublishProperties } from './properties.js';
 import { Qos0Sink, type Qos0Host } from './qos0.js';
+import { isReplyAddress, requestDirectReplies } from './direct-reply.js';
 import { errorText, mqttReasonFor } from './errors.js';
 import { OutboundFlow, type OutboundHost } from './outbound.js';
 import { onSubscribe, onUnsubscribe, type SubscribeHost } from './subscriptions.js';
@@ -642,9 +644,11 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     }
     const body = payloadOf(p.payload);
     const properties = toAmqpProperties(qos, p.retain, props);
-    const msg: Message = { exchange: TOPIC_EXCHANGE, routingKey: topicToRoutingKey(topic), properties, body };
+    const routingKey = topicToRoutingKey(topic);
+    const msg: Message = { exchange: isReplyAddress(routingKey) ? '' : TOPIC_EXCHANGE, routingKey, properties, body };
     let r: PublishResult;
     try {
+      if (props?.responseTopic === REPLY_TO_QUEUE) requestDirectReplies(this.channel(), this.out, properties);
       r = this.channel().publish(msg, delay > 0 ? { delay } : undefined);
     } catch (e) {
       this.publishRefused(e, qos, packetId, topic);

@@ -9,7 +9,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import type { IPublishPacket, UserProperties } from 'mqtt-packet';
-import { OVERFLOW_HEADERS, scalarText, setHeader, setOwn, type FieldTable, type FieldValue, type MessageProperties } from '../../src/core/index.js';
+import { OVERFLOW_HEADERS, REPLY_TO_PREFIX, scalarText, setHeader, setOwn, type FieldTable, type FieldValue, type MessageProperties } from '../../src/core/index.js';
 import { Header, type QoS } from './constants.js';
 import { routingKeyToTopic, topicToRoutingKey } from './topic.js';
 
@@ -117,5 +117,8 @@ export function toMqttProperties(p: MessageProperties, expiresAt: number, now: n
     }
     if (user !== undefined) (out ??= {}).userProperties = user;
   }
+  // A direct reply-to requester's address: the responder publishes its reply to this topic.
+  const rt = p.replyTo;
+  if (rt !== undefined && rt.startsWith(REPLY_TO_PREFIX) && out?.responseTopic === undefined) (out ??= {}).responseTopic = routingKeyToTopic(rt);
   return out;
 }

@@ -29,7 +29,7 @@ import {
 } from './codec/constants.js';
 import { FrameDecoder, type StompFrame } from './codec/frame-decoder.js';
 import { HEARTBEAT, encodeFrame, encodeRaw, type HeaderList } from './codec/frame-encoder.js';
-import { parseDestination, routeOf, type Destination } from './destination.js';
+import { directReplyTo, parseDestination, routeOf, type Destination } from './destination.js';
 import { SERVER_CANCELLED, STOMP_ERRORS, StompError, describeSubscription } from './errors.js';
 import { HEADERS_NOT_ON_SEND, booleanHeader, propertiesFromSend, propertyLines, queueArguments } from './headers.js';
 import { isLocalHost } from './local-host.js';
@@ -418,7 +418,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     if (f.body.length > this.maxBody) throw STOMP_ERRORS.messageTooLarge(f.body.length, this.maxBody);
     const route = this.routes.get(dest) ?? this.resolveRoute(dest, f);
     const rt = f.headers.get('reply-to');
-    const replyTo = rt !== undefined && rt.startsWith(TEMP_QUEUE_PREFIX) ? this.ensureReplyQueue(rt) : undefined;
+    const replyTo = rt === undefined ? undefined : rt.startsWith(TEMP_QUEUE_PREFIX) ? this.ensureReplyQueue(rt) : directReplyTo(rt);
     const msg: Message = {
       exchange: route.exchange,
       routingKey: route.routingKey,

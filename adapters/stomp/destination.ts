@@ -1,3 +1,4 @@
+import { REPLY_TO_QUEUE } from '../../src/core/index.js';
 import { STOMP_ERRORS, type StompError } from './errors.js';
 
 /**
@@ -129,4 +130,15 @@ export function formatDestination(exchange: string, routingKey: string): string 
 export function replyToHeader(replyTo: string): string {
   for (const p of REPLY_TO_PREFIXES) if (replyTo.startsWith(p)) return replyTo;
   return `/reply-queue/${replyTo}`;
+}
+
+/**
+ * A SEND `reply-to` naming the direct reply-to pseudo-queue (`/amq/queue/amq.rabbitmq.reply-to`,
+ * `/queue/amq.rabbitmq.reply-to` or the bare name) as the AMQP property the core rewrites into
+ * this session's reply address; undefined for any other `reply-to`.
+ */
+export function directReplyTo(replyTo: string): string | undefined {
+  if (!replyTo.endsWith(REPLY_TO_QUEUE)) return undefined;
+  const prefix = replyTo.slice(0, replyTo.length - REPLY_TO_QUEUE.length);
+  return prefix === '/amq/queue/' || prefix === '/queue/' || prefix === '' ? REPLY_TO_QUEUE : undefined;
 }

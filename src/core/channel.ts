@@ -8,6 +8,7 @@ import { Consumer, type ConsumerOwner } from './queues/consumer.js';
 import type { QueueEntry } from './queues/entry.js';
 import type { ChannelStats } from './stats.js';
 import type { Queue } from './queues/queue.js';
+import { REPLY_TO_PREFIX, REPLY_TO_QUEUE, type ReplyTarget } from './reply-to.js';
 import { SETTLED } from './types.js';
 import type {
   ConsumeOptions,
@@ -17,10 +18,12 @@ import type {
   FieldTable,
   GetResult,
   Message,
+  MessageProperties,
   PublishOptions,
   PublishResult,
   QueueDeclareOk,
   QueueOptions,
+  StoredMessage,
 } from './types.js';
 import type { VHost } from './vhost.js';
 
@@ -66,6 +69,8 @@ export class CoreChannel implements ConsumerOwner {
   private writeTopic: Pattern | undefined;
   /** The last definition call concerned a durable (or missing) object: its reply waits for the store. */
   private waitDefinitions = false;
+  /** This channel's direct reply-to consumer (at most one, as RabbitMQ allows). */
+  private reply: ReplyTarget | undefined;
   private readonly auth: Auth;
   readonly stats: ChannelStats = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0 };
   readonly openedAt = Date.now();
@@ -190,6 +195,10 @@ export class CoreChannel implements ConsumerOwner {
   }
 
   declareQueue(name: string, opts: QueueOptions, passive = false): QueueDeclareOk {
+    if (name.startsWith(REPLY_TO_QUEUE)) {
+      const reply = this.declareReplyTo(name);
+      if (reply !== undefined) return reply;
+    }
     if (!passive) {
       if (name !== '') this.check('configure', 'queue', name);
       const dlx = opts.arguments?.['x-dead-letter-exchange'];
@@ -219,6 +228,18 @@ export class CoreChannel implements ConsumerOwner {
     this.lastQueue = q.name;
     this.waitDefinitions = q.durable;
     return { queue: q.name, messageCount: q.readyCount, consumerCount: q.consumerCount };
+  }
+
+  /**
+   * RabbitMQ's answer to a declare (passive or not) of the direct reply-to pseudo-queue or of a
+   * reply address: nothing is created; it exists (0 messages, 1 consumer) while a requester holds
+   * it, else 404. Undefined for other `amq.rabbitmq.reply-to*` names (declared as usual).
+   */
+  private declareReplyTo(name: string): QueueDeclareOk | undefined {
+    if (name !== REPLY_TO_QUEUE && !name.startsWith(REPLY_TO_PREFIX)) return undefined;
+    this.waitDefinitions = false;
+    if (!this.vhost.directReply.exists(name)) throw BrokerError.notFound(`no queue '${name}' in vhost '${this.vhost.name}'`);
+    return { queue: name, messageCount: 0, consumerCount: 1 };
   }
 
   deleteQueue(name: string, ifUnused = false, ifEmpty = false): number {
@@ -294,8 +315,25 @@ export class CoreChannel implements ConsumerOwner {
     if (uid !== undefined && uid !== this.connection.user) {
       throw BrokerError.precondition(`user_id property set to '${uid}' but authenticated user was '${this.connection.user}'`);
     }
+    if (msg.properties.replyTo === REPLY_TO_QUEUE) msg = this.withReplyAddress(msg);
     this.stats.published++;
     return this.vhost.publish(msg, this.connection.id, opts?.delay);
+  }
+
+  /**
+   * A request naming `reply-to: amq.rabbitmq.reply-to` gets this channel's reply address instead
+   * (406 when the channel does not consume the pseudo-queue, as RabbitMQ answers). The AMQP
+   * property bytes no longer describe the properties, so they are dropped and re-encoded.
+   */
+  private withReplyAddress(msg: Message): Message {
+    if (this.reply === undefined) throw BrokerError.precondition('fast reply consumer does not exist');
+    const properties: MessageProperties = { ...msg.properties, replyTo: REPLY_TO_PREFIX + this.reply.token };
+    return { exchange: msg.exchange, routingKey: msg.routingKey, properties, body: msg.body };
+  }
+
+  /** This channel's reply address (`amq.rabbitmq.reply-to.<token>`) while it consumes the pseudo-queue. */
+  get replyAddress(): string | undefined {
+    return this.reply === undefined ? undefined : REPLY_TO_PREFIX + this.reply.token;
   }
 
   /**
@@ -303,6 +341,7 @@ export class CoreChannel implements ConsumerOwner {
    * routing it: a transaction refuses a message when it is buffered, not at commit.
    */
   checkContent(msg: Message): void {
+    if (msg.properties.replyTo === REPLY_TO_QUEUE && this.reply === undefined) throw BrokerError.precondition('fast reply consumer does not exist');
     this.vhost.checkContent(msg);
   }
 
@@ -345,11 +384,12 @@ export class CoreChannel implements ConsumerOwner {
   }
 
   consume(queue: string, opts: ConsumeOptions, sink: DeliverySink): string {
+    if (queue === REPLY_TO_QUEUE) return this.consumeReplies(opts, sink);
     this.check('read', 'queue', this.resolveQueueName(queue));
     const q = this.queueFor(queue);
     let tag = opts.consumerTag ?? '';
     if (tag === '') tag = `amq.ctag-${randomBytes(16).toString('base64url').slice(0, 22)}`;
-    if (this.consumerMap.has(tag)) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
+    if (this.consumerMap.has(tag) || this.reply?.consumerTag === tag) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
     const c = new Consumer(
       tag,
       q,
@@ -367,8 +407,59 @@ export class CoreChannel implements ConsumerOwner {
     return tag;
   }
 
+  /**
+   * Consuming `amq.rabbitmq.reply-to` (RabbitMQ's direct reply-to): no queue, no declare; the
+   * channel gets a token, and replies published to `amq.rabbitmq.reply-to.<token>` reach `sink`
+   * directly. RabbitMQ's rules: no-ack only, one such consumer per channel.
+   */
+  private consumeReplies(opts: ConsumeOptions, sink: DeliverySink): string {
+    let tag = opts.consumerTag ?? '';
+    if (tag === '') tag = `amq.ctag-${randomBytes(16).toString('base64url').slice(0, 22)}`;
+    if (this.consumerMap.has(tag) || this.reply?.consumerTag === tag) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
+    if (opts.noAck !== true) throw BrokerError.precondition('reply consumer cannot acknowledge');
+    if (this.reply !== undefined) throw BrokerError.precondition('reply consumer already set');
+    if (this.closed) throw BrokerError.precondition('channel is closed');
+    const registry = this.vhost.directReply;
+    this.reply = { token: registry.newToken(), consumerTag: tag, sink, channel: this };
+    registry.add(this.reply);
+    return tag;
+  }
+
+  /**
+   * Hands a direct reply to this channel's reply consumer (called by the vhost's routing);
+   * false when it is dropped: the channel is closing, or the sink could not encode it.
+   */
+  deliverReply(target: ReplyTarget, msg: StoredMessage): boolean {
+    if (this.closed || this.reply !== target) return false;
+    try {
+      target.sink.deliver({
+        message: msg,
+        deliveryTag: this.nextTag++,
+        redelivered: false,
+        consumerTag: target.consumerTag,
+        queue: REPLY_TO_QUEUE,
+        deliveryCount: 0,
+      });
+    } catch (err) {
+      this.reportUndeliverable(REPLY_TO_QUEUE, msg.id, target.consumerTag, false, err);
+      return false;
+    }
+    this.stats.delivered++;
+    return true;
+  }
+
+  private stopReplies(): void {
+    if (this.reply === undefined) return;
+    this.vhost.directReply.remove(this.reply);
+    this.reply = undefined;
+  }
+
   /** basic.cancel; false when no such consumer. */
   cancel(consumerTag: string): boolean {
+    if (this.reply?.consumerTag === consumerTag) {
+      this.stopReplies();
+      return true;
+    }
     const c = this.consumerMap.get(consumerTag);
     if (!c) return false;
     this.consumerMap.delete(consumerTag);
@@ -581,6 +672,7 @@ export class CoreChannel implements ConsumerOwner {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.stopReplies();
     for (const c of this.consumers.values()) c.queue.removeConsumer(c);
     this.consumerMap = NO_CONSUMERS;
     this.requeueAll();

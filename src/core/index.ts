@@ -89,3 +89,5 @@ export {
 } from './types.js';
 export { ConsumerTimeouts, oldestUnackedAge, oldestUnackedAt } from './consumer-timeout.js';
 export { DELAYED_EXCHANGE_TYPE, type DelayedStore } from './exchanges/delayed.js';
+/** Direct reply-to: the pseudo-queue name, the reply address prefix, and the per-vhost registry. */
+export { REPLY_TO_QUEUE, REPLY_TO_PREFIX, DirectReplyTo, type ReplyTarget } from './reply-to.js';

@@ -10,6 +10,7 @@ import type { Policies } from './policies.js';
 import { Queue, type DeadLetterReason, type QueueHost } from './queues/queue.js';
 import { QUORUM } from './queues/quorum.js';
 import { queueTypeOf } from './queues/queue-type.js';
+import { DirectReplyTo, REPLY_TO_PREFIX } from './reply-to.js';
 import {
   SETTLED,
   type ExchangeOptions,
@@ -59,6 +60,10 @@ const EQUIVALENCE_ARGS = [
   'x-queue-type',
 ];
 
+/** A reply handed to its direct reply-to consumer: routed, nothing to wait for (shared, never written). */
+const REPLIED: PublishResult = { routed: 1, settled: SETTLED };
+const NOT_ROUTED: PublishResult = { routed: 0, settled: SETTLED };
+
 const REJECTED_BY_QUEUE = (): Promise<void> => {
   const p = Promise.reject(new BrokerError(406, 'message rejected by a full queue'));
   p.catch(() => undefined);
@@ -93,6 +98,8 @@ export class VHost implements QueueHost, DelayedHost {
   private readonly scratch = new Set<Destination>();
   private readonly outSet = new Set<Queue>();
   private publishDepth = 0;
+  /** Direct reply-to consumers of this vhost, by token (`amq.rabbitmq.reply-to.<token>`). */
+  readonly directReply = new DirectReplyTo();
 
   constructor(
     readonly name: string,
@@ -326,12 +333,45 @@ export class VHost implements QueueHost, DelayedHost {
     validateExpiration(msg.properties.expiration);
     // A held message is checked before it is held: it is refused at publish, not when it is due.
     const checked = this.checkContent(msg);
+    if (ex.name === '' && msg.routingKey.startsWith(REPLY_TO_PREFIX)) return this.publishReply(ex, checked, publisherId);
     if (ex.delayed !== undefined && ex.type === DELAYED_EXCHANGE_TYPE) {
       const d = delayOf(checked.properties.headers);
       if (d !== undefined) return ex.delayed.hold(checked, publisherId, d);
     }
     if (delay > 0 && delay <= MAX_DELAY_MS) return this.delayedOf(ex).hold(checked, publisherId, delay);
     return this.publishTo(ex, checked, publisherId, undefined);
+  }
+
+  /**
+   * A publish to `amq.rabbitmq.reply-to.<token>` on the default exchange goes straight to that
+   * token's consumer: no queue, no persistence, settled at once. A token nobody holds any more
+   * (the requester went away) or a reply its sink cannot take is dropped: `routed` 0, so a
+   * mandatory publish is returned.
+   */
+  private publishReply(ex: Exchange, msg: Message, publisherId: number): PublishResult {
+    this.ctx.counters.published++;
+    ex.stats.publishIn++;
+    const target = this.directReply.lookup(msg.routingKey);
+    if (target !== undefined) {
+      const stored: StoredMessage = {
+        exchange: msg.exchange,
+        routingKey: msg.routingKey,
+        properties: msg.properties,
+        body: msg.body,
+        rawProperties: msg.rawProperties,
+        id: this.ctx.nextMessageId(),
+        size: msg.body.length + 64,
+        persistent: false,
+        refs: 0,
+        publisherId,
+      };
+      if (target.channel.deliverReply(target, stored)) {
+        ex.stats.publishOut++;
+        return REPLIED;
+      }
+    }
+    this.ctx.counters.unroutable++;
+    return NOT_ROUTED;
   }
 
   /** The holder of an exchange's delayed messages, created on first use. */
