@@ -51,6 +51,8 @@ const DESCRIPTIONS: Record<string, string> = {
   metricsAuth: 'require management credentials for /metrics (true/false)',
   definitions: 'import this definitions file (RabbitMQ JSON) at start',
   consumerTimeout: 'cancel a consumer that holds a delivery longer than this many ms (0 = never; queues may set x-consumer-timeout)',
+  mqttReceiveMaximum: 'MQTT 5 Receive Maximum announced to clients: unacknowledged QoS 1/2 publishes allowed (1-65535)',
+  mqttMaxKeepalive: 'longest MQTT keep-alive accepted, seconds (0 = no cap; v5 clients are told it, 3.1.1 clients asking more are refused)',
 };
 
 /** Runs the `warren` command; resolves with the exit code (or never, for `start`). */

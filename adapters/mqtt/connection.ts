@@ -130,6 +130,8 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   readonly out = new OutboundFlow(this);
   /** PUBACK/PUBREC in PUBLISH order (made at the first publish that must wait). */
   private acks: SettleQueue<PendingAck> | undefined;
+  /** QoS 1 PUBLISHes whose PUBACK waits in `acks` (with the session's QoS 2 ids: the v5 receive maximum). */
+  private pendingPubacks = 0;
   private will: Will | undefined;
   /** The sink of the session queue while it is consumed without acknowledgements (bounded, drops the oldest). */
   private qos0: Qos0Sink | undefined;
@@ -462,6 +464,12 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       return;
     }
     this.clientId = clientId;
+    const maxKeepalive = this.adapter.maxKeepalive;
+    if (!v5 && maxKeepalive > 0 && ((p.keepalive ?? 0) === 0 || (p.keepalive ?? 0) > maxKeepalive)) {
+      // 3.1/3.1.1 have no way to tell the client a shorter keep-alive: refused, as Mosquitto does.
+      this.refuse(ConnackCode.IDENTIFIER_REJECTED, `keep-alive ${p.keepalive ?? 0} s outside 1..${maxKeepalive} s (--mqtt-max-keepalive)`);
+      return;
+    }
 
     try {
       this.core = core.connect(
@@ -489,7 +497,11 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     this.adapter.sessionAttached(session);
     this.session = session;
     this.will = will;
-    this.keepAliveMs = (p.keepalive ?? 0) * 1000;
+    // --mqtt-max-keepalive (Mosquitto's max_keepalive): a v5 client asking for more, or for none, is
+    // told the cap in CONNACK (Server Keep Alive) and held to it.
+    const askedKeepalive = p.keepalive ?? 0;
+    const serverKeepalive = v5 && maxKeepalive > 0 && (askedKeepalive === 0 || askedKeepalive > maxKeepalive) ? maxKeepalive : undefined;
+    this.keepAliveMs = (serverKeepalive ?? askedKeepalive) * 1000;
     if (v5) {
       this.out.clientMaxPacket = props?.maximumPacketSize ?? 0;
       this.out.clientAliasMax = props?.topicAliasMaximum ?? 0;
@@ -511,7 +523,9 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         wildcardSubscriptionAvailable: true,
         subscriptionIdentifiersAvailable: true,
         sharedSubscriptionAvailable: true,
+        receiveMaximum: this.adapter.receiveMaximum,
       };
+      if (serverKeepalive !== undefined) ack.properties.serverKeepAlive = serverKeepalive;
       if (assigned) ack.properties.assignedClientIdentifier = clientId;
     } else ack.returnCode = ConnackCode.ACCEPTED;
     this.send(ack);
@@ -640,6 +654,10 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         return;
       }
     }
+    if (v5 && qos > 0 && this.pendingPubacks + (s.incoming?.size ?? 0) >= this.adapter.receiveMaximum) {
+      // [MQTT-3.3.4-9] more unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum in CONNACK.
+      throw new MqttError(Reason.RECEIVE_MAXIMUM_EXCEEDED, `more than ${this.adapter.receiveMaximum} unacknowledged QoS 1/2 publishes (receive maximum)`);
+    }
     const body = payloadOf(p.payload);
     const properties = toAmqpProperties(qos, p.retain, props);
     const msg: Message = { exchange: TOPIC_EXCHANGE, routingKey: topicToRoutingKey(topic), properties, body };
@@ -699,6 +717,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       if (e instanceof MessageRefusedError) this.closeWith(mqttReasonFor(e), e.message);
       return;
     }
+    if (qos === 1) this.pendingPubacks++;
     this.ackQueue().push({ type: qos === 1 ? PacketType.PUBACK : PacketType.PUBREC, packetId, reason: 0 }, Promise.reject(e));
   }
 
@@ -713,16 +732,19 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       this.sendAck(type, packetId, reason);
       return;
     }
+    if (type === PacketType.PUBACK) this.pendingPubacks++;
     this.ackQueue().push({ type, packetId, reason }, settled === SETTLED ? undefined : settled);
   }
 
   /** SettleTarget: a publish settled in its turn. */
   settledInOrder(e: PendingAck): void {
+    if (e.type === PacketType.PUBACK) this.pendingPubacks--;
     if (this.state === 'running') this.sendAck(e.type, e.packetId, e.reason);
   }
 
   /** SettleTarget: a publish was not accepted: a v5 reason code, or (3.1.1) the connection closes. */
   settleFailed(e: PendingAck, err: unknown): void {
+    if (e.type === PacketType.PUBACK) this.pendingPubacks--;
     if (this.state !== 'running') return;
     if (e.type === PacketType.PUBREC) this.session?.incoming?.delete(e.packetId);
     this.log.warn({ clientId: this.clientId, packetId: e.packetId }, `publish not accepted: ${errorText(err)}`);
@@ -1013,6 +1035,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     } else this.core?.close();
     this.acks?.clear();
     this.acks = undefined;
+    this.pendingPubacks = 0;
     this.qos0 = undefined;
     this.out.reset();
     const log = this.adapter.ctx.log;
