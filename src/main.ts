@@ -113,6 +113,20 @@ export async function main(argv: string[]): Promise<number | undefined> {
     const { startBroker } = await import('./broker.js');
     const started = await startBroker(opts);
     broker = started;
+    // Benchmarks and diagnosis: under `node --expose-gc`, SIGUSR2 runs a full garbage collection
+    // and logs the memory figures after it (the "settled" reading of the memory benchmarks).
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (typeof gc === 'function') {
+      process.on('SIGUSR2', () => {
+        gc();
+        gc();
+        const m = process.memoryUsage();
+        started.log.info(
+          { memory: { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers } },
+          'memory after a full garbage collection',
+        );
+      });
+    }
     // A last resort: no known input reaches these (each connection's failures stay in it), but if
     // something does, the process logs it with its stack and exits non-zero for its supervisor
     // rather than run on in an unknown state.

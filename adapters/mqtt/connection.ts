@@ -67,8 +67,8 @@ import { errorText, mqttReasonFor } from './errors.js';
 import { OutboundFlow, type OutboundHost } from './outbound.js';
 import { onSubscribe, onUnsubscribe, type SubscribeHost } from './subscriptions.js';
 import type { RetainedMessage } from './retained.js';
-import { OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
-import { checkTopicName, matchWords, parseDelayedTopic, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
+import { NO_ARGS, OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
+import { checkTopicName, filterWords, matchWords, parseDelayedTopic, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
 
 type State = 'connect' | 'authenticating' | 'running' | 'closed';
 
@@ -811,7 +811,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     } else {
       const sub = s.sharedFor(d.queue);
       topic = routingKeyToTopic(msg.routingKey);
-      if (sub === undefined || !matchWords(sub.words, msg.routingKey.split('.'), '*')) qos = -1;
+      if (sub === undefined || !matchWords(filterWords(sub.parsed), msg.routingKey.split('.'), '*')) qos = -1;
       else {
         qos = sub.qos;
         ids = sub.id > 0 ? [sub.id] : undefined;
@@ -894,14 +894,14 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     const ch = this.channel();
     if (this.ownAcks !== undefined) ch.cancel(s.queue);
     const sink = wantAcks ? this : (this.qos0 ??= new Qos0Sink(this));
-    ch.consume(s.queue, { consumerTag: s.queue, noAck: !wantAcks, prefetch: wantAcks ? this.out.window : 0 }, sink);
+    ch.consume(s.queue, { consumerTag: s.queue, noAck: !wantAcks, prefetch: wantAcks ? this.out.window : 0, arguments: NO_ARGS }, sink);
     this.ownAcks = wantAcks;
   }
 
   ensureSharedConsumer(queue: string): void {
     const consumers = (this.sharedConsumers ??= new Set());
     if (consumers.has(queue)) return;
-    this.channel().consume(queue, { consumerTag: queue, noAck: false, prefetch: this.out.window }, this);
+    this.channel().consume(queue, { consumerTag: queue, noAck: false, prefetch: this.out.window, arguments: NO_ARGS }, this);
     consumers.add(queue);
   }
 

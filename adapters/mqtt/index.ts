@@ -246,7 +246,6 @@ export class MqttAdapter implements ProtocolAdapter {
         retainHandling: o.rh,
         id: o.id,
         queue: s.queue,
-        words: parsed.bindingKey.split('.'),
         args: b.args,
       });
     }
