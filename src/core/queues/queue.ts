@@ -71,6 +71,9 @@ function strArg(args: FieldTable, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/** The `tail` of every queue that never paged: empty, never pushed to (a queue makes its own first). */
+const NO_TAIL = new Deque<QueueEntry>(0);
+
 /** Timer and immediate callbacks take the queue as their argument: no closures per queue. */
 function runScheduled(q: Queue): void {
   q.runNow();
@@ -103,7 +106,7 @@ export class Queue implements PageSink {
   /** Where persistent messages go; undefined for memory-only queues. */
   readonly store: QueueStore | undefined;
   /** Transient messages that arrived while messages were paged, in order. */
-  private readonly tail = new Deque<QueueEntry>();
+  private tail: Deque<QueueEntry> = NO_TAIL;
   /** Set once a consumer has ever attached (auto-delete needs it). */
   private hadConsumer = false;
   private readonly levels: ReadyList[];
@@ -215,7 +218,7 @@ export class Queue implements PageSink {
     if (store === undefined || !msg.persistent) {
       hold(msg);
       if (this.pagedCount === 0) this.levels[level]!.push(entry);
-      else this.tail.push(entry);
+      else (this.tail === NO_TAIL ? (this.tail = new Deque<QueueEntry>()) : this.tail).push(entry);
     } else if (
       this.pagedCount > 0 ||
       (this.maxPriority === 0 && store.memoryBudget > 0 && this.readyBytes - this.pagedBytes > store.memoryBudget)
