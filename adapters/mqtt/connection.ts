@@ -130,8 +130,14 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   readonly out = new OutboundFlow(this);
   /** PUBACK/PUBREC in PUBLISH order (made at the first publish that must wait). */
   private acks: SettleQueue<PendingAck> | undefined;
-  /** QoS 1 PUBLISHes whose PUBACK waits in `acks` (with the session's QoS 2 ids: the v5 receive maximum). */
+  /** QoS 1 PUBLISHes whose PUBACK waits in `acks`: with `qos2Here`, what counts against the v5 receive maximum. */
   private pendingPubacks = 0;
+  /**
+   * v5: QoS 2 packet ids accepted on this connection and not yet released by PUBREL. Ids a
+   * persistent session kept from an earlier connection do not count: the client's quota starts
+   * afresh with each connection (MQTT 5 §4.9).
+   */
+  private qos2Here: Set<number> | undefined;
   private will: Will | undefined;
   /** The sink of the session queue while it is consumed without acknowledgements (bounded, drops the oldest). */
   private qos0: Qos0Sink | undefined;
@@ -654,7 +660,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         return;
       }
     }
-    if (v5 && qos > 0 && this.pendingPubacks + (s.incoming?.size ?? 0) >= this.adapter.receiveMaximum) {
+    if (v5 && qos > 0 && this.pendingPubacks + (this.qos2Here?.size ?? 0) >= this.adapter.receiveMaximum) {
       // [MQTT-3.3.4-9] more unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum in CONNACK.
       throw new MqttError(Reason.RECEIVE_MAXIMUM_EXCEEDED, `more than ${this.adapter.receiveMaximum} unacknowledged QoS 1/2 publishes (receive maximum)`);
     }
@@ -675,8 +681,12 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       return;
     }
     const reason = v5 && r.routed === 0 && r.delayed !== true ? Reason.NO_MATCHING_SUBSCRIBERS : Reason.SUCCESS;
-    if (qos === 1) this.queueAck(PacketType.PUBACK, packetId, r.settled, reason);
-    else if (s.expiryInterval === 0) {
+    if (qos === 1) {
+      this.queueAck(PacketType.PUBACK, packetId, r.settled, reason);
+      return;
+    }
+    if (v5) (this.qos2Here ??= new Set()).add(packetId);
+    if (s.expiryInterval === 0) {
       (s.incoming ??= new Map()).set(packetId, r.settled === SETTLED ? null : r.settled);
       this.queueAck(PacketType.PUBREC, packetId, r.settled, reason);
     } else {
@@ -746,7 +756,10 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   settleFailed(e: PendingAck, err: unknown): void {
     if (e.type === PacketType.PUBACK) this.pendingPubacks--;
     if (this.state !== 'running') return;
-    if (e.type === PacketType.PUBREC) this.session?.incoming?.delete(e.packetId);
+    if (e.type === PacketType.PUBREC) {
+      this.session?.incoming?.delete(e.packetId);
+      this.qos2Here?.delete(e.packetId);
+    }
     this.log.warn({ clientId: this.clientId, packetId: e.packetId }, `publish not accepted: ${errorText(err)}`);
     if (this.level === 5) {
       this.send({ cmd: e.type === PacketType.PUBACK ? 'puback' : 'pubrec', messageId: e.packetId, reasonCode: mqttReasonFor(err) });
@@ -770,6 +783,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       return;
     }
     inc!.delete(packetId);
+    this.qos2Here?.delete(packetId);
     // A persistent session's PUBCOMP waits until the id is forgotten on disk: the client may reuse it then.
     const saved = this.adapter.saveSession(s);
     if (saved === SETTLED) this.write(encodeAck(PacketType.PUBCOMP, this.level!, packetId, Reason.SUCCESS));
@@ -1036,6 +1050,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     this.acks?.clear();
     this.acks = undefined;
     this.pendingPubacks = 0;
+    this.qos2Here = undefined;
     this.qos0 = undefined;
     this.out.reset();
     const log = this.adapter.ctx.log;

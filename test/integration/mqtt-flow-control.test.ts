@@ -57,6 +57,25 @@ describe('MQTT 5 Receive Maximum (server side, --mqtt-receive-maximum 3)', () =>
     r.end();
   });
 
+  test('QoS 2 ids a persistent session kept from its last connection do not count: the quota starts afresh', async () => {
+    const connect = { clientId: 'flow-q2-resume', clean: false, properties: { sessionExpiryInterval: 60 } };
+    const first = await RawMqtt.connected(port, 5, connect);
+    for (let id = 1; id <= 3; id++) first.send(qos2(id));
+    for (let id = 1; id <= 3; id++) await first.next('pubrec');
+    first.end();
+    await first.closed;
+    const r = await RawMqtt.open(port, 5);
+    r.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, keepalive: 0, ...connect });
+    expect((await r.next('connack')).sessionPresent).toBe(true);
+    for (let id = 10; id <= 12; id++) r.send(qos2(id));
+    for (let id = 10; id <= 12; id++) expect((await r.next('pubrec')).messageId).toBe(id);
+    r.send(qos2(13));
+    expect((await r.next('disconnect')).reasonCode).toBe(0x93);
+    await r.waitClosed();
+    const end = await connectMqtt(url, { protocolVersion: 5, clientId: 'flow-q2-resume', clean: true });
+    await end.endAsync();
+  });
+
   test('QoS 1 PUBLISHes whose PUBACK waits for the store count too', async () => {
     // A persistent subscriber: its durable queue makes each persistent QoS 1 publish wait for the disk.
     const sub = await connectMqtt(url, { protocolVersion: 5, clientId: 'flow-durable-sub', clean: false, properties: { sessionExpiryInterval: 60 } });
