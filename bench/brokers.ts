@@ -31,8 +31,25 @@ export interface Broker {
   shared: boolean;
   /** Free-form details for the report header (pid, platform, how it was started). */
   details: string;
+  /**
+   * A full garbage collection in the broker, then its memory (Warren started by the harness:
+   * `node --expose-gc`, SIGUSR2, the figures from its log). Undefined for other brokers.
+   */
+  fullGc?: () => Promise<GcReading | null>;
   stop(): Promise<void>;
 }
+
+/** Memory right after a full garbage collection, bytes (process.memoryUsage()). */
+export interface GcReading {
+  rss: number;
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  arrayBuffers: number;
+}
+
+/** How long the broker may take to answer a full-GC request. */
+const GC_TIMEOUT_MS = 20_000;
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
 
@@ -93,9 +110,10 @@ export async function waitExit(child: ChildProcess, ms: number): Promise<void> {
 }
 
 /** Keep the last lines of a child's output for error messages (and drain the pipe so it never blocks). */
-export function tail(stream: NodeJS.ReadableStream | null, lines: string[], echo: boolean): void {
+export function tail(stream: NodeJS.ReadableStream | null, lines: string[], echo: boolean, onLine?: (line: string) => void): void {
   if (stream === null) return;
   createInterface({ input: stream }).on('line', (line) => {
+    onLine?.(line);
     lines.push(line);
     if (lines.length > 40) lines.shift();
     if (echo) process.stderr.write(`  [broker] ${line}\n`);
@@ -123,6 +141,8 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
   const dataDir = await mkdtemp(join(tmpdir(), 'warren-bench-'));
   const tls = benchCertificate();
   const args = [
+    // The memory scenarios trigger a full collection before their settled reading (SIGUSR2).
+    '--expose-gc',
     ...(o.nodeArgs ?? []),
     o.bin,
     'start',
@@ -153,7 +173,25 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const output: string[] = [];
-  tail(child.stderr, output, o.verbose);
+  // The log (stderr, JSON lines): its last lines for errors, and the answers to fullGc().
+  const gcWaiters: Array<(r: GcReading | null) => void> = [];
+  tail(child.stderr, output, o.verbose, (line) => {
+    if (gcWaiters.length === 0 || !line.includes('memory after a full garbage collection')) return;
+    let r: GcReading | null = null;
+    try {
+      r = (JSON.parse(line) as { memory?: GcReading }).memory ?? null;
+    } catch {
+      // not JSON (a pretty log): no figures
+    }
+    gcWaiters.shift()?.(r);
+  });
+  const fullGc = async (): Promise<GcReading | null> => {
+    if (child.exitCode !== null || child.signalCode !== null) return null;
+    const answered = new Promise<GcReading | null>((resolve) => gcWaiters.push(resolve));
+    child.kill('SIGUSR2');
+    const r = await Promise.race([answered, sleep(GC_TIMEOUT_MS).then(() => null)]);
+    return r;
+  };
   let stopping = false;
   const stop = async (): Promise<void> => {
     stopping = true;
@@ -223,6 +261,7 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
     pid: child.pid ?? null,
     shared: false,
     details: `started by the harness: node ${args.slice(0, args.indexOf('start') + 1).join(' ')} ... (pid ${child.pid ?? '?'})`,
+    fullGc,
     stop,
   };
 }

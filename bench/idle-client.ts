@@ -5,15 +5,15 @@
  */
 import { readFileSync } from 'node:fs';
 
-import { openIdleMqttConnections } from './clients/mqtt.js';
+import { openIdleMqttConnections, type IdleSubscription } from './clients/mqtt.js';
 
 export type ToIdleClient =
-  | { type: 'open'; url: string; count: number; concurrency: number; clientIdPrefix: string; keepAliveS: number }
+  | { type: 'open'; url: string; count: number; concurrency: number; clientIdPrefix: string; keepAliveS: number; clean?: boolean; subscribe?: IdleSubscription | null }
   | { type: 'stop' };
 
 export type FromIdleClient =
   | { type: 'opened'; opened: number; errors: string[] }
-  | { type: 'closed' }
+  | { type: 'closed'; deliveries: number }
   | { type: 'fatal'; message: string };
 
 function send(msg: FromIdleClient): void {
@@ -32,6 +32,7 @@ function openFilesLimit(): number | null {
 }
 
 let close: (() => Promise<void>) | null = null;
+let deliveries = 0;
 let fatalSent = false;
 
 async function onMessage(msg: ToIdleClient): Promise<void> {
@@ -50,6 +51,11 @@ async function onMessage(msg: ToIdleClient): Promise<void> {
       concurrency: msg.concurrency,
       clientIdPrefix: msg.clientIdPrefix,
       keepAliveS: msg.keepAliveS,
+      clean: msg.clean,
+      subscribe: msg.subscribe,
+      onDelivery: () => {
+        deliveries++;
+      },
       onFatal: (err) => {
         // A broker closing idle connections spoils the measurement: report the first one.
         if (fatalSent) return;
@@ -63,7 +69,7 @@ async function onMessage(msg: ToIdleClient): Promise<void> {
   }
   await close?.();
   close = null;
-  send({ type: 'closed' });
+  send({ type: 'closed', deliveries });
   setTimeout(() => process.exit(0), 100);
 }
 

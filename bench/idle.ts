@@ -1,9 +1,13 @@
 /**
  * The idle-connection memory scenario: fork a few client processes (idle-client.ts) that open N idle
- * MQTT connections between them, and compare the broker's resident set size (VmRSS of its process)
- * before with its RSS while they idle, read once a second: (RSS - before) / N is the broker's memory
- * per idle connection, 5 s after connecting and settled. Also reports how long connecting took, the
- * broker CPU it cost, and the RSS once the connections are closed again.
+ * MQTT connections between them (each with one subscription in the subscribed scenarios, with one
+ * publisher fanning out to all of them in the fan-out one), and compare the broker's resident set
+ * size (VmRSS of its process) before with its RSS while they idle, read once a second: (RSS -
+ * before) / N is the broker's memory per idle connection, 5 s after connecting and settled. For a
+ * broker that can run a full garbage collection on request (Warren started by the harness), the
+ * heap used and the RSS right after one, before connecting and at the end of the idle time, give a
+ * settled figure that does not depend on when the garbage collector returns memory. Also reports
+ * how long connecting took, the broker CPU it cost, and the RSS once the connections are closed again.
  */
 import { execFileSync, fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -11,7 +15,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import type { Broker } from './brokers.js';
+import type { Broker, GcReading } from './brokers.js';
+import { openTickingPublisher } from './clients/mqtt.js';
 import { FailureLatch, sleep, wallMs, withTimeout } from './clock.js';
 import type { FromIdleClient, ToIdleClient } from './idle-client.js';
 import { cpuSeconds } from './proc.js';
@@ -89,6 +94,16 @@ export interface IdleResult {
   kibPerConnectionEarly: number | null;
   /** Broker CPU while connecting, µs per connection. */
   brokerCpuUsPerConnection: number | null;
+  /** After a full garbage collection (brokers with `fullGc`): before connecting, and at the end of the idle time. */
+  gcBefore: GcReading | null;
+  gcAfter: GcReading | null;
+  /** (heap used after − before) / connections, KiB: the JS objects the connections keep. */
+  heapKiBPerConnection: number | null;
+  /** (RSS after the full GC − RSS after the one before connecting) / connections, KiB. */
+  gcRssKiBPerConnection: number | null;
+  /** Fan-out scenario: messages published and deliveries the subscribers received while idling. */
+  published: number | null;
+  deliveries: number | null;
 }
 
 class IdleProcess {
@@ -140,6 +155,12 @@ function failedIdle(s: IdleScenario, b: Broker, error: string): IdleResult {
     kibPerConnection: null,
     kibPerConnectionEarly: null,
     brokerCpuUsPerConnection: null,
+    gcBefore: null,
+    gcAfter: null,
+    heapKiBPerConnection: null,
+    gcRssKiBPerConnection: null,
+    published: null,
+    deliveries: null,
   };
 }
 
@@ -177,7 +198,10 @@ export async function runIdle(
   });
   try {
     await sleep(1_000);
+    const gcBefore = (await broker.fullGc?.()) ?? null;
     const rssBefore = rssKiB(pid);
+    const prefix = `wb-${o.runId}-${s.name}-r${o.run}`;
+    const subscribe = s.subscribe === undefined ? null : { filter: s.subscribe.filter.replace('%r', prefix), qos: s.subscribe.qos };
     const cpuBefore = cpuSeconds(pid);
     const t0 = wallMs();
     const n = Math.max(1, s.processes);
@@ -192,8 +216,10 @@ export async function runIdle(
         url,
         count,
         concurrency: s.concurrency,
-        clientIdPrefix: `wb-${o.runId}-${s.name}-r${o.run}-p${i}-`,
+        clientIdPrefix: `${prefix}-p${i}-`,
         keepAliveS: s.keepAliveS,
+        clean: s.clean ?? true,
+        subscribe,
       });
     }
     const results = await guard(withTimeout(Promise.all(opened), OPEN_TIMEOUT_MS, 'opening idle connections'));
@@ -212,6 +238,20 @@ export async function runIdle(
     // RSS once a second while the connections idle: the early reading still holds what the burst of
     // connecting left behind (a garbage-collected broker's young generation, grown during the burst,
     // is returned some seconds later); the settled figure is the median of the last third.
+    const publisher =
+      s.fanOut === undefined || subscribe === null
+        ? null
+        : await guard(
+            openTickingPublisher({
+              url,
+              clientId: `${prefix}-pub`,
+              topic: subscribe.filter,
+              qos: s.fanOut.qos,
+              ratePerS: s.fanOut.ratePerS,
+              body: Buffer.alloc(s.fanOut.bodySize, 0x61),
+              onFatal: latch.signal,
+            }),
+          );
     const readings: number[] = [];
     let rssEarly: number | null = null;
     for (let t = 1; t <= s.settleS; t++) {
@@ -222,11 +262,17 @@ export async function runIdle(
       if (t === Math.min(EARLY_S, s.settleS)) rssEarly = r;
     }
     const rssAfter = median(readings.slice(-Math.max(1, Math.floor(readings.length / 3))));
+    // While the connections (and the fan-out load) are still there.
+    const gcAfter = (await broker.fullGc?.()) ?? null;
+    const published = publisher?.sent() ?? null;
+    await publisher?.close();
     const closed = procs.map((p) => p.next('closed'));
     for (const p of procs) p.send({ type: 'stop' });
-    await withTimeout(Promise.all(closed), 120_000, 'closing idle connections').catch((err: unknown) =>
-      o.log(`  ${String(err)}`),
-    );
+    const closedAll = await withTimeout(Promise.all(closed), 120_000, 'closing idle connections').catch((err: unknown) => {
+      o.log(`  ${String(err)}`);
+      return null;
+    });
+    const deliveries = closedAll === null || subscribe === null ? null : closedAll.reduce((a, m) => a + m.deliveries, 0);
     await sleep(3_000);
     const rssClosed = rssKiB(pid);
     return {
@@ -246,6 +292,12 @@ export async function runIdle(
       kibPerConnection: rssBefore !== null && rssAfter !== null ? (rssAfter - rssBefore) / total : null,
       brokerCpuUsPerConnection:
         cpuBefore !== null && cpuAfter !== null ? ((cpuAfter - cpuBefore) * 1e6) / total : null,
+      gcBefore,
+      gcAfter,
+      heapKiBPerConnection: gcBefore !== null && gcAfter !== null ? (gcAfter.heapUsed - gcBefore.heapUsed) / 1024 / total : null,
+      gcRssKiBPerConnection: gcBefore !== null && gcAfter !== null ? (gcAfter.rss - gcBefore.rss) / 1024 / total : null,
+      published,
+      deliveries,
     };
   } catch (err) {
     const e = latch.failure ?? err;
@@ -273,29 +325,39 @@ export function idleTable(s: IdleScenario, runsPerBroker: IdleResult[][]): strin
     '',
     s.summary,
     '',
-    `| broker | connections | connect time s | broker CPU µs/connection | RSS before MiB | RSS after ${EARLY_S} s MiB | RSS settled MiB | RSS after closing MiB | KiB per connection after ${EARLY_S} s | KiB per connection settled |`,
-    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+    `| broker | connections | connect time s | broker CPU µs/connection | RSS before MiB | RSS after ${EARLY_S} s MiB | RSS settled MiB | RSS after closing MiB | KiB per connection after ${EARLY_S} s | KiB per connection settled | after a full GC: heap KiB per connection | after a full GC: RSS KiB per connection |`,
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
   ];
   const firsts = runsPerBroker.map((runs) => runs.find((r) => r.error === null) ?? runs[0]).filter((r): r is IdleResult => r !== undefined);
   for (const r of firsts) {
     if (r.error !== null) {
-      lines.push(`| ${r.broker} | failed: ${r.error.replace(/\|/g, '\\|').replace(/\s+/g, ' ')} | | | | | | | | |`);
+      lines.push(`| ${r.broker} | failed: ${r.error.replace(/\|/g, '\\|').replace(/\s+/g, ' ')} | | | | | | | | | | |`);
       continue;
     }
     lines.push(
       `| ${r.broker} | ${r.opened.toLocaleString('en-US')}${r.capped !== null ? ' ¹' : ''} | ${r.connectSeconds.toFixed(1)} | ` +
         `${r.brokerCpuUsPerConnection === null ? 'n/a' : Math.round(r.brokerCpuUsPerConnection)} | ${mib(r.rssBeforeKiB)} | ` +
-        `${mib(r.rssEarlyKiB)} | ${mib(r.rssAfterKiB)} | ${mib(r.rssClosedKiB)} | ${kib(r.kibPerConnectionEarly)} | ${kib(r.kibPerConnection)} |`,
+        `${mib(r.rssEarlyKiB)} | ${mib(r.rssAfterKiB)} | ${mib(r.rssClosedKiB)} | ${kib(r.kibPerConnectionEarly)} | ${kib(r.kibPerConnection)} | ` +
+        `${r.heapKiBPerConnection === null ? '—' : kib(r.heapKiBPerConnection)} | ${r.gcRssKiBPerConnection === null ? '—' : kib(r.gcRssKiBPerConnection)} |`,
     );
   }
   const ok = firsts.filter((r) => r.error === null && r.kibPerConnection !== null);
   for (const w of ok.filter((r) => r.isWarren)) {
     for (const p of ok.filter((r) => !r.isWarren)) {
       const ratio = (a: number | null, b: number | null): string => (a !== null && b !== null && b !== 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
-      lines.push(`| **${w.broker} / ${p.broker}** | | | | | | | | **${ratio(w.kibPerConnectionEarly, p.kibPerConnectionEarly)}** | **${ratio(w.kibPerConnection, p.kibPerConnection)}** |`);
+      lines.push(
+        `| **${w.broker} / ${p.broker}** | | | | | | | | **${ratio(w.kibPerConnectionEarly, p.kibPerConnectionEarly)}** | **${ratio(w.kibPerConnection, p.kibPerConnection)}** | | ` +
+          `**${ratio(w.gcRssKiBPerConnection, p.kibPerConnection)}** ² |`,
+      );
     }
   }
   const notes: string[] = [];
+  if (ok.some((r) => r.isWarren) && ok.some((r) => !r.isWarren)) {
+    notes.push(`- ² ${ok.find((r) => r.isWarren)?.broker ?? 'Warren'}'s RSS after a full GC against the other broker's settled RSS (a broker without a garbage collector has nothing more to settle).`);
+  }
+  for (const r of firsts.filter((x) => x.error === null && x.published !== null)) {
+    notes.push(`- ${r.broker}: ${r.published?.toLocaleString('en-US') ?? '?'} messages published during the idle time, ${r.deliveries?.toLocaleString('en-US') ?? '?'} deliveries received by the subscribers.`);
+  }
   for (const r of firsts.filter((x) => x.capped !== null)) {
     notes.push(`- ¹ ${r.broker}: ${r.capped}, so ${r.wanted.toLocaleString('en-US')} connections instead of ${s.connections.toLocaleString('en-US')}.`);
   }
@@ -314,4 +376,9 @@ export const IDLE_LEGEND = [
   '  time). A garbage-collected broker returns the young generation it grew while the connections were opening',
   '  some seconds later; the settled figure is the memory the idle connections hold. Lower is better.',
   '- RSS after closing: a few seconds after all connections were closed (memory the broker keeps).',
+  '- After a full GC (Warren only: started with `--expose-gc`, SIGUSR2 makes it collect everything and log its',
+  '  memory): before connecting and at the end of the idle time, with the connections still open. Heap KiB per',
+  "  connection = (V8 heap used after − before) ÷ connections: the JavaScript objects the connections keep, which",
+  "  no timing of the garbage collector changes. RSS KiB per connection = the same with the RSS: that heap plus",
+  "  native socket state and the heap's free space that V8 keeps (a full GC does not shrink the young generation).",
 ].join('\n');

@@ -64,6 +64,15 @@ export interface IdleScenario {
   keepAliveS: number;
   /** Seconds the connections idle while the broker's memory is read (once a second). */
   settleS: number;
+  /** Clean session (default true). */
+  clean?: boolean;
+  /**
+   * One subscription per connection: `%c` in the filter is the client id (a filter per session),
+   * `%r` the run's prefix (one filter shared by all).
+   */
+  subscribe?: { filter: string; qos: 0 | 1 | 2 };
+  /** Load while idling: one publisher to the subscription filter (which must then contain no `%c`). */
+  fanOut?: { ratePerS: number; qos: 0 | 1; bodySize: number };
 }
 
 /** No publisher sends more than this many messages per second of run, whatever happens. */
@@ -251,6 +260,29 @@ function mqttIdle(name: string, connections: number): IdleScenario {
   };
 }
 
+function mqttSubscribed(name: string, connections: number): IdleScenario {
+  return {
+    ...mqttIdle(name, connections),
+    summary:
+      `MQTT 3.1.1: ${connections.toLocaleString('en-US')} idle sessions (clean session, keep-alive 60 s), each subscribed to its own ` +
+      `filter \`wb/<client id>/cmd\` with QoS 1 (a device's command topic), from 4 client processes; no messages. Broker memory as for mqtt-idle-10k`,
+    subscribe: { filter: 'wb/%c/cmd', qos: 1 },
+  };
+}
+
+function mqttFanOutMemory(name: string, connections: number, ratePerS: number): IdleScenario {
+  return {
+    ...mqttIdle(name, connections),
+    summary:
+      `MQTT 3.1.1: ${connections.toLocaleString('en-US')} sessions (clean session) all subscribed to one filter with QoS 1, and one publisher ` +
+      `sending ${ratePerS} QoS 1 messages a second (16 B) to it while they idle: ${(connections * ratePerS).toLocaleString('en-US')} deliveries a ` +
+      `second, each acknowledged. Broker memory per subscriber under that load`,
+    subscribe: { filter: 'wb/%r/fan', qos: 1 },
+    fanOut: { ratePerS, qos: 1, bodySize: 16 },
+    settleS: 60,
+  };
+}
+
 /**
  * STOMP 1.2: 1 publisher SENDs to /queue/<name> -> 1 subscriber (ack auto, or client-individual with
  * an ACK frame per MESSAGE and prefetch-count). `protocol` picks TCP (`stomp`) or WebSocket (`stomp-ws`).
@@ -366,6 +398,8 @@ export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario | Co
   mqttFanIn('mqtt-qos0-10to1-tls', 0, 16, 'mqtts'),
   mqttToAmqp('mqtt-to-amqp-qos1', 1, 16),
   mqttIdle('mqtt-idle-10k', 10_000),
+  mqttSubscribed('mqtt-subscribed-10k', 10_000),
+  mqttFanOutMemory('mqtt-fanout-memory-5k', 5_000, 2),
   manyConnections('connections-20k', 20_000, 250),
   stompQueue('stomp-queue-ack-individual', 'stomp', 'client-individual', 16),
   stompQueue('stomp-queue-ack-auto', 'stomp', 'auto', 16),

@@ -100,6 +100,16 @@ export interface BrokerOptions {
   clusterUrl: string | undefined;
   /** This node's name in the cluster; default the host name. */
   nodeName: string | undefined;
+  /**
+   * MQTT 5 Receive Maximum announced in CONNACK: QoS 1/2 PUBLISHes a client may have
+   * unacknowledged (1-65535); one more ends the connection with DISCONNECT 0x93.
+   */
+  mqttReceiveMaximum: number;
+  /**
+   * Longest MQTT keep-alive accepted, seconds (0 = no cap): a v5 client asking for more (or 0) is
+   * told this one (Server Keep Alive); a 3.1/3.1.1 client asking for more (or 0) is refused.
+   */
+  mqttMaxKeepalive: number;
 }
 
 export const DEFAULTS: BrokerOptions = {
@@ -151,6 +161,8 @@ export const DEFAULTS: BrokerOptions = {
   cluster: 'warren',
   clusterUrl: undefined,
   nodeName: undefined,
+  mqttReceiveMaximum: 1024,
+  mqttMaxKeepalive: 0,
 };
 
 /** An invalid option: the CLI prints one line and exits 2. */
@@ -215,6 +227,8 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   cluster: 'name',
   clusterUrl: 'urls',
   nodeName: 'name',
+  mqttReceiveMaximum: 'int',
+  mqttMaxKeepalive: 'int',
 };
 
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
@@ -327,7 +341,15 @@ export function resolveOptions(
     if (!isKey(k)) throw new ConfigError(flagName(k), 'unknown option');
     out[k] = parseValue(k, v);
   }
+  inRange(out, 'mqttReceiveMaximum', 1, 65535);
+  inRange(out, 'mqttMaxKeepalive', 0, 65535);
   return out as unknown as BrokerOptions;
+}
+
+/** Integer options with a range narrower than 'int' (MQTT's two-byte fields). */
+function inRange(out: Record<string, unknown>, key: keyof BrokerOptions, min: number, max: number): void {
+  const v = out[key];
+  if (typeof v === 'number' && (v < min || v > max)) throw new ConfigError(flagName(key), `expected ${min}-${max}, got ${v}`);
 }
 
 /** The listener ports: the options the embedding rule below is about. */

@@ -55,6 +55,8 @@ const DESCRIPTIONS: Record<string, string> = {
   clusterUrl: 'comma-separated nats://host:port URLs of NATS servers with JetStream: join a cluster through them',
   nodeName: "this node's name in the cluster (default: the host name)",
   consumerTimeout: 'cancel a consumer that holds a delivery longer than this many ms (0 = never; queues may set x-consumer-timeout)',
+  mqttReceiveMaximum: 'MQTT 5 Receive Maximum announced to clients: unacknowledged QoS 1/2 publishes allowed (1-65535)',
+  mqttMaxKeepalive: 'longest MQTT keep-alive accepted, seconds (0 = no cap; v5 clients are told it, 3.1.1 clients asking more are refused)',
 };
 
 /** Runs the `warren` command; resolves with the exit code (or never, for `start`). */
@@ -115,6 +117,20 @@ export async function main(argv: string[]): Promise<number | undefined> {
     const { startBroker } = await import('./broker.js');
     const started = await startBroker(opts);
     broker = started;
+    // Benchmarks and diagnosis: under `node --expose-gc`, SIGUSR2 runs a full garbage collection
+    // and logs the memory figures after it (the "settled" reading of the memory benchmarks).
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (typeof gc === 'function') {
+      process.on('SIGUSR2', () => {
+        gc();
+        gc();
+        const m = process.memoryUsage();
+        started.log.info(
+          { memory: { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers } },
+          'memory after a full garbage collection',
+        );
+      });
+    }
     // A last resort: no known input reaches these (each connection's failures stay in it), but if
     // something does, the process logs it with its stack and exits non-zero for its supervisor
     // rather than run on in an unknown state.

@@ -69,8 +69,8 @@ import { errorText, mqttReasonFor } from './errors.js';
 import { OutboundFlow, type OutboundHost } from './outbound.js';
 import { onSubscribe, onUnsubscribe, type SubscribeHost } from './subscriptions.js';
 import type { RetainedMessage } from './retained.js';
-import { OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
-import { checkTopicName, matchWords, parseDelayedTopic, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
+import { NO_ARGS, OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
+import { checkTopicName, filterWords, matchWords, parseDelayedTopic, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
 
 type State = 'connect' | 'authenticating' | 'running' | 'closed';
 
@@ -132,6 +132,14 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   readonly out = new OutboundFlow(this);
   /** PUBACK/PUBREC in PUBLISH order (made at the first publish that must wait). */
   private acks: SettleQueue<PendingAck> | undefined;
+  /** QoS 1 PUBLISHes whose PUBACK waits in `acks`: with `qos2Here`, what counts against the v5 receive maximum. */
+  private pendingPubacks = 0;
+  /**
+   * v5: QoS 2 packet ids accepted on this connection and not yet released by PUBREL. Ids a
+   * persistent session kept from an earlier connection do not count: the client's quota starts
+   * afresh with each connection (MQTT 5 §4.9).
+   */
+  private qos2Here: Set<number> | undefined;
   private will: Will | undefined;
   /** The sink of the session queue while it is consumed without acknowledgements (bounded, drops the oldest). */
   private qos0: Qos0Sink | undefined;
@@ -464,6 +472,12 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       return;
     }
     this.clientId = clientId;
+    const maxKeepalive = this.adapter.maxKeepalive;
+    if (!v5 && maxKeepalive > 0 && ((p.keepalive ?? 0) === 0 || (p.keepalive ?? 0) > maxKeepalive)) {
+      // 3.1/3.1.1 have no way to tell the client a shorter keep-alive: refused, as Mosquitto does.
+      this.refuse(ConnackCode.IDENTIFIER_REJECTED, `keep-alive ${p.keepalive ?? 0} s outside 1..${maxKeepalive} s (--mqtt-max-keepalive)`);
+      return;
+    }
 
     try {
       this.core = core.connect(
@@ -491,7 +505,11 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     this.adapter.sessionAttached(session);
     this.session = session;
     this.will = will;
-    this.keepAliveMs = (p.keepalive ?? 0) * 1000;
+    // --mqtt-max-keepalive (Mosquitto's max_keepalive): a v5 client asking for more, or for none, is
+    // told the cap in CONNACK (Server Keep Alive) and held to it.
+    const askedKeepalive = p.keepalive ?? 0;
+    const serverKeepalive = v5 && maxKeepalive > 0 && (askedKeepalive === 0 || askedKeepalive > maxKeepalive) ? maxKeepalive : undefined;
+    this.keepAliveMs = (serverKeepalive ?? askedKeepalive) * 1000;
     if (v5) {
       this.out.clientMaxPacket = props?.maximumPacketSize ?? 0;
       this.out.clientAliasMax = props?.topicAliasMaximum ?? 0;
@@ -513,7 +531,9 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         wildcardSubscriptionAvailable: true,
         subscriptionIdentifiersAvailable: true,
         sharedSubscriptionAvailable: true,
+        receiveMaximum: this.adapter.receiveMaximum,
       };
+      if (serverKeepalive !== undefined) ack.properties.serverKeepAlive = serverKeepalive;
       if (assigned) ack.properties.assignedClientIdentifier = clientId;
     } else ack.returnCode = ConnackCode.ACCEPTED;
     this.send(ack);
@@ -642,6 +662,10 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         return;
       }
     }
+    if (v5 && qos > 0 && this.pendingPubacks + (this.qos2Here?.size ?? 0) >= this.adapter.receiveMaximum) {
+      // [MQTT-3.3.4-9] more unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum in CONNACK.
+      throw new MqttError(Reason.RECEIVE_MAXIMUM_EXCEEDED, `more than ${this.adapter.receiveMaximum} unacknowledged QoS 1/2 publishes (receive maximum)`);
+    }
     const body = payloadOf(p.payload);
     const properties = toAmqpProperties(qos, p.retain, props);
     const routingKey = topicToRoutingKey(topic);
@@ -661,8 +685,12 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       return;
     }
     const reason = v5 && r.routed === 0 && r.delayed !== true ? Reason.NO_MATCHING_SUBSCRIBERS : Reason.SUCCESS;
-    if (qos === 1) this.queueAck(PacketType.PUBACK, packetId, r.settled, reason);
-    else if (s.expiryInterval === 0) {
+    if (qos === 1) {
+      this.queueAck(PacketType.PUBACK, packetId, r.settled, reason);
+      return;
+    }
+    if (v5) (this.qos2Here ??= new Set()).add(packetId);
+    if (s.expiryInterval === 0) {
       (s.incoming ??= new Map()).set(packetId, r.settled === SETTLED ? null : r.settled);
       this.queueAck(PacketType.PUBREC, packetId, r.settled, reason);
     } else {
@@ -703,6 +731,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       if (e instanceof MessageRefusedError) this.closeWith(mqttReasonFor(e), e.message);
       return;
     }
+    if (qos === 1) this.pendingPubacks++;
     this.ackQueue().push({ type: qos === 1 ? PacketType.PUBACK : PacketType.PUBREC, packetId, reason: 0 }, Promise.reject(e));
   }
 
@@ -717,18 +746,24 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       this.sendAck(type, packetId, reason);
       return;
     }
+    if (type === PacketType.PUBACK) this.pendingPubacks++;
     this.ackQueue().push({ type, packetId, reason }, settled === SETTLED ? undefined : settled);
   }
 
   /** SettleTarget: a publish settled in its turn. */
   settledInOrder(e: PendingAck): void {
+    if (e.type === PacketType.PUBACK) this.pendingPubacks--;
     if (this.state === 'running') this.sendAck(e.type, e.packetId, e.reason);
   }
 
   /** SettleTarget: a publish was not accepted: a v5 reason code, or (3.1.1) the connection closes. */
   settleFailed(e: PendingAck, err: unknown): void {
+    if (e.type === PacketType.PUBACK) this.pendingPubacks--;
     if (this.state !== 'running') return;
-    if (e.type === PacketType.PUBREC) this.session?.incoming?.delete(e.packetId);
+    if (e.type === PacketType.PUBREC) {
+      this.session?.incoming?.delete(e.packetId);
+      this.qos2Here?.delete(e.packetId);
+    }
     this.log.warn({ clientId: this.clientId, packetId: e.packetId }, `publish not accepted: ${errorText(err)}`);
     if (this.level === 5) {
       this.send({ cmd: e.type === PacketType.PUBACK ? 'puback' : 'pubrec', messageId: e.packetId, reasonCode: mqttReasonFor(err) });
@@ -752,6 +787,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       return;
     }
     inc!.delete(packetId);
+    this.qos2Here?.delete(packetId);
     // A persistent session's PUBCOMP waits until the id is forgotten on disk: the client may reuse it then.
     const saved = this.adapter.saveSession(s);
     if (saved === SETTLED) this.write(encodeAck(PacketType.PUBCOMP, this.level!, packetId, Reason.SUCCESS));
@@ -793,7 +829,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     } else {
       const sub = s.sharedFor(d.queue);
       topic = routingKeyToTopic(msg.routingKey);
-      if (sub === undefined || !matchWords(sub.words, msg.routingKey.split('.'), '*')) qos = -1;
+      if (sub === undefined || !matchWords(filterWords(sub.parsed), msg.routingKey.split('.'), '*')) qos = -1;
       else {
         qos = sub.qos;
         ids = sub.id > 0 ? [sub.id] : undefined;
@@ -876,14 +912,14 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     const ch = this.channel();
     if (this.ownAcks !== undefined) ch.cancel(s.queue);
     const sink = wantAcks ? this : (this.qos0 ??= new Qos0Sink(this));
-    ch.consume(s.queue, { consumerTag: s.queue, noAck: !wantAcks, prefetch: wantAcks ? this.out.window : 0 }, sink);
+    ch.consume(s.queue, { consumerTag: s.queue, noAck: !wantAcks, prefetch: wantAcks ? this.out.window : 0, arguments: NO_ARGS }, sink);
     this.ownAcks = wantAcks;
   }
 
   ensureSharedConsumer(queue: string): void {
     const consumers = (this.sharedConsumers ??= new Set());
     if (consumers.has(queue)) return;
-    this.channel().consume(queue, { consumerTag: queue, noAck: false, prefetch: this.out.window }, this);
+    this.channel().consume(queue, { consumerTag: queue, noAck: false, prefetch: this.out.window, arguments: NO_ARGS }, this);
     consumers.add(queue);
   }
 
@@ -1017,6 +1053,8 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     } else this.core?.close();
     this.acks?.clear();
     this.acks = undefined;
+    this.pendingPubacks = 0;
+    this.qos2Here = undefined;
     this.qos0 = undefined;
     this.out.reset();
     const log = this.adapter.ctx.log;

@@ -43,6 +43,10 @@ export class MqttAdapter implements ProtocolAdapter {
   readonly retained: RetainedStore;
   /** Largest packet accepted from a connected client. */
   readonly maxPacketSize: number;
+  /** v5 Receive Maximum announced in CONNACK: unacknowledged QoS 1/2 PUBLISHes a client may have. */
+  readonly receiveMaximum: number;
+  /** Longest keep-alive accepted, seconds (0 = no cap). */
+  readonly maxKeepalive: number;
   private readonly unsubscribeAlarms: () => void;
   /** Session state and delayed wills in the data directory; undefined without a store. */
   private readonly durable: MqttDurableState | undefined;
@@ -59,6 +63,8 @@ export class MqttAdapter implements ProtocolAdapter {
       retained ?? (ctx.store === undefined ? new MemoryRetainedStore() : new DurableRetainedStore(new MemoryRetainedStore(), ctx.store.records('retained'), ctx.log));
     // A publish carries its payload plus at most a topic and properties: allow 64 KiB on top of the body limit.
     this.maxPacketSize = Math.min(MAX_PACKET_SIZE, ctx.options.maxMessageSize + 65536);
+    this.receiveMaximum = ctx.options.mqttReceiveMaximum;
+    this.maxKeepalive = ctx.options.mqttMaxKeepalive;
     this.unsubscribeAlarms = ctx.core.alarms.on((blocked) => {
       for (const c of this.connections) c.guarded(setBlocked, blocked);
     });
@@ -240,7 +246,6 @@ export class MqttAdapter implements ProtocolAdapter {
         retainHandling: o.rh,
         id: o.id,
         queue: s.queue,
-        words: parsed.bindingKey.split('.'),
         args: b.args,
       });
     }

@@ -7,7 +7,7 @@
 import type { FieldTable } from '../../src/core/index.js';
 import { SESSION_QUEUE_PREFIX, SHARED_QUEUE_PREFIX, SUBSCRIPTION_OPTS_ARG, type QoS } from './constants.js';
 import type { RetainedMessage } from './retained.js';
-import { matchWords, type ParsedFilter } from './topic.js';
+import { filterWords, matchWords, type ParsedFilter } from './topic.js';
 
 export interface Subscription {
   readonly parsed: ParsedFilter;
@@ -19,8 +19,6 @@ export interface Subscription {
   readonly id: number;
   /** The queue it delivers from: the session queue, or the group's shared queue. */
   readonly queue: string;
-  /** Binding key words, for matching deliveries back to subscriptions. */
-  readonly words: readonly string[];
   /** The binding arguments used for it (needed to unbind). */
   readonly args: FieldTable;
 }
@@ -80,11 +78,31 @@ export interface MatchResult {
 
 const MATCH_CACHE_SIZE = 256;
 
-/** Binding arguments of a subscription (RabbitMQ's `x-mqtt-subscription-opts` table). */
+/** Binding arguments without a subscription identifier, one (frozen) table per combination of options. */
+const SHARED_ARGS = new Map<number, FieldTable>();
+
+/** Arguments of the session queue, its consumer and shared subscriptions: none, one frozen table for all. */
+export const NO_ARGS: FieldTable = Object.freeze({});
+
+/**
+ * Binding arguments of a subscription (RabbitMQ's `x-mqtt-subscription-opts` table). Without a
+ * subscription identifier there are only 36 different tables: sessions share them (frozen).
+ */
 export function subscriptionArgs(qos: QoS, noLocal: boolean, rap: boolean, rh: number, id: number): FieldTable {
+  const shareable = id === 0 && rh >= 0 && rh <= 2;
+  const key = qos * 12 + (noLocal ? 6 : 0) + (rap ? 3 : 0) + rh;
+  if (shareable) {
+    const t = SHARED_ARGS.get(key);
+    if (t !== undefined) return t;
+  }
   const opts: FieldTable = { qos, 'no-local': noLocal, 'retain-as-published': rap, 'retain-handling': rh };
   if (id > 0) opts['id'] = id;
-  return { [SUBSCRIPTION_OPTS_ARG]: opts };
+  const args: FieldTable = { [SUBSCRIPTION_OPTS_ARG]: opts };
+  if (shareable) {
+    Object.freeze(opts);
+    SHARED_ARGS.set(key, Object.freeze(args));
+  }
+  return args;
 }
 
 /** Reads the subscription options back from binding arguments (session recovery). */
@@ -116,6 +134,46 @@ export function sharedQueueName(group: string, bindingKey: string, digest: (s: s
 }
 
 const NO_SUBSCRIPTIONS: ReadonlyMap<string, Subscription> = new Map();
+
+/**
+ * A session's subscriptions while it has exactly one (most devices): the ReadonlyMap view without
+ * a hash table.
+ */
+class OneSubscription implements ReadonlyMap<string, Subscription> {
+  constructor(readonly sub: Subscription) {}
+
+  get size(): number {
+    return 1;
+  }
+
+  get(filter: string): Subscription | undefined {
+    return filter === this.sub.parsed.raw ? this.sub : undefined;
+  }
+
+  has(filter: string): boolean {
+    return filter === this.sub.parsed.raw;
+  }
+
+  forEach(fn: (value: Subscription, key: string, map: ReadonlyMap<string, Subscription>) => void): void {
+    fn(this.sub, this.sub.parsed.raw, this);
+  }
+
+  *entries(): MapIterator<[string, Subscription]> {
+    yield [this.sub.parsed.raw, this.sub];
+  }
+
+  *keys(): MapIterator<string> {
+    yield this.sub.parsed.raw;
+  }
+
+  *values(): MapIterator<Subscription> {
+    yield this.sub;
+  }
+
+  [Symbol.iterator](): MapIterator<[string, Subscription]> {
+    return this.entries();
+  }
+}
 const NO_OUTGOING: ReadonlyMap<number, Outgoing> = new Map();
 
 /**
@@ -123,7 +181,8 @@ const NO_OUTGOING: ReadonlyMap<number, Outgoing> = new Map();
  * handful of fields.
  */
 export class Session {
-  private subs: Map<string, Subscription> | undefined;
+  /** One subscription, or a Map once there are more. */
+  private subs: OneSubscription | Map<string, Subscription> | undefined;
   private out: Map<number, Outgoing> | undefined;
   /** Outgoing entries in state PUBLISH or PUBREL: what counts against the receive maximum. */
   inflight = 0;
@@ -164,12 +223,19 @@ export class Session {
   }
 
   setSubscription(sub: Subscription): void {
-    (this.subs ??= new Map()).set(sub.parsed.raw, sub);
+    const subs = this.subs;
+    if (subs === undefined || (subs instanceof OneSubscription && subs.sub.parsed.raw === sub.parsed.raw)) this.subs = new OneSubscription(sub);
+    else if (subs instanceof OneSubscription) this.subs = new Map([[subs.sub.parsed.raw, subs.sub], [sub.parsed.raw, sub]]);
+    else subs.set(sub.parsed.raw, sub);
     this.cache = undefined;
   }
 
   deleteSubscription(filter: string): void {
-    if (this.subs?.delete(filter) === true) this.cache = undefined;
+    const subs = this.subs;
+    if (subs === undefined || !subs.has(filter)) return;
+    if (subs instanceof OneSubscription) this.subs = undefined;
+    else subs.delete(filter);
+    this.cache = undefined;
   }
 
   /** Outbound QoS >= 1 in flight, by packet id. */
@@ -209,7 +275,7 @@ export class Session {
     let rap = false;
     let localRap = false;
     for (const s of this.subscriptions.values()) {
-      if (s.parsed.group !== undefined || !matchWords(s.words, words, '*')) continue;
+      if (s.parsed.group !== undefined || !matchWords(filterWords(s.parsed), words, '*')) continue;
       if (s.qos > qos) qos = s.qos;
       if (s.id > 0) (ids ??= []).push(s.id);
       rap ||= s.retainAsPublished;

@@ -7,7 +7,7 @@ import { mqttReasonFor } from './errors.js';
 import type { MqttAdapter } from './index.js';
 import type { OutboundFlow } from './outbound.js';
 import type { RetainedMessage } from './retained.js';
-import { subscriptionArgs, type Session, type Subscription } from './session.js';
+import { NO_ARGS, subscriptionArgs, type Session, type Subscription } from './session.js';
 import { parseFilter, printable, type ParsedFilter } from './topic.js';
 
 /** What SUBSCRIBE and UNSUBSCRIBE handling needs from the connection. */
@@ -116,8 +116,8 @@ function ensureQueue(h: SubscribeHost, s: Session): void {
   if (s.hasQueue && h.adapter.queueExists(s.vhost, s.queue)) return;
   const ch = h.channel();
   if (h.adapter.queueExists(s.vhost, s.queue)) ch.declareQueue(s.queue, {}, true);
-  else if (s.expiryInterval > 0) ch.declareQueue(s.queue, { durable: true });
-  else ch.declareQueue(s.queue, { exclusive: true });
+  else if (s.expiryInterval > 0) ch.declareQueue(s.queue, { durable: true, arguments: NO_ARGS });
+  else ch.declareQueue(s.queue, { exclusive: true, arguments: NO_ARGS });
   s.hasQueue = true;
 }
 
@@ -134,7 +134,6 @@ function subscribeOwn(h: SubscribeHost, s: Session, parsed: ParsedFilter, qos: Q
     retainHandling: rh,
     id,
     queue: s.queue,
-    words: parsed.bindingKey.split('.'),
     args,
   };
   s.setSubscription(sub);
@@ -161,8 +160,7 @@ function subscribeShared(h: SubscribeHost, s: Session, parsed: ParsedFilter, qos
     retainHandling: rh,
     id,
     queue,
-    words: parsed.bindingKey.split('.'),
-    args: {},
+    args: NO_ARGS,
   };
   s.setSubscription(sub);
   h.ensureSharedConsumer(queue);

@@ -73,6 +73,13 @@ export interface ParsedFilter {
   readonly group: string | undefined;
   /** AMQP binding key on `amq.topic`. */
   readonly bindingKey: string;
+  /** The binding key's words: split at the first delivery that needs them (see filterWords). */
+  words: readonly string[] | undefined;
+}
+
+/** The binding key's words of `f`, split once: an idle subscription keeps no array. */
+export function filterWords(f: ParsedFilter): readonly string[] {
+  return (f.words ??= f.bindingKey.split('.'));
 }
 
 /** Parses a filter; returns an error text when it is invalid ([MQTT-4.7.1-1..3], [MQTT-4.8.2-1/2]). */
@@ -88,7 +95,7 @@ export function parseFilter(raw: string): ParsedFilter | string {
   }
   const err = checkFilter(filter);
   if (err !== undefined) return err;
-  return { raw, filter, group, bindingKey: filterToBindingKey(filter) };
+  return { raw, filter, group, bindingKey: filterToBindingKey(filter), words: undefined };
 }
 
 function checkFilter(filter: string): string | undefined {

@@ -51,7 +51,7 @@ function writeVarint(buf: Buffer, at: number, n: number): number {
   return at;
 }
 
-function connectPacket(clientId: string, keepAliveS: number, username: string | null, password: string | null): Buffer {
+function connectPacket(clientId: string, keepAliveS: number, username: string | null, password: string | null, clean = true): Buffer {
   const id = Buffer.from(clientId, 'utf8');
   const user = username === null ? null : Buffer.from(username, 'utf8');
   const pass = password === null ? null : Buffer.from(password, 'utf8');
@@ -63,7 +63,7 @@ function connectPacket(clientId: string, keepAliveS: number, username: string | 
   at = buf.writeUInt16BE(4, at);
   at += buf.write('MQTT', at, 'latin1');
   buf[at++] = 4; // protocol level 4 = 3.1.1
-  buf[at++] = 0x02 | (user !== null ? 0x80 : 0) | (pass !== null ? 0x40 : 0); // clean session
+  buf[at++] = (clean ? 0x02 : 0) | (user !== null ? 0x80 : 0) | (pass !== null ? 0x40 : 0); // clean session flag
   at = buf.writeUInt16BE(keepAliveS, at);
   at = buf.writeUInt16BE(id.length, at);
   at += id.copy(buf, at);
@@ -121,6 +121,7 @@ class MqttConnection {
     clientId: string,
     keepAliveS: number,
     onFatal: OnFatal | null,
+    clean = true,
   ): Promise<MqttConnection> {
     const u = new URL(url);
     const secure = u.protocol === 'mqtts:';
@@ -153,7 +154,7 @@ class MqttConnection {
     socket.on('close', () => {
       if (!c.closing) onFatal?.(new Error(`${clientId}: connection closed by the broker`));
     });
-    c.out.push(connectPacket(clientId, keepAliveS, username, password));
+    c.out.push(connectPacket(clientId, keepAliveS, username, password, clean));
     try {
       await connack;
     } catch (err) {
@@ -340,10 +341,17 @@ export async function probeMqtt(url: string): Promise<void> {
   await c.close();
 }
 
+/** What each idle connection subscribes to: `filter` with `%c` replaced by its client id. */
+export interface IdleSubscription {
+  filter: string;
+  qos: 0 | 1 | 2;
+}
+
 /**
- * `count` idle connections (clean session, keep-alive `keepAliveS`), opened `concurrency` at a time.
- * A PINGREQ goes out on each at half the keep-alive so that no broker drops them. Returns how many
- * connected, and a close function.
+ * `count` idle connections (keep-alive `keepAliveS`; clean session unless `clean` is false), opened
+ * `concurrency` at a time, each with one subscription when `subscribe` is given (deliveries are
+ * counted and QoS 1 ones acknowledged). A PINGREQ goes out on each at half the keep-alive so that
+ * no broker drops them. Returns how many connected, and a close function.
  */
 export async function openIdleMqttConnections(o: {
   url: string;
@@ -352,6 +360,9 @@ export async function openIdleMqttConnections(o: {
   clientIdPrefix: string;
   keepAliveS: number;
   onFatal: OnFatal;
+  clean?: boolean;
+  subscribe?: IdleSubscription | null;
+  onDelivery?: () => void;
 }): Promise<{ opened: number; errors: string[]; close(): Promise<void> }> {
   const conns: MqttConnection[] = [];
   const errors: string[] = [];
@@ -361,10 +372,29 @@ export async function openIdleMqttConnections(o: {
     while (next < o.count && errors.length === 0) {
       const i = next++;
       try {
-        const c = await MqttConnection.open(o.url, `${o.clientIdPrefix}${i}`, o.keepAliveS, (err) => {
-          if (!closing) o.onFatal(err);
-        });
+        const c = await MqttConnection.open(
+          o.url,
+          `${o.clientIdPrefix}${i}`,
+          o.keepAliveS,
+          (err) => {
+            if (!closing) o.onFatal(err);
+          },
+          o.clean ?? true,
+        );
+        const sub = o.subscribe ?? null;
+        if (sub !== null) await subscribe(c, sub.filter.replace('%c', c.clientId), sub.qos);
         c.handle((p) => {
+          if (p.type === PUBLISH && sub !== null) {
+            o.onDelivery?.();
+            const qos = (p.flags >> 1) & 3;
+            if (qos > 0) {
+              // The packet id follows the topic: PUBACK (QoS 1) or PUBREC (QoS 2, never completed: the scenarios use QoS 1).
+              const topicLen = p.body.readUInt16BE(0);
+              const id = p.body.readUInt16BE(2 + topicLen);
+              c.out.push(Buffer.from([(qos === 1 ? PUBACK : 5) << 4, 2, id >> 8, id & 0xff]));
+            }
+            return;
+          }
           if (p.type !== PINGRESP) o.onFatal(new Error(`${c.clientId}: unexpected packet type ${p.type}`));
         });
         conns.push(c);
@@ -394,6 +424,44 @@ export async function openIdleMqttConnections(o: {
       for (let i = 0; i < conns.length; i += 500) {
         await Promise.all(conns.slice(i, i + 500).map((c) => c.close()));
       }
+    },
+  };
+}
+
+/**
+ * One connection that publishes `body` to `topic` with QoS `qos`, `ratePerS` times a second, until
+ * closed (the fan-out memory scenario's load). QoS 1 PUBACKs are not waited for.
+ */
+export async function openTickingPublisher(o: { url: string; clientId: string; topic: string; qos: 0 | 1; ratePerS: number; body: Buffer; onFatal: OnFatal }): Promise<{ sent(): number; close(): Promise<void> }> {
+  const c = await MqttConnection.open(o.url, o.clientId, 0, o.onFatal);
+  c.handle((p) => {
+    if (p.type !== PUBACK && p.type !== PINGRESP) o.onFatal(new Error(`${c.clientId}: unexpected packet type ${p.type}`));
+  });
+  const topic = Buffer.from(o.topic, 'utf8');
+  let packetId = 0;
+  let sent = 0;
+  const timer = setInterval(() => {
+    const rest = 2 + topic.length + (o.qos > 0 ? 2 : 0) + o.body.length;
+    const buf = Buffer.alloc(1 + varintLength(rest) + rest);
+    let at = 0;
+    buf[at++] = (PUBLISH << 4) | (o.qos << 1);
+    at = writeVarint(buf, at, rest);
+    at = buf.writeUInt16BE(topic.length, at);
+    at += topic.copy(buf, at);
+    if (o.qos > 0) {
+      packetId = packetId === 65_535 ? 1 : packetId + 1;
+      at = buf.writeUInt16BE(packetId, at);
+    }
+    o.body.copy(buf, at);
+    c.out.push(buf);
+    c.out.flush();
+    sent++;
+  }, Math.max(1, Math.round(1000 / o.ratePerS)));
+  return {
+    sent: () => sent,
+    close: async () => {
+      clearInterval(timer);
+      await c.close();
     },
   };
 }

@@ -1,13 +1,19 @@
+/** Initial capacity: most deques (one per queue, per subscriber session) stay empty or nearly so. */
+const MIN_CAPACITY = 4;
+/** Emptied with at least this capacity (after a backlog), a deque goes back to MIN_CAPACITY. */
+const SHRINK_CAPACITY = 1024;
+
 /**
  * A growable ring-buffer double-ended queue: O(1) push/shift at both ends, no `Array#shift`.
+ * It starts tiny and, once emptied after a backlog, gives the large buffer back.
  */
 export class Deque<T> {
   private buf: (T | undefined)[];
   private head = 0;
   private len = 0;
 
-  constructor(capacity = 16) {
-    let cap = 16;
+  constructor(capacity = MIN_CAPACITY) {
+    let cap = MIN_CAPACITY;
     while (cap < capacity) cap <<= 1;
     this.buf = new Array<T | undefined>(cap);
   }
@@ -34,7 +40,7 @@ export class Deque<T> {
     const value = this.buf[this.head];
     this.buf[this.head] = undefined;
     this.head = (this.head + 1) & (this.buf.length - 1);
-    this.len--;
+    if (--this.len === 0 && this.buf.length >= SHRINK_CAPACITY) this.clear();
     return value;
   }
 
@@ -43,7 +49,7 @@ export class Deque<T> {
     const i = (this.head + this.len - 1) & (this.buf.length - 1);
     const value = this.buf[i];
     this.buf[i] = undefined;
-    this.len--;
+    if (--this.len === 0 && this.buf.length >= SHRINK_CAPACITY) this.clear();
     return value;
   }
 
@@ -62,7 +68,7 @@ export class Deque<T> {
   }
 
   clear(): void {
-    this.buf = new Array<T | undefined>(16);
+    this.buf = new Array<T | undefined>(MIN_CAPACITY);
     this.head = 0;
     this.len = 0;
   }

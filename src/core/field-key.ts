@@ -16,9 +16,21 @@ export function fieldKey(v: FieldValue | undefined): string {
 
 export function tableKey(t: FieldTable | undefined): string {
   if (t === undefined) return '{}';
+  // A frozen table cannot change: its key is made once and shared (e.g. by every binding made
+  // with the same shared arguments).
+  const frozen = Object.isFrozen(t);
+  if (frozen) {
+    const known = FROZEN_KEYS.get(t);
+    if (known !== undefined) return known;
+  }
   const keys = Object.keys(t).sort();
-  return `{${keys.map((k) => `${JSON.stringify(k)}:${fieldKey(t[k])}`).join(',')}}`;
+  const key = `{${keys.map((k) => `${JSON.stringify(k)}:${fieldKey(t[k])}`).join(',')}}`;
+  if (frozen) FROZEN_KEYS.set(t, key);
+  return key;
 }
+
+/** Keys of frozen tables (see tableKey). */
+const FROZEN_KEYS = new WeakMap<FieldTable, string>();
 
 /** A readable rendering for error texts, RabbitMQ style. */
 export function describeValue(v: FieldValue | undefined): string {

@@ -71,6 +71,17 @@ function strArg(args: FieldTable, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/** The `tail` of every queue that never paged: empty, never pushed to (a queue makes its own first). */
+const NO_TAIL = new Deque<QueueEntry>(0);
+
+/** Timer and immediate callbacks take the queue as their argument: no closures per queue. */
+function runScheduled(q: Queue): void {
+  q.runNow();
+}
+function expireScheduled(q: Queue): void {
+  q.expireHeads();
+}
+
 /**
  * A queue: ready messages in order, delivery to consumers by credit, TTL, length limits and
  * dead-lettering. Unacknowledged messages are held by the channels that received them.
@@ -82,7 +93,8 @@ function strArg(args: FieldTable, name: string): string | undefined {
 export class Queue implements PageSink {
   /** Key for the store: `<vhost>/<name>` is unique broker-wide. */
   readonly id: string;
-  readonly consumers: Consumer[] = [];
+  /** Made with the first consumer at its exact size (a pushed-to empty array reserves 17 slots). */
+  consumers: Consumer[] = [];
   readonly stats: QueueStats = { published: 0, delivered: 0, redelivered: 0, acked: 0, got: 0 };
   readyCount = 0;
   readyBytes = 0;
@@ -94,7 +106,7 @@ export class Queue implements PageSink {
   /** Where persistent messages go; undefined for memory-only queues. */
   readonly store: QueueStore | undefined;
   /** Transient messages that arrived while messages were paged, in order. */
-  private readonly tail = new Deque<QueueEntry>();
+  private tail: Deque<QueueEntry> = NO_TAIL;
   /** Set once a consumer has ever attached (auto-delete needs it). */
   private hadConsumer = false;
   private readonly levels: ReadyList[];
@@ -144,8 +156,7 @@ export class Queue implements PageSink {
     this.setLimits(effectiveArgs);
     this.maxPriority = Math.min(intArg(args, 'x-max-priority', 0, name) ?? 0, 255);
     this.singleActiveConsumer = args['x-single-active-consumer'] === true;
-    this.levels = [];
-    for (let i = 0; i <= this.maxPriority; i++) this.levels.push(new ReadyList());
+    this.levels = Array.from({ length: this.maxPriority + 1 }, () => new ReadyList());
     this.touch();
     this.store = durable ? host.persistence.openQueue(this) : undefined;
   }
@@ -207,7 +218,7 @@ export class Queue implements PageSink {
     if (store === undefined || !msg.persistent) {
       hold(msg);
       if (this.pagedCount === 0) this.levels[level]!.push(entry);
-      else this.tail.push(entry);
+      else (this.tail === NO_TAIL ? (this.tail = new Deque<QueueEntry>()) : this.tail).push(entry);
     } else if (
       this.pagedCount > 0 ||
       (this.maxPriority === 0 && store.memoryBudget > 0 && this.readyBytes - this.pagedBytes > store.memoryBudget)
@@ -351,13 +362,14 @@ export class Queue implements PageSink {
   kick(): void {
     if (this.scheduled || this.deleted) return;
     this.scheduled = true;
-    setImmediate(this.runBound);
+    setImmediate(runScheduled, this);
   }
 
-  private readonly runBound = (): void => {
+  /** The scheduled dispatch run (see `kick`). */
+  runNow(): void {
     this.scheduled = false;
     this.run();
-  };
+  }
 
   private run(): void {
     if (this.deleted || this.consumers.length === 0) return;
@@ -473,7 +485,7 @@ export class Queue implements PageSink {
         return;
       }
       if (this.requeueDelay !== undefined && this.requeueDelay > 0) {
-        (this.delays ??= new RequeueDelays(this.requeueReady)).hold(e, requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax));
+        (this.delays ??= new RequeueDelays((r) => this.requeueReady(r))).hold(e, requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax));
         return;
       }
     }
@@ -485,7 +497,7 @@ export class Queue implements PageSink {
     return this.delays?.count ?? 0;
   }
 
-  private readonly requeueReady = (e: QueueEntry): void => {
+  private requeueReady(e: QueueEntry): void {
     if (this.deleted) {
       this.settle(e);
       return;
@@ -495,7 +507,7 @@ export class Queue implements PageSink {
     this.readyBytes += e.msg.size;
     if (e.expiresAt !== 0) this.scheduleTtl(e.expiresAt);
     if (this.consumers.length > 0) this.kick();
-  };
+  }
 
   /**
    * Rejected without requeue: dead-lettered if the queue has a dead-letter exchange.
@@ -530,7 +542,8 @@ export class Queue implements PageSink {
     if (this.consumers.some((x) => x.exclusive)) {
       throw BrokerError.accessRefused(`queue '${this.name}' in vhost '${this.host.name}' in exclusive use`);
     }
-    this.consumers.push(c);
+    if (this.consumers.length === 0) this.consumers = [c];
+    else this.consumers.push(c);
     this.hadConsumer = true;
     this.touch();
     this.kick();
@@ -574,12 +587,12 @@ export class Queue implements PageSink {
     if (this.ttlTimer !== undefined) clearTimeout(this.ttlTimer);
     this.ttlAt = at;
     // capped like x-expires: a far expiry is re-checked when the capped timer runs
-    this.ttlTimer = setTimeout(this.expireHeads, Math.min(Math.max(0, at - Date.now()) + 1, MAX_TIMER_MS));
+    this.ttlTimer = setTimeout(expireScheduled, Math.min(Math.max(0, at - Date.now()) + 1, MAX_TIMER_MS), this);
     this.ttlTimer.unref();
   }
 
   /** Drops expired messages at the head of each level (RabbitMQ expires at the head). */
-  private readonly expireHeads = (): void => {
+  expireHeads(): void {
     this.ttlTimer = undefined;
     if (this.deleted) return;
     const now = Date.now();
@@ -598,7 +611,7 @@ export class Queue implements PageSink {
       }
     }
     if (next !== 0) this.scheduleTtl(next);
-  };
+  }
 
   /** The head of a level; a single-level queue reads paged messages back when it runs dry. */
   private peekLevel(level: ReadyList): QueueEntry | undefined {

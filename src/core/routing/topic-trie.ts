@@ -10,23 +10,42 @@
  * below it and is pruned when that count reaches zero, as RabbitMQ's trie is on unbind.
  */
 
+/** A DestinationSet finds a destination by scanning up to this many, by a Map beyond. */
+const INDEX_ABOVE = 8;
+
 /**
  * A multiset of destinations: each add is one binding, `addTo` yields every distinct destination.
  * Items sit in a dense array so routing iterates without allocating; removal is swap-with-last.
  */
 export class DestinationSet<T> {
-  private readonly items: T[] = [];
-  private readonly counts: number[] = [];
-  private readonly index = new Map<T, number>();
+  // Made at their exact size with the first destination (a pushed-to empty array reserves 17 slots).
+  private items: T[] = [];
+  private counts: number[] = [];
+  /** Destination -> position, made once the set holds more than INDEX_ABOVE (most hold one). */
+  private index: Map<T, number> | undefined;
   private total = 0;
+
+  private indexOf(dest: T): number {
+    const index = this.index;
+    if (index !== undefined) return index.get(dest) ?? -1;
+    return this.items.indexOf(dest);
+  }
 
   /** Adds one binding to `dest`. */
   add(dest: T): void {
-    const i = this.index.get(dest);
-    if (i === undefined) {
-      this.index.set(dest, this.items.length);
-      this.items.push(dest);
-      this.counts.push(1);
+    const i = this.indexOf(dest);
+    if (i < 0) {
+      const items = this.items;
+      if (items.length === 0) {
+        this.items = [dest];
+        this.counts = [1];
+      } else {
+        items.push(dest);
+        this.counts.push(1);
+      }
+      const n = this.items.length;
+      if (this.index !== undefined) this.index.set(dest, n - 1);
+      else if (n > INDEX_ABOVE) this.index = new Map(this.items.map((d, k) => [d, k]));
     } else {
       this.counts[i] = (this.counts[i] ?? 0) + 1;
     }
@@ -35,8 +54,8 @@ export class DestinationSet<T> {
 
   /** Removes one binding to `dest`; false when `dest` holds none. */
   remove(dest: T): boolean {
-    const i = this.index.get(dest);
-    if (i === undefined) return false;
+    const i = this.indexOf(dest);
+    if (i < 0) return false;
     this.total--;
     const left = (this.counts[i] ?? 1) - 1;
     if (left > 0) {
@@ -48,16 +67,16 @@ export class DestinationSet<T> {
       const moved = this.items[last] as T;
       this.items[i] = moved;
       this.counts[i] = this.counts[last] ?? 1;
-      this.index.set(moved, i);
+      this.index?.set(moved, i);
     }
     this.items.pop();
     this.counts.pop();
-    this.index.delete(dest);
+    this.index?.delete(dest);
     return true;
   }
 
   has(dest: T): boolean {
-    return this.index.has(dest);
+    return this.indexOf(dest) >= 0;
   }
 
   /** Adds every distinct destination to `out`. */

@@ -26,6 +26,21 @@ describe('Deque', () => {
     expect(d.at(model.length)).toBeUndefined();
   });
 
+  test('starts small and gives a backlog-sized buffer back once emptied', () => {
+    const d = new Deque<number>();
+    const capacity = (): number => (d as unknown as { buf: unknown[] }).buf.length;
+    expect(capacity()).toBe(4);
+    for (let i = 0; i < 5000; i++) d.push(i);
+    expect(capacity()).toBeGreaterThanOrEqual(5000);
+    for (let i = 0; i < 4999; i++) expect(d.shift()).toBe(i);
+    expect(capacity()).toBeGreaterThanOrEqual(5000);
+    expect(d.pop()).toBe(4999);
+    expect(capacity()).toBe(4);
+    d.push(1);
+    d.unshift(0);
+    expect([...d]).toEqual([0, 1]);
+  });
+
   test('shift and pop on an empty deque return undefined', () => {
     const d = new Deque<string>();
     expect(d.shift()).toBeUndefined();

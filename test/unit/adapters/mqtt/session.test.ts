@@ -12,13 +12,49 @@ function sub(s: Session, filter: string, qos: 0 | 1 | 2, opts: Partial<Subscript
     retainHandling: 0,
     id: 0,
     queue: s.queue,
-    words: parsed.bindingKey.split('.'),
     args: {},
     ...opts,
   });
 }
 
 describe('Session', () => {
+  test('one subscription, then more, then one again: the map view stays consistent', () => {
+    const s = new Session('/', 'c');
+    expect(s.subscriptions.size).toBe(0);
+    sub(s, 'a/b', 1);
+    expect(s.subscriptions.size).toBe(1);
+    expect(s.subscriptions.get('a/b')?.qos).toBe(1);
+    expect(s.subscriptions.has('a/c')).toBe(false);
+    expect([...s.subscriptions.keys()]).toEqual(['a/b']);
+    expect([...s.subscriptions].map(([k, v]) => [k, v.qos])).toEqual([['a/b', 1]]);
+    sub(s, 'a/b', 2); // replaces the one
+    expect([...s.subscriptions.values()].map((x) => x.qos)).toEqual([2]);
+    sub(s, 'x/#', 0);
+    expect([...s.subscriptions.keys()]).toEqual(['a/b', 'x/#']);
+    expect(s.match('x.y').qos).toBe(0);
+    s.deleteSubscription('a/b');
+    expect([...s.subscriptions.keys()]).toEqual(['x/#']);
+    s.deleteSubscription('x/#');
+    expect(s.subscriptions.size).toBe(0);
+    expect(s.match('x.y').qos).toBe(-1);
+    sub(s, 'q', 1);
+    s.deleteSubscription('other');
+    expect(s.subscriptions.size).toBe(1);
+    s.deleteSubscription('q');
+    expect(s.subscriptions.size).toBe(0);
+  });
+
+  test('binding arguments without a subscription identifier are shared and frozen; with one they are not', () => {
+    const a = subscriptionArgs(1, false, true, 0, 0);
+    expect(subscriptionArgs(1, false, true, 0, 0)).toBe(a);
+    expect(Object.isFrozen(a)).toBe(true);
+    expect(optionsFromArgs(a)).toEqual({ qos: 1, noLocal: false, rap: true, rh: 0, id: 0 });
+    expect(subscriptionArgs(1, false, true, 1, 0)).not.toBe(a);
+    const withId = subscriptionArgs(1, false, true, 0, 7);
+    expect(withId).not.toBe(subscriptionArgs(1, false, true, 0, 7));
+    expect(optionsFromArgs(withId)?.id).toBe(7);
+  });
+
   test('owns queue mqtt-subscription-<client id>', () => {
     expect(new Session('/', 'dev-1').queue).toBe('mqtt-subscription-dev-1');
   });

@@ -207,6 +207,32 @@ describe('destinations', () => {
     expect(sorted(match(trie, 'a.b'))).toEqual(['q2', 'q3']);
   });
 
+  test('many destinations on one pattern (past the small-set scan) bind, unbind and route like few', () => {
+    const trie = new TopicTrie<string>();
+    const model = new Map<string, number>();
+    let seed = 3;
+    const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+    for (let i = 0; i < 3000; i++) {
+      const q = `q${rnd(30)}`;
+      const pattern = rnd(2) === 0 ? 'fan.out' : 'fan.*';
+      const key = `${pattern} ${q}`;
+      if (rnd(3) === 0) {
+        trie.remove(pattern, q);
+        const n = model.get(key) ?? 0;
+        if (n > 1) model.set(key, n - 1);
+        else model.delete(key);
+      } else {
+        trie.add(pattern, q);
+        model.set(key, (model.get(key) ?? 0) + 1);
+      }
+      if (i % 100 === 0) {
+        const want = new Set([...model.keys()].map((k) => k.split(' ')[1]!));
+        expect(sorted(match(trie, 'fan.out'))).toEqual(sorted([...want]));
+      }
+    }
+    expect(trie.size).toBe([...model.values()].reduce((a, b) => a + b, 0));
+  });
+
   test('destinations are compared by identity, so objects work', () => {
     const q1 = { name: 'q1' };
     const q2 = { name: 'q1' };
