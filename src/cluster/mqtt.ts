@@ -24,6 +24,8 @@ export const MAX_REPLICATED_RETAINED = 1024 * 1024 - 4096;
 const MAX_NAMED_KEY = 200;
 /** How often the wills of nodes that stopped are looked for. */
 const DEFAULT_SWEEP_MS = 1000;
+/** How long to wait before trying a lease again after the engine failed to answer. */
+const LEASE_RETRY_MS = 5000;
 /** How long a lease on a dead node's wills lasts unless renewed. */
 const DEFAULT_LEASE_TTL_MS = 30_000;
 
@@ -408,7 +410,9 @@ export class MqttCluster {
       if (this.publishing.has(g) || (this.lostUntil.get(g) ?? 0) > now) continue;
       this.publishing.add(g);
       this.takeLease(g, o.node, o.keys).catch((err: unknown) => {
+        // The engine did not answer (this node may be the one cut off): try again a little later.
         this.publishing.delete(g);
+        this.lostUntil.set(g, Date.now() + LEASE_RETRY_MS);
         this.log.warn({ err, node: o.node }, 'cluster: wills of a stopped node not taken');
       });
     }
