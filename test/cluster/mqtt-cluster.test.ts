@@ -135,5 +135,11 @@ describe('MQTT across three Warren nodes', { timeout: 60_000 }, () => {
     expect(delivered[0]!.payload).toBe('n3 went away');
     expect(delivered[0]!.topic).toBe('wills/doomed');
     doomed.end(true);
+    // The client comes back on a survivor under the same client id (its record still names n3).
+    const back = track(await connectCollecting(url('n1'), { protocolVersion: 4, clientId: 'doomed', clean: false }));
+    expect(back.connack.sessionPresent).toBe(false);
+    await back.client.subscribeAsync('back/+', { qos: 1 });
+    await back.client.publishAsync('back/again', 'hello', { qos: 1 });
+    expect((await waitForCount(back.received, 1))[0]!.payload).toBe('hello');
   });
 });
