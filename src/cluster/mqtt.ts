@@ -4,15 +4,16 @@ import { decodeJson, encodeJson, type ClusterKV, type KvEntry, type KvWatch } fr
 import type { ClusterMembership } from './index.js';
 
 /**
- * MQTT across the nodes of a cluster, in three replicated buckets:
- * - `mqtt_clients`: which node holds each client id. A CONNECT writes {node, serial}; every node
+ * MQTT across the nodes of a cluster, in one replicated bucket (`warren_NAME_mqtt`, one stream and
+ * one watch however much MQTT does) whose keys have three prefixes, and a lease bucket:
+ * - `c.`: which node holds each client id. A CONNECT writes {node, serial}; every node
  *   watches the bucket and closes its own connection whose record moved to another node (a
  *   takeover, [MQTT-3.1.4-2]), so a client id is connected at most once in the cluster.
- * - `mqtt_retained`: one key per retained topic, the record the MQTT adapter encodes; every node
+ * - `r.`: one key per retained topic, the record the MQTT adapter encodes; every node
  *   caches all of it from a watch, so every node answers a SUBSCRIBE with the same messages.
- * - `mqtt_wills`: the will of every connected client, keyed by node and client. When a node stops
+ * - `w.`: the will of every connected client, keyed by node and client. When a node stops
  *   running without having removed its records (it died), one survivor, the one that creates the
- *   lease key in `mqtt_will_leases`, publishes that node's wills (after their delay) and deletes
+ *   lease key in `warren_NAME_mqtt_will_leases`, publishes that node's wills (after their delay) and deletes
  *   them.
  * The MQTT adapter sees none of this: it is handed {@link MqttCluster.seam} and
  * {@link MqttCluster.retained}, which match the interfaces the adapter declares.
@@ -133,16 +134,38 @@ export async function startMqttCluster(m: ClusterMembership, log: Logger, opts: 
   const replicas = m.engine.info.clusterSize >= 3 ? 3 : 1;
   const prefix = `warren_${m.clusterName}_mqtt`;
   const leaseTtlMs = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
-  const [clients, retained, wills, leases] = await Promise.all([
-    m.engine.openKV(`${prefix}_clients`, { replicas }),
-    m.engine.openKV(`${prefix}_retained`, { replicas }),
-    m.engine.openKV(`${prefix}_wills`, { replicas }),
-    m.engine.openKV(`${prefix}_will_leases`, { replicas, ttlMs: leaseTtlMs }),
-  ]);
-  const c = new MqttCluster(m, { clients, retained, wills, leases }, log, { sweepMs: opts.sweepMs ?? DEFAULT_SWEEP_MS, leaseTtlMs });
+  const [bucket, leases] = await Promise.all([m.engine.openKV(prefix, { replicas }), m.engine.openKV(`${prefix}_will_leases`, { replicas, ttlMs: leaseTtlMs })]);
+  const kv = { bucket, clients: new PrefixedKV(bucket, 'c.'), retained: new PrefixedKV(bucket, 'r.'), wills: new PrefixedKV(bucket, 'w.'), leases };
+  const c = new MqttCluster(m, kv, log, { sweepMs: opts.sweepMs ?? DEFAULT_SWEEP_MS, leaseTtlMs });
   await c.start();
   return c;
 }
+
+/** The keys of a bucket that start with `prefix`, without it (one bucket holds several kinds of record). */
+class PrefixedKV {
+  constructor(
+    private readonly kv: ClusterKV,
+    readonly prefix: string,
+  ) {}
+
+  get(key: string): Promise<KvEntry | undefined> {
+    return this.kv.get(this.prefix + key);
+  }
+
+  put(key: string, value: Uint8Array): Promise<number> {
+    return this.kv.put(this.prefix + key, value);
+  }
+
+  create(key: string, value: Uint8Array): Promise<number | undefined> {
+    return this.kv.create(this.prefix + key, value);
+  }
+
+  delete(key: string): Promise<void> {
+    return this.kv.delete(this.prefix + key);
+  }
+}
+
+type Buckets = { bucket: ClusterKV; clients: PrefixedKV; retained: PrefixedKV; wills: PrefixedKV; leases: ClusterKV };
 
 export class MqttCluster {
   private readonly node: string;
@@ -181,7 +204,7 @@ export class MqttCluster {
 
   constructor(
     private readonly m: ClusterMembership,
-    private readonly kv: { clients: ClusterKV; retained: ClusterKV; wills: ClusterKV; leases: ClusterKV },
+    private readonly kv: Buckets,
     private readonly log: Logger,
     private readonly opts: Required<MqttClusterOptions>,
   ) {
@@ -210,15 +233,15 @@ export class MqttCluster {
 
   /** Loads the buckets (every retained message and will is known when this resolves). */
   async start(): Promise<void> {
-    for (const [kv, on] of [
-      [this.kv.clients, (e: KvEntry) => this.onClient(e)],
-      [this.kv.retained, (e: KvEntry) => this.onRetained(e)],
-      [this.kv.wills, (e: KvEntry) => this.onWill(e)],
-    ] as const) {
-      const w = await kv.watch(on);
-      this.watches.push(w);
-      await w.ready;
-    }
+    const w = await this.kv.bucket.watch((e) => {
+      const kind = e.key.slice(0, 2);
+      const entry: KvEntry = { key: e.key.slice(2), value: e.value, revision: e.revision };
+      if (kind === 'c.') this.onClient(entry);
+      else if (kind === 'r.') this.onRetained(entry);
+      else if (kind === 'w.') this.onWill(entry);
+    });
+    this.watches.push(w);
+    await w.ready;
   }
 
   stop(): void {

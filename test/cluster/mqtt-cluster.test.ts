@@ -122,8 +122,8 @@ describe('MQTT across three Warren nodes', { timeout: 60_000 }, () => {
     // The record of the will is in the cluster before the node dies.
     const engine = await connectNats({ servers: cluster.nats.url.split(','), name: 'test' });
     try {
-      const wills = await engine.openKV('warren_test_mqtt_wills', { replicas: 3 });
-      await waitFor(async () => (await wills.get(`n3.${nameKey('/', 'doomed')}`)) !== undefined, 5000, 'will record');
+      const wills = await engine.openKV('warren_test_mqtt', { replicas: 3 });
+      await waitFor(async () => (await wills.get(`w.n3.${nameKey('/', 'doomed')}`)) !== undefined, 5000, 'will record');
     } finally {
       await engine.close();
     }

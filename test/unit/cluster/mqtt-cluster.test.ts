@@ -50,6 +50,9 @@ async function dies(n: Node): Promise<void> {
   await n.m.stop();
 }
 
+/** Will records in the MQTT bucket. */
+const willCount = (bucket: { entries: Map<string, unknown> }): number => [...bucket.entries.keys()].filter((k) => k.startsWith('w.')).length;
+
 const bytes = (s: string): Uint8Array => Buffer.from(s);
 
 describe('KV keys and values of the MQTT buckets', () => {
@@ -93,7 +96,7 @@ describe('client ids across nodes', () => {
     const cb = b.c.seam.claimClientId('/', 'race');
     await Promise.all([ca.written, cb.written]);
     await waitFor(() => a.moved.length + b.moved.length === 1, 2000, 'one node told');
-    const rev = engine.buckets.get('warren_test_mqtt_clients')!.entries.get(nameKey('/', 'race'));
+    const rev = engine.buckets.get('warren_test_mqtt')!.entries.get(`c.${nameKey('/', 'race')}`);
     const holder = JSON.parse(Buffer.from(rev!.value).toString()) as { node: string };
     expect(holder.node === 'n1' ? b.moved : a.moved).toEqual(['/:race']);
   });
@@ -101,8 +104,8 @@ describe('client ids across nodes', () => {
   test('the record goes when the session ends after its connection, and stays while a connection holds it', async () => {
     engine = new MemoryEngine();
     const a = await node('n1');
-    const bucket = engine.buckets.get('warren_test_mqtt_clients')!;
-    const key = nameKey('/', 'c');
+    const bucket = engine.buckets.get('warren_test_mqtt')!;
+    const key = `c.${nameKey('/', 'c')}`;
     const first = a.c.seam.claimClientId('/', 'c');
     await first.written;
     // A second connection on the same node took it over: the first one's session ending keeps the record.
@@ -161,7 +164,7 @@ describe('retained messages across nodes', () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     expect(() => a.c.retained.write('/', 'big', new Uint8Array(MAX_REPLICATED_RETAINED))).toThrow(/larger than a cluster stores/);
-    expect(engine.buckets.get('warren_test_mqtt_retained')!.entries.size).toBe(0);
+    expect(engine.buckets.get('warren_test_mqtt')!.entries.size).toBe(0);
   });
 
   test('the write resolves only once the engine has it (rejects when it is unreachable)', async () => {
@@ -183,12 +186,12 @@ describe('wills of a node that died', () => {
     a.c.seam.setWill('/', 'w2', 0, bytes('will-2'));
     a.c.seam.setWill('/', 'w3', 0, bytes('will-3'));
     a.c.seam.setWill('/', 'w3', 0, undefined); // w3 disconnected normally
-    const bucket = engine.buckets.get('warren_test_mqtt_wills')!;
-    await waitFor(() => bucket.entries.size === 2, 2000, 'two will records');
+    const bucket = engine.buckets.get('warren_test_mqtt')!;
+    await waitFor(() => willCount(bucket) === 2, 2000, 'two will records');
     // n1 stops running without removing its will records (as when it dies).
     await dies(a);
     await waitFor(() => b.wills.length + c.wills.length === 2, 3000, 'wills published');
-    await waitFor(() => bucket.entries.size === 0, 2000, 'records removed');
+    await waitFor(() => willCount(bucket) === 0, 2000, 'records removed');
     await new Promise((r) => setTimeout(r, 100));
     const all = [...b.wills, ...c.wills].map((w) => `${w.clientId}=${w.record}`).sort();
     expect(all).toEqual(['w1=will-1', 'w2=will-2']);
@@ -201,8 +204,8 @@ describe('wills of a node that died', () => {
     const a = await node('n1');
     const b = await node('n2');
     a.c.seam.setWill('/', 'late', 300, bytes('late'));
-    const bucket = engine.buckets.get('warren_test_mqtt_wills')!;
-    await waitFor(() => bucket.entries.size === 1, 2000, 'will record');
+    const bucket = engine.buckets.get('warren_test_mqtt')!;
+    await waitFor(() => willCount(bucket) === 1, 2000, 'will record');
     const killedAt = Date.now();
     await dies(a);
     await waitFor(() => b.wills.length === 1, 3000, 'will published');
@@ -213,8 +216,8 @@ describe('wills of a node that died', () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     a.c.seam.setWill('/', 'w', 0, bytes('from-before'));
-    const bucket = engine.buckets.get('warren_test_mqtt_wills')!;
-    await waitFor(() => bucket.entries.size === 1, 2000, 'will record');
+    const bucket = engine.buckets.get('warren_test_mqtt')!;
+    await waitFor(() => willCount(bucket) === 1, 2000, 'will record');
     // The process dies (no clean stop) and its successor takes the name once the heartbeat is stale.
     await dies(a);
     const again = await node('n1');
