@@ -197,6 +197,7 @@ export class MqttCluster {
   private readonly lostUntil = new Map<string, number>();
   private sweeper: NodeJS.Timeout | undefined;
   private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly renewals = new Set<NodeJS.Timeout>();
 
   /** Given to the MQTT adapter. */
   readonly seam: MqttSeam;
@@ -250,6 +251,8 @@ export class MqttCluster {
     if (this.sweeper) clearInterval(this.sweeper);
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    for (const t of this.renewals) clearInterval(t);
+    this.renewals.clear();
   }
 
   private attach(h: MqttHandlers): void {
@@ -459,9 +462,11 @@ export class MqttCluster {
       );
     }, Math.max(100, Math.floor(this.opts.leaseTtlMs / 3)));
     renew.unref();
+    this.renewals.add(renew);
     const done = (): void => {
       if (--left > 0) return;
       clearInterval(renew);
+      this.renewals.delete(renew);
       this.publishing.delete(g);
       // The lease stays until its TTL: nodes whose watch has not seen the deletions yet do not start again.
       this.lostUntil.set(g, Date.now() + this.opts.leaseTtlMs);
