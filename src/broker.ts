@@ -4,6 +4,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AmqpAdapter } from '../adapters/amqp/index.js';
 import type { ClusterMembership } from './cluster/index.js';
+import type { MqttCluster } from './cluster/mqtt.js';
 import { MqttAdapter } from '../adapters/mqtt/index.js';
 import { StompAdapter } from '../adapters/stomp/index.js';
 import { ConfigError, envName, flagName, withDefaults, type BrokerOptions } from './config.js';
@@ -137,6 +138,7 @@ export async function startBroker(
   );
   // A cluster node: the engine is loaded only here, so the single-node broker never loads it.
   let cluster: ClusterMembership | undefined;
+  let mqttCluster: MqttCluster | undefined;
   if (options.clusterUrl !== undefined) {
     const { joinCluster } = await import('./cluster/index.js');
     try {
@@ -148,7 +150,11 @@ export async function startBroker(
         core,
         log,
       });
+      // MQTT client ids, retained messages and wills across nodes, loaded before MQTT listens.
+      const { startMqttCluster } = await import('./cluster/mqtt.js');
+      mqttCluster = await startMqttCluster(cluster, log);
     } catch (e) {
+      await cluster?.stop().catch(() => undefined);
       await store.close();
       if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
       throw e;
@@ -178,7 +184,7 @@ export async function startBroker(
   };
   try {
     for (const [name, key, tlsName, tlsKey, factory] of LISTENERS) {
-      const adapter = factory(ctx);
+      const adapter = name === 'mqtt' && mqttCluster !== undefined ? new MqttAdapter(ctx, undefined, mqttCluster) : factory(ctx);
       adapters.set(name, adapter);
       const port = options[key];
       if (typeof port === 'number') {
@@ -226,6 +232,7 @@ export async function startBroker(
     management?.stop();
     core.alarms.stop();
     core.consumerTimeouts.stop();
+    mqttCluster?.stop();
     await cluster?.stop();
     await store.close();
     if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
@@ -251,6 +258,7 @@ export async function startBroker(
       await Promise.all(closing);
       core.alarms.stop();
       core.consumerTimeouts.stop();
+      mqttCluster?.stop();
       await cluster?.stop().catch((err: unknown) => log.warn({ err }, 'cluster: error while leaving'));
       await store.close();
       if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });

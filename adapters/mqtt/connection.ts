@@ -69,7 +69,7 @@ import { errorText, mqttReasonFor } from './errors.js';
 import { OutboundFlow, type OutboundHost } from './outbound.js';
 import { onSubscribe, onUnsubscribe, type SubscribeHost } from './subscriptions.js';
 import type { RetainedMessage } from './retained.js';
-import { NO_ARGS, OutState, Session, subscriptionArgs, type Outgoing, type Subscription } from './session.js';
+import { NO_ARGS, OutState, Session, subscriptionArgs, type ClientClaim, type Outgoing, type Subscription } from './session.js';
 import { checkTopicName, filterWords, matchWords, parseDelayedTopic, parseFilter, printable, routingKeyToTopic, topicToRoutingKey, type ParsedFilter } from './topic.js';
 
 type State = 'connect' | 'authenticating' | 'running' | 'closed';
@@ -141,6 +141,8 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
    */
   private qos2Here: Set<number> | undefined;
   private will: Will | undefined;
+  /** A cluster node's hold on the client id. */
+  private claim: ClientClaim | undefined;
   /** The sink of the session queue while it is consumed without acknowledgements (bounded, drops the oldest). */
   private qos0: Qos0Sink | undefined;
   /** The session queue's consumer acks (some subscription has QoS >= 1); undefined = not consuming. */
@@ -496,6 +498,48 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     }
     this.core.expireAt(user.tokenExpiresAt);
 
+    // A cluster node records the client id cluster-wide first (the connection holding it on
+    // another node closes when it sees the record): CONNACK waits for the record.
+    const cluster = this.adapter.cluster;
+    if (cluster !== undefined && !assigned) {
+      const claim = cluster.claimClientId(vhost, clientId);
+      this.claim = claim;
+      this.state = 'authenticating';
+      this.link.pause(PauseReason.AUTH);
+      claim.written
+        .then(
+          () => {
+            if (this.state !== 'authenticating') return;
+            this.state = 'connect';
+            this.link.unpause(PauseReason.AUTH);
+            try {
+              this.attachSession(vhost, p, will, clientId, assigned);
+            } catch (e) {
+              this.reader.clear();
+              this.protocolError(e);
+              return;
+            }
+            this.drainReader();
+          },
+          (e: unknown) => {
+            if (this.state !== 'authenticating') return;
+            this.state = 'connect';
+            this.refuse(v5 ? Reason.SERVER_UNAVAILABLE : ConnackCode.SERVER_UNAVAILABLE, `client id not recorded in the cluster: ${errorText(e)}`);
+          },
+        )
+        .catch(this.guard.catcher);
+      return;
+    }
+    this.attachSession(vhost, p, will, clientId, assigned);
+  }
+
+  /** CONNECT, last part: the session (taken over, resumed or new), the will, CONNACK. */
+  private attachSession(vhost: string, p: IConnectPacket, will: Will | undefined, clientId: string, assigned: boolean): void {
+    const level = this.level!;
+    const v5 = level === 5;
+    const props = v5 ? p.properties : undefined;
+    const clean = p.clean ?? true;
+
     // Session: take over an existing connection, resume or replace the session.
     let expiry: number;
     if (v5) expiry = props?.sessionExpiryInterval ?? 0;
@@ -505,9 +549,11 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     this.adapter.sessionAttached(session);
     this.session = session;
     this.will = will;
+    this.adapter.willRecorded(session, this.user, will);
     // --mqtt-max-keepalive (Mosquitto's max_keepalive): a v5 client asking for more, or for none, is
     // told the cap in CONNACK (Server Keep Alive) and held to it.
     const askedKeepalive = p.keepalive ?? 0;
+    const maxKeepalive = this.adapter.maxKeepalive;
     const serverKeepalive = v5 && maxKeepalive > 0 && (askedKeepalive === 0 || askedKeepalive > maxKeepalive) ? maxKeepalive : undefined;
     this.keepAliveMs = (serverKeepalive ?? askedKeepalive) * 1000;
     if (v5) {
@@ -517,7 +563,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     }
     this.reader.maxSize = this.adapter.maxPacketSize;
     this.link.authenticated(this.adapter.maxPacketSize);
-    this.link.traffic = this.core.traffic;
+    this.link.traffic = this.core!.traffic;
     this.link.keepAlive(0, undefined, this.keepAliveMs * 1.5);
     this.state = 'running';
 
@@ -679,7 +725,14 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       return;
     }
     this.publisher = true;
-    if (p.retain && delay === 0) this.adapter.retain(this.vhost, topic, qos, properties, body);
+    if (p.retain && delay === 0) {
+      // A cluster node acknowledges a retained publish once the retained store is replicated too.
+      const replicated = this.adapter.retain(this.vhost, topic, qos, properties, body);
+      if (replicated !== undefined) {
+        const routed = r.settled;
+        r = { ...r, settled: routed === SETTLED ? replicated : Promise.all([routed, replicated]).then(() => undefined) };
+      }
+    }
     if (qos === 0) {
       if (r.settled !== SETTLED) r.settled.catch(() => undefined);
       return;
@@ -1045,6 +1098,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     const wasRunning = this.state === 'running';
     this.state = 'closed';
     this.reader.clear();
+    this.claim?.release();
     const s = this.session;
     if (s !== undefined && s.connection === this) {
       this.out.detachOutgoing(s);

@@ -84,7 +84,7 @@ function decodeSession(vhost: string, clientId: string, b: Buffer): StoredSessio
 }
 
 /** JSON with Buffers (payload, correlation data) as base64. */
-function encodeWill(user: string, will: Will, due: number): Buffer {
+export function encodeWill(user: string, will: Will, due: number): Buffer {
   const text = JSON.stringify({ v: WILL_VERSION, user, due, will }, (_k, v: unknown) => {
     if (v !== null && typeof v === 'object' && (v as { type?: unknown }).type === 'Buffer' && Array.isArray((v as { data?: unknown }).data)) {
       return { $b64: Buffer.from((v as { data: number[] }).data).toString('base64') };
@@ -94,7 +94,7 @@ function encodeWill(user: string, will: Will, due: number): Buffer {
   return Buffer.from(text, 'utf8');
 }
 
-function decodeWill(vhost: string, clientId: string, b: Buffer): StoredWill {
+export function decodeWill(vhost: string, clientId: string, b: Buffer): StoredWill {
   const o = JSON.parse(b.toString('utf8'), (_k, v: unknown) => {
     if (v !== null && typeof v === 'object' && typeof (v as { $b64?: unknown }).$b64 === 'string') return Buffer.from((v as { $b64: string }).$b64, 'base64');
     return v;

@@ -4,13 +4,20 @@ import { BrokerError, ReplyCode, SETTLED, type CoreChannel, type MessageProperti
 import type { AdapterContext, Peer, ProtocolAdapter, TransportControl } from '../../src/transport/adapter.js';
 import { MAX_PACKET_SIZE, MAX_PACKET_SIZE_UNAUTHENTICATED, SESSION_EXPIRY_NEVER, TOPIC_EXCHANGE, type QoS } from './constants.js';
 import { MqttConnection, type Will } from './connection.js';
-import { MqttDurableState } from './durable.js';
+import { MqttDurableState, decodeWill, encodeWill } from './durable.js';
 import { toAmqpProperties } from './properties.js';
-import { DurableRetainedStore, MemoryRetainedStore, type RetainedStore } from './retained.js';
-import { OutState, Session, optionsFromArgs, sharedQueueName, type SessionConnection } from './session.js';
+import { DurableRetainedStore, MemoryRetainedStore, ReplicatedRetainedStore, type RetainedReplica, type RetainedStore } from './retained.js';
+import { OutState, Session, optionsFromArgs, sharedQueueName, type MqttClusterSeam, type SessionConnection } from './session.js';
 import { bindingKeyToFilter, parseFilter, printable, topicToRoutingKey, type ParsedFilter } from './topic.js';
 
-export { DurableRetainedStore, MemoryRetainedStore, type RetainedMessage, type RetainedStore } from './retained.js';
+export { DurableRetainedStore, MemoryRetainedStore, ReplicatedRetainedStore, type RetainedMessage, type RetainedReplica, type RetainedStore } from './retained.js';
+export type { ClientClaim, MqttClusterHandlers, MqttClusterSeam } from './session.js';
+
+/** What a cluster node gives the MQTT adapter: the client-id registry and wills, and the retained replica. */
+export interface MqttClusterOptions {
+  readonly seam: MqttClusterSeam;
+  readonly retained: RetainedReplica;
+}
 
 /** setTimeout's largest delay; longer session expiries re-arm. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -51,16 +58,27 @@ export class MqttAdapter implements ProtocolAdapter {
   /** Session state and delayed wills in the data directory; undefined without a store. */
   private readonly durable: MqttDurableState | undefined;
 
+  /** The cluster the node belongs to; undefined on a single node. */
+  readonly cluster: MqttClusterSeam | undefined;
+
   /**
    * `retained` replaces the default: retained messages in the store's `retained` record store when
-   * the context has a store, in memory only otherwise.
+   * the context has a store, in memory only otherwise; on a cluster node (`cluster`) the cluster's
+   * replica, cached in memory.
    */
   constructor(
     readonly ctx: AdapterContext,
     retained?: RetainedStore,
+    cluster?: MqttClusterOptions,
   ) {
+    this.cluster = cluster?.seam;
     this.retained =
-      retained ?? (ctx.store === undefined ? new MemoryRetainedStore() : new DurableRetainedStore(new MemoryRetainedStore(), ctx.store.records('retained'), ctx.log));
+      retained ??
+      (cluster !== undefined
+        ? new ReplicatedRetainedStore(new MemoryRetainedStore(), cluster.retained, ctx.log)
+        : ctx.store === undefined
+          ? new MemoryRetainedStore()
+          : new DurableRetainedStore(new MemoryRetainedStore(), ctx.store.records('retained'), ctx.log));
     // A publish carries its payload plus at most a topic and properties: allow 64 KiB on top of the body limit.
     this.maxPacketSize = Math.min(MAX_PACKET_SIZE, ctx.options.maxMessageSize + 65536);
     this.receiveMaximum = ctx.options.mqttReceiveMaximum;
@@ -73,6 +91,43 @@ export class MqttAdapter implements ProtocolAdapter {
       this.durable = new MqttDurableState(store.records('mqtt-sessions'), store.records('mqtt-wills'), ctx.log);
       this.recoverDurable(this.durable);
     }
+    cluster?.seam.attach({
+      clientMoved: (vhost, clientId) => this.clientMoved(vhost, clientId),
+      publishOrphanWill: (vhost, clientId, record) => this.publishOrphanWill(vhost, clientId, record),
+    });
+  }
+
+  /**
+   * A connection on another node took the client id: the local connection closes as taken over
+   * and the local session ends; its queue stays for the new node to replace (deleting it here
+   * could race with the new node declaring it).
+   */
+  private clientMoved(vhost: string, clientId: string): void {
+    const s = this.sessions.get(vhost)?.get(clientId);
+    if (s === undefined) return;
+    s.connection?.takeOver();
+    const still = this.sessions.get(vhost)?.get(clientId);
+    if (still !== undefined && still.connection === undefined) this.endSession(still, 'session moved to another node', true);
+  }
+
+  /** A will of a node that died, published by this one. */
+  private publishOrphanWill(vhost: string, clientId: string, record: Uint8Array): void {
+    let w: ReturnType<typeof decodeWill>;
+    try {
+      w = decodeWill(vhost, clientId, Buffer.from(record.buffer, record.byteOffset, record.byteLength));
+    } catch (err) {
+      this.ctx.log.warn({ protocol: 'mqtt', err, vhost, clientId }, 'unreadable will of another node ignored');
+      return;
+    }
+    this.publishWill(new Session(vhost, clientId), w.user, w.will, 0, false);
+  }
+
+  /** A connection attached with `will` (or none): on a cluster node it is recorded for the survivors. */
+  willRecorded(s: Session, user: string, will: Will | undefined): void {
+    const cluster = this.cluster;
+    if (cluster === undefined) return;
+    if (will === undefined) cluster.setWill(s.vhost, s.clientId, 0, undefined);
+    else cluster.setWill(s.vhost, s.clientId, Math.min(will.delay, s.expiryInterval) * 1000, encodeWill(user, will, 0));
   }
 
   /**
@@ -216,7 +271,9 @@ export class MqttAdapter implements ProtocolAdapter {
     let present = s !== undefined;
     if (s === undefined) {
       s = new Session(vhost, clientId);
-      if (clean) this.deleteQueue(vhost, s.queue);
+      // A session queue whose home is another node: the session's state is there, not here; the
+      // client starts a new session on this node (session present 0).
+      if (clean || (this.cluster !== undefined && !this.cluster.holdsQueue(vhost, s.queue))) this.deleteQueue(vhost, s.queue);
       else present = this.recoverSession(s);
       let inVhost = this.sessions.get(vhost);
       if (inVhost === undefined) this.sessions.set(vhost, (inVhost = new Map()));
@@ -256,6 +313,7 @@ export class MqttAdapter implements ProtocolAdapter {
   /** The connection left: the session ends now, or waits for its expiry (and its will for the delay). */
   sessionDetached(s: Session, will: Will | undefined, user: string, connId: number): void {
     s.connection = undefined;
+    if (will === undefined) this.cluster?.setWill(s.vhost, s.clientId, 0, undefined);
     if (s.expiryInterval === 0) {
       if (will !== undefined) this.publishWill(s, user, will, connId);
       this.endSession(s, undefined);
@@ -301,7 +359,7 @@ export class MqttAdapter implements ProtocolAdapter {
   }
 
   /** Ends a session: its queue and shared memberships go; a pending will is published now. */
-  private endSession(s: Session, why: string | undefined): void {
+  private endSession(s: Session, why: string | undefined, keepQueue = false): void {
     if (s.expiryTimer !== undefined) clearTimeout(s.expiryTimer);
     s.expiryTimer = undefined;
     const will = s.pendingWill;
@@ -316,8 +374,9 @@ export class MqttAdapter implements ProtocolAdapter {
       if (inVhost.size === 0) this.sessions.delete(s.vhost);
     }
     for (const sub of s.subscriptions.values()) if (sub.parsed.group !== undefined) this.leaveShared(s, sub.parsed);
-    this.deleteQueue(s.vhost, s.queue);
+    if (!keepQueue) this.deleteQueue(s.vhost, s.queue);
     this.durable?.dropSession(s);
+    this.cluster?.sessionEnded(s.vhost, s.clientId);
     s.reset();
     if (why !== undefined) this.ctx.log.info({ protocol: 'mqtt', vhost: s.vhost, clientId: s.clientId }, why);
   }
@@ -358,20 +417,22 @@ export class MqttAdapter implements ProtocolAdapter {
 
   // ---- retained messages and wills ----------------------------------------------------------
 
-  /** Stores (or, with an empty payload, clears) the retained message of a topic. */
-  retain(vhost: string, topic: string, qos: QoS, properties: MessageProperties, body: Buffer): void {
-    if (body.length === 0) {
-      this.retained.set(vhost, topic, null);
-      return;
-    }
+  /**
+   * Stores (or, with an empty payload, clears) the retained message of a topic. On a cluster node
+   * returns a promise that resolves once the change is replicated.
+   */
+  retain(vhost: string, topic: string, qos: QoS, properties: MessageProperties, body: Buffer): Promise<void> | undefined {
+    if (body.length === 0) return this.retained.set(vhost, topic, null) ?? undefined;
     const exp = properties.expiration;
     const expiresAt = exp === undefined ? 0 : Date.now() + Number(exp);
-    this.retained.set(vhost, topic, { topic, qos, properties, body, expiresAt });
+    return this.retained.set(vhost, topic, { topic, qos, properties, body, expiresAt }) ?? undefined;
   }
 
   /** Publishes a will to `amq.topic` (the connection is gone: permissions are checked here). */
-  publishWill(s: Session, user: string, will: Will, connId: number): void {
+  publishWill(s: Session, user: string, will: Will, connId: number, own = true): void {
     const vhost = s.vhost;
+    // This node's record of the will goes (a will of another node keeps this node's record).
+    if (own) this.cluster?.setWill(vhost, s.clientId, 0, undefined);
     const session = this.ctx.core.openSession(vhost);
     const log = this.ctx.log;
     if (session === undefined) return;
@@ -388,7 +449,7 @@ export class MqttAdapter implements ProtocolAdapter {
       log.warn({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, `will not published: ${e instanceof Error ? e.message : String(e)}`);
       return;
     }
-    if (will.retain) this.retain(vhost, will.topic, will.qos, properties, will.payload);
+    if (will.retain) this.retain(vhost, will.topic, will.qos, properties, will.payload)?.catch(() => undefined);
     log.debug({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, 'will published');
   }
 }

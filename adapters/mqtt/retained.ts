@@ -20,8 +20,12 @@ export interface RetainedMessage {
 }
 
 export interface RetainedStore {
-  /** Stores the retained message of `topic`, or deletes it when `msg` is null. */
-  set(vhost: string, topic: string, msg: RetainedMessage | null): void;
+  /**
+   * Stores the retained message of `topic`, or deletes it when `msg` is null. A store that
+   * replicates returns a promise that resolves once the change is replicated (the publish is
+   * acknowledged after it) and rejects when it cannot be.
+   */
+  set(vhost: string, topic: string, msg: RetainedMessage | null): void | Promise<void>;
   get(vhost: string, topic: string): RetainedMessage | undefined;
   /** The unexpired retained messages whose topic matches the MQTT `filter` (`$` topics need a literal first level). */
   match(vhost: string, filter: string): RetainedMessage[];
@@ -238,7 +242,7 @@ export class DurableRetainedStore implements RetainedStore {
         this.forget(key);
         continue;
       }
-      inner.set(vhost, topic, m);
+      void inner.set(vhost, topic, m);
       loaded++;
     }
     if (loaded > 0) log.info({ protocol: 'mqtt', retained: loaded }, 'retained messages recovered');
@@ -249,10 +253,79 @@ export class DurableRetainedStore implements RetainedStore {
   }
 
   set(vhost: string, topic: string, msg: RetainedMessage | null): void {
-    this.inner.set(vhost, topic, msg);
+    void this.inner.set(vhost, topic, msg);
     const key = recordKey(vhost, topic);
     const done = msg === null ? this.records.delete(key) : this.records.set(key, encodeRetained(msg));
     done.catch((err: unknown) => this.log.error({ protocol: 'mqtt', err, vhost, topic }, 'cannot store a retained message'));
+  }
+
+  get(vhost: string, topic: string): RetainedMessage | undefined {
+    return this.inner.get(vhost, topic);
+  }
+
+  match(vhost: string, filter: string): RetainedMessage[] {
+    return this.inner.match(vhost, filter);
+  }
+
+  count(vhost: string): number {
+    return this.inner.count(vhost);
+  }
+}
+
+/**
+ * The cluster's copy of the retained messages, as records (`encodeRetained`): written by the node
+ * that receives a retained publish, passed on to every node.
+ */
+export interface RetainedReplica {
+  /**
+   * Writes the record of a topic (null deletes it); resolves once the cluster has it. Throws at
+   * once when the record cannot be replicated (too large).
+   */
+  write(vhost: string, topic: string, record: Uint8Array | null): Promise<void>;
+  /** Passes on every record the cluster holds, then every change made on any node. */
+  listen(onChange: (vhost: string, topic: string, record: Uint8Array | undefined) => void): void;
+}
+
+/**
+ * Retained messages of a cluster node: the same on every node. A retained publish updates the
+ * in-memory store at once and is written to the replica; changes made on other nodes arrive
+ * through the replica. The replica is the durable copy: nothing is kept in the data directory.
+ */
+export class ReplicatedRetainedStore implements RetainedStore {
+  constructor(
+    private readonly inner: RetainedStore,
+    private readonly replica: RetainedReplica,
+    private readonly log: Logger,
+  ) {
+    replica.listen((vhost, topic, record) => {
+      if (record === undefined) {
+        void inner.set(vhost, topic, null);
+        return;
+      }
+      let m: RetainedMessage;
+      try {
+        m = decodeRetained(topic, Buffer.from(record.buffer, record.byteOffset, record.byteLength));
+      } catch (err) {
+        log.warn({ protocol: 'mqtt', err, vhost, topic }, 'unreadable replicated retained message ignored');
+        return;
+      }
+      if (m.expiresAt !== 0 && m.expiresAt <= Date.now()) void inner.set(vhost, topic, null);
+      else void inner.set(vhost, topic, m);
+    });
+  }
+
+  set(vhost: string, topic: string, msg: RetainedMessage | null): Promise<void> {
+    let written: Promise<void>;
+    try {
+      written = this.replica.write(vhost, topic, msg === null ? null : encodeRetained(msg));
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+    void this.inner.set(vhost, topic, msg);
+    return written.catch((err: unknown) => {
+      this.log.error({ protocol: 'mqtt', err, vhost, topic }, 'retained message not replicated');
+      throw err;
+    });
   }
 
   get(vhost: string, topic: string): RetainedMessage | undefined {

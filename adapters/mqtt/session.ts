@@ -56,6 +56,47 @@ export interface SessionConnection {
   takeOver(): void;
 }
 
+/**
+ * What the MQTT adapter asks of the cluster its node belongs to. Absent on a single node; on a
+ * cluster node it is implemented outside the adapter and handed to it by the broker.
+ */
+export interface MqttClusterSeam {
+  /**
+   * Records cluster-wide that a connection on this node now holds the client id; the returned
+   * claim's `written` resolves once the engine has the record (CONNACK waits for it).
+   */
+  claimClientId(vhost: string, clientId: string): ClientClaim;
+  /** The session of a client id ended on this node: its record goes unless a connection here holds the id again. */
+  sessionEnded(vhost: string, clientId: string): void;
+  /** Whether a durable queue's messages live on this node (it is the queue's home). */
+  holdsQueue(vhost: string, queue: string): boolean;
+  /**
+   * Records the will of a connected client (`record` as the adapter encodes it), which the other
+   * nodes publish if this node dies; `record` undefined removes it (published or not due any more).
+   */
+  setWill(vhost: string, clientId: string, delayMs: number, record: Uint8Array | undefined): void;
+  /** The adapter's side, called by the cluster; given once, when the adapter is made. */
+  attach(handlers: MqttClusterHandlers): void;
+}
+
+/** A connection's hold on its client id in the cluster. */
+export interface ClientClaim {
+  readonly written: Promise<void>;
+  /** The connection is gone (its session may stay, offline). */
+  release(): void;
+}
+
+/** What the cluster calls on the adapter. */
+export interface MqttClusterHandlers {
+  /**
+   * A connection on another node took the client id: the local connection holding it closes as
+   * taken over and the local session ends (its state does not follow the client).
+   */
+  clientMoved(vhost: string, clientId: string): void;
+  /** A will recorded by a node that died, due now: publish it here. */
+  publishOrphanWill(vhost: string, clientId: string, record: Uint8Array): void;
+}
+
 /** A will waiting for its delay to pass (or for the session to end first). */
 export interface PendingWill {
   readonly timer: NodeJS.Timeout;

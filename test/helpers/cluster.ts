@@ -12,6 +12,8 @@ export interface NodeProcess {
   child: ChildProcessWithoutNullStreams;
   amqpPort: number;
   httpPort: number;
+  /** Set when the node was started with an MQTT port (`--mqtt-port 0`). */
+  mqttPort: number | undefined;
   stdout: string[];
   stderr: string[];
   exited: Promise<number | null>;
@@ -43,14 +45,20 @@ export async function spawnNode(url: string, name: string, dataDir: string, extr
   child.stdout.setEncoding('utf8').on('data', (s: string) => stdout.push(s));
   child.stderr.setEncoding('utf8').on('data', (s: string) => stderr.push(s));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const ports = await new Promise<{ amqp: number; http: number }>((resolve, reject) => {
+  const ports = await new Promise<{ amqp: number; http: number; mqtt: number | undefined }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${name}: no ready line after ${timeoutMs} ms: ${stderr.join('')}`)), timeoutMs);
     const onData = (): void => {
-      const m = /warren ready amqp=(\d+) http=(\d+)/.exec(stdout.join(''));
-      if (m) {
+      const line = /warren ready [^\n]*/.exec(stdout.join(''))?.[0];
+      const port = (name: string): number | undefined => {
+        const m = new RegExp(`\\b${name}=(\\d+)`).exec(line ?? '');
+        return m ? Number(m[1]) : undefined;
+      };
+      const amqp = port('amqp');
+      const httpPort = port('http');
+      if (amqp !== undefined && httpPort !== undefined) {
         clearTimeout(timer);
         child.stdout.off('data', onData);
-        resolve({ amqp: Number(m[1]), http: Number(m[2]) });
+        resolve({ amqp, http: httpPort, mqtt: port('mqtt') });
       }
     };
     child.stdout.on('data', onData);
@@ -59,7 +67,7 @@ export async function spawnNode(url: string, name: string, dataDir: string, extr
       reject(new Error(`${name} exited with ${code} before it was ready: ${stderr.join('')}`));
     });
   });
-  return { name, dataDir, child, amqpPort: ports.amqp, httpPort: ports.http, stdout, stderr, exited };
+  return { name, dataDir, child, amqpPort: ports.amqp, httpPort: ports.http, mqttPort: ports.mqtt, stdout, stderr, exited };
 }
 
 /** `servers` nats-servers with JetStream, clustered, in a temporary directory; nodes started on demand. */

@@ -4,7 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, test } from 'vitest';
-import { DurableRetainedStore, MemoryRetainedStore, decodeRetained, encodeRetained, type RetainedMessage } from '../../../../adapters/mqtt/retained.js';
+import {
+  DurableRetainedStore,
+  MemoryRetainedStore,
+  ReplicatedRetainedStore,
+  decodeRetained,
+  encodeRetained,
+  type RetainedMessage,
+  type RetainedReplica,
+} from '../../../../adapters/mqtt/retained.js';
 import { RecordStore } from '../../../../src/store/index.js';
 
 function msg(topic: string, expiresAt = 0): RetainedMessage {
@@ -131,5 +139,59 @@ describe('DurableRetainedStore', () => {
     expect(d.get('/', '$SYS/uptime')?.body.toString()).toBe('7');
     expect(d.get('/', 'home/kitchen/temp')?.properties.headers?.['unit']).toBe('C');
     await rs.close();
+  });
+});
+
+describe('ReplicatedRetainedStore', () => {
+  /** A replica whose writes resolve when the test says so, and whose changes the test sends. */
+  function replica(): RetainedReplica & { writes: Array<{ topic: string; record: Uint8Array | null; done: () => void; fail: (e: Error) => void }>; send: (topic: string, r: Uint8Array | undefined) => void } {
+    let on: ((vhost: string, topic: string, record: Uint8Array | undefined) => void) | undefined;
+    const writes: Array<{ topic: string; record: Uint8Array | null; done: () => void; fail: (e: Error) => void }> = [];
+    return {
+      writes,
+      send: (topic, r) => on?.('/', topic, r),
+      write(_vhost, topic, record) {
+        if (record !== null && record.length > 1000) throw new Error('too large');
+        return new Promise<void>((resolve, reject) => writes.push({ topic, record, done: resolve, fail: reject }));
+      },
+      listen(cb) {
+        on = cb;
+      },
+    };
+  }
+  const log = pino({ level: 'silent' });
+
+  test('a set is seen here at once and resolves only when the replica has it; changes from the replica are applied', async () => {
+    const r = replica();
+    const s = new ReplicatedRetainedStore(new MemoryRetainedStore(), r, log);
+    let resolved = false;
+    const p = s.set('/', 'a/b', msg('a/b')).then(() => (resolved = true));
+    expect(s.get('/', 'a/b')?.body.toString()).toBe('a/b');
+    await Promise.resolve();
+    expect(resolved).toBe(false);
+    expect(decodeRetained('a/b', Buffer.from(r.writes[0]!.record!)).body.toString()).toBe('a/b');
+    r.writes[0]!.done();
+    await p;
+    expect(resolved).toBe(true);
+    // From another node: a new message, then its deletion; an expired one is not kept.
+    r.send('x/y', encodeRetained(msg('x/y')));
+    expect(s.match('/', 'x/#').map((m) => m.topic)).toEqual(['x/y']);
+    r.send('x/y', undefined);
+    expect(s.count('/')).toBe(1);
+    r.send('old', encodeRetained(msg('old', Date.now() - 1)));
+    expect(s.get('/', 'old')).toBeUndefined();
+    r.send('bad', Buffer.from([9, 9, 9]));
+    expect(s.get('/', 'bad')).toBeUndefined();
+  });
+
+  test('a set the replica refuses rejects and leaves the store as it was; a failed write rejects', async () => {
+    const r = replica();
+    const s = new ReplicatedRetainedStore(new MemoryRetainedStore(), r, log);
+    const big: RetainedMessage = { ...msg('big'), body: Buffer.alloc(2000) };
+    await expect(s.set('/', 'big', big)).rejects.toThrow(/too large/);
+    expect(s.get('/', 'big')).toBeUndefined();
+    const p = s.set('/', 't', null);
+    r.writes[0]!.fail(new Error('engine unavailable'));
+    await expect(p).rejects.toThrow(/unavailable/);
   });
 });
