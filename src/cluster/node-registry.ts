@@ -197,8 +197,10 @@ export class NodeRegistry {
       const beat = decodeJson(e.value) as NodeHeartbeat;
       // A heartbeat read when the watch starts counts from when it was written (at the latest
       // now); a new one from when it arrives, so other nodes' clocks matter only at the start.
+      // A heartbeat read again (the watch re-reads the bucket) that is already older than the TTL
+      // by its writer's clock does not make a dead node look alive.
       const now = Date.now();
-      this.beats.set(e.key, { beat, seen: this.watching ? now : Math.min(now, beat.at) });
+      this.beats.set(e.key, { beat, seen: this.watching && now - beat.at < this.opts.ttlMs ? now : Math.min(now, beat.at) });
     } catch {
       // not a record of ours
     }

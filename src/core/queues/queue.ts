@@ -79,6 +79,12 @@ function strArg(args: FieldTable, name: string): string | undefined {
  * persistent messages are paged: written, not kept, and read back in order when the messages in
  * memory run out. Transient messages arriving meanwhile wait in memory behind them (`tail`).
  */
+/** Hands a message routed to a queue to the node where the queue lives (a cluster seam). */
+export interface QueueForwarder {
+  /** Resolves once the home node has the message (as a local enqueue settles); rejects when it cannot. */
+  forward(queue: Queue, msg: StoredMessage): Promise<void>;
+}
+
 export class Queue implements PageSink {
   /** Key for the store: `<vhost>/<name>` is unique broker-wide. */
   readonly id: string;
@@ -91,6 +97,11 @@ export class Queue implements PageSink {
   pagedCount = 0;
   pagedBytes = 0;
   deleted = false;
+  /**
+   * Set when the queue's messages live on another node of a cluster (its home): a publish routed
+   * here is handed to this instead of being enqueued, and settles when the home has it.
+   */
+  forwarder: QueueForwarder | undefined = undefined;
   /** Where persistent messages go; undefined for memory-only queues. */
   readonly store: QueueStore | undefined;
   /** Transient messages that arrived while messages were paged, in order. */
