@@ -72,7 +72,11 @@ export class QueueForwarding implements QueueForwarder {
 
   forward(queue: Queue, msg: StoredMessage): Promise<void> {
     const home = this.homes.get(queue);
-    if (home === undefined) return Promise.reject(BrokerError.internal(`queue '${queue.name}' has no home node`));
+    if (home === undefined) {
+      const failed = Promise.reject(BrokerError.internal(`queue '${queue.name}' has no home node`));
+      failed.catch(() => undefined);
+      return failed;
+    }
     const w = this.w.reset();
     w.u8(VERSION);
     w.str16(queue.host.name);
@@ -84,7 +88,7 @@ export class QueueForwarding implements QueueForwarder {
     const data = Buffer.from(w.buf.subarray(0, w.pos));
     this.inFlight++;
     this.stats.forwarded++;
-    return this.bus.request(this.subject(home), data, this.timeoutMs).then(
+    const settled = this.bus.request(this.subject(home), data, this.timeoutMs).then(
       (answer) => {
         this.inFlight--;
         if (answer[0] === OK) return;
@@ -99,6 +103,10 @@ export class QueueForwarding implements QueueForwarder {
         throw new BrokerError(ReplyCode.INTERNAL_ERROR, `queue '${queue.name}' is unavailable: ${why}`);
       },
     );
+    // Some publishes inside the core (dead-lettering, delayed releases, wills) do not wait for
+    // their settle: a failure must not count as an unhandled rejection.
+    settled.catch(() => undefined);
+    return settled;
   }
 
   // ---- receiving ----------------------------------------------------------------------------

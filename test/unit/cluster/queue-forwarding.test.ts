@@ -77,6 +77,24 @@ describe('publishes to a classic queue go to its home node', () => {
     expect((err as BrokerError).text).toMatch(/home node 'n1' is not running/);
   });
 
+  test('a message dead-lettered into a queue whose home is down is dropped without an unhandled failure', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const b = await node('n2');
+    const ch1 = channel(a.core);
+    ch1.declareExchange('dlx', 'fanout', { durable: true });
+    ch1.declareQueue('dead', { durable: true });
+    ch1.bindQueue('dead', 'dlx', '');
+    await a.core.persistence.definitionsSettled();
+    await waitFor(() => b.core.vhosts.get('/')!.exchanges.get('dlx')?.bindings.size === 1, 2000, 'dlx on n2');
+    await a.m.stop();
+    const ch2 = channel(b.core);
+    ch2.declareQueue('short', { durable: true, arguments: { 'x-message-ttl': 5, 'x-dead-letter-exchange': 'dlx' } });
+    await ch2.publish({ exchange: '', routingKey: 'short', properties: {}, body: Buffer.from('x') }).settled.catch(() => undefined);
+    await waitFor(() => b.m.forwarding.stats.failed === 1, 2000, 'the dead-lettered copy failed to reach n1');
+    expect(b.core.vhosts.get('/')!.queues.get('short')!.readyCount).toBe(0);
+  });
+
   test('a queue declared on a node is enqueued there, not forwarded', async () => {
     engine = new MemoryEngine();
     await node('n1');
