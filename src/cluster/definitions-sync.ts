@@ -148,8 +148,8 @@ export class DefinitionsSync implements Persistence {
     this.core.persistence = this;
     if (!this.seeded) {
       const local = allEntries(this.core);
-      for (const [key, entry] of local) this.write(key, this.store(key, entry, undefined));
-      await this.tail;
+      // A failure here fails the join: the node does not start half-written into a new cluster.
+      await Promise.all([...local].map(([key, entry]) => this.write(key, this.store(key, entry, undefined))));
       await this.kv.put(SEEDED, ENC.encode(JSON.stringify({ by: this.nodeName, at: new Date().toISOString() })));
       this.log.info({ definitions: local.size }, 'cluster: first node, definitions written to the cluster');
     }

@@ -77,6 +77,7 @@ export class NodeRegistry {
   private identity: NodeIdentity;
   private readonly startedAt = Date.now();
   private watching = false;
+  private beatFailing = false;
 
   constructor(
     private readonly core: Core,
@@ -171,8 +172,15 @@ export class NodeRegistry {
 
   private beat(): void {
     this.aliveKv.put(this.nodeName, encodeJson(this.heartbeat())).then(
-      () => undefined,
-      (err: unknown) => this.log.warn({ err }, 'cluster: heartbeat not written'),
+      () => {
+        if (this.beatFailing) this.log.info('cluster: heartbeat written again');
+        this.beatFailing = false;
+      },
+      (err: unknown) => {
+        // Once per outage, not once a second.
+        if (!this.beatFailing) this.log.warn({ err }, 'cluster: heartbeat not written: the other nodes will list this one as stopped');
+        this.beatFailing = true;
+      },
     );
   }
 
