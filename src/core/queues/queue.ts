@@ -71,6 +71,12 @@ function strArg(args: FieldTable, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/** Hands a message routed to a queue to the node where the queue lives (a cluster seam). */
+export interface QueueForwarder {
+  /** Resolves once the home node has the message (as a local enqueue settles); rejects when it cannot. */
+  forward(queue: Queue, msg: StoredMessage): Promise<void>;
+}
+
 /**
  * A queue: ready messages in order, delivery to consumers by credit, TTL, length limits and
  * dead-lettering. Unacknowledged messages are held by the channels that received them.
@@ -79,12 +85,6 @@ function strArg(args: FieldTable, name: string): string | undefined {
  * persistent messages are paged: written, not kept, and read back in order when the messages in
  * memory run out. Transient messages arriving meanwhile wait in memory behind them (`tail`).
  */
-/** Hands a message routed to a queue to the node where the queue lives (a cluster seam). */
-export interface QueueForwarder {
-  /** Resolves once the home node has the message (as a local enqueue settles); rejects when it cannot. */
-  forward(queue: Queue, msg: StoredMessage): Promise<void>;
-}
-
 export class Queue implements PageSink {
   /** Key for the store: `<vhost>/<name>` is unique broker-wide. */
   readonly id: string;
