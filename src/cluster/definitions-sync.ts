@@ -127,6 +127,8 @@ export class DefinitionsSync implements Persistence {
   /** The latest batch a reply may wait for; undefined once it is written. */
   private waiting: Promise<void> | undefined;
   readonly stats: DefinitionsSyncStats = { written: 0, applied: 0, failed: 0 };
+  /** Told where each replicated queue lives (its home node), when publishes are forwarded home. */
+  placement: ((queue: Queue, home: string | undefined) => void) | undefined;
 
   constructor(
     private readonly core: Core,
@@ -146,8 +148,8 @@ export class DefinitionsSync implements Persistence {
     this.core.persistence = this;
     if (!this.seeded) {
       const local = allEntries(this.core);
-      for (const [key, entry] of local) this.write(key, this.store(key, entry, undefined));
-      await this.tail;
+      // A failure here fails the join: the node does not start half-written into a new cluster.
+      await Promise.all([...local].map(([key, entry]) => this.write(key, this.store(key, entry, undefined))));
       await this.kv.put(SEEDED, ENC.encode(JSON.stringify({ by: this.nodeName, at: new Date().toISOString() })));
       this.log.info({ definitions: local.size }, 'cluster: first node, definitions written to the cluster');
     }
@@ -158,6 +160,8 @@ export class DefinitionsSync implements Persistence {
   stop(): void {
     this.watcher?.stop();
     this.live = false;
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     if (this.core.persistence === this) this.core.persistence = this.inner;
   }
 
@@ -270,19 +274,50 @@ export class DefinitionsSync implements Persistence {
       },
       (e: unknown) => {
         this.stats.failed++;
-        // It may not have landed: forget it, and take whatever the bucket holds now.
+        // It may not have landed: not ours to expect back. The node's state is written again
+        // until the engine takes it (the client was told of the failure meanwhile).
         const mq = this.mine.get(kvKey);
         const i = mq?.indexOf(raw) ?? -1;
         if (mq !== undefined && i >= 0) mq.splice(i, 1);
-        this.log.error({ err: e, key }, 'cluster: a definition could not be written to the cluster');
-        this.kv.get(kvKey).then(
-          (now) => {
-            if (now !== undefined) this.onEntry(now);
-          },
-          noop,
-        );
+        if (this.known.get(key) === k) this.known.delete(key);
+        this.log.error({ err: e, key }, 'cluster: a definition could not be written to the cluster; retrying');
+        this.retryLater(key);
         throw e;
       },
+    );
+  }
+
+  private readonly failedKeys = new Set<string>();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelay = 250;
+
+  private retryLater(key: string): void {
+    this.failedKeys.add(key);
+    if (this.retryTimer !== undefined || !this.live) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.retryDelay = Math.min(this.retryDelay * 2, 5000);
+      this.retryFailed();
+    }, this.retryDelay);
+    this.retryTimer.unref();
+  }
+
+  /** Writes the current local state of every key whose write failed (a deletion where it is gone). */
+  private retryFailed(): void {
+    if (!this.live || this.failedKeys.size === 0) return;
+    const keys = [...this.failedKeys];
+    this.failedKeys.clear();
+    const all = allEntries(this.core);
+    const writes = keys.map((key) => {
+      const entry = all.get(key);
+      return this.write(key, entry === undefined ? null : this.store(key, entry, this.known.get(key)?.value.home));
+    });
+    Promise.all(writes).then(
+      () => {
+        this.retryDelay = 250;
+        this.log.info({ definitions: keys.length }, 'cluster: definitions written to the cluster after a failure');
+      },
+      noop,
     );
   }
 
@@ -388,6 +423,13 @@ export class DefinitionsSync implements Persistence {
       this.log.error({ err }, 'cluster: definitions from the cluster could not be applied');
     } finally {
       this.applying = false;
+    }
+    if (this.placement !== undefined) {
+      for (const k of ks) {
+        if (k.value.kind !== 'q') continue;
+        const q = this.core.vhosts.get(k.value.vhost)?.queues.get((k.value.def as { name?: string }).name ?? '');
+        if (q !== undefined) this.placement(q, k.value.home);
+      }
     }
     // Bindings whose ends are not here yet wait for them.
     for (const k of [...ks, ...retry]) {

@@ -3,11 +3,13 @@ import type { Logger } from '../logger.js';
 import { DefinitionsSync } from './definitions-sync.js';
 import type { ClusterEngine, EngineInfo } from './engine.js';
 import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
+import { QueueForwarding } from './queue-forwarding.js';
 
 export { EngineError, NoResponderError } from './engine.js';
 export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, ReplicatedLog } from './engine.js';
 export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
+export { QueueForwarding, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
 export { NodeRegistry, NodeNameTaken, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 
 export interface JoinOptions {
@@ -23,6 +25,8 @@ export interface JoinOptions {
   engine?: ClusterEngine;
   heartbeatMs?: number;
   ttlMs?: number;
+  /** How long a publish forwarded to a queue's home node waits for its answer. */
+  forwardTimeoutMs?: number;
 }
 
 /** A node's membership: the registry, the replicated definitions, the engine connection. */
@@ -32,6 +36,7 @@ export interface ClusterMembership {
   readonly engine: ClusterEngine;
   readonly definitions: DefinitionsSync;
   readonly registry: NodeRegistry;
+  readonly forwarding: QueueForwarding;
   /** Every node that has joined, running or not. */
   nodes(): ClusterNodeInfo[];
   /** The home node of a queue (where it was declared), if it is replicated. */
@@ -87,7 +92,10 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     ]);
     const registry = new NodeRegistry(opts.core, nodesKv, aliveKv, opts.nodeName, opts.version, { heartbeatMs: opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, ttlMs }, log);
     await registry.start();
+    const forwarding = new QueueForwarding(opts.core, engine.bus, opts.cluster, opts.nodeName, log, opts.forwardTimeoutMs);
+    forwarding.start();
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
+    definitions.placement = (q, home) => forwarding.place(q, home);
     await definitions.start();
     const joined = engine;
     engine.onStatus((connected) => {
@@ -102,12 +110,14 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       engine,
       definitions,
       registry,
+      forwarding,
       nodes: () => registry.nodes(),
       homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
       setListeners: (l) => registry.setListeners(l),
       stop: () =>
         (stopping ??= (async () => {
           definitions.stop();
+          forwarding.stop();
           await registry.stop();
           await joined.close();
         })()),

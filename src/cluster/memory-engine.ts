@@ -18,7 +18,8 @@ import {
  */
 
 interface Stored {
-  value: Uint8Array;
+  /** Undefined: a deletion, kept (as JetStream keeps a delete marker) until the entry expires. */
+  value: Uint8Array | undefined;
   revision: number;
   at: number;
 }
@@ -41,16 +42,16 @@ class MemoryBucket {
 
   write(key: string, value: Uint8Array | undefined): number {
     const revision = ++this.revision;
-    if (value === undefined) this.entries.delete(key);
-    else this.entries.set(key, { value, revision, at: Date.now() });
+    this.entries.set(key, { value, revision, at: Date.now() });
     const e: KvEntry = { key, value, revision };
     for (const w of this.watchers) setImmediate(w, e);
     return revision;
   }
 
+  /** Expired entries go without a word, as JetStream's max age removes them (no delete marker). */
   private sweep(): void {
     const limit = Date.now() - this.ttlMs;
-    for (const [key, s] of [...this.entries]) if (s.at < limit) this.write(key, undefined);
+    for (const [key, s] of [...this.entries]) if (s.at < limit) this.entries.delete(key);
   }
 
   stop(): void {
@@ -143,7 +144,7 @@ class MemoryKV implements ClusterKV {
   async get(key: string): Promise<KvEntry | undefined> {
     await this.reachable();
     const s = this.b.entries.get(key);
-    return s === undefined ? undefined : { key, value: s.value, revision: s.revision };
+    return s === undefined || s.value === undefined ? undefined : { key, value: s.value, revision: s.revision };
   }
 
   async put(key: string, value: Uint8Array): Promise<number> {
@@ -153,7 +154,7 @@ class MemoryKV implements ClusterKV {
 
   async create(key: string, value: Uint8Array): Promise<number | undefined> {
     await this.reachable();
-    if (this.b.entries.has(key)) return undefined;
+    if (this.b.entries.get(key)?.value !== undefined) return undefined;
     return this.b.write(key, value);
   }
 

@@ -77,6 +77,7 @@ export class NodeRegistry {
   private identity: NodeIdentity;
   private readonly startedAt = Date.now();
   private watching = false;
+  private beatFailing = false;
 
   constructor(
     private readonly core: Core,
@@ -171,8 +172,15 @@ export class NodeRegistry {
 
   private beat(): void {
     this.aliveKv.put(this.nodeName, encodeJson(this.heartbeat())).then(
-      () => undefined,
-      (err: unknown) => this.log.warn({ err }, 'cluster: heartbeat not written'),
+      () => {
+        if (this.beatFailing) this.log.info('cluster: heartbeat written again');
+        this.beatFailing = false;
+      },
+      (err: unknown) => {
+        // Once per outage, not once a second.
+        if (!this.beatFailing) this.log.warn({ err }, 'cluster: heartbeat not written: the other nodes will list this one as stopped');
+        this.beatFailing = true;
+      },
     );
   }
 
@@ -197,8 +205,10 @@ export class NodeRegistry {
       const beat = decodeJson(e.value) as NodeHeartbeat;
       // A heartbeat read when the watch starts counts from when it was written (at the latest
       // now); a new one from when it arrives, so other nodes' clocks matter only at the start.
+      // A heartbeat read again (the watch re-reads the bucket) that is already older than the TTL
+      // by its writer's clock does not make a dead node look alive.
       const now = Date.now();
-      this.beats.set(e.key, { beat, seen: this.watching ? now : Math.min(now, beat.at) });
+      this.beats.set(e.key, { beat, seen: this.watching && now - beat.at < this.opts.ttlMs ? now : Math.min(now, beat.at) });
     } catch {
       // not a record of ours
     }

@@ -414,7 +414,7 @@ export class VHost implements QueueHost, DelayedHost {
       for (const q of out) {
         if (skip !== undefined && skip(q)) continue;
         routed++;
-        const r = q.enqueue(stored);
+        const r = q.forwarder === undefined ? q.enqueue(stored) : q.forwarder.forward(q, stored);
         if (r === false) rejected = true;
         else if (r !== undefined && r !== pending) {
           if (pending === undefined) pending = r;
@@ -431,6 +431,29 @@ export class VHost implements QueueHost, DelayedHost {
       out.clear();
       this.publishDepth--;
     }
+  }
+
+  /**
+   * A message another node of a cluster routed to `q`, whose home this node is: enqueued as it
+   * was routed there (its exchange and routing key kept). Settles as a publish to it would.
+   */
+  enqueueForwarded(q: Queue, msg: Message, publisherId: number): Promise<void> {
+    const checked = this.checkContent(msg);
+    const stored: StoredMessage = {
+      exchange: checked.exchange,
+      routingKey: checked.routingKey,
+      properties: checked.properties,
+      body: checked.body,
+      rawProperties: checked.rawProperties,
+      id: this.ctx.nextMessageId(),
+      size: checked.body.length + 64,
+      persistent: checked.properties.deliveryMode === 2,
+      refs: 0,
+      publisherId,
+    };
+    const r = q.enqueue(stored);
+    if (r === false) return REJECTED_BY_QUEUE();
+    return r ?? SETTLED;
   }
 
   /** Collects the queues a message reaches: exchange-to-exchange bindings and alternate exchanges. */

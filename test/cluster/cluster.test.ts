@@ -114,7 +114,7 @@ describe('three Warren nodes on three clustered nats-servers', { timeout: 60_000
     expect((await http(again.httpPort, 'GET', '/api/queues/%2F/billing')).status).toBe(200);
   });
 
-  test('with one of three nats-servers killed, changes still reach every node', async () => {
+  test('with one of three nats-servers killed, changes still reach every node', { timeout: 90_000 }, async () => {
     await cluster.nats.kill(0);
     try {
       // Nodes connected to s1 reconnect to another server; the buckets (3 replicas) keep a majority.
@@ -129,6 +129,11 @@ describe('three Warren nodes on three clustered nats-servers', { timeout: 60_000
     } finally {
       await cluster.nats.restart(0);
     }
+    // Back to three servers: changes keep flowing (the later tests need a settled cluster).
+    await waitFor(async () => (await http(port('n3'), 'PUT', '/api/queues/%2F/after-restart', { body: { durable: true } })).status < 300, 30_000, 'a declare after s1 is back');
+    for (const n of ['n1', 'n2']) {
+      await waitFor(async () => (await http(port(n), 'GET', '/api/queues/%2F/after-restart')).status === 200, 30_000, `after-restart on ${n}`);
+    }
   });
 
   test('a node that joins later gets every definition', async () => {
@@ -136,6 +141,30 @@ describe('three Warren nodes on three clustered nats-servers', { timeout: 60_000
     for (const path of ['/api/queues/%2F/billing', '/api/exchanges/%2F/orders', '/api/vhosts/shop', '/api/users/carol', '/api/queues/%2F/while-away']) {
       expect([path, (await http(n4.httpPort, 'GET', path)).status]).toEqual([path, 200]);
     }
+  });
+
+  test('a publish on n2 to a classic queue declared on n4 is confirmed once n4 has it; with n4 down it is nacked', async () => {
+    const c4 = await new AMQPClient(`amqp://guest:guest@127.0.0.1:${port('n4', 'amqp')}`).connect();
+    const ch4 = await c4.channel();
+    await ch4.queueDeclare('home-n4', { durable: true });
+    await waitFor(async () => (await http(port('n2'), 'GET', '/api/queues/%2F/home-n4')).status === 200, 5000, 'home-n4 on n2');
+    const c2 = await new AMQPClient(`amqp://guest:guest@127.0.0.1:${port('n2', 'amqp')}`).connect();
+    const ch2 = await c2.channel();
+    await ch2.confirmSelect();
+    for (let i = 0; i < 5; i++) await ch2.basicPublish('', 'home-n4', `m${i}`, { deliveryMode: 2 });
+    const got: string[] = [];
+    for (let i = 0; i < 5; i++) got.push((await ch4.basicGet('home-n4', { noAck: true }))?.bodyToString() ?? '');
+    expect(got).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
+    expect((await http<{ messages: number }>(port('n2'), 'GET', '/api/queues/%2F/home-n4')).body.messages).toBe(0);
+    await c4.close();
+
+    await cluster.kill('n4');
+    const nacked = await ch2.basicPublish('', 'home-n4', 'lost', { deliveryMode: 2 }).then(
+      () => 'ack',
+      (e: unknown) => (e instanceof Error ? e.message : String(e)),
+    );
+    expect(nacked).not.toBe('ack');
+    await c2.close();
   });
 
   test('the node warns that this nats-server cannot make acknowledgements durable', () => {

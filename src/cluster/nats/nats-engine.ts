@@ -1,4 +1,4 @@
-import { jetstreamManager, JetStreamApiError } from '@nats-io/jetstream';
+import { DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, type ConsumerMessages, type JetStreamClient } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { connect, NoRespondersError, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import {
@@ -17,6 +17,8 @@ import {
 
 /** JetStream's "wrong last sequence": a compare-and-set lost. */
 const WRONG_LAST_SEQUENCE = 10071;
+/** How often a watch checks that it keeps up with its bucket. */
+const WATCH_CHECK_MS = 2000;
 /** JetStream is off for the account. */
 const JETSTREAM_NOT_ENABLED = 10039;
 
@@ -51,7 +53,7 @@ export async function connectNats(opts: NatsEngineOptions): Promise<NatsEngine> 
   const info = nc.info;
   try {
     if (info?.jetstream !== true) throw new Error('the server does not offer JetStream');
-    const jsm = await jetstreamManager(nc, { timeout: 5000 });
+    const jsm = await jetstreamManager(nc, { timeout: 5000, checkAPI: false });
     // A JetStream cluster that has just started answers only once it has elected its meta leader.
     const deadline = Date.now() + (opts.jetStreamWaitMs ?? 30_000);
     for (;;) {
@@ -111,6 +113,7 @@ class NatsKV implements ClusterKV {
   constructor(
     readonly bucket: string,
     private readonly kv: KV,
+    private readonly js: JetStreamClient,
   ) {}
 
   async get(key: string): Promise<KvEntry | undefined> {
@@ -145,20 +148,75 @@ class NatsKV implements ClusterKV {
     return this.kv.delete(key);
   }
 
+  /**
+   * An ordered consumer over the bucket's stream, last value per key first. The client's own
+   * recovery of a consumer lost with its server (a NATS server of the cluster killed) can take
+   * long or stall, so the watch checks itself: every {@link WATCH_CHECK_MS} it compares the
+   * stream's last sequence with the last revision it delivered, and when it is behind without
+   * progress since the last check, or the stream's sequence went back (a leader that had not
+   * caught up), it reads the whole bucket again (every key's last value; applying one twice is
+   * harmless).
+   */
   async watch(onEntry: (e: KvEntry) => void): Promise<KvWatch> {
     const status = await this.kv.status();
-    const iter = await this.kv.watch();
+    const prefix = `$KV.${this.bucket}.`;
     let markReady: () => void = () => undefined;
     const ready = new Promise<void>((resolve) => (markReady = resolve));
     if (status.values === 0) markReady();
-    void (async () => {
-      for await (const e of iter) {
-        onEntry({ key: e.key, value: e.operation === 'PUT' ? e.value : undefined, revision: e.revision });
-        // The last of the values that existed when the watch started, or already a new change.
-        if (e.isUpdate || e.delta === 0) markReady();
+    let stopped = false;
+    let current: ConsumerMessages | undefined;
+    let seen = 0;
+    let seenAtCheck = -1;
+    let reopening = false;
+    const open = async (): Promise<void> => {
+      const consumer = await this.js.consumers.get(`KV_${this.bucket}`, { filter_subjects: `${prefix}>`, deliver_policy: DeliverPolicy.LastPerSubject });
+      const msgs = await consumer.consume({ expires: 4000 });
+      if (current !== undefined) void current.close().catch(() => undefined);
+      current = msgs;
+      seen = 0;
+      seenAtCheck = -1;
+      if (stopped) {
+        void msgs.close().catch(() => undefined);
+        return;
       }
-    })().catch(() => undefined);
-    return { ready, stop: () => iter.stop() };
+      void (async () => {
+        for await (const m of msgs) {
+          if (current !== msgs) break;
+          const op = m.headers?.get('KV-Operation') ?? '';
+          const gone = op === 'DEL' || op === 'PURGE';
+          if (m.seq > seen) seen = m.seq;
+          onEntry({ key: m.subject.slice(prefix.length), value: gone ? undefined : m.data, revision: m.seq });
+          if (m.info.pending === 0) markReady();
+        }
+      })().catch(() => undefined);
+    };
+    await open();
+    const check = setInterval(() => {
+      if (stopped || reopening) return;
+      this.kv.status().then(
+        (st) => {
+          const last = st.streamInfo.state.last_seq;
+          const stalled = last > seen && seen === seenAtCheck;
+          seenAtCheck = seen;
+          if (!stalled && last >= seen) return;
+          reopening = true;
+          open().then(
+            () => (reopening = false),
+            () => (reopening = false),
+          );
+        },
+        () => undefined,
+      );
+    }, WATCH_CHECK_MS);
+    check.unref();
+    return {
+      ready,
+      stop: () => {
+        stopped = true;
+        clearInterval(check);
+        if (current !== undefined) void current.close().catch(() => undefined);
+      },
+    };
   }
 }
 
@@ -167,11 +225,13 @@ export class NatsEngine implements ClusterEngine {
   readonly bus: ClusterBus;
   readonly info: EngineInfo;
   private readonly kvm: Kvm;
+  private readonly js: JetStreamClient;
   private readonly listeners: ((connected: boolean) => void)[] = [];
 
   constructor(private readonly nc: NatsConnection) {
     this.bus = new NatsBus(nc);
-    this.kvm = new Kvm(nc);
+    this.js = jetstream(nc);
+    this.kvm = new Kvm(this.js);
     const i = nc.info;
     this.info = {
       serverName: i?.server_name ?? '',
@@ -192,7 +252,7 @@ export class NatsEngine implements ClusterEngine {
     // at once: a few tries.
     for (let attempt = 1; ; attempt++) {
       try {
-        return new NatsKV(name, await this.kvm.create(name, config));
+        return new NatsKV(name, await this.kvm.create(name, config), this.js);
       } catch (e) {
         if (attempt >= 5) throw e;
         await new Promise((resolve) => setTimeout(resolve, 200 * attempt));

@@ -82,6 +82,12 @@ function expireScheduled(q: Queue): void {
   q.expireHeads();
 }
 
+/** Hands a message routed to a queue to the node where the queue lives (a cluster seam). */
+export interface QueueForwarder {
+  /** Resolves once the home node has the message (as a local enqueue settles); rejects when it cannot. */
+  forward(queue: Queue, msg: StoredMessage): Promise<void>;
+}
+
 /**
  * A queue: ready messages in order, delivery to consumers by credit, TTL, length limits and
  * dead-lettering. Unacknowledged messages are held by the channels that received them.
@@ -103,6 +109,11 @@ export class Queue implements PageSink {
   pagedCount = 0;
   pagedBytes = 0;
   deleted = false;
+  /**
+   * Set when the queue's messages live on another node of a cluster (its home): a publish routed
+   * here is handed to this instead of being enqueued, and settles when the home has it.
+   */
+  forwarder: QueueForwarder | undefined = undefined;
   /** Where persistent messages go; undefined for memory-only queues. */
   readonly store: QueueStore | undefined;
   /** Transient messages that arrived while messages were paged, in order. */

@@ -132,6 +132,18 @@ describe('definitions replicated through the cluster bucket', () => {
     expect((err as BrokerError).code).toBe(ReplyCode.INTERNAL_ERROR);
   });
 
+  test('a change the engine did not take is written again once it is back, and reaches the others', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const b = await node('n2');
+    engine.available = false;
+    vhostOf(a.core).declareQueue('late', durable, false, 0);
+    await a.core.persistence.definitionsSettled().catch(() => undefined);
+    engine.available = true;
+    await waitFor(() => vhostOf(b.core).queues.has('late'), 3000, 'late on n2');
+    expect(b.m.definitions.homeOf('/', 'late')).toBe('n1');
+  });
+
   test('transient and exclusive queues stay on their node', async () => {
     engine = new MemoryEngine();
     const a = await node('n1');

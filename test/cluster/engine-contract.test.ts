@@ -1,0 +1,128 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
+import { durabilityWarning, EngineError, MemoryEngine, NoResponderError, type ClusterEngine, type KvEntry } from '../../src/cluster/index.js';
+import { connectNats } from '../../src/cluster/nats/nats-engine.js';
+import { waitFor } from '../helpers/broker.js';
+
+/**
+ * The engine contract, run against both implementations: the in-process engine the unit tests use
+ * must behave as NATS JetStream does where the cluster code relies on it.
+ */
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+const dec = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
+
+let nats: NatsServers;
+let memory: MemoryEngine;
+const engines: ClusterEngine[] = [];
+
+beforeAll(async () => {
+  nats = await startNatsServers({ count: 1 });
+  memory = new MemoryEngine();
+}, 30_000);
+
+afterAll(async () => {
+  for (const e of engines) await e.close();
+  memory?.stop();
+  await nats?.stop();
+});
+
+const connectors: Array<[string, () => Promise<ClusterEngine>]> = [
+  ['memory', async () => memory.connect('t')],
+  ['nats', async () => connectNats({ servers: [nats.url], name: 'contract' })],
+];
+
+let bucketNo = 0;
+
+describe.each(connectors)('the %s engine', (_name, connect) => {
+  let a: ClusterEngine;
+  let b: ClusterEngine;
+  beforeAll(async () => {
+    a = await connect();
+    b = await connect();
+    engines.push(a, b);
+  });
+
+  test('put, get, create only when absent, compare-and-set only at the current revision, delete', async () => {
+    const kv = await a.openKV(`contract_${++bucketNo}`, { replicas: 1 });
+    expect(await kv.get('k')).toBeUndefined();
+    const r1 = await kv.create('k', enc('one'));
+    expect(r1).toBeGreaterThan(0);
+    expect(await kv.create('k', enc('again'))).toBeUndefined();
+    const r2 = await kv.compareAndSet('k', enc('two'), r1!);
+    expect(r2).toBeGreaterThan(r1!);
+    expect(await kv.compareAndSet('k', enc('stale'), r1!)).toBeUndefined();
+    const got = await kv.get('k');
+    expect([dec(got?.value), got?.revision]).toEqual(['two', r2]);
+    const r3 = await kv.put('k', enc('three'));
+    expect(r3).toBeGreaterThan(r2!);
+    await kv.delete('k');
+    expect(await kv.get('k')).toBeUndefined();
+    expect(await kv.create('k', enc('after delete'))).toBeGreaterThan(r3);
+  });
+
+  test('a watch passes on every current value (deletions too), is ready after them, then every change in order', async () => {
+    const name = `contract_${++bucketNo}`;
+    const kv = await a.openKV(name, { replicas: 1 });
+    await kv.put('x', enc('1'));
+    await kv.put('y', enc('2'));
+    await kv.put('gone', enc('3'));
+    await kv.delete('gone');
+    const seen: Array<[string, string | undefined]> = [];
+    const other = await b.openKV(name, { replicas: 1 });
+    const w = await other.watch((e: KvEntry) => seen.push([e.key, dec(e.value)]));
+    await w.ready;
+    expect(seen).toEqual([['x', '1'], ['y', '2'], ['gone', undefined]]);
+    await kv.put('x', enc('4'));
+    await kv.delete('y');
+    await waitFor(() => seen.length === 5, 5000, 'changes');
+    expect(seen.slice(3)).toEqual([['x', '4'], ['y', undefined]]);
+    w.stop();
+  });
+
+  test('a watch of an empty bucket is ready at once', async () => {
+    const kv = await a.openKV(`contract_${++bucketNo}`, { replicas: 1 });
+    const w = await kv.watch(() => undefined);
+    await w.ready;
+    w.stop();
+  });
+
+  test('a TTL bucket drops entries that are not written again', async () => {
+    const kv = await a.openKV(`contract_${++bucketNo}`, { replicas: 1, ttlMs: 1000 });
+    await kv.put('beat', enc('x'));
+    expect(dec((await kv.get('beat'))?.value)).toBe('x');
+    await waitFor(async () => (await kv.get('beat')) === undefined, 5000, 'the entry to expire');
+  });
+
+  test('the bus: publish to subscribers by wildcard, request with an answer, a request nobody takes', async () => {
+    const got: string[] = [];
+    const sub = b.bus.subscribe('contract.*.events', (data, subject) => got.push(`${subject}:${dec(data)}`));
+    const rsub = b.bus.subscribe('contract.rpc', (data, _s, reply) => reply?.(enc(`re:${dec(data)}`)));
+    await new Promise((r) => setTimeout(r, 100)); // the subscription reaches the server
+    a.bus.publish('contract.orders.events', enc('e1'));
+    a.bus.publish('contract.orders.other', enc('nope'));
+    await waitFor(() => got.length === 1, 5000, 'the event');
+    expect(got).toEqual(['contract.orders.events:e1']);
+    expect(dec(await a.bus.request('contract.rpc', enc('q'), 2000))).toBe('re:q');
+    await expect(a.bus.request('contract.nobody', enc('q'), 2000)).rejects.toBeInstanceOf(NoResponderError);
+    sub.unsubscribe();
+    rsub.unsubscribe();
+  });
+});
+
+describe('engine checks', () => {
+  test('servers before 2.10 get the durability warning, later ones do not', () => {
+    expect(durabilityWarning({ serverName: 's1', version: '2.9.10', clusterSize: 3 })).toMatch(/sync_interval/);
+    expect(durabilityWarning({ serverName: 's1', version: '2.10.0', clusterSize: 3 })).toBeUndefined();
+    expect(durabilityWarning({ serverName: 's1', version: '2.12.3', clusterSize: 3 })).toBeUndefined();
+  });
+
+  test('a server that cannot be reached is an EngineError naming it', async () => {
+    const err = await connectNats({ servers: ['nats://127.0.0.1:1'], name: 'x', connectTimeoutMs: 1000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(EngineError);
+    expect((err as Error).message).toMatch(/cannot connect to the cluster engine at nats:\/\/127\.0\.0\.1:1/);
+  });
+});
