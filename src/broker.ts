@@ -216,6 +216,7 @@ export async function startBroker(
       await Promise.all(closing);
       core.alarms.stop();
       core.consumerTimeouts.stop();
+      core.teardown.flush();
       await store.close();
       if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
       log.info('broker stopped');

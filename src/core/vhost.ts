@@ -90,6 +90,8 @@ function validateExpiration(exp: string | undefined): void {
 export class VHost implements QueueHost, DelayedHost {
   readonly exchanges = new Map<string, Exchange>();
   readonly queues = new Map<string, Queue>();
+  /** Exclusive queues by owning connection id: a closing connection finds its own without a scan. */
+  private readonly exclusiveBy = new Map<number, Set<Queue>>();
   private readonly scratch = new Set<Destination>();
   private readonly outSet = new Set<Queue>();
   private publishDepth = 0;
@@ -230,6 +232,11 @@ export class VHost implements QueueHost, DelayedHost {
     const effective = this.ctx.policies?.effectiveQueueArguments(this.name, qname, args) ?? args;
     const q = new Queue(this, qname, durable && !exclusive, exclusive, autoDelete, args, exclusive ? owner : 0, effective);
     this.queues.set(qname, q);
+    if (exclusive) {
+      const own = this.exclusiveBy.get(owner);
+      if (own === undefined) this.exclusiveBy.set(owner, new Set([q]));
+      else own.add(q);
+    }
     if (q.durable) void this.persistence.definitionsChanged({ kind: 'queue', vhost: this.name, name: qname });
     return q;
   }
@@ -247,6 +254,7 @@ export class VHost implements QueueHost, DelayedHost {
     const q = this.queues.get(name);
     if (!q) return 0;
     this.checkExclusiveAccess(q, owner);
+    if (ifUnused) q.finishClosingConsumers();
     if (ifUnused && q.consumerCount > 0) throw BrokerError.precondition(`${this.describe('queue', name)} in use`);
     if (ifEmpty && q.readyCount > 0) throw BrokerError.precondition(`${this.describe('queue', name)} not empty`);
     return this.removeQueue(q);
@@ -254,23 +262,39 @@ export class VHost implements QueueHost, DelayedHost {
 
   /** Deletes a queue: bindings go, consumers are cancelled, ready messages are dropped. */
   removeQueue(q: Queue): number {
-    if (q.deleted || this.queues.get(q.name) !== q) return 0;
+    if (!this.unlinkQueue(q)) return 0;
+    return this.dropUnlinked(q);
+  }
+
+  /**
+   * First half of a delete: the queue loses its name (a new queue may take it at once) and takes
+   * no more messages (routing skips it). False when it was not this vhost's live queue.
+   */
+  private unlinkQueue(q: Queue): boolean {
+    if (q.deleted || this.queues.get(q.name) !== q) return false;
     this.queues.delete(q.name);
+    q.deleted = true;
+    if (q.exclusive) {
+      const own = this.exclusiveBy.get(q.owner);
+      if (own !== undefined && own.delete(q) && own.size === 0) this.exclusiveBy.delete(q.owner);
+    }
+    return true;
+  }
+
+  /** Second half: consumers cancelled, messages dropped, its own bindings (only those) removed. */
+  private dropUnlinked(q: Queue): number {
     for (const c of [...q.consumers]) c.owner.consumerCancelled(c);
     q.consumers.length = 0;
     const n = q.destroy();
-    for (const b of this.bindingsTo(q)) this.removeBinding(b, true);
+    const inbound = q.inbound;
+    if (inbound !== undefined) for (const b of [...inbound]) this.removeBinding(b, true);
     if (q.durable) void this.persistence.definitionsChanged({ kind: 'queue', vhost: this.name, name: q.name });
     return n;
   }
 
   /** The bindings whose destination is `q` (excluding the default exchange's implicit one). */
   bindingsTo(q: Queue): Binding[] {
-    const out: Binding[] = [];
-    for (const ex of this.exchanges.values()) {
-      for (const b of ex.bindings.values()) if (b.destination === q) out.push(b);
-    }
-    return out;
+    return q.inbound === undefined ? [] : [...q.inbound];
   }
 
   // ---- bindings -----------------------------------------------------------------------------
@@ -283,11 +307,17 @@ export class VHost implements QueueHost, DelayedHost {
       throw BrokerError.accessRefused(`operation not permitted on the default exchange`);
     }
     const key = this.bindingKey(destination, routingKey, args);
-    if (source.bindings.has(key)) return;
+    const old = source.bindings.get(key);
+    if (old !== undefined) {
+      if (old.destination === destination) return;
+      // A deleted queue of the same name whose teardown is still to come: its binding goes now.
+      this.removeBinding(old, false);
+    }
     const b: Binding = { source, destination, routingKey, args, key };
     source.router.add(routingKey, args, destination);
     source.bindings.set(key, b);
     if (destination instanceof Exchange) destination.inbound.add(b);
+    else (destination.inbound ??= new Set()).add(b);
     if (source.durable && destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: source.name, key });
   }
 
@@ -296,7 +326,7 @@ export class VHost implements QueueHost, DelayedHost {
       throw BrokerError.accessRefused(`operation not permitted on the default exchange`);
     }
     const b = source.bindings.get(this.bindingKey(destination, routingKey, args));
-    if (b) this.removeBinding(b, true);
+    if (b !== undefined && b.destination === destination) this.removeBinding(b, true);
   }
 
   private bindingKey(destination: Destination, routingKey: string, args: FieldTable): string {
@@ -308,7 +338,9 @@ export class VHost implements QueueHost, DelayedHost {
     const src = b.source;
     if (!src.bindings.delete(b.key)) return;
     src.router.remove(b.routingKey, b.args, b.destination);
-    if (b.destination instanceof Exchange) b.destination.inbound.delete(b);
+    const d = b.destination;
+    if (d instanceof Exchange) d.inbound.delete(b);
+    else if (d.inbound !== undefined && d.inbound.delete(b) && d.inbound.size === 0) d.inbound = undefined;
     if (src.durable && b.destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: src.name, key: b.key });
     if (autoDeleteSource && src.autoDelete && src.bindings.size === 0 && !src.deleted) this.removeExchange(src);
   }
@@ -372,7 +404,8 @@ export class VHost implements QueueHost, DelayedHost {
       let rejected = false;
       let routed = 0;
       for (const q of out) {
-        if (skip !== undefined && skip(q)) continue;
+        // A queue unlinked by a closing connection whose bindings are still to go takes nothing.
+        if (q.deleted || (skip !== undefined && skip(q))) continue;
         routed++;
         const r = q.enqueue(stored);
         if (r === false) rejected = true;
@@ -382,6 +415,7 @@ export class VHost implements QueueHost, DelayedHost {
         }
       }
       ex.stats.publishOut += routed;
+      if (routed === 0 && skip === undefined) this.ctx.counters.unroutable++;
       let settled: Promise<void> = SETTLED;
       if (rejected) settled = REJECTED_BY_QUEUE();
       else if (extra !== undefined) settled = Promise.all([pending, ...extra]).then(() => undefined);
@@ -510,8 +544,25 @@ export class VHost implements QueueHost, DelayedHost {
     for (const ex of [...this.exchanges.values()]) if (ex.name !== '' && !ex.name.startsWith('amq.')) this.removeExchange(ex);
   }
 
-  /** Deletes every exclusive queue of a closing connection. */
+  /** Deletes every exclusive queue of a closing connection (only those: they are indexed by owner). */
   dropExclusive(owner: number): void {
-    for (const q of [...this.queues.values()]) if (q.exclusive && q.owner === owner) this.removeQueue(q);
+    for (const q of this.unlinkExclusive(owner)) this.dropUnlinked(q);
+  }
+
+  /**
+   * The first half of deleting a closing connection's exclusive queues (see `unlinkQueue`): their
+   * names are free and they take no messages. The caller finishes each with `dropUnlinkedQueue`.
+   */
+  unlinkExclusive(owner: number): Queue[] {
+    const own = this.exclusiveBy.get(owner);
+    if (own === undefined) return [];
+    const out = [...own];
+    for (const q of out) this.unlinkQueue(q);
+    return out;
+  }
+
+  /** The second half of a delete begun by `unlinkExclusive`. */
+  dropUnlinkedQueue(q: Queue): void {
+    if (q.deleted && !q.destroyed) this.dropUnlinked(q);
   }
 }
