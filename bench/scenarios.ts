@@ -391,9 +391,9 @@ function queueDelete(name: string, levels: readonly number[]): QueueDeleteScenar
     protocol: 'amqp',
     summary:
       `With ${levels.map((n) => n.toLocaleString('en-US')).join(' / ')} queues in the vhost (each bound to amq.topic): the broker's CPU ` +
-      `per queue.delete of 1,000 more bound queues (pipelined on one channel), and per AMQP connect + channel.open + close (200, one at a time)`,
+      `per queue.delete of 5,000 more bound queues (pipelined on one channel), and per AMQP connect + channel.open + close (200, one at a time)`,
     levels,
-    deletes: 1_000,
+    deletes: 5_000,
     connects: 200,
   };
 }

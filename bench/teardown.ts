@@ -9,7 +9,7 @@
  *   {@link IDLE_PCT} % after the last will), and the connect time (CONNECT -> CONNACK) of new
  *   clients started every {@link PROBE_EVERY_MS} ms while the storm lasts, median and worst.
  * - Queue delete (AMQP): with 1k, 10k and 50k queues in the vhost (each bound to amq.topic), the
- *   broker's CPU per queue.delete of 1,000 further bound queues (pipelined on one channel, so the
+ *   broker's CPU per queue.delete of 5,000 further bound queues (pipelined on one channel, so the
  *   wall time per delete is shown too), and the broker's CPU per AMQP connect + channel + close
  *   (sequential, 200 of them).
  *

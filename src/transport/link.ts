@@ -285,6 +285,8 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
 
   /** Over the high watermark: deliveries to this connection stop until `linkDrained`. */
   get congested(): boolean {
+    // A stream that is gone takes nothing: deliveries stop until its close is handled (a slice away).
+    if (this.gone) return true;
     if (!this.congestedNow) return false;
     if (this.stream.writableLength > this.low) return true;
     this.congestedNow = false;
