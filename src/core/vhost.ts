@@ -286,15 +286,16 @@ export class VHost implements QueueHost, DelayedHost {
     for (const c of [...q.consumers]) c.owner.consumerCancelled(c);
     q.consumers.length = 0;
     const n = q.destroy();
-    const inbound = q.inbound;
-    if (inbound !== undefined) for (const b of [...inbound]) this.removeBinding(b, true);
+    for (const b of this.bindingsTo(q)) this.removeBinding(b, true);
     if (q.durable) void this.persistence.definitionsChanged({ kind: 'queue', vhost: this.name, name: q.name });
     return n;
   }
 
   /** The bindings whose destination is `q` (excluding the default exchange's implicit one). */
   bindingsTo(q: Queue): Binding[] {
-    return q.inbound === undefined ? [] : [...q.inbound];
+    const inbound = q.inbound;
+    if (inbound === undefined) return [];
+    return inbound instanceof Set ? [...inbound] : [inbound];
   }
 
   // ---- bindings -----------------------------------------------------------------------------
@@ -317,7 +318,12 @@ export class VHost implements QueueHost, DelayedHost {
     source.router.add(routingKey, args, destination);
     source.bindings.set(key, b);
     if (destination instanceof Exchange) destination.inbound.add(b);
-    else (destination.inbound ??= new Set()).add(b);
+    else {
+      const inbound = destination.inbound;
+      if (inbound === undefined) destination.inbound = b;
+      else if (inbound instanceof Set) inbound.add(b);
+      else destination.inbound = new Set([inbound, b]);
+    }
     if (source.durable && destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: source.name, key });
   }
 
@@ -340,7 +346,8 @@ export class VHost implements QueueHost, DelayedHost {
     src.router.remove(b.routingKey, b.args, b.destination);
     const d = b.destination;
     if (d instanceof Exchange) d.inbound.delete(b);
-    else if (d.inbound !== undefined && d.inbound.delete(b) && d.inbound.size === 0) d.inbound = undefined;
+    else if (d.inbound === b) d.inbound = undefined;
+    else if (d.inbound instanceof Set && d.inbound.delete(b) && d.inbound.size === 0) d.inbound = undefined;
     if (src.durable && b.destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: src.name, key: b.key });
     if (autoDeleteSource && src.autoDelete && src.bindings.size === 0 && !src.deleted) this.removeExchange(src);
   }

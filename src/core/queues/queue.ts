@@ -94,8 +94,11 @@ export class Queue implements PageSink {
   deleted = false;
   /** Set once `destroy` ran (a deleted queue may wait for it while its connection's close is pending). */
   destroyed = false;
-  /** The bindings that lead here (made with the first): a delete removes only these. */
-  inbound: Set<Binding> | undefined = undefined;
+  /**
+   * The bindings that lead here: a delete removes only these. One binding (an MQTT session's
+   * usual case) is held as is; a Set from the second on.
+   */
+  inbound: Binding | Set<Binding> | undefined = undefined;
   /** Where persistent messages go; undefined for memory-only queues. */
   readonly store: QueueStore | undefined;
   /** Transient messages that arrived while messages were paged, in order. */
