@@ -236,7 +236,7 @@ export function stormTable(s: StormScenario, rows: StormResult[]): string {
     '',
     s.summary,
     '',
-    '| broker | sessions | storm (drop → broker quiet) | broker CPU per session | new client connect during storm: median / max (n) | opened in |',
+    '| broker | sessions | storm (drop → last will out) | broker CPU per session | new client connect during storm: median / max (n) | opened in |',
     '|---|---:|---:|---:|---|---:|',
   ];
   for (const r of rows) {

@@ -5,8 +5,9 @@ export interface TeardownWork {
   finishTeardown(): void;
 }
 
-/** Work done per event-loop turn before the rest waits for the next turn. */
+/** Time spent on closes per event-loop turn before the rest waits for the next turn. */
 export const TEARDOWN_BUDGET_MS = 2;
+/** Closes per event-loop turn before the rest waits for the next turn. */
 export const TEARDOWN_BUDGET_ITEMS = 256;
 
 /**

@@ -65,6 +65,8 @@ const REJECTED_BY_QUEUE = (): Promise<void> => {
   return p;
 };
 
+const NO_QUEUES: Queue[] = [];
+
 export function checkName(kind: 'queue' | 'exchange', name: string): void {
   if (Buffer.byteLength(name) > 255) throw BrokerError.precondition(`${kind} name too long`);
 }
@@ -562,7 +564,7 @@ export class VHost implements QueueHost, DelayedHost {
    */
   unlinkExclusive(owner: number): Queue[] {
     const own = this.exclusiveBy.get(owner);
-    if (own === undefined) return [];
+    if (own === undefined) return NO_QUEUES;
     const out = [...own];
     for (const q of out) this.unlinkQueue(q);
     return out;

@@ -212,7 +212,7 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
       this.notify();
     } else if (this.endDue) {
       this.endDue = false;
-      if (!this.stream.writableEnded) this.stream.end();
+      if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
     }
   }
 
