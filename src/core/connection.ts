@@ -32,7 +32,7 @@ export class CoreConnection implements TeardownWork {
   private closed = false;
   private tornDown = false;
   /** Exclusive queues unlinked by `close`, dropped by the teardown. */
-  private unlinked: Queue[] | undefined;
+  private unlinked: readonly Queue[] | undefined;
   private expiry: NodeJS.Timeout | undefined;
 
   constructor(

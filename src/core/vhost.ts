@@ -65,7 +65,7 @@ const REJECTED_BY_QUEUE = (): Promise<void> => {
   return p;
 };
 
-const NO_QUEUES: Queue[] = [];
+const NO_QUEUES: readonly Queue[] = [];
 
 export function checkName(kind: 'queue' | 'exchange', name: string): void {
   if (Buffer.byteLength(name) > 255) throw BrokerError.precondition(`${kind} name too long`);
@@ -562,7 +562,7 @@ export class VHost implements QueueHost, DelayedHost {
    * The first half of deleting a closing connection's exclusive queues (see `unlinkQueue`): their
    * names are free and they take no messages. The caller finishes each with `dropUnlinkedQueue`.
    */
-  unlinkExclusive(owner: number): Queue[] {
+  unlinkExclusive(owner: number): readonly Queue[] {
     const own = this.exclusiveBy.get(owner);
     if (own === undefined) return NO_QUEUES;
     const out = [...own];
