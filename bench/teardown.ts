@@ -11,7 +11,8 @@
  * - Queue delete (AMQP): with 1k, 10k and 50k queues in the vhost (each bound to amq.topic), the
  *   broker's CPU per queue.delete of 5,000 further bound queues (pipelined on one channel, so the
  *   wall time per delete is shown too), and the broker's CPU per AMQP connect + channel + close
- *   (sequential, 200 of them).
+ *   (sequential, 200 of them). The broker's CPU use while idle at that level (measured for 5 s
+ *   just before; stats sampling and timers grow with the queues too) is taken off both.
  *
  * The broker's CPU is its process's utime + stime: whatever else it does meanwhile (GC, timers)
  * is charged too, for every broker alike.
@@ -40,6 +41,8 @@ const IDLE_PCT = 25;
 const IDLE_WINDOW_MS = 100;
 const PROBE_EVERY_MS = 10;
 const OPEN_TIMEOUT_MS = 600_000;
+/** How long the broker's idle CPU use is measured before the queue-delete figures. */
+const IDLE_BASELINE_MS = 5_000;
 
 export interface Ctx {
   runId: string;
@@ -267,6 +270,19 @@ export interface QueueDeleteRow {
   deleteWallUs: number | null;
   connectCloseCpuMs: number | null;
   connectCloseWallMs: number | null;
+  /** The broker's CPU use while idle at this level (% of a core), taken off the figures. */
+  idlePct: number | null;
+}
+
+/** The broker's CPU use (seconds per second) over `ms` of doing nothing. */
+async function idleRate(pid: number | null, ms: number): Promise<number> {
+  if (pid === null) return 0;
+  const c0 = cpuSeconds(pid);
+  const t0 = performance.now();
+  await sleep(ms);
+  const c1 = cpuSeconds(pid);
+  if (c0 === null || c1 === null) return 0;
+  return (c1 - c0) / ((performance.now() - t0) / 1000);
 }
 
 async function inBatches(n: number, batch: number, fn: (i: number) => Promise<unknown>): Promise<void> {
@@ -280,7 +296,7 @@ async function inBatches(n: number, batch: number, fn: (i: number) => Promise<un
 export async function runQueueDelete(s: QueueDeleteScenario, b: Broker, ctx: Ctx): Promise<QueueDeleteRow[]> {
   const url = b.endpoints.amqp!;
   const rows: QueueDeleteRow[] = [];
-  const conn = await amqpConnect(url);
+  const conn = await amqpConnect(url, { noDelay: true });
   const ch = await conn.createChannel();
   const prefix = `wbench-qd-${ctx.runId}`;
   let filled = 0;
@@ -294,7 +310,7 @@ export async function runQueueDelete(s: QueueDeleteScenario, b: Broker, ctx: Ctx
   });
   try {
     for (const level of s.levels) {
-      const row: QueueDeleteRow = { broker: b.name, queues: level, error: null, deleteCpuUs: null, deleteWallUs: null, connectCloseCpuMs: null, connectCloseWallMs: null };
+      const row: QueueDeleteRow = { broker: b.name, queues: level, error: null, deleteCpuUs: null, deleteWallUs: null, connectCloseCpuMs: null, connectCloseWallMs: null, idlePct: null };
       rows.push(row);
       try {
         ctx.log(`  ${level.toLocaleString('en-US')} queues ...`);
@@ -306,25 +322,29 @@ export async function runQueueDelete(s: QueueDeleteScenario, b: Broker, ctx: Ctx
         await inBatches(victims.length, 500, (i) => declare(victims[i]!, `wbench.qd.victim.${level}.${i}`));
         await sleep(1_000);
         const pid = b.pid;
+        // What the broker spends meanwhile anyway (stats sampling, timers: they grow with the
+        // number of queues too) is measured while idle and taken off both figures.
+        const idle = await idleRate(pid, IDLE_BASELINE_MS);
         let c0 = pid === null ? null : cpuSeconds(pid);
         let t0 = performance.now();
         await Promise.all(victims.map((v) => ch.deleteQueue(v)));
         let t1 = performance.now();
         let c1 = pid === null ? null : cpuSeconds(pid);
         row.deleteWallUs = ((t1 - t0) * 1000) / victims.length;
-        row.deleteCpuUs = c0 === null || c1 === null ? null : ((c1 - c0) * 1e6) / victims.length;
+        row.deleteCpuUs = c0 === null || c1 === null ? null : ((c1 - c0 - idle * ((t1 - t0) / 1000)) * 1e6) / victims.length;
         await sleep(500);
         c0 = pid === null ? null : cpuSeconds(pid);
         t0 = performance.now();
         for (let i = 0; i < s.connects; i++) {
-          const c = await amqpConnect(url);
+          const c = await amqpConnect(url, { noDelay: true });
           await c.createChannel();
           await c.close();
         }
         t1 = performance.now();
         c1 = pid === null ? null : cpuSeconds(pid);
         row.connectCloseWallMs = (t1 - t0) / s.connects;
-        row.connectCloseCpuMs = c0 === null || c1 === null ? null : ((c1 - c0) * 1e3) / s.connects;
+        row.connectCloseCpuMs = c0 === null || c1 === null ? null : ((c1 - c0 - idle * ((t1 - t0) / 1000)) * 1e3) / s.connects;
+        row.idlePct = idle * 100;
         ctx.log(
           `    delete: ${row.deleteCpuUs?.toFixed(1) ?? 'n/a'} µs CPU; connect+close: ${row.connectCloseCpuMs?.toFixed(2) ?? 'n/a'} ms CPU`,
         );
@@ -348,17 +368,17 @@ export function queueDeleteTable(s: QueueDeleteScenario, rows: QueueDeleteRow[])
     '',
     s.summary,
     '',
-    '| broker | queues in vhost | queue.delete: broker CPU | queue.delete: wall (pipelined) | connect + channel + close: broker CPU | connect + close: wall |',
-    '|---|---:|---:|---:|---:|---:|',
+    '| broker | queues in vhost | queue.delete: broker CPU | queue.delete: wall (pipelined) | connect + channel + close: broker CPU | connect + close: wall | broker idle CPU (taken off) |',
+    '|---|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     if (r.error !== null) {
-      out.push(`| ${r.broker} | ${r.queues.toLocaleString('en-US')} | failed: ${r.error} | | | |`);
+      out.push(`| ${r.broker} | ${r.queues.toLocaleString('en-US')} | failed: ${r.error} | | | | |`);
       continue;
     }
     const f = (v: number | null, d: number, u: string): string => (v === null ? 'n/a' : `${v.toFixed(d)} ${u}`);
     out.push(
-      `| ${r.broker} | ${r.queues.toLocaleString('en-US')} | ${f(r.deleteCpuUs, 1, 'µs')} | ${f(r.deleteWallUs, 1, 'µs')} | ${f(r.connectCloseCpuMs, 2, 'ms')} | ${f(r.connectCloseWallMs, 2, 'ms')} |`,
+      `| ${r.broker} | ${r.queues.toLocaleString('en-US')} | ${f(r.deleteCpuUs, 1, 'µs')} | ${f(r.deleteWallUs, 1, 'µs')} | ${f(r.connectCloseCpuMs, 2, 'ms')} | ${f(r.connectCloseWallMs, 2, 'ms')} | ${f(r.idlePct, 1, '%')} |`,
     );
   }
   return out.join('\n');
