@@ -92,8 +92,11 @@ function validateExpiration(exp: string | undefined): void {
 export class VHost implements QueueHost, DelayedHost {
   readonly exchanges = new Map<string, Exchange>();
   readonly queues = new Map<string, Queue>();
-  /** Exclusive queues by owning connection id: a closing connection finds its own without a scan. */
-  private readonly exclusiveBy = new Map<number, Set<Queue>>();
+  /**
+   * Exclusive queues by owning connection id: a closing connection finds its own without a scan.
+   * One queue (a clean MQTT session's) is held as is, a Set from the second.
+   */
+  private readonly exclusiveBy = new Map<number, Queue | Set<Queue>>();
   private readonly scratch = new Set<Destination>();
   private readonly outSet = new Set<Queue>();
   private publishDepth = 0;
@@ -236,8 +239,9 @@ export class VHost implements QueueHost, DelayedHost {
     this.queues.set(qname, q);
     if (exclusive) {
       const own = this.exclusiveBy.get(owner);
-      if (own === undefined) this.exclusiveBy.set(owner, new Set([q]));
-      else own.add(q);
+      if (own === undefined) this.exclusiveBy.set(owner, q);
+      else if (own instanceof Set) own.add(q);
+      else this.exclusiveBy.set(owner, new Set([own, q]));
     }
     if (q.durable) void this.persistence.definitionsChanged({ kind: 'queue', vhost: this.name, name: qname });
     return q;
@@ -278,7 +282,8 @@ export class VHost implements QueueHost, DelayedHost {
     q.deleted = true;
     if (q.exclusive) {
       const own = this.exclusiveBy.get(q.owner);
-      if (own !== undefined && own.delete(q) && own.size === 0) this.exclusiveBy.delete(q.owner);
+      if (own === q) this.exclusiveBy.delete(q.owner);
+      else if (own instanceof Set && own.delete(q) && own.size === 0) this.exclusiveBy.delete(q.owner);
     }
     return true;
   }
@@ -565,7 +570,7 @@ export class VHost implements QueueHost, DelayedHost {
   unlinkExclusive(owner: number): readonly Queue[] {
     const own = this.exclusiveBy.get(owner);
     if (own === undefined) return NO_QUEUES;
-    const out = [...own];
+    const out = own instanceof Set ? [...own] : [own];
     for (const q of out) this.unlinkQueue(q);
     return out;
   }
