@@ -37,7 +37,9 @@ import { delayedTable, dropDelayed, prefillDelayed } from './delayed.js';
 import type { DelayedRow, DelayedScenario } from './delayed.js';
 import { rpcTable, runRpc } from './rpc.js';
 import type { RpcResult, RpcScenario } from './rpc.js';
-import type { ConnectionsScenario, IdleScenario, Scenario } from './scenarios.js';
+import type { ConnectionsScenario, IdleScenario, QueueDeleteScenario, Scenario, StormScenario } from './scenarios.js';
+import { queueDeleteTable, runQueueDelete, runStorm, stormTable } from './teardown.js';
+import type { QueueDeleteRow, StormResult } from './teardown.js';
 import { startAedes } from './peers/aedes.js';
 import { startMosquitto } from './peers/mosquitto.js';
 
@@ -495,7 +497,7 @@ async function measureRpc(s: RpcScenario, brokers: Broker[], o: RunOptions, quie
 function wantsIdle(selection: string | undefined): boolean {
   const names = selection?.split(',').map((n) => n.trim()) ?? [];
   const all = names.length === 0 || names.includes('all');
-  return SCENARIOS.some((s) => (s.kind === 'idle' || s.kind === 'connections') && (all || names.includes(s.name)));
+  return SCENARIOS.some((s) => (s.kind === 'idle' || s.kind === 'connections' || s.kind === 'storm') && (all || names.includes(s.name)));
 }
 
 /**
@@ -542,6 +544,46 @@ async function measureConnections(s: ConnectionsScenario, brokers: Broker[], o: 
         : `  ${r.mqttIdle} idle MQTT + ${r.active} active held; ${r.kibPerIdleMqtt?.toFixed(2) ?? 'n/a'} KiB per idle MQTT connection settled`,
     );
     out.push(r);
+    await sleep(2000);
+  }
+  return out;
+}
+
+/**
+ * The disconnect storm on every broker with an MQTT endpoint except RabbitMQ (see StormScenario),
+ * each count in turn, one broker after another.
+ */
+async function measureStorm(s: StormScenario, brokers: Broker[], o: RunOptions, quietWaitS: number): Promise<StormResult[]> {
+  const out: StormResult[] = [];
+  let round = 0;
+  for (const b of brokers) {
+    if (b.endpoints.mqtt === undefined || b.name.startsWith('RabbitMQ')) continue;
+    for (const n of s.sessions) {
+      if (interrupted) break;
+      log(`${s.name} on ${b.name}: ${n} sessions ...`);
+      if (quietWaitS > 0) await waitForQuiet(quietWaitS);
+      const r = await runStorm(s, n, round++, b, { runId: o.runId, onCleanup, log });
+      log(
+        r.error !== null
+          ? `  failed: ${r.error}`
+          : `  ${r.sessions} sessions: storm ${r.stormMs?.toFixed(0)} ms, ${r.cpuUsPerSession?.toFixed(1)} µs CPU each, ${r.probes.length} new clients, worst ${r.probes.length > 0 ? Math.max(...r.probes).toFixed(1) : 'n/a'} ms; before the drop: ${r.probesBefore.map((x) => x.toFixed(1)).join(' ')}; during: ${r.probes.map((x) => x.toFixed(0)).join(' ')}`,
+      );
+      out.push(r);
+      await sleep(3000);
+    }
+  }
+  return out;
+}
+
+/** Queue delete and connect + close on every broker with an AMQP endpoint. */
+async function measureQueueDelete(s: QueueDeleteScenario, brokers: Broker[], o: RunOptions, quietWaitS: number): Promise<QueueDeleteRow[]> {
+  const out: QueueDeleteRow[] = [];
+  for (const b of brokers) {
+    if (interrupted) break;
+    if (b.endpoints.amqp === undefined) continue;
+    log(`${s.name} on ${b.name} ...`);
+    if (quietWaitS > 0) await waitForQuiet(quietWaitS);
+    out.push(...(await runQueueDelete(s, b, { runId: o.runId, onCleanup, log })));
     await sleep(2000);
   }
   return out;
@@ -717,6 +759,8 @@ async function main(): Promise<number> {
   const idleResults: IdleResult[] = [];
   const connectionResults: ConnectionsResult[] = [];
   const rpcResults: RpcResult[] = [];
+  const stormResults: StormResult[] = [];
+  const queueDeleteResults: QueueDeleteRow[] = [];
   const sections: string[] = [];
   for (const s of scenarios) {
     if (s.kind === 'rpc') {
@@ -739,6 +783,18 @@ async function main(): Promise<number> {
       const rows = await measureConnections(s, brokers, o, quietWaitS);
       connectionResults.push(...rows);
       if (rows.length > 0) sections.push(connectionsTable(s, rows));
+      continue;
+    }
+    if (s.kind === 'storm') {
+      const rows = await measureStorm(s, brokers, o, quietWaitS);
+      stormResults.push(...rows);
+      if (rows.length > 0) sections.push(stormTable(s, rows));
+      continue;
+    }
+    if (s.kind === 'queue-delete') {
+      const rows = await measureQueueDelete(s, brokers, o, quietWaitS);
+      queueDeleteResults.push(...rows);
+      if (rows.length > 0) sections.push(queueDeleteTable(s, rows));
       continue;
     }
     // Repetitions alternate between brokers, so slow drifts in machine load hit both alike.
@@ -785,14 +841,16 @@ async function main(): Promise<number> {
   if (values.json !== undefined) {
     await writeFile(
       values.json,
-      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults, connectionResults, rpcResults }, null, 2)}\n`,
+      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults, connectionResults, rpcResults, stormResults, queueDeleteResults }, null, 2)}\n`,
     );
   }
   await cleanupAll();
   return results.some((r) => r.error !== null) ||
     idleResults.some((r) => r.error !== null) ||
     connectionResults.some((r) => r.error !== null) ||
-    rpcResults.some((r) => r.error !== null)
+    rpcResults.some((r) => r.error !== null) ||
+    stormResults.some((r) => r.error !== null) ||
+    queueDeleteResults.some((r) => r.error !== null)
     ? 1
     : 0;
 }

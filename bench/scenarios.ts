@@ -388,7 +388,64 @@ function directReplyRpc(name: string, inFlight: number[], bodySize: number): Rpc
   };
 }
 
-export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario | ConnectionsScenario | RpcScenario)[] = [
+/**
+ * Not a throughput run: `sessions` subscribed MQTT clean sessions drop at once, for each count in
+ * turn (see teardown.ts). RabbitMQ's MQTT plugin is left out (its node would need minutes per
+ * round at these counts); Mosquitto is the MQTT reference.
+ */
+export interface StormScenario {
+  kind: 'storm';
+  name: string;
+  protocol: Protocol;
+  summary: string;
+  sessions: readonly number[];
+  processes: number;
+}
+
+/** Not a throughput run: queue.delete and connect + close with ever more queues in the vhost (see teardown.ts). */
+export interface QueueDeleteScenario {
+  kind: 'queue-delete';
+  name: string;
+  protocol: Protocol;
+  summary: string;
+  levels: readonly number[];
+  /** Queues deleted (timed) at each level. */
+  deletes: number;
+  /** AMQP connect + close round trips (timed) at each level. */
+  connects: number;
+}
+
+function disconnectStorm(name: string, sessions: readonly number[]): StormScenario {
+  return {
+    kind: 'storm',
+    name,
+    protocol: 'mqtt',
+    summary:
+      `${sessions.map((n) => n.toLocaleString('en-US')).join(' and ')} subscribed MQTT 3.1.1 clean sessions (one QoS 1 subscription and ` +
+      `a QoS 0 will each, from 4 client processes) drop at once (sockets destroyed, no DISCONNECT: a load balancer restart). Storm = ` +
+      `from the drop until the last will reaches a watcher subscribed to them all (the broker has handled every session's end); CPU ` +
+      `from /proc every 10 ms until the broker is quiet after that; meanwhile a new client connects every 10 ms (CONNECT -> CONNACK timed). ` +
+      `The largest count is what fits the broker's open-files limit`,
+    sessions,
+    processes: 4,
+  };
+}
+
+function queueDelete(name: string, levels: readonly number[]): QueueDeleteScenario {
+  return {
+    kind: 'queue-delete',
+    name,
+    protocol: 'amqp',
+    summary:
+      `With ${levels.map((n) => n.toLocaleString('en-US')).join(' / ')} queues in the vhost (each bound to amq.topic): the broker's CPU ` +
+      `per queue.delete of 5,000 more bound queues (pipelined on one channel), and per AMQP connect + channel.open + close (200, one at a time)`,
+    levels,
+    deletes: 5_000,
+    connects: 200,
+  };
+}
+
+export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario | ConnectionsScenario | RpcScenario | StormScenario | QueueDeleteScenario)[] = [
   amqpOneToOne('amqp-1to1-16b', 16),
   amqpOneToOne('amqp-1to1-1k', 1024),
   amqpFanout('amqp-fanout10', 10, 16),
@@ -406,8 +463,10 @@ export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario | Co
   stompQueue('stomp-ws-queue-ack-individual', 'stomp-ws', 'client-individual', 16),
   delayedPending('amqp-delayed-1m-pending', 1_000_000),
   directReplyRpc('amqp-rpc-direct-reply-to', [1, 16], 16),
+  disconnectStorm('mqtt-disconnect-storm', [5_000, 19_800]),
+  queueDelete('amqp-queue-delete', [1_000, 10_000, 50_000]),
 ];
 
-export function findScenario(name: string): Scenario | IdleScenario | DelayedScenario | ConnectionsScenario | RpcScenario | undefined {
+export function findScenario(name: string): (typeof SCENARIOS)[number] | undefined {
   return SCENARIOS.find((s) => s.name === name);
 }

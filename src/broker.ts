@@ -258,6 +258,7 @@ export async function startBroker(
       await Promise.all(closing);
       core.alarms.stop();
       core.consumerTimeouts.stop();
+      core.teardown.flush();
       mqttCluster?.stop();
       await cluster?.stop().catch((err: unknown) => log.warn({ err }, 'cluster: error while leaving'));
       await store.close();

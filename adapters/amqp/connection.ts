@@ -4,6 +4,7 @@ import {
   BrokerError,
   ReplyCode,
   type Closable,
+  type Teardown,
   type CoreConnection,
   type FieldTable,
   type User,
@@ -114,6 +115,11 @@ export class AmqpConnection implements Closable, LinkOwner {
   }
 
   /** LinkOwner: the stream is gone. */
+  /** LinkOwner: closes go through the core's teardown queue (sliced in a storm of closes). */
+  get teardown(): Teardown {
+    return this.ctx.core.teardown;
+  }
+
   linkClosed(reason: string): void {
     if (reason !== CLOSED_BY_CLIENT) this.closeReason = reason;
     this.cleanup();

@@ -16,6 +16,7 @@ import {
   ReplyCode,
   SETTLED,
   type Closable,
+  type Teardown,
   type CoreChannel,
   type CoreConnection,
   type Delivery,
@@ -199,6 +200,11 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   }
 
   /** LinkOwner: the stream is gone. */
+  /** LinkOwner: closes go through the core's teardown queue (sliced in a storm of closes). */
+  get teardown(): Teardown {
+    return this.adapter.ctx.core.teardown;
+  }
+
   linkClosed(reason: string): void {
     if (reason !== CLOSED_BY_CLIENT && this.state !== 'closed') this.closeReason = reason;
     this.cleanup();

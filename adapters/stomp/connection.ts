@@ -7,6 +7,7 @@ import {
   SETTLED,
   replyName,
   type Closable,
+  type Teardown,
   type CoreChannel,
   type CoreConnection,
   type Delivery,
@@ -181,6 +182,11 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
   }
 
   /** LinkOwner: the stream is gone. */
+  /** LinkOwner: closes go through the core's teardown queue (sliced in a storm of closes). */
+  get teardown(): Teardown {
+    return this.ctx.core.teardown;
+  }
+
   linkClosed(reason: string): void {
     if (reason !== CLOSED_BY_CLIENT) this.closeReason = reason;
     this.cleanup();

@@ -474,8 +474,17 @@ export class CoreChannel implements ConsumerOwner {
     c.sink.cancelled?.(c.tag);
   }
 
+  /** The connection is closed and its teardown (which closes this channel) is still to come. */
+  get closing(): boolean {
+    return !this.closed && this.connection.isClosed;
+  }
+
+  finishClose(): void {
+    this.connection.finishTeardown();
+  }
+
   canDeliver(): boolean {
-    return this.flowActive && !this.closed && (this.channelPrefetch === 0 || this.unacked.size < this.channelPrefetch);
+    return this.flowActive && !this.closed && !this.connection.isClosed && (this.channelPrefetch === 0 || this.unacked.size < this.channelPrefetch);
   }
 
   /**

@@ -1,6 +1,8 @@
 import { CoreChannel } from './channel.js';
 import type { Core } from './core.js';
 import { ConnectionTraffic } from './stats.js';
+import type { Queue } from './queues/queue.js';
+import type { TeardownWork } from './teardown.js';
 import type { ConnectionInfo } from './types.js';
 import type { VHost } from './vhost.js';
 
@@ -21,13 +23,16 @@ const NO_CHANNELS: ReadonlySet<CoreChannel> = new Set();
  * One client connection on the core, whatever its protocol. Owns its channels and the exclusive
  * queues it declared. Kept small: an idle MQTT connection is one of these and little else.
  */
-export class CoreConnection {
+export class CoreConnection implements TeardownWork {
   /** Open channels; made with the first one (an idle MQTT or STOMP connection has none). */
   private open: Set<CoreChannel> | undefined;
   readonly connectedAt = Date.now();
   /** Bytes in/out, maintained by the adapter for management and metrics. */
   readonly traffic = new ConnectionTraffic();
   private closed = false;
+  private tornDown = false;
+  /** Exclusive queues unlinked by `close`, dropped by the teardown. */
+  private unlinked: readonly Queue[] | undefined;
   private expiry: NodeJS.Timeout | undefined;
 
   constructor(
@@ -61,7 +66,6 @@ export class CoreConnection {
     this.open?.delete(ch);
   }
 
-  /** Closes every channel (requeueing unacked messages) and deletes this connection's exclusive queues. */
   /**
    * The connection ends when its access token does (epoch ms); a later call (a renewed token)
    * moves the end, undefined removes it.
@@ -81,12 +85,29 @@ export class CoreConnection {
     this.expiry.unref();
   }
 
+  /**
+   * Closes every channel (requeueing unacked messages) and deletes this connection's exclusive
+   * queues. What a new client could run into goes at once: the exclusive queues' names are free
+   * and nothing is delivered to this connection any more. The rest is the core's teardown (see
+   * Teardown): done before this returns unless a storm of closes has used up this turn's budget.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     if (this.expiry !== undefined) clearTimeout(this.expiry);
+    const own = this.vhost.unlinkExclusive(this.id);
+    if (own.length > 0) this.unlinked = own;
+    this.core.teardown.add(this);
+  }
+
+  /** The rest of `close`: channels closed, exclusive queues dropped (only this connection's). */
+  finishTeardown(): void {
+    if (this.tornDown || !this.closed) return;
+    this.tornDown = true;
     for (const ch of [...this.channels]) ch.close();
-    this.vhost.dropExclusive(this.id);
+    const own = this.unlinked;
+    this.unlinked = undefined;
+    if (own !== undefined) for (const q of own) this.vhost.dropUnlinkedQueue(q);
     this.core.connectionClosed(this);
   }
 }

@@ -42,7 +42,7 @@ export class ConsumerTimeouts {
   sweep(now: number): number {
     let n = 0;
     for (const conn of this.scope.connections) {
-      for (const ch of conn.channels) if (ch.unackedCount > 0 && ch.onConsumerTimeout !== undefined) n += sweepChannel(ch, now, this.defaultMs);
+      for (const ch of conn.channels) if (ch.unackedCount > 0 && !ch.closing && ch.onConsumerTimeout !== undefined) n += sweepChannel(ch, now, this.defaultMs);
     }
     return n;
   }

@@ -10,6 +10,7 @@ import type { HeldCodec } from './exchanges/held.js';
 import { Policies } from './policies.js';
 import { SystemSession } from './session.js';
 import { CoreTotals } from './stats.js';
+import { Teardown } from './teardown.js';
 import { TokenVerifier } from './token-auth.js';
 import type { ConnectionInfo } from './types.js';
 import { VHost, type VHostContext } from './vhost.js';
@@ -56,6 +57,8 @@ export class Core implements VHostContext {
   readonly defaultVhost: string;
   /** Cancels consumers that hold deliveries past their timeout (one periodic sweep). */
   readonly consumerTimeouts: ConsumerTimeouts;
+  /** Connection closes, finished in slices when many come at once. */
+  readonly teardown: Teardown;
   persistence: Persistence;
   readonly log: CoreLog;
   readonly maxPropertiesBytes: number;
@@ -69,6 +72,10 @@ export class Core implements VHostContext {
   constructor(opts: CoreOptions = {}) {
     this.persistence = opts.persistence ?? NO_PERSISTENCE;
     this.log = opts.log ?? NO_LOG;
+    const log = this.log;
+    this.teardown = new Teardown((err) =>
+      log.warn({ err: err instanceof Error ? (err.stack ?? err.message) : String(err) }, 'connection teardown failed'),
+    );
     this.maxPropertiesBytes = propertiesLimit(opts.frameMax ?? 131072);
     this.alarms = new Alarms(opts.memoryHighWatermark ?? 0.4);
     this.defaultVhost = opts.defaultVhost ?? '/';

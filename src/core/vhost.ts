@@ -70,6 +70,8 @@ const REJECTED_BY_QUEUE = (): Promise<void> => {
   return p;
 };
 
+const NO_QUEUES: readonly Queue[] = [];
+
 export function checkName(kind: 'queue' | 'exchange', name: string): void {
   if (Buffer.byteLength(name) > 255) throw BrokerError.precondition(`${kind} name too long`);
 }
@@ -95,6 +97,11 @@ function validateExpiration(exp: string | undefined): void {
 export class VHost implements QueueHost, DelayedHost {
   readonly exchanges = new Map<string, Exchange>();
   readonly queues = new Map<string, Queue>();
+  /**
+   * Exclusive queues by owning connection id: a closing connection finds its own without a scan.
+   * One queue (a clean MQTT session's) is held as is, a Set from the second.
+   */
+  private readonly exclusiveBy = new Map<number, Queue | Set<Queue>>();
   private readonly scratch = new Set<Destination>();
   private readonly outSet = new Set<Queue>();
   private publishDepth = 0;
@@ -237,6 +244,12 @@ export class VHost implements QueueHost, DelayedHost {
     const effective = this.ctx.policies?.effectiveQueueArguments(this.name, qname, args) ?? args;
     const q = new Queue(this, qname, durable && !exclusive, exclusive, autoDelete, args, exclusive ? owner : 0, effective);
     this.queues.set(qname, q);
+    if (exclusive) {
+      const own = this.exclusiveBy.get(owner);
+      if (own === undefined) this.exclusiveBy.set(owner, q);
+      else if (own instanceof Set) own.add(q);
+      else this.exclusiveBy.set(owner, new Set([own, q]));
+    }
     if (q.durable) void this.persistence.definitionsChanged({ kind: 'queue', vhost: this.name, name: qname });
     return q;
   }
@@ -254,6 +267,7 @@ export class VHost implements QueueHost, DelayedHost {
     const q = this.queues.get(name);
     if (!q) return 0;
     this.checkExclusiveAccess(q, owner);
+    if (ifUnused) q.finishClosingConsumers();
     if (ifUnused && q.consumerCount > 0) throw BrokerError.precondition(`${this.describe('queue', name)} in use`);
     if (ifEmpty && q.readyCount > 0) throw BrokerError.precondition(`${this.describe('queue', name)} not empty`);
     return this.removeQueue(q);
@@ -261,8 +275,28 @@ export class VHost implements QueueHost, DelayedHost {
 
   /** Deletes a queue: bindings go, consumers are cancelled, ready messages are dropped. */
   removeQueue(q: Queue): number {
-    if (q.deleted || this.queues.get(q.name) !== q) return 0;
+    if (!this.unlinkQueue(q)) return 0;
+    return this.dropUnlinked(q);
+  }
+
+  /**
+   * First half of a delete: the queue loses its name (a new queue may take it at once) and takes
+   * no more messages (routing skips it). False when it was not this vhost's live queue.
+   */
+  private unlinkQueue(q: Queue): boolean {
+    if (q.deleted || this.queues.get(q.name) !== q) return false;
     this.queues.delete(q.name);
+    q.deleted = true;
+    if (q.exclusive) {
+      const own = this.exclusiveBy.get(q.owner);
+      if (own === q) this.exclusiveBy.delete(q.owner);
+      else if (own instanceof Set && own.delete(q) && own.size === 0) this.exclusiveBy.delete(q.owner);
+    }
+    return true;
+  }
+
+  /** Second half: consumers cancelled, messages dropped, its own bindings (only those) removed. */
+  private dropUnlinked(q: Queue): number {
     for (const c of [...q.consumers]) c.owner.consumerCancelled(c);
     q.consumers.length = 0;
     const n = q.destroy();
@@ -273,11 +307,9 @@ export class VHost implements QueueHost, DelayedHost {
 
   /** The bindings whose destination is `q` (excluding the default exchange's implicit one). */
   bindingsTo(q: Queue): Binding[] {
-    const out: Binding[] = [];
-    for (const ex of this.exchanges.values()) {
-      for (const b of ex.bindings.values()) if (b.destination === q) out.push(b);
-    }
-    return out;
+    const inbound = q.inbound;
+    if (inbound === undefined) return [];
+    return inbound instanceof Set ? [...inbound] : [inbound];
   }
 
   // ---- bindings -----------------------------------------------------------------------------
@@ -290,11 +322,22 @@ export class VHost implements QueueHost, DelayedHost {
       throw BrokerError.accessRefused(`operation not permitted on the default exchange`);
     }
     const key = this.bindingKey(destination, routingKey, args);
-    if (source.bindings.has(key)) return;
+    const old = source.bindings.get(key);
+    if (old !== undefined) {
+      if (old.destination === destination) return;
+      // A deleted queue of the same name whose teardown is still to come: its binding goes now.
+      this.removeBinding(old, false);
+    }
     const b: Binding = { source, destination, routingKey, args, key };
     source.router.add(routingKey, args, destination);
     source.bindings.set(key, b);
     if (destination instanceof Exchange) destination.inbound.add(b);
+    else {
+      const inbound = destination.inbound;
+      if (inbound === undefined) destination.inbound = b;
+      else if (inbound instanceof Set) inbound.add(b);
+      else destination.inbound = new Set([inbound, b]);
+    }
     if (source.durable && destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: source.name, key });
   }
 
@@ -303,7 +346,7 @@ export class VHost implements QueueHost, DelayedHost {
       throw BrokerError.accessRefused(`operation not permitted on the default exchange`);
     }
     const b = source.bindings.get(this.bindingKey(destination, routingKey, args));
-    if (b) this.removeBinding(b, true);
+    if (b !== undefined && b.destination === destination) this.removeBinding(b, true);
   }
 
   private bindingKey(destination: Destination, routingKey: string, args: FieldTable): string {
@@ -315,7 +358,10 @@ export class VHost implements QueueHost, DelayedHost {
     const src = b.source;
     if (!src.bindings.delete(b.key)) return;
     src.router.remove(b.routingKey, b.args, b.destination);
-    if (b.destination instanceof Exchange) b.destination.inbound.delete(b);
+    const d = b.destination;
+    if (d instanceof Exchange) d.inbound.delete(b);
+    else if (d.inbound === b) d.inbound = undefined;
+    else if (d.inbound instanceof Set && d.inbound.delete(b) && d.inbound.size === 0) d.inbound = undefined;
     if (src.durable && b.destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: src.name, key: b.key });
     if (autoDeleteSource && src.autoDelete && src.bindings.size === 0 && !src.deleted) this.removeExchange(src);
   }
@@ -412,7 +458,8 @@ export class VHost implements QueueHost, DelayedHost {
       let rejected = false;
       let routed = 0;
       for (const q of out) {
-        if (skip !== undefined && skip(q)) continue;
+        // A queue unlinked by a closing connection whose bindings are still to go takes nothing.
+        if (q.deleted || (skip !== undefined && skip(q))) continue;
         routed++;
         const r = q.forwarder === undefined ? q.enqueue(stored) : q.forwarder.forward(q, stored);
         if (r === false) rejected = true;
@@ -422,6 +469,7 @@ export class VHost implements QueueHost, DelayedHost {
         }
       }
       ex.stats.publishOut += routed;
+      if (routed === 0 && skip === undefined) this.ctx.counters.unroutable++;
       let settled: Promise<void> = SETTLED;
       if (rejected) settled = REJECTED_BY_QUEUE();
       else if (extra !== undefined) settled = Promise.all([pending, ...extra]).then(() => undefined);
@@ -573,8 +621,25 @@ export class VHost implements QueueHost, DelayedHost {
     for (const ex of [...this.exchanges.values()]) if (ex.name !== '' && !ex.name.startsWith('amq.')) this.removeExchange(ex);
   }
 
-  /** Deletes every exclusive queue of a closing connection. */
+  /** Deletes every exclusive queue of a closing connection (only those: they are indexed by owner). */
   dropExclusive(owner: number): void {
-    for (const q of [...this.queues.values()]) if (q.exclusive && q.owner === owner) this.removeQueue(q);
+    for (const q of this.unlinkExclusive(owner)) this.dropUnlinked(q);
+  }
+
+  /**
+   * The first half of deleting a closing connection's exclusive queues (see `unlinkQueue`): their
+   * names are free and they take no messages. The caller finishes each with `dropUnlinkedQueue`.
+   */
+  unlinkExclusive(owner: number): readonly Queue[] {
+    const own = this.exclusiveBy.get(owner);
+    if (own === undefined) return NO_QUEUES;
+    const out = own instanceof Set ? [...own] : [own];
+    for (const q of out) this.unlinkQueue(q);
+    return out;
+  }
+
+  /** The second half of a delete begun by `unlinkExclusive`. */
+  dropUnlinkedQueue(q: Queue): void {
+    if (q.deleted && !q.destroyed) this.dropUnlinked(q);
   }
 }

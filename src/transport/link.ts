@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { processMemory, type MemorySource } from '../core/index.js';
+import { processMemory, type MemorySource, type Teardown, type TeardownWork } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import type { TransportControl } from './adapter.js';
 import { InputGuard, type GuardedConnection } from './guard.js';
@@ -40,6 +40,12 @@ export interface LinkOwner extends GuardedConnection {
    * itself (with its protocol's message, then `closeAfter`); false and the link destroys the stream.
    */
   linkExpired(kind: 'handshake' | 'silence'): boolean;
+  /**
+   * The core's teardown queue: with it, a client's end of stream and the close that follows are
+   * taken a slice per event-loop turn when thousands come at once (see Teardown); without it,
+   * at once.
+   */
+  readonly teardown?: Teardown | undefined;
 }
 
 const LINK = Symbol('warren.link');
@@ -111,7 +117,7 @@ export function sweptLinks(): number {
  * close deadlines, and the `closed` promise. Transports differ only below it: they hand a Duplex
  * and, when they buffer whole messages, a TransportControl.
  */
-export class Link implements GuardedConnection, MemorySource {
+export class Link implements GuardedConnection, MemorySource, TeardownWork {
   readonly guard: InputGuard;
   bytesIn = 0;
   bytesOut = 0;
@@ -134,6 +140,10 @@ export class Link implements GuardedConnection, MemorySource {
   private deadlineKind = Deadline.NONE;
   private swept = false;
   private gone = false;
+  /** The client ended its side; ending ours waits in the teardown queue. */
+  private endDue = false;
+  /** The stream closed; telling the owner waits in the teardown queue. */
+  private closeDue = false;
   private closedPromise: Promise<void> | undefined;
   private resolveClosed: (() => void) | undefined;
 
@@ -184,7 +194,26 @@ export class Link implements GuardedConnection, MemorySource {
   }
 
   private static onEnd(this: Duplex): void {
-    if (!this.writableEnded) this.end();
+    const l = (this as Linked)[LINK];
+    const t = l?.owner.teardown;
+    if (l === undefined || t === undefined) {
+      if (!this.writableEnded) this.end();
+      return;
+    }
+    l.endDue = true;
+    t.add(l);
+  }
+
+  /** TeardownWork: the part of a close that was waiting for its slice. */
+  finishTeardown(): void {
+    if (this.closeDue) {
+      this.closeDue = false;
+      this.endDue = false;
+      this.notify();
+    } else if (this.endDue) {
+      this.endDue = false;
+      if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
+    }
   }
 
   private static onClose(this: Duplex): void {
@@ -256,6 +285,8 @@ export class Link implements GuardedConnection, MemorySource {
 
   /** Over the high watermark: deliveries to this connection stop until `linkDrained`. */
   get congested(): boolean {
+    // A stream that is gone takes nothing: deliveries stop until its close is handled (a slice away).
+    if (this.gone) return true;
     if (!this.congestedNow) return false;
     if (this.stream.writableLength > this.low) return true;
     this.congestedNow = false;
@@ -402,6 +433,13 @@ export class Link implements GuardedConnection, MemorySource {
     if (this.gone) return;
     this.gone = true;
     this.updateSweep();
+    const t = this.owner.teardown;
+    if (t === undefined) return this.notify();
+    this.closeDue = true;
+    t.add(this);
+  }
+
+  private notify(): void {
     this.guard.run(Link.notifyClosed, this);
     this.resolveClosed?.();
   }

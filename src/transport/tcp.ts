@@ -5,7 +5,9 @@ import { peerOf, serveStream } from './serve.js';
 
 /** Listens on a TCP port and hands every socket to the adapter. Resolves with the bound port. */
 export function listenTcp(adapter: ProtocolAdapter, port: number, host: string, log: Logger): Promise<{ server: Server; port: number }> {
-  const server = createServer({ noDelay: true }, (socket: Socket) => {
+  // Half-open: the Link ends our side when the client ends its own, through the core's teardown
+  // queue, so that thousands of clients leaving at once are taken a slice per event-loop turn.
+  const server = createServer({ noDelay: true, allowHalfOpen: true }, (socket: Socket) => {
     socket.setNoDelay(true);
     serveStream(adapter, socket, peerOf(socket), 'tcp', log);
   });

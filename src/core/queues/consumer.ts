@@ -15,6 +15,10 @@ export interface ConsumerOwner {
   deliverFromQueue(consumer: Consumer, queue: Queue, entry: QueueEntry, redelivered: boolean): boolean;
   /** The queue went away: the consumer is gone (AMQP sends basic.cancel). */
   consumerCancelled(consumer: Consumer): void;
+  /** The owner's connection is closed and its teardown is still to come (see Teardown). */
+  readonly closing: boolean;
+  /** Finishes that teardown now. */
+  finishClose(): void;
 }
 
 export class Consumer {

@@ -1,6 +1,7 @@
 import { Deque } from '../deque.js';
 import { BrokerError } from '../errors.js';
 import { processMemory } from '../memory.js';
+import type { Binding } from '../exchanges/exchange.js';
 import type { PageSink, Persistence, QueueStore } from '../persistence.js';
 import type { FieldTable, FieldValue, StoredMessage } from '../types.js';
 import type { Consumer } from './consumer.js';
@@ -114,6 +115,13 @@ export class Queue implements PageSink {
    * here is handed to this instead of being enqueued, and settles when the home has it.
    */
   forwarder: QueueForwarder | undefined = undefined;
+  /** Set once `destroy` ran (a deleted queue may wait for it while its connection's close is pending). */
+  destroyed = false;
+  /**
+   * The bindings that lead here: a delete removes only these. One binding (an MQTT session's
+   * usual case) is held as is; a Set from the second on.
+   */
+  inbound: Binding | Set<Binding> | undefined = undefined;
   /** Where persistent messages go; undefined for memory-only queues. */
   readonly store: QueueStore | undefined;
   /** Transient messages that arrived while messages were paged, in order. */
@@ -546,7 +554,23 @@ export class Queue implements PageSink {
     this.settle(e);
   }
 
+  /**
+   * Consumers whose connection is closing but not yet torn down (see Teardown) stay attached
+   * until then, unable to receive. Whoever needs the queue's consumers as they will be (a new
+   * consumer, an if-unused delete) finishes those closes first, so unacknowledged messages are
+   * back in order and no departed exclusive consumer stands in the way.
+   */
+  finishClosingConsumers(): void {
+    const cs = this.consumers;
+    for (let i = 0; i < cs.length; i++) {
+      if (!cs[i]!.owner.closing) continue;
+      for (const c of [...cs]) if (c.owner.closing) c.owner.finishClose();
+      return;
+    }
+  }
+
   addConsumer(c: Consumer): void {
+    this.finishClosingConsumers();
     if (c.exclusive && this.consumers.length > 0) {
       throw BrokerError.accessRefused(`queue '${this.name}' in vhost '${this.host.name}' in exclusive use`);
     }
@@ -649,6 +673,7 @@ export class Queue implements PageSink {
   destroy(): number {
     const n = this.readyCount;
     this.deleted = true;
+    this.destroyed = true;
     for (const level of this.levels) level.drain((e) => release(e.msg));
     for (let t = this.tail.shift(); t !== undefined; t = this.tail.shift()) release(t.msg);
     this.pagedCount = 0;

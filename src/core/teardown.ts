@@ -1,0 +1,106 @@
+import { Deque } from './deque.js';
+
+/** Something whose teardown may wait: running it twice does nothing the second time. */
+export interface TeardownWork {
+  finishTeardown(): void;
+}
+
+/** Time spent on closes per event-loop turn before the rest waits for the next turn. */
+export const TEARDOWN_BUDGET_MS = 2;
+/** Closes per event-loop turn before the rest waits for the next turn. */
+export const TEARDOWN_BUDGET_ITEMS = 256;
+
+/**
+ * Closes processed in slices. A close runs at once while the current event-loop turn has budget
+ * left (a single close is finished before `close()` returns); beyond the budget, closes wait in
+ * order and a `setImmediate` loop finishes them a slice per turn, so that a storm of closes (a
+ * gateway restart dropping thousands of sessions) leaves room between slices for new connections
+ * and deliveries.
+ *
+ * Only the part of a close that nothing else can observe is deferred: what a new client could
+ * collide with (an exclusive queue's name) is released before the work is queued, and whoever
+ * needs a closing object finished (a new consumer on its queue) finishes it on the spot.
+ */
+export class Teardown {
+  private readonly pending = new Deque<TeardownWork>();
+  private scheduled = false;
+  /** Budget spent in the current turn (reset by the next `setImmediate`). */
+  private spentMs = 0;
+  private spentItems = 0;
+  private turnOpen = false;
+  /** Closes finished since the broker started (management, tests, the bench). */
+  finished = 0;
+
+  constructor(
+    /** A close that threw: reported, and the others go on. */
+    private readonly onError: (err: unknown) => void,
+    private readonly budgetMs = TEARDOWN_BUDGET_MS,
+    private readonly budgetItems = TEARDOWN_BUDGET_ITEMS,
+  ) {}
+
+  /** Closes waiting for a later turn. */
+  get size(): number {
+    return this.pending.length;
+  }
+
+  /** Runs `w` now if this turn has budget left and nothing waits before it, else queues it. */
+  add(w: TeardownWork): void {
+    if (this.pending.length === 0 && this.spentItems < this.budgetItems && this.spentMs < this.budgetMs) {
+      this.runOne(w);
+      this.openTurn();
+      return;
+    }
+    this.pending.push(w);
+    this.schedule();
+  }
+
+  /** Finishes every waiting close now (broker shutdown). */
+  flush(): void {
+    for (let w = this.pending.shift(); w !== undefined; w = this.pending.shift()) this.runOne(w);
+  }
+
+  private runOne(w: TeardownWork): void {
+    const t0 = performance.now();
+    try {
+      w.finishTeardown();
+    } catch (err) {
+      this.onError(err);
+    } finally {
+      this.spentMs += performance.now() - t0;
+      this.spentItems++;
+      this.finished++;
+    }
+  }
+
+  /** The budget is per turn: the next check phase starts a new one. */
+  private openTurn(): void {
+    if (this.turnOpen) return;
+    this.turnOpen = true;
+    setImmediate(this.newTurn);
+  }
+
+  private readonly newTurn = (): void => {
+    this.turnOpen = false;
+    this.spentMs = 0;
+    this.spentItems = 0;
+  };
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.drain);
+  }
+
+  private readonly drain = (): void => {
+    this.scheduled = false;
+    this.spentMs = 0;
+    this.spentItems = 0;
+    while (this.spentItems < this.budgetItems && this.spentMs < this.budgetMs) {
+      const w = this.pending.shift();
+      if (w === undefined) break;
+      this.runOne(w);
+    }
+    if (this.pending.length > 0) this.schedule();
+    else this.openTurn();
+  };
+}
