@@ -109,6 +109,8 @@ export interface WarrenOptions {
   extraArgs: string[];
   /** Node.js options before the script, e.g. `--cpu-prof`. */
   nodeArgs?: string[];
+  /** Extra environment variables for Warren's process (e.g. WARREN_LATENCY_TRACE). */
+  env?: Record<string, string>;
   verbose: boolean;
   startTimeoutMs: number;
 }
@@ -151,7 +153,10 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
     'off',
     ...o.extraArgs,
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(o.env !== undefined ? { env: { ...process.env, ...o.env } } : {}),
+  });
   const output: string[] = [];
   tail(child.stderr, output, o.verbose);
   let stopping = false;

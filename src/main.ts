@@ -111,6 +111,18 @@ export async function main(argv: string[]): Promise<number | undefined> {
     const { startBroker } = await import('./broker.js');
     const started = await startBroker(opts);
     broker = started;
+    // Bench-only latency trace (WARREN_LATENCY_TRACE): SIGUSR2 starts a recording, the next writes it.
+    const { latencyTrace } = await import('./core/index.js');
+    if (latencyTrace !== null) {
+      started.log.warn({ dir: process.env.WARREN_LATENCY_TRACE }, 'latency trace on (SIGUSR2 starts and stops a recording)');
+      process.on('SIGUSR2', () => {
+        try {
+          latencyTrace.toggle();
+        } catch (err) {
+          started.log.error({ err }, 'latency trace: cannot write the recording');
+        }
+      });
+    }
     // A last resort: no known input reaches these (each connection's failures stay in it), but if
     // something does, the process logs it with its stack and exits non-zero for its supervisor
     // rather than run on in an unknown state.

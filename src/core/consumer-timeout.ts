@@ -1,4 +1,5 @@
 import { CoreChannel } from './channel.js';
+import { latencyTrace, traceNow, TraceSpan } from './latency-trace.js';
 import type { Consumer } from './queues/consumer.js';
 
 /** Default sweep period: timeouts are minutes long, so a second of lateness is fine. */
@@ -40,10 +41,13 @@ export class ConsumerTimeouts {
 
   /** Times out every overdue consumer; returns how many were cancelled (basic.get counts as one). */
   sweep(now: number): number {
+    const trace = latencyTrace;
+    const t0 = trace !== null ? traceNow() : 0;
     let n = 0;
     for (const conn of this.scope.connections) {
       for (const ch of conn.channels) if (ch.unackedCount > 0 && ch.onConsumerTimeout !== undefined) n += sweepChannel(ch, now, this.defaultMs);
     }
+    if (trace !== null) trace.span(TraceSpan.CONSUMER_TIMEOUT_SWEEP, t0);
     return n;
   }
 }

@@ -89,3 +89,5 @@ export {
 } from './types.js';
 export { ConsumerTimeouts, oldestUnackedAge, oldestUnackedAt } from './consumer-timeout.js';
 export { DELAYED_EXCHANGE_TYPE, type DelayedStore } from './exchanges/delayed.js';
+/** Bench-only per-message latency trace (WARREN_LATENCY_TRACE); null when off. */
+export { latencyTrace, LatencyTrace, TraceSpan, traceNow } from './latency-trace.js';

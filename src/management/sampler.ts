@@ -1,4 +1,5 @@
 import type { Core, CoreChannel, CoreConnection, Exchange, Queue, VHost } from '../core/index.js';
+import { latencyTrace, traceNow, TraceSpan } from '../core/index.js';
 
 /** Cumulative message counters, broker-wide or per vhost. */
 export interface MessageTotals {
@@ -115,6 +116,13 @@ export class Sampler {
 
   /** Takes one sample of everything now. */
   sample(): void {
+    const trace = latencyTrace;
+    const t0 = trace !== null ? traceNow() : 0;
+    this.sampleAll();
+    if (trace !== null) trace.span(TraceSpan.STATS_SAMPLE, t0);
+  }
+
+  private sampleAll(): void {
     const now = Date.now();
     const previousAt = this.lastSampleAt;
     this.lastSampleAt = now;

@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { processMemory, type MemorySource } from '../core/index.js';
+import { latencyTrace, processMemory, traceNow, TraceSpan, type MemorySource } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import type { TransportControl } from './adapter.js';
 import { InputGuard, type GuardedConnection } from './guard.js';
@@ -91,8 +91,11 @@ class Sweep {
   }
 
   private readonly tick = (): void => {
+    const trace = latencyTrace;
+    const t0 = trace !== null ? traceNow() : 0;
     this.clock();
     for (const l of this.links) l.sweepAt();
+    if (trace !== null) trace.span(TraceSpan.HEARTBEAT_SWEEP, t0);
   };
 }
 
@@ -160,6 +163,8 @@ export class Link implements GuardedConnection, MemorySource {
 
   /** GuardedConnection: bytes from the client, counted, then decoded by the owner (under the guard). */
   onInput(chunk: Buffer): void {
+    const trace = latencyTrace;
+    if (trace !== null) trace.lastRead = traceNow();
     this.lastIn = sweep.now;
     this.bytesIn += chunk.length;
     const t = this.traffic;
@@ -194,6 +199,8 @@ export class Link implements GuardedConnection, MemorySource {
 
   private static uncork(l: Link): void {
     l.corked = false;
+    const trace = latencyTrace;
+    if (trace !== null) trace.flush(l.stream.writableLength);
     l.stream.uncork();
     // Bytes the socket did not take at once are held until it drains: the memory account polls them.
     if (l.stream.writableLength > 0) processMemory.track(l);
