@@ -365,7 +365,8 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
   const amqpsPort = await freePort();
   const mqttPort = await freePort();
   const mqttsPort = await freePort();
-  await writeFile(join(dir, 'enabled_plugins'), '[rabbitmq_mqtt].\n');
+  const stompPort = await freePort();
+  await writeFile(join(dir, 'enabled_plugins'), '[rabbitmq_mqtt,rabbitmq_stomp].\n');
   await writeFile(
     join(dir, 'rabbitmq.conf'),
     [
@@ -373,6 +374,9 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
       `mqtt.listeners.tcp.default = 127.0.0.1:${mqttPort}`,
       `mqtt.listeners.ssl.default = 127.0.0.1:${mqttsPort}`,
       'mqtt.allow_anonymous = true',
+      // QoS 1 deliveries awaiting PUBACK per subscriber: 1024 like Warren's and Mosquitto's (default 10).
+      'mqtt.prefetch = 1024',
+      `stomp.listeners.tcp.1 = 127.0.0.1:${stompPort}`,
       `ssl_options.cacertfile = ${tls.ca}`,
       `ssl_options.certfile = ${tls.cert}`,
       `ssl_options.keyfile = ${tls.key}`,
@@ -416,10 +420,11 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
       amqps: `amqps://guest:guest@127.0.0.1:${amqpsPort}`,
       mqtt: `mqtt://127.0.0.1:${mqttPort}`,
       mqtts: `mqtts://127.0.0.1:${mqttsPort}`,
+      stomp: `stomp://guest:guest@127.0.0.1:${stompPort}`,
     },
     pid,
     shared: false,
-    details: `private node ${nodeName} started by the harness (with rabbitmq_mqtt; TLS with the run's certificate); ${info.platform}; pid ${pid ?? 'unknown'}`,
+    details: `private node ${nodeName} started by the harness (with rabbitmq_mqtt, mqtt.prefetch 1024, and rabbitmq_stomp; TLS with the run's certificate); ${info.platform}; pid ${pid ?? 'unknown'}`,
     stop,
   };
 }
