@@ -117,7 +117,9 @@ export async function main(argv: string[]): Promise<number | undefined> {
       started.log.warn({ dir: process.env.WARREN_LATENCY_TRACE }, 'latency trace on (SIGUSR2 starts and stops a recording)');
       process.on('SIGUSR2', () => {
         try {
+          const wasRecording = latencyTrace.recording;
           latencyTrace.toggle();
+          started.log.warn(wasRecording ? 'latency trace: recording written' : 'latency trace: recording');
         } catch (err) {
           started.log.error({ err }, 'latency trace: cannot write the recording');
         }
