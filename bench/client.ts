@@ -117,13 +117,15 @@ class PublisherRole implements Role {
    * Fixed-rate sending, free of coordinated omission: message n is due at startAt + n / rate, a
    * message sent late (the loop was busy, the transport pushed back) still carries its due time, so
    * the consumer's latency includes the wait. Sub-millisecond gaps are slept in Atomics.wait (timers
-   * have a 1 ms grain), then the loop turns once so replies (PUBACKs) are read.
+   * have a 1 ms grain), at the start of a turn: after a send the loop turns first, so the client
+   * library's deferred write goes out and replies (PUBACKs) are read.
    */
   private readonly paced = (): void => {
     if (!this.running || this.waitingDrain) return;
     const { startAt, measureFrom, measureTo } = this.timeline;
     const interval = 1000 / this.spec.rate!;
     const withSendStamp = this.template.length >= 2 * STAMP_BYTES;
+    let sent = false;
     for (;;) {
       const now = wallMs();
       if (now >= measureTo) {
@@ -133,13 +135,19 @@ class PublisherRole implements Role {
       if (this.published >= this.spec.maxMessages) return;
       const due = startAt + this.published * interval;
       if (due > now) {
-        const wait = due - now;
-        if (wait > COARSE_WAIT_MS) setTimeout(this.paced, wait - COARSE_WAIT_MS / 2);
-        else {
-          Atomics.wait(sleeper, 0, 0, wait);
+        // Client libraries write in a microtask, a nextTick or an immediate: let this turn end
+        // before sleeping, or the message just sent would wait for the next one's due time.
+        if (sent) {
           setImmediate(this.paced);
+          return;
         }
-        return;
+        const wait = due - now;
+        if (wait > COARSE_WAIT_MS) {
+          setTimeout(this.paced, wait - COARSE_WAIT_MS / 2);
+          return;
+        }
+        Atomics.wait(sleeper, 0, 0, wait);
+        continue;
       }
       const body = Buffer.allocUnsafe(this.template.length);
       this.template.copy(body);
@@ -150,6 +158,7 @@ class PublisherRole implements Role {
         this.publishedInWindow++;
         this.lag.recordMs(now - due);
       }
+      sent = true;
       if (!this.driver.publish(body)) {
         this.waitingDrain = true;
         this.drainWaitSince = now;

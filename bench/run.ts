@@ -10,7 +10,7 @@
  */
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, release, totalmem } from 'node:os';
@@ -291,6 +291,7 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions, trace: Tr
 
   const latch = new FailureLatch();
   const guard = <T>(p: Promise<T>): Promise<T> => latch.guard(p);
+  let tracing = false;
 
   const procs: ClientProcess[] = [];
   const topology = plan.topology;
@@ -345,12 +346,17 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions, trace: Tr
     const pids = [process.pid, ...procs.map((p) => p.child.pid).filter((pid): pid is number => pid !== undefined)];
     // A traced Warren records from the start of the run (the warm-up too, so the trace's message
     // indexes match the consumer's) until the window closes; SIGUSR2 starts and stops it.
-    if (tracePid !== null) process.kill(tracePid, 'SIGUSR2');
+    if (tracePid !== null && trace !== null) {
+      rmSync(brokerTraceFile(trace.dir), { force: true }); // a failed run's recording must not be taken for this one's
+      process.kill(tracePid, 'SIGUSR2');
+      tracing = true;
+    }
     await guard(sleepUntil(timeline.measureFrom));
     const before = sampleCpu(broker.pid, pids);
     await guard(sleepUntil(timeline.measureTo));
     const after = sampleCpu(broker.pid, pids);
     if (tracePid !== null) process.kill(tracePid, 'SIGUSR2');
+    tracing = false;
     // Let consumers pass the end of the window before asking for their counts.
     await guard(sleep(250));
 
@@ -407,6 +413,8 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions, trace: Tr
     const e = latch.failure ?? err;
     return failed(s, broker, e instanceof Error ? e.message : String(e));
   } finally {
+    // A run that failed while the broker recorded: stop the recording (its file is not used).
+    if (tracing && tracePid !== null) process.kill(tracePid, 'SIGUSR2');
     undo();
     await Promise.all(procs.map((p) => p.kill()));
     if (topology !== null) {
