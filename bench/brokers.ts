@@ -127,6 +127,8 @@ export interface WarrenOptions {
   extraArgs: string[];
   /** Node.js options before the script, e.g. `--cpu-prof`. */
   nodeArgs?: string[];
+  /** Extra environment variables for Warren's process (e.g. WARREN_LATENCY_TRACE). */
+  env?: Record<string, string>;
   verbose: boolean;
   startTimeoutMs: number;
 }
@@ -171,7 +173,10 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
     'off',
     ...o.extraArgs,
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(o.env !== undefined ? { env: { ...process.env, ...o.env } } : {}),
+  });
   const output: string[] = [];
   // The log (stderr, JSON lines): its last lines for errors, and the answers to fullGc().
   const gcWaiters: Array<(r: GcReading | null) => void> = [];
@@ -399,7 +404,8 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
   const amqpsPort = await freePort();
   const mqttPort = await freePort();
   const mqttsPort = await freePort();
-  await writeFile(join(dir, 'enabled_plugins'), '[rabbitmq_mqtt].\n');
+  const stompPort = await freePort();
+  await writeFile(join(dir, 'enabled_plugins'), '[rabbitmq_mqtt,rabbitmq_stomp].\n');
   await writeFile(
     join(dir, 'rabbitmq.conf'),
     [
@@ -407,6 +413,9 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
       `mqtt.listeners.tcp.default = 127.0.0.1:${mqttPort}`,
       `mqtt.listeners.ssl.default = 127.0.0.1:${mqttsPort}`,
       'mqtt.allow_anonymous = true',
+      // QoS 1 deliveries awaiting PUBACK per subscriber: 1024 like Warren's and Mosquitto's (default 10).
+      'mqtt.prefetch = 1024',
+      `stomp.listeners.tcp.1 = 127.0.0.1:${stompPort}`,
       `ssl_options.cacertfile = ${tls.ca}`,
       `ssl_options.certfile = ${tls.cert}`,
       `ssl_options.keyfile = ${tls.key}`,
@@ -450,10 +459,11 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
       amqps: `amqps://guest:guest@127.0.0.1:${amqpsPort}`,
       mqtt: `mqtt://127.0.0.1:${mqttPort}`,
       mqtts: `mqtts://127.0.0.1:${mqttsPort}`,
+      stomp: `stomp://guest:guest@127.0.0.1:${stompPort}`,
     },
     pid,
     shared: false,
-    details: `private node ${nodeName} started by the harness (with rabbitmq_mqtt; TLS with the run's certificate); ${info.platform}; pid ${pid ?? 'unknown'}`,
+    details: `private node ${nodeName} started by the harness (with rabbitmq_mqtt, mqtt.prefetch 1024, and rabbitmq_stomp; TLS with the run's certificate); ${info.platform}; pid ${pid ?? 'unknown'}`,
     stop,
   };
 }

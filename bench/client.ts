@@ -8,6 +8,8 @@
  *   messages received inside [measureFrom, measureTo).
  * Exits when the parent says stop, when the IPC channel closes (the parent died), or on a fatal error.
  */
+import { writeFileSync } from 'node:fs';
+
 import { wallMs } from './clock.js';
 import { openConsumer, openPublisher } from './clients/index.js';
 import type { ConsumerDriver, ConsumerSpec, PublisherDriver, PublisherSpec, RoleSpec } from './clients/types.js';
@@ -18,6 +20,13 @@ import type { FromClient, RoleResult, Timeline, ToClient } from './ipc.js';
 const PUBLISH_BATCH = 256;
 const PROGRESS_INTERVAL_MS = 10;
 const STAMP_BYTES = 8;
+/** Fixed-rate publishers: a wait longer than this (ms) sleeps on a timer, a shorter one in Atomics.wait. */
+const COARSE_WAIT_MS = 2;
+/** Messages a consumer keeps (due, sent, received) times for when it traces (bounded memory). */
+const TRACE_CAPACITY = 1 << 21;
+/** A send stamp below this (2001-09) is filler, not a time: the publisher was not fixed-rate. */
+const PLAUSIBLE_WALL_MS = 1e12;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 function send(msg: FromClient): void {
   if (process.connected) process.send?.(msg);
@@ -64,6 +73,7 @@ class PublisherRole implements Role {
   private drainWaitSince: number | null = null;
   private windowWaitMs = 0;
   private drainWaitMs = 0;
+  private readonly lag = new Histogram();
 
   constructor(
     private readonly spec: PublisherSpec,
@@ -78,12 +88,14 @@ class PublisherRole implements Role {
     this.limit = limit;
     setTimeout(() => {
       this.running = true;
-      this.pump();
+      if (this.spec.rate !== undefined) this.paced();
+      else this.pump();
     }, Math.max(0, timeline.startAt - wallMs()));
     setTimeout(() => this.finish(), Math.max(0, timeline.measureTo - wallMs()));
   }
 
   setLimit(limit: number): void {
+    if (this.spec.rate !== undefined) return; // a fixed schedule ignores the in-flight window
     if (limit <= this.limit) return;
     this.limit = limit;
     if (this.windowWaitSince !== null) {
@@ -97,7 +109,63 @@ class PublisherRole implements Role {
     this.waitingDrain = false;
     if (this.drainWaitSince !== null) this.drainWaitMs += this.overlap(this.drainWaitSince, wallMs());
     this.drainWaitSince = null;
-    this.pump();
+    if (this.spec.rate !== undefined) this.paced();
+    else this.pump();
+  };
+
+  /**
+   * Fixed-rate sending, free of coordinated omission: message n is due at startAt + n / rate, a
+   * message sent late (the loop was busy, the transport pushed back) still carries its due time, so
+   * the consumer's latency includes the wait. Sub-millisecond gaps are slept in Atomics.wait (timers
+   * have a 1 ms grain), at the start of a turn: after a send the loop turns first, so the client
+   * library's deferred write goes out and replies (PUBACKs) are read.
+   */
+  private readonly paced = (): void => {
+    if (!this.running || this.waitingDrain) return;
+    const { startAt, measureFrom, measureTo } = this.timeline;
+    const interval = 1000 / this.spec.rate!;
+    const withSendStamp = this.template.length >= 2 * STAMP_BYTES;
+    let sent = false;
+    for (;;) {
+      const now = wallMs();
+      if (now >= measureTo) {
+        this.finish();
+        return;
+      }
+      if (this.published >= this.spec.maxMessages) return;
+      const due = startAt + this.published * interval;
+      if (due > now) {
+        // Client libraries write in a microtask, a nextTick or an immediate: let this turn end
+        // before sleeping, or the message just sent would wait for the next one's due time.
+        if (sent) {
+          setImmediate(this.paced);
+          return;
+        }
+        const wait = due - now;
+        if (wait > COARSE_WAIT_MS) {
+          setTimeout(this.paced, wait - COARSE_WAIT_MS / 2);
+          return;
+        }
+        Atomics.wait(sleeper, 0, 0, wait);
+        continue;
+      }
+      const body = Buffer.allocUnsafe(this.template.length);
+      this.template.copy(body);
+      body.writeDoubleLE(due, 0);
+      if (withSendStamp) body.writeDoubleLE(now, STAMP_BYTES);
+      this.published++;
+      if (due >= measureFrom) {
+        this.publishedInWindow++;
+        this.lag.recordMs(now - due);
+      }
+      sent = true;
+      if (!this.driver.publish(body)) {
+        this.waitingDrain = true;
+        this.drainWaitSince = now;
+        this.driver.whenWritable(this.onDrain);
+        return;
+      }
+    }
   };
 
   private readonly pump = (): void => {
@@ -155,6 +223,7 @@ class PublisherRole implements Role {
       publishedInWindow: this.publishedInWindow,
       windowWaitMs: Math.round(this.windowWaitMs),
       drainWaitMs: Math.round(this.drainWaitMs),
+      ...(this.spec.rate !== undefined ? { lag: this.lag.snapshot() } : {}),
     };
   }
 
@@ -169,6 +238,9 @@ class ConsumerRole implements Role {
   private receivedInWindow = 0;
   private reported = 0;
   private readonly latency = new Histogram();
+  private readonly sendLatency = new Histogram();
+  private readonly trace: Float64Array | null;
+  private traced = 0;
   // Until 'start' arrives nothing is inside the window.
   private measureFrom = Number.POSITIVE_INFINITY;
   private measureTo = Number.NEGATIVE_INFINITY;
@@ -176,6 +248,7 @@ class ConsumerRole implements Role {
   private readonly progressTimer: NodeJS.Timeout;
 
   constructor(private readonly spec: ConsumerSpec) {
+    this.trace = spec.traceOut === undefined ? null : new Float64Array(TRACE_CAPACITY * 3);
     this.progressTimer = setInterval(() => {
       if (this.received !== this.reported) {
         this.reported = this.received;
@@ -191,9 +264,20 @@ class ConsumerRole implements Role {
   readonly onMessage = (body: Buffer): void => {
     const now = wallMs();
     this.received++;
+    const t = this.trace;
+    if (t !== null && this.traced < TRACE_CAPACITY && body.length >= STAMP_BYTES) {
+      const i = 3 * this.traced++;
+      t[i] = body.readDoubleLE(0);
+      t[i + 1] = body.length >= 2 * STAMP_BYTES ? body.readDoubleLE(STAMP_BYTES) : Number.NaN;
+      t[i + 2] = now;
+    }
     if (now >= this.measureFrom && now < this.measureTo) {
       this.receivedInWindow++;
       if (body.length >= STAMP_BYTES) this.latency.recordMs(now - body.readDoubleLE(0));
+      if (body.length >= 2 * STAMP_BYTES) {
+        const sent = body.readDoubleLE(STAMP_BYTES);
+        if (sent > PLAUSIBLE_WALL_MS) this.sendLatency.recordMs(now - sent);
+      }
     }
   };
 
@@ -213,11 +297,16 @@ class ConsumerRole implements Role {
       received: this.received,
       receivedInWindow: this.receivedInWindow,
       latency: this.latency.snapshot(),
+      ...(this.sendLatency.count > 0 ? { sendLatency: this.sendLatency.snapshot() } : {}),
     };
   }
 
   async close(): Promise<void> {
     clearInterval(this.progressTimer);
+    if (this.trace !== null && this.spec.traceOut !== undefined) {
+      const t = this.trace;
+      writeFileSync(this.spec.traceOut, new Uint8Array(t.buffer, 0, this.traced * 3 * 8));
+    }
     await this.driver?.close();
   }
 }

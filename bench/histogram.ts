@@ -57,6 +57,12 @@ export class Histogram {
     }
   }
 
+  /** The largest recorded value (its bucket's midpoint) in milliseconds, or null when empty. */
+  maxMs(): number | null {
+    for (let i = BUCKETS - 1; i >= 0; i--) if (this.counts[i]! > 0) return valueOf(i) / 1000;
+    return null;
+  }
+
   /** The q-quantile (0 < q <= 1) in milliseconds, or null when empty. */
   quantileMs(q: number): number | null {
     if (this.total === 0) return null;

@@ -138,6 +138,43 @@ class IdleProcess {
   }
 }
 
+/**
+ * Opens `count` idle MQTT connections from `processes` client processes and keeps them open until
+ * `release()` (used as background load by the latency scenarios). Rejects unless all of them opened.
+ */
+export async function holdIdleMqtt(
+  url: string,
+  count: number,
+  processes: number,
+  clientIdPrefix: string,
+  onFatal: (err: Error) => void,
+): Promise<{ release: () => Promise<void> }> {
+  const procs: IdleProcess[] = [];
+  const release = async (): Promise<void> => {
+    const closed = procs.map((p) => p.next('closed'));
+    for (const p of procs) p.send({ type: 'stop' });
+    await withTimeout(Promise.all(closed), 60_000, 'closing idle connections').catch(() => undefined);
+    await Promise.all(procs.map((p) => p.kill()));
+  };
+  try {
+    const opened: Array<Promise<Extract<FromIdleClient, { type: 'opened' }>>> = [];
+    for (let i = 0; i < processes; i++) {
+      const p = new IdleProcess(onFatal);
+      procs.push(p);
+      opened.push(p.next('opened'));
+      const n = Math.floor(count / processes) + (i < count % processes ? 1 : 0);
+      p.send({ type: 'open', url, count: n, concurrency: 25, clientIdPrefix: `${clientIdPrefix}${i}-`, keepAliveS: 60 });
+    }
+    const results = await withTimeout(Promise.all(opened), OPEN_TIMEOUT_MS, 'opening idle connections');
+    const total = results.reduce((a, r) => a + r.opened, 0);
+    if (total < count) throw new Error(`only ${total} of ${count} idle connections opened: ${results.flatMap((r) => r.errors)[0] ?? '?'}`);
+    return { release };
+  } catch (err) {
+    await Promise.all(procs.map((p) => p.kill()));
+    throw err;
+  }
+}
+
 function failedIdle(s: IdleScenario, b: Broker, error: string): IdleResult {
   return {
     scenario: s.name,

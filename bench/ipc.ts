@@ -29,6 +29,8 @@ export interface PublisherResult {
   windowWaitMs: number;
   /** Time inside the measured window spent waiting for the transport's 'drain' (broker not reading). */
   drainWaitMs: number;
+  /** Fixed-rate publishers: how late each message left against its due time (generator lag). */
+  lag?: HistogramSnapshot;
 }
 
 export interface ConsumerResult {
@@ -38,6 +40,8 @@ export interface ConsumerResult {
   receivedInWindow: number;
   /** End-to-end latency of the messages received inside the measured window. */
   latency: HistogramSnapshot;
+  /** Latency from the actual send time (bytes 8..15 of the body), when the publisher wrote one. */
+  sendLatency?: HistogramSnapshot;
 }
 
 export type RoleResult = PublisherResult | ConsumerResult;

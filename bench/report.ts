@@ -13,6 +13,15 @@ export interface RunResult {
   msgsPerSec: number;
   p50Ms: number | null;
   p99Ms: number | null;
+  p999Ms?: number | null;
+  maxMs?: number | null;
+  /** Fixed-rate runs: latency from the actual send time (the due-time figures above include generator lag). */
+  sendP50Ms?: number | null;
+  sendP99Ms?: number | null;
+  sendP999Ms?: number | null;
+  /** Fixed-rate runs: how late the generator sent against the schedule (p99, max). */
+  lagP99Ms?: number | null;
+  lagMaxMs?: number | null;
   /** Broker CPU time per delivered message, µs; null when the broker's pid is unknown. */
   brokerCpuUsPerMsg: number | null;
   /** Broker CPU over the window, % of one core. */
@@ -31,13 +40,13 @@ export const OTHER_LOAD_WARN_PCT = 15;
 
 const fmtInt = (n: number): string => Math.round(n).toLocaleString('en-US');
 
-function fmtMs(n: number | null): string {
+export function fmtMs(n: number | null): string {
   if (n === null) return 'n/a';
   return n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : fmtInt(n);
 }
 
-const fmt1 = (n: number | null): string => (n === null ? 'n/a' : n.toFixed(1));
-const fmtOther = (n: number | null): string =>
+export const fmt1 = (n: number | null): string => (n === null ? 'n/a' : n.toFixed(1));
+export const fmtOther = (n: number | null): string =>
   n === null ? 'n/a' : n > OTHER_LOAD_WARN_PCT ? `${Math.round(n)} % ⚠` : `${Math.round(n)} %`;
 const fmtPct = (n: number | null): string => (n === null ? 'n/a' : `${Math.round(n)} %`);
 
@@ -46,7 +55,7 @@ function ratio(a: number | null, b: number | null): string {
   return `${(a / b).toFixed(2)}×`;
 }
 
-const isDisturbed = (r: RunResult): boolean => r.otherCpuPct !== null && r.otherCpuPct > OTHER_LOAD_WARN_PCT;
+export const isDisturbed = (r: RunResult): boolean => r.otherCpuPct !== null && r.otherCpuPct > OTHER_LOAD_WARN_PCT;
 
 /**
  * The run with the median msgs/s (for an even count, the upper middle one), chosen among the

@@ -10,7 +10,7 @@
  */
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, release, totalmem } from 'node:os';
@@ -33,6 +33,9 @@ import { clockTicksPerSecond, cpuSeconds, machineBusySeconds, processName } from
 import { LEGEND, OTHER_LOAD_WARN_PCT, scenarioTable } from './report.js';
 import type { RunResult } from './report.js';
 import { SCENARIOS } from './scenarios.js';
+import type { AnyScenario, LatencyScenario } from './scenarios.js';
+import { holdLoad, LATENCY_LEGEND, latencyTable, loadUnsupported } from './latency.js';
+import { brokerTraceFile, traceBreakdown } from './trace-report.js';
 import { delayedTable, dropDelayed, prefillDelayed } from './delayed.js';
 import type { DelayedRow, DelayedScenario } from './delayed.js';
 import { rpcTable, runRpc } from './rpc.js';
@@ -74,6 +77,9 @@ const USAGE = `Usage: npm run bench -- [options]
   --warren-bin <path>    Warren's launcher (default: bin/warren.js in this repo)
   --warren-arg <arg>     extra argument for \`warren start\` (repeatable)
   --warren-node-arg <a>  Node.js option for Warren's process, e.g. --cpu-prof (repeatable)
+  --trace-dir <dir>      latency scenarios: run Warren with its latency trace on (WARREN_LATENCY_TRACE),
+                         keep per-message times of broker and consumer in <dir>, and print where the
+                         tail of each run comes from (see bench/README.md)
   --out <file>           also write the markdown report to <file>
   --json <file>          also write the raw results as JSON
   --list                 list the scenarios and exit
@@ -203,6 +209,14 @@ interface RunOptions {
   repeat: number;
   warmupS: number;
   durationS: number;
+  /** Latency tracing (--trace-dir): where the broker's and the consumers' trace files go. */
+  traceDir: string | null;
+}
+
+/** A traced run: the broker is told when the window opens and closes; files are named by `tag`. */
+interface TraceRun {
+  dir: string;
+  tag: string;
 }
 
 interface CpuSample {
@@ -267,15 +281,21 @@ function failed(s: Scenario, b: Broker, error: string): RunResult {
   };
 }
 
-async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<RunResult> {
+async function runScenario(s: Scenario, broker: Broker, o: RunOptions, trace: TraceRun | null = null): Promise<RunResult> {
   const url = broker.endpoints[s.protocol];
   if (url === undefined) return failed(s, broker, `no ${s.protocol} endpoint`);
   const missing = (s.alsoNeeds ?? []).filter((p) => broker.endpoints[p] === undefined);
   if (missing.length > 0) return failed(s, broker, `no ${missing.join(', ')} endpoint`);
-  const plan = s.plan({ runId: o.runId, url, urls: broker.endpoints, totalSeconds: o.warmupS + o.durationS + 5 });
+  const planned = s.plan({ runId: o.runId, url, urls: broker.endpoints, totalSeconds: o.warmupS + o.durationS + 5 });
+  const tracePid = trace !== null && broker.isWarren ? broker.pid : null;
+  const plan =
+    trace === null
+      ? planned
+      : { ...planned, consumers: planned.consumers.map((c) => ({ ...c, traceOut: join(trace.dir, `${trace.tag}.${c.id}.bin`) })) };
 
   const latch = new FailureLatch();
   const guard = <T>(p: Promise<T>): Promise<T> => latch.guard(p);
+  let tracing = false;
 
   const procs: ClientProcess[] = [];
   const topology = plan.topology;
@@ -328,10 +348,19 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
 
     // The orchestrator itself (it relays the consumers' progress) counts as client CPU too.
     const pids = [process.pid, ...procs.map((p) => p.child.pid).filter((pid): pid is number => pid !== undefined)];
+    // A traced Warren records from the start of the run (the warm-up too, so the trace's message
+    // indexes match the consumer's) until the window closes; SIGUSR2 starts and stops it.
+    if (tracePid !== null && trace !== null) {
+      rmSync(brokerTraceFile(trace.dir), { force: true }); // a failed run's recording must not be taken for this one's
+      process.kill(tracePid, 'SIGUSR2');
+      tracing = true;
+    }
     await guard(sleepUntil(timeline.measureFrom));
     const before = sampleCpu(broker.pid, pids);
     await guard(sleepUntil(timeline.measureTo));
     const after = sampleCpu(broker.pid, pids);
+    if (tracePid !== null) process.kill(tracePid, 'SIGUSR2');
+    tracing = false;
     // Let consumers pass the end of the window before asking for their counts.
     await guard(sleep(250));
 
@@ -340,10 +369,14 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
     const pubs = results.filter((r): r is PublisherResult => r.role === 'publisher');
     const latency = new Histogram();
     let delivered = 0;
+    const sendLatency = new Histogram();
+    const lag = new Histogram();
     for (const c of consumers) {
       delivered += c.receivedInWindow;
       latency.merge(c.latency);
+      if (c.sendLatency !== undefined) sendLatency.merge(c.sendLatency);
     }
+    for (const p of pubs) if (p.lag !== undefined) lag.merge(p.lag);
     const windowMs = after.at - before.at;
     const brokerCpu = before.broker !== null && after.broker !== null ? after.broker - before.broker : null;
     const clientCpu = before.clients !== null && after.clients !== null ? after.clients - before.clients : null;
@@ -366,6 +399,12 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
       msgsPerSec: delivered / o.durationS,
       p50Ms: latency.quantileMs(0.5),
       p99Ms: latency.quantileMs(0.99),
+      p999Ms: latency.quantileMs(0.999),
+      maxMs: latency.maxMs(),
+      ...(sendLatency.count > 0
+        ? { sendP50Ms: sendLatency.quantileMs(0.5), sendP99Ms: sendLatency.quantileMs(0.99), sendP999Ms: sendLatency.quantileMs(0.999) }
+        : {}),
+      ...(lag.count > 0 ? { lagP99Ms: lag.quantileMs(0.99), lagMaxMs: lag.maxMs() } : {}),
       brokerCpuUsPerMsg: brokerCpu !== null && delivered > 0 ? (brokerCpu * 1e6) / delivered : null,
       brokerCpuPct: brokerCpu !== null ? (brokerCpu / (windowMs / 1000)) * 100 : null,
       clientCpuPct: clientCpu !== null ? (clientCpu / (windowMs / 1000)) * 100 : null,
@@ -378,6 +417,8 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
     const e = latch.failure ?? err;
     return failed(s, broker, e instanceof Error ? e.message : String(e));
   } finally {
+    // A run that failed while the broker recorded: stop the recording (its file is not used).
+    if (tracing && tracePid !== null) process.kill(tracePid, 'SIGUSR2');
     undo();
     await Promise.all(procs.map((p) => p.kill()));
     if (topology !== null) {
@@ -417,9 +458,84 @@ function disturbed(r: RunResult): boolean {
   return r.error === null && r.otherCpuPct !== null && r.otherCpuPct > OTHER_LOAD_WARN_PCT;
 }
 
-async function measure(s: Scenario, b: Broker, o: RunOptions, quietWaitS: number): Promise<RunResult> {
+async function measure(s: Scenario, b: Broker, o: RunOptions, quietWaitS: number, trace: TraceRun | null = null): Promise<RunResult> {
   if (quietWaitS > 0) await waitForQuiet(quietWaitS);
-  return runScenario(s, b, o);
+  return runScenario(s, b, o, trace);
+}
+
+/**
+ * A latency scenario on every broker that has its endpoints: the background load is held, the
+ * fixed-rate run measured, the load released; repetitions alternate between brokers.
+ */
+async function measureLatency(s: LatencyScenario, brokers: Broker[], o: RunOptions, quietWaitS: number, results: RunResult[]): Promise<string> {
+  const runs = new Map<Broker, RunResult[]>();
+  const skipped: string[] = [];
+  const notes: string[] = [];
+  for (let rep = 1; rep <= o.repeat; rep++) {
+    for (const b of brokers) {
+      if (interrupted) break;
+      if (b.endpoints[s.protocol] === undefined) continue;
+      if ((s.base.alsoNeeds ?? []).some((p) => b.endpoints[p] === undefined)) continue;
+      const unsupported = loadUnsupported(s, b);
+      if (unsupported !== null) {
+        if (rep === 1) skipped.push(`${b.name}: skipped (${unsupported})`);
+        continue;
+      }
+      const of = o.repeat > 1 ? ` (run ${rep}/${o.repeat})` : '';
+      log(`${s.name} on ${b.name}${of}: ${o.warmupS} s warm-up + ${o.durationS} s at ${s.rate} msgs/s ...`);
+      const latch = new FailureLatch();
+      let release: (() => Promise<void>) | null = null;
+      const undo = onCleanup(async () => {
+        await release?.();
+      });
+      let r: RunResult;
+      const trace = o.traceDir !== null && b.isWarren ? { dir: o.traceDir, tag: `${s.name}.${rep}` } : null;
+      try {
+        release = await holdLoad(s, b, o.runId, latch.signal, log);
+        if (s.load !== 'none') await sleep(2000); // let the broker settle (GC after the fill)
+        r = await measure(s.base, b, o, quietWaitS, trace);
+        if (latch.failure !== null) r = { ...r, error: `background load failed: ${latch.failure.message}` };
+      } catch (e) {
+        r = failed(s.base, b, e instanceof Error ? e.message : String(e));
+      } finally {
+        undo();
+        await release?.().catch((err: unknown) => log(`  releasing the load: ${String(err)}`));
+      }
+      log(
+        r.error !== null
+          ? `  failed: ${r.error}`
+          : `  p50 ${r.p50Ms?.toFixed(2)} ms, p99 ${r.p99Ms?.toFixed(2)} ms, p99.9 ${r.p999Ms?.toFixed(2)} ms, ` +
+              `max ${r.maxMs?.toFixed(1)} ms, generator late p99 ${r.lagP99Ms?.toFixed(2)} ms, other load ${Math.round(r.otherCpuPct ?? 0)} %`,
+      );
+      if (trace !== null && r.error === null) {
+        const note = await collectTrace(trace, o);
+        if (note !== null) notes.push(`${b.name}, run ${rep}:\n\n${note}`);
+      }
+      runs.set(b, [...(runs.get(b) ?? []), r]);
+      results.push(r);
+      await sleep(1000);
+    }
+  }
+  const table = latencyTable(s, [...runs.values()], skipped);
+  return notes.length > 0 ? `${table}\n\n#### Where the time goes (trace)\n\n${notes.join('\n\n')}` : table;
+}
+
+/** Waits for the broker's trace of the run just finished, names it after the run, and analyses it. */
+async function collectTrace(trace: TraceRun, o: RunOptions): Promise<string | null> {
+  const from = brokerTraceFile(trace.dir);
+  for (let i = 0; i < 100 && !existsSync(from); i++) await sleep(100);
+  if (!existsSync(from)) {
+    log('  no broker trace was written (is the trace on?)');
+    return null;
+  }
+  const brokerFile = join(trace.dir, `${trace.tag}.broker.json`);
+  renameSync(from, brokerFile);
+  try {
+    return traceBreakdown(brokerFile, join(trace.dir, `${trace.tag}.con-0.bin`), o.warmupS);
+  } catch (err) {
+    log(`  trace analysis failed: ${String(err)}`);
+    return null;
+  }
 }
 
 /** Runs a delayed-messages scenario on every broker with AMQP (see delayed.ts) and returns its table. */
@@ -493,11 +609,20 @@ async function measureRpc(s: RpcScenario, brokers: Broker[], o: RunOptions, quie
   return rows;
 }
 
+/** Whether `s` is among the selected names; a name ending in `*` selects every scenario it prefixes. */
+function selected(names: string[], s: AnyScenario): boolean {
+  return names.some((n) => (n.endsWith('*') ? s.name.startsWith(n.slice(0, -1)) : n === s.name));
+}
+
 /** Whether the --scenarios selection includes an idle-connection scenario. */
 function wantsIdle(selection: string | undefined): boolean {
   const names = selection?.split(',').map((n) => n.trim()) ?? [];
   const all = names.length === 0 || names.includes('all');
-  return SCENARIOS.some((s) => (s.kind === 'idle' || s.kind === 'connections' || s.kind === 'storm') && (all || names.includes(s.name)));
+  return SCENARIOS.some(
+    (s) =>
+      (s.kind === 'idle' || s.kind === 'connections' || s.kind === 'storm' || (s.kind === 'latency' && s.load === 'idle-10k')) &&
+      (all || selected(names, s)),
+  );
 }
 
 /**
@@ -659,6 +784,7 @@ async function main(): Promise<number> {
       'warren-arg': { type: 'string', multiple: true },
       out: { type: 'string' },
       json: { type: 'string' },
+      'trace-dir': { type: 'string' },
       list: { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -684,9 +810,9 @@ async function main(): Promise<number> {
   const warmupS = parseSeconds(values.warmup, 2, 'warmup', 60);
   if (durationS <= 0) throw new Error('--duration must be > 0');
   const wanted = values.scenarios?.split(',').map((n) => n.trim()).filter((n) => n.length > 0 && n !== 'all') ?? [];
-  const unknown = wanted.filter((n) => !SCENARIOS.some((s) => s.name === n));
+  const unknown = wanted.filter((n) => !SCENARIOS.some((s) => selected([n], s)));
   if (unknown.length > 0) throw new Error(`unknown scenario(s) ${unknown.join(', ')}; --list shows them`);
-  const scenarios = wanted.length === 0 ? [...SCENARIOS] : SCENARIOS.filter((s) => wanted.includes(s.name));
+  const scenarios = wanted.length === 0 ? [...SCENARIOS] : SCENARIOS.filter((s) => selected(wanted, s));
   if (values['warren-only'] && values['peer-only']) throw new Error('--warren-only and --peer-only exclude each other');
   const window = values.window === undefined ? null : Number(values.window);
   if (window !== null && !(Number.isInteger(window) && window > 0)) throw new Error('--window must be a positive integer');
@@ -695,6 +821,9 @@ async function main(): Promise<number> {
   if (!(Number.isInteger(repeat) && repeat >= 1 && repeat <= 20)) throw new Error('--repeat must be an integer in 1..20');
   const peerPid = values['peer-pid'] === undefined ? null : Number(values['peer-pid']);
   if (peerPid !== null && !Number.isInteger(peerPid)) throw new Error('--peer-pid must be an integer');
+
+  const traceDir = values['trace-dir'] ?? null;
+  if (traceDir !== null) mkdirSync(traceDir, { recursive: true });
 
   const brokers: Broker[] = [];
   const track = (b: Broker): Broker => {
@@ -709,6 +838,7 @@ async function main(): Promise<number> {
         bin: values['warren-bin'] ?? join(REPO_ROOT, 'bin', 'warren.js'),
         extraArgs: values['warren-arg'] ?? [],
         nodeArgs: values['warren-node-arg'] ?? [],
+        ...(traceDir !== null ? { env: { WARREN_LATENCY_TRACE: traceDir } } : {}),
         verbose: values.verbose,
         startTimeoutMs: 30_000,
       }),
@@ -754,7 +884,7 @@ async function main(): Promise<number> {
   }
   if (brokers.length === 0) throw new Error('no broker to benchmark');
 
-  const o: RunOptions = { runId: `${process.pid}-${Date.now().toString(36)}`, window, repeat, warmupS, durationS };
+  const o: RunOptions = { runId: `${process.pid}-${Date.now().toString(36)}`, window, repeat, warmupS, durationS, traceDir };
   const results: RunResult[] = [];
   const idleResults: IdleResult[] = [];
   const connectionResults: ConnectionsResult[] = [];
@@ -762,7 +892,13 @@ async function main(): Promise<number> {
   const stormResults: StormResult[] = [];
   const queueDeleteResults: QueueDeleteRow[] = [];
   const sections: string[] = [];
+  let latencyRan = false;
   for (const s of scenarios) {
+    if (s.kind === 'latency') {
+      sections.push(await measureLatency(s, brokers, o, quietWaitS, results));
+      latencyRan = true;
+      continue;
+    }
     if (s.kind === 'rpc') {
       const rows = await measureRpc(s, brokers, o, quietWaitS);
       rpcResults.push(...rows);
@@ -833,6 +969,7 @@ async function main(): Promise<number> {
     '',
     ...sections.flatMap((t) => [t, '']),
     LEGEND,
+    ...(latencyRan ? [LATENCY_LEGEND] : []),
     ...(idleResults.length > 0 ? [IDLE_LEGEND] : []),
     '',
   ].join('\n');

@@ -319,6 +319,126 @@ function stompQueue(name: string, protocol: 'stomp' | 'stomp-ws', ack: 'auto' | 
   };
 }
 
+/** What else the broker holds while a latency scenario runs. */
+export type LatencyLoad = 'none' | 'idle-10k' | 'backlog-1m';
+
+/**
+ * A fixed-rate latency run (see latency.ts): one producer and one consumer in their own processes,
+ * the producer on a fixed schedule (latency counted from each message's due time), while the broker
+ * holds nothing else, 10 000 idle MQTT connections, or a 1 000 000-message backlog on another queue.
+ */
+export interface LatencyScenario {
+  kind: 'latency';
+  name: string;
+  protocol: Protocol;
+  summary: string;
+  rate: number;
+  load: LatencyLoad;
+  /** The 1:1 scenario, its publisher set to `rate`. */
+  base: Scenario;
+}
+
+/** Fixed-rate runs have no in-flight window: the schedule alone paces the publisher. */
+const NO_WINDOW = Number.MAX_SAFE_INTEGER;
+/** Latency runs send 16 B: the due time (0..7) and the actual send time (8..15). */
+const LATENCY_BODY = 16;
+
+/** `s` with its publishers on a fixed schedule of `rate` msgs/s and no in-flight window. */
+function atRate(s: Scenario, rate: number): Scenario {
+  return {
+    ...s,
+    plan: (env) => {
+      const plan = s.plan(env);
+      return {
+        ...plan,
+        publishers: plan.publishers.map((p) => ({ ...p, rate, maxMessages: Math.ceil(rate * env.totalSeconds) })),
+        window: NO_WINDOW,
+      };
+    },
+  };
+}
+
+/** MQTT 3.1.1, one publisher connection -> one subscriber on the same topic. */
+function mqttOneToOne(name: string, qos: 0 | 1): Scenario {
+  return {
+    name,
+    protocol: 'mqtt',
+    summary: `MQTT 3.1.1: 1 publisher -> 1 subscriber on the same topic, QoS ${qos}`,
+    plan: (env) => {
+      const topic = `warren-bench/${env.runId}/${name}`;
+      return {
+        topology: null,
+        publishers: [
+          {
+            role: 'publisher',
+            protocol: 'mqtt',
+            id: 'pub-0',
+            url: env.url,
+            topics: [topic],
+            qos,
+            inflight: MQTT_PUBLISH_INFLIGHT,
+            clientIdPrefix: `wb-${env.runId}-${name}-p`,
+            bodySize: LATENCY_BODY,
+            maxMessages: MAX_RATE_PER_PUBLISHER * env.totalSeconds,
+          },
+        ],
+        consumers: [{ role: 'consumer', protocol: 'mqtt', id: 'con-0', url: env.url, filter: topic, qos, clientId: `wb-${env.runId}-${name}-c` }],
+        deliveriesPerPublish: 1,
+        window: WINDOW,
+      };
+    },
+  };
+}
+
+const LOAD_TEXT: Record<LatencyLoad, string> = {
+  none: '',
+  'idle-10k': '; meanwhile the broker holds 10 000 idle MQTT connections (keep-alive 60 s, 4 client processes)',
+  'backlog-1m': '; meanwhile another queue holds 1 000 000 messages of 16 B (filled over AMQP before the run; brokers without AMQP skip this)',
+};
+
+function latency(protocol: 'amqp' | 'mqtt-qos0' | 'mqtt-qos1' | 'stomp', rate: number, load: LatencyLoad): LatencyScenario {
+  const name = `latency-${protocol}-${rate / 1000}k${load === 'none' ? '' : `-${load}`}`;
+  let base: Scenario;
+  let what: string;
+  switch (protocol) {
+    case 'amqp':
+      base = amqpOneToOne(name, LATENCY_BODY);
+      what = 'AMQP 0-9-1: 1 publisher -> default exchange -> 1 queue -> 1 consumer (prefetch 1000, ack each)';
+      break;
+    case 'mqtt-qos0':
+    case 'mqtt-qos1': {
+      const qos = protocol === 'mqtt-qos0' ? 0 : 1;
+      base = mqttOneToOne(name, qos);
+      what = `MQTT 3.1.1 QoS ${qos}: 1 publisher connection -> 1 subscriber on the same topic` + (qos > 0 ? ', every delivery PUBACKed' : '');
+      break;
+    }
+    case 'stomp':
+      base = stompQueue(name, 'stomp', 'client-individual', LATENCY_BODY);
+      what = 'STOMP 1.2: 1 publisher SENDs to /queue/<name> -> 1 subscriber (ack client-individual, prefetch-count 1000)';
+      break;
+  }
+  return {
+    kind: 'latency',
+    name,
+    protocol: base.protocol,
+    summary:
+      `${what}; fixed rate ${rate.toLocaleString('en-US')} msgs/s, ${LATENCY_BODY} B transient bodies stamped with the due and the send time; ` +
+      `latency from the due time (no coordinated omission)${LOAD_TEXT[load]}`,
+    rate,
+    load,
+    base: atRate(base, rate),
+  };
+}
+
+const LATENCY_PROTOCOLS = ['amqp', 'mqtt-qos0', 'mqtt-qos1', 'stomp'] as const;
+
+/** Every latency scenario: each protocol at 1 000 and 5 000 msgs/s, and at 5 000 under both loads. */
+export const LATENCY_SCENARIOS: readonly LatencyScenario[] = [
+  ...LATENCY_PROTOCOLS.flatMap((p) => [latency(p, 1000, 'none'), latency(p, 5000, 'none')]),
+  ...LATENCY_PROTOCOLS.map((p) => latency(p, 5000, 'idle-10k')),
+  ...LATENCY_PROTOCOLS.map((p) => latency(p, 5000, 'backlog-1m')),
+];
+
 /** Routing throughput on one exchange while another holds `pending` delayed messages. */
 function delayedPending(name: string, pending: number): DelayedScenario {
   const base = amqpOneToOne(`${name}-base`, 16);
@@ -445,7 +565,17 @@ function queueDelete(name: string, levels: readonly number[]): QueueDeleteScenar
   };
 }
 
-export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario | ConnectionsScenario | RpcScenario | StormScenario | QueueDeleteScenario)[] = [
+export type AnyScenario =
+  | Scenario
+  | IdleScenario
+  | DelayedScenario
+  | ConnectionsScenario
+  | RpcScenario
+  | StormScenario
+  | QueueDeleteScenario
+  | LatencyScenario;
+
+export const SCENARIOS: readonly AnyScenario[] = [
   amqpOneToOne('amqp-1to1-16b', 16),
   amqpOneToOne('amqp-1to1-1k', 1024),
   amqpFanout('amqp-fanout10', 10, 16),
@@ -465,8 +595,9 @@ export const SCENARIOS: readonly (Scenario | IdleScenario | DelayedScenario | Co
   directReplyRpc('amqp-rpc-direct-reply-to', [1, 16], 16),
   disconnectStorm('mqtt-disconnect-storm', [5_000, 19_800]),
   queueDelete('amqp-queue-delete', [1_000, 10_000, 50_000]),
+  ...LATENCY_SCENARIOS,
 ];
 
-export function findScenario(name: string): (typeof SCENARIOS)[number] | undefined {
+export function findScenario(name: string): AnyScenario | undefined {
   return SCENARIOS.find((s) => s.name === name);
 }

@@ -117,10 +117,23 @@ export async function main(argv: string[]): Promise<number | undefined> {
     const { startBroker } = await import('./broker.js');
     const started = await startBroker(opts);
     broker = started;
-    // Benchmarks and diagnosis: under `node --expose-gc`, SIGUSR2 runs a full garbage collection
-    // and logs the memory figures after it (the "settled" reading of the memory benchmarks).
+    // Bench-only latency trace (WARREN_LATENCY_TRACE): SIGUSR2 starts a recording, the next writes it.
+    // Otherwise, under `node --expose-gc`, SIGUSR2 runs a full garbage collection and logs the
+    // memory figures after it (the "settled" reading of the memory benchmarks).
     const gc = (globalThis as { gc?: () => void }).gc;
-    if (typeof gc === 'function') {
+    const { latencyTrace } = await import('./core/index.js');
+    if (latencyTrace !== null) {
+      started.log.warn({ dir: process.env.WARREN_LATENCY_TRACE }, 'latency trace on (SIGUSR2 starts and stops a recording)');
+      process.on('SIGUSR2', () => {
+        try {
+          const wasRecording = latencyTrace.recording;
+          latencyTrace.toggle();
+          started.log.warn(wasRecording ? 'latency trace: recording written' : 'latency trace: recording');
+        } catch (err) {
+          started.log.error({ err }, 'latency trace: cannot write the recording');
+        }
+      });
+    } else if (typeof gc === 'function') {
       process.on('SIGUSR2', () => {
         gc();
         gc();

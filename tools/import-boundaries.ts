@@ -71,7 +71,7 @@ export interface Violation {
 export const STORE_CORE_VALUES: ReadonlyArray<readonly [file: string, module: string, why: string]> = [
   ['src/store/index.ts', 'src/core/index.ts', 'definitions export/import when opening the data directory'],
   ['src/store/offline.ts', 'src/core/index.ts', 'offline definitions tools build a Core of their own'],
-  ['src/store/message-store.ts', 'src/core/index.ts', 'definitions import on recovery, BrokerError for store limits, SETTLED for definitions with nothing to wait for'],
+  ['src/store/message-store.ts', 'src/core/index.ts', 'definitions import on recovery, BrokerError for store limits, SETTLED for definitions with nothing to wait for, the bench-only latency trace (commit spans)'],
   ['src/store/definitions-state.ts', 'src/core/index.ts', 'the definitions log keys the same JSON entries the export writes'],
   ['src/store/codec.ts', 'src/core/index.ts', 'Decimal and own-key helpers when decoding field tables'],
   ['src/store/queue-log.ts', 'src/core/index.ts', 'Deque of paged entries; queue arguments as JSON in queue.json'],
@@ -81,7 +81,7 @@ export const STORE_CORE_VALUES: ReadonlyArray<readonly [file: string, module: st
 
 /** Value imports the transport may make from the core's API, and why. */
 export const TRANSPORT_CORE_VALUES: ReadonlyArray<readonly [file: string, why: string]> = [
-  ['src/transport/link.ts', "bytes buffered for a client are reported to the process memory account (the memory alarm's figure)"],
+  ['src/transport/link.ts', "bytes buffered for a client are reported to the process memory account (the memory alarm's figure); the bench-only latency trace (read and flush times, sweep spans)"],
   ['src/transport/byte-queue.ts', 'unread input bytes are reported to the process memory account'],
 ];
 

@@ -24,11 +24,23 @@ interface PublisherBase {
   bodySize: number;
   /** Hard cap on messages this publisher sends in one run, whatever the clock says. */
   maxMessages: number;
+  /**
+   * Fixed rate (msgs/s over all of this publisher's connections): message n is due at
+   * startAt + n / rate whatever happened before, the body carries its due time (bytes 0..7) and its
+   * actual send time (bytes 8..15, when bodySize >= 16), and the in-flight window is not applied.
+   * Unset: as fast as the window and back-pressure allow.
+   */
+  rate?: number;
 }
 
 interface ConsumerBase {
   role: 'consumer';
   id: string;
+  /**
+   * Write every received message's (due, sent, received) wall-clock times (float64 LE triples) to
+   * this file at the end, for lining them up with the broker's latency trace (bench/trace-report.ts).
+   */
+  traceOut?: string;
 }
 
 export interface AmqpPublisherSpec extends PublisherBase {

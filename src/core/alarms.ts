@@ -1,5 +1,6 @@
 import { readFileSync, statfs, statfsSync } from 'node:fs';
 import { totalmem } from 'node:os';
+import { latencyTrace, traceNow, TraceSpan } from './latency-trace.js';
 import { processMemory, type MemoryAccount } from './memory.js';
 
 export type AlarmListener = (blocked: boolean, reason: string) => void;
@@ -190,7 +191,10 @@ export class Alarms {
 
   private readonly tick = (): void => {
     if (this.timer === undefined) return;
+    const trace = latencyTrace;
+    const t0 = trace !== null ? traceNow() : 0;
     this.checkMemory();
+    if (trace !== null) trace.span(TraceSpan.MEMORY_SAMPLE, t0);
     if (Date.now() - this.diskCheckedAt >= DISK_CHECK_MS) this.checkDisk();
     this.schedule();
   };

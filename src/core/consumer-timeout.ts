@@ -1,8 +1,11 @@
 import { CoreChannel } from './channel.js';
+import { latencyTrace, traceNow, TraceSpan } from './latency-trace.js';
 import type { Consumer } from './queues/consumer.js';
 
 /** Default sweep period: timeouts are minutes long, so a second of lateness is fine. */
 const DEFAULT_SWEEP_MS = 1000;
+/** Connections the timed sweep reads per turn of the event loop (10,000 idle ones are no long task). */
+const SWEEP_SLICE = 1000;
 
 /** What the sweep reads of the broker. */
 export interface TimeoutScope {
@@ -19,6 +22,10 @@ export interface TimeoutScope {
  */
 export class ConsumerTimeouts {
   private timer: NodeJS.Timeout | undefined;
+  /** The connections the timed sweep has yet to read, and the instant it sweeps for. */
+  private cursor: Iterator<{ readonly channels: ReadonlySet<CoreChannel> }> | undefined;
+  private cursorNow = 0;
+  private sliceScheduled = false;
 
   constructor(
     private readonly scope: TimeoutScope,
@@ -29,13 +36,47 @@ export class ConsumerTimeouts {
 
   start(): void {
     if (this.timer !== undefined) return;
-    this.timer = setInterval(() => this.sweep(Date.now()), this.sweepMs);
+    this.timer = setInterval(this.onTimer, this.sweepMs);
     this.timer.unref();
   }
+
+  private readonly onTimer = (): void => {
+    this.cursor = this.scope.connections.values();
+    this.cursorNow = Date.now();
+    this.slice();
+  };
+
+  private slice(): void {
+    const it = this.cursor;
+    if (it === undefined) return;
+    const trace = latencyTrace;
+    const t0 = trace !== null ? traceNow() : 0;
+    let done = false;
+    for (let n = 0; n < SWEEP_SLICE; n++) {
+      const r = it.next();
+      if (r.done === true) {
+        done = true;
+        break;
+      }
+      for (const ch of r.value.channels) if (ch.unackedCount > 0 && ch.onConsumerTimeout !== undefined) sweepChannel(ch, this.cursorNow, this.defaultMs);
+    }
+    if (trace !== null) trace.span(TraceSpan.CONSUMER_TIMEOUT_SWEEP, t0);
+    if (done) this.cursor = undefined;
+    else if (!this.sliceScheduled) {
+      this.sliceScheduled = true;
+      setImmediate(this.nextSlice);
+    }
+  }
+
+  private readonly nextSlice = (): void => {
+    this.sliceScheduled = false;
+    this.slice();
+  };
 
   stop(): void {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+    this.cursor = undefined;
   }
 
   /** Times out every overdue consumer; returns how many were cancelled (basic.get counts as one). */

@@ -92,3 +92,5 @@ export { ConsumerTimeouts, oldestUnackedAge, oldestUnackedAt } from './consumer-
 export { DELAYED_EXCHANGE_TYPE, type DelayedStore } from './exchanges/delayed.js';
 /** Direct reply-to: the pseudo-queue name, the reply address prefix, and the per-vhost registry. */
 export { REPLY_TO_QUEUE, REPLY_TO_PREFIX, DirectReplyTo, type ReplyTarget } from './reply-to.js';
+/** Bench-only per-message latency trace (WARREN_LATENCY_TRACE); null when off. */
+export { latencyTrace, LatencyTrace, TraceSpan, traceNow } from './latency-trace.js';

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { BrokerError } from './errors.js';
+import { latencyTrace } from './latency-trace.js';
 import { DELAYED_EXCHANGE_TYPE, DelayedMessages, delayOf, MAX_DELAY_MS, type DelayedHost, type DelayedStore } from './exchanges/delayed.js';
 import { Exchange, type Binding, type Destination } from './exchanges/exchange.js';
 import type { HeldCodec } from './exchanges/held.js';
@@ -375,6 +376,8 @@ export class VHost implements QueueHost, DelayedHost {
    * publish is refused (406).
    */
   publish(msg: Message, publisherId: number, delay = 0): PublishResult {
+    const trace = latencyTrace;
+    if (trace !== null) trace.route();
     const ex = this.getExchange(msg.exchange);
     validateExpiration(msg.properties.expiration);
     // A held message is checked before it is held: it is refused at publish, not when it is due.

@@ -1,4 +1,5 @@
 import type { Core, CoreChannel, CoreConnection, Exchange, Queue, VHost } from '../core/index.js';
+import { latencyTrace, traceNow, TraceSpan } from '../core/index.js';
 
 /** Cumulative message counters, broker-wide or per vhost. */
 export interface MessageTotals {
@@ -32,6 +33,8 @@ interface Track {
 }
 
 const HISTORY = 720;
+/** Objects (connections, channels, queues, exchanges) one slice of a timed sample visits. */
+const SLICE = 500;
 /** Samples kept per queue, exchange and vhost: 10 minutes at the default 5 s interval. */
 export const OBJECT_HISTORY = 120;
 
@@ -88,6 +91,8 @@ export class Sampler {
   private global: Track | undefined;
   private readonly history: GlobalSample[] = [];
   private timer: NodeJS.Timeout | undefined;
+  /** The timer's sample while it runs in slices. */
+  private pending: Generator<void, void, void> | undefined;
   lastSampleAt = 0;
   /** Per-object history (queues, exchanges; vhosts by name), a ring of OBJECT_HISTORY samples. */
   private readonly histories = new WeakMap<object, History>();
@@ -104,50 +109,137 @@ export class Sampler {
 
   start(): void {
     this.sample();
-    this.timer = setInterval(() => this.sample(), this.intervalMs);
+    this.timer = setInterval(this.onTimer, this.intervalMs);
     this.timer.unref();
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.pending = undefined;
   }
 
-  /** Takes one sample of everything now. */
+  /** Takes one sample of everything now (finishing one in progress first). */
   sample(): void {
+    this.finishPending();
+    const steps = this.steps();
+    while (!steps.next().done);
+  }
+
+  /**
+   * The timer's sample runs in slices of SLICE objects, one slice per turn of the event loop, so
+   * ten thousand connections or queues never hold up message traffic for one long task.
+   */
+  private readonly onTimer = (): void => {
+    this.finishPending();
+    this.pending = this.steps();
+    this.runSlice();
+  };
+
+  private readonly runSlice = (): void => {
+    const steps = this.pending;
+    if (steps === undefined) return;
+    const trace = latencyTrace;
+    const t0 = trace !== null ? traceNow() : 0;
+    const done = steps.next().done === true;
+    if (trace !== null) trace.span(TraceSpan.STATS_SAMPLE, t0);
+    if (done) this.pending = undefined;
+    else setImmediate(this.runSlice);
+  };
+
+  private finishPending(): void {
+    const steps = this.pending;
+    this.pending = undefined;
+    if (steps !== undefined) while (!steps.next().done);
+  }
+
+  /**
+   * One sample, yielding after every SLICE objects. All of it is taken as of its start (`now`);
+   * totals are summed on the way, so no object is visited twice. Connections first: their bytes
+   * and their channels' counters go into the vhost and broker-wide totals.
+   */
+  private *steps(): Generator<void, void, void> {
     const now = Date.now();
     const previousAt = this.lastSampleAt;
     this.lastSampleAt = now;
-    for (const v of this.core.vhosts.values()) {
+    const core = this.core;
+    // Closed connections' and channels' counters, as of the start (live ones are added below).
+    const g = globalTotals(core, false);
+    const perVhost = new Map<VHost, { recvOct: number; sendOct: number; returned: number }>();
+    let n = 0;
+    for (const c of core.connections) {
+      this.sampleConnection(c, now, previousAt);
+      const tr = c.traffic;
+      g.recvOct += tr.recvOct;
+      g.sendOct += tr.sendOct;
+      let pv = perVhost.get(c.vhost);
+      if (pv === undefined) perVhost.set(c.vhost, (pv = { recvOct: 0, sendOct: 0, returned: 0 }));
+      pv.recvOct += tr.recvOct;
+      pv.sendOct += tr.sendOct;
+      for (const ch of c.channels) {
+        this.track(ch, channelValues(ch), now);
+        addChannel(g, ch);
+        pv.returned += ch.stats.returned;
+        n++;
+      }
+      if (++n >= SLICE) {
+        n = 0;
+        yield;
+      }
+    }
+    const gd: Depths = { messages: 0, ready: 0, unacked: 0 };
+    for (const v of core.vhosts.values()) {
+      const t: MessageTotals = { publish: 0, deliver: 0, get: 0, ack: 0, redeliver: 0, returned: 0, unroutable: 0, recvOct: 0, sendOct: 0 };
+      const d: Depths = { messages: 0, ready: 0, unacked: 0 };
       for (const q of v.queues.values()) {
         const values = queueValues(q);
         this.track(q, values, now);
         this.record(this.histories, q, values);
+        const qs = q.stats;
+        t.deliver += qs.delivered;
+        t.get += qs.got;
+        t.ack += qs.acked;
+        t.redeliver += qs.redelivered;
+        d.ready += q.readyCount;
+        d.unacked += q.unackedCount;
+        if (++n >= SLICE) {
+          n = 0;
+          yield;
+        }
       }
       for (const x of v.exchanges.values()) {
         const values = [x.stats.publishIn, x.stats.publishOut];
         this.track(x, values, now);
         this.record(this.histories, x, values);
+        t.publish += x.stats.publishIn;
+        if (++n >= SLICE) {
+          n = 0;
+          yield;
+        }
       }
-      const t = vhostTotals(this.core, v);
-      const d = vhostDepths(v);
+      // A vhost deleted while its objects were sampled is not recorded (the sweep below drops it).
+      if (core.vhosts.get(v.name) !== v) continue;
+      const pv = perVhost.get(v);
+      if (pv !== undefined) {
+        t.recvOct = pv.recvOct;
+        t.sendOct = pv.sendOct;
+        t.returned = pv.returned;
+      }
+      d.messages = d.ready + d.unacked;
+      gd.ready += d.ready;
+      gd.unacked += d.unacked;
       const values = [t.publish, t.deliver, t.get, t.ack, t.redeliver, t.returned, t.unroutable, t.recvOct, t.sendOct, d.messages, d.ready, d.unacked];
       this.trackIn(this.vhostTracks, v.name, values, now);
       this.record(this.vhostHistories, v.name, values);
     }
-    for (const name of this.vhostTracks.keys()) if (!this.core.vhosts.has(name)) this.vhostTracks.delete(name);
-    for (const name of this.vhostHistories.keys()) if (!this.core.vhosts.has(name)) this.vhostHistories.delete(name);
+    for (const name of this.vhostTracks.keys()) if (!core.vhosts.has(name)) this.vhostTracks.delete(name);
+    for (const name of this.vhostHistories.keys()) if (!core.vhosts.has(name)) this.vhostHistories.delete(name);
     this.tickTimes[this.tick % OBJECT_HISTORY] = now;
     this.tick++;
-    for (const c of this.core.connections) {
-      this.sampleConnection(c, now, previousAt);
-      for (const ch of c.channels) this.track(ch, channelValues(ch), now);
-    }
-    const t = globalTotals(this.core);
-    const d = globalDepths(this.core);
-    const values = [t.publish, t.deliver, t.get, t.ack, t.redeliver, t.returned, t.unroutable, t.recvOct, t.sendOct, d.messages, d.ready, d.unacked];
+    gd.messages = gd.ready + gd.unacked;
+    const values = [g.publish, g.deliver, g.get, g.ack, g.redeliver, g.returned, g.unroutable, g.recvOct, g.sendOct, gd.messages, gd.ready, gd.unacked];
     this.global = this.advance(this.global, values, now);
-    this.history.push({ timestamp: now, ...t, ...d });
+    this.history.push({ timestamp: now, ...g, ...gd });
     if (this.history.length > HISTORY) this.history.shift();
   }
 
@@ -289,8 +381,8 @@ export function channelValues(ch: CoreChannel): number[] {
   return [s.published, s.delivered, s.got, s.acked, s.redelivered, s.returned];
 }
 
-/** Broker-wide cumulative counters: closed channels' totals plus every live channel's. */
-export function globalTotals(core: Core): MessageTotals {
+/** Broker-wide cumulative counters: closed channels' totals plus (unless `live` is false) every live channel's. */
+export function globalTotals(core: Core, live = true): MessageTotals {
   const t: MessageTotals = { publish: 0, deliver: 0, get: 0, ack: 0, redeliver: 0, returned: 0, unroutable: core.counters.unroutable, recvOct: 0, sendOct: 0 };
   for (const p of core.totals.byProtocol.values()) {
     t.publish += p.published;
@@ -302,6 +394,7 @@ export function globalTotals(core: Core): MessageTotals {
     t.recvOct += p.recvOct;
     t.sendOct += p.sendOct;
   }
+  if (!live) return t;
   for (const c of core.connections) {
     t.recvOct += c.traffic.recvOct;
     t.sendOct += c.traffic.sendOct;

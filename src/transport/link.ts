@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { processMemory, type MemorySource, type Teardown, type TeardownWork } from '../core/index.js';
+import { latencyTrace, processMemory, traceNow, TraceSpan, type MemorySource, type Teardown, type TeardownWork } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import type { TransportControl } from './adapter.js';
 import { InputGuard, type GuardedConnection } from './guard.js';
@@ -12,6 +12,8 @@ export const LOW_WATERMARK = 256 << 10;
 export const HARD_LIMIT = 256 << 20;
 /** How often the one sweep over all links checks heartbeats, keep-alives and deadlines. */
 export const SWEEP_INTERVAL_MS = 250;
+/** Links one turn of the event loop sweeps; more wait for the next turn (no long task for 10,000 links). */
+export const SWEEP_SLICE = 1000;
 
 /** The close reason of a connection whose client simply went away. */
 export const CLOSED_BY_CLIENT = 'client closed the connection';
@@ -66,6 +68,9 @@ const enum Deadline {
 class Sweep {
   private readonly links = new Set<Link>();
   private timer: NodeJS.Timeout | undefined;
+  /** The links this tick has yet to check, while a sweep runs in slices. */
+  private cursor: IterableIterator<Link> | undefined;
+  private sliceScheduled = false;
   /** Milliseconds since the sweep's epoch, updated at every tick (and when a link starts). */
   now = 0;
   private readonly epoch = Date.now();
@@ -98,7 +103,37 @@ class Sweep {
 
   private readonly tick = (): void => {
     this.clock();
-    for (const l of this.links) l.sweepAt();
+    // A sweep still running from the previous tick starts over with the new clock.
+    this.cursor = this.links.values();
+    this.slice();
+  };
+
+  /** Checks the next SWEEP_SLICE links; a Set iterator skips links deleted meanwhile. */
+  private slice(): void {
+    const it = this.cursor;
+    if (it === undefined) return;
+    const trace = latencyTrace;
+    const t0 = trace !== null ? traceNow() : 0;
+    let done = false;
+    for (let n = 0; n < SWEEP_SLICE; n++) {
+      const r = it.next();
+      if (r.done === true) {
+        done = true;
+        break;
+      }
+      r.value.sweepAt();
+    }
+    if (trace !== null) trace.span(TraceSpan.HEARTBEAT_SWEEP, t0);
+    if (done) this.cursor = undefined;
+    else if (!this.sliceScheduled) {
+      this.sliceScheduled = true;
+      setImmediate(this.nextSlice);
+    }
+  }
+
+  private readonly nextSlice = (): void => {
+    this.sliceScheduled = false;
+    this.slice();
   };
 }
 
@@ -170,6 +205,8 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
 
   /** GuardedConnection: bytes from the client, counted, then decoded by the owner (under the guard). */
   onInput(chunk: Buffer): void {
+    const trace = latencyTrace;
+    if (trace !== null) trace.lastRead = traceNow();
     this.lastIn = sweep.now;
     this.bytesIn += chunk.length;
     const t = this.traffic;
@@ -223,6 +260,8 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
 
   private static uncork(l: Link): void {
     l.corked = false;
+    const trace = latencyTrace;
+    if (trace !== null) trace.flush(l.stream.writableLength);
     l.stream.uncork();
     // Bytes the socket did not take at once are held until it drains: the memory account polls them.
     if (l.stream.writableLength > 0) processMemory.track(l);

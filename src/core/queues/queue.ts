@@ -1,5 +1,6 @@
 import { Deque } from '../deque.js';
 import { BrokerError } from '../errors.js';
+import { latencyTrace } from '../latency-trace.js';
 import { processMemory } from '../memory.js';
 import type { Binding } from '../exchanges/exchange.js';
 import type { PageSink, Persistence, QueueStore } from '../persistence.js';
@@ -229,6 +230,8 @@ export class Queue implements PageSink {
     if (ttl !== undefined) expiresAt = Date.now() + ttl;
     const level = this.maxPriority === 0 ? 0 : Math.min(msg.properties.priority ?? 0, this.maxPriority);
     const entry = newEntry(msg, ++this.seq, 0, expiresAt, level);
+    const trace = latencyTrace;
+    if (trace !== null) trace.enqueue();
     this.readyCount++;
     this.readyBytes += msg.size;
     this.stats.published++;
@@ -435,6 +438,8 @@ export class Queue implements PageSink {
   }
 
   private deliverTo(c: Consumer, e: QueueEntry): void {
+    const trace = latencyTrace;
+    if (trace !== null) trace.dispatch();
     const redelivered = e.deliveryCount > 0;
     e.deliveryCount++;
     this.stats.delivered++;

@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, test, vi } from 'vitest';
-import { HARD_LIMIT, HIGH_WATERMARK, Link, PauseReason, SWEEP_INTERVAL_MS, sweptLinks, type LinkOwner } from '../../../src/transport/link.js';
+import { HARD_LIMIT, HIGH_WATERMARK, Link, PauseReason, SWEEP_INTERVAL_MS, SWEEP_SLICE, sweptLinks, type LinkOwner } from '../../../src/transport/link.js';
 import { duplexPair } from '../../helpers/duplex-pair.js';
 
 const log = pino({ level: 'silent' });
@@ -150,6 +150,19 @@ describe('Link', () => {
     expect(owner.expired).toEqual(['silence']);
     expect(server.destroyed).toBe(true);
     await link.closed;
+  });
+
+  test('a sweep over more links than one slice checks the rest in the next turns of the event loop', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'Date'] });
+    const links = Array.from({ length: SWEEP_SLICE + 200 }, () => linked());
+    for (const { link } of links) link.keepAlive(1000, Buffer.from([10]), 60_000);
+    vi.advanceTimersByTime(1000 + SWEEP_INTERVAL_MS);
+    const beats = (): number => links.filter(({ link }) => link.framesOut === 1).length;
+    expect(beats()).toBe(SWEEP_SLICE);
+    await until(() => beats() === links.length);
+    for (const { server } of links) server.destroy();
+    await Promise.all(links.map(({ link }) => link.closed));
+    expect(sweptLinks()).toBe(0);
   });
 
   test('a handshake deadline closes a client that does not authenticate; authenticated() lifts it', async () => {
