@@ -3,11 +3,13 @@ import type { Logger } from '../logger.js';
 import { DefinitionsSync } from './definitions-sync.js';
 import type { ClusterEngine, EngineInfo } from './engine.js';
 import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
+import { ClusterPeers } from './ops.js';
 
 export { EngineError, NoResponderError } from './engine.js';
 export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, ReplicatedLog } from './engine.js';
 export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
+export { ClusterPeers, type PeerAnswers, type PeerReply, type PeerRequest } from './ops.js';
 export { NodeRegistry, NodeNameTaken, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 
 export interface JoinOptions {
@@ -32,6 +34,8 @@ export interface ClusterMembership {
   readonly engine: ClusterEngine;
   readonly definitions: DefinitionsSync;
   readonly registry: NodeRegistry;
+  /** Requests to other nodes about their own objects (cluster-wide management listings). */
+  readonly peers: ClusterPeers;
   /** Every node that has joined, running or not. */
   nodes(): ClusterNodeInfo[];
   /** The home node of a queue (where it was declared), if it is replicated. */
@@ -90,6 +94,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
     await definitions.start();
     const joined = engine;
+    const peers = new ClusterPeers(engine.bus, opts.cluster, opts.nodeName, () => registry.nodes(), log);
     engine.onStatus((connected) => {
       if (connected) log.info('cluster: connection to the engine back');
       else log.warn('cluster: connection to the engine lost: definition changes fail until it is back');
@@ -102,11 +107,13 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       engine,
       definitions,
       registry,
+      peers,
       nodes: () => registry.nodes(),
       homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
       setListeners: (l) => registry.setListeners(l),
       stop: () =>
         (stopping ??= (async () => {
+          peers.stop();
           definitions.stop();
           await registry.stop();
           await joined.close();
