@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { addPluginEndpoints, connectPeer, mergePeers, rabbitmqInstalled, startLocalRabbitmq, startWarren } from './brokers.js';
+import { addPluginEndpoints, brokerPids, connectPeer, mergePeers, rabbitmqInstalled, startLocalRabbitmq, startWarren, startWarrenCluster } from './brokers.js';
 import type { Broker } from './brokers.js';
 import { setupTopology, teardownTopology } from './clients/index.js';
 import type { RoleSpec } from './clients/types.js';
@@ -36,6 +36,9 @@ import { SCENARIOS } from './scenarios.js';
 import { delayedTable, dropDelayed, prefillDelayed } from './delayed.js';
 import type { DelayedRow, DelayedScenario } from './delayed.js';
 import type { ConnectionsScenario, IdleScenario, Scenario } from './scenarios.js';
+import { startNatsServers } from '../src/cluster/dev-cluster.js';
+import { loopTable, runLoop } from './loop.js';
+import type { LoopResult } from './loop.js';
 import { startAedes } from './peers/aedes.js';
 import { startMosquitto } from './peers/mosquitto.js';
 
@@ -70,6 +73,10 @@ const USAGE = `Usage: npm run bench -- [options]
   --warren-bin <path>    Warren's launcher (default: bin/warren.js in this repo)
   --warren-arg <arg>     extra argument for \`warren start\` (repeatable)
   --warren-node-arg <a>  Node.js option for Warren's process, e.g. --cpu-prof (repeatable)
+  --workers <n>          also run Warren as \`warren start --workers <n>\` (a local nats-server with
+                         JetStream is started for it) beside the single process
+  --cluster              also run Warren as a cluster of 3 nodes on 3 local nats-servers:
+                         publishers on n1, consumers on n2
   --out <file>           also write the markdown report to <file>
   --json <file>          also write the raw results as JSON
   --list                 list the scenarios and exit
@@ -228,15 +235,21 @@ function interruptSeconds(): number | null {
   return (irq + softirq) / clockTicksPerSecond();
 }
 
-function sampleCpu(brokerPid: number | null, clientPids: number[]): CpuSample {
-  let clients: number | null = 0;
-  for (const pid of clientPids) {
+function sumCpu(pids: number[] | null): number | null {
+  if (pids === null) return null;
+  let total: number | null = 0;
+  for (const pid of pids) {
     const s = cpuSeconds(pid);
-    clients = s === null || clients === null ? null : clients + s;
+    total = s === null || total === null ? null : total + s;
   }
+  return total;
+}
+
+function sampleCpu(broker: Broker, clientPids: number[]): CpuSample {
+  const clients = sumCpu(clientPids);
   return {
     at: wallMs(),
-    broker: brokerPid === null ? null : cpuSeconds(brokerPid),
+    broker: sumCpu(brokerPids(broker)),
     clients,
     machine: ((busy, irq) => (busy === null ? null : busy - (irq ?? 0)))(machineBusySeconds(), interruptSeconds()),
   };
@@ -269,6 +282,13 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
   const missing = (s.alsoNeeds ?? []).filter((p) => broker.endpoints[p] === undefined);
   if (missing.length > 0) return failed(s, broker, `no ${missing.join(', ')} endpoint`);
   const plan = s.plan({ runId: o.runId, url, urls: broker.endpoints, totalSeconds: o.warmupS + o.durationS + 5 });
+  // Publish on one node, consume on another: the consumers' specs are planned against that node.
+  const consumerUrl = broker.consumerEndpoints?.[s.protocol];
+  if (broker.consumerEndpoints !== undefined && consumerUrl === undefined) return failed(s, broker, `no ${s.protocol} endpoint on the consuming node`);
+  const consumerSpecs =
+    consumerUrl === undefined
+      ? plan.consumers
+      : s.plan({ runId: o.runId, url: consumerUrl, urls: broker.consumerEndpoints!, totalSeconds: o.warmupS + o.durationS + 5 }).consumers;
 
   const latch = new FailureLatch();
   const guard = <T>(p: Promise<T>): Promise<T> => latch.guard(p);
@@ -284,6 +304,8 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
   try {
     if (topology !== null) {
       await withTimeout(setupTopology(topology, { queueExpiresMs: broker.shared ? 120_000 : null }), 20_000, 'topology');
+      // The other node applies the declarations from the engine a moment later (the visibility window).
+      if (consumerUrl !== undefined) await sleep(1000);
     }
 
     // Pacing: publishers together may publish up to (delivered + window) / deliveriesPerPublish.
@@ -303,7 +325,7 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
       }
     };
     // Consumers connect and subscribe first; the publishers then wait for the shared start time.
-    for (const spec of plan.consumers) {
+    for (const spec of consumerSpecs) {
       procs.push(new ClientProcess(spec, (n) => onProgress(spec.id, n), latch.signal));
     }
     await guard(withTimeout(Promise.all(procs.map((p) => p.ready)), 30_000, 'consumers connecting'));
@@ -325,9 +347,9 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions): Promise<
     // The orchestrator itself (it relays the consumers' progress) counts as client CPU too.
     const pids = [process.pid, ...procs.map((p) => p.child.pid).filter((pid): pid is number => pid !== undefined)];
     await guard(sleepUntil(timeline.measureFrom));
-    const before = sampleCpu(broker.pid, pids);
+    const before = sampleCpu(broker, pids);
     await guard(sleepUntil(timeline.measureTo));
-    const after = sampleCpu(broker.pid, pids);
+    const after = sampleCpu(broker, pids);
     // Let consumers pass the end of the window before asking for their counts.
     await guard(sleep(250));
 
@@ -585,6 +607,8 @@ async function main(): Promise<number> {
       'start-mosquitto': { type: 'boolean', default: false },
       'start-aedes': { type: 'boolean', default: false },
       'warren-node-arg': { type: 'string', multiple: true },
+      workers: { type: 'string' },
+      cluster: { type: 'boolean', default: false },
       'warren-only': { type: 'boolean', default: false },
       'peer-only': { type: 'boolean', default: false },
       'warren-bin': { type: 'string' },
@@ -643,10 +667,40 @@ async function main(): Promise<number> {
         nodeArgs: values['warren-node-arg'] ?? [],
         verbose: values.verbose,
         startTimeoutMs: 30_000,
+        ...(values.workers !== undefined || values.cluster ? { label: 'Warren, 1 process' } : {}),
       }),
     );
   }
-  if (!values['warren-only']) {
+  const workers = values.workers === undefined ? null : Number(values.workers);
+  if (workers !== null && !(Number.isInteger(workers) && workers >= 1 && workers <= 64)) throw new Error('--workers must be an integer in 1..64');
+  if (workers !== null || values.cluster) {
+    // The engine: nats-server with JetStream (Debian's nats-server on the PATH).
+    const common = {
+      bin: values['warren-bin'] ?? join(REPO_ROOT, 'bin', 'warren.js'),
+      nodeArgs: values['warren-node-arg'] ?? [],
+      verbose: values.verbose,
+      startTimeoutMs: 60_000,
+    };
+    if (workers !== null) {
+      log(`starting a nats-server and Warren with ${workers} workers ...`);
+      const nats = await startNatsServers({ count: 1 });
+      onCleanup(() => nats.stop());
+      track(
+        await startWarren({
+          ...common,
+          extraArgs: ['--workers', String(workers), '--cluster', 'bench', '--cluster-url', nats.url, '--node-name', 'w', ...(values['warren-arg'] ?? [])],
+          label: `Warren, ${workers} workers`,
+        }),
+      );
+    }
+    if (values.cluster) {
+      log('starting 3 nats-servers and a Warren cluster of 3 nodes ...');
+      const nats = await startNatsServers({ count: 3 });
+      onCleanup(() => nats.stop());
+      track(await startWarrenCluster({ ...common, extraArgs: values['warren-arg'] ?? [], clusterUrl: nats.url, nodes: 3 }));
+    }
+  }
+  if (!values['warren-only'] && workers === null && !values.cluster) {
     const urls = values['peer-url'] ?? [];
     // URLs served by one process (RabbitMQ's AMQP, MQTT and STOMP listeners) are one broker.
     const peers: Broker[] = [];
@@ -690,6 +744,7 @@ async function main(): Promise<number> {
   const results: RunResult[] = [];
   const idleResults: IdleResult[] = [];
   const connectionResults: ConnectionsResult[] = [];
+  const loopResults: LoopResult[] = [];
   const sections: string[] = [];
   for (const s of scenarios) {
     if (s.kind === 'delayed') {
@@ -700,6 +755,21 @@ async function main(): Promise<number> {
       const table = await measureIdle(s, brokers, o, quietWaitS);
       idleResults.push(...table.flat());
       if (table.length > 0) sections.push(idleTable(s, table));
+      continue;
+    }
+    if (s.kind === 'loop') {
+      const rows: LoopResult[] = [];
+      for (const b of brokers) {
+        if (interrupted || b.endpoints[s.protocol] === undefined) continue;
+        if (quietWaitS > 0) await waitForQuiet(quietWaitS);
+        log(`${s.name} on ${b.name}: ${warmupS} s warm-up + ${durationS} s ...`);
+        const r = await runLoop(s, b, { runId: o.runId, warmupS, durationS, onCleanup });
+        log(r.error !== null ? `  failed: ${r.error}` : `  ${Math.round(r.msgsPerSec)} msgs/s, broker ${r.brokerCpuUsPerMsg?.toFixed(1) ?? 'n/a'} µs/msg, ${r.brokerCpuPct?.toFixed(0) ?? 'n/a'} % of a core`);
+        rows.push(r);
+        loopResults.push(r);
+        await sleep(1000);
+      }
+      if (rows.length > 0) sections.push(loopTable(s, rows));
       continue;
     }
     if (s.kind === 'connections') {
@@ -752,13 +822,14 @@ async function main(): Promise<number> {
   if (values.json !== undefined) {
     await writeFile(
       values.json,
-      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults, connectionResults }, null, 2)}\n`,
+      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults, connectionResults, loopResults }, null, 2)}\n`,
     );
   }
   await cleanupAll();
   return results.some((r) => r.error !== null) ||
     idleResults.some((r) => r.error !== null) ||
-    connectionResults.some((r) => r.error !== null)
+    connectionResults.some((r) => r.error !== null) ||
+    loopResults.some((r) => r.error !== null)
     ? 1
     : 0;
 }
