@@ -2,6 +2,7 @@ import { AMQPClient } from '@cloudamqp/amqp-client';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { waitFor } from '../helpers/broker.js';
 import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
+import { haveChromium, launchChromium } from '../helpers/browser.js';
 import { http } from '../helpers/management.js';
 
 type Row = Record<string, unknown>;
@@ -151,6 +152,29 @@ describe('management across two cluster nodes (real nats-server, nodes as proces
     expect(q1.body['messages']).toBe(2);
     const q2 = await http<Row>(cluster.nodes.get('n2')!.httpPort, 'GET', '/api/queues/%2F/alarm-q2');
     expect(q2.body['messages']).toBe(0);
+  });
+
+  test.skipIf(!haveChromium)('the UI of n1 lists the connections of both nodes with a Node column, and the nodes on the overview', async () => {
+    const a = await connect('n1');
+    const b = await connect('n2');
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      await page.goto(`http://127.0.0.1:${http1()}/`);
+      await page.fill('#login-username', 'guest');
+      await page.fill('#login-password', 'guest');
+      await page.click('#login-submit');
+      await page.locator('#nodes-table').locator('text=n2').waitFor();
+      await page.click('#nav a[data-nav="connections"]');
+      const table = page.locator('#connections-table');
+      await table.locator(`text=${nameOf(b)}`).waitFor();
+      expect(await table.locator('thead th').allInnerTexts()).toContain('Node');
+      const rowOf = async (c: AMQPClient): Promise<string> => table.locator('tbody tr', { hasText: nameOf(c) }).innerText();
+      expect(await rowOf(a)).toMatch(/\bn1\b/);
+      expect(await rowOf(b)).toMatch(/\bn2\b/);
+    } finally {
+      await browser.close();
+    }
   });
 
   test('a node that does not answer is skipped and named; the listing still comes', async () => {
