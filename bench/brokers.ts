@@ -17,7 +17,7 @@ import { probeMqtt } from './clients/mqtt.js';
 import { probeStomp } from './clients/stomp.js';
 import type { Protocol } from './clients/types.js';
 import { sleep } from './clock.js';
-import { pidListeningOn } from './proc.js';
+import { childPids, pidListeningOn } from './proc.js';
 import { benchCertificate } from './tls.js';
 
 export interface Broker {
@@ -27,6 +27,15 @@ export interface Broker {
   endpoints: Partial<Record<Protocol, string>>;
   /** The OS process whose CPU time is the broker's, or null when unknown (reported as n/a). */
   pid: number | null;
+  /**
+   * Every process whose CPU time and memory are the broker's, when it is more than one (Warren's
+   * workers, the nodes of a cluster); `pid` alone otherwise.
+   */
+  pids?: () => number[];
+  /** Processes that accept the clients' connections (each with its own open-files limit); default 1. */
+  servingProcesses?: number;
+  /** Where consumers connect when not to `endpoints` (publish on one cluster node, consume on another). */
+  consumerEndpoints?: Partial<Record<Protocol, string>>;
   /** A broker that outlives this run (given by URL): its queues get an x-expires safety net. */
   shared: boolean;
   /** Free-form details for the report header (pid, platform, how it was started). */
@@ -131,6 +140,8 @@ export interface WarrenOptions {
   env?: Record<string, string>;
   verbose: boolean;
   startTimeoutMs: number;
+  /** The label in reports instead of the product and version. */
+  label?: string;
 }
 
 /**
@@ -259,15 +270,55 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
     const info = await probeAmqp(endpoints.amqp).catch(() => null);
     if (info !== null && info.product.length > 0) name = [info.product, info.version].join(' ').trim();
   }
+  const pid = child.pid ?? null;
+  // With --workers the primary only supervises: the workers are its children.
+  const workers = o.extraArgs.includes('--workers');
   return {
-    name,
+    name: o.label ?? name,
     isWarren: true,
     endpoints,
-    pid: child.pid ?? null,
+    pid,
+    ...(workers && pid !== null ? { pids: () => [pid, ...childPids(pid)], servingProcesses: Number(o.extraArgs[o.extraArgs.indexOf('--workers') + 1]) } : {}),
     shared: false,
     details: `started by the harness: node ${args.slice(0, args.indexOf('start') + 1).join(' ')} ... (pid ${child.pid ?? '?'})`,
     fullGc,
     stop,
+  };
+}
+
+/** The processes whose CPU time and memory are the broker's, or null when unknown. */
+export function brokerPids(b: Broker): number[] | null {
+  if (b.pids !== undefined) return b.pids();
+  return b.pid === null ? null : [b.pid];
+}
+
+/**
+ * Warren as a cluster of `nodes` nodes on the engine at `clusterUrl` (one process each): publishers
+ * connect to n1, consumers to n2; CPU and memory are the sum of all nodes.
+ */
+export async function startWarrenCluster(o: WarrenOptions & { clusterUrl: string; nodes: number }): Promise<Broker> {
+  const nodes: Broker[] = [];
+  try {
+    for (let i = 1; i <= o.nodes; i++) {
+      nodes.push(await startWarren({ ...o, extraArgs: ['--cluster', 'bench', '--cluster-url', o.clusterUrl, '--node-name', `n${i}`, ...o.extraArgs] }));
+    }
+  } catch (e) {
+    await Promise.all(nodes.map((n) => n.stop()));
+    throw e;
+  }
+  const [n1, n2] = [nodes[0]!, nodes[1] ?? nodes[0]!];
+  return {
+    name: o.label ?? `Warren cluster of ${o.nodes} (publish n1, consume n2)`,
+    isWarren: true,
+    endpoints: n1.endpoints,
+    consumerEndpoints: n2.endpoints,
+    pid: n1.pid,
+    pids: () => nodes.flatMap((n) => (n.pid === null ? [] : [n.pid])),
+    shared: false,
+    details: `${o.nodes} nodes started by the harness on ${o.clusterUrl}: ${nodes.map((n, i) => `n${i + 1} pid ${n.pid ?? '?'}`).join(', ')}`,
+    stop: async () => {
+      await Promise.all(nodes.map((n) => n.stop()));
+    },
   };
 }
 

@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { connect as amqpConnect } from 'amqplib';
 import mqtt from 'mqtt';
 
-import type { Broker } from './brokers.js';
+import { brokerPids, type Broker } from './brokers.js';
 import { StompConnection, header } from './clients/stomp.js';
 import { FailureLatch, sleep, wallMs, withTimeout } from './clock.js';
 import type { FromActiveClient, ToActiveClient } from './connections-client.js';
@@ -92,12 +92,25 @@ class Forked<To, From extends { type: string }> {
   }
 }
 
+/** The resident memory of all the broker's processes, in KiB. */
+function brokerRss(broker: Broker): number | null {
+  const pids = brokerPids(broker);
+  if (pids === null || pids.length === 0) return null;
+  let total = 0;
+  for (const p of pids) {
+    const r = rssKiB(p);
+    if (r === null) return null;
+    total += r;
+  }
+  return total;
+}
+
 /** RSS readings once a second for `seconds`; the median of the last third. */
-async function settledRss(pid: number, seconds: number, guard: <T>(p: Promise<T>) => Promise<T>): Promise<number | null> {
+async function settledRss(broker: Broker, seconds: number, guard: <T>(p: Promise<T>) => Promise<T>): Promise<number | null> {
   const readings: number[] = [];
   for (let t = 0; t < seconds; t++) {
     await guard(sleep(1_000));
-    const r = rssKiB(pid);
+    const r = brokerRss(broker);
     if (r !== null) readings.push(r);
   }
   const last = readings.slice(-Math.max(1, Math.floor(readings.length / 3))).sort((a, b) => a - b);
@@ -204,17 +217,19 @@ export async function runConnections(
 ): Promise<ConnectionsResult> {
   const mqttUrl = broker.endpoints.mqtt;
   if (mqttUrl === undefined) return failed(s, broker, 'no MQTT endpoint');
-  const pid = broker.pid;
-  if (pid === null || rssKiB(pid) === null) return failed(s, broker, 'broker pid unknown: cannot read its memory');
+  const pid = brokerPids(broker)?.at(-1) ?? null;
+  if (pid === null || brokerRss(broker) === null) return failed(s, broker, 'broker pid unknown: cannot read its memory');
+  // Each serving process (a worker) holds its own share of the connections, within its own limit.
+  const serving = broker.servingProcesses ?? 1;
   const withActive = broker.endpoints.amqp !== undefined && broker.endpoints.stomp !== undefined;
 
   // Every connection is a descriptor in the broker: hold what its limit allows.
   let total = s.connections;
   let capped: string | null = null;
   const limits = openFilesLimits(pid);
-  if (limits !== null && limits.soft < total + FD_RESERVE) {
-    total = limits.soft - FD_RESERVE;
-    capped = `the broker's open files limit is ${limits.soft} (hard ${limits.hard}; ulimit -Hn of this machine)`;
+  if (limits !== null && serving * (limits.soft - FD_RESERVE) < total) {
+    total = serving * (limits.soft - FD_RESERVE);
+    capped = `the broker's open files limit is ${limits.soft} per process (hard ${limits.hard}; ulimit -Hn of this machine)`;
     o.log(`  ${broker.name}: open files limit ${limits.soft}: holding ${total} connections instead of ${s.connections}`);
   }
   const activeEach = withActive ? s.activeEach : 0;
@@ -228,7 +243,7 @@ export async function runConnections(
   });
   try {
     await sleep(1_000);
-    const rssBefore = rssKiB(pid);
+    const rssBefore = brokerRss(broker);
     const t0 = wallMs();
     const idle: Forked<ToIdleClient, FromIdleClient>[] = [];
     const opened: Promise<Extract<FromIdleClient, { type: 'opened' }>>[] = [];
@@ -246,7 +261,7 @@ export async function runConnections(
       return { ...failed(s, broker, `only ${idleOpened} of ${mqttIdle} MQTT connections opened: ${idleResults.flatMap((r) => r.errors)[0] ?? '?'}`), capped };
     }
     o.log(`  ${idleOpened} idle MQTT connections in ${((wallMs() - t0) / 1000).toFixed(1)} s; settling ${s.settleS} s ...`);
-    const rssMqtt = await settledRss(pid, s.settleS, guard);
+    const rssMqtt = await settledRss(broker, s.settleS, guard);
 
     let active: Forked<ToActiveClient, FromActiveClient> | undefined;
     let activeOpened = 0;
@@ -271,7 +286,7 @@ export async function runConnections(
         return { ...failed(s, broker, `only ${activeOpened} of ${2 * activeEach} active connections opened: ${r.errors[0] ?? '?'}`), capped };
       }
       o.log(`  ${activeOpened} active AMQP/STOMP connections; settling ${s.activeSettleS} s ...`);
-      rssAll = await settledRss(pid, s.activeSettleS, guard);
+      rssAll = await settledRss(broker, s.activeSettleS, guard);
     }
     const connectSeconds = (wallMs() - t0) / 1000;
 
@@ -291,7 +306,7 @@ export async function runConnections(
     for (const p of idle) p.send({ type: 'stop' });
     await withTimeout(Promise.all(idleClosed), 120_000, 'closing idle connections').catch((err: unknown) => o.log(`  ${String(err)}`));
     await sleep(3_000);
-    const rssClosed = rssKiB(pid);
+    const rssClosed = brokerRss(broker);
     return {
       scenario: s.name,
       broker: broker.name,

@@ -125,3 +125,25 @@ export function machineBusySeconds(): number | null {
   const [user, nice, system, , , irq, softirq, steal] = f as [number, number, number, number, number, number, number, number];
   return (user + nice + system + irq + softirq + steal) / clockTicksPerSecond();
 }
+
+/** The child processes of `pid` (Linux: /proc/PID/task/TID/children), or [] when unknown. */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const t of tasks) {
+    try {
+      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/)) {
+        const n = Number(c);
+        if (c !== '' && Number.isInteger(n)) out.push(n);
+      }
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}

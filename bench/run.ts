@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { addPluginEndpoints, connectPeer, mergePeers, rabbitmqInstalled, startLocalRabbitmq, startWarren } from './brokers.js';
+import { addPluginEndpoints, brokerPids, connectPeer, mergePeers, rabbitmqInstalled, startLocalRabbitmq, startWarren, startWarrenCluster } from './brokers.js';
 import type { Broker } from './brokers.js';
 import { setupTopology, teardownTopology } from './clients/index.js';
 import type { RoleSpec } from './clients/types.js';
@@ -43,6 +43,9 @@ import type { RpcResult, RpcScenario } from './rpc.js';
 import type { ConnectionsScenario, IdleScenario, QueueDeleteScenario, Scenario, StormScenario } from './scenarios.js';
 import { queueDeleteTable, runQueueDelete, runStorm, stormTable } from './teardown.js';
 import type { QueueDeleteRow, StormResult } from './teardown.js';
+import { startNatsServers } from '../src/cluster/dev-cluster.js';
+import { loopTable, runLoop } from './loop.js';
+import type { LoopResult } from './loop.js';
 import { startAedes } from './peers/aedes.js';
 import { startMosquitto } from './peers/mosquitto.js';
 
@@ -80,6 +83,10 @@ const USAGE = `Usage: npm run bench -- [options]
   --trace-dir <dir>      latency scenarios: run Warren with its latency trace on (WARREN_LATENCY_TRACE),
                          keep per-message times of broker and consumer in <dir>, and print where the
                          tail of each run comes from (see bench/README.md)
+  --workers <n>          also run Warren as \`warren start --workers <n>\` (a local nats-server with
+                         JetStream is started for it) beside the single process
+  --cluster              also run Warren as a cluster of 3 nodes on 3 local nats-servers:
+                         publishers on n1, consumers on n2
   --out <file>           also write the markdown report to <file>
   --json <file>          also write the raw results as JSON
   --list                 list the scenarios and exit
@@ -246,15 +253,21 @@ function interruptSeconds(): number | null {
   return (irq + softirq) / clockTicksPerSecond();
 }
 
-function sampleCpu(brokerPid: number | null, clientPids: number[]): CpuSample {
-  let clients: number | null = 0;
-  for (const pid of clientPids) {
+function sumCpu(pids: number[] | null): number | null {
+  if (pids === null) return null;
+  let total: number | null = 0;
+  for (const pid of pids) {
     const s = cpuSeconds(pid);
-    clients = s === null || clients === null ? null : clients + s;
+    total = s === null || total === null ? null : total + s;
   }
+  return total;
+}
+
+function sampleCpu(broker: Broker, clientPids: number[]): CpuSample {
+  const clients = sumCpu(clientPids);
   return {
     at: wallMs(),
-    broker: brokerPid === null ? null : cpuSeconds(brokerPid),
+    broker: sumCpu(brokerPids(broker)),
     clients,
     machine: ((busy, irq) => (busy === null ? null : busy - (irq ?? 0)))(machineBusySeconds(), interruptSeconds()),
   };
@@ -292,6 +305,13 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions, trace: Tr
     trace === null
       ? planned
       : { ...planned, consumers: planned.consumers.map((c) => ({ ...c, traceOut: join(trace.dir, `${trace.tag}.${c.id}.bin`) })) };
+  // Publish on one node, consume on another: the consumers' specs are planned against that node.
+  const consumerUrl = broker.consumerEndpoints?.[s.protocol];
+  if (broker.consumerEndpoints !== undefined && consumerUrl === undefined) return failed(s, broker, `no ${s.protocol} endpoint on the consuming node`);
+  const consumerSpecs =
+    consumerUrl === undefined
+      ? plan.consumers
+      : s.plan({ runId: o.runId, url: consumerUrl, urls: broker.consumerEndpoints!, totalSeconds: o.warmupS + o.durationS + 5 }).consumers;
 
   const latch = new FailureLatch();
   const guard = <T>(p: Promise<T>): Promise<T> => latch.guard(p);
@@ -308,6 +328,8 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions, trace: Tr
   try {
     if (topology !== null) {
       await withTimeout(setupTopology(topology, { queueExpiresMs: broker.shared ? 120_000 : null }), 20_000, 'topology');
+      // The other node applies the declarations from the engine a moment later (the visibility window).
+      if (consumerUrl !== undefined) await sleep(1000);
     }
 
     // Pacing: publishers together may publish up to (delivered + window) / deliveriesPerPublish.
@@ -327,7 +349,7 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions, trace: Tr
       }
     };
     // Consumers connect and subscribe first; the publishers then wait for the shared start time.
-    for (const spec of plan.consumers) {
+    for (const spec of consumerSpecs) {
       procs.push(new ClientProcess(spec, (n) => onProgress(spec.id, n), latch.signal));
     }
     await guard(withTimeout(Promise.all(procs.map((p) => p.ready)), 30_000, 'consumers connecting'));
@@ -356,9 +378,9 @@ async function runScenario(s: Scenario, broker: Broker, o: RunOptions, trace: Tr
       tracing = true;
     }
     await guard(sleepUntil(timeline.measureFrom));
-    const before = sampleCpu(broker.pid, pids);
+    const before = sampleCpu(broker, pids);
     await guard(sleepUntil(timeline.measureTo));
-    const after = sampleCpu(broker.pid, pids);
+    const after = sampleCpu(broker, pids);
     if (tracePid !== null) process.kill(tracePid, 'SIGUSR2');
     tracing = false;
     // Let consumers pass the end of the window before asking for their counts.
@@ -778,6 +800,8 @@ async function main(): Promise<number> {
       'start-mosquitto': { type: 'boolean', default: false },
       'start-aedes': { type: 'boolean', default: false },
       'warren-node-arg': { type: 'string', multiple: true },
+      workers: { type: 'string' },
+      cluster: { type: 'boolean', default: false },
       'warren-only': { type: 'boolean', default: false },
       'peer-only': { type: 'boolean', default: false },
       'warren-bin': { type: 'string' },
@@ -841,10 +865,40 @@ async function main(): Promise<number> {
         ...(traceDir !== null ? { env: { WARREN_LATENCY_TRACE: traceDir } } : {}),
         verbose: values.verbose,
         startTimeoutMs: 30_000,
+        ...(values.workers !== undefined || values.cluster ? { label: 'Warren, 1 process' } : {}),
       }),
     );
   }
-  if (!values['warren-only']) {
+  const workers = values.workers === undefined ? null : Number(values.workers);
+  if (workers !== null && !(Number.isInteger(workers) && workers >= 1 && workers <= 64)) throw new Error('--workers must be an integer in 1..64');
+  if (workers !== null || values.cluster) {
+    // The engine: nats-server with JetStream (Debian's nats-server on the PATH).
+    const common = {
+      bin: values['warren-bin'] ?? join(REPO_ROOT, 'bin', 'warren.js'),
+      nodeArgs: values['warren-node-arg'] ?? [],
+      verbose: values.verbose,
+      startTimeoutMs: 60_000,
+    };
+    if (workers !== null) {
+      log(`starting a nats-server and Warren with ${workers} workers ...`);
+      const nats = await startNatsServers({ count: 1 });
+      onCleanup(() => nats.stop());
+      track(
+        await startWarren({
+          ...common,
+          extraArgs: ['--workers', String(workers), '--cluster', 'bench', '--cluster-url', nats.url, '--node-name', 'w', ...(values['warren-arg'] ?? [])],
+          label: `Warren, ${workers} workers`,
+        }),
+      );
+    }
+    if (values.cluster) {
+      log('starting 3 nats-servers and a Warren cluster of 3 nodes ...');
+      const nats = await startNatsServers({ count: 3 });
+      onCleanup(() => nats.stop());
+      track(await startWarrenCluster({ ...common, extraArgs: values['warren-arg'] ?? [], clusterUrl: nats.url, nodes: 3 }));
+    }
+  }
+  if (!values['warren-only'] && workers === null && !values.cluster) {
     const urls = values['peer-url'] ?? [];
     // URLs served by one process (RabbitMQ's AMQP, MQTT and STOMP listeners) are one broker.
     const peers: Broker[] = [];
@@ -891,6 +945,7 @@ async function main(): Promise<number> {
   const rpcResults: RpcResult[] = [];
   const stormResults: StormResult[] = [];
   const queueDeleteResults: QueueDeleteRow[] = [];
+  const loopResults: LoopResult[] = [];
   const sections: string[] = [];
   let latencyRan = false;
   for (const s of scenarios) {
@@ -913,6 +968,21 @@ async function main(): Promise<number> {
       const table = await measureIdle(s, brokers, o, quietWaitS);
       idleResults.push(...table.flat());
       if (table.length > 0) sections.push(idleTable(s, table));
+      continue;
+    }
+    if (s.kind === 'loop') {
+      const rows: LoopResult[] = [];
+      for (const b of brokers) {
+        if (interrupted || b.endpoints[s.protocol] === undefined) continue;
+        if (quietWaitS > 0) await waitForQuiet(quietWaitS);
+        log(`${s.name} on ${b.name}: ${warmupS} s warm-up + ${durationS} s ...`);
+        const r = await runLoop(s, b, { runId: o.runId, warmupS, durationS, onCleanup });
+        log(r.error !== null ? `  failed: ${r.error}` : `  ${Math.round(r.msgsPerSec)} msgs/s, broker ${r.brokerCpuUsPerMsg?.toFixed(1) ?? 'n/a'} µs/msg, ${r.brokerCpuPct?.toFixed(0) ?? 'n/a'} % of a core`);
+        rows.push(r);
+        loopResults.push(r);
+        await sleep(1000);
+      }
+      if (rows.length > 0) sections.push(loopTable(s, rows));
       continue;
     }
     if (s.kind === 'connections') {
@@ -978,7 +1048,7 @@ async function main(): Promise<number> {
   if (values.json !== undefined) {
     await writeFile(
       values.json,
-      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults, connectionResults, rpcResults, stormResults, queueDeleteResults }, null, 2)}\n`,
+      `${JSON.stringify({ environment: environment(brokers, o), results, idleResults, connectionResults, rpcResults, stormResults, queueDeleteResults, loopResults }, null, 2)}\n`,
     );
   }
   await cleanupAll();
@@ -987,7 +1057,8 @@ async function main(): Promise<number> {
     connectionResults.some((r) => r.error !== null) ||
     rpcResults.some((r) => r.error !== null) ||
     stormResults.some((r) => r.error !== null) ||
-    queueDeleteResults.some((r) => r.error !== null)
+    queueDeleteResults.some((r) => r.error !== null) ||
+    loopResults.some((r) => r.error !== null)
     ? 1
     : 0;
 }

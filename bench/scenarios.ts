@@ -475,6 +475,41 @@ export interface ConnectionsScenario {
   probes: number;
 }
 
+/**
+ * Many connections, each looping messages through a destination of its own (loop.ts): what all
+ * of the broker's processes move together, with no routing between them.
+ */
+export interface LoopScenario {
+  kind: 'loop';
+  name: string;
+  protocol: 'amqp' | 'mqtt';
+  summary: string;
+  connections: number;
+  processes: number;
+  /** Messages each connection keeps going round. */
+  inflight: number;
+  bodySize: number;
+  qos: 0 | 1;
+}
+
+function loop(name: string, protocol: 'amqp' | 'mqtt', qos: 0 | 1, connections: number): LoopScenario {
+  const what =
+    protocol === 'amqp'
+      ? 'AMQP 0-9-1: each connection consumes an exclusive queue of its own (prefetch 50, ack each) and publishes every message it receives to it again'
+      : `MQTT 3.1.1 QoS ${qos}: each connection subscribes to a topic of its own and publishes every message it receives to it again`;
+  return {
+    kind: 'loop',
+    name,
+    protocol,
+    summary: `${what}; ${connections} connections from 2 client processes, 50 messages in flight per connection, 16 B bodies`,
+    connections,
+    processes: 2,
+    inflight: 50,
+    bodySize: 16,
+    qos,
+  };
+}
+
 function manyConnections(name: string, connections: number, activeEach: number): ConnectionsScenario {
   return {
     kind: 'connections',
@@ -573,7 +608,8 @@ export type AnyScenario =
   | RpcScenario
   | StormScenario
   | QueueDeleteScenario
-  | LatencyScenario;
+  | LatencyScenario
+  | LoopScenario;
 
 export const SCENARIOS: readonly AnyScenario[] = [
   amqpOneToOne('amqp-1to1-16b', 16),
@@ -596,6 +632,9 @@ export const SCENARIOS: readonly AnyScenario[] = [
   disconnectStorm('mqtt-disconnect-storm', [5_000, 19_800]),
   queueDelete('amqp-queue-delete', [1_000, 10_000, 50_000]),
   ...LATENCY_SCENARIOS,
+  loop('amqp-loop-32', 'amqp', 0, 32),
+  loop('mqtt-qos0-loop-32', 'mqtt', 0, 32),
+  loop('mqtt-qos1-loop-32', 'mqtt', 1, 32),
 ];
 
 export function findScenario(name: string): AnyScenario | undefined {

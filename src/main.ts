@@ -1,5 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
-import { requireDataDir } from './data-dir.js';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { prepareDataDir, requireDataDir } from './data-dir.js';
 import type { Broker } from './broker.js';
 import { createLogger, reopenLog } from './logger.js';
 import { hoistConnectionOptions, registerAdminCommands } from './management/cli.js';
@@ -67,6 +69,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
+  let done: number | undefined;
   const start = program.command('start').description('start the broker');
   start.addOption(new Option('--config <file>', 'JSON config file').env('WARREN_CONFIG'));
   for (const key of Object.keys(DEFAULTS)) {
@@ -75,8 +78,32 @@ export async function main(argv: string[]): Promise<number | undefined> {
     start.addOption(new Option(`--${flagName(key)} <value>`, `${DESCRIPTIONS[key] ?? key} (default: ${d === undefined ? 'none' : d === null ? 'off' : String(d)}) [${envName(key)}]`));
   }
 
-  start.action(async (flags: Record<string, unknown>) => {
-    const opts = resolveOptions(flags);
+  start.addOption(
+    new Option('--workers <n>', 'run N node processes on this host sharing the listening ports, each a cluster node (needs --cluster-url)').env('WARREN_WORKERS'),
+  );
+
+  start.action(async (allFlags: Record<string, unknown>) => {
+    const { workers: workersFlag, ...flags } = allFlags;
+    let opts = resolveOptions(flags);
+    if (workersFlag !== undefined) {
+      const workers = Number(workersFlag);
+      if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new ConfigError('workers', `expected 1-256, got '${String(workersFlag)}'`);
+      const w = await import('./cluster/workers.js');
+      const index = w.workerIndex();
+      if (index === undefined) {
+        // The primary: supervises the workers and serves nothing itself.
+        if (opts.clusterUrl === undefined) {
+          throw new ConfigError('workers', 'needs --cluster-url: each worker is a cluster node and they share queues and definitions through the engine');
+        }
+        prepareDataDir(opts.dataDir);
+        const log = createLogger(opts.logLevel, { format: opts.logFormat, file: opts.logFile });
+        done = await w.runPrimary({ workers, log, out: (line) => process.stdout.write(`${line}\n`) });
+        await new Promise<void>((resolve) => log.flush(() => resolve()));
+        return;
+      }
+      const base = opts.nodeName ?? (hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64) || 'warren');
+      opts = { ...opts, nodeName: w.workerNodeName(base, index), dataDir: join(opts.dataDir, `worker-${index}`) };
+    }
     // Handlers go in before anything else: a signal that comes while starting (or right after the
     // ready line, before a later handler would be in place) still ends in a clean stop. A runner
     // such as `npm start` forwards the terminal's signal to the group again: the first one stops
@@ -158,11 +185,13 @@ export async function main(argv: string[]): Promise<number | undefined> {
       stopNow(started, signalled);
       return;
     }
-    process.stdout.write(`${broker.readyLine}\n`);
+    if (process.env['WARREN_WORKER_INDEX'] !== undefined) {
+      const { reportReady } = await import('./cluster/workers.js');
+      reportReady(broker.readyLine);
+    } else process.stdout.write(`${broker.readyLine}\n`);
   });
 
   // `warren definitions export|import FILE`: on a stopped broker's data directory (RabbitMQ JSON).
-  let done: number | undefined;
   const definitions = program.command('definitions').description("export or import definitions (RabbitMQ JSON) of a data directory");
   const dataDirOption = (): Option => new Option('--data-dir <dir>', `data directory [${envName('dataDir')}]`);
   const configOption = (): Option => new Option('--config <file>', 'JSON config file').env('WARREN_CONFIG');

@@ -4,12 +4,14 @@ import { DefinitionsSync } from './definitions-sync.js';
 import type { ClusterEngine, EngineInfo } from './engine.js';
 import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 import { QueueForwarding } from './queue-forwarding.js';
+import { ClusterPeers } from './ops.js';
 
 export { EngineError, NoResponderError } from './engine.js';
 export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, ReplicatedLog } from './engine.js';
 export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
 export { QueueForwarding, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
+export { ClusterPeers, type PeerAnswers, type PeerReply, type PeerRequest } from './ops.js';
 export { NodeRegistry, NodeNameTaken, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 
 export interface JoinOptions {
@@ -37,6 +39,8 @@ export interface ClusterMembership {
   readonly definitions: DefinitionsSync;
   readonly registry: NodeRegistry;
   readonly forwarding: QueueForwarding;
+  /** Requests to other nodes about their own objects (cluster-wide management listings). */
+  readonly peers: ClusterPeers;
   /** Every node that has joined, running or not. */
   nodes(): ClusterNodeInfo[];
   /** The home node of a queue (where it was declared), if it is replicated. */
@@ -98,6 +102,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     definitions.placement = (q, home) => forwarding.place(q, home);
     await definitions.start();
     const joined = engine;
+    const peers = new ClusterPeers(engine.bus, opts.cluster, opts.nodeName, () => registry.nodes(), log);
     engine.onStatus((connected) => {
       if (connected) log.info('cluster: connection to the engine back');
       else log.warn('cluster: connection to the engine lost: definition changes fail until it is back');
@@ -111,11 +116,13 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       definitions,
       registry,
       forwarding,
+      peers,
       nodes: () => registry.nodes(),
       homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
       setListeners: (l) => registry.setListeners(l),
       stop: () =>
         (stopping ??= (async () => {
+          peers.stop();
           definitions.stop();
           forwarding.stop();
           await registry.stop();

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ClusterView } from './cluster-view.js';
+import type { PeerOp } from './cluster-wide.js';
 import { hostname } from 'node:os';
 import {
   BrokerError,
@@ -52,6 +53,8 @@ export const DIRECT_PROTOCOL = 'Direct 0-9-1';
  */
 export class ManagementApi implements FormatContext {
   readonly router = new Router();
+  /** What other cluster nodes may ask this one (cluster-wide listings), by operation. */
+  readonly peerOps = new Map<string, PeerOp>();
   /** This node's name: its cluster node name, else `warren@<host>`. */
   readonly node: string;
   readonly core: Core;

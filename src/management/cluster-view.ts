@@ -1,3 +1,26 @@
+/** A request to another node, on behalf of a user this node authenticated. */
+export interface PeerRequest {
+  readonly op: string;
+  readonly user: { readonly name: string; readonly tags: readonly string[] };
+  readonly vhost?: string | undefined;
+  readonly name?: string | undefined;
+  readonly reason?: string | undefined;
+}
+
+export type PeerReply = { readonly ok: true; readonly body: unknown } | { readonly ok: false; readonly status: number; readonly error: string; readonly reason: string };
+
+/** Asking the other nodes about their own objects, and answering them about ours. */
+export interface PeerLink {
+  serve(handler: (req: PeerRequest) => Promise<PeerReply>): void;
+  /** Every other running node at once: the answers, and the running nodes that did not answer in time. */
+  askAll(req: PeerRequest): Promise<{
+    readonly answers: ReadonlyArray<{ readonly node: string; readonly reply: PeerReply }>;
+    readonly notAnswering: readonly string[];
+  }>;
+  /** One node; undefined when it does not answer in time. */
+  ask(node: string, req: PeerRequest): Promise<PeerReply | undefined>;
+}
+
 /**
  * What management shows of a cluster the node belongs to: implemented by the node's cluster
  * membership, absent on a single node.
@@ -5,6 +28,8 @@
 export interface ClusterView {
   readonly clusterName: string;
   readonly nodeName: string;
+  /** The other nodes, for cluster-wide listings (absent: this node's objects only). */
+  readonly peers?: PeerLink | undefined;
   /** The home node of a queue, if the cluster knows one. */
   homeOf(vhost: string, queue: string): string | undefined;
   nodes(): ReadonlyArray<{

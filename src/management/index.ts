@@ -4,6 +4,7 @@ import type { Core } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { ManagementApi, type ListenerPorts } from './api.js';
 import type { ClusterView } from './cluster-view.js';
+import { servePeers } from './cluster-wide.js';
 import { HttpError, sendJson } from './http-util.js';
 import { renderMetrics } from './metrics.js';
 import { registerAdminRoutes } from './routes-admin.js';
@@ -56,6 +57,7 @@ export class Management {
     registerAdminRoutes(this.api);
     registerDefinitionRoutes(this.api);
     registerReloadRoutes(this.api);
+    servePeers(this.api, this.api.peerOps);
     this.files = opts.ui === false ? undefined : new StaticFiles(ctx.log);
     this.metricsAuth = opts.metricsAuth ?? false;
   }

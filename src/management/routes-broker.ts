@@ -2,7 +2,8 @@ import { statfs } from 'node:fs/promises';
 import type { ClusterView } from './cluster-view.js';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { ReplyCode, type CoreConnection } from '../core/index.js';
+import { ReplyCode, type CoreConnection, type User } from '../core/index.js';
+import { addNumbers, findOnPeers, gather, gatherRows, peerError } from './cluster-wide.js';
 import type { ManagementApi } from './api.js';
 import { channelName, formatChannel, formatConnection, formatConsumer } from './format.js';
 import { HttpError } from './http-util.js';
@@ -243,21 +244,50 @@ function remoteNodeInfo(n: ReturnType<ClusterView['nodes']>[number]): Row {
   };
 }
 
-/** Every node: this one in full, the others of its cluster from the node registry. */
-async function allNodes(api: ManagementApi): Promise<Row[]> {
+/**
+ * Every node: each running one's own figures (asked over the cluster), the registry's for those
+ * that are not running or do not answer (`answering: false`).
+ */
+async function allNodes(api: ManagementApi, user: User): Promise<Row[]> {
   const self = await nodeInfo(api);
   const cluster = api.ctx.cluster;
   if (cluster === undefined) return [self];
-  return cluster.nodes().map((n) => (n.name === api.node ? { ...self, host: n.host, listeners: n.listeners } : remoteNodeInfo(n)));
+  const g = await gather<Row>(api, user, 'node', self);
+  const own = new Map(g.parts.map((p) => [p.node, p.body]));
+  return cluster.nodes().map((n) => {
+    const answered = own.get(n.name);
+    if (answered !== undefined) return { ...answered, host: n.host, listeners: n.listeners, answering: true };
+    return { ...remoteNodeInfo(n), answering: false };
+  });
+}
+
+/** The overview of every node: counts and rates added up, listeners of all. */
+async function clusterOverview(api: ManagementApi, user: User, q: URLSearchParams): Promise<Row> {
+  const vhosts = api.isMonitor(user) ? undefined : new Set(api.visibleVhosts(user).map((v) => v.name));
+  const local = overview(api, q, vhosts);
+  if (api.ctx.cluster?.peers === undefined) return local;
+  const g = await gather<Row>(api, user, 'overview', local);
+  const totals = local['object_totals'] as Row;
+  for (const p of g.parts.slice(1)) {
+    const o = p.body;
+    const ot = o['object_totals'] as Row | undefined;
+    // Exchanges and durable queues are replicated: every node has them all; the rest is per node.
+    for (const k of ['connections', 'channels', 'consumers']) {
+      if (typeof ot?.[k] === 'number') totals[k] = (totals[k] as number) + (ot[k] as number);
+    }
+    for (const k of ['message_stats', 'queue_totals', 'churn_rates', 'connections_by_protocol']) addNumbers(local[k] as Row, o[k]);
+    for (const k of ['listeners', 'contexts']) if (Array.isArray(o[k])) (local[k] as unknown[]).push(...(o[k] as unknown[]));
+  }
+  local['nodes_not_answering'] = g.notAnswering;
+  return local;
 }
 
 export function registerBrokerRoutes(api: ManagementApi): void {
   const r = api.router;
 
-  r.on('GET', '/api/overview', (req) => {
-    const vhosts = api.isMonitor(req.user) ? undefined : new Set(api.visibleVhosts(req.user).map((v) => v.name));
-    return { status: 200, body: projectOne(overview(api, req.query, vhosts), req.query) };
-  });
+  r.on('GET', '/api/overview', async (req) => ({ status: 200, body: projectOne(await clusterOverview(api, req.user, req.query), req.query) }));
+  api.peerOps.set('overview', (user) => overview(api, new URLSearchParams(), api.isMonitor(user) ? undefined : new Set(api.visibleVhosts(user).map((v) => v.name))));
+  api.peerOps.set('node', () => nodeInfo(api));
   r.on('GET', '/api/cluster-name', () => ({ status: 200, body: { name: api.node } }));
   r.on('GET', '/api/whoami', (req) => ({ status: 200, body: { name: req.user.name, tags: req.user.tags } }));
   r.on('GET', '/api/extensions', () => ({ status: 200, body: [] }));
@@ -268,62 +298,27 @@ export function registerBrokerRoutes(api: ManagementApi): void {
 
   r.on('GET', '/api/nodes', async (req) => {
     api.requireMonitor(req.user);
-    return { status: 200, body: applyListQuery(await allNodes(api), req.query, ['name']) };
+    return { status: 200, body: applyListQuery(await allNodes(api, req.user), req.query, ['name']) };
   });
   r.on('GET', '/api/nodes/:node', async (req) => {
     api.requireMonitor(req.user);
-    const node = (await allNodes(api)).find((n) => n['name'] === req.params['node']);
+    const node = (await allNodes(api, req.user)).find((n) => n['name'] === req.params['node']);
     if (node === undefined) throw HttpError.notFound();
     return { status: 200, body: projectOne(node, req.query) };
   });
 
   // ---- connections, channels, consumers ----------------------------------------------------
 
-  const listConnections = (req: ApiRequest, vhost?: string): Row[] => {
-    if (vhost !== undefined) api.vhost(req.user, vhost);
-    return api.visibleConnections(req.user, vhost).map((c) => connectionRow(api, c));
+  const listConnections = (user: User, vhost?: string): Row[] => {
+    if (vhost !== undefined) api.vhost(user, vhost);
+    return api.visibleConnections(user, vhost).map((c) => connectionRow(api, c));
   };
-  r.on('GET', '/api/connections', (req) => ({ status: 200, body: applyListQuery(listConnections(req), req.query, ['name']) }));
-  r.on('GET', '/api/vhosts/:vhost/connections', (req) => ({
-    status: 200,
-    body: applyListQuery(listConnections(req, req.params['vhost']), req.query, ['name']),
-  }));
-  r.on('GET', '/api/connections/:name', (req) => ({
-    status: 200,
-    body: projectOne(connectionRow(api, api.findConnection(req.user, req.params['name']!)), req.query),
-  }));
-  r.on('DELETE', '/api/connections/:name', (req) => {
-    const c = api.findConnection(req.user, req.params['name']!);
-    if (c.user !== req.user.name) api.requireAdmin(req.user);
-    const reason = req.req.headers['x-reason'];
-    const text = typeof reason === 'string' && reason !== '' ? reason : 'Closed via management plugin';
-    api.ctx.log.info({ connection: api.connectionName(c), by: req.user.name, reason: text }, 'closing connection on request');
-    c.handle.forceClose(ReplyCode.CONNECTION_FORCED, text);
-    return { status: 204 };
-  });
-  r.on('GET', '/api/connections/:name/channels', (req) => {
-    const c = api.findConnection(req.user, req.params['name']!);
-    return { status: 200, body: applyListQuery([...c.channels].map((ch) => formatChannel(api, ch)), req.query, ['name']) };
-  });
-
-  r.on('GET', '/api/channels', (req) => ({
-    status: 200,
-    body: applyListQuery(api.visibleChannels(req.user).map((ch) => formatChannel(api, ch)), req.query, ['name']),
-  }));
-  r.on('GET', '/api/vhosts/:vhost/channels', (req) => {
-    api.vhost(req.user, req.params['vhost']!);
-    return { status: 200, body: applyListQuery(api.visibleChannels(req.user, req.params['vhost']).map((ch) => formatChannel(api, ch)), req.query, ['name']) };
-  });
-  r.on('GET', '/api/channels/:name', (req) => {
-    const ch = api.visibleChannels(req.user).find((x) => channelName(api, x) === req.params['name']);
-    if (!ch) throw HttpError.notFound();
-    const row = formatChannel(api, ch);
-    row['consumer_details'] = [...ch.consumers.values()].map((c) => formatConsumer(api, ch, c));
-    return { status: 200, body: projectOne(row, req.query) };
-  });
-
-  const consumers = (req: ApiRequest, vhost?: string): Row[] => {
-    const vhosts = new Set(api.vhostsFor(req.user, vhost).map((v) => v.name));
+  const listChannels = (user: User, vhost?: string): Row[] => {
+    if (vhost !== undefined) api.vhost(user, vhost);
+    return api.visibleChannels(user, vhost).map((ch) => formatChannel(api, ch));
+  };
+  const consumers = (user: User, vhost?: string): Row[] => {
+    const vhosts = new Set(api.vhostsFor(user, vhost).map((v) => v.name));
     const out: Row[] = [];
     for (const c of api.core.connections) {
       if (!vhosts.has(c.vhost.name)) continue;
@@ -331,11 +326,89 @@ export function registerBrokerRoutes(api: ManagementApi): void {
     }
     return out;
   };
-  r.on('GET', '/api/consumers', (req) => ({ status: 200, body: applyListQuery(consumers(req), req.query, ['queue.vhost', 'queue.name', 'consumer_tag']) }));
-  r.on('GET', '/api/consumers/:vhost', (req) => ({
-    status: 200,
-    body: applyListQuery(consumers(req, req.params['vhost']), req.query, ['queue.name', 'consumer_tag']),
-  }));
+  const localConnection = (user: User, name: string): CoreConnection | undefined => {
+    try {
+      return api.findConnection(user, name);
+    } catch (e) {
+      if (e instanceof HttpError && e.status === 404) return undefined;
+      throw e;
+    }
+  };
+  const channelRow = (user: User, name: string): Row | undefined => {
+    const ch = api.visibleChannels(user).find((x) => channelName(api, x) === name);
+    if (!ch) return undefined;
+    const row = formatChannel(api, ch);
+    row['consumer_details'] = [...ch.consumers.values()].map((c) => formatConsumer(api, ch, c));
+    return row;
+  };
+  const closeConnection = (user: User, c: CoreConnection, reason: unknown): void => {
+    if (c.user !== user.name) api.requireAdmin(user);
+    const text = typeof reason === 'string' && reason !== '' ? reason : 'Closed via management plugin';
+    api.ctx.log.info({ connection: api.connectionName(c), by: user.name, reason: text }, 'closing connection on request');
+    c.handle.forceClose(ReplyCode.CONNECTION_FORCED, text);
+  };
+  /** An object found here, else on the first node that has it (404 when none has). */
+  const here = <T>(local: T | undefined, fromPeer: () => Promise<unknown>): Promise<unknown> => (local !== undefined ? Promise.resolve(local) : fromPeer());
+  const onPeers = async (user: User, op: string, name: string, reason?: string): Promise<unknown> => {
+    const reply = await findOnPeers(api, user, op, { name, reason });
+    if (reply === undefined) throw HttpError.notFound();
+    const err = peerError(reply);
+    if (err !== undefined) throw err;
+    return reply.ok ? reply.body : undefined;
+  };
+
+  api.peerOps.set('connections', (user, q) => listConnections(user, q.vhost));
+  api.peerOps.set('channels', (user, q) => listChannels(user, q.vhost));
+  api.peerOps.set('consumers', (user, q) => consumers(user, q.vhost));
+  const mustFind = <T>(v: T | undefined): T => {
+    if (v === undefined) throw HttpError.notFound();
+    return v;
+  };
+  api.peerOps.set('connection', (user, q) => connectionRow(api, api.findConnection(user, q.name ?? '')));
+  api.peerOps.set('connection-channels', (user, q) => [...api.findConnection(user, q.name ?? '').channels].map((ch) => formatChannel(api, ch)));
+  api.peerOps.set('channel', (user, q) => mustFind(channelRow(user, q.name ?? '')));
+  api.peerOps.set('close', (user, q) => {
+    closeConnection(user, api.findConnection(user, q.name ?? ''), q.reason);
+    return null;
+  });
+
+  const listed = async (req: ApiRequest, op: string, rows: Row[], sort: readonly string[], vhost?: string): Promise<{ status: number; body: unknown; headers?: Record<string, string> }> => {
+    const g = await gatherRows(api, req.user, op, rows, vhost);
+    return { status: 200, body: applyListQuery(g.rows, req.query, sort), ...(g.headers ? { headers: g.headers } : {}) };
+  };
+  r.on('GET', '/api/connections', (req) => listed(req, 'connections', listConnections(req.user), ['name']));
+  r.on('GET', '/api/vhosts/:vhost/connections', (req) => listed(req, 'connections', listConnections(req.user, req.params['vhost']), ['name'], req.params['vhost']));
+  r.on('GET', '/api/connections/:name', async (req) => {
+    const name = req.params['name']!;
+    const c = localConnection(req.user, name);
+    const row = await here(c && connectionRow(api, c), () => onPeers(req.user, 'connection', name));
+    return { status: 200, body: projectOne(row as Row, req.query) };
+  });
+  r.on('DELETE', '/api/connections/:name', async (req) => {
+    const name = req.params['name']!;
+    const reason = req.req.headers['x-reason'];
+    const c = localConnection(req.user, name);
+    if (c !== undefined) closeConnection(req.user, c, reason);
+    else await onPeers(req.user, 'close', name, typeof reason === 'string' ? reason : undefined);
+    return { status: 204 };
+  });
+  r.on('GET', '/api/connections/:name/channels', async (req) => {
+    const name = req.params['name']!;
+    const c = localConnection(req.user, name);
+    const rows = await here(c && [...c.channels].map((ch) => formatChannel(api, ch)), () => onPeers(req.user, 'connection-channels', name));
+    return { status: 200, body: applyListQuery(rows as Row[], req.query, ['name']) };
+  });
+
+  r.on('GET', '/api/channels', (req) => listed(req, 'channels', listChannels(req.user), ['name']));
+  r.on('GET', '/api/vhosts/:vhost/channels', (req) => listed(req, 'channels', listChannels(req.user, req.params['vhost']), ['name'], req.params['vhost']));
+  r.on('GET', '/api/channels/:name', async (req) => {
+    const name = req.params['name']!;
+    const row = await here(channelRow(req.user, name), () => onPeers(req.user, 'channel', name));
+    return { status: 200, body: projectOne(row as Row, req.query) };
+  });
+
+  r.on('GET', '/api/consumers', (req) => listed(req, 'consumers', consumers(req.user), ['queue.vhost', 'queue.name', 'consumer_tag']));
+  r.on('GET', '/api/consumers/:vhost', (req) => listed(req, 'consumers', consumers(req.user, req.params['vhost']), ['queue.name', 'consumer_tag'], req.params['vhost']));
 
   // ---- health checks -----------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ import {
 import { historyQuery, withExchangeHistory, withQueueHistory, type HistoryQuery } from './history.js';
 import { HttpError, boolField, intField, objField, strField } from './http-util.js';
 import { applyListQuery, projectOne, type Row } from './listing.js';
-import type { ApiRequest } from './router.js';
+import type { ApiReply, ApiRequest } from './router.js';
+import { gatherQueues } from './cluster-wide.js';
 
 const BINDING_SORT = ['vhost', 'source', 'destination', 'destination_type', 'routing_key'] as const;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -148,21 +149,41 @@ export function registerObjectRoutes(api: ManagementApi): void {
 
   // ---- queues ------------------------------------------------------------------------------
 
-  const listQueues = (req: ApiRequest): Row[] => {
+  const listQueues = (user: User, vhost: string | undefined, hq?: HistoryQuery): Row[] => {
     const out: Row[] = [];
-    const hq = historyOf(req);
-    for (const v of api.vhostsFor(req.user, req.params['vhost'])) for (const q of v.queues.values()) out.push(queueRow(q, v, hq));
+    for (const v of api.vhostsFor(user, vhost)) for (const q of v.queues.values()) out.push(queueRow(q, v, hq));
     return out;
   };
-  r.on('GET', '/api/queues', (req) => ({ status: 200, body: applyListQuery(listQueues(req), req.query) }));
-  r.on('GET', '/api/queues/:vhost', (req) => ({ status: 200, body: applyListQuery(listQueues(req), req.query) }));
-  r.on('GET', '/api/queues/:vhost/:name', (req) => {
-    const v = api.vhost(req.user, req.params['vhost']!);
-    const q = queueOf(v, req.params['name']!);
-    const row = queueRow(q, v, historyOf(req));
+  // Every node's queues: the figures of each from its own node.
+  api.peerOps.set('queues', (user, q) => listQueues(user, q.vhost));
+  const allQueues = async (req: ApiRequest): Promise<ApiReply> => {
+    const vhost = req.params['vhost'];
+    const g = await gatherQueues(api, req.user, listQueues(req.user, vhost, historyOf(req)), vhost);
+    return { status: 200, body: applyListQuery(g.rows, req.query), ...(g.headers ? { headers: g.headers } : {}) };
+  };
+  r.on('GET', '/api/queues', allQueues);
+  r.on('GET', '/api/queues/:vhost', allQueues);
+  const oneQueue = (user: User, vhost: string, name: string, hq?: HistoryQuery): Row => {
+    const v = api.vhost(user, vhost);
+    const q = queueOf(v, name);
+    const row = queueRow(q, v, hq);
     const consumers: Row[] = [];
     for (const c of q.consumers) consumers.push(formatConsumer(api, c.owner as CoreChannel, c));
     row['consumer_details'] = consumers;
+    return row;
+  };
+  api.peerOps.set('queue', (user, q) => oneQueue(user, q.vhost ?? '', q.name ?? ''));
+  r.on('GET', '/api/queues/:vhost/:name', async (req) => {
+    const vhost = req.params['vhost']!;
+    const name = req.params['name']!;
+    let row = oneQueue(req.user, vhost, name, historyOf(req));
+    // A queue of another node: its figures from there (this node's copy has its definition only).
+    const home = row['node'];
+    const peers = api.ctx.cluster?.peers;
+    if (peers !== undefined && typeof home === 'string' && home !== api.node) {
+      const reply = await peers.ask(home, { op: 'queue', user: { name: req.user.name, tags: req.user.tags }, vhost, name });
+      if (reply?.ok === true) row = reply.body as Row;
+    }
     return { status: 200, body: projectOne(row, req.query) };
   });
   r.on('PUT', '/api/queues/:vhost/:name', async (req) => {

@@ -162,6 +162,12 @@ async function act(fn, ok) {
 
 /** @type {{ name: string, tags: string[] } | null} */
 let me = null;
+/** A node of a cluster: lists show the node each object lives on (as RabbitMQ's do when clustered). */
+let clustered = false;
+/** @type {Column} */
+const NODE_COLUMN = { title: 'Node', value: (r) => r.node };
+/** @param {Column[]} cols @param {number} [at] @returns {Column[]} */
+const withNode = (cols, at = 1) => (clustered ? [...cols.slice(0, at), NODE_COLUMN, ...cols.slice(at)] : cols);
 
 function isAdmin() {
   return !!me && me.tags.includes('administrator');
@@ -212,7 +218,8 @@ function logout(reason) {
 
 async function startSession() {
   me = await api('/whoami');
-  const ov = await api('/overview?columns=product_name,product_version,node');
+  const ov = await api('/overview?columns=product_name,product_version,node,cluster_name');
+  clustered = ov.cluster_name !== ov.node;
   /** @type {HTMLElement} */ (document.getElementById('login')).hidden = true;
   /** @type {HTMLElement} */ (document.getElementById('app')).hidden = false;
   /** @type {HTMLElement} */ (document.getElementById('whoami')).textContent = `${me?.name} (${me?.tags.join(', ') || 'no tags'})`;
@@ -544,25 +551,46 @@ function overviewView() {
       replace(
         listeners,
         table(
-          [
+          withNode([
             { title: 'Protocol', value: (r) => r.protocol },
             { title: 'Bound to', value: (r) => r.ip_address },
             { title: 'Port', value: (r) => String(r.port), num: true },
-          ],
+          ], 0),
           o.listeners ?? [],
         ),
       );
       if (me && (me.tags.includes('monitoring') || isAdmin())) {
         /** @type {Obj[]} */
         const nodes = await api('/nodes');
-        const nd = nodes[0] ?? {};
+        const nd = nodes.find((n) => n.name === o.node) ?? nodes[0] ?? {};
+        /** @param {Obj} n */
+        const alarmsOf = (n) => (n.mem_alarm || n.disk_free_alarm ? h('span', { class: 'error' }, [n.mem_alarm && 'memory', n.disk_free_alarm && 'disk'].filter(Boolean).join(', ')) : 'none');
+        if (nodes.length > 1) {
+          replace(
+            nodeBox,
+            table(
+              [
+                { title: 'Name', value: (n) => (n.name === o.node ? h('strong', null, n.name) : n.name) },
+                { title: 'State', value: (n) => (!n.running ? h('span', { class: 'error' }, 'not running') : n.answering === false ? h('span', { class: 'error' }, 'not answering') : 'running') },
+                { title: 'Uptime', value: (n) => (n.running ? fmtDuration(n.uptime ?? 0) : '') },
+                { title: 'Memory', value: (n) => `${fmtBytes(n.mem_used)} of ${fmtBytes(n.mem_limit)}` },
+                { title: 'Alarms', value: alarmsOf },
+                { title: 'Connections', value: (n) => n.sockets_used, num: true },
+              ],
+              nodes,
+              'No nodes.',
+              'nodes-table',
+            ),
+          );
+          return;
+        }
         replace(
           nodeBox,
           kv([
             ['Name', nd.name],
             ['Uptime', fmtDuration(nd.uptime ?? 0)],
             ['Memory', `${fmtBytes(nd.mem_used)} of ${fmtBytes(nd.mem_limit)} high watermark`],
-            ['Alarms', nd.mem_alarm || nd.disk_free_alarm ? h('span', { class: 'error' }, [nd.mem_alarm && 'memory', nd.disk_free_alarm && 'disk'].filter(Boolean).join(', ')) : 'none'],
+            ['Alarms', alarmsOf(nd)],
             ['Disk free', fmtBytes(nd.disk_free)],
             ['Cores', nd.processors],
             ['Version', `${o.product_name} ${o.product_version}`],
@@ -595,7 +623,7 @@ function connectionsView() {
       replace(
         box,
         table(
-          [
+          withNode([
             { title: 'Name', value: (r) => h('span', { class: 'mono' }, r.user_provided_name ? `${r.name} (${r.user_provided_name})` : r.name) },
             { title: 'Protocol', value: (r) => protoTag(r.protocol) },
             { title: 'Client', value: (r) => clientOf(r) },
@@ -612,7 +640,7 @@ function connectionsView() {
                   ? h('button', { class: 'danger small', onclick: () => confirm(`Close connection ${r.name}?`) && act(() => api(`/connections/${enc(r.name)}`, { method: 'DELETE' }), 'Connection closed') }, 'Close')
                   : '',
             },
-          ],
+          ]),
           rows,
           'No client connections.',
           'connections-table',
@@ -636,7 +664,7 @@ function channelsView() {
       replace(
         box,
         table(
-          [
+          withNode([
             { title: 'Channel', value: (r) => h('span', { class: 'mono' }, r.name) },
             { title: 'User', value: (r) => r.user },
             { title: 'Vhost', value: (r) => r.vhost },
@@ -646,7 +674,7 @@ function channelsView() {
             { title: 'Publish', value: (r) => fmtRate(r.message_stats?.publish_details?.rate), num: true },
             { title: 'Deliver / get', value: (r) => fmtRate(r.message_stats?.deliver_get_details?.rate), num: true },
             { title: 'Ack', value: (r) => fmtRate(r.message_stats?.ack_details?.rate), num: true },
-          ],
+          ]),
           rows,
           'No channels.',
           'channels-table',
@@ -867,7 +895,7 @@ function queuesView() {
       replace(
         box,
         table(
-          [
+          withNode([
             { title: 'Vhost', value: (r) => r.vhost },
             { title: 'Name', value: (r) => h('a', { href: `#/queues/${enc(r.vhost)}/${enc(r.name)}` }, r.name) },
             { title: 'Features', value: (r) => queueFeatures(r) },
@@ -878,7 +906,7 @@ function queuesView() {
             { title: 'Incoming', value: (r) => fmtRate(r.message_stats?.publish_details?.rate), num: true },
             { title: 'Deliver / get', value: (r) => fmtRate(r.message_stats?.deliver_get_details?.rate), num: true },
             { title: 'Ack', value: (r) => fmtRate(r.message_stats?.ack_details?.rate), num: true },
-          ],
+          ], 2),
           rows,
           'No queues.',
           'queues-table',
