@@ -1,6 +1,6 @@
 /**
  * Python frameworks written for RabbitMQ, unchanged, against Warren: kombu (a quorum queue, global
- * QoS, a transient non-exclusive queue: what RabbitMQ 4.3 denies by default), pika's direct reply-to
+ * QoS over a classic and a quorum queue, a transient non-exclusive queue: what RabbitMQ 4.3 denies by default), pika's direct reply-to
  * RPC (RabbitMQ tutorial 6 with amq.rabbitmq.reply-to) and a Celery worker round trip with the
  * rpc:// result backend. The scripts live in test/fixtures/frameworks; Debian's python3-kombu,
  * python3-celery and python3-pika provide the libraries (see .ci/run).
@@ -79,7 +79,8 @@ describe('Celery', () => {
     let log = '';
     const w = spawn(
       python,
-      ['-m', 'celery', '-A', 'celery_app', 'worker', '--pool=solo', '--loglevel=INFO', '--without-heartbeat', '--without-mingle', '--without-gossip'],
+      // Mingle, gossip and heartbeats stay on (Celery's defaults), with task events (-E).
+      ['-m', 'celery', '-A', 'celery_app', 'worker', '--pool=solo', '--loglevel=INFO', '-E', '-n', `${queue}@%h`],
       { cwd: fixtures, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     w.stdout.on('data', (d: Buffer) => (log += d.toString()));
@@ -88,6 +89,13 @@ describe('Celery', () => {
       await waitFor(() => log.includes(' ready.') || w.exitCode !== null, 60_000, `celery worker ready:\n${log}`);
       expect(w.exitCode, log).toBeNull();
       expect(await pyJson('celery_call.py', [], env)).toEqual({ results: [100, 101, 102] });
+      // Remote control: a broadcast over the celery.pidbox fanout exchange, answered through reply.celery.pidbox.
+      const ping = await run(python, ['-m', 'celery', '-A', 'celery_app', 'inspect', 'ping', '--timeout', '5'], {
+        timeout: 60_000,
+        cwd: fixtures,
+        env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', ...env },
+      });
+      expect(ping.stdout).toMatch(new RegExp(`${queue}@\\S+: OK\\s+pong`));
       expect((await mgmt(tb.broker.ports.http!).get(`/queues/%2F/${queue}`)).body['type']).toBe(quorum === '1' ? 'quorum' : 'classic');
     } finally {
       const exited = new Promise<number | null>((resolve) => {
