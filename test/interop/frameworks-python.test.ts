@@ -1,8 +1,8 @@
 /**
  * Python frameworks written for RabbitMQ, unchanged, against Warren: kombu (a quorum queue, global
- * QoS over a classic and a quorum queue, a transient non-exclusive queue: what RabbitMQ 4.3 denies by default), pika's direct reply-to
- * RPC (RabbitMQ tutorial 6 with amq.rabbitmq.reply-to) and a Celery worker round trip with the
- * rpc:// result backend. The scripts live in test/fixtures/frameworks; Debian's python3-kombu,
+ * QoS over a classic and a quorum queue, a transient non-exclusive queue: what RabbitMQ 4.3 denies by
+ * default), pika's direct reply-to RPC (RabbitMQ tutorial 6 with amq.rabbitmq.reply-to) and a Celery
+ * worker round trip with the rpc:// result backend, plus Celery's remote control. The scripts live in test/fixtures/frameworks; Debian's python3-kombu,
  * python3-celery and python3-pika provide the libraries (see .ci/run).
  */
 import { execFile, spawn } from 'node:child_process';
