@@ -1,8 +1,9 @@
 /**
  * Python frameworks written for RabbitMQ, unchanged, against Warren: kombu (a quorum queue, global
- * QoS over a classic and a quorum queue, a transient non-exclusive queue: what RabbitMQ 4.3 denies by
- * default), pika's direct reply-to RPC (RabbitMQ tutorial 6 with amq.rabbitmq.reply-to) and a Celery
- * worker round trip with the rpc:// result backend, plus Celery's remote control. The scripts live in test/fixtures/frameworks; Debian's python3-kombu,
+ * QoS over a classic and a quorum queue, a transient non-exclusive queue: what RabbitMQ 4.3 denies
+ * by default; and an x-delayed-message exchange), pika's direct reply-to RPC (RabbitMQ tutorial 6
+ * with amq.rabbitmq.reply-to), and a Celery worker round trip with the rpc:// result backend plus
+ * Celery's remote control. The scripts live in test/fixtures/frameworks; Debian's python3-kombu,
  * python3-celery and python3-pika provide the libraries (see .ci/run).
  */
 import { execFile, spawn } from 'node:child_process';
@@ -39,13 +40,15 @@ async function pyJson(script: string, args: string[], env: Record<string, string
 }
 
 describe('kombu', () => {
-  test('a quorum queue, global QoS and a transient non-exclusive queue', async () => {
+  test('a quorum queue, global QoS, a transient non-exclusive queue and an x-delayed-message exchange', async () => {
     const out = await pyJson('kombu_checks.py', [`amqp://guest:guest@127.0.0.1:${port}//`, 'kombu']);
     expect(out).toEqual({
       quorum: { received: [{ n: 0 }, { n: 1 }, { n: 2 }] },
       // prefetch 3 with global=True is shared by the channel's two consumers; all 8 arrive as acks free credit.
       global_qos: { unacked_at_once: 3, received: 8 },
       transient: { passive_from_other_connection: { messages: 1, consumers: 0 }, received: [{ hello: 'transient' }] },
+      // x-delay 400 ms: held, then routed as its x-delayed-type (direct) routes it.
+      delayed: { received: [{ late: true }], after_delay: true },
     });
     const api = mgmt(tb.broker.ports.http!);
     expect((await api.get('/queues/%2F/kombu.quorum')).body['type']).toBe('quorum');
