@@ -49,6 +49,8 @@ describe('kombu', () => {
       transient: { passive_from_other_connection: { messages: 1, consumers: 0 }, received: [{ hello: 'transient' }] },
       // x-delay 400 ms: held, then routed as its x-delayed-type (direct) routes it.
       delayed: { received: [{ late: true }], after_delay: true },
+      // confirm_publish: 50 confirmed persistent publishes, and 312 NO_ROUTE for a mandatory one.
+      confirms: { confirmed_and_queued: 50, mandatory_unroutable: 312 },
     });
     const api = mgmt(tb.broker.ports.http!);
     expect((await api.get('/queues/%2F/kombu.quorum')).body['type']).toBe('quorum');
