@@ -36,8 +36,8 @@ import { SCENARIOS } from './scenarios.js';
 import type { AnyScenario, LatencyScenario } from './scenarios.js';
 import { holdLoad, LATENCY_LEGEND, latencyTable, loadUnsupported } from './latency.js';
 import { brokerTraceFile, traceBreakdown } from './trace-report.js';
-import { delayedTable, dropDelayed, prefillDelayed } from './delayed.js';
-import type { DelayedRow, DelayedScenario } from './delayed.js';
+import { DEFAULT_PAIRS, delayedTable, measureDelayed } from './delayed.js';
+import type { DelayedScenario } from './delayed.js';
 import { rpcTable, runRpc } from './rpc.js';
 import type { RpcResult, RpcScenario } from './rpc.js';
 import type { ConnectionsScenario, IdleScenario, QueueDeleteScenario, Scenario, StormScenario } from './scenarios.js';
@@ -560,50 +560,18 @@ async function collectTrace(trace: TraceRun, o: RunOptions): Promise<string | nu
   }
 }
 
-/** Runs a delayed-messages scenario on every broker with AMQP (see delayed.ts) and returns its table. */
-async function measureDelayed(s: DelayedScenario, brokers: Broker[], o: RunOptions, quietWaitS: number, results: RunResult[]): Promise<string> {
-  const rows: DelayedRow[] = [];
-  for (const b of brokers) {
-    if (interrupted) break;
-    const url = b.endpoints.amqp;
-    if (url === undefined) continue;
-    log(`${s.name} on ${b.name}: base run, ${o.warmupS} s warm-up + ${o.durationS} s ...`);
-    const before = await measure(s.base, b, o, quietWaitS);
-    results.push(before);
-    log(before.error !== null ? `  failed: ${before.error}` : `  ${Math.round(before.msgsPerSec)} msgs/s without pending delayed messages`);
-    const exchange = `warren-bench.${o.runId}.${s.name}.delayed`;
-    const undo = onCleanup(() => dropDelayed(url, exchange).catch(() => undefined));
-    let prefillS: number | null = null;
-    let error: string | null = null;
-    let withPending: RunResult | null = null;
-    let after: RunResult | null = null;
-    try {
-      log(`  holding ${s.pending.toLocaleString('en-US')} delayed messages ...`);
-      const t0 = performance.now();
-      await prefillDelayed(url, exchange, s.pending);
-      prefillS = (performance.now() - t0) / 1000;
-      log(`  held in ${prefillS.toFixed(1)} s; second run ...`);
-      await sleep(2000); // let the broker settle (GC after the fill)
-      withPending = await measure(s.base, b, o, quietWaitS);
-      results.push(withPending);
-      log(withPending.error !== null ? `  failed: ${withPending.error}` : `  ${Math.round(withPending.msgsPerSec)} msgs/s with them pending`);
-    } catch (e) {
-      error = e instanceof Error ? e.message : String(e);
-      log(`  failed: ${error}`);
-    } finally {
-      await dropDelayed(url, exchange).catch(() => undefined);
-      undo();
-    }
-    if (error === null && !interrupted) {
-      await sleep(2000);
-      log(`  delayed exchange deleted; third run ...`);
-      after = await measure(s.base, b, o, quietWaitS);
-      results.push(after);
-      log(after.error !== null ? `  failed: ${after.error}` : `  ${Math.round(after.msgsPerSec)} msgs/s after`);
-    }
-    rows.push({ broker: b.name, before, with: withPending, after, prefillS, error });
-    await sleep(1000);
-  }
+/** Runs a delayed-messages scenario on every broker with AMQP, arms interleaved (see delayed.ts), and returns its table. */
+async function measureDelayedScenario(s: DelayedScenario, brokers: Broker[], o: RunOptions, quietWaitS: number, results: RunResult[]): Promise<string> {
+  const { rows, runs } = await measureDelayed(s, brokers, {
+    runId: o.runId,
+    pairs: Math.max(o.repeat, DEFAULT_PAIRS),
+    measure: (scenario, b) => measure(scenario, b, o, quietWaitS),
+    log,
+    sleep,
+    onCleanup,
+    interrupted: () => interrupted,
+  });
+  results.push(...runs);
   return delayedTable(s, rows);
 }
 
@@ -961,7 +929,7 @@ async function main(): Promise<number> {
       continue;
     }
     if (s.kind === 'delayed') {
-      sections.push(await measureDelayed(s, brokers, o, quietWaitS, results));
+      sections.push(await measureDelayedScenario(s, brokers, o, quietWaitS, results));
       continue;
     }
     if (s.kind === 'idle') {

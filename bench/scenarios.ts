@@ -447,9 +447,10 @@ function delayedPending(name: string, pending: number): DelayedScenario {
     name,
     protocol: 'amqp',
     summary:
-      `amqp-1to1-16b run twice: as is, then while an x-delayed-message exchange holds ${pending.toLocaleString('en-US')} ` +
-      `16 B messages due in an hour; the change in msgs/s is the cost of the pending messages (brokers without the ` +
-      `exchange type fail the second run)`,
+      `amqp-1to1-16b without pending delayed messages (A) and while an x-delayed-message exchange holds ` +
+      `${pending.toLocaleString('en-US')} 16 B messages due in an hour (B), interleaved A B A B ... A on one broker; ` +
+      `the medians' change in msgs/s and in broker CPU per message is the cost of the pending messages (brokers ` +
+      `without the exchange type fail the first B run)`,
     pending,
     base,
   };
