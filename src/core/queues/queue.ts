@@ -124,7 +124,7 @@ export class Queue implements PageSink {
   deliveryLimit: number | undefined = undefined;
   readonly maxPriority: number;
   readonly singleActiveConsumer: boolean;
-  /** Classic or quorum: what differs between queue types. */
+  /** Classic, quorum or stream: what differs between queue types. */
   readonly type: QueueType;
 
   constructor(
@@ -147,7 +147,8 @@ export class Queue implements PageSink {
     this.levels = [];
     for (let i = 0; i <= this.maxPriority; i++) this.levels.push(new ReadyList());
     this.touch();
-    this.store = durable ? host.persistence.openQueue(this) : undefined;
+    // A stream keeps its own log (stream-queue.ts), not a queue store.
+    this.store = durable && this.type.name !== 'stream' ? host.persistence.openQueue(this) : undefined;
   }
 
   private setLimits(a: FieldTable): void {
