@@ -30,6 +30,8 @@ const CHUNK_FIXED = 34;
 const HAS_UNFILTERED = 1;
 /** Decoded chunks kept for readers, in bytes: readers close together share one copy. */
 const CACHE_BYTES = 64 << 20;
+/** Writes (each with its fdatasync) that may be in flight at once. */
+const MAX_IN_FLIGHT = 4;
 /** A batch is cut into chunks of at most this many records. */
 const MAX_CHUNK_RECORDS = 4096;
 
@@ -52,7 +54,10 @@ interface StreamSegment {
   size: number;
   /** Timestamp of its newest chunk. */
   lastTs: number;
+  /** Committed chunks. */
   chunks: number;
+  /** Writes in flight. */
+  writing: number;
 }
 
 interface Pending {
@@ -131,7 +136,10 @@ export class StreamLog implements StreamStore {
   private totalBytes = 0;
   private pending: Pending[] = [];
   private batch: Batch | undefined;
-  private flushing = false;
+  private inFlight = 0;
+  /** Settles once every write so far is committed (or failed). */
+  private lastCommit: Promise<void> = Promise.resolve();
+  private failed: Error | undefined;
   private scheduled = false;
   private closed = false;
   private limits: StreamLimits;
@@ -187,7 +195,7 @@ export class StreamLog implements StreamStore {
         this.log.warn({ stream: this.dir, expected: this.nextOffset, found: first }, 'stream segment does not follow the previous one');
       }
       const fd = openSync(path, 'r+');
-      const seg: StreamSegment = { first, path, fd, size: FILE_HEADER, lastTs: 0, chunks: 0 };
+      const seg: StreamSegment = { first, path, fd, size: FILE_HEADER, lastTs: 0, chunks: 0, writing: 0 };
       this.scanSegment(seg);
       if (seg.chunks === 0 && names.length > 1) {
         closeSync(fd);
@@ -251,10 +259,10 @@ export class StreamLog implements StreamStore {
 
   append(msg: StoredMessage, filter: string | undefined): Promise<void> {
     if (this.closed) return Promise.reject(new Error('stream is deleted'));
+    if (this.failed !== undefined) return Promise.reject(this.failed);
     this.pending.push({ msg, filter });
-    this.nextOffset++;
     const b = (this.batch ??= new Batch());
-    if (!this.scheduled && !this.flushing) {
+    if (!this.scheduled && this.inFlight < MAX_IN_FLIGHT) {
       this.scheduled = true;
       setImmediate(this.flushBound);
     }
@@ -263,58 +271,81 @@ export class StreamLog implements StreamStore {
 
   private readonly flushBound = (): void => {
     this.scheduled = false;
-    void this.flush();
+    this.flush();
   };
 
-  private async flush(): Promise<void> {
-    if (this.flushing || this.closed || this.pending.length === 0) return;
-    this.flushing = true;
+  /**
+   * Builds the pending records into chunks and writes them. Up to MAX_IN_FLIGHT writes (each with
+   * its fdatasync) overlap, so appends arriving during one fsync need not wait for it; they are
+   * committed (made readable, confirmed) strictly in order.
+   */
+  private flush(): void {
+    if (this.closed || this.pending.length === 0 || this.inFlight >= MAX_IN_FLIGHT) return;
+    if (this.failed !== undefined) {
+      this.batch?.reject(this.failed);
+      this.batch = undefined;
+      this.pending = [];
+      return;
+    }
     const items = this.pending;
     const batch = this.batch!;
     this.pending = [];
     this.batch = undefined;
-    let first = this.committed;
-    try {
-      let seg = this.activeSegment();
-      if (seg.size >= this.limits.segmentBytes && seg.chunks > 0) seg = this.roll(first);
-      const written: { chunk: Chunk; records: StreamRecord[]; bytes: number }[] = [];
-      const bufs: Buffer[] = [];
-      let pos = seg.size;
-      for (let i = 0; i < items.length; i += MAX_CHUNK_RECORDS) {
-        const part = items.slice(i, i + MAX_CHUNK_RECORDS);
-        const built = this.buildChunk(seg, pos, first, part);
-        bufs.push(built.buf);
-        written.push(built);
-        pos += built.buf.length;
-        first += part.length;
-      }
-      const all = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
-      await writeAt(seg.fd, all, seg.size);
-      await datasync(seg.fd);
-      if (this.closed) return;
-      seg.size = pos;
-      this.totalBytes += all.length;
-      for (const w of written) {
-        this.chunks.push(w.chunk);
-        seg.chunks++;
-        seg.lastTs = w.chunk.ts;
-        this.cachePut(w.chunk.first, w.records, w.bytes);
-      }
-      this.committed = first;
-      batch.resolve();
-      this.onCommit?.();
-    } catch (e) {
-      // Nothing of the batch is readable; the offsets it took are given back.
-      this.nextOffset -= items.length;
-      this.log.error({ stream: this.dir, err: e instanceof Error ? e.message : String(e) }, 'stream write failed');
-      batch.reject(e instanceof Error ? e : new Error(String(e)));
-    } finally {
-      this.flushing = false;
-      if (this.pending.length > 0 && !this.closed) {
-        this.scheduled = true;
-        setImmediate(this.flushBound);
-      }
+    let seg = this.activeSegment();
+    if (seg.size >= this.limits.segmentBytes && seg.size > FILE_HEADER) seg = this.newSegment(this.nextOffset);
+    const written: { chunk: Chunk; records: StreamRecord[]; bytes: number }[] = [];
+    const bufs: Buffer[] = [];
+    const at = seg.size;
+    let first = this.nextOffset;
+    for (let i = 0; i < items.length; i += MAX_CHUNK_RECORDS) {
+      const part = items.slice(i, i + MAX_CHUNK_RECORDS);
+      const built = this.buildChunk(seg, seg.size, first, part);
+      bufs.push(built.buf);
+      written.push(built);
+      seg.size += built.buf.length;
+      first += part.length;
     }
+    this.nextOffset = first;
+    const all = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
+    this.totalBytes += all.length;
+    seg.writing++;
+    this.inFlight++;
+    const io = writeAt(seg.fd, all, at).then(() => datasync(seg.fd));
+    const previous = this.lastCommit;
+    this.lastCommit = Promise.all([io, previous]).then(
+      () => {
+        seg.writing--;
+        this.inFlight--;
+        if (this.closed) return;
+        if (this.failed !== undefined) {
+          batch.reject(this.failed);
+        } else {
+          for (const w of written) {
+            this.chunks.push(w.chunk);
+            seg.chunks++;
+            seg.lastTs = w.chunk.ts;
+            this.cachePut(w.chunk.first, w.records, w.bytes);
+          }
+          this.committed = first;
+          batch.resolve();
+          if (this.segs.length > 1) this.applyRetention();
+          this.onCommit?.();
+        }
+        this.flush();
+      },
+      (e: unknown) => {
+        seg.writing--;
+        this.inFlight--;
+        // The log stops taking appends: a chunk after a failed one would follow a hole.
+        const err = e instanceof Error ? e : new Error(String(e));
+        if (this.failed === undefined) {
+          this.failed = err;
+          this.log.error({ stream: this.dir, err: err.message }, 'stream write failed: the stream refuses publishes until the broker restarts');
+        }
+        batch.reject(this.failed);
+        this.flush();
+      },
+    );
   }
 
   private buildChunk(seg: StreamSegment, pos: number, first: number, part: Pending[]): { buf: Buffer; chunk: Chunk; records: StreamRecord[]; bytes: number } {
@@ -377,16 +408,9 @@ export class StreamLog implements StreamStore {
     const fd = openSync(path, 'w+');
     writeHeaderSync(fd, fileHeader(), 0);
     fsyncDirSync(this.dir);
-    const seg: StreamSegment = { first, path, fd, size: FILE_HEADER, lastTs: 0, chunks: 0 };
+    const seg: StreamSegment = { first, path, fd, size: FILE_HEADER, lastTs: 0, chunks: 0, writing: 0 };
     this.segs.push(seg);
     this.totalBytes += FILE_HEADER;
-    return seg;
-  }
-
-  /** The active segment is full: a new one starts at `first`, and retention runs. */
-  private roll(first: number): StreamSegment {
-    const seg = this.newSegment(first);
-    this.applyRetention();
     return seg;
   }
 
@@ -399,6 +423,7 @@ export class StreamLog implements StreamStore {
     const now = Date.now();
     while (this.segs.length > 1) {
       const old = this.segs[0]!;
+      if (old.writing > 0) break;
       const overBytes = maxBytes !== undefined && this.totalBytes > maxBytes;
       const tooOld = maxAgeMs !== undefined && old.chunks > 0 && old.lastTs < now - maxAgeMs;
       if (!overBytes && !tooOld) break;
@@ -544,7 +569,7 @@ export class StreamLog implements StreamStore {
 
   /** Resolves once no write is pending or in flight. */
   async idle(): Promise<void> {
-    while (!this.closed && (this.flushing || this.pending.length > 0)) {
+    while (!this.closed && this.failed === undefined && (this.inFlight > 0 || this.pending.length > 0)) {
       await new Promise<void>((r) => setTimeout(r, 2));
     }
   }
