@@ -50,7 +50,7 @@ export function resolveStreamOffset(spec: FieldValue | undefined, log: StreamSto
 }
 
 function badOffset(spec: FieldValue, what: string): BrokerError {
-  const shown = spec instanceof Date ? spec.toISOString() : typeof spec === 'object' ? JSON.stringify(spec) : String(spec);
+  const shown = spec instanceof Date ? spec.toISOString() : typeof spec === 'object' ? `a value of type ${Array.isArray(spec) ? 'array' : 'table'}` : String(spec);
   return BrokerError.precondition(`invalid arg 'x-stream-offset' for ${what}: ${shown} is not first, last, next, an offset, a timestamp or an interval`);
 }
 

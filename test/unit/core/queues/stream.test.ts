@@ -56,6 +56,11 @@ describe('x-stream-offset', () => {
   });
 });
 
+test('an array or table offset is a 406, not a crash (even holding a bigint)', () => {
+  expect(() => resolveStreamOffset([1n], log, WHAT)).toThrow(BrokerError);
+  expect(() => resolveStreamOffset({ a: 1n }, log, WHAT)).toThrow("invalid arg 'x-stream-offset'");
+});
+
 describe('stream arguments', () => {
   test('durations in RabbitMQ units', () => {
     expect(parseDuration('7D')).toBe(7 * 86_400_000);
