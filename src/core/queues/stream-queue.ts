@@ -7,8 +7,12 @@ import { describeQueue } from './queue-type.js';
 import { parseDuration, streamLimits } from './stream.js';
 import type { StreamRecord, StreamStore } from './stream-store.js';
 
-/** Deliveries per dispatch run before the event loop gets a turn. */
-const DISPATCH_BUDGET = 512;
+/**
+ * Deliveries per dispatch run before the event loop gets a turn. Small, so deliveries leave in
+ * several writes and a consumer's acks can come back (and give credit) while its window is still
+ * being sent, rather than one burst per prefetch window.
+ */
+const DISPATCH_BUDGET = 128;
 
 /** A consumer's place in the stream. */
 interface StreamCursor {
