@@ -96,6 +96,15 @@ describe('declaring a stream', () => {
   });
 });
 
+describe('redeclaring a stream', () => {
+  test('the same declaration is fine; a classic one of the same name is inequivalent', async () => {
+    await declareStream('s-redeclare');
+    await declareStream('s-redeclare');
+    const err = await closeError((ch) => ch.assertQueue('s-redeclare', { durable: true }));
+    expect(err).toContain("inequivalent arg 'x-queue-type'");
+  });
+});
+
 describe('consuming a stream', () => {
   beforeAll(async () => {
     await declareStream('s-main');
@@ -299,6 +308,22 @@ describe('retention', () => {
     const got = await read('s-age-ok', { 'x-stream-offset': 'first' }, 1);
     expect(got[0]!.properties.headers?.['x-stream-offset']).toBe(4);
     expect(got[0]!.content.toString()).toMatch(/^old4/);
+  });
+});
+
+describe('retention by policy', () => {
+  test('a max-length-bytes policy applies to a stream', async () => {
+    const api = `http://127.0.0.1:${tb.broker.ports.http}/api/policies/%2F/stream-cap`;
+    const res = await fetch(api, {
+      method: 'PUT',
+      headers: { authorization: `Basic ${Buffer.from('guest:guest').toString('base64')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ pattern: '^s-pol$', 'apply-to': 'queues', definition: { 'max-length-bytes': 3000 } }),
+    });
+    expect(res.status).toBeLessThan(300);
+    await declareStream('s-pol', { 'x-stream-max-segment-size-bytes': 800 });
+    for (let i = 0; i < 30; i++) await publish('s-pol', [`${i}:${'z'.repeat(200)}`]);
+    const got = await read('s-pol', { 'x-stream-offset': 'first' }, 1);
+    expect(Number(offsets(got)[0])).toBeGreaterThan(0);
   });
 });
 
