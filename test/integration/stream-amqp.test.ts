@@ -1,3 +1,5 @@
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { AMQPClient } from '@cloudamqp/amqp-client';
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -308,6 +310,28 @@ describe('retention', () => {
     const got = await read('s-age-ok', { 'x-stream-offset': 'first' }, 1);
     expect(got[0]!.properties.headers?.['x-stream-offset']).toBe(4);
     expect(got[0]!.content.toString()).toMatch(/^old4/);
+  });
+});
+
+describe('deleting a stream', () => {
+  test('cancels its consumers and removes its files', async () => {
+    await declareStream('s-del');
+    await publish('s-del', ['a', 'b']);
+    const dir = join(tb.dataDir, 'streams');
+    const before = readdirSync(dir).length;
+    const ch = await conn.createChannel();
+    await ch.prefetch(10);
+    let cancelled = false;
+    await ch.consume('s-del', (m) => {
+      if (m === null) cancelled = true;
+      else ch.ack(m);
+    }, { arguments: { 'x-stream-offset': 'first' } });
+    const admin = await conn.createChannel();
+    await admin.deleteQueue('s-del');
+    await waitFor(() => cancelled, 5000, 'basic.cancel');
+    expect(readdirSync(dir).length).toBe(before - 1);
+    await admin.close();
+    await ch.close();
   });
 });
 
