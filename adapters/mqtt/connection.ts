@@ -21,6 +21,7 @@ import {
   type CoreConnection,
   type Delivery,
   type DeliverySink,
+  type FieldTable,
   type MemorySource,
   type Message,
   type PublishResult,
@@ -980,6 +981,18 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     if (consumers.has(queue)) return;
     this.channel().consume(queue, { consumerTag: queue, noAck: false, prefetch: this.out.window, arguments: NO_ARGS }, this);
     consumers.add(queue);
+  }
+
+  ensureStreamConsumer(stream: string, args: FieldTable): void {
+    const consumers = (this.sharedConsumers ??= new Set());
+    if (consumers.has(stream)) this.channel().cancel(stream);
+    consumers.add(stream);
+    try {
+      this.channel().consume(stream, { consumerTag: stream, noAck: false, prefetch: Math.max(this.out.window, 1), arguments: args }, this);
+    } catch (e) {
+      consumers.delete(stream);
+      throw e;
+    }
   }
 
   /** SubscribeHost: stops consuming a shared group's queue; true if it was consumed. */

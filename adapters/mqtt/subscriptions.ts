@@ -1,5 +1,5 @@
 import type { ISubscribePacket, IUnsubscribePacket, Packet } from 'mqtt-packet';
-import { BrokerError, SETTLED, type CoreChannel, type CoreConnection } from '../../src/core/index.js';
+import { BrokerError, SETTLED, type CoreChannel, type CoreConnection, type FieldTable } from '../../src/core/index.js';
 import type { Logger } from '../../src/logger.js';
 import { MqttError, checkDecodedString } from './codec.js';
 import { MAX_SUBSCRIPTIONS, Reason, SUBACK_FAILURE, TOPIC_EXCHANGE, type ProtocolLevel, type QoS } from './constants.js';
@@ -27,6 +27,8 @@ export interface SubscribeHost {
   /** Consumes the session queue (again, when the acknowledgement mode changes). */
   ensureOwnConsumer(): void;
   ensureSharedConsumer(queue: string): void;
+  /** Consumes a stream for a `$stream/` subscription (again, from the new offset, when replaced). */
+  ensureStreamConsumer(stream: string, args: FieldTable): void;
   /** Stops consuming a shared group's queue; true if it was consumed. */
   stopShared(queue: string): boolean;
   /** A definition could not be written: the connection ends. */
@@ -55,7 +57,8 @@ export function onSubscribe(h: SubscribeHost, p: ISubscribePacket, raw: Buffer):
   let defs = SETTLED;
   for (const req of p.subscriptions) {
     checkDecodedString(req.topic, raw, 'topic filter');
-    const parsed = parseFilter(req.topic);
+    const stream = req.topic.startsWith(STREAM_PREFIX) ? parseStreamFilter(req.topic) : undefined;
+    const parsed = stream === undefined ? parseFilter(req.topic) : stream.parsed;
     if (typeof parsed === 'string') {
       h.log.warn({ clientId: h.clientId, filter: printable(req.topic) }, `subscription refused: ${parsed}`);
       granted.push(v5 ? Reason.TOPIC_FILTER_INVALID : SUBACK_FAILURE);
@@ -73,7 +76,12 @@ export function onSubscribe(h: SubscribeHost, p: ISubscribePacket, raw: Buffer):
     const rap = req.rap ?? false;
     const rh = req.rh ?? 0;
     try {
-      const sub = parsed.group === undefined ? subscribeOwn(h, s, parsed, qos, noLocal, rap, rh, subId, existing) : subscribeShared(h, s, parsed, qos, rap, rh, subId, existing);
+      const sub =
+        stream !== undefined
+          ? subscribeStream(h, s, parsed, stream.name, qos, subId, p.properties?.userProperties?.['stream-offset'])
+          : parsed.group === undefined
+            ? subscribeOwn(h, s, parsed, qos, noLocal, rap, rh, subId, existing)
+            : subscribeShared(h, s, parsed, qos, rap, rh, subId, existing);
       defs = definitionsTouched(h, defs);
       granted.push(sub.qos);
       if (parsed.group === undefined && (rh === 0 || (rh === 1 && existing === undefined))) {
@@ -148,6 +156,44 @@ function unbindIfUnused(h: SubscribeHost, s: Session, old: Subscription): void {
     if (o.parsed.group === undefined && o.parsed.bindingKey === old.parsed.bindingKey && sameArgs(o, old)) return;
   }
   h.channel().unbindQueue(s.queue, TOPIC_EXCHANGE, old.parsed.bindingKey, old.args);
+}
+
+/** `$stream/<name>/<filter>`: replays stream `<name>` from an offset, then follows it live. */
+const STREAM_PREFIX = '$stream/';
+/** The group of a stream subscription: it delivers from its own queue, as a shared one does. */
+const STREAM_GROUP = '$stream';
+
+function parseStreamFilter(raw: string): { name: string; parsed: ParsedFilter | string } {
+  const slash = raw.indexOf('/', STREAM_PREFIX.length);
+  const name = slash < 0 ? '' : raw.slice(STREAM_PREFIX.length, slash);
+  if (name.length === 0 || /[+#]/.test(name)) return { name, parsed: `invalid stream name in '${printable(raw)}'` };
+  const inner = parseFilter(raw.slice(slash + 1));
+  if (typeof inner === 'string' || inner.group !== undefined) return { name, parsed: typeof inner === 'string' ? inner : `a shared filter in '${printable(raw)}'` };
+  return { name, parsed: { ...inner, raw, group: STREAM_GROUP } };
+}
+
+/**
+ * A stream subscription: the stream is consumed from the v5 user property `stream-offset`
+ * (first, last, next, an offset, a timestamp in seconds as `timestamp=<s>`, an interval such as
+ * 1h; default next); messages whose topic matches the filter are delivered. One per stream and session.
+ */
+function subscribeStream(h: SubscribeHost, s: Session, parsed: ParsedFilter, name: string, qos: QoS, id: number, offset: string | string[] | undefined): Subscription {
+  const q = h.core?.vhost.queues.get(name);
+  if (q === undefined || q.type.name !== 'stream') throw BrokerError.notFound(`no stream '${name}' in vhost '${h.vhost}'`);
+  const sub: Subscription = {
+    parsed,
+    qos,
+    noLocal: false,
+    retainAsPublished: false,
+    retainHandling: 0,
+    id,
+    queue: name,
+    args: NO_ARGS,
+  };
+  const spec = Array.isArray(offset) ? offset[0] : offset;
+  s.setSubscription(sub);
+  h.ensureStreamConsumer(name, { 'x-stream-offset': spec ?? 'next' });
+  return sub;
 }
 
 function subscribeShared(h: SubscribeHost, s: Session, parsed: ParsedFilter, qos: QoS, rap: boolean, rh: number, id: number, existing: Subscription | undefined): Subscription {

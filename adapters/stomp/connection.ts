@@ -11,6 +11,7 @@ import {
   type CoreChannel,
   type CoreConnection,
   type Delivery,
+  type FieldTable,
   type Message,
   type User,
 } from '../../src/core/index.js';
@@ -538,7 +539,7 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
     }
     const queue = this.ensureSource(parseDestination(dest), dest, f.headers, id, durable);
     const sub = new Subscription(this, tag, id, dest, ackMode, queue);
-    ch.consume(queue, { consumerTag: tag, noAck: ackMode === 'auto', prefetch }, sub);
+    ch.consume(queue, { consumerTag: tag, noAck: ackMode === 'auto', prefetch, arguments: streamArguments(f.headers) }, sub);
     this.subscriptions.set(tag, sub);
   }
 
@@ -894,4 +895,20 @@ function parseAckMode(v: string | undefined): AckMode {
   if (v === undefined || v === 'auto') return 'auto';
   if (v === 'client' || v === 'client-individual') return v;
   throw STOMP_ERRORS.invalidHeader('ack', `must be auto, client or client-individual, got '${v}'`);
+}
+
+/**
+ * A stream consumer's arguments from SUBSCRIBE headers (RabbitMQ's form): `x-stream-offset`
+ * (first, last, next, offset=<n>, timestamp=<unix seconds>, or an interval such as 1h),
+ * `x-stream-filter` (comma-separated values) and `x-stream-match-unfiltered`.
+ */
+function streamArguments(headers: ReadonlyMap<string, string>): FieldTable | undefined {
+  const offset = headers.get('x-stream-offset');
+  const filter = headers.get('x-stream-filter');
+  if (offset === undefined && filter === undefined) return undefined;
+  const args: FieldTable = {};
+  if (offset !== undefined) args['x-stream-offset'] = offset;
+  if (filter !== undefined) args['x-stream-filter'] = filter.split(',').map((v) => v.trim());
+  if (headers.get('x-stream-match-unfiltered') === 'true') args['x-stream-match-unfiltered'] = true;
+  return args;
 }

@@ -66,6 +66,9 @@ export {
 } from './definitions.js';
 export type { VHost } from './vhost.js';
 export type { Queue, QueueForwarder } from './queues/queue.js';
+/** Stream queues (`x-queue-type: stream`): an append-only log read from offsets. */
+export { StreamQueue } from './queues/stream-queue.js';
+export type { StreamRecord } from './queues/stream-store.js';
 export type { Exchange, Binding } from './exchanges/exchange.js';
 export type { DefinitionChange, Persistence } from './persistence.js';
 export { NO_PERSISTENCE } from './persistence.js';

@@ -1,5 +1,6 @@
 import type { QueueEntry } from './queues/entry.js';
 import type { Queue } from './queues/queue.js';
+import type { StreamLimits, StreamStore } from './queues/stream-store.js';
 import { SETTLED } from './types.js';
 
 /**
@@ -22,6 +23,11 @@ export interface Persistence {
    * Undefined keeps the queue in memory only.
    */
   openQueue(queue: Queue): QueueStore | undefined;
+  /**
+   * The log of a stream queue (`x-queue-type: stream`), opened (and recovered) once when the queue
+   * is created. Without it streams cannot be declared.
+   */
+  openStream?(queue: Queue, limits: StreamLimits): StreamStore;
   /**
    * A durable definition changed (an exchange, queue or binding; without `change`: vhosts, users,
    * permissions, topic permissions, policies). The store writes the current state of what changed

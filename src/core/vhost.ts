@@ -9,6 +9,7 @@ import { checkMessage } from './message-check.js';
 import type { Persistence } from './persistence.js';
 import type { Policies } from './policies.js';
 import { Queue, type DeadLetterReason, type QueueHost } from './queues/queue.js';
+import { StreamQueue } from './queues/stream-queue.js';
 import { QUORUM } from './queues/quorum.js';
 import { queueTypeOf } from './queues/queue-type.js';
 import { DirectReplyTo, REPLY_TO_PREFIX } from './reply-to.js';
@@ -243,7 +244,10 @@ export class VHost implements QueueHost, DelayedHost {
     queueTypeOf(this.name, name, args, QUORUM).validate({ vhost: this.name, name, durable, exclusive, autoDelete, args });
     const qname = name === '' ? `amq.gen-${randomBytes(16).toString('base64url').slice(0, 22)}` : name;
     const effective = this.ctx.policies?.effectiveQueueArguments(this.name, qname, args) ?? args;
-    const q = new Queue(this, qname, durable && !exclusive, exclusive, autoDelete, args, exclusive ? owner : 0, effective);
+    const q =
+      queueTypeOf(this.name, qname, args, QUORUM).name === 'stream'
+        ? new StreamQueue(this, qname, args, effective)
+        : new Queue(this, qname, durable && !exclusive, exclusive, autoDelete, args, exclusive ? owner : 0, effective);
     this.queues.set(qname, q);
     if (exclusive) {
       const own = this.exclusiveBy.get(owner);

@@ -4,6 +4,7 @@ import {
   getOwn,
   setOwn,
   oldestUnackedAge,
+  StreamQueue,
   type Binding,
   type CoreChannel,
   type CoreConnection,
@@ -195,7 +196,14 @@ export function formatQueue(ctx: FormatContext, q: Queue, vhost: string, owner?:
     },
   };
   if (owner) row['owner_pid_details'] = { name: ctx.connectionName(owner), peer_host: owner.info.peer.address, peer_port: owner.info.peer.port };
+  if (q instanceof StreamQueue) Object.assign(row, streamFields(q));
   return row;
+}
+
+/** A stream's log: its offsets (last = -1 while empty), bytes on disk and segment files. */
+function streamFields(q: StreamQueue): Row {
+  const log = q.log;
+  return { first_offset: log.first, last_offset: log.end - 1, committed_offset: log.end, disk_size: log.bytes, segments: log.segments };
 }
 
 export function formatExchange(ctx: FormatContext, x: Exchange): Row {
@@ -391,7 +399,16 @@ export function formatConsumer(ctx: FormatContext, ch: CoreChannel, c: Consumer)
     active: true,
     activity_status: 'up',
     arguments: fieldTableToJson(c.args),
+    ...streamConsumerFields(c),
   };
+}
+
+/** A stream consumer's place: the next offset it reads and the last one it was sent (-1: none). */
+function streamConsumerFields(c: Consumer): Row {
+  const q = c.queue;
+  if (!(q instanceof StreamQueue)) return {};
+  const at = q.consumerOffset(c);
+  return at === undefined ? {} : { stream_offset: at.next, last_delivered_offset: at.last, offset_lag: Math.max(0, q.log.end - at.next) };
 }
 
 export function formatVhost(ctx: FormatContext, v: VHost): Row {

@@ -1,5 +1,5 @@
 import { TextDecoder } from 'node:util';
-import type { CoreChannel, CoreConnection, Exchange, Queue, User, VHost } from '../core/index.js';
+import { StreamQueue, type CoreChannel, type CoreConnection, type Exchange, type Queue, type User, type VHost } from '../core/index.js';
 import { exchangeParam, type ManagementApi } from './api.js';
 import {
   defaultBinding,
@@ -263,6 +263,28 @@ export function registerObjectRoutes(api: ManagementApi): void {
       return rows;
     });
     return { status: 200, body: out };
+  });
+
+  // Reads a stream from an offset without consuming it (nothing is acked, no cursor is kept).
+  r.on('GET', '/api/streams/:vhost/:name/messages', (req) => {
+    const q = queueOf(api.vhost(req.user, req.params['vhost']!), req.params['name']!);
+    if (!(q instanceof StreamQueue)) throw HttpError.badRequest(`queue '${q.name}' is not a stream`);
+    const offset = Number(req.query.get('offset') ?? q.log.first);
+    const count = Number(req.query.get('count') ?? 20);
+    if (!Number.isInteger(offset) || offset < 0) throw HttpError.badRequest('offset must be a non-negative integer');
+    if (!Number.isInteger(count) || count < 1 || count > 1000) throw HttpError.badRequest('count must be an integer from 1 to 1000');
+    const encoding = req.query.get('encoding') ?? 'auto';
+    if (encoding !== 'auto' && encoding !== 'base64') throw HttpError.badRequest(`invalid encoding '${encoding}'`);
+    const rows: Row[] = q.peek(offset, count).map((rec) => ({
+      offset: rec.offset,
+      filter_value: rec.filter ?? null,
+      payload_bytes: rec.msg.body.length,
+      exchange: rec.msg.exchange,
+      routing_key: rec.msg.routingKey,
+      properties: propertiesToJson(rec.msg.properties),
+      ...encodePayload(rec.msg.body, encoding, undefined),
+    }));
+    return { status: 200, body: { first_offset: q.log.first, committed_offset: q.log.end, messages: rows } };
   });
 
   // ---- bindings ----------------------------------------------------------------------------

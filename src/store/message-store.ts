@@ -7,6 +7,7 @@ import { BrokerError, ReplyCode, SETTLED, importDefinitions, latencyTrace, table
 import type { DefinitionChange, Persistence, QueueStore } from '../core/persistence.js';
 import type { QueueEntry } from '../core/queues/entry.js';
 import type { Queue } from '../core/queues/queue.js';
+import type { StreamLimits, StreamStore } from '../core/queues/stream-store.js';
 import type { StoredMessage } from '../core/types.js';
 import type { Logger } from '../logger.js';
 import { Arena } from './arena.js';
@@ -18,6 +19,7 @@ import { MessageLog, type BatchContext } from './message-log.js';
 import { QueueLog, type QueueLogHost } from './queue-log.js';
 import { SHARED_PENDING } from './segment.js';
 import { RecordStore } from './record-store.js';
+import { StreamLog } from './stream-log.js';
 import { releaseLock, takeLock } from './lock.js';
 import type { MessageLoc } from './records.js';
 
@@ -117,6 +119,8 @@ export class MessageStore implements Persistence, QueueLogHost {
   /** Definitions read from an older data directory's definitions.json (replaced after recovery). */
   private legacyDefinitions = false;
   private readonly logs = new Set<QueueLog>();
+  /** The logs of stream queues (under `streams/`). */
+  private readonly streams = new Set<StreamLog>();
   private readonly recordStores = new Map<string, RecordStore>();
   /** Queue directories found at startup, not yet claimed by a queue. */
   private readonly unclaimed = new Map<string, QueueMeta | undefined>();
@@ -364,6 +368,13 @@ export class MessageStore implements Persistence, QueueLogHost {
     const ql = new QueueLog(this, queue, join(this.dataDir, 'queues', dirName), budget, existed);
     this.logs.add(ql);
     return ql;
+  }
+
+  openStream(queue: Queue, limits: StreamLimits): StreamStore {
+    const dir = join(this.dataDir, 'streams', queueDirName(queue.host.name, queue.name));
+    const s = new StreamLog(dir, limits, this.log, () => this.streams.delete(s));
+    this.streams.add(s);
+    return s;
   }
 
   definitionsChanged(change?: DefinitionChange): Promise<void> {
@@ -663,6 +674,8 @@ export class MessageStore implements Persistence, QueueLogHost {
         }
       }
     }
+    for (const st of this.streams) await st.idle();
+    for (const st of [...this.streams]) st.close();
     for (const rs of this.recordStores.values()) await rs.close();
     this.recordStores.clear();
     this.closed = true;

@@ -1,6 +1,7 @@
 import { BrokerError } from '../errors.js';
 import type { FieldTable, FieldValue, StoredMessage } from '../types.js';
 import type { QueueEntry } from './entry.js';
+import { STREAM } from './stream.js';
 
 /** What a queue type sees of a declaration. */
 export interface QueueDeclaration {
@@ -20,7 +21,7 @@ export interface QueueDeclaration {
  */
 export interface QueueType {
   /** As `x-queue-type` and the management API's `type` name it. */
-  readonly name: 'classic' | 'quorum';
+  readonly name: 'classic' | 'quorum' | 'stream';
   /** Throws PRECONDITION_FAILED for a declaration this type refuses. */
   validate(d: QueueDeclaration): void;
   /**
@@ -53,10 +54,7 @@ export function queueTypeOf(vhost: string, name: string, args: FieldTable, quoru
   const t = args['x-queue-type'];
   if (t === undefined || t === null || t === 'classic') return CLASSIC;
   if (t === 'quorum') return quorum;
-  if (t === 'stream') {
-    // Streams are not offered; a stream declaration is kept as a classic queue (as before).
-    return CLASSIC;
-  }
+  if (t === 'stream') return STREAM;
   throw BrokerError.precondition(
     `invalid arg 'x-queue-type' for ${describeQueue(vhost, name)}: "unsupported queue type '${typeof t === 'string' ? t : String(t)}'"`,
   );

@@ -156,7 +156,7 @@ export class Queue implements PageSink {
   deliveryLimit: number | undefined = undefined;
   readonly maxPriority: number;
   readonly singleActiveConsumer: boolean;
-  /** Classic or quorum: what differs between queue types. */
+  /** Classic, quorum or stream: what differs between queue types. */
   readonly type: QueueType;
 
   constructor(
@@ -178,7 +178,8 @@ export class Queue implements PageSink {
     this.singleActiveConsumer = args['x-single-active-consumer'] === true;
     this.levels = Array.from({ length: this.maxPriority + 1 }, () => new ReadyList());
     this.touch();
-    this.store = durable ? host.persistence.openQueue(this) : undefined;
+    // A stream keeps its own log (stream-queue.ts), not a queue store.
+    this.store = durable && this.type.name !== 'stream' ? host.persistence.openQueue(this) : undefined;
   }
 
   private setLimits(a: FieldTable): void {

@@ -1036,6 +1036,15 @@ function queueView() {
           ['Deliver / get', fmtRate(ms.deliver_get_details?.rate)],
           ['Ack', fmtRate(ms.ack_details?.rate)],
           ['Policy', q.policy ?? ''],
+          ...(q.type === 'stream'
+            ? [
+                ['First offset', q.first_offset],
+                ['Last offset', q.last_offset],
+                ['Size on disk', fmtBytes(q.disk_size)],
+                ['Segments', q.segments],
+                ['Read', h('a', { href: `#/streams/${enc(vhost)}/${enc(name)}`, id: 'read-stream' }, 'Read messages from an offset')],
+              ]
+            : []),
         ]),
       );
       setDepths(depth, q.messages_ready_details?.samples, q.messages_unacknowledged_details?.samples);
@@ -1049,6 +1058,7 @@ function queueView() {
             { title: 'Ack required', value: (r) => String(r.ack_required) },
             { title: 'Exclusive', value: (r) => String(r.exclusive) },
             { title: 'Prefetch', value: (r) => r.prefetch_count, num: true },
+            { title: 'Stream offset', value: (r) => r.stream_offset ?? '', num: true },
           ],
           q.consumer_details ?? [],
           'No consumers.',
@@ -1075,6 +1085,60 @@ function queueView() {
         ),
       );
     },
+  };
+}
+
+/**
+ * Reads a stream from an offset without consuming it: no consumer, no acks, no cursor kept.
+ * @returns {View}
+ */
+function streamView() {
+  /** @type {HTMLElement} */ let out;
+  let vhost = '/';
+  let name = '';
+  return {
+    async mount(el, params) {
+      vhost = decodeURIComponent(params[0] ?? '%2F');
+      name = decodeURIComponent(params[1] ?? '');
+      out = h('div', { id: 'stream-messages' });
+      const read = form(
+        'read-stream',
+        [
+          { name: 'offset', label: 'From offset', value: '0', type: 'number' },
+          { name: 'count', label: 'Messages', value: '20', type: 'number' },
+        ],
+        'Read',
+        (v) =>
+          act(async () => {
+            /** @type {Obj} */
+            const r = await api(`/streams/${enc(vhost)}/${enc(name)}/messages?offset=${enc(v['offset'] || '0')}&count=${enc(v['count'] || '20')}`);
+            /** @type {Obj[]} */
+            const msgs = r.messages;
+            replace(
+              out,
+              h('p', { class: 'sub' }, `offsets ${r.first_offset} to ${r.committed_offset - 1} are kept`),
+              ...(msgs.length === 0
+                ? [h('p', { class: 'empty' }, 'Nothing at or after this offset.')]
+                : msgs.map((m) =>
+                    h(
+                      'div',
+                      { class: 'msg' },
+                      h('strong', null, `Offset ${m.offset}`),
+                      kv([
+                        ['Routing key', m.routing_key],
+                        ['Filter value', m.filter_value ?? ''],
+                        ['Properties', h('span', { class: 'mono' }, JSON.stringify(m.properties))],
+                        ['Payload', `${m.payload_bytes} bytes, encoding ${m.payload_encoding}`],
+                      ]),
+                      h('pre', { class: 'payload' }, m.payload),
+                    ),
+                  )),
+            );
+          }, 'Messages read'),
+      );
+      replace(el, h('h1', null, `Stream ${name}`), h('p', { class: 'sub' }, h('a', { href: `#/queues/${enc(vhost)}/${enc(name)}` }, `queue ${name} in virtual host ${vhost}`)), h('div', { class: 'panel' }, read, out));
+    },
+    async refresh() {},
   };
 }
 
@@ -1382,6 +1446,7 @@ const ROUTES = [
   [/^#\/exchanges\/([^/]+)\/([^/]+)$/, 'exchanges', exchangeView],
   [/^#\/queues$/, 'queues', queuesView],
   [/^#\/queues\/([^/]+)\/([^/]+)$/, 'queues', queueView],
+  [/^#\/streams\/([^/]+)\/([^/]+)$/, 'queues', streamView],
   [/^#\/admin(?:\/users)?$/, 'admin', guarded('users', usersView)],
   [/^#\/admin\/vhosts$/, 'admin', guarded('vhosts', vhostsView)],
   [/^#\/admin\/policies$/, 'admin', guarded('policies', policiesView)],

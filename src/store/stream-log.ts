@@ -1,0 +1,587 @@
+import { closeSync, fdatasync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, rmSync, unlinkSync, write, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import type { StreamLimits, StreamRecord, StreamSlice, StreamStore } from '../core/queues/stream-store.js';
+import type { FieldTable, StoredMessage } from '../core/types.js';
+import type { Logger } from '../logger.js';
+import { decodeMessage, encodeMessage } from './codec.js';
+import { fsyncDirSync } from './fs-util.js';
+import { MESSAGE_OVERHEAD } from './segment.js';
+import { bloomAdd, bloomMayContain } from './stream-bloom.js';
+
+/*
+ * A stream directory holds segment files named after their first offset (`<20 digits>.seg`).
+ * Each file starts with an 8-byte header ('WRNT' + u32 version) and holds chunks; a chunk is one
+ * group commit's worth of records:
+ *
+ *   u32 magic 'CHNK' | u32 crc32 of everything after it | u32 data length | u32 record count
+ *   f64 first offset | f64 timestamp (ms) | u8 flags | u8 bloom length | bloom bytes | data
+ *
+ * and each record in the data is u32 length | u16 filter length | filter (utf8) | message.
+ * Recovery reads the chunks in order and cuts the file at the first torn or corrupt one.
+ */
+
+const FILE_MAGIC = 'WRNT';
+const FILE_VERSION = 1;
+const FILE_HEADER = 8;
+const CHUNK_MAGIC = 0x4b4e4843;
+const CHUNK_FIXED = 34;
+/** Set in a chunk's flags when one of its records has no filter value. */
+const HAS_UNFILTERED = 1;
+/** Decoded chunks kept for readers, in bytes: readers close together share one copy. */
+const CACHE_BYTES = 64 << 20;
+/** Writes (each with its fdatasync) that may be in flight at once. */
+const MAX_IN_FLIGHT = 4;
+/** A batch is cut into chunks of at most this many records. */
+const MAX_CHUNK_RECORDS = 4096;
+
+interface Chunk {
+  readonly seg: StreamSegment;
+  readonly pos: number;
+  /** Header + data. */
+  readonly size: number;
+  readonly first: number;
+  readonly count: number;
+  readonly ts: number;
+  readonly flags: number;
+  readonly bloom: Buffer;
+}
+
+interface StreamSegment {
+  readonly first: number;
+  readonly path: string;
+  fd: number;
+  size: number;
+  /** Timestamp of its newest chunk. */
+  lastTs: number;
+  /** Committed chunks. */
+  chunks: number;
+  /** Writes in flight. */
+  writing: number;
+}
+
+interface Pending {
+  msg: StoredMessage;
+  filter: string | undefined;
+}
+
+class Batch {
+  readonly promise: Promise<void>;
+  resolve!: () => void;
+  reject!: (e: Error) => void;
+  constructor() {
+    this.promise = new Promise<void>((res, rej) => {
+      this.resolve = res;
+      this.reject = rej;
+    });
+    this.promise.catch(() => undefined);
+  }
+}
+
+function segFile(first: number): string {
+  return `${String(first).padStart(20, '0')}.seg`;
+}
+
+function fileHeader(): Buffer {
+  const b = Buffer.alloc(FILE_HEADER);
+  b.write(FILE_MAGIC, 0, 'latin1');
+  b.writeUInt32LE(FILE_VERSION, 4);
+  return b;
+}
+
+function writeAt(fd: number, buf: Buffer, pos: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    write(fd, buf, 0, buf.length, pos, (err, n) => {
+      if (err) reject(err);
+      else if (n !== buf.length) reject(new Error(`short write: ${n} of ${buf.length} bytes`));
+      else resolve();
+    });
+  });
+}
+
+function datasync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/** The message a reader receives: the stored one with header `x-stream-offset` (a long). */
+function withOffset(msg: StoredMessage, offset: number): StoredMessage {
+  const headers: FieldTable = { ...(msg.properties.headers ?? {}), 'x-stream-offset': offset };
+  return {
+    exchange: msg.exchange,
+    routingKey: msg.routingKey,
+    properties: { ...msg.properties, headers },
+    body: msg.body,
+    rawProperties: undefined,
+    id: msg.id,
+    size: msg.size,
+    persistent: true,
+    refs: 0,
+    publisherId: msg.publisherId,
+  };
+}
+
+/**
+ * One stream's log on disk (see the format above). Appends are group-committed: everything
+ * appended while a chunk is being written goes out as the next chunk, with one write and one
+ * fdatasync. Readers see a record once its chunk is durable.
+ */
+export class StreamLog implements StreamStore {
+  onCommit: (() => void) | undefined = undefined;
+  private readonly segs: StreamSegment[] = [];
+  private readonly chunks: Chunk[] = [];
+  /** Index of the first live chunk in `chunks` (retention advances it; compacted now and then). */
+  private head = 0;
+  private nextOffset = 0;
+  private committed = 0;
+  private totalBytes = 0;
+  private pending: Pending[] = [];
+  private batch: Batch | undefined;
+  private inFlight = 0;
+  /** Settles once every write so far is committed (or failed). */
+  private lastCommit: Promise<void> = Promise.resolve();
+  private failed: Error | undefined;
+  private scheduled = false;
+  private closed = false;
+  private limits: StreamLimits;
+  private readonly cache = new Map<number, StreamRecord[]>();
+  private cacheBytes = 0;
+  private readonly nextId: () => number;
+
+  constructor(
+    readonly dir: string,
+    limits: StreamLimits,
+    private readonly log: Logger,
+    /** Called once the log is closed or deleted. */
+    private readonly forget?: () => void,
+  ) {
+    this.limits = limits;
+    let id = 0;
+    // Messages read back from disk get ids of their own, below every live message's.
+    this.nextId = () => -++id;
+    mkdirSync(dir, { recursive: true });
+    this.recover();
+  }
+
+  get first(): number {
+    return this.head < this.chunks.length ? this.chunks[this.head]!.first : this.committed;
+  }
+
+  get end(): number {
+    return this.committed;
+  }
+
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  get segments(): number {
+    return this.segs.length;
+  }
+
+  setLimits(limits: StreamLimits): void {
+    this.limits = limits;
+    this.applyRetention();
+  }
+
+  // ---- recovery -----------------------------------------------------------------------------
+
+  private recover(): void {
+    const names = readdirSync(this.dir).filter((n) => /^\d{20}\.seg$/.test(n)).sort();
+    for (const name of names) {
+      const path = join(this.dir, name);
+      const first = Number(name.slice(0, 20));
+      if (this.chunks.length > 0 && first !== this.nextOffset) {
+        // A gap (a segment lost by hand): start counting again from this file's first offset.
+        this.log.warn({ stream: this.dir, expected: this.nextOffset, found: first }, 'stream segment does not follow the previous one');
+      }
+      const fd = openSync(path, 'r+');
+      const seg: StreamSegment = { first, path, fd, size: FILE_HEADER, lastTs: 0, chunks: 0, writing: 0 };
+      this.scanSegment(seg);
+      if (seg.chunks === 0 && names.length > 1) {
+        closeSync(fd);
+        unlinkSync(path);
+        continue;
+      }
+      this.segs.push(seg);
+      this.totalBytes += seg.size;
+      if (seg.chunks === 0) this.nextOffset = Math.max(this.nextOffset, first);
+    }
+    this.committed = this.nextOffset;
+    this.applyRetention();
+  }
+
+  private scanSegment(seg: StreamSegment): void {
+    const fileSize = fstatSync(seg.fd).size;
+    const head = Buffer.alloc(FILE_HEADER);
+    if (readSync(seg.fd, head, 0, FILE_HEADER, 0) < FILE_HEADER || head.toString('latin1', 0, 4) !== FILE_MAGIC) {
+      // Empty or never finished: rewrite its header.
+      ftruncateSync(seg.fd, 0);
+      writeHeaderSync(seg.fd, fileHeader(), 0);
+      seg.size = FILE_HEADER;
+      if (this.chunks.length === 0) this.nextOffset = seg.first;
+      return;
+    }
+    let pos = FILE_HEADER;
+    let expect = this.chunks.length === 0 ? seg.first : this.nextOffset;
+    const fixed = Buffer.alloc(CHUNK_FIXED);
+    for (;;) {
+      if (pos + CHUNK_FIXED > fileSize) break;
+      readSync(seg.fd, fixed, 0, CHUNK_FIXED, pos);
+      if (fixed.readUInt32LE(0) !== CHUNK_MAGIC) break;
+      const dataLen = fixed.readUInt32LE(8);
+      const bloomLen = fixed[33]!;
+      const size = CHUNK_FIXED + bloomLen + dataLen;
+      if (pos + size > fileSize) break;
+      const whole = Buffer.allocUnsafe(size);
+      readSync(seg.fd, whole, 0, size, pos);
+      if (crc32(whole.subarray(8)) !== whole.readUInt32LE(4)) break;
+      const first = whole.readDoubleLE(16);
+      if (seg.chunks === 0 && this.chunks.length === 0) expect = first;
+      if (first !== expect) break;
+      const count = whole.readUInt32LE(12);
+      const ts = whole.readDoubleLE(24);
+      const chunk: Chunk = { seg, pos, size, first, count, ts, flags: whole[32]!, bloom: Buffer.from(whole.subarray(CHUNK_FIXED, CHUNK_FIXED + bloomLen)) };
+      this.chunks.push(chunk);
+      seg.chunks++;
+      seg.lastTs = ts;
+      expect = first + count;
+      pos += size;
+    }
+    if (pos < fileSize) {
+      this.log.warn({ stream: this.dir, segment: seg.path, at: pos, size: fileSize }, 'stream segment cut at a torn or corrupt chunk');
+      ftruncateSync(seg.fd, pos);
+    }
+    seg.size = pos;
+    this.nextOffset = expect;
+  }
+
+  // ---- appending ----------------------------------------------------------------------------
+
+  append(msg: StoredMessage, filter: string | undefined): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('stream is deleted'));
+    if (this.failed !== undefined) return Promise.reject(this.failed);
+    this.pending.push({ msg, filter });
+    const b = (this.batch ??= new Batch());
+    if (!this.scheduled && this.inFlight < MAX_IN_FLIGHT) {
+      this.scheduled = true;
+      setImmediate(this.flushBound);
+    }
+    return b.promise;
+  }
+
+  private readonly flushBound = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
+
+  /**
+   * Builds the pending records into chunks and writes them. Up to MAX_IN_FLIGHT writes (each with
+   * its fdatasync) overlap, so appends arriving during one fsync need not wait for it; they are
+   * committed (made readable, confirmed) strictly in order.
+   */
+  private flush(): void {
+    if (this.closed || this.pending.length === 0 || this.inFlight >= MAX_IN_FLIGHT) return;
+    if (this.failed !== undefined) {
+      this.batch?.reject(this.failed);
+      this.batch = undefined;
+      this.pending = [];
+      return;
+    }
+    const items = this.pending;
+    const batch = this.batch!;
+    this.pending = [];
+    this.batch = undefined;
+    let seg = this.activeSegment();
+    if (seg.size >= this.limits.segmentBytes && seg.size > FILE_HEADER) seg = this.newSegment(this.nextOffset);
+    const written: { chunk: Chunk; records: StreamRecord[]; bytes: number }[] = [];
+    const bufs: Buffer[] = [];
+    const at = seg.size;
+    let first = this.nextOffset;
+    for (let i = 0; i < items.length; i += MAX_CHUNK_RECORDS) {
+      const part = items.slice(i, i + MAX_CHUNK_RECORDS);
+      const built = this.buildChunk(seg, seg.size, first, part);
+      bufs.push(built.buf);
+      written.push(built);
+      seg.size += built.buf.length;
+      first += part.length;
+    }
+    this.nextOffset = first;
+    const all = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
+    this.totalBytes += all.length;
+    seg.writing++;
+    this.inFlight++;
+    const io = writeAt(seg.fd, all, at).then(() => datasync(seg.fd));
+    const previous = this.lastCommit;
+    this.lastCommit = Promise.all([io, previous]).then(
+      () => {
+        seg.writing--;
+        this.inFlight--;
+        if (this.closed) return;
+        if (this.failed !== undefined) {
+          batch.reject(this.failed);
+        } else {
+          for (const w of written) {
+            this.chunks.push(w.chunk);
+            seg.chunks++;
+            seg.lastTs = w.chunk.ts;
+            this.cachePut(w.chunk.first, w.records, w.bytes);
+          }
+          this.committed = first;
+          batch.resolve();
+          if (this.segs.length > 1) this.applyRetention();
+          this.onCommit?.();
+        }
+        this.flush();
+      },
+      (e: unknown) => {
+        seg.writing--;
+        this.inFlight--;
+        // The log stops taking appends: a chunk after a failed one would follow a hole.
+        const err = e instanceof Error ? e : new Error(String(e));
+        if (this.failed === undefined) {
+          this.failed = err;
+          this.log.error({ stream: this.dir, err: err.message }, 'stream write failed: the stream refuses publishes until the broker restarts');
+        }
+        batch.reject(this.failed);
+        this.flush();
+      },
+    );
+  }
+
+  private buildChunk(seg: StreamSegment, pos: number, first: number, part: Pending[]): { buf: Buffer; chunk: Chunk; records: StreamRecord[]; bytes: number } {
+    const bloomLen = this.limits.filterBytes;
+    const bloom = Buffer.alloc(bloomLen);
+    let flags = 0;
+    const encoded: Buffer[] = [];
+    const filters: (Buffer | undefined)[] = [];
+    let dataLen = 0;
+    const records: StreamRecord[] = [];
+    let bytes = 0;
+    for (let i = 0; i < part.length; i++) {
+      const p = part[i]!;
+      const m = p.msg;
+      const enc = encodeMessage({ exchange: m.exchange, routingKey: m.routingKey, properties: m.properties, rawProperties: undefined, body: m.body });
+      const f = p.filter === undefined ? undefined : Buffer.from(p.filter, 'utf8');
+      if (p.filter === undefined) flags |= HAS_UNFILTERED;
+      else bloomAdd(bloom, p.filter);
+      encoded.push(enc);
+      filters.push(f);
+      dataLen += 4 + 2 + (f?.length ?? 0) + enc.length;
+      records.push({ offset: first + i, filter: p.filter, msg: withOffset(m, first + i) });
+      bytes += m.size;
+    }
+    const size = CHUNK_FIXED + bloomLen + dataLen;
+    const buf = Buffer.allocUnsafe(size);
+    buf.writeUInt32LE(CHUNK_MAGIC, 0);
+    buf.writeUInt32LE(dataLen, 8);
+    buf.writeUInt32LE(part.length, 12);
+    const ts = Date.now();
+    buf.writeDoubleLE(first, 16);
+    buf.writeDoubleLE(ts, 24);
+    buf[32] = flags;
+    buf[33] = bloomLen;
+    bloom.copy(buf, CHUNK_FIXED);
+    let at = CHUNK_FIXED + bloomLen;
+    for (let i = 0; i < encoded.length; i++) {
+      const enc = encoded[i]!;
+      const f = filters[i];
+      const flen = f?.length ?? 0;
+      buf.writeUInt32LE(2 + flen + enc.length, at);
+      buf.writeUInt16LE(flen, at + 4);
+      if (f !== undefined) f.copy(buf, at + 6);
+      enc.copy(buf, at + 6 + flen);
+      at += 6 + flen + enc.length;
+    }
+    buf.writeUInt32LE(crc32(buf.subarray(8)), 4);
+    const chunk: Chunk = { seg, pos, size, first, count: part.length, ts, flags, bloom };
+    return { buf, chunk, records, bytes };
+  }
+
+  private activeSegment(): StreamSegment {
+    const last = this.segs[this.segs.length - 1];
+    if (last !== undefined) return last;
+    return this.newSegment(this.committed);
+  }
+
+  private newSegment(first: number): StreamSegment {
+    const path = join(this.dir, segFile(first));
+    const fd = openSync(path, 'w+');
+    writeHeaderSync(fd, fileHeader(), 0);
+    fsyncDirSync(this.dir);
+    const seg: StreamSegment = { first, path, fd, size: FILE_HEADER, lastTs: 0, chunks: 0, writing: 0 };
+    this.segs.push(seg);
+    this.totalBytes += FILE_HEADER;
+    return seg;
+  }
+
+  // ---- retention ----------------------------------------------------------------------------
+
+  /** Deletes whole oldest segments beyond the byte limit or older than the age limit; never the active one. */
+  applyRetention(): void {
+    const { maxBytes, maxAgeMs } = this.limits;
+    if (maxBytes === undefined && maxAgeMs === undefined) return;
+    const now = Date.now();
+    while (this.segs.length > 1) {
+      const old = this.segs[0]!;
+      if (old.writing > 0) break;
+      const overBytes = maxBytes !== undefined && this.totalBytes > maxBytes;
+      const tooOld = maxAgeMs !== undefined && old.chunks > 0 && old.lastTs < now - maxAgeMs;
+      if (!overBytes && !tooOld) break;
+      this.segs.shift();
+      this.totalBytes -= old.size;
+      while (this.head < this.chunks.length && this.chunks[this.head]!.seg === old) {
+        this.cacheDrop(this.chunks[this.head]!.first);
+        this.head++;
+      }
+      try {
+        closeSync(old.fd);
+        unlinkSync(old.path);
+      } catch (e) {
+        this.log.warn({ stream: this.dir, segment: old.path, err: e instanceof Error ? e.message : String(e) }, 'cannot delete stream segment');
+      }
+    }
+    if (this.head > 1024 && this.head > this.chunks.length >> 1) {
+      this.chunks.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+
+  // ---- reading ------------------------------------------------------------------------------
+
+  /** Index of the chunk holding `offset` (the first one at or after it), or -1. */
+  private chunkIndex(offset: number): number {
+    let lo = this.head;
+    let hi = this.chunks.length - 1;
+    if (hi < lo) return -1;
+    if (offset < this.chunks[lo]!.first) return lo;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.chunks[mid]!.first <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    const c = this.chunks[lo]!;
+    if (offset < c.first + c.count) return lo;
+    return lo + 1 < this.chunks.length ? lo + 1 : -1;
+  }
+
+  slice(offset: number, filters: readonly string[] | undefined, matchUnfiltered: boolean): StreamSlice | undefined {
+    let i = this.chunkIndex(offset);
+    if (i < 0) return undefined;
+    if (filters !== undefined) {
+      for (; i < this.chunks.length; i++) {
+        const c = this.chunks[i]!;
+        if (matchUnfiltered && (c.flags & HAS_UNFILTERED) !== 0) break;
+        let may = false;
+        for (const f of filters) if (bloomMayContain(c.bloom, f)) may = true;
+        if (may) break;
+      }
+      if (i >= this.chunks.length) return { records: [], start: 0, next: this.committed };
+    }
+    const c = this.chunks[i]!;
+    const records = this.readChunk(c);
+    const start = offset > c.first ? offset - c.first : 0;
+    return { records, start, next: c.first + c.count };
+  }
+
+  private readChunk(c: Chunk): StreamRecord[] {
+    const hit = this.cache.get(c.first);
+    if (hit !== undefined) {
+      // Move to the end: the map's order is the eviction order.
+      this.cache.delete(c.first);
+      this.cache.set(c.first, hit);
+      return hit;
+    }
+    const buf = Buffer.allocUnsafe(c.size);
+    readSync(c.seg.fd, buf, 0, c.size, c.pos);
+    const records: StreamRecord[] = [];
+    let at = CHUNK_FIXED + c.bloom.length;
+    let bytes = 0;
+    for (let i = 0; i < c.count; i++) {
+      const len = buf.readUInt32LE(at);
+      const flen = buf.readUInt16LE(at + 4);
+      const filter = flen === 0 ? undefined : buf.toString('utf8', at + 6, at + 6 + flen);
+      const m = decodeMessage(buf.subarray(at + 6 + flen, at + 4 + len));
+      const offset = c.first + i;
+      const headers: FieldTable = { ...(m.properties.headers ?? {}), 'x-stream-offset': offset };
+      const msg: StoredMessage = {
+        exchange: m.exchange,
+        routingKey: m.routingKey,
+        properties: { ...m.properties, headers },
+        body: m.body,
+        rawProperties: undefined,
+        id: this.nextId(),
+        size: m.body.length + MESSAGE_OVERHEAD,
+        persistent: true,
+        refs: 0,
+        publisherId: 0,
+      };
+      records.push({ offset, filter, msg });
+      bytes += msg.size;
+      at += 4 + len;
+    }
+    this.cachePut(c.first, records, bytes);
+    return records;
+  }
+
+  private readonly cacheSizes = new Map<number, number>();
+
+  private cachePut(first: number, records: StreamRecord[], bytes: number): void {
+    this.cache.set(first, records);
+    this.cacheSizes.set(first, bytes);
+    this.cacheBytes += bytes;
+    while (this.cacheBytes > CACHE_BYTES && this.cache.size > 1) {
+      const oldest = this.cache.keys().next().value as number;
+      this.cacheDrop(oldest);
+    }
+  }
+
+  private cacheDrop(first: number): void {
+    if (!this.cache.delete(first)) return;
+    this.cacheBytes -= this.cacheSizes.get(first) ?? 0;
+    this.cacheSizes.delete(first);
+  }
+
+  lastChunkOffset(): number {
+    const n = this.chunks.length;
+    return n > this.head ? this.chunks[n - 1]!.first : this.committed;
+  }
+
+  offsetAt(ms: number): number {
+    for (let i = this.head; i < this.chunks.length; i++) if (this.chunks[i]!.ts >= ms) return this.chunks[i]!.first;
+    return this.committed;
+  }
+
+  /** Closes the files (broker stop); pending appends are left to fail. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.segs) {
+      try {
+        closeSync(s.fd);
+      } catch {
+        // already closed
+      }
+    }
+    this.batch?.reject(new Error('stream closed'));
+    this.cache.clear();
+    this.forget?.();
+  }
+
+  /** Resolves once no write is pending or in flight. */
+  async idle(): Promise<void> {
+    while (!this.closed && this.failed === undefined && (this.inFlight > 0 || this.pending.length > 0)) {
+      await new Promise<void>((r) => setTimeout(r, 2));
+    }
+  }
+
+  deleted(): void {
+    this.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Writes a small buffer (a file header) in place. */
+function writeHeaderSync(fd: number, buf: Buffer, pos: number): void {
+  let off = 0;
+  while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off, pos + off);
+}
