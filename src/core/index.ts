@@ -64,7 +64,7 @@ export {
   type ImportReport,
   type ImportOptions,
 } from './definitions.js';
-export type { VHost } from './vhost.js';
+export type { VHost, RoutingRelay } from './vhost.js';
 export type { Queue, QueueForwarder } from './queues/queue.js';
 export type { Exchange, Binding } from './exchanges/exchange.js';
 export type { DefinitionChange, Persistence } from './persistence.js';
