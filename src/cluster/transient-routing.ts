@@ -95,7 +95,8 @@ export function interestSubjects(base: string, type: string, key: string): strin
 
 interface Interest {
   count: number;
-  sub: BusSubscription;
+  /** Undefined when the engine refused the subscription (its connection was closing). */
+  sub: BusSubscription | undefined;
 }
 
 export class TransientRouting implements RoutingRelay {
@@ -112,7 +113,7 @@ export class TransientRouting implements RoutingRelay {
   private readonly lastSeen = new Map<string, bigint>();
   private readonly onMessage = (data: Uint8Array): void => this.received(data);
   private running = false;
-  readonly stats = { sent: 0, received: 0, routed: 0, duplicates: 0 };
+  readonly stats = { sent: 0, dropped: 0, received: 0, routed: 0, duplicates: 0 };
 
   constructor(
     private readonly core: Core,
@@ -137,7 +138,7 @@ export class TransientRouting implements RoutingRelay {
   stop(): void {
     if (this.core.relay === this) this.core.relay = undefined;
     this.running = false;
-    for (const i of this.interest.values()) i.sub.unsubscribe();
+    for (const i of this.interest.values()) i.sub?.unsubscribe();
     this.interest.clear();
     this.held.clear();
   }
@@ -189,7 +190,17 @@ export class TransientRouting implements RoutingRelay {
     for (const s of subjects) {
       const i = this.interest.get(s);
       if (i !== undefined) i.count++;
-      else this.interest.set(s, { count: 1, sub: this.bus.subscribe(s, this.onMessage) });
+      else this.interest.set(s, { count: 1, sub: this.subscribe(s) });
+    }
+  }
+
+  private subscribe(subject: string): BusSubscription | undefined {
+    try {
+      return this.bus.subscribe(subject, this.onMessage);
+    } catch (e) {
+      // A bind must not fail for it: the node's own routing is unaffected.
+      this.log.warn({ subject, err: e instanceof Error ? e.message : String(e) }, 'cluster: could not subscribe to a routing subject');
+      return undefined;
     }
   }
 
@@ -202,7 +213,11 @@ export class TransientRouting implements RoutingRelay {
       if (i === undefined) continue;
       if (--i.count > 0) continue;
       this.interest.delete(s);
-      i.sub.unsubscribe();
+      try {
+        i.sub?.unsubscribe();
+      } catch {
+        // The connection is gone, and its subscriptions with it.
+      }
     }
   }
 
@@ -218,8 +233,14 @@ export class TransientRouting implements RoutingRelay {
     w.str16(msg.routingKey);
     writeProperties(w, msg.properties);
     w.bytes32(msg.body);
-    this.stats.sent++;
-    this.bus.publish(`${this.base(vhost.name, ex.name)}.${encodeKey(msg.routingKey)}`, Buffer.from(w.buf.subarray(0, w.pos)));
+    const subject = `${this.base(vhost.name, ex.name)}.${encodeKey(msg.routingKey)}`;
+    try {
+      this.bus.publish(subject, Buffer.from(w.buf.subarray(0, w.pos)));
+      this.stats.sent++;
+    } catch {
+      // The engine's connection is closed: at most once, the local publish goes on.
+      this.stats.dropped++;
+    }
   }
 
   // ---- receiving --------------------------------------------------------------------------

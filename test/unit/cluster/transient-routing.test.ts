@@ -1,6 +1,6 @@
 import { pino } from 'pino';
 import { afterEach, describe, expect, test } from 'vitest';
-import { encodeKey, encodeToken, interestSubjects, joinCluster, MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
+import { encodeKey, encodeToken, interestSubjects, joinCluster, MemoryEngine, TransientRouting, type ClusterBus, type ClusterMembership } from '../../../src/cluster/index.js';
 import { Core, type Delivery, type DeliverySink } from '../../../src/core/index.js';
 import { waitFor } from '../../helpers/broker.js';
 
@@ -87,6 +87,35 @@ describe('transient subscribers across nodes (memory engine)', () => {
     await waitFor(() => sink.got.length >= 3, 2000, 'default exchange delivery on n2');
     expect(sink.got.map((d) => d.message.body.toString())).toEqual(['one', 'two', 'three']);
     expect(b.m.transient.stats.duplicates).toBeGreaterThan(0);
+    // What n2 got from the bus it routed, and sent on to nobody.
+    expect(b.m.transient.stats.sent).toBe(0);
+    expect(a.m.transient.stats.sent).toBe(4);
+  });
+
+  test('a bus that refuses (its connection closed) fails neither a bind nor a publish', async () => {
+    const core = new Core();
+    const refusing: ClusterBus = {
+      publish: () => {
+        throw new Error('closed');
+      },
+      subscribe: () => {
+        throw new Error('closed');
+      },
+      request: () => Promise.reject(new Error('closed')),
+    };
+    const relay = new TransientRouting(core, refusing, 't', 'n1', log);
+    relay.start();
+    const ch = channel(core);
+    const q = ch.declareQueue('', { exclusive: true }).queue;
+    ch.bindQueue(q, 'amq.topic', 'x.#');
+    const sink = new Sink();
+    ch.consume(q, { noAck: true }, sink);
+    expect(ch.publish({ exchange: 'amq.topic', routingKey: 'x.y', properties: {}, body: Buffer.from('local') }).routed).toBe(1);
+    await waitFor(() => sink.got.length === 1, 2000, 'the local delivery');
+    expect(relay.stats.dropped).toBe(1);
+    ch.unbindQueue(q, 'amq.topic', 'x.#');
+    relay.stop();
+    expect(core.relay).toBeUndefined();
   });
 
   test('one subscription per subject however many bindings; the last unbind drops it', async () => {
