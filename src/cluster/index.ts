@@ -93,10 +93,11 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
   const ttlMs = opts.ttlMs ?? DEFAULT_NODE_TTL_MS;
   const prefix = `warren_${opts.cluster}`;
   try {
-    const [defsKv, nodesKv, aliveKv] = await Promise.all([
+    const [defsKv, nodesKv, aliveKv, interestKv] = await Promise.all([
       engine.openKV(`${prefix}_definitions`, { replicas }),
       engine.openKV(`${prefix}_nodes`, { replicas }),
       engine.openKV(`${prefix}_alive`, { replicas, ttlMs }),
+      engine.openKV(`${prefix}_interest`, { replicas }),
     ]);
     const registry = new NodeRegistry(opts.core, nodesKv, aliveKv, opts.nodeName, opts.version, { heartbeatMs: opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, ttlMs }, log);
     await registry.start();
@@ -105,8 +106,8 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
     definitions.placement = (q, home) => forwarding.place(q, home);
     await definitions.start();
-    const transient = new TransientRouting(opts.core, engine.bus, opts.cluster, opts.nodeName, log);
-    transient.start();
+    const transient = new TransientRouting(opts.core, engine.bus, opts.cluster, opts.nodeName, log, interestKv);
+    await transient.start();
     const joined = engine;
     const peers = new ClusterPeers(engine.bus, opts.cluster, opts.nodeName, () => registry.nodes(), log);
     engine.onStatus((connected) => {
@@ -130,7 +131,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       stop: () =>
         (stopping ??= (async () => {
           peers.stop();
-          transient.stop();
+          await transient.stop();
           definitions.stop();
           forwarding.stop();
           await registry.stop();

@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Binding, Core, Exchange, Message, Queue, RoutingRelay, VHost } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { ByteReader, ByteWriter, readProperties, writeProperties } from '../store/index.js';
-import type { BusSubscription, ClusterBus } from './engine.js';
+import type { BusSubscription, ClusterBus, ClusterKV, KvEntry, KvWatch } from './engine.js';
 
 /**
  * Routing to transient subscribers across nodes. Exclusive and other non-durable queues (MQTT
@@ -22,6 +22,12 @@ import type { BusSubscription, ClusterBus } from './engine.js';
  * exchange a non-durable queue's name. An exchange-to-exchange binding subscribes to its key on
  * its source whatever lies behind it (wider: the receiving node routes the rest). One bus
  * subscription per subject, counted by the bindings that need it, dropped with the last.
+ *
+ * Which exchanges other nodes listen on: each node announces, in a replicated bucket, every
+ * (vhost, exchange) it has at least one subscription for (written when the first comes, deleted
+ * with the last), and watches the others' announcements. A publish on an exchange no other node
+ * listens on is not sent at all (sending costs several times what routing it locally does).
+ * Without the bucket, every publish is sent.
  *
  * At most once: nothing waits for another node to take such a message (a publisher's confirm
  * does not), and a node that is down or slow misses it, as every anchor's QoS 0 does.
@@ -93,6 +99,12 @@ export function interestSubjects(base: string, type: string, key: string): strin
   return [prefix, `${prefix}.>`];
 }
 
+/** What one binding or queue holds: its subjects, under one exchange's prefix. */
+interface Held {
+  readonly base: string;
+  readonly subjects: string[];
+}
+
 interface Interest {
   count: number;
   /** Undefined when the engine refused the subscription (its connection was closing). */
@@ -105,7 +117,15 @@ export class TransientRouting implements RoutingRelay {
   /** Bus subscriptions by subject, with how many bindings (and queues) need each. */
   private readonly interest = new Map<string, Interest>();
   /** The subjects each counted binding or queue took (what it gives back). */
-  private readonly held = new Map<Binding | Queue, string[]>();
+  private readonly held = new Map<Binding | Queue, Held>();
+  /** Per exchange prefix: how many bindings and queues of this node listen under it. */
+  private readonly localBases = new Map<string, number>();
+  /** Per exchange prefix: how many other nodes listen under it (from the bucket). */
+  private readonly remoteBases = new Map<string, number>();
+  /** The bucket's keys of other nodes' announcements, with their prefix. */
+  private readonly remoteKeys = new Map<string, string>();
+  private readonly ownPrefix: string;
+  private watch: KvWatch | undefined;
   /** Subject prefixes by vhost and exchange name. */
   private readonly bases = new Map<string, Map<string, string>>();
   private readonly origin: string;
@@ -113,7 +133,7 @@ export class TransientRouting implements RoutingRelay {
   private readonly lastSeen = new Map<string, bigint>();
   private readonly onMessage = (data: Uint8Array): void => this.received(data);
   private running = false;
-  readonly stats = { sent: 0, dropped: 0, received: 0, routed: 0, duplicates: 0 };
+  readonly stats = { sent: 0, skipped: 0, dropped: 0, received: 0, routed: 0, duplicates: 0 };
 
   constructor(
     private readonly core: Core,
@@ -121,26 +141,101 @@ export class TransientRouting implements RoutingRelay {
     private readonly cluster: string,
     nodeName: string,
     private readonly log: Logger,
+    /** Where nodes announce the exchanges they listen on; none: every publish is sent. */
+    private readonly kv?: ClusterKV,
   ) {
     this.origin = `${nodeName}/${randomBytes(6).toString('base64url')}`;
+    this.ownPrefix = `${Buffer.from(nodeName, 'utf8').toString('base64url')}.`;
   }
 
   /** Takes the core's routing: the bindings and queues it has now, and every later one. */
-  start(): void {
+  async start(): Promise<void> {
+    const stale: string[] = [];
+    if (this.kv !== undefined) {
+      this.watch = await this.kv.watch((e) => this.onAnnouncement(e, stale));
+      await this.watch.ready;
+    }
     this.running = true;
     for (const v of this.core.vhosts.values()) {
       for (const q of v.queues.values()) if (!q.durable) this.queueAdded(v, q);
       for (const ex of v.exchanges.values()) for (const b of ex.bindings.values()) this.bound(v, b);
     }
     this.core.relay = this;
+    // What an earlier run of this node announced and this one does not listen on any more.
+    for (const key of stale) if (!this.announcedKeys.has(key)) this.withdrawKey(key);
   }
 
-  stop(): void {
+  /** Leaves routing to the core alone again, and withdraws what this node announced. */
+  async stop(): Promise<void> {
     if (this.core.relay === this) this.core.relay = undefined;
     this.running = false;
+    this.watch?.stop();
+    this.watch = undefined;
+    const kv = this.kv;
+    const announced = [...this.announcedKeys];
+    this.announcedKeys.clear();
+    if (kv !== undefined) await Promise.all(announced.map((k) => kv.delete(k).catch(() => undefined)));
     for (const i of this.interest.values()) i.sub?.unsubscribe();
     this.interest.clear();
     this.held.clear();
+    this.localBases.clear();
+  }
+
+  /** Whether another node listens on an exchange (always true without the bucket). */
+  remoteInterest(vhost: string, exchange: string): boolean {
+    return this.kv === undefined || this.remoteBases.has(this.base(vhost, exchange));
+  }
+
+  // ---- announcements ----------------------------------------------------------------------
+
+  /** Keys this node announced (so a stale one from an earlier run is told apart). */
+  private readonly announcedKeys = new Set<string>();
+
+  private keyOf(base: string): string {
+    return `${this.ownPrefix}${createHash('sha256').update(base).digest('base64url').slice(0, 32)}`;
+  }
+
+  private onAnnouncement(e: KvEntry, stale: string[]): void {
+    if (e.key.startsWith(this.ownPrefix)) {
+      if (e.value !== undefined && !this.running) stale.push(e.key);
+      return;
+    }
+    const known = this.remoteKeys.get(e.key);
+    if (e.value === undefined) {
+      if (known === undefined) return;
+      this.remoteKeys.delete(e.key);
+      const n = (this.remoteBases.get(known) ?? 1) - 1;
+      if (n > 0) this.remoteBases.set(known, n);
+      else this.remoteBases.delete(known);
+      return;
+    }
+    if (known !== undefined) return;
+    const base = Buffer.from(e.value).toString('utf8');
+    this.remoteKeys.set(e.key, base);
+    this.remoteBases.set(base, (this.remoteBases.get(base) ?? 0) + 1);
+  }
+
+  private announce(base: string): void {
+    const kv = this.kv;
+    if (kv === undefined) return;
+    const key = this.keyOf(base);
+    this.announcedKeys.add(key);
+    kv.put(key, Buffer.from(base, 'utf8')).catch((e: unknown) =>
+      this.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'cluster: could not announce a routing interest'),
+    );
+  }
+
+  private withdraw(base: string): void {
+    if (this.kv === undefined) return;
+    const key = this.keyOf(base);
+    this.announcedKeys.delete(key);
+    this.withdrawKey(key);
+  }
+
+  private withdrawKey(key: string): void {
+    this.kv?.delete(key).catch((e: unknown) =>
+      this.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'cluster: could not withdraw a routing interest'),
+    );
   }
 
   /** The subjects this node listens to now (tests, diagnostics). */
@@ -168,7 +263,8 @@ export class TransientRouting implements RoutingRelay {
     // Bindings of durable queues are everywhere: those queues get their messages by forwarding.
     if (!('router' in d) && d.durable) return;
     if (this.held.has(b)) return;
-    this.take(b, interestSubjects(this.base(vhost.name, b.source.name), b.source.type, b.routingKey));
+    const base = this.base(vhost.name, b.source.name);
+    this.take(b, base, interestSubjects(base, b.source.type, b.routingKey));
   }
 
   unbound(_vhost: VHost, b: Binding): void {
@@ -177,16 +273,20 @@ export class TransientRouting implements RoutingRelay {
 
   queueAdded(vhost: VHost, q: Queue): void {
     if (this.held.has(q)) return;
-    this.take(q, [`${this.base(vhost.name, '')}.${encodeKey(q.name)}`]);
+    const base = this.base(vhost.name, '');
+    this.take(q, base, [`${base}.${encodeKey(q.name)}`]);
   }
 
   queueRemoved(_vhost: VHost, q: Queue): void {
     this.release(q);
   }
 
-  private take(owner: Binding | Queue, subjects: string[]): void {
+  private take(owner: Binding | Queue, base: string, subjects: string[]): void {
     if (!this.running) return;
-    this.held.set(owner, subjects);
+    this.held.set(owner, { base, subjects });
+    const n = this.localBases.get(base) ?? 0;
+    this.localBases.set(base, n + 1);
+    if (n === 0) this.announce(base);
     for (const s of subjects) {
       const i = this.interest.get(s);
       if (i !== undefined) i.count++;
@@ -205,9 +305,16 @@ export class TransientRouting implements RoutingRelay {
   }
 
   private release(owner: Binding | Queue): void {
-    const subjects = this.held.get(owner);
-    if (subjects === undefined) return;
+    const h = this.held.get(owner);
+    if (h === undefined) return;
     this.held.delete(owner);
+    const { base, subjects } = h;
+    const n = (this.localBases.get(base) ?? 1) - 1;
+    if (n > 0) this.localBases.set(base, n);
+    else {
+      this.localBases.delete(base);
+      this.withdraw(base);
+    }
     for (const s of subjects) {
       const i = this.interest.get(s);
       if (i === undefined) continue;
@@ -224,6 +331,11 @@ export class TransientRouting implements RoutingRelay {
   // ---- sending ----------------------------------------------------------------------------
 
   published(vhost: VHost, ex: Exchange, msg: Message): void {
+    const base = this.base(vhost.name, ex.name);
+    if (this.kv !== undefined && !this.remoteBases.has(base)) {
+      this.stats.skipped++;
+      return;
+    }
     const w = this.w.reset();
     w.u8(VERSION);
     w.str16(this.origin);
@@ -233,7 +345,7 @@ export class TransientRouting implements RoutingRelay {
     w.str16(msg.routingKey);
     writeProperties(w, msg.properties);
     w.bytes32(msg.body);
-    const subject = `${this.base(vhost.name, ex.name)}.${encodeKey(msg.routingKey)}`;
+    const subject = `${base}.${encodeKey(msg.routingKey)}`;
     try {
       this.bus.publish(subject, Buffer.from(w.buf.subarray(0, w.pos)));
       this.stats.sent++;

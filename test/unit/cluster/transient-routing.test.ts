@@ -78,6 +78,8 @@ describe('transient subscribers across nodes (memory engine)', () => {
     ch2.consume(queue, { noAck: true }, sink);
     expect(b.m.transient.subjects().sort()).toEqual([`${BASE}.a`, `${BASE}.a.*.c`, `${BASE}.a.>`, `warren.t.r._2f._.${encodeKey(queue)}`].sort());
 
+    await waitFor(() => a.m.transient.remoteInterest('/', 'amq.topic') && a.m.transient.remoteInterest('/', ''), 2000, "n2's interest seen by n1");
+    expect(a.m.transient.remoteInterest('/', 'amq.fanout')).toBe(false);
     const ch1 = channel(a.core);
     ch1.publish({ exchange: 'amq.topic', routingKey: 'a.b.c', properties: {}, body: Buffer.from('one') });
     ch1.publish({ exchange: 'amq.topic', routingKey: 'x.y', properties: {}, body: Buffer.from('none') });
@@ -104,7 +106,7 @@ describe('transient subscribers across nodes (memory engine)', () => {
       request: () => Promise.reject(new Error('closed')),
     };
     const relay = new TransientRouting(core, refusing, 't', 'n1', log);
-    relay.start();
+    await relay.start();
     const ch = channel(core);
     const q = ch.declareQueue('', { exclusive: true }).queue;
     ch.bindQueue(q, 'amq.topic', 'x.#');
@@ -114,7 +116,7 @@ describe('transient subscribers across nodes (memory engine)', () => {
     await waitFor(() => sink.got.length === 1, 2000, 'the local delivery');
     expect(relay.stats.dropped).toBe(1);
     ch.unbindQueue(q, 'amq.topic', 'x.#');
-    relay.stop();
+    await relay.stop();
     expect(core.relay).toBeUndefined();
   });
 
@@ -135,6 +137,32 @@ describe('transient subscribers across nodes (memory engine)', () => {
     expect(b.m.transient.subjects()).toContain(`warren.t.r._2f._.${encodeKey(q1)}`);
   });
 
+  test('a publish on an exchange no other node listens on is not sent; interest comes and goes with the bindings', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const b = await node('n2');
+    const ch1 = channel(a.core);
+    ch1.publish({ exchange: 'amq.direct', routingKey: 'k', properties: {}, body: Buffer.from('nobody') });
+    expect(a.m.transient.stats).toMatchObject({ sent: 0, skipped: 1 });
+    const ch2 = channel(b.core);
+    const q = ch2.declareQueue('', { exclusive: true }).queue;
+    ch2.bindQueue(q, 'amq.direct', 'k');
+    ch2.bindQueue(q, 'amq.direct', 'k2');
+    const sink = new Sink();
+    ch2.consume(q, { noAck: true }, sink);
+    await waitFor(() => a.m.transient.remoteInterest('/', 'amq.direct'), 2000, "n2's interest seen by n1");
+    ch1.publish({ exchange: 'amq.direct', routingKey: 'k', properties: {}, body: Buffer.from('one') });
+    await waitFor(() => sink.got.length === 1, 2000, 'the delivery on n2');
+    ch2.unbindQueue(q, 'amq.direct', 'k');
+    expect(b.m.transient.subjects()).toContain('warren.t.r._2f.amq_2edirect.k2');
+    ch2.unbindQueue(q, 'amq.direct', 'k2');
+    await waitFor(() => !a.m.transient.remoteInterest('/', 'amq.direct'), 2000, "n2's interest withdrawn");
+    // A node that stops withdraws the rest (its queue on the default exchange).
+    expect(a.m.transient.remoteInterest('/', '')).toBe(true);
+    await b.m.stop();
+    await waitFor(() => !a.m.transient.remoteInterest('/', ''), 2000, 'interest of a stopped node withdrawn');
+  });
+
   test('durable queues are left to forwarding: a message from another node never reaches them', async () => {
     engine = new MemoryEngine();
     const a = await node('n1');
@@ -149,6 +177,7 @@ describe('transient subscribers across nodes (memory engine)', () => {
     ch2.bindQueue(t, 'amq.fanout', '');
     const sink = new Sink();
     ch2.consume(t, { noAck: true }, sink);
+    await waitFor(() => a.m.transient.remoteInterest('/', 'amq.fanout'), 2000, "n2's interest seen by n1");
     const r = ch1.publish({ exchange: 'amq.fanout', routingKey: '', properties: {}, body: Buffer.from('x') });
     expect(r.routed).toBe(1);
     await waitFor(() => sink.got.length === 1, 2000, 'transient delivery on n2');
