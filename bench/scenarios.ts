@@ -118,6 +118,45 @@ function amqpOneToOne(name: string, bodySize: number, transport: 'amqp' | 'amqps
   };
 }
 
+/**
+ * amqp-1to1 to an exclusive queue the consumer declares and binds to amq.direct: in a cluster
+ * the queue lives on the consumer's node, and a publish on another node reaches it as a
+ * transient subscriber's message.
+ */
+function amqpToExclusive(name: string, bodySize: number): Scenario {
+  return {
+    name,
+    protocol: 'amqp',
+    summary:
+      `AMQP 0-9-1: 1 publisher -> amq.direct -> 1 exclusive queue declared and bound by its consumer -> 1 consumer; ${bodySize} B ` +
+      `transient bodies; prefetch ${PREFETCH}, ack each message; in-flight window ${WINDOW} messages`,
+    plan: ({ runId, url, totalSeconds }) => {
+      const queue = `warren-bench.${runId}.${name}`;
+      return {
+        topology: { protocol: 'amqp', url, amqp: { exchanges: [], queues: [], bindings: [] } },
+        publishers: [
+          {
+            role: 'publisher',
+            protocol: 'amqp',
+            id: 'pub-0',
+            url,
+            exchange: 'amq.direct',
+            routingKey: queue,
+            persistent: false,
+            bodySize,
+            maxMessages: MAX_RATE_PER_PUBLISHER * totalSeconds,
+          },
+        ],
+        consumers: [
+          { role: 'consumer', protocol: 'amqp', id: 'con-0', url, queues: [queue], prefetch: PREFETCH, ackEvery: ACK_EVERY, declareExclusiveOn: 'amq.direct' },
+        ],
+        deliveriesPerPublish: 1,
+        window: WINDOW,
+      };
+    },
+  };
+}
+
 function amqpFanout(name: string, queues: number, bodySize: number): Scenario {
   return {
     name,
@@ -615,6 +654,7 @@ export type AnyScenario =
 export const SCENARIOS: readonly AnyScenario[] = [
   amqpOneToOne('amqp-1to1-16b', 16),
   amqpOneToOne('amqp-1to1-1k', 1024),
+  amqpToExclusive('amqp-exclusive-16b', 16),
   amqpFanout('amqp-fanout10', 10, 16),
   mqttFanIn('mqtt-qos0-10to1', 0, 16),
   mqttFanIn('mqtt-qos1-10to1', 1, 16),

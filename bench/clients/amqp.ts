@@ -79,6 +79,10 @@ export async function openAmqpConsumer(
     const ch = await conn.createChannel();
     ch.on('error', onFatal);
     await ch.prefetch(spec.prefetch);
+    if (spec.declareExclusiveOn !== undefined) {
+      await ch.assertQueue(queue, { exclusive: true, durable: false });
+      await ch.bindQueue(queue, spec.declareExclusiveOn, queue);
+    }
     const state: AckState = { ch, pending: 0, last: null };
     states.push(state);
     await ch.consume(

@@ -61,6 +61,11 @@ export interface AmqpConsumerSpec extends ConsumerBase {
   prefetch: number;
   /** Ack with multiple=true every N deliveries (1 = ack each message individually). */
   ackEvery: number;
+  /**
+   * The consumer declares each of its queues itself, exclusive (it lives on the consumer's node
+   * of a cluster), bound to this exchange with the queue's name as key.
+   */
+  declareExclusiveOn?: string;
 }
 
 export interface MqttPublisherSpec extends PublisherBase {

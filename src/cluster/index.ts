@@ -5,12 +5,14 @@ import type { ClusterEngine, EngineInfo } from './engine.js';
 import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 import { QueueForwarding } from './queue-forwarding.js';
 import { ClusterPeers } from './ops.js';
+import { TransientRouting } from './transient-routing.js';
 
 export { EngineError, NoResponderError } from './engine.js';
 export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, ReplicatedLog } from './engine.js';
 export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
 export { QueueForwarding, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
+export { TransientRouting, encodeKey, encodeToken, interestSubjects } from './transient-routing.js';
 export { ClusterPeers, type PeerAnswers, type PeerReply, type PeerRequest } from './ops.js';
 export { NodeRegistry, NodeNameTaken, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 
@@ -39,6 +41,8 @@ export interface ClusterMembership {
   readonly definitions: DefinitionsSync;
   readonly registry: NodeRegistry;
   readonly forwarding: QueueForwarding;
+  /** Publishes to this node's transient subscribers from every node, and from here to theirs. */
+  readonly transient: TransientRouting;
   /** Requests to other nodes about their own objects (cluster-wide management listings). */
   readonly peers: ClusterPeers;
   /** Every node that has joined, running or not. */
@@ -89,10 +93,11 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
   const ttlMs = opts.ttlMs ?? DEFAULT_NODE_TTL_MS;
   const prefix = `warren_${opts.cluster}`;
   try {
-    const [defsKv, nodesKv, aliveKv] = await Promise.all([
+    const [defsKv, nodesKv, aliveKv, interestKv] = await Promise.all([
       engine.openKV(`${prefix}_definitions`, { replicas }),
       engine.openKV(`${prefix}_nodes`, { replicas }),
       engine.openKV(`${prefix}_alive`, { replicas, ttlMs }),
+      engine.openKV(`${prefix}_interest`, { replicas }),
     ]);
     const registry = new NodeRegistry(opts.core, nodesKv, aliveKv, opts.nodeName, opts.version, { heartbeatMs: opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, ttlMs }, log);
     await registry.start();
@@ -101,6 +106,8 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
     definitions.placement = (q, home) => forwarding.place(q, home);
     await definitions.start();
+    const transient = new TransientRouting(opts.core, engine.bus, opts.cluster, opts.nodeName, log, interestKv);
+    await transient.start();
     const joined = engine;
     const peers = new ClusterPeers(engine.bus, opts.cluster, opts.nodeName, () => registry.nodes(), log);
     engine.onStatus((connected) => {
@@ -116,6 +123,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       definitions,
       registry,
       forwarding,
+      transient,
       peers,
       nodes: () => registry.nodes(),
       homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
@@ -123,6 +131,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       stop: () =>
         (stopping ??= (async () => {
           peers.stop();
+          await transient.stop();
           definitions.stop();
           forwarding.stop();
           await registry.stop();

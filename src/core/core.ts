@@ -13,7 +13,7 @@ import { CoreTotals } from './stats.js';
 import { Teardown } from './teardown.js';
 import { TokenVerifier } from './token-auth.js';
 import type { ConnectionInfo } from './types.js';
-import { VHost, type VHostContext } from './vhost.js';
+import { VHost, type RoutingRelay, type VHostContext } from './vhost.js';
 
 export interface CoreOptions {
   persistence?: Persistence;
@@ -66,6 +66,8 @@ export class Core implements VHostContext {
   delayedStore: DelayedStore | undefined;
   /** Packs held (delayed) messages into bytes; set by the store. */
   heldCodec: HeldCodec | undefined;
+  /** Relays routing to the other nodes of a cluster; set when the node joins one. */
+  relay: RoutingRelay | undefined;
   private messageId = 0;
   private connectionId = 0;
 

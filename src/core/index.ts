@@ -64,7 +64,7 @@ export {
   type ImportReport,
   type ImportOptions,
 } from './definitions.js';
-export type { VHost } from './vhost.js';
+export type { VHost, RoutingRelay } from './vhost.js';
 export type { Queue, QueueForwarder } from './queues/queue.js';
 /** Stream queues (`x-queue-type: stream`): an append-only log read from offsets. */
 export { StreamQueue } from './queues/stream-queue.js';

@@ -38,7 +38,26 @@ export interface VHostContext {
   readonly delayedStore?: DelayedStore | undefined;
   /** Packs held messages into bytes (none: they are kept as objects). */
   readonly heldCodec?: HeldCodec | undefined;
+  /** A cluster node's relay of node-local routing to the other nodes (none: a single node). */
+  readonly relay?: RoutingRelay | undefined;
 }
+
+/**
+ * What a cluster node needs from routing for its transient (node-local) subscribers: it is told
+ * of every binding and every non-durable queue as they come and go (to keep its interest on the
+ * bus), and of every publish routed here that did not itself come from another node.
+ */
+export interface RoutingRelay {
+  bound(vhost: VHost, b: Binding): void;
+  unbound(vhost: VHost, b: Binding): void;
+  /** A non-durable queue was declared (the default exchange routes to it by name). */
+  queueAdded(vhost: VHost, q: Queue): void;
+  queueRemoved(vhost: VHost, q: Queue): void;
+  published(vhost: VHost, ex: Exchange, msg: Message): void;
+}
+
+/** Messages from other nodes reach only this node's own queues: never the replicated ones. */
+const SKIP_DURABLE = (q: Queue): boolean => q.durable;
 
 const DEFAULT_EXCHANGES: ReadonlyArray<[string, string]> = [
   ['amq.direct', 'direct'],
@@ -256,6 +275,7 @@ export class VHost implements QueueHost, DelayedHost {
       else this.exclusiveBy.set(owner, new Set([own, q]));
     }
     if (q.durable) void this.persistence.definitionsChanged({ kind: 'queue', vhost: this.name, name: qname });
+    else this.ctx.relay?.queueAdded(this, q);
     return q;
   }
 
@@ -292,6 +312,7 @@ export class VHost implements QueueHost, DelayedHost {
     if (q.deleted || this.queues.get(q.name) !== q) return false;
     this.queues.delete(q.name);
     q.deleted = true;
+    if (!q.durable) this.ctx.relay?.queueRemoved(this, q);
     if (q.exclusive) {
       const own = this.exclusiveBy.get(q.owner);
       if (own === q) this.exclusiveBy.delete(q.owner);
@@ -344,6 +365,7 @@ export class VHost implements QueueHost, DelayedHost {
       else destination.inbound = new Set([inbound, b]);
     }
     if (source.durable && destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: source.name, key });
+    this.ctx.relay?.bound(this, b);
   }
 
   unbind(source: Exchange, destination: Destination, routingKey: string, args: FieldTable): void {
@@ -363,6 +385,7 @@ export class VHost implements QueueHost, DelayedHost {
     const src = b.source;
     if (!src.bindings.delete(b.key)) return;
     src.router.remove(b.routingKey, b.args, b.destination);
+    this.ctx.relay?.unbound(this, b);
     const d = b.destination;
     if (d instanceof Exchange) d.inbound.delete(b);
     else if (d.inbound === b) d.inbound = undefined;
@@ -437,11 +460,21 @@ export class VHost implements QueueHost, DelayedHost {
     return this.publishTo(ex, msg, publisherId, undefined);
   }
 
-  private publishTo(ex: Exchange, msg: Message, publisherId: number, skip: ((q: Queue) => boolean) | undefined): PublishResult {
+  /**
+   * A message another node of a cluster published (see {@link RoutingRelay}): routed here to this
+   * node's own queues only (the replicated ones got it from the publishing node), and not passed
+   * on again.
+   */
+  publishFromPeer(ex: Exchange, msg: Message): PublishResult {
+    return this.publishTo(ex, this.checkContent(msg), 0, SKIP_DURABLE, false);
+  }
+
+  private publishTo(ex: Exchange, msg: Message, publisherId: number, skip: ((q: Queue) => boolean) | undefined, relay = true): PublishResult {
     const out = this.publishDepth === 0 ? this.outSet : new Set<Queue>();
     this.publishDepth++;
     try {
       this.route(ex, msg.routingKey, msg.properties.headers, out);
+      if (relay) this.ctx.relay?.published(this, ex, msg);
       this.ctx.counters.published++;
       ex.stats.publishIn++;
       if (out.size === 0) {
