@@ -4,6 +4,7 @@ import { DefinitionsSync } from './definitions-sync.js';
 import type { ClusterEngine, EngineInfo } from './engine.js';
 import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 import { QueueForwarding } from './queue-forwarding.js';
+import { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
 import { ClusterPeers } from './ops.js';
 
 export { EngineError, NoResponderError } from './engine.js';
@@ -11,6 +12,7 @@ export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, ReplicatedLog } fro
 export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
 export { QueueForwarding, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
+export { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
 export { ClusterPeers, type PeerAnswers, type PeerReply, type PeerRequest } from './ops.js';
 export { NodeRegistry, NodeNameTaken, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 
@@ -29,6 +31,8 @@ export interface JoinOptions {
   ttlMs?: number;
   /** How long a publish forwarded to a queue's home node waits for its answer. */
   forwardTimeoutMs?: number;
+  /** Pings and silences of remote consumers (defaults: ping every second, a home gone after 3 misses, a node silent for 5 s). */
+  remoteConsumers?: RemoteConsumerOptions;
 }
 
 /** A node's membership: the registry, the replicated definitions, the engine connection. */
@@ -39,6 +43,8 @@ export interface ClusterMembership {
   readonly definitions: DefinitionsSync;
   readonly registry: NodeRegistry;
   readonly forwarding: QueueForwarding;
+  /** Consumers here of queues homed elsewhere, and proxies here for consumers elsewhere. */
+  readonly remoteConsumers: RemoteConsumers;
   /** Requests to other nodes about their own objects (cluster-wide management listings). */
   readonly peers: ClusterPeers;
   /** Every node that has joined, running or not. */
@@ -98,8 +104,14 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     await registry.start();
     const forwarding = new QueueForwarding(opts.core, engine.bus, opts.cluster, opts.nodeName, log, opts.forwardTimeoutMs);
     forwarding.start();
+    forwarding.homeRunning = (node) => registry.isRunning(node);
+    const remoteConsumers = new RemoteConsumers(opts.core, engine.bus, opts.cluster, opts.nodeName, log, opts.remoteConsumers);
+    remoteConsumers.start();
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
-    definitions.placement = (q, home) => forwarding.place(q, home);
+    definitions.placement = (q, home) => {
+      forwarding.place(q, home);
+      remoteConsumers.place(q, home);
+    };
     await definitions.start();
     const joined = engine;
     const peers = new ClusterPeers(engine.bus, opts.cluster, opts.nodeName, () => registry.nodes(), log);
@@ -116,6 +128,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       definitions,
       registry,
       forwarding,
+      remoteConsumers,
       peers,
       nodes: () => registry.nodes(),
       homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
@@ -125,6 +138,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
           peers.stop();
           definitions.stop();
           forwarding.stop();
+          remoteConsumers.stop();
           await registry.stop();
           await joined.close();
         })()),
