@@ -9,6 +9,7 @@ import {
   type Queue,
   type QueueEntry,
   type RemoteQueue,
+  type RemoteTaken,
   type StoredMessage,
 } from '../core/index.js';
 import type { Logger } from '../logger.js';
@@ -36,9 +37,12 @@ import { NoResponderError, type BusSubscription, type ClusterBus } from './engin
  *   SETTLE: u32 tag | u8 how (0 ack, 1 failed return, 2 reject, 3 return)
  *   CANCEL: (nothing)
  *   PING (request; id unused): u32 n | n × u32 id; answer: u32 n | n × u32 id the home does not know
+ *   GET (request; id 0): str16 vhost | str16 queue | u8 noAck; answer: u8 0 (empty), or u8 2 | u32 tag |
+ *     u8 redelivered | u32 deliveryCount | f64 expiresAt | u32 messageCount | message, or u8 1 | u16 code | str16 text
+ *   (SETTLE with id 0 settles a basic.get's message.)
  * To the consumer (`rcd.<node>.<id>`): u8 kind | u32 id | ...
- *   DELIVER: u32 tag | u8 redelivered | u32 deliveryCount | f64 expiresAt | str16 exchange |
- *            str16 routing key | properties | bytes32 body
+ *   DELIVER: u32 tag | u8 redelivered | u32 deliveryCount | f64 expiresAt | message
+ * where message = str16 exchange | str16 routing key | properties (the store's codec) | bytes32 body.
  *   CANCELLED: (nothing) the queue went away on the home
  */
 
@@ -46,10 +50,16 @@ const OP_CONSUME = 1;
 const OP_SETTLE = 2;
 const OP_CANCEL = 3;
 const OP_PING = 4;
+const OP_GET = 5;
+/** The consumer id of basic.get's messages. */
+const GET_ID = 0;
+/** Marks a stand-in entry (in `pos`, unused by entries that are not stored). */
+const STAND_IN = 1;
 const KIND_DELIVER = 1;
 const KIND_CANCELLED = 2;
 const OK = 0;
 const FAILED = 1;
+const GOT = 2;
 
 export interface RemoteConsumerOptions {
   pingMs?: number;
@@ -117,10 +127,15 @@ export class RemoteConsumers implements RemoteQueue {
   private readonly attached = new Map<number, Attached>();
   private readonly byConsumer = new Map<Consumer, Attached>();
   private readonly misses = new Map<string, number>();
+  /** basic.get messages unsettled here, by home: the home is pinged while there are any. */
+  private readonly gotOut = new Map<string, number>();
   private pingTimer: NodeJS.Timeout | undefined;
   // home side
   private readonly proxies = new Map<string, Proxy>();
   private readonly lastHeard = new Map<string, number>();
+  /** basic.get messages of other nodes not settled yet, by node, by tag. */
+  private readonly gotBy = new Map<string, Map<number, { queue: Queue; entry: QueueEntry }>>();
+  private nextGetTag = 1;
   private readonly pingMs: number;
   private readonly missesAllowed: number;
   private readonly silenceMs: number;
@@ -214,11 +229,73 @@ export class RemoteConsumers implements RemoteQueue {
   settle(queue: Queue, e: QueueEntry, how: 0 | 1 | 2 | 3): void {
     // A stand-in entry: `seg` is the consumer's id here, `seq` the home's delivery tag.
     const home = this.homes.get(queue);
-    if (home === undefined || e.seg === 0) return;
+    if (home === undefined || e.pos !== STAND_IN) return;
+    if (e.seg === GET_ID) {
+      const n = (this.gotOut.get(home) ?? 1) - 1;
+      if (n <= 0) this.gotOut.delete(home);
+      else this.gotOut.set(home, n);
+    }
     const w = this.start_(OP_SETTLE, e.seg);
     w.u32(e.seq);
     w.u8(how);
     this.bus.publish(this.homeSubject(home), this.take(w));
+  }
+
+  get(queue: Queue, noAck: boolean): Promise<RemoteTaken | undefined> {
+    const home = this.homes.get(queue);
+    if (home === undefined) return Promise.reject(BrokerError.internal(`queue '${queue.name}' has no home node`));
+    const w = this.start_(OP_GET, GET_ID);
+    w.str16(queue.host.name);
+    w.str16(queue.name);
+    w.u8(noAck ? 1 : 0);
+    return this.bus.request(this.homeSubject(home), this.take(w), this.timeoutMs).then(
+      (answer) => {
+        const r = this.r.reset(Buffer.from(answer.buffer, answer.byteOffset, answer.byteLength));
+        const kind = r.u8();
+        if (kind === OK) return undefined;
+        if (kind !== GOT) throw new BrokerError(r.u16() as ReplyCode, r.str16());
+        const tag = r.u32();
+        const redelivered = r.u8() === 1;
+        const deliveryCount = r.u32();
+        const expiresAt = r.f64();
+        const messageCount = r.u32();
+        const e = newEntry(this.readMessage(r), tag, deliveryCount, expiresAt, 0);
+        e.seg = GET_ID;
+        e.pos = STAND_IN;
+        if (!noAck) this.gotOut.set(home, (this.gotOut.get(home) ?? 0) + 1);
+        return { entry: e, redelivered, messageCount };
+      },
+      (e: unknown) => {
+        if (e instanceof BrokerError) throw e;
+        const why = e instanceof NoResponderError ? `its home node '${home}' is not running` : `its home node '${home}' did not answer`;
+        throw new BrokerError(ReplyCode.INTERNAL_ERROR, `queue '${queue.name}' is unavailable: ${why}`);
+      },
+    );
+  }
+
+  private readMessage(r: ByteReader): StoredMessage {
+    const exchange = r.str16();
+    const routingKey = r.str16();
+    const properties = readProperties(r);
+    const body = Buffer.from(r.bytes32()); // owned: the bus may reuse its buffer
+    return {
+      exchange,
+      routingKey,
+      properties,
+      body,
+      id: this.core.nextMessageId(),
+      size: body.length + 64,
+      persistent: properties.deliveryMode === 2,
+      refs: 0,
+      publisherId: 0,
+    };
+  }
+
+  private writeMessage(w: ByteWriter, m: StoredMessage): void {
+    w.str16(m.exchange);
+    w.str16(m.routingKey);
+    writeProperties(w, m.properties);
+    w.bytes32(m.body);
   }
 
   private forget(a: Attached): void {
@@ -251,23 +328,9 @@ export class RemoteConsumers implements RemoteQueue {
     const redelivered = r.u8() === 1;
     const deliveryCount = r.u32();
     const expiresAt = r.f64();
-    const exchange = r.str16();
-    const routingKey = r.str16();
-    const properties = readProperties(r);
-    const body = Buffer.from(r.bytes32());
-    const msg: StoredMessage = {
-      exchange,
-      routingKey,
-      properties,
-      body,
-      id: this.core.nextMessageId(),
-      size: body.length + 64,
-      persistent: properties.deliveryMode === 2,
-      refs: 0,
-      publisherId: 0,
-    };
-    const e = newEntry(msg, tag, deliveryCount, expiresAt, 0);
+    const e = newEntry(this.readMessage(r), tag, deliveryCount, expiresAt, 0);
     e.seg = a.id;
+    e.pos = STAND_IN;
     this.stats.received++;
     const c = a.consumer;
     c.owner.deliverFromQueue(c, a.queue, e, redelivered);
@@ -282,6 +345,7 @@ export class RemoteConsumers implements RemoteQueue {
       if (l === undefined) ids.set(a.home, (l = []));
       l.push(a.id);
     }
+    for (const home of this.gotOut.keys()) if (!ids.has(home)) ids.set(home, []);
     for (const [home, list] of ids) this.ping(home, list);
     // Proxies of nodes that went silent.
     for (const p of [...this.proxies.values()]) {
@@ -290,6 +354,11 @@ export class RemoteConsumers implements RemoteQueue {
         this.log.warn({ node: p.node, queue: p.consumer.queue.name }, 'cluster: no word from a remote consumer\'s node: its unacknowledged messages go back to the queue');
         this.dropProxy(p);
       }
+    }
+    for (const [node, got] of this.gotBy) {
+      if (now - (this.lastHeard.get(node) ?? 0) <= this.silenceMs) continue;
+      this.gotBy.delete(node);
+      for (const g of got.values()) g.queue.requeue(g.entry);
     }
   }
 
@@ -312,6 +381,7 @@ export class RemoteConsumers implements RemoteQueue {
         this.misses.set(home, misses);
         if (!(e instanceof NoResponderError) && misses < this.missesAllowed) return;
         this.misses.delete(home);
+        this.gotOut.delete(home); // settling them would reach nobody: the home requeues them when it is back
         for (const a of [...this.attached.values()]) if (a.home === home) this.cancelLocal(a, `home node '${home}' is not running`);
       },
     );
@@ -327,10 +397,24 @@ export class RemoteConsumers implements RemoteQueue {
     this.lastHeard.set(node, Date.now());
     switch (op) {
       case OP_SETTLE: {
-        const p = this.proxies.get(`${node}/${id}`);
         const tag = r.u32();
         const how = r.u8();
+        if (id === GET_ID) {
+          this.settleGot(node, tag, how);
+          return;
+        }
+        const p = this.proxies.get(`${node}/${id}`);
         if (p !== undefined) this.settleProxy(p, tag, how);
+        return;
+      }
+      case OP_GET: {
+        let answer: Uint8Array;
+        try {
+          answer = this.answerGet(node, r);
+        } catch (e) {
+          answer = this.failure(e);
+        }
+        reply?.(answer);
         return;
       }
       case OP_CANCEL: {
@@ -356,12 +440,7 @@ export class RemoteConsumers implements RemoteQueue {
         try {
           this.addProxy(node, id, r);
         } catch (e) {
-          const err = e instanceof BrokerError ? e : BrokerError.internal(e instanceof Error ? e.message : String(e));
-          const w = this.w.reset();
-          w.u8(FAILED);
-          w.u16(err.code);
-          w.str16(err.text.slice(0, 1000));
-          answer = this.take(w);
+          answer = this.failure(e);
         }
         reply?.(answer);
         return;
@@ -377,15 +456,64 @@ export class RemoteConsumers implements RemoteQueue {
     }
   }
 
-  private addProxy(node: string, id: number, r: ByteReader): void {
+  private failure(e: unknown): Uint8Array {
+    const err = e instanceof BrokerError ? e : BrokerError.internal(e instanceof Error ? e.message : String(e));
+    const w = this.w.reset();
+    w.u8(FAILED);
+    w.u16(err.code);
+    w.str16(err.text.slice(0, 1000));
+    return this.take(w);
+  }
+
+  private homeQueue(r: ByteReader): Queue {
     const vhostName = r.str16();
     const queueName = r.str16();
-    const flags = r.u8();
-    const priority = r.i32();
-    const prefetch = r.u32();
     const q = this.core.vhosts.get(vhostName)?.queues.get(queueName);
     if (q === undefined || q.deleted) throw BrokerError.notFound(`no queue '${queueName}' in vhost '${vhostName}' on node '${this.nodeName}'`);
     if (q.forwarder !== undefined) throw BrokerError.notFound(`queue '${queueName}' does not live on node '${this.nodeName}'`);
+    return q;
+  }
+
+  private answerGet(node: string, r: ByteReader): Uint8Array {
+    const q = this.homeQueue(r);
+    const noAck = r.u8() === 1;
+    const taken = q.take(noAck);
+    if (taken === undefined) return EMPTY;
+    const e = taken.entry;
+    const tag = this.nextGetTag++;
+    if (!noAck) {
+      let got = this.gotBy.get(node);
+      if (got === undefined) this.gotBy.set(node, (got = new Map()));
+      got.set(tag, { queue: q, entry: e });
+    }
+    const w = this.w.reset();
+    w.u8(GOT);
+    w.u32(tag);
+    w.u8(taken.redelivered ? 1 : 0);
+    w.u32(e.deliveryCount);
+    w.f64(e.expiresAt);
+    w.u32(q.readyCount);
+    this.writeMessage(w, q.messageFor(e));
+    return this.take(w);
+  }
+
+  private settleGot(node: string, tag: number, how: number): void {
+    const got = this.gotBy.get(node);
+    const g = got?.get(tag);
+    if (got === undefined || g === undefined) return;
+    got.delete(tag);
+    if (got.size === 0) this.gotBy.delete(node);
+    if (how === 0) g.queue.ack(g.entry);
+    else if (how === 1) g.queue.requeue(g.entry, true);
+    else if (how === 3) g.queue.requeue(g.entry);
+    else g.queue.reject(g.entry);
+  }
+
+  private addProxy(node: string, id: number, r: ByteReader): void {
+    const q = this.homeQueue(r);
+    const flags = r.u8();
+    const priority = r.i32();
+    const prefetch = r.u32();
     const key = `${node}/${id}`;
     if (this.proxies.has(key)) return;
     const p = new Proxy(this, node, id, key);
@@ -442,10 +570,7 @@ export class RemoteConsumers implements RemoteQueue {
     w.u8(redelivered ? 1 : 0);
     w.u32(e.deliveryCount);
     w.f64(e.expiresAt);
-    w.str16(m.exchange);
-    w.str16(m.routingKey);
-    writeProperties(w, m.properties);
-    w.bytes32(m.body);
+    this.writeMessage(w, m);
     this.stats.delivered++;
     this.bus.publish(this.deliverySubject(p.node, p.id), this.take(w));
   }
@@ -467,3 +592,4 @@ export class RemoteConsumers implements RemoteQueue {
 }
 
 const ANSWER_OK = Uint8Array.of(OK);
+const EMPTY = Uint8Array.of(OK);

@@ -65,7 +65,7 @@ export {
   type ImportOptions,
 } from './definitions.js';
 export type { VHost } from './vhost.js';
-export type { Queue, QueueForwarder, RemoteQueue } from './queues/queue.js';
+export type { Queue, QueueForwarder, RemoteQueue, RemoteTaken } from './queues/queue.js';
 export { Consumer, type ConsumerOwner } from './queues/consumer.js';
 export { newEntry, type QueueEntry } from './queues/entry.js';
 export type { Exchange, Binding } from './exchanges/exchange.js';

@@ -115,6 +115,24 @@ describe('consumers on any node for a classic queue (three nodes, three nats-ser
     await client.deactivate();
   });
 
+  test('basic.get on n2 takes the messages of a queue homed on n1; ack and nack settle them there', async () => {
+    await declareOnN1('rc.get');
+    const p1 = await (await open('n1')).createConfirmChannel();
+    await publishAll(p1, 'rc.get', ['g1', 'g2']);
+    const ch2 = await (await open('n2')).createChannel();
+    const m1 = await ch2.get('rc.get');
+    expect(m1 && [m1.content.toString(), m1.fields.messageCount]).toEqual(['g1', 1]);
+    ch2.ack(m1 as ConsumeMessage);
+    const m2 = await ch2.get('rc.get');
+    expect(m2 && m2.content.toString()).toBe('g2');
+    ch2.nack(m2 as ConsumeMessage, false, true);
+    const m3 = await ch2.get('rc.get', { noAck: true });
+    expect(m3 && [m3.content.toString(), m3.fields.redelivered]).toEqual(['g2', true]);
+    expect(await ch2.get('rc.get')).toBe(false);
+    const q = await queueOn('n1', 'rc.get');
+    expect([q.messages_ready, q.messages_unacknowledged]).toEqual([0, 0]);
+  });
+
   test("SIGKILL of n2 returns its consumer's unacknowledged messages to n1, redelivered", async () => {
     await declareOnN1('rc.kill2');
     const ch2 = await (await open('n2')).createChannel();

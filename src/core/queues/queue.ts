@@ -108,6 +108,16 @@ export interface RemoteQueue {
   detach(queue: Queue, c: Consumer): void;
   /** A delivery of the home was settled here: 0 ack, 1 returned (failed), 2 rejected, 3 returned (its channel closed). */
   settle(queue: Queue, e: QueueEntry, how: 0 | 1 | 2 | 3): void;
+  /** basic.get: the home takes its next ready message; undefined when it has none. */
+  get(queue: Queue, noAck: boolean): Promise<RemoteTaken | undefined>;
+}
+
+/** A message basic.get took from a queue on another node. */
+export interface RemoteTaken {
+  readonly entry: QueueEntry;
+  readonly redelivered: boolean;
+  /** Messages still ready on the home. */
+  readonly messageCount: number;
 }
 
 /**

@@ -172,6 +172,46 @@ describe('a consumer on n2 of a classic queue homed on n1', () => {
   });
 });
 
+describe('basic.get on n2 of a classic queue homed on n1', () => {
+  test('takes the home\'s next message; ack, requeue and a closed channel settle it on the home', async () => {
+    const { a, b } = await twoNodes();
+    const home = a.core.vhosts.get('/')!.queues.get('work')!;
+    const ch1 = channel(a.core);
+    for (const x of ['g1', 'g2', 'g3']) await ch1.publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from(x) }).settled;
+    const ch2 = channel(b.core);
+    const r1 = await ch2.getRemote('work', false)!;
+    expect(r1!.delivery.message.body.toString()).toBe('g1');
+    expect(r1!.messageCount).toBe(2);
+    expect(home.unackedCount).toBe(1);
+    ch2.ack(r1!.delivery.deliveryTag);
+    await waitFor(() => home.unackedCount === 0 && home.stats.acked === 1, 2000, 'acked on n1');
+
+    const r2 = await ch2.getRemote('work', false)!;
+    expect(r2!.delivery.message.body.toString()).toBe('g2');
+    ch2.nack(r2!.delivery.deliveryTag, false, true);
+    await waitFor(() => home.readyCount === 2 && home.unackedCount === 0, 2000, 'requeued on n1');
+    const r3 = await ch2.getRemote('work', false)!;
+    expect([r3!.delivery.message.body.toString(), r3!.delivery.redelivered]).toEqual(['g2', true]);
+    ch2.close();
+    await waitFor(() => home.readyCount === 2 && home.unackedCount === 0, 2000, 'returned when the channel closed');
+
+    const ch3 = channel(b.core);
+    const r4 = await ch3.getRemote('work', true)!;
+    expect(r4!.delivery.message.body.toString()).toBe('g2');
+    expect(home.unackedCount).toBe(0);
+    const r5 = await ch3.getRemote('work', true)!;
+    expect(r5!.delivery.message.body.toString()).toBe('g3');
+    expect(await ch3.getRemote('work', true)!).toBeNull();
+    expect(ch3.getRemote.bind(ch3, 'missing', true)).toThrow(BrokerError);
+  });
+
+  test('fails when the home is down', async () => {
+    const { a, b } = await twoNodes();
+    await a.m.stop();
+    await expect(channel(b.core).getRemote('work', false)!).rejects.toThrow(/home node 'n1' is not running/);
+  });
+});
+
 describe('a publish whose only route is a queue whose home is down', () => {
   test('is not routed (a mandatory publish is returned) and fails its confirm', async () => {
     const { a, b } = await twoNodes();
