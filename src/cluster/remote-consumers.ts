@@ -79,7 +79,7 @@ interface Attached {
 }
 
 /** A proxy on the home for a consumer on another node. */
-class Proxy implements ConsumerOwner, DeliverySink {
+class ProxyConsumer implements ConsumerOwner, DeliverySink {
   readonly connectionId = 0;
   readonly closing = false;
   readonly congested = false;
@@ -92,6 +92,8 @@ class Proxy implements ConsumerOwner, DeliverySink {
     readonly node: string,
     readonly id: number,
     readonly key: string,
+    /** Where its deliveries go. */
+    readonly subject: string,
   ) {}
 
   canDeliver(): boolean {
@@ -131,7 +133,7 @@ export class RemoteConsumers implements RemoteQueue {
   private readonly gotOut = new Map<string, number>();
   private pingTimer: NodeJS.Timeout | undefined;
   // home side
-  private readonly proxies = new Map<string, Proxy>();
+  private readonly proxies = new Map<string, ProxyConsumer>();
   private readonly lastHeard = new Map<string, number>();
   /** basic.get messages of other nodes not settled yet, by node, by tag. */
   private readonly gotBy = new Map<string, Map<number, { queue: Queue; entry: QueueEntry }>>();
@@ -156,8 +158,12 @@ export class RemoteConsumers implements RemoteQueue {
     this.timeoutMs = opts.requestTimeoutMs ?? 2000;
   }
 
+  private readonly homeSubjects = new Map<string, string>();
+
   private homeSubject(node: string): string {
-    return `warren.${this.cluster}.rc.${node}`;
+    let s = this.homeSubjects.get(node);
+    if (s === undefined) this.homeSubjects.set(node, (s = `warren.${this.cluster}.rc.${node}`));
+    return s;
   }
 
   private deliverySubject(node: string, id: number): string {
@@ -516,14 +522,14 @@ export class RemoteConsumers implements RemoteQueue {
     const prefetch = r.u32();
     const key = `${node}/${id}`;
     if (this.proxies.has(key)) return;
-    const p = new Proxy(this, node, id, key);
+    const p = new ProxyConsumer(this, node, id, key, this.deliverySubject(node, id));
     const c = new Consumer(`${node}:${id}`, q, p, p, (flags & 1) !== 0, (flags & 2) !== 0, priority, prefetch, {});
     p.consumer = c;
     q.addConsumer(c);
     this.proxies.set(key, p);
   }
 
-  private settleProxy(p: Proxy, tag: number, how: number): void {
+  private settleProxy(p: ProxyConsumer, tag: number, how: number): void {
     const e = p.unacked.get(tag);
     if (e === undefined) return;
     p.unacked.delete(tag);
@@ -538,7 +544,7 @@ export class RemoteConsumers implements RemoteQueue {
   }
 
   /** The proxy's node cancelled, went silent or is gone: its unacknowledged messages go back. */
-  private dropProxy(p: Proxy): void {
+  private dropProxy(p: ProxyConsumer): void {
     if (this.proxies.get(p.key) !== p) return;
     this.proxies.delete(p.key);
     this.stats.proxiesDropped++;
@@ -551,17 +557,17 @@ export class RemoteConsumers implements RemoteQueue {
   }
 
   /** The home's queue went away (deleted): the remote consumer is cancelled. */
-  proxyCancelled(p: Proxy): void {
+  proxyCancelled(p: ProxyConsumer): void {
     if (this.proxies.get(p.key) !== p) return;
     this.proxies.delete(p.key);
     p.unacked.clear();
     const w = this.w.reset();
     w.u8(KIND_CANCELLED);
     w.u32(p.id);
-    this.bus.publish(this.deliverySubject(p.node, p.id), this.take(w));
+    this.bus.publish(p.subject, this.take(w));
   }
 
-  sendDelivery(p: Proxy, q: Queue, e: QueueEntry, tag: number, redelivered: boolean): void {
+  sendDelivery(p: ProxyConsumer, q: Queue, e: QueueEntry, tag: number, redelivered: boolean): void {
     const m = e.returns === 0 ? e.msg : q.messageFor(e);
     const w = this.w.reset();
     w.u8(KIND_DELIVER);
@@ -572,7 +578,7 @@ export class RemoteConsumers implements RemoteQueue {
     w.f64(e.expiresAt);
     this.writeMessage(w, m);
     this.stats.delivered++;
-    this.bus.publish(this.deliverySubject(p.node, p.id), this.take(w));
+    this.bus.publish(p.subject, this.take(w));
   }
 
   // ---- framing ------------------------------------------------------------------------------
