@@ -273,8 +273,9 @@ export class RemoteConsumers implements RemoteQueue {
       },
       (e: unknown) => {
         if (e instanceof BrokerError) throw e;
-        const why = e instanceof NoResponderError ? `its home node '${home}' is not running` : `its home node '${home}' did not answer`;
-        throw new BrokerError(ReplyCode.INTERNAL_ERROR, `queue '${queue.name}' is unavailable: ${why}`);
+        // RabbitMQ's answer for a classic queue whose node is down.
+        const why = e instanceof NoResponderError ? 'is down or inaccessible' : 'did not answer';
+        throw BrokerError.notFound(`home node '${home}' of durable queue '${queue.name}' in vhost '${queue.host.name}' ${why}`);
       },
     );
   }
@@ -429,12 +430,18 @@ export class RemoteConsumers implements RemoteQueue {
         return;
       }
       case OP_PING: {
+        // The list is every consumer the node has on this home: a proxy it no longer lists (its
+        // consume timed out there and was given up) is dropped. A consume sent after the ping
+        // arrives after it, so no proxy is dropped before it was listed.
         const n = r.u32();
         const unknown: number[] = [];
+        const listed = new Set<number>();
         for (let i = 0; i < n; i++) {
           const x = r.u32();
+          listed.add(x);
           if (!this.proxies.has(`${node}/${x}`)) unknown.push(x);
         }
+        for (const p of [...this.proxies.values()]) if (p.node === node && !listed.has(p.id)) this.dropProxy(p);
         const w = this.w.reset();
         w.u32(unknown.length);
         for (const x of unknown) w.u32(x);

@@ -2,6 +2,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, test } from 'vitest';
 import { joinCluster, MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
 import { BrokerError, Core, type Delivery, type DeliverySink } from '../../../src/core/index.js';
+import { ByteWriter } from '../../../src/store/index.js';
 import { waitFor } from '../../helpers/broker.js';
 
 const log = pino({ level: 'silent' });
@@ -172,6 +173,43 @@ describe('a consumer on n2 of a classic queue homed on n1', () => {
   });
 });
 
+describe('the home side of the wire', () => {
+  test('a proxy its node no longer lists in its ping is dropped; one of a silent node too', async () => {
+    const { a } = await twoNodes();
+    const home = a.core.vhosts.get('/')!.queues.get('work')!;
+    const bus = engine.connect('n9').bus;
+    const frame = (op: number, id: number, fill: (w: ByteWriter) => void): Buffer => {
+      const w = new ByteWriter(256).reset();
+      w.u8(op);
+      w.str16('n9');
+      w.u32(id);
+      fill(w);
+      return Buffer.from(w.buf.subarray(0, w.pos));
+    };
+    const consume = (id: number): Buffer =>
+      frame(1, id, (w) => {
+        w.str16('/');
+        w.str16('work');
+        w.u8(0);
+        w.i32(0);
+        w.u32(1);
+      });
+    expect((await bus.request('warren.t.rc.n1', consume(7), 1000))[0]).toBe(0);
+    expect((await bus.request('warren.t.rc.n1', consume(8), 1000))[0]).toBe(0);
+    expect(home.consumerCount).toBe(2);
+    const answer = await bus.request('warren.t.rc.n1', frame(4, 0, (w) => {
+      w.u32(2);
+      w.u32(8);
+      w.u32(9);
+    }), 1000);
+    // 9 is unknown to the home; 7 was not listed, so it is gone.
+    expect([...answer]).toEqual([1, 0, 0, 0, 9, 0, 0, 0]); // the store codec: little-endian
+    expect(home.consumerCount).toBe(1);
+    // n9 says nothing more: after the silence its last proxy goes.
+    await waitFor(() => home.consumerCount === 0, 3000, 'silent node dropped');
+  });
+});
+
 describe('basic.get on n2 of a classic queue homed on n1', () => {
   test('takes the home\'s next message; ack, requeue and a closed channel settle it on the home', async () => {
     const { a, b } = await twoNodes();
@@ -205,10 +243,10 @@ describe('basic.get on n2 of a classic queue homed on n1', () => {
     expect(ch3.getRemote.bind(ch3, 'missing', true)).toThrow(BrokerError);
   });
 
-  test('fails when the home is down', async () => {
+  test('fails with 404 when the home is down, as RabbitMQ', async () => {
     const { a, b } = await twoNodes();
     await a.m.stop();
-    await expect(channel(b.core).getRemote('work', false)!).rejects.toThrow(/home node 'n1' is not running/);
+    await expect(channel(b.core).getRemote('work', false)!).rejects.toThrow(/home node 'n1' of durable queue 'work' in vhost '\/' is down or inaccessible/);
   });
 });
 
