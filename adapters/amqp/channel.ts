@@ -5,6 +5,7 @@ import {
   type CoreChannel,
   type Delivery,
   type DeliverySink,
+  type GetResult,
   type Message,
   type MessageProperties,
 } from '../../src/core/index.js';
@@ -177,6 +178,38 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
     if (held.length > 0) this.conn.replayHeld(this.number, held);
   }
 
+  private sendGet(r: GetResult | null): void {
+    if (r === null) {
+      this.reply({ kind: 'basic.get-empty' });
+      return;
+    }
+    const d = r.delivery;
+    let frames: Buffer;
+    try {
+      frames = encodeGetOk(this.number, this.conn.frameMax, d.deliveryTag, d.redelivered, r.messageCount, d.message);
+    } catch (e) {
+      // Not for this client (e.g. properties larger than its frame_max): the core rejects it.
+      this.core.undeliverable(d, e);
+      this.reply({ kind: 'basic.get-empty' });
+      return;
+    }
+    this.conn.link.write(frames);
+  }
+
+  /** The answer of a basic.get sent to a queue's home node; then the frames held meanwhile. */
+  private afterGet(r: GetResult | null, err: unknown, cause: AmqpMethod): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    this.endPressure();
+    if (this.state !== 'open') return;
+    if (err !== undefined) {
+      this.conn.failChannel(this.number, err, cause);
+      return;
+    }
+    this.sendGet(r);
+    if (held.length > 0) this.conn.replayHeld(this.number, held);
+  }
+
   handleMethod(m: AmqpMethod): void {
     if (this.pending !== undefined) {
       throw BrokerError.unexpectedFrame(`expected content header for class 60, got non content header frame instead`);
@@ -228,21 +261,17 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
         if (!m.noWait) this.reply({ kind: 'basic.cancel-ok', consumerTag: m.consumerTag });
         return;
       case 'basic.get': {
-        const r = ch.get(m.queue, m.noAck);
-        if (r === null) this.reply({ kind: 'basic.get-empty' });
-        else {
-          const d = r.delivery;
-          let frames: Buffer;
-          try {
-            frames = encodeGetOk(this.number, this.conn.frameMax, d.deliveryTag, d.redelivered, r.messageCount, d.message);
-          } catch (e) {
-            // Not for this client (e.g. properties larger than its frame_max): the core rejects it.
-            ch.undeliverable(d, e);
-            this.reply({ kind: 'basic.get-empty' });
-            return;
-          }
-          this.conn.link.write(frames);
+        const remote = ch.getRemote(m.queue, m.noAck);
+        if (remote !== undefined) {
+          // The queue lives on another node: later frames of this channel wait for its answer.
+          this.held = [];
+          remote.then(
+            (r) => this.afterGet(r, undefined, m),
+            (e: unknown) => this.afterGet(null, e, m),
+          );
+          return;
         }
+        this.sendGet(ch.get(m.queue, m.noAck));
         return;
       }
       case 'basic.recover':

@@ -4,6 +4,7 @@ import { DefinitionsSync } from './definitions-sync.js';
 import type { ClusterEngine, EngineInfo } from './engine.js';
 import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 import { QueueForwarding } from './queue-forwarding.js';
+import { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
 import { ClusterPeers } from './ops.js';
 import { TransientRouting } from './transient-routing.js';
 
@@ -13,6 +14,7 @@ export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
 export { QueueForwarding, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
 export { TransientRouting, encodeKey, encodeToken, interestSubjects } from './transient-routing.js';
+export { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
 export { ClusterPeers, type PeerAnswers, type PeerReply, type PeerRequest } from './ops.js';
 export { NodeRegistry, NodeNameTaken, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 
@@ -31,6 +33,8 @@ export interface JoinOptions {
   ttlMs?: number;
   /** How long a publish forwarded to a queue's home node waits for its answer. */
   forwardTimeoutMs?: number;
+  /** Pings and silences of remote consumers (defaults: ping every second, a home gone after 3 misses, a node silent for 5 s). */
+  remoteConsumers?: RemoteConsumerOptions;
 }
 
 /** A node's membership: the registry, the replicated definitions, the engine connection. */
@@ -43,6 +47,8 @@ export interface ClusterMembership {
   readonly forwarding: QueueForwarding;
   /** Publishes to this node's transient subscribers from every node, and from here to theirs. */
   readonly transient: TransientRouting;
+  /** Consumers here of queues homed elsewhere, and proxies here for consumers elsewhere. */
+  readonly remoteConsumers: RemoteConsumers;
   /** Requests to other nodes about their own objects (cluster-wide management listings). */
   readonly peers: ClusterPeers;
   /** Every node that has joined, running or not. */
@@ -103,8 +109,14 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     await registry.start();
     const forwarding = new QueueForwarding(opts.core, engine.bus, opts.cluster, opts.nodeName, log, opts.forwardTimeoutMs);
     forwarding.start();
+    forwarding.homeRunning = (node) => registry.isRunning(node);
+    const remoteConsumers = new RemoteConsumers(opts.core, engine.bus, opts.cluster, opts.nodeName, log, opts.remoteConsumers);
+    remoteConsumers.start();
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
-    definitions.placement = (q, home) => forwarding.place(q, home);
+    definitions.placement = (q, home) => {
+      forwarding.place(q, home);
+      remoteConsumers.place(q, home);
+    };
     await definitions.start();
     const transient = new TransientRouting(opts.core, engine.bus, opts.cluster, opts.nodeName, log, interestKv);
     await transient.start();
@@ -124,6 +136,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       registry,
       forwarding,
       transient,
+      remoteConsumers,
       peers,
       nodes: () => registry.nodes(),
       homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
@@ -134,6 +147,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
           await transient.stop();
           definitions.stop();
           forwarding.stop();
+          remoteConsumers.stop();
           await registry.stop();
           await joined.close();
         })()),

@@ -214,6 +214,15 @@ export class NodeRegistry {
     }
   }
 
+  /** Whether `name` is running, as {@link nodes} says, without building the list. */
+  isRunning(name: string): boolean {
+    if (name === this.nodeName) return true;
+    const b = this.beats.get(name);
+    if (b === undefined || Date.now() - b.seen >= this.opts.ttlMs) return false;
+    const id = this.identities.get(name);
+    return id === undefined || b.beat.instance === id.instance;
+  }
+
   /** Every node that ever joined, running or not, by name. */
   nodes(): ClusterNodeInfo[] {
     const now = Date.now();

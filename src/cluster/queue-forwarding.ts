@@ -30,6 +30,8 @@ export class QueueForwarding implements QueueForwarder {
   /** Forwarded publishes waiting for their home's answer. */
   inFlight = 0;
   readonly stats = { forwarded: 0, received: 0, failed: 0 };
+  /** Whether a node is running (the registry's view); unset: every home counts as running. */
+  homeRunning: ((node: string) => boolean) | undefined = undefined;
 
   constructor(
     private readonly core: Core,
@@ -68,6 +70,14 @@ export class QueueForwarding implements QueueForwarder {
     }
     this.homes.set(queue, home);
     queue.forwarder = this;
+  }
+
+  unavailable(queue: Queue): string | undefined {
+    const home = this.homes.get(queue);
+    if (home === undefined) return `queue '${queue.name}' has no home node`;
+    if (this.homeRunning === undefined || this.homeRunning(home)) return undefined;
+    this.stats.failed++;
+    return `queue '${queue.name}' is unavailable: its home node '${home}' is not running`;
   }
 
   forward(queue: Queue, msg: StoredMessage): Promise<void> {

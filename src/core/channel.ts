@@ -556,6 +556,43 @@ export class CoreChannel implements ConsumerOwner {
     );
   }
 
+  /**
+   * basic.get of a queue that lives on another node of a cluster: its home answers. Undefined
+   * for a queue that lives here ({@link get} answers at once).
+   */
+  getRemote(queue: string, noAck: boolean): Promise<GetResult | null> | undefined {
+    this.check('read', 'queue', this.resolveQueueName(queue));
+    const q = this.queueFor(queue);
+    const remote = q.remote;
+    if (remote === undefined) return undefined;
+    return remote.get(q, noAck).then((taken) => {
+      if (taken === undefined) return null;
+      if (this.closed) {
+        // The channel closed while the home answered: the message goes back at once.
+        if (!noAck) q.requeue(taken.entry);
+        return null;
+      }
+      const tag = this.nextTag++;
+      if (!noAck) {
+        if (this.unacked === NO_UNACKED) this.unacked = new Map();
+        this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null, at: Date.now() });
+      }
+      this.stats.got++;
+      return {
+        delivery: {
+          message: taken.entry.msg,
+          deliveryTag: tag,
+          redelivered: taken.redelivered,
+          consumerTag: '',
+          queue: q.name,
+          deliveryCount: taken.entry.deliveryCount - 1,
+          expiresAt: taken.entry.expiresAt,
+        },
+        messageCount: taken.messageCount,
+      };
+    });
+  }
+
   get(queue: string, noAck: boolean): GetResult | null {
     this.check('read', 'queue', this.resolveQueueName(queue));
     const q = this.queueFor(queue);

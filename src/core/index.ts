@@ -65,10 +65,12 @@ export {
   type ImportOptions,
 } from './definitions.js';
 export type { VHost, RoutingRelay } from './vhost.js';
-export type { Queue, QueueForwarder } from './queues/queue.js';
+export type { Queue, QueueForwarder, RemoteQueue, RemoteTaken } from './queues/queue.js';
 /** Stream queues (`x-queue-type: stream`): an append-only log read from offsets. */
 export { StreamQueue } from './queues/stream-queue.js';
 export type { StreamRecord } from './queues/stream-store.js';
+export { Consumer, type ConsumerOwner } from './queues/consumer.js';
+export { newEntry, type QueueEntry } from './queues/entry.js';
 export type { Exchange, Binding } from './exchanges/exchange.js';
 export type { DefinitionChange, Persistence } from './persistence.js';
 export { NO_PERSISTENCE } from './persistence.js';

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { BrokerError } from './errors.js';
+import { BrokerError, ReplyCode } from './errors.js';
 import { latencyTrace } from './latency-trace.js';
 import { DELAYED_EXCHANGE_TYPE, DelayedMessages, delayOf, MAX_DELAY_MS, type DelayedHost, type DelayedStore } from './exchanges/delayed.js';
 import { Exchange, type Binding, type Destination } from './exchanges/exchange.js';
@@ -85,6 +85,11 @@ const EQUIVALENCE_ARGS = [
 const REPLIED: PublishResult = { routed: 1, settled: SETTLED };
 const NOT_ROUTED: PublishResult = { routed: 0, settled: SETTLED };
 
+const HOME_DOWN = (why: string): Promise<void> => {
+  const p = Promise.reject(new BrokerError(ReplyCode.INTERNAL_ERROR, why));
+  p.catch(() => undefined);
+  return p;
+};
 const REJECTED_BY_QUEUE = (): Promise<void> => {
   const p = Promise.reject(new BrokerError(406, 'message rejected by a full queue'));
   p.catch(() => undefined);
@@ -496,10 +501,19 @@ export class VHost implements QueueHost, DelayedHost {
       let pending: Promise<void> | undefined;
       let extra: Promise<void>[] | undefined;
       let rejected = false;
+      let unavailable: string | undefined;
       let routed = 0;
       for (const q of out) {
         // A queue unlinked by a closing connection whose bindings are still to go takes nothing.
         if (q.deleted || (skip !== undefined && skip(q))) continue;
+        // A queue whose home node is down is no route (RabbitMQ: mandatory returns), and fails the confirm.
+        if (q.forwarder !== undefined && q.forwarder.unavailable !== undefined) {
+          const why = q.forwarder.unavailable(q);
+          if (why !== undefined) {
+            unavailable ??= why;
+            continue;
+          }
+        }
         routed++;
         const r = q.forwarder === undefined ? q.enqueue(stored) : q.forwarder.forward(q, stored);
         if (r === false) rejected = true;
@@ -511,7 +525,8 @@ export class VHost implements QueueHost, DelayedHost {
       ex.stats.publishOut += routed;
       if (routed === 0 && skip === undefined) this.ctx.counters.unroutable++;
       let settled: Promise<void> = SETTLED;
-      if (rejected) settled = REJECTED_BY_QUEUE();
+      if (unavailable !== undefined) settled = HOME_DOWN(unavailable);
+      else if (rejected) settled = REJECTED_BY_QUEUE();
       else if (extra !== undefined) settled = Promise.all([pending, ...extra]).then(() => undefined);
       else if (pending !== undefined) settled = pending;
       return { routed, settled };

@@ -1,5 +1,5 @@
 import { TextDecoder } from 'node:util';
-import { StreamQueue, type CoreChannel, type CoreConnection, type Exchange, type Queue, type User, type VHost } from '../core/index.js';
+import { CoreChannel, StreamQueue, type CoreConnection, type Exchange, type Queue, type User, type VHost } from '../core/index.js';
 import { exchangeParam, type ManagementApi } from './api.js';
 import {
   defaultBinding,
@@ -168,7 +168,8 @@ export function registerObjectRoutes(api: ManagementApi): void {
     const q = queueOf(v, name);
     const row = queueRow(q, v, hq);
     const consumers: Row[] = [];
-    for (const c of q.consumers) consumers.push(formatConsumer(api, c.owner as CoreChannel, c));
+    // A consumer attached on another node of a cluster counts here but is detailed by its own node.
+    for (const c of q.consumers) if (c.owner instanceof CoreChannel) consumers.push(formatConsumer(api, c.owner, c));
     row['consumer_details'] = consumers;
     return row;
   };

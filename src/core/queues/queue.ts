@@ -88,6 +88,36 @@ function expireScheduled(q: Queue): void {
 export interface QueueForwarder {
   /** Resolves once the home node has the message (as a local enqueue settles); rejects when it cannot. */
   forward(queue: Queue, msg: StoredMessage): Promise<void>;
+  /**
+   * Why the queue cannot take a message now (its home is known to be down), else undefined: a
+   * publish does not count the queue as a route (a mandatory publish with no other route is
+   * returned) and is not confirmed.
+   */
+  unavailable?(queue: Queue): string | undefined;
+}
+
+/**
+ * The consumer side of a queue whose messages live on another node of a cluster (a cluster seam).
+ * A consumer attached here is registered with the home, which delivers to it; the entries it
+ * receives are stand-ins made by the implementation, and their settlement travels back.
+ */
+export interface RemoteQueue {
+  /** A consumer attached here (already in `queue.consumers`): register it with the home. */
+  attach(queue: Queue, c: Consumer): void;
+  /** The consumer left (cancel, channel closed): the home forgets it. */
+  detach(queue: Queue, c: Consumer): void;
+  /** A delivery of the home was settled here: 0 ack, 1 returned (failed), 2 rejected, 3 returned (its channel closed). */
+  settle(queue: Queue, e: QueueEntry, how: 0 | 1 | 2 | 3): void;
+  /** basic.get: the home takes its next ready message; undefined when it has none. */
+  get(queue: Queue, noAck: boolean): Promise<RemoteTaken | undefined>;
+}
+
+/** A message basic.get took from a queue on another node. */
+export interface RemoteTaken {
+  readonly entry: QueueEntry;
+  readonly redelivered: boolean;
+  /** Messages still ready on the home. */
+  readonly messageCount: number;
 }
 
 /**
@@ -116,6 +146,11 @@ export class Queue implements PageSink {
    * here is handed to this instead of being enqueued, and settles when the home has it.
    */
   forwarder: QueueForwarder | undefined = undefined;
+  /**
+   * Set with `forwarder` when the queue lives on another node: consumers attached here get the
+   * home's messages through it, and settle them through it.
+   */
+  remote: RemoteQueue | undefined = undefined;
   /** Set once `destroy` ran (a deleted queue may wait for it while its connection's close is pending). */
   destroyed = false;
   /**
@@ -383,7 +418,7 @@ export class Queue implements PageSink {
 
   /** Schedules a dispatch run; runs coalesce within one turn of the event loop. */
   kick(): void {
-    if (this.scheduled || this.deleted) return;
+    if (this.scheduled || this.deleted || this.remote !== undefined) return;
     this.scheduled = true;
     setImmediate(runScheduled, this);
   }
@@ -483,6 +518,7 @@ export class Queue implements PageSink {
 
   /** The consumer acknowledged the entry. */
   ack(e: QueueEntry): void {
+    if (this.remote !== undefined) return this.remote.settle(this, e, 0);
     this.unackedCount--;
     this.stats.acked++;
     this.settle(e);
@@ -498,6 +534,7 @@ export class Queue implements PageSink {
    * (nack/reject with requeue), which counts against the delivery limit.
    */
   requeue(e: QueueEntry, failed = false): void {
+    if (this.remote !== undefined) return this.remote.settle(this, e, failed ? 1 : 3);
     this.unackedCount--;
     if (this.deleted) {
       this.settle(e);
@@ -539,6 +576,7 @@ export class Queue implements PageSink {
    * `undeliverable`: by the broker, because the consumer could not be sent it.
    */
   reject(e: QueueEntry, undeliverable = false): void {
+    if (this.remote !== undefined) return this.remote.settle(this, e, 2);
     this.unackedCount--;
     if (this.deleted) this.settle(e);
     else this.deadLetterEntry(e, 'rejected', undeliverable);
@@ -586,6 +624,10 @@ export class Queue implements PageSink {
     if (this.consumers.length === 0) this.consumers = [c];
     else this.consumers.push(c);
     this.hadConsumer = true;
+    if (this.remote !== undefined) {
+      this.remote.attach(this, c);
+      return;
+    }
     this.touch();
     this.kick();
   }
@@ -595,6 +637,11 @@ export class Queue implements PageSink {
     if (i < 0) return;
     this.consumers.splice(i, 1);
     if (this.rr > i) this.rr--;
+    if (this.remote !== undefined) {
+      // The home node decides about auto-delete and expiry: its own consumer count includes this one.
+      this.remote.detach(this, c);
+      return;
+    }
     if (this.consumers.length === 0) {
       if (this.autoDelete && this.hadConsumer) {
         this.host.removeQueue(this);
