@@ -30,6 +30,8 @@ export class Teardown {
   private turnOpen = false;
   /** True while a slice of waiting closes runs. */
   private draining = false;
+  /** Closes running now (more than one when a close hands work on). */
+  private running = 0;
   /** Closes finished since the broker started (management, tests, the bench). */
   finished = 0;
   /**
@@ -67,6 +69,9 @@ export class Teardown {
 
   /** Runs `w` now if this turn has budget left and nothing waits before it, else queues it. */
   add(w: TeardownWork): void {
+    // Work that a close in progress hands on (a link's close telling its connection, which
+    // closes its core connection) is part of that close: done now, on that close's budget.
+    if (this.running > 0) return this.runNested(w);
     if (this.pending.length === 0 && this.spentItems < this.budgetItems && this.spentMs < this.budgetMs) {
       this.runOne(w);
       this.openTurn();
@@ -95,13 +100,25 @@ export class Teardown {
 
   private runOne(w: TeardownWork): void {
     const t0 = performance.now();
+    this.running++;
     try {
       w.finishTeardown();
     } catch (err) {
       this.onError(err);
     } finally {
+      this.running--;
       this.spentMs += performance.now() - t0;
       this.spentItems++;
+      this.finished++;
+    }
+  }
+
+  private runNested(w: TeardownWork): void {
+    try {
+      w.finishTeardown();
+    } catch (err) {
+      this.onError(err);
+    } finally {
       this.finished++;
     }
   }
