@@ -1130,9 +1130,22 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     this.qos2Here = undefined;
     this.qos0 = undefined;
     this.out.reset();
-    const log = this.adapter.ctx.log;
-    if (wasRunning && log.isLevelEnabled('info')) log.info({ ...this.logFields(), reason: this.closeReason }, 'connection closed');
+    if (wasRunning) this.logClosed();
     this.adapter.connectionGone(this);
+  }
+
+  /**
+   * The closing log line. In a storm of closes (thousands of sessions dropped at once) the
+   * connection is counted instead, and the core's teardown logs one line for all of them; its
+   * own line goes to the debug level.
+   */
+  private logClosed(): void {
+    const log = this.adapter.ctx.log;
+    const t = this.adapter.ctx.core.teardown;
+    if (t.storming) {
+      t.quietCloses++;
+      if (log.isLevelEnabled('debug')) log.debug({ ...this.logFields(), reason: this.closeReason }, 'connection closed');
+    } else if (log.isLevelEnabled('info')) log.info({ ...this.logFields(), reason: this.closeReason }, 'connection closed');
   }
 
   // ---- flow control -------------------------------------------------------------------------

@@ -45,11 +45,17 @@ export interface Unacked {
  * Shared by every channel until it first needs a map of its own: an idle session (a sleeping MQTT
  * device) then costs no maps at all. Never written to: writers swap in a private map first.
  */
-const NO_CONSUMERS: Map<string, Consumer> = new Map();
+const NO_CONSUMERS: ReadonlyMap<string, Consumer> = new Map();
+/** A consumer's arguments when none were given: shared, never written to. */
+const NO_ARGS: FieldTable = Object.freeze({});
 const NO_UNACKED: Map<number, Unacked> = new Map();
 
 export class CoreChannel implements ConsumerOwner {
-  private consumerMap = NO_CONSUMERS;
+  /**
+   * This channel's consumers: none, the one (an MQTT session's, most AMQP channels') held as is,
+   * or a map by tag from the second on.
+   */
+  private consumerSlot: Consumer | Map<string, Consumer> | undefined = undefined;
   private unacked = NO_UNACKED;
   private nextTag = 1;
   /** basic.qos global=false: the prefetch given to consumers created afterwards. */
@@ -92,7 +98,33 @@ export class CoreChannel implements ConsumerOwner {
 
   /** This channel's consumers by tag. */
   get consumers(): ReadonlyMap<string, Consumer> {
-    return this.consumerMap;
+    const s = this.consumerSlot;
+    if (s === undefined) return NO_CONSUMERS;
+    // Management reads a single consumer as a map (made for the call, not kept).
+    if (s instanceof Consumer) return new Map([[s.tag, s]]);
+    return s;
+  }
+
+  /** The consumer with `tag`, if this channel has it. */
+  private consumerOf(tag: string): Consumer | undefined {
+    const s = this.consumerSlot;
+    if (s === undefined) return undefined;
+    if (s instanceof Consumer) return s.tag === tag ? s : undefined;
+    return s.get(tag);
+  }
+
+  private addConsumerSlot(c: Consumer): void {
+    const s = this.consumerSlot;
+    if (s === undefined) this.consumerSlot = c;
+    else if (s instanceof Consumer) this.consumerSlot = new Map([[s.tag, s], [c.tag, c]]);
+    else s.set(c.tag, c);
+  }
+
+  private dropConsumerSlot(tag: string): void {
+    const s = this.consumerSlot;
+    if (s instanceof Consumer) {
+      if (s.tag === tag) this.consumerSlot = undefined;
+    } else s?.delete(tag);
   }
 
   get vhost(): VHost {
@@ -389,7 +421,7 @@ export class CoreChannel implements ConsumerOwner {
     const q = this.queueFor(queue);
     let tag = opts.consumerTag ?? '';
     if (tag === '') tag = `amq.ctag-${randomBytes(16).toString('base64url').slice(0, 22)}`;
-    if (this.consumerMap.has(tag) || this.reply?.consumerTag === tag) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
+    if (this.consumerOf(tag) !== undefined || this.reply?.consumerTag === tag) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
     const c = new Consumer(
       tag,
       q,
@@ -399,11 +431,10 @@ export class CoreChannel implements ConsumerOwner {
       opts.exclusive ?? false,
       opts.priority ?? 0,
       opts.prefetch ?? this.consumerPrefetch,
-      opts.arguments ?? {},
+      opts.arguments ?? NO_ARGS,
     );
     q.addConsumer(c);
-    if (this.consumerMap === NO_CONSUMERS) this.consumerMap = new Map();
-    this.consumerMap.set(tag, c);
+    this.addConsumerSlot(c);
     return tag;
   }
 
@@ -415,7 +446,7 @@ export class CoreChannel implements ConsumerOwner {
   private consumeReplies(opts: ConsumeOptions, sink: DeliverySink): string {
     let tag = opts.consumerTag ?? '';
     if (tag === '') tag = `amq.ctag-${randomBytes(16).toString('base64url').slice(0, 22)}`;
-    if (this.consumerMap.has(tag) || this.reply?.consumerTag === tag) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
+    if (this.consumerOf(tag) !== undefined || this.reply?.consumerTag === tag) throw BrokerError.notAllowed(`attempt to reuse consumer tag '${tag}'`);
     if (opts.noAck !== true) throw BrokerError.precondition('reply consumer cannot acknowledge');
     if (this.reply !== undefined) throw BrokerError.precondition('reply consumer already set');
     if (this.closed) throw BrokerError.precondition('channel is closed');
@@ -460,17 +491,17 @@ export class CoreChannel implements ConsumerOwner {
       this.stopReplies();
       return true;
     }
-    const c = this.consumerMap.get(consumerTag);
+    const c = this.consumerOf(consumerTag);
     if (!c) return false;
-    this.consumerMap.delete(consumerTag);
+    this.dropConsumerSlot(consumerTag);
     c.queue.removeConsumer(c);
     return true;
   }
 
   /** The queue of a consumer was deleted: forget the consumer and tell the sink. */
   consumerCancelled(c: Consumer): void {
-    if (this.consumerMap.get(c.tag) !== c) return;
-    this.consumerMap.delete(c.tag);
+    if (this.consumerOf(c.tag) !== c) return;
+    this.dropConsumerSlot(c.tag);
     c.sink.cancelled?.(c.tag);
   }
 
@@ -681,8 +712,8 @@ export class CoreChannel implements ConsumerOwner {
       u.queue.requeue(u.entry);
       if (c !== null) c.unacked--;
     }
-    if (c !== null && this.consumerMap.get(c.tag) === c) {
-      this.consumerMap.delete(c.tag);
+    if (c !== null && this.consumerOf(c.tag) === c) {
+      this.dropConsumerSlot(c.tag);
       c.queue.removeConsumer(c);
     }
     this.onConsumerTimeout?.(c === null ? null : c.tag, timeoutMs);
@@ -711,7 +742,10 @@ export class CoreChannel implements ConsumerOwner {
 
   /** A sink drained or credit grew: let every queue with a consumer here dispatch again. */
   resume(): void {
-    for (const c of this.consumers.values()) c.queue.kick();
+    const s = this.consumerSlot;
+    if (s === undefined) return;
+    if (s instanceof Consumer) s.queue.kick();
+    else for (const c of s.values()) c.queue.kick();
   }
 
   /** Closes the channel: consumers are cancelled and unacknowledged messages requeued. */
@@ -719,8 +753,10 @@ export class CoreChannel implements ConsumerOwner {
     if (this.closed) return;
     this.closed = true;
     this.stopReplies();
-    for (const c of this.consumers.values()) c.queue.removeConsumer(c);
-    this.consumerMap = NO_CONSUMERS;
+    const s = this.consumerSlot;
+    this.consumerSlot = undefined;
+    if (s instanceof Consumer) s.queue.removeConsumer(s);
+    else if (s !== undefined) for (const c of s.values()) c.queue.removeConsumer(c);
     this.requeueAll();
     this.connection.channelClosed(this);
     this.connection.core.totals.retireChannel(this.connection.info.protocol, this.stats);

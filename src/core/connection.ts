@@ -17,15 +17,18 @@ export interface Closable {
   credentialExpired?(): void;
 }
 
-const NO_CHANNELS: ReadonlySet<CoreChannel> = new Set();
+const NO_CHANNELS: readonly CoreChannel[] = Object.freeze([]);
 
 /**
  * One client connection on the core, whatever its protocol. Owns its channels and the exclusive
  * queues it declared. Kept small: an idle MQTT connection is one of these and little else.
  */
 export class CoreConnection implements TeardownWork {
-  /** Open channels; made with the first one (an idle MQTT or STOMP connection has none). */
-  private open: Set<CoreChannel> | undefined;
+  /**
+   * Open channels, in the order they were opened; made with the first one (an idle MQTT or STOMP
+   * connection has none). An array: a session's one channel costs a slot, not a hash table.
+   */
+  private open: CoreChannel[] | undefined;
   readonly connectedAt = Date.now();
   /** Bytes in/out, maintained by the adapter for management and metrics. */
   readonly traffic = new ConnectionTraffic();
@@ -47,7 +50,7 @@ export class CoreConnection implements TeardownWork {
     return this.info.user;
   }
 
-  get channels(): ReadonlySet<CoreChannel> {
+  get channels(): readonly CoreChannel[] {
     return this.open ?? NO_CHANNELS;
   }
 
@@ -57,13 +60,19 @@ export class CoreConnection implements TeardownWork {
 
   openChannel(number = 1): CoreChannel {
     const ch = new CoreChannel(this, number);
-    (this.open ??= new Set()).add(ch);
+    if (this.open === undefined) this.open = [ch];
+    else this.open.push(ch);
     return ch;
   }
 
   /** @internal called by CoreChannel.close */
   channelClosed(ch: CoreChannel): void {
-    this.open?.delete(ch);
+    const open = this.open;
+    if (open === undefined) return;
+    const i = open.indexOf(ch);
+    if (i < 0) return;
+    if (open.length === 1) this.open = undefined;
+    else open.splice(i, 1);
   }
 
   /**

@@ -9,7 +9,7 @@ const SWEEP_SLICE = 1000;
 
 /** What the sweep reads of the broker. */
 export interface TimeoutScope {
-  readonly connections: ReadonlySet<{ readonly channels: ReadonlySet<CoreChannel> }>;
+  readonly connections: ReadonlySet<{ readonly channels: readonly CoreChannel[] }>;
 }
 
 /**
@@ -23,7 +23,7 @@ export interface TimeoutScope {
 export class ConsumerTimeouts {
   private timer: NodeJS.Timeout | undefined;
   /** The connections the timed sweep has yet to read, and the instant it sweeps for. */
-  private cursor: Iterator<{ readonly channels: ReadonlySet<CoreChannel> }> | undefined;
+  private cursor: Iterator<{ readonly channels: readonly CoreChannel[] }> | undefined;
   private cursorNow = 0;
   private sliceScheduled = false;
 

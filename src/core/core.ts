@@ -10,7 +10,7 @@ import type { HeldCodec } from './exchanges/held.js';
 import { Policies } from './policies.js';
 import { SystemSession } from './session.js';
 import { CoreTotals } from './stats.js';
-import { Teardown } from './teardown.js';
+import { Teardown, TEARDOWN_BUDGET_ITEMS, TEARDOWN_BUDGET_MS } from './teardown.js';
 import { TokenVerifier } from './token-auth.js';
 import type { ConnectionInfo } from './types.js';
 import { VHost, type RoutingRelay, type VHostContext } from './vhost.js';
@@ -35,6 +35,7 @@ export interface CoreOptions {
 /** The part of a logger the core uses. */
 export interface CoreLog {
   warn(fields: Record<string, unknown>, message: string): void;
+  info?(fields: Record<string, unknown>, message: string): void;
 }
 
 const NO_LOG: CoreLog = { warn: () => undefined };
@@ -75,8 +76,11 @@ export class Core implements VHostContext {
     this.persistence = opts.persistence ?? NO_PERSISTENCE;
     this.log = opts.log ?? NO_LOG;
     const log = this.log;
-    this.teardown = new Teardown((err) =>
-      log.warn({ err: err instanceof Error ? (err.stack ?? err.message) : String(err) }, 'connection teardown failed'),
+    this.teardown = new Teardown(
+      (err) => log.warn({ err: err instanceof Error ? (err.stack ?? err.message) : String(err) }, 'connection teardown failed'),
+      TEARDOWN_BUDGET_MS,
+      TEARDOWN_BUDGET_ITEMS,
+      (closed, ms) => log.info?.({ closed, ms: Math.round(ms) }, 'connections closed in a storm of closes (one line for all of them)'),
     );
     this.maxPropertiesBytes = propertiesLimit(opts.frameMax ?? 131072);
     this.alarms = new Alarms(opts.memoryHighWatermark ?? 0.4);

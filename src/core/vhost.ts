@@ -383,7 +383,9 @@ export class VHost implements QueueHost, DelayedHost {
 
   private bindingKey(destination: Destination, routingKey: string, args: FieldTable): string {
     const kind = destination instanceof Exchange ? 'e' : 'q';
-    return `${kind}\u0000${destination.name}\u0000${routingKey}\u0000${tableKey(args)}`;
+    // Joined, the key is one flat string (a template literal makes a tree of string pieces that
+    // every binding would keep).
+    return [kind, destination.name, routingKey, tableKey(args)].join('\u0000');
   }
 
   private removeBinding(b: Binding, autoDeleteSource: boolean): void {

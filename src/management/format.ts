@@ -316,7 +316,7 @@ export function formatConnection(ctx: FormatContext, c: CoreConnection, ports: {
     peer_port: c.info.peer.port,
     ssl: false,
     auth_mechanism: 'PLAIN',
-    channels: c.channels.size,
+    channels: c.channels.length,
     client_properties: props,
     connected_at: c.connectedAt,
     state: 'running',

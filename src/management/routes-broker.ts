@@ -93,7 +93,7 @@ function overview(api: ManagementApi, q: URLSearchParams, vhosts: Set<string> | 
   for (const c of core.connections) {
     if (vhosts && !vhosts.has(c.vhost.name)) continue;
     connections++;
-    channels += c.channels.size;
+    channels += c.channels.length;
     byProtocol[c.info.protocol] = (byProtocol[c.info.protocol] ?? 0) + 1;
   }
   if (!vhosts) {

@@ -249,7 +249,19 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
       this.notify();
     } else if (this.endDue) {
       this.endDue = false;
-      if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
+      const s = this.stream;
+      if (s.destroyed || s.writableEnded) return;
+      // A TCP client that ended its side, with nothing left to send it: closing the socket sends
+      // the same FIN as ending it, without a shutdown request and its callback first (a storm's
+      // teardown is mostly this).
+      if (this.transport === 'tcp' && s.writableLength === 0) {
+        s.destroy();
+        // The stream is gone now: the owner is told in this same slice, not after its 'close'
+        // event has waited for a turn of its own at the back of the queue.
+        this.gone = true;
+        this.updateSweep();
+        this.notify();
+      } else s.end();
     }
   }
 

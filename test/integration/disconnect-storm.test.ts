@@ -1,4 +1,7 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { connect as netConnect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect as amqpConnect } from 'amqplib';
 import { generate } from 'mqtt-packet';
 import { afterAll, beforeAll, expect, test } from 'vitest';
@@ -9,14 +12,29 @@ import { collect, connectCollecting, connectMqtt, mqttUrl, waitForCount } from '
 const SESSIONS = 700;
 
 let tb: TestBroker;
+let logDir: string;
+let logFile: string;
 
 beforeAll(async () => {
-  tb = await startTestBroker();
+  // The broker logs at info level to a file: a storm's closes are logged in one line, not one each.
+  logDir = await mkdtemp(join(tmpdir(), 'warren-storm-log-'));
+  logFile = join(logDir, 'broker.log');
+  tb = await startTestBroker({ logLevel: 'info', logFile });
 });
 
 afterAll(async () => {
   await tb.stop();
+  await rm(logDir, { recursive: true, force: true });
 });
+
+/** The broker's log lines so far, parsed. */
+async function logLines(): Promise<{ msg?: string; closed?: number; clientId?: string }[]> {
+  const text = await readFile(logFile, 'utf8');
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { msg?: string; closed?: number; clientId?: string });
+}
 
 /** A subscribed MQTT 3.1.1 clean session on a raw socket: CONNECT, SUBSCRIBE `storm/<id>` QoS 1, wait for SUBACK. */
 function subscribedSession(port: number, clientId: string): Promise<Socket> {
@@ -78,6 +96,19 @@ test('a storm of dropped sessions is torn down in slices and leaves no state beh
   let ready = 0;
   for (const q of vh.queues.values()) ready += q.readyCount + q.unackedCount;
   expect(ready).toBe(0);
+
+  // One line for the storm, counting the closes it took in slices; the few closed before the
+  // first slice had to wait have a line of their own.
+  const lines = await waitFor(async () => {
+    const all = await logLines();
+    return all.some((l) => l.msg?.startsWith('connections closed in a storm') === true) ? all : undefined;
+  }, 5000, 'the storm line in the log');
+  const stormLines = lines.filter((l) => l.msg?.startsWith('connections closed in a storm') === true);
+  const ownLines = lines.filter((l) => l.msg === 'connection closed' && l.clientId?.startsWith('storm-') === true);
+  const quiet = stormLines.reduce((n, l) => n + (l.closed ?? 0), 0);
+  expect(quiet).toBeGreaterThan(SESSIONS / 2);
+  expect(ownLines.length + quiet).toBeGreaterThanOrEqual(SESSIONS);
+  expect(ownLines.length).toBeLessThan(SESSIONS / 2);
 
   // The same client ids come back (clean session): fresh sessions, only what is published now.
   const back = await Promise.all(ids.slice(0, 30).map((id) => connectMqtt(mqttUrl(tb), { clientId: id, clean: true })));

@@ -72,7 +72,7 @@ describe('one bound on unsettled publishes per connection, for every protocol', 
     const read = (await stable(slow.calls)) - before;
     expect(read).toBeGreaterThan(MAX_UNSETTLED_PUBLISHES);
     expect(read).toBeLessThan(MAX_UNSETTLED_PUBLISHES + SLACK);
-    const link = linkOf((c) => c.info.protocol.startsWith('AMQP') && c.channels.size > 0);
+    const link = linkOf((c) => c.info.protocol.startsWith('AMQP') && c.channels.length > 0);
     expect(link.pausedBy & PauseReason.UNSETTLED).toBe(PauseReason.UNSETTLED);
     slow.open();
     await ch.waitForConfirms();

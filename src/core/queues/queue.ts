@@ -206,7 +206,7 @@ export class Queue implements PageSink {
     /** `args` with a matching policy folded in; `args` itself stays what was declared. */
     effectiveArgs: FieldTable = args,
   ) {
-    this.id = `${host.name}/${name}`;
+    this.id = [host.name, name].join('/'); // one flat string, not a tree of pieces
     this.type = queueTypeOf(host.name, name, args, QUORUM);
     this.setLimits(effectiveArgs);
     this.maxPriority = Math.min(intArg(args, 'x-max-priority', 0, name) ?? 0, 255);

@@ -9,19 +9,28 @@ import type { QueueEntry } from './entry.js';
  * sequence number is lower than that of anything still in the deque, and the requeued messages,
  * kept in a min-heap by sequence, always come before the deque.
  */
+/**
+ * Shared by every list until its first message (a subscribed session's queue is empty most of its
+ * life): never written to, a list swaps in its own deque or heap first.
+ */
+const NO_FIFO = new Deque<QueueEntry>(0);
+const NO_REQUEUED: QueueEntry[] = [];
+
 export class ReadyList {
-  private readonly fifo = new Deque<QueueEntry>();
-  private readonly requeued: QueueEntry[] = [];
+  private fifo = NO_FIFO;
+  private requeued = NO_REQUEUED;
 
   get length(): number {
     return this.fifo.length + this.requeued.length;
   }
 
   push(e: QueueEntry): void {
+    if (this.fifo === NO_FIFO) this.fifo = new Deque<QueueEntry>();
     this.fifo.push(e);
   }
 
   requeue(e: QueueEntry): void {
+    if (this.requeued === NO_REQUEUED) this.requeued = [];
     const h = this.requeued;
     h.push(e);
     let i = h.length - 1;

@@ -182,6 +182,43 @@ function spendBudget(connect: () => CoreConnection, n = 300): void {
   for (let i = 0; i < n; i++) connect().close();
 }
 
+describe('Teardown in a storm of closes', () => {
+  test('is storming while closes wait or a slice runs, and reports the quiet closes once, when nothing waits any more', async () => {
+    const reports: number[] = [];
+    const t = new Teardown(() => undefined, 1000, 2, (closed) => reports.push(closed));
+    const seen: boolean[] = [];
+    // Each close notes whether it ran in a storm and, if so, counts itself as a quiet close.
+    const close = (): TeardownWork => ({
+      finishTeardown: () => {
+        seen.push(t.storming);
+        if (t.storming) t.quietCloses++;
+      },
+    });
+    expect(t.storming).toBe(false);
+    for (let i = 0; i < 7; i++) t.add(close());
+    // The first two ran at once, before anything waited: not a storm, logged on their own.
+    expect(seen).toEqual([false, false]);
+    expect(t.storming).toBe(true);
+    await waitFor(() => t.size === 0 && !t.storming);
+    expect(seen).toEqual([false, false, true, true, true, true, true]);
+    expect(reports).toEqual([5]);
+    expect(t.quietCloses).toBe(0);
+    // A later storm is reported on its own.
+    await turns(2);
+    for (let i = 0; i < 4; i++) t.add(close());
+    await waitFor(() => reports.length === 2);
+    expect(reports).toEqual([5, 2]);
+  });
+
+  test('flush reports the quiet closes of a storm cut short (broker shutdown)', () => {
+    const reports: number[] = [];
+    const t = new Teardown(() => undefined, 1000, 1, (closed) => reports.push(closed));
+    for (let i = 0; i < 3; i++) t.add({ finishTeardown: () => void (t.storming && t.quietCloses++) });
+    t.flush();
+    expect(reports).toEqual([2]);
+  });
+});
+
 describe('a close that waits for its slice leaves no stale state', () => {
   test('its exclusive queues are gone at once: same names are free, nothing is routed to them', async () => {
     const { core, vh, connect } = setup();
