@@ -218,7 +218,10 @@ export class NodeRegistry {
   isRunning(name: string): boolean {
     if (name === this.nodeName) return true;
     const b = this.beats.get(name);
-    if (b === undefined || Date.now() - b.seen >= this.opts.ttlMs) return false;
+    // A node this one has not heard of yet (it joined a moment ago) is not judged down: a publish
+    // is forwarded and its answer decides.
+    if (b === undefined) return !this.identities.has(name);
+    if (Date.now() - b.seen >= this.opts.ttlMs) return false;
     const id = this.identities.get(name);
     return id === undefined || b.beat.instance === id.instance;
   }

@@ -148,6 +148,11 @@ describe('three Warren nodes on three clustered nats-servers', { timeout: 60_000
     const ch4 = await c4.channel();
     await ch4.queueDeclare('home-n4', { durable: true });
     await waitFor(async () => (await http(port('n2'), 'GET', '/api/queues/%2F/home-n4')).status === 200, 5000, 'home-n4 on n2');
+    await waitFor(
+      async () => (await http<Array<{ name: string; running: boolean }>>(port('n2'), 'GET', '/api/nodes')).body.some((n) => n.name === 'n4' && n.running),
+      10_000,
+      'n4 running as n2 sees it',
+    );
     const c2 = await new AMQPClient(`amqp://guest:guest@127.0.0.1:${port('n2', 'amqp')}`).connect();
     const ch2 = await c2.channel();
     await ch2.confirmSelect();
