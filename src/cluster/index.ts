@@ -7,7 +7,7 @@ import { QueueForwarding } from './queue-forwarding.js';
 import { ClusterPeers } from './ops.js';
 
 export { EngineError, NoResponderError } from './engine.js';
-export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, ReplicatedLog } from './engine.js';
+export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, LogMessage, LogOptions, LogStatus, ReplicatedLog } from './engine.js';
 export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
 export { QueueForwarding, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
