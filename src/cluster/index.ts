@@ -4,6 +4,7 @@ import { DefinitionsSync } from './definitions-sync.js';
 import type { ClusterEngine, EngineInfo } from './engine.js';
 import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 import { QueueForwarding } from './queue-forwarding.js';
+import { ReplicatedQueues } from './replicated-queues.js';
 import { ClusterPeers } from './ops.js';
 
 export { EngineError, NoResponderError } from './engine.js';
@@ -11,6 +12,7 @@ export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, LogMessage, LogOpti
 export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
 export { QueueForwarding, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
+export { ReplicatedQueues, DEFAULT_ACK_WAIT_MS } from './replicated-queues.js';
 export { ClusterPeers, type PeerAnswers, type PeerReply, type PeerRequest } from './ops.js';
 export { NodeRegistry, NodeNameTaken, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 
@@ -29,6 +31,8 @@ export interface JoinOptions {
   ttlMs?: number;
   /** How long a publish forwarded to a queue's home node waits for its answer. */
   forwardTimeoutMs?: number;
+  /** A replicated queue's message held by a node that stops answering is redelivered after this long. */
+  ackWaitMs?: number;
 }
 
 /** A node's membership: the registry, the replicated definitions, the engine connection. */
@@ -39,12 +43,16 @@ export interface ClusterMembership {
   readonly definitions: DefinitionsSync;
   readonly registry: NodeRegistry;
   readonly forwarding: QueueForwarding;
+  /** The replicated queues (quorum queues, `ha-mode` policies) on the engine's logs. */
+  readonly replicated: ReplicatedQueues;
   /** Requests to other nodes about their own objects (cluster-wide management listings). */
   readonly peers: ClusterPeers;
   /** Every node that has joined, running or not. */
   nodes(): ClusterNodeInfo[];
   /** The home node of a queue (where it was declared), if it is replicated. */
   homeOf(vhost: string, queue: string): string | undefined;
+  /** A replicated queue's copies on the engine's servers; undefined for other queues. */
+  replicationOf(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[] } | undefined>;
   /** Records the bound listeners in the registry. */
   setListeners(listeners: NodeListener[]): Promise<void>;
   /** Leaves: the heartbeat goes (the others list this node as not running), the connection closes. */
@@ -99,8 +107,15 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     const forwarding = new QueueForwarding(opts.core, engine.bus, opts.cluster, opts.nodeName, log, opts.forwardTimeoutMs);
     forwarding.start();
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
-    definitions.placement = (q, home) => forwarding.place(q, home);
+    const replicated = new ReplicatedQueues(opts.core, engine, opts.cluster, opts.nodeName, log, opts.ackWaitMs);
+    definitions.placement = (q, home) => {
+      if (!replicated.attach(q)) forwarding.place(q, home);
+    };
+    definitions.queueRemoved = (vhost, name) => replicated.removed(vhost, name);
     await definitions.start();
+    // Queues this node recovered from its own store that the cluster had already: replicated ones
+    // are served from their logs.
+    for (const vh of opts.core.vhosts.values()) for (const q of vh.queues.values()) replicated.attach(q);
     const joined = engine;
     const peers = new ClusterPeers(engine.bus, opts.cluster, opts.nodeName, () => registry.nodes(), log);
     engine.onStatus((connected) => {
@@ -116,14 +131,20 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       definitions,
       registry,
       forwarding,
+      replicated,
       peers,
       nodes: () => registry.nodes(),
       homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
+      replicationOf: async (vhost, queue) => {
+        const q = opts.core.vhosts.get(vhost)?.queues.get(queue);
+        return q === undefined ? undefined : replicated.status(q);
+      },
       setListeners: (l) => registry.setListeners(l),
       stop: () =>
         (stopping ??= (async () => {
           peers.stop();
           definitions.stop();
+          replicated.stop();
           forwarding.stop();
           await registry.stop();
           await joined.close();

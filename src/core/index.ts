@@ -65,7 +65,8 @@ export {
   type ImportOptions,
 } from './definitions.js';
 export type { VHost } from './vhost.js';
-export type { Queue, QueueForwarder } from './queues/queue.js';
+export type { Queue, QueueForwarder, QueueReplica } from './queues/queue.js';
+export type { QueueEntry } from './queues/entry.js';
 export type { Exchange, Binding } from './exchanges/exchange.js';
 export type { DefinitionChange, Persistence } from './persistence.js';
 export { NO_PERSISTENCE } from './persistence.js';

@@ -91,6 +91,20 @@ export interface QueueForwarder {
 }
 
 /**
+ * A queue whose messages live in a replicated log (a cluster seam): publishes go to the log (the
+ * queue's `forwarder`), and the queue on each node holds, in memory only, what that node pulled
+ * for its consumers. A pulled entry's `seq` is its sequence in the log.
+ */
+export interface QueueReplica {
+  /** The queue wants messages (a consumer came, credit may be free). */
+  wanted(queue: Queue): void;
+  /** A pulled entry left the queue for good (acked, dead-lettered, purged): the log drops it. */
+  settled(queue: Queue, e: QueueEntry): void;
+  /** A pulled entry goes back to the log for redelivery (to any node) after `delayMs`. */
+  returned(queue: Queue, e: QueueEntry, delayMs: number): void;
+}
+
+/**
  * A queue: ready messages in order, delivery to consumers by credit, TTL, length limits and
  * dead-lettering. Unacknowledged messages are held by the channels that received them.
  *
@@ -116,6 +130,8 @@ export class Queue implements PageSink {
    * here is handed to this instead of being enqueued, and settles when the home has it.
    */
   forwarder: QueueForwarder | undefined = undefined;
+  /** Set on a replicated queue of a cluster (see {@link QueueReplica}). */
+  replica: QueueReplica | undefined = undefined;
   /** Set once `destroy` ran (a deleted queue may wait for it while its connection's close is pending). */
   destroyed = false;
   /**
@@ -259,6 +275,22 @@ export class Queue implements PageSink {
     return pending;
   }
 
+  /**
+   * A replicated queue's message pulled from its log for this node's consumers: held in memory
+   * only (the log keeps it), with its log sequence and the deliveries the log counted.
+   */
+  enqueuePulled(msg: StoredMessage, logSeq: number, previousDeliveries: number): void {
+    if (this.deleted) return;
+    const entry = newEntry(msg, logSeq, previousDeliveries, 0, 0);
+    entry.returns = previousDeliveries;
+    hold(msg);
+    this.levels[0]!.push(entry);
+    this.readyCount++;
+    this.readyBytes += msg.size;
+    this.stats.published++;
+    if (this.consumers.length > 0) this.kick();
+  }
+
   /** Recovery: puts a ready entry back at the end of the in-memory messages. */
   restoreEntry(entry: QueueEntry): void {
     hold(entry.msg);
@@ -382,6 +414,7 @@ export class Queue implements PageSink {
 
   /** Schedules a dispatch run; runs coalesce within one turn of the event loop. */
   kick(): void {
+    if (this.replica !== undefined && this.consumers.length > 0) this.replica.wanted(this);
     if (this.scheduled || this.deleted) return;
     this.scheduled = true;
     setImmediate(runScheduled, this);
@@ -445,7 +478,7 @@ export class Queue implements PageSink {
     this.stats.delivered++;
     if (redelivered) this.stats.redelivered++;
     const store = this.store;
-    if (store !== undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
+    if (store !== undefined && this.replica === undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
     if (!c.noAck) {
       this.unackedCount++;
       c.owner.deliverFromQueue(c, this, e, redelivered);
@@ -473,7 +506,7 @@ export class Queue implements PageSink {
       e.deliveryCount++;
       this.stats.got++;
       const store = this.store;
-      if (store !== undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
+      if (store !== undefined && this.replica === undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
       if (noAck) this.settle(e);
       else this.unackedCount++;
       return { entry: e, redelivered };
@@ -508,12 +541,24 @@ export class Queue implements PageSink {
         this.deadLetterEntry(e, 'delivery_limit');
         return;
       }
+      if (this.replica !== undefined) {
+        this.giveBack(e, this.requeueDelay !== undefined && this.requeueDelay > 0 ? requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax) : 0);
+        return;
+      }
       if (this.requeueDelay !== undefined && this.requeueDelay > 0) {
         (this.delays ??= new RequeueDelays((r) => this.requeueReady(r))).hold(e, requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax));
         return;
       }
     }
-    this.requeueReady(e);
+    if (this.replica !== undefined) this.giveBack(e, 0);
+    else this.requeueReady(e);
+  }
+
+  /** A replicated queue's entry goes back to its log, not to this node's ready messages. */
+  private giveBack(e: QueueEntry, delayMs: number): void {
+    release(e.msg);
+    this.replica!.returned(this, e, delayMs);
+    if (this.consumers.length > 0) this.kick();
   }
 
   /** Messages returned by a consumer that wait out the queue's requeue delay. */
@@ -551,6 +596,11 @@ export class Queue implements PageSink {
   /** The message leaves this queue for good. */
   private settle(e: QueueEntry): void {
     release(e.msg);
+    if (this.replica !== undefined) {
+      this.replica.settled(this, e);
+      if (this.consumers.length > 0) this.kick();
+      return;
+    }
     if (e.pstate !== 0) this.store!.remove(e);
   }
 

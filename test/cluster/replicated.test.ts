@@ -1,0 +1,196 @@
+import amqp from 'amqplib';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { waitFor } from '../helpers/broker.js';
+import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
+import { http } from '../helpers/management.js';
+
+/**
+ * Replicated (quorum) queues across three Warren nodes on three clustered nats-servers: every
+ * confirmed message is delivered wherever it was published and consumed, and what a node held
+ * when it died comes back, redelivered, on another.
+ */
+
+/** Short, so a killed node's deliveries come back within the test. */
+const ACK_WAIT_MS = 3000;
+
+interface QueueRow {
+  type: string;
+  leader: string;
+  members: string[];
+  online: string[];
+}
+
+describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
+  let cluster: TestCluster;
+  const conns: amqp.ChannelModel[] = [];
+
+  beforeAll(async () => {
+    cluster = await startTestCluster(3);
+    const extra = ['--cluster-ack-wait', String(ACK_WAIT_MS)];
+    await cluster.start('n1', extra);
+    await Promise.all([cluster.start('n2', extra), cluster.start('n3', extra)]);
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const c of conns) await c.close().catch(() => undefined);
+    await cluster?.stop();
+  });
+
+  const connect = async (node: string): Promise<amqp.ChannelModel> => {
+    const c = await amqp.connect(`amqp://guest:guest@127.0.0.1:${cluster.nodes.get(node)!.amqpPort}`);
+    c.on('error', () => undefined);
+    conns.push(c);
+    return c;
+  };
+  const httpPort = (node: string): number => cluster.nodes.get(node)!.httpPort;
+  const onEveryNode = async (queue: string, nodes: string[]): Promise<void> => {
+    for (const n of nodes) {
+      await waitFor(async () => (await http(httpPort(n), 'GET', `/api/queues/%2F/${queue}`)).status === 200, 10_000, `${queue} on ${n}`);
+    }
+  };
+
+  /** Publishes `ids` with confirms; resolves with the ids the broker confirmed. */
+  const publishConfirmed = async (node: string, queue: string, ids: string[]): Promise<string[]> => {
+    const c = await connect(node);
+    const ch = await c.createConfirmChannel();
+    const confirmed: string[] = [];
+    await Promise.all(
+      ids.map(
+        (id) =>
+          new Promise<void>((resolve) => {
+            ch.sendToQueue(queue, Buffer.from(id), { persistent: true, messageId: id }, (err) => {
+              if (err === null || err === undefined) confirmed.push(id);
+              resolve();
+            });
+          }),
+      ),
+    );
+    await ch.close();
+    return confirmed;
+  };
+
+  test('publishes confirmed on n1 and n2 are all delivered to a consumer on n3; the management API shows the quorum fields', async () => {
+    const c1 = await connect('n1');
+    const ch1 = await c1.createChannel();
+    await ch1.assertQueue('orders', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode('orders', ['n2', 'n3']);
+
+    const ids1 = Array.from({ length: 150 }, (_, i) => `a${i}`);
+    const ids2 = Array.from({ length: 150 }, (_, i) => `b${i}`);
+    const [conf1, conf2] = await Promise.all([publishConfirmed('n1', 'orders', ids1), publishConfirmed('n2', 'orders', ids2)]);
+    expect(conf1.length).toBe(150);
+    expect(conf2.length).toBe(150);
+
+    const c3 = await connect('n3');
+    const ch3 = await c3.createChannel();
+    await ch3.prefetch(20);
+    const got = new Set<string>();
+    await ch3.consume('orders', (m) => {
+      if (m === null) return;
+      got.add(m.content.toString());
+      ch3.ack(m);
+    });
+    await waitFor(() => got.size === 300, 20_000, () => `delivered ${got.size} of 300`);
+    expect([...got].sort()).toEqual([...conf1, ...conf2].sort());
+
+    const q = await http<QueueRow>(httpPort('n2'), 'GET', '/api/queues/%2F/orders');
+    expect(q.body.type).toBe('quorum');
+    expect(q.body.members.length).toBe(3);
+    expect(q.body.members).toContain(q.body.leader);
+    expect([...q.body.online].sort()).toEqual([...q.body.members].sort());
+  });
+
+  test('nack with requeue redelivers on another node with x-delivery-count; past x-delivery-limit the message is dead-lettered', async () => {
+    const c1 = await connect('n1');
+    const ch1 = await c1.createChannel();
+    await ch1.assertQueue('poison-dlq', { durable: true });
+    await ch1.assertQueue('poison', {
+      durable: true,
+      arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': 2, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'poison-dlq' },
+    });
+    await onEveryNode('poison', ['n2', 'n3']);
+    await onEveryNode('poison-dlq', ['n2', 'n3']);
+    expect(await publishConfirmed('n1', 'poison', ['p1'])).toEqual(['p1']);
+
+    const seen: Array<{ node: string; redelivered: boolean; count: unknown }> = [];
+    for (const node of ['n2', 'n3']) {
+      const ch = await (await connect(node)).createChannel();
+      await ch.prefetch(1);
+      await ch.consume('poison', (m) => {
+        if (m === null) return;
+        seen.push({ node, redelivered: m.fields.redelivered, count: m.properties.headers?.['x-delivery-count'] });
+        ch.nack(m, false, true);
+      });
+    }
+    const dlq = await c1.createChannel();
+    let dead: amqp.GetMessage | false = false;
+    await waitFor(async () => (dead = await dlq.get('poison-dlq', { noAck: true })) !== false, 20_000, () => `dead-lettered (deliveries ${seen.length})`);
+    expect(seen.length).toBe(3);
+    expect(seen.map((s) => [s.redelivered, s.count ?? 0])).toEqual([
+      [false, 0],
+      [true, 1],
+      [true, 2],
+    ]);
+    const d = dead as amqp.GetMessage;
+    expect(d.content.toString()).toBe('p1');
+    const death = (d.properties.headers?.['x-death'] as Array<{ reason: string; queue: string }> | undefined)?.[0];
+    expect([death?.reason, death?.queue]).toEqual(['delivery_limit', 'poison']);
+  });
+
+  test('one nats-server of three killed: publishing and consuming go on', async () => {
+    const c1 = await connect('n1');
+    const ch1 = await c1.createChannel();
+    await ch1.assertQueue('survives', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode('survives', ['n2']);
+    expect((await publishConfirmed('n1', 'survives', ['before'])).length).toBe(1);
+    await cluster.nats.kill(0);
+    try {
+      const ids = Array.from({ length: 20 }, (_, i) => `after${i}`);
+      let confirmed: string[] = [];
+      // Streams the killed server led elect a new leader; clients reconnect to another server.
+      await waitFor(async () => (confirmed = [...confirmed, ...(await publishConfirmed('n1', 'survives', ids.filter((id) => !confirmed.includes(id))))]).length === 20, 30_000, 'confirms after the kill');
+      const ch2 = await (await connect('n2')).createChannel();
+      const got = new Set<string>();
+      await ch2.consume('survives', (m) => {
+        if (m === null) return;
+        got.add(m.content.toString());
+        ch2.ack(m);
+      });
+      await waitFor(() => ['before', ...ids].every((id) => got.has(id)), 30_000, () => `delivered ${got.size} of 21`);
+    } finally {
+      await cluster.nats.restart(0);
+    }
+  });
+
+  test('the consuming node SIGKILLed mid-stream: its unacked messages are redelivered (redelivered=true) to a consumer on another node', async () => {
+    const c1 = await connect('n1');
+    const ch1 = await c1.createChannel();
+    await ch1.assertQueue('handover', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode('handover', ['n2', 'n3']);
+    const ids = Array.from({ length: 40 }, (_, i) => `h${i}`);
+    expect((await publishConfirmed('n1', 'handover', ids)).length).toBe(40);
+
+    // n3 takes 10 and never acks them.
+    const c3 = await connect('n3');
+    const ch3 = await c3.createChannel();
+    await ch3.prefetch(10);
+    const heldOnN3 = new Set<string>();
+    await ch3.consume('handover', (m) => {
+      if (m !== null) heldOnN3.add(m.content.toString());
+    });
+    await waitFor(() => heldOnN3.size === 10, 10_000, 'ten held on n3');
+    await cluster.kill('n3');
+
+    const ch2 = await (await connect('n2')).createChannel();
+    await ch2.prefetch(50);
+    const got = new Map<string, boolean>();
+    await ch2.consume('handover', (m) => {
+      if (m === null) return;
+      got.set(m.content.toString(), m.fields.redelivered);
+      ch2.ack(m);
+    });
+    await waitFor(() => got.size === 40, 30_000, () => `delivered ${got.size} of 40 on n2`);
+    for (const id of heldOnN3) expect(got.get(id), id).toBe(true);
+    expect([...got.keys()].sort()).toEqual([...ids].sort());
+  });
+});
