@@ -52,7 +52,7 @@ export interface ClusterMembership {
   /** The home node of a queue (where it was declared), if it is replicated. */
   homeOf(vhost: string, queue: string): string | undefined;
   /** A replicated queue's copies on the engine's servers; undefined for other queues. */
-  replicationOf(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[] } | undefined>;
+  replicationOf(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined>;
   /** Records the bound listeners in the registry. */
   setListeners(listeners: NodeListener[]): Promise<void>;
   /** Leaves: the heartbeat goes (the others list this node as not running), the connection closes. */

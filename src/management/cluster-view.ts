@@ -36,7 +36,7 @@ export interface ClusterView {
    * Where a replicated queue's copies are (engine servers); undefined for a queue that is not
    * replicated.
    */
-  replicationOf?(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[] } | undefined>;
+  replicationOf?(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined>;
   nodes(): ReadonlyArray<{
     name: string;
     running: boolean;
