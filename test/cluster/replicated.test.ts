@@ -2,6 +2,7 @@ import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { waitFor } from '../helpers/broker.js';
 import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
+import { connectMqtt } from '../helpers/mqtt.js';
 import { http } from '../helpers/management.js';
 
 /**
@@ -27,7 +28,7 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
   beforeAll(async () => {
     cluster = await startTestCluster(3);
     const extra = ['--cluster-ack-wait', String(ACK_WAIT_MS)];
-    await cluster.start('n1', extra);
+    await cluster.start('n1', [...extra, '--mqtt-port', '0']);
     await Promise.all([cluster.start('n2', extra), cluster.start('n3', extra)]);
   }, 60_000);
 
@@ -98,6 +99,28 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     expect(q.body.members.length).toBe(3);
     expect(q.body.members).toContain(q.body.leader);
     expect([...q.body.online].sort()).toEqual([...q.body.members].sort());
+  });
+
+  test('an MQTT QoS 1 publish on n1 to a topic bound to a replicated queue is PUBACKed and consumed over AMQP on n2', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    await ch1.assertQueue('readings', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await ch1.bindQueue('readings', 'amq.topic', 'sensors.#');
+    await onEveryNode('readings', ['n2']);
+    const mqtt = await connectMqtt(`mqtt://127.0.0.1:${cluster.nodes.get('n1')!.mqttPort!}`, { clientId: 'sensor-1' });
+    try {
+      for (let i = 0; i < 5; i++) await mqtt.publishAsync(`sensors/t${i}`, `r${i}`, { qos: 1 });
+    } finally {
+      await mqtt.endAsync();
+    }
+    const ch2 = await (await connect('n2')).createChannel();
+    const got: string[] = [];
+    await ch2.consume('readings', (m) => {
+      if (m === null) return;
+      got.push(`${m.fields.routingKey}=${m.content.toString()}`);
+      ch2.ack(m);
+    });
+    await waitFor(() => got.length === 5, 10_000, () => `delivered ${got.length} of 5`);
+    expect(got.sort()).toEqual([0, 1, 2, 3, 4].map((i) => `sensors.t${i}=r${i}`));
   });
 
   test('nack with requeue redelivers on another node with x-delivery-count; past x-delivery-limit the message is dead-lettered', async () => {
