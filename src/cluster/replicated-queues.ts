@@ -185,17 +185,20 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     w.bytes32(msg.body);
     const data = Buffer.from(w.buf.subarray(0, w.pos));
     const msgId = `${this.nodeName}.${this.boot}.${++this.counter}`;
-    const settled = (link.log !== undefined ? this.append(link.log, data, msgId, 1) : link.opening.then((l) => this.append(l, data, msgId, 1))).then(
-      () => {
-        this.stats.appended++;
-      },
-      (e: unknown) => {
-        this.stats.failed++;
-        throw new BrokerError(ReplyCode.INTERNAL_ERROR, `replicated queue '${queue.name}' is unavailable: ${e instanceof Error ? e.message : String(e)}`);
-      },
-    );
-    settled.catch(() => undefined);
+    const settled = this.appendFor(link, queue.name, data, msgId);
+    // Publishes inside the core (dead-lettering) do not wait for their settle.
+    settled.catch(noop);
     return settled;
+  }
+
+  private async appendFor(link: Link, queue: string, data: Uint8Array, msgId: string): Promise<void> {
+    try {
+      await this.append(link.log ?? (await link.opening), data, msgId, 1);
+      this.stats.appended++;
+    } catch (e) {
+      this.stats.failed++;
+      throw new BrokerError(ReplyCode.INTERNAL_ERROR, `replicated queue '${queue}' is unavailable: ${e instanceof Error ? e.message : String(e)}`);
+    }
   }
 
   /** An append that failed (a timeout, a leader change) is sent again with the same id: never twice in the log. */
@@ -350,8 +353,10 @@ function runPull(rq: ReplicatedQueues, link: Link): void {
   void rq.pull(link);
 }
 
+function noop(): void {}
+
 function failed(e: BrokerError): Promise<void> {
   const p = Promise.reject(e);
-  p.catch(() => undefined);
+  p.catch(noop);
   return p;
 }

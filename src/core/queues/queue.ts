@@ -561,6 +561,19 @@ export class Queue implements PageSink {
     if (this.consumers.length > 0) this.kick();
   }
 
+  /** A replicated queue without consumers here: what this node pulled goes back for the others. */
+  private returnPulled(): void {
+    if (this.readyCount === 0) return;
+    const back: QueueEntry[] = [];
+    for (const level of this.levels) level.drain((e) => back.push(e));
+    this.readyCount = 0;
+    this.readyBytes = 0;
+    for (const e of back) {
+      release(e.msg);
+      this.replica!.returned(this, e, 0);
+    }
+  }
+
   /** Messages returned by a consumer that wait out the queue's requeue delay. */
   get delayedCount(): number {
     return this.delays?.count ?? 0;
@@ -645,6 +658,7 @@ export class Queue implements PageSink {
     this.consumers.splice(i, 1);
     if (this.rr > i) this.rr--;
     if (this.consumers.length === 0) {
+      if (this.replica !== undefined) this.returnPulled();
       if (this.autoDelete && this.hadConsumer) {
         this.host.removeQueue(this);
         return;

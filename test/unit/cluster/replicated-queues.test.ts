@@ -161,4 +161,28 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     await a.core.persistence.definitionsSettled();
     await waitFor(() => !engine.logs.has(a.m.replicated.logName('/', 'ha.one')), 2000, 'log removed with its queue');
   });
+
+  test('a node whose last consumer goes gives back what it had pulled but not delivered, at once', async () => {
+    engine = new MemoryEngine();
+    const [a, b] = [await node('n1'), await node('n2')];
+    channel(a.core).declareQueue('g', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await a.core.persistence.definitionsSettled();
+    await waitFor(() => b.core.vhosts.get('/')!.queues.get('g')?.replica !== undefined, 2000, 'g on n2');
+    const pub = channel(a.core);
+    await Promise.all(['1', '2', '3', '4'].map((s) => pub.publish({ exchange: '', routingKey: 'g', properties: {}, body: Buffer.from(s) }).settled));
+    // n1's consumer has a prefetch of 4 but its sink is congested: the four wait in n1's queue.
+    const stuck = new Sink();
+    stuck.congested = true;
+    const chA = channel(a.core);
+    chA.qos(4, false);
+    const tag = chA.consume('g', { noAck: false }, stuck);
+    const qA = a.core.vhosts.get('/')!.queues.get('g')!;
+    await waitFor(() => qA.readyCount === 4, 2000, 'four pulled by n1');
+    chA.cancel(tag);
+    expect(qA.readyCount).toBe(0);
+    const sink = new Sink();
+    channel(b.core).consume('g', { noAck: true }, sink);
+    await waitFor(() => sink.got.length === 4, 2000, () => `delivered on n2: ${sink.got.length}`);
+    expect(sink.got.map(body).sort()).toEqual(['1', '2', '3', '4']);
+  });
 });
