@@ -43,6 +43,8 @@ interface Link {
   readonly held: Set<number>;
   pulling: boolean;
   again: boolean;
+  /** A basic.get found nothing: one message is pulled for the next get even without consumers. */
+  forGet: boolean;
   timer: NodeJS.Timeout | undefined;
   immediate: boolean;
 }
@@ -123,7 +125,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       this.log.info({ vhost: q.host.name, queue: q.name, replicas }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
     }
     const opening = this.engine.openLog(this.logName(q.host.name, q.name), { replicas, ackWaitMs: this.ackWaitMs });
-    const link: Link = { queue: q, replicas, opening, log: undefined, held: new Set(), pulling: false, again: false, timer: undefined, immediate: false };
+    const link: Link = { queue: q, replicas, opening, log: undefined, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false };
     opening.then(
       (l) => {
         link.log = l;
@@ -217,8 +219,16 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   wanted(queue: Queue): void {
     const link = this.links.get(queue);
     if (link === undefined || link.immediate) return;
+    if (queue.consumers.length === 0 && !link.forGet) return;
     link.immediate = true;
     setImmediate(runPull, this, link);
+  }
+
+  getEmpty(queue: Queue): void {
+    const link = this.links.get(queue);
+    if (link === undefined) return;
+    link.forGet = true;
+    this.wanted(queue);
   }
 
   settled(queue: Queue, e: QueueEntry): void {
@@ -263,11 +273,14 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       for (;;) {
         link.again = false;
         if (q.deleted) this.detach(q);
-        if (this.stopped || q.deleted || this.links.get(q) !== link || q.consumers.length === 0) break;
-        const n = this.want(q);
+        if (this.stopped || q.deleted || this.links.get(q) !== link) break;
+        const forGet = link.forGet && q.readyCount === 0;
+        link.forGet = false;
+        const n = forGet ? Math.max(1, this.want(q)) : q.consumers.length === 0 ? 0 : this.want(q);
         if (n <= 0) break;
         const log = link.log ?? (await link.opening);
         const msgs = await log.pull(n);
+        if (forGet && msgs.length === 0) break;
         for (const m of msgs) this.take(link, log, m);
         if (msgs.length === 0 && !link.again) {
           next = POLL_MS;
@@ -332,6 +345,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     for (const link of this.links.values()) {
       const log = link.log;
       if (log === undefined) continue;
+      // Pulled for a basic.get that did not come back for it: the others may have it.
+      if (link.queue.consumers.length === 0) link.queue.returnPulled();
       for (const seq of link.held) log.inProgress(seq);
     }
   }

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { waitFor } from '../helpers/broker.js';
 import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
 import { connectMqtt } from '../helpers/mqtt.js';
+import { RawStomp } from '../helpers/stomp.js';
 import { http } from '../helpers/management.js';
 
 /**
@@ -28,7 +29,7 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
   beforeAll(async () => {
     cluster = await startTestCluster(3);
     const extra = ['--cluster-ack-wait', String(ACK_WAIT_MS)];
-    await cluster.start('n1', [...extra, '--mqtt-port', '0']);
+    await cluster.start('n1', [...extra, '--mqtt-port', '0', '--stomp-port', '0']);
     await Promise.all([cluster.start('n2', extra), cluster.start('n3', extra)]);
   }, 60_000);
 
@@ -121,6 +122,24 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     });
     await waitFor(() => got.length === 5, 10_000, () => `delivered ${got.length} of 5`);
     expect(got.sort()).toEqual([0, 1, 2, 3, 4].map((i) => `sensors.t${i}=r${i}`));
+  });
+
+  test('a STOMP SEND with a receipt on n1 to a replicated queue gets its RECEIPT and is consumed over AMQP on n3', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    await ch1.assertQueue('tickets', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode('tickets', ['n3']);
+    const stomp = await RawStomp.connected(cluster.nodes.get('n1')!.stompPort!, { login: 'guest', passcode: 'guest' });
+    try {
+      stomp.send('SEND', { destination: '/amq/queue/tickets', persistent: 'true', receipt: 'r1' }, 'ticket-1');
+      const receipt = await stomp.next('RECEIPT', 10_000);
+      expect(receipt.headers['receipt-id']).toBe('r1');
+    } finally {
+      stomp.end();
+    }
+    const ch3 = await (await connect('n3')).createChannel();
+    let got: amqp.GetMessage | false = false;
+    await waitFor(async () => (got = await ch3.get('tickets', { noAck: true })) !== false, 10_000, 'ticket on n3');
+    expect((got as amqp.GetMessage).content.toString()).toBe('ticket-1');
   });
 
   test('nack with requeue redelivers on another node with x-delivery-count; past x-delivery-limit the message is dead-lettered', async () => {

@@ -14,6 +14,8 @@ export interface NodeProcess {
   httpPort: number;
   /** Set when the node was started with an MQTT port (`--mqtt-port 0`). */
   mqttPort: number | undefined;
+  /** Set when the node was started with a STOMP port (`--stomp-port 0`). */
+  stompPort: number | undefined;
   stdout: string[];
   stderr: string[];
   exited: Promise<number | null>;
@@ -45,7 +47,7 @@ export async function spawnNode(url: string, name: string, dataDir: string, extr
   child.stdout.setEncoding('utf8').on('data', (s: string) => stdout.push(s));
   child.stderr.setEncoding('utf8').on('data', (s: string) => stderr.push(s));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const ports = await new Promise<{ amqp: number; http: number; mqtt: number | undefined }>((resolve, reject) => {
+  const ports = await new Promise<{ amqp: number; http: number; mqtt: number | undefined; stomp: number | undefined }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${name}: no ready line after ${timeoutMs} ms: ${stderr.join('')}`)), timeoutMs);
     const onData = (): void => {
       const line = /warren ready [^\n]*/.exec(stdout.join(''))?.[0];
@@ -58,7 +60,7 @@ export async function spawnNode(url: string, name: string, dataDir: string, extr
       if (amqp !== undefined && httpPort !== undefined) {
         clearTimeout(timer);
         child.stdout.off('data', onData);
-        resolve({ amqp, http: httpPort, mqtt: port('mqtt') });
+        resolve({ amqp, http: httpPort, mqtt: port('mqtt'), stomp: port('stomp') });
       }
     };
     child.stdout.on('data', onData);
@@ -67,7 +69,7 @@ export async function spawnNode(url: string, name: string, dataDir: string, extr
       reject(new Error(`${name} exited with ${code} before it was ready: ${stderr.join('')}`));
     });
   });
-  return { name, dataDir, child, amqpPort: ports.amqp, httpPort: ports.http, mqttPort: ports.mqtt, stdout, stderr, exited };
+  return { name, dataDir, child, amqpPort: ports.amqp, httpPort: ports.http, mqttPort: ports.mqtt, stompPort: ports.stomp, stdout, stderr, exited };
 }
 
 /** `servers` nats-servers with JetStream, clustered, in a temporary directory; nodes started on demand. */

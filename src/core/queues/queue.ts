@@ -102,6 +102,8 @@ export interface QueueReplica {
   settled(queue: Queue, e: QueueEntry): void;
   /** A pulled entry goes back to the log for redelivery (to any node) after `delayMs`. */
   returned(queue: Queue, e: QueueEntry, delayMs: number): void;
+  /** A basic.get found nothing pulled here: pull one for the next get. */
+  getEmpty(queue: Queue): void;
 }
 
 /**
@@ -494,7 +496,10 @@ export class Queue implements PageSink {
     let now = 0;
     for (;;) {
       const e = this.shiftReady();
-      if (e === undefined) return undefined;
+      if (e === undefined) {
+        this.replica?.getEmpty(this);
+        return undefined;
+      }
       if (e.expiresAt !== 0) {
         if (now === 0) now = Date.now();
         if (e.expiresAt <= now) {
@@ -562,7 +567,7 @@ export class Queue implements PageSink {
   }
 
   /** A replicated queue without consumers here: what this node pulled goes back for the others. */
-  private returnPulled(): void {
+  returnPulled(): void {
     if (this.readyCount === 0) return;
     const back: QueueEntry[] = [];
     for (const level of this.levels) level.drain((e) => back.push(e));

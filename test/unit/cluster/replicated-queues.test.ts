@@ -185,4 +185,19 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     await waitFor(() => sink.got.length === 4, 2000, () => `delivered on n2: ${sink.got.length}`);
     expect(sink.got.map(body).sort()).toEqual(['1', '2', '3', '4']);
   });
+
+  test('basic.get on a node without consumers: an empty get pulls one message, which the next get returns', async () => {
+    engine = new MemoryEngine();
+    const [a, b] = [await node('n1'), await node('n2')];
+    channel(a.core).declareQueue('gq', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await a.core.persistence.definitionsSettled();
+    await waitFor(() => b.core.vhosts.get('/')!.queues.get('gq')?.replica !== undefined, 2000, 'gq on n2');
+    await channel(a.core).publish({ exchange: '', routingKey: 'gq', properties: {}, body: Buffer.from('got') }).settled;
+    const ch = channel(b.core);
+    const got = await waitFor(() => ch.get('gq', false), 2000, 'a get that returns the message');
+    expect([got.delivery.message.body.toString(), got.delivery.redelivered]).toEqual(['got', false]);
+    ch.ack(got.delivery.deliveryTag);
+    await waitFor(() => engine.logs.get(b.m.replicated.logName('/', 'gq'))!.entries.size === 0, 2000, 'acked in the log');
+    expect(ch.get('gq', true)).toBeNull();
+  });
 });
