@@ -280,7 +280,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
         if (n <= 0) break;
         const log = link.log ?? (await link.opening);
         const msgs = await log.pull(n);
-        if (forGet && msgs.length === 0) break;
+        if (forGet && msgs.length === 0 && q.consumers.length === 0) break;
         for (const m of msgs) this.take(link, log, m);
         if (msgs.length === 0 && !link.again) {
           next = POLL_MS;
