@@ -37,7 +37,8 @@ export const DEFAULT_REPLICAS = 3;
 interface Link {
   readonly queue: Queue;
   readonly replicas: number;
-  readonly opening: Promise<ReplicatedLog>;
+  /** The open in progress; a failed one is forgotten, so the next use tries again. */
+  opening: Promise<ReplicatedLog> | undefined;
   log: ReplicatedLog | undefined;
   /** Log sequences this node pulled and has not settled or given back. */
   readonly held: Set<number>;
@@ -124,19 +125,34 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     if (q.type.name !== 'quorum') {
       this.log.info({ vhost: q.host.name, queue: q.name, replicas }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
     }
-    const opening = this.engine.openLog(this.logName(q.host.name, q.name), { replicas, ackWaitMs: this.ackWaitMs });
-    const link: Link = { queue: q, replicas, opening, log: undefined, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false };
-    opening.then(
-      (l) => {
-        link.log = l;
-        this.wanted(q);
-      },
-      (err: unknown) => this.log.error({ err, vhost: q.host.name, queue: q.name }, 'cluster: the replicated queue could not be opened on the engine'),
+    const link: Link = { queue: q, replicas, opening: undefined, log: undefined, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false };
+    this.open(link).then(
+      () => this.wanted(q),
+      (err: unknown) => this.log.warn({ err, vhost: q.host.name, queue: q.name }, 'cluster: the replicated queue could not be opened on the engine yet; its next use tries again'),
     );
     this.links.set(q, link);
     q.forwarder = this;
     q.replica = this;
     return true;
+  }
+
+  /** The queue's log, opened (created when missing) on first use; a failed open is tried again by the next use. */
+  private open(link: Link): Promise<ReplicatedLog> {
+    if (link.log !== undefined) return Promise.resolve(link.log);
+    if (link.opening !== undefined) return link.opening;
+    const q = link.queue;
+    const opening = this.engine.openLog(this.logName(q.host.name, q.name), { replicas: link.replicas, ackWaitMs: this.ackWaitMs });
+    link.opening = opening;
+    opening.then(
+      (l) => {
+        link.log = l;
+        link.opening = undefined;
+      },
+      () => {
+        link.opening = undefined;
+      },
+    );
+    return opening;
   }
 
   /** The queue is gone here (deleted, or no longer replicated). */
@@ -158,7 +174,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       const q = link.queue;
       if (q.host.name !== vhost || q.name !== name) continue;
       this.detach(q);
-      link.opening.then(
+      this.open(link).then(
         (l) => l.destroy(),
         () => undefined,
       ).catch((err: unknown) => this.log.warn({ err, vhost, queue: name }, "cluster: a deleted replicated queue's log could not be removed"));
@@ -170,7 +186,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   async status(q: Queue): Promise<{ replicas: number; leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined> {
     const link = this.links.get(q);
     if (link === undefined) return undefined;
-    const st = await (await link.opening).status();
+    const st = await (await this.open(link)).status();
     return { replicas: link.replicas, ...st };
   }
 
@@ -195,10 +211,25 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
 
   private async appendFor(link: Link, queue: string, data: Uint8Array, msgId: string): Promise<void> {
     try {
-      await this.append(link.log ?? (await link.opening), data, msgId, 1);
+      let log = link.log;
+      // A log still being created by another node, or an engine slow to answer: a few tries.
+      for (let attempt = 1; log === undefined; attempt++) {
+        try {
+          log = await this.open(link);
+        } catch (e) {
+          if (attempt >= APPEND_ATTEMPTS || this.stopped) throw e;
+          await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+        }
+      }
+      await this.append(log, data, msgId, 1);
       this.stats.appended++;
     } catch (e) {
       this.stats.failed++;
+      const now = Date.now();
+      if (now - this.lastWarn > 10_000) {
+        this.lastWarn = now;
+        this.log.warn({ err: e, vhost: link.queue.host.name, queue }, 'cluster: a publish to a replicated queue was not taken by the engine');
+      }
       throw new BrokerError(ReplyCode.INTERNAL_ERROR, `replicated queue '${queue}' is unavailable: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
@@ -278,7 +309,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
         link.forGet = false;
         const n = forGet ? Math.max(1, this.want(q)) : q.consumers.length === 0 ? 0 : this.want(q);
         if (n <= 0) break;
-        const log = link.log ?? (await link.opening);
+        const log = link.log ?? (await this.open(link));
         const msgs = await log.pull(n);
         if (forGet && msgs.length === 0 && q.consumers.length === 0) break;
         for (const m of msgs) this.take(link, log, m);
