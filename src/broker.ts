@@ -149,6 +149,7 @@ export async function startBroker(
         version: VERSION,
         core,
         log,
+        ackWaitMs: options.clusterAckWait,
       });
       // MQTT client ids, retained messages and wills across nodes, loaded before MQTT listens.
       const { startMqttCluster } = await import('./cluster/mqtt.js');

@@ -100,6 +100,8 @@ export interface BrokerOptions {
   clusterUrl: string | undefined;
   /** This node's name in the cluster; default the host name. */
   nodeName: string | undefined;
+  /** A replicated queue's delivery held by a node that died is redelivered elsewhere after this (ms). */
+  clusterAckWait: number;
   /**
    * MQTT 5 Receive Maximum announced in CONNACK: QoS 1/2 PUBLISHes a client may have
    * unacknowledged (1-65535); one more ends the connection with DISCONNECT 0x93.
@@ -161,6 +163,7 @@ export const DEFAULTS: BrokerOptions = {
   cluster: 'warren',
   clusterUrl: undefined,
   nodeName: undefined,
+  clusterAckWait: 30_000,
   mqttReceiveMaximum: 1024,
   mqttMaxKeepalive: 0,
 };
@@ -227,6 +230,7 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   cluster: 'name',
   clusterUrl: 'urls',
   nodeName: 'name',
+  clusterAckWait: 'int',
   mqttReceiveMaximum: 'int',
   mqttMaxKeepalive: 'int',
 };

@@ -56,6 +56,7 @@ const DESCRIPTIONS: Record<string, string> = {
   cluster: 'name of the cluster to join (with --cluster-url)',
   clusterUrl: 'comma-separated nats://host:port URLs of NATS servers with JetStream: join a cluster through them',
   nodeName: "this node's name in the cluster (default: the host name)",
+  clusterAckWait: "ms after which a replicated queue's delivery held by a node that stopped answering is redelivered elsewhere",
   consumerTimeout: 'cancel a consumer that holds a delivery longer than this many ms (0 = never; queues may set x-consumer-timeout)',
   mqttReceiveMaximum: 'MQTT 5 Receive Maximum announced to clients: unacknowledged QoS 1/2 publishes allowed (1-65535)',
   mqttMaxKeepalive: 'longest MQTT keep-alive accepted, seconds (0 = no cap; v5 clients are told it, 3.1.1 clients asking more are refused)',

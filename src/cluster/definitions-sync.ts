@@ -129,6 +129,8 @@ export class DefinitionsSync implements Persistence {
   readonly stats: DefinitionsSyncStats = { written: 0, applied: 0, failed: 0 };
   /** Told where each replicated queue lives (its home node), when publishes are forwarded home. */
   placement: ((queue: Queue, home: string | undefined) => void) | undefined;
+  /** Told of a queue deleted on this node (its replicated log, if any, goes with it). */
+  queueRemoved: ((vhost: string, name: string) => void) | undefined;
 
   constructor(
     private readonly core: Core,
@@ -233,7 +235,17 @@ export class DefinitionsSync implements Persistence {
       for (const [key, e] of now) put(key, e);
       if (goneVhosts.size > 0) for (const [key, k] of this.known) if (goneVhosts.has(k.value.vhost)) put(key, null);
     }
-    for (const [key, c] of this.pending) put(key, currentEntry(this.core, c));
+    for (const [key, c] of this.pending) {
+      const entry = currentEntry(this.core, c);
+      put(key, entry);
+      if (c.kind !== 'queue') continue;
+      // A queue declared or deleted here: its placement now, before the declare is answered.
+      if (entry === null) this.queueRemoved?.(c.vhost, c.name);
+      else {
+        const q = this.core.vhosts.get(c.vhost)?.queues.get(c.name);
+        if (q !== undefined) this.placement?.(q, this.known.get(key)?.value.home ?? this.nodeName);
+      }
+    }
     this.pending.clear();
     this.pendingMeta = false;
     Promise.all(writes).then(

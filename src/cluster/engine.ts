@@ -72,21 +72,59 @@ export interface ClusterKV {
   watch(onEntry: (e: KvEntry) => void): Promise<KvWatch>;
 }
 
+/** How a replicated log is kept and consumed. */
+export interface LogOptions {
+  /** Copies kept by the engine; capped by the number of servers it has. */
+  replicas: number;
+  /** A message pulled and neither acked nor nakked nor marked in progress for this long is due again. */
+  ackWaitMs: number;
+  /** Deliveries after which a message is not handed out again; undefined or 0: unlimited. */
+  maxDeliver?: number;
+}
+
+/** One pulled message: `deliveries` is 1 the first time it is handed out. */
+export interface LogMessage {
+  readonly seq: number;
+  readonly data: Uint8Array;
+  readonly deliveries: number;
+}
+
+/** Where a log's copies are, as the engine reports them. */
+export interface LogStatus {
+  /** The engine server that leads the log's replication; undefined while it has none. */
+  readonly leader: string | undefined;
+  /** Every server that holds a copy, leader first. */
+  readonly members: string[];
+  /** The members that are up and current. */
+  readonly online: string[];
+  /** Messages stored (not yet acked). */
+  readonly messages: number;
+}
+
 /**
- * A replicated, ordered log with shared consumption (a replicated queue). Not implemented yet:
- * the shape the replicated queues will be built against.
+ * A replicated, ordered log with shared consumption (a replicated queue): every node that opens
+ * it pulls from the same cursor, so a message is handed to one puller at a time; a message not
+ * acked within the ack wait (its puller died) is handed out again, to any puller.
  */
 export interface ReplicatedLog {
   readonly name: string;
-  /** Appends; `msgId` deduplicates a retried append; `expectedSeq` fences a writer. */
+  /**
+   * Appends, resolving with the message's sequence once the engine has it (a majority of its
+   * replicas). `msgId` deduplicates a retried append (the first one's sequence is returned);
+   * `expectedSeq` fences a writer (rejects unless the log's last sequence is that).
+   */
   append(data: Uint8Array, opts: { msgId: string; expectedSeq?: number }): Promise<number>;
-  /** Up to `max` messages not yet delivered to anyone (or due again). */
-  pull(max: number): Promise<ReadonlyArray<{ seq: number; data: Uint8Array; deliveries: number }>>;
+  /** Up to `max` messages not yet handed out (or due again), without waiting for more. */
+  pull(max: number): Promise<LogMessage[]>;
+  /** Done with a message this connection pulled: it is removed. */
   ack(seq: number): void;
   /** Hands a message back for redelivery, after `delayMs`. */
   nak(seq: number, delayMs?: number): void;
   /** The message is still being worked on: its redelivery timer starts again. */
   inProgress(seq: number): void;
+  status(): Promise<LogStatus>;
+  /** Removes the log and every message in it, for every node. */
+  destroy(): Promise<void>;
 }
 
 /** What the engine's server said about itself when the node connected. */
@@ -102,6 +140,11 @@ export interface ClusterEngine {
   readonly bus: ClusterBus;
   readonly info: EngineInfo;
   openKV(name: string, opts: BucketOptions): Promise<ClusterKV>;
+  /**
+   * Opens (creating it when it does not exist) a replicated log; `name` is made of
+   * `[-_A-Za-z0-9]`. Every connection opening the same name shares its messages and cursor.
+   */
+  openLog(name: string, opts: LogOptions): Promise<ReplicatedLog>;
   /** Called when the connection to the engine is lost for good or comes back. */
   onStatus(listener: (connected: boolean) => void): void;
   close(): Promise<void>;

@@ -5,16 +5,18 @@ import type { ClusterEngine, EngineInfo } from './engine.js';
 import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 import { QueueForwarding } from './queue-forwarding.js';
 import { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
+import { ReplicatedQueues } from './replicated-queues.js';
 import { ClusterPeers } from './ops.js';
 import { TransientRouting } from './transient-routing.js';
 
 export { EngineError, NoResponderError } from './engine.js';
-export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, ReplicatedLog } from './engine.js';
+export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, LogMessage, LogOptions, LogStatus, ReplicatedLog } from './engine.js';
 export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
 export { QueueForwarding, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
 export { TransientRouting, encodeKey, encodeToken, interestSubjects } from './transient-routing.js';
 export { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
+export { ReplicatedQueues, DEFAULT_ACK_WAIT_MS } from './replicated-queues.js';
 export { ClusterPeers, type PeerAnswers, type PeerReply, type PeerRequest } from './ops.js';
 export { NodeRegistry, NodeNameTaken, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 
@@ -35,6 +37,8 @@ export interface JoinOptions {
   forwardTimeoutMs?: number;
   /** Pings and silences of remote consumers (defaults: ping every second, a home gone after 3 misses, a node silent for 5 s). */
   remoteConsumers?: RemoteConsumerOptions;
+  /** A replicated queue's message held by a node that stops answering is redelivered after this long. */
+  ackWaitMs?: number;
 }
 
 /** A node's membership: the registry, the replicated definitions, the engine connection. */
@@ -49,12 +53,16 @@ export interface ClusterMembership {
   readonly transient: TransientRouting;
   /** Consumers here of queues homed elsewhere, and proxies here for consumers elsewhere. */
   readonly remoteConsumers: RemoteConsumers;
+  /** The replicated queues (quorum queues, `ha-mode` policies) on the engine's logs. */
+  readonly replicated: ReplicatedQueues;
   /** Requests to other nodes about their own objects (cluster-wide management listings). */
   readonly peers: ClusterPeers;
   /** Every node that has joined, running or not. */
   nodes(): ClusterNodeInfo[];
   /** The home node of a queue (where it was declared), if it is replicated. */
   homeOf(vhost: string, queue: string): string | undefined;
+  /** A replicated queue's copies on the engine's servers; undefined for other queues. */
+  replicationOf(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined>;
   /** Records the bound listeners in the registry. */
   setListeners(listeners: NodeListener[]): Promise<void>;
   /** Leaves: the heartbeat goes (the others list this node as not running), the connection closes. */
@@ -113,11 +121,17 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     const remoteConsumers = new RemoteConsumers(opts.core, engine.bus, opts.cluster, opts.nodeName, log, opts.remoteConsumers);
     remoteConsumers.start();
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
+    const replicated = new ReplicatedQueues(opts.core, engine, opts.cluster, opts.nodeName, log, opts.ackWaitMs);
     definitions.placement = (q, home) => {
+      if (replicated.attach(q)) return;
       forwarding.place(q, home);
       remoteConsumers.place(q, home);
     };
+    definitions.queueRemoved = (vhost, name) => replicated.removed(vhost, name);
     await definitions.start();
+    // Queues this node recovered from its own store that the cluster had already: replicated ones
+    // are served from their logs.
+    for (const vh of opts.core.vhosts.values()) for (const q of vh.queues.values()) replicated.attach(q);
     const transient = new TransientRouting(opts.core, engine.bus, opts.cluster, opts.nodeName, log, interestKv);
     await transient.start();
     const joined = engine;
@@ -137,15 +151,21 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       forwarding,
       transient,
       remoteConsumers,
+      replicated,
       peers,
       nodes: () => registry.nodes(),
       homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
+      replicationOf: async (vhost, queue) => {
+        const q = opts.core.vhosts.get(vhost)?.queues.get(queue);
+        return q === undefined ? undefined : replicated.status(q);
+      },
       setListeners: (l) => registry.setListeners(l),
       stop: () =>
         (stopping ??= (async () => {
           peers.stop();
           await transient.stop();
           definitions.stop();
+          replicated.stop();
           forwarding.stop();
           remoteConsumers.stop();
           await registry.stop();

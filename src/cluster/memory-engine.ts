@@ -9,6 +9,10 @@ import {
   type EngineInfo,
   type KvEntry,
   type KvWatch,
+  type LogMessage,
+  type LogOptions,
+  type LogStatus,
+  type ReplicatedLog,
 } from './engine.js';
 
 /**
@@ -76,10 +80,154 @@ function matches(pattern: readonly string[], tokens: readonly string[]): boolean
   return pattern.length === tokens.length;
 }
 
+interface LogEntry {
+  readonly seq: number;
+  readonly data: Uint8Array;
+  deliveries: number;
+  /** Handed out and waiting for its ack (or its ack wait to pass). */
+  pending: boolean;
+  /** Not handed out before this time (a delayed nak). */
+  dueAt: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * A log as JetStream keeps a work-queue stream with one shared durable consumer: messages in
+ * sequence order, handed to one puller at a time, due again after the ack wait or a nak (after
+ * its delay), never again after `maxDeliver` deliveries (they stay stored, as JetStream keeps
+ * them), removed on ack.
+ */
+class MemoryLogState {
+  lastSeq = 0;
+  readonly entries = new Map<number, LogEntry>();
+  /** msgId → sequence, for the deduplication window (kept for the log's life here). */
+  readonly ids = new Map<string, number>();
+
+  constructor(
+    readonly name: string,
+    readonly opts: LogOptions,
+  ) {}
+
+  append(data: Uint8Array, msgId: string, expectedSeq: number | undefined): number {
+    const dup = this.ids.get(msgId);
+    if (dup !== undefined) return dup;
+    if (expectedSeq !== undefined && expectedSeq !== this.lastSeq) throw new Error(`wrong last sequence: ${this.lastSeq}`);
+    const seq = ++this.lastSeq;
+    this.ids.set(msgId, seq);
+    this.entries.set(seq, { seq, data: Uint8Array.from(data), deliveries: 0, pending: false, dueAt: 0, timer: undefined });
+    return seq;
+  }
+
+  pull(max: number): LogMessage[] {
+    const now = Date.now();
+    const limit = this.opts.maxDeliver !== undefined && this.opts.maxDeliver > 0 ? this.opts.maxDeliver : Infinity;
+    const out: LogMessage[] = [];
+    for (const e of this.entries.values()) {
+      if (out.length >= max) break;
+      if (e.pending || e.dueAt > now || e.deliveries >= limit) continue;
+      e.deliveries++;
+      e.pending = true;
+      this.arm(e);
+      out.push({ seq: e.seq, data: e.data, deliveries: e.deliveries });
+    }
+    return out;
+  }
+
+  private arm(e: LogEntry): void {
+    if (e.timer !== undefined) clearTimeout(e.timer);
+    e.timer = setTimeout(() => {
+      e.timer = undefined;
+      e.pending = false;
+    }, this.opts.ackWaitMs);
+    e.timer.unref();
+  }
+
+  ack(seq: number): void {
+    const e = this.entries.get(seq);
+    if (e === undefined) return;
+    if (e.timer !== undefined) clearTimeout(e.timer);
+    this.entries.delete(seq);
+  }
+
+  nak(seq: number, delayMs: number): void {
+    const e = this.entries.get(seq);
+    if (e === undefined || !e.pending) return;
+    if (e.timer !== undefined) clearTimeout(e.timer);
+    e.timer = undefined;
+    e.pending = false;
+    e.dueAt = Date.now() + delayMs;
+  }
+
+  inProgress(seq: number): void {
+    const e = this.entries.get(seq);
+    if (e !== undefined && e.pending) this.arm(e);
+  }
+
+  clear(): void {
+    for (const e of this.entries.values()) if (e.timer !== undefined) clearTimeout(e.timer);
+    this.entries.clear();
+  }
+}
+
+class MemoryLog implements ReplicatedLog {
+  constructor(
+    private readonly engine: MemoryEngine,
+    private readonly state: MemoryLogState,
+  ) {}
+
+  get name(): string {
+    return this.state.name;
+  }
+
+  private async reachable(): Promise<void> {
+    await later();
+    if (!this.engine.available) throw new Error('engine unavailable');
+    if (this.engine.logs.get(this.state.name) !== this.state) throw new Error(`log ${this.state.name} not found`);
+  }
+
+  async append(data: Uint8Array, opts: { msgId: string; expectedSeq?: number }): Promise<number> {
+    await this.reachable();
+    return this.state.append(data, opts.msgId, opts.expectedSeq);
+  }
+
+  async pull(max: number): Promise<LogMessage[]> {
+    await this.reachable();
+    return this.state.pull(max);
+  }
+
+  ack(seq: number): void {
+    if (this.engine.available) this.state.ack(seq);
+  }
+
+  nak(seq: number, delayMs = 0): void {
+    if (this.engine.available) this.state.nak(seq, delayMs);
+  }
+
+  inProgress(seq: number): void {
+    if (this.engine.available) this.state.inProgress(seq);
+  }
+
+  async status(): Promise<LogStatus> {
+    await this.reachable();
+    const members = Array.from({ length: this.state.opts.replicas }, (_, i) => `memory-${i + 1}`);
+    return { leader: members[0], members, online: members, messages: this.state.entries.size };
+  }
+
+  async destroy(): Promise<void> {
+    await later();
+    if (!this.engine.available) throw new Error('engine unavailable');
+    if (this.engine.logs.get(this.state.name) === this.state) {
+      this.state.clear();
+      this.engine.logs.delete(this.state.name);
+    }
+  }
+}
+
 const later = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export class MemoryEngine {
   readonly buckets = new Map<string, MemoryBucket>();
+  readonly logs = new Map<string, MemoryLogState>();
   readonly subs = new Set<Sub>();
   private readonly connections = new Set<MemoryConnection>();
   /** While false, every operation of every connection fails (the engine is unreachable). */
@@ -122,6 +270,7 @@ export class MemoryEngine {
 
   stop(): void {
     for (const b of this.buckets.values()) b.stop();
+    for (const l of this.logs.values()) l.clear();
     for (const c of [...this.connections]) void c.close();
   }
 }
@@ -237,6 +386,17 @@ class MemoryConnection implements ClusterEngine {
       this.engine.buckets.set(name, b);
     }
     return new MemoryKV(this.engine, b);
+  }
+
+  async openLog(name: string, opts: LogOptions): Promise<ReplicatedLog> {
+    await later();
+    if (!this.engine.available) throw new Error('engine unavailable');
+    let l = this.engine.logs.get(name);
+    if (!l) {
+      l = new MemoryLogState(name, { ...opts, replicas: Math.max(1, Math.min(opts.replicas, this.info.clusterSize)) });
+      this.engine.logs.set(name, l);
+    }
+    return new MemoryLog(this.engine, l);
   }
 
   onStatus(listener: (connected: boolean) => void): void {

@@ -65,7 +65,7 @@ export {
   type ImportOptions,
 } from './definitions.js';
 export type { VHost, RoutingRelay } from './vhost.js';
-export type { Queue, QueueForwarder, RemoteQueue, RemoteTaken } from './queues/queue.js';
+export type { Queue, QueueForwarder, QueueReplica, RemoteQueue, RemoteTaken } from './queues/queue.js';
 /** Stream queues (`x-queue-type: stream`): an append-only log read from offsets. */
 export { StreamQueue } from './queues/stream-queue.js';
 export type { StreamRecord } from './queues/stream-store.js';

@@ -543,8 +543,15 @@ export class VHost implements QueueHost, DelayedHost {
    * was routed there (its exchange and routing key kept). Settles as a publish to it would.
    */
   enqueueForwarded(q: Queue, msg: Message, publisherId: number): Promise<void> {
+    const r = q.enqueue(this.storedFromCluster(msg, publisherId));
+    if (r === false) return REJECTED_BY_QUEUE();
+    return r ?? SETTLED;
+  }
+
+  /** A message that came from another node (forwarded, or pulled from a replicated queue's log). */
+  storedFromCluster(msg: Message, publisherId: number): StoredMessage {
     const checked = this.checkContent(msg);
-    const stored: StoredMessage = {
+    return {
       exchange: checked.exchange,
       routingKey: checked.routingKey,
       properties: checked.properties,
@@ -556,9 +563,6 @@ export class VHost implements QueueHost, DelayedHost {
       refs: 0,
       publisherId,
     };
-    const r = q.enqueue(stored);
-    if (r === false) return REJECTED_BY_QUEUE();
-    return r ?? SETTLED;
   }
 
   /** Collects the queues a message reaches: exchange-to-exchange bindings and alternate exchanges. */

@@ -32,6 +32,11 @@ export interface ClusterView {
   readonly peers?: PeerLink | undefined;
   /** The home node of a queue, if the cluster knows one. */
   homeOf(vhost: string, queue: string): string | undefined;
+  /**
+   * Where a replicated queue's copies are (engine servers); undefined for a queue that is not
+   * replicated.
+   */
+  replicationOf?(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined>;
   nodes(): ReadonlyArray<{
     name: string;
     running: boolean;

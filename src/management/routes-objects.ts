@@ -185,6 +185,11 @@ export function registerObjectRoutes(api: ManagementApi): void {
       const reply = await peers.ask(home, { op: 'queue', user: { name: req.user.name, tags: req.user.tags }, vhost, name });
       if (reply?.ok === true) row = reply.body as Row;
     }
+    // A replicated queue: its copies as RabbitMQ shows a quorum queue's members.
+    const replication = await api.ctx.cluster?.replicationOf?.(vhost, name).catch(() => undefined);
+    if (replication !== undefined) {
+      row = { ...row, type: 'quorum', leader: replication.leader ?? '', members: replication.members, online: replication.online, messages: replication.messages };
+    }
     return { status: 200, body: projectOne(row, req.query) };
   });
   r.on('PUT', '/api/queues/:vhost/:name', async (req) => {

@@ -1,6 +1,17 @@
-import { DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, type ConsumerMessages, type JetStreamClient } from '@nats-io/jetstream';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+} from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { connect, NoRespondersError, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, createInbox, nanos, NoRespondersError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import {
   EngineError,
   NoResponderError,
@@ -13,6 +24,10 @@ import {
   type EngineInfo,
   type KvEntry,
   type KvWatch,
+  type LogMessage,
+  type LogOptions,
+  type LogStatus,
+  type ReplicatedLog,
 } from '../engine.js';
 
 /** JetStream's "wrong last sequence": a compare-and-set lost. */
@@ -220,12 +235,154 @@ class NatsKV implements ClusterKV {
   }
 }
 
+/** The durable consumer every node shares. */
+const SHARED_CONSUMER = 'shared';
+/**
+ * A pull's request expires on the server after this long (it sends nothing for it after that),
+ * for the cases where a `no_wait` pull gets no status answer (messages stored but none due).
+ */
+const PULL_EXPIRES_MS = 250;
+/** How long a pull waits for the server's answer before giving up on it. */
+const PULL_TIMEOUT_MS = 3000;
+const ACK = new TextEncoder().encode('+ACK');
+const WORKING = new TextEncoder().encode('+WPI');
+const NAK = new TextEncoder().encode('-NAK');
+const ENC = new TextEncoder();
+
+/**
+ * The delivery count and stream sequence from an ack subject:
+ * `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` (9 tokens), or the
+ * newer form with domain and account hash after `$JS.ACK` (12 or more tokens).
+ */
+function parseAckSubject(reply: string): { deliveries: number; seq: number } | undefined {
+  const t = reply.split('.');
+  if (t[0] !== '$JS' || t[1] !== 'ACK') return undefined;
+  const at = t.length === 9 ? 4 : t.length >= 11 ? 6 : -1;
+  if (at < 0) return undefined;
+  const deliveries = Number(t[at]);
+  const seq = Number(t[at + 1]);
+  return Number.isFinite(deliveries) && Number.isFinite(seq) ? { deliveries, seq } : undefined;
+}
+
+/**
+ * A replicated log as a JetStream stream (work-queue retention, file storage) with one durable
+ * pull consumer shared by every node. Pulls are `no_wait` requests: they answer at once with what
+ * is there, so nothing is ever sent to a pull nobody waits for any more. Acks go to the ack
+ * subject of the delivery, kept per sequence by the connection that pulled it.
+ */
+class NatsLog implements ReplicatedLog {
+  private readonly replies = new Map<number, string>();
+  private readonly subject: string;
+
+  constructor(
+    readonly name: string,
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly serverName: string,
+  ) {
+    this.subject = logSubject(name);
+  }
+
+  async append(data: Uint8Array, opts: { msgId: string; expectedSeq?: number }): Promise<number> {
+    const ack = await this.js.publish(this.subject, data, {
+      msgID: opts.msgId,
+      ...(opts.expectedSeq !== undefined ? { expect: { lastSequence: opts.expectedSeq } } : {}),
+    });
+    return ack.seq;
+  }
+
+  pull(max: number): Promise<LogMessage[]> {
+    return new Promise<LogMessage[]>((resolve) => {
+      const out: LogMessage[] = [];
+      const inbox = createInbox();
+      let timer: NodeJS.Timeout | undefined = undefined;
+      const done = (): void => {
+        if (timer !== undefined) clearTimeout(timer);
+        sub.unsubscribe();
+        resolve(out);
+      };
+      const sub = this.nc.subscribe(inbox, {
+        callback: (err, m: Msg) => {
+          if (err !== null) return done();
+          const reply = m.reply;
+          // A status message (404 no messages, 408 fewer than asked) ends the pull.
+          if (reply === undefined || reply === '') return done();
+          const info = parseAckSubject(reply);
+          if (info === undefined) return;
+          this.replies.set(info.seq, reply);
+          out.push({ seq: info.seq, data: m.data, deliveries: info.deliveries });
+          if (out.length >= max) done();
+        },
+      });
+      timer = setTimeout(done, PULL_TIMEOUT_MS);
+      this.nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.name}.${SHARED_CONSUMER}`, ENC.encode(JSON.stringify({ batch: max, no_wait: true, expires: nanos(PULL_EXPIRES_MS) })), { reply: inbox });
+    });
+  }
+
+  private take(seq: number): string | undefined {
+    const r = this.replies.get(seq);
+    if (r !== undefined) this.replies.delete(seq);
+    return r;
+  }
+
+  ack(seq: number): void {
+    const r = this.take(seq);
+    if (r !== undefined && !this.nc.isClosed()) this.nc.publish(r, ACK);
+  }
+
+  nak(seq: number, delayMs = 0): void {
+    const r = this.take(seq);
+    if (r === undefined || this.nc.isClosed()) return;
+    this.nc.publish(r, delayMs > 0 ? ENC.encode(`-NAK ${JSON.stringify({ delay: nanos(delayMs) })}`) : NAK);
+  }
+
+  inProgress(seq: number): void {
+    const r = this.replies.get(seq);
+    if (r !== undefined && !this.nc.isClosed()) this.nc.publish(r, WORKING);
+  }
+
+  async status(): Promise<LogStatus> {
+    const si = await this.jsm.streams.info(this.name);
+    const c = si.cluster;
+    // A server outside a cluster reports no leader: it holds the only copy.
+    const leader = c?.leader !== undefined && c.leader !== '' ? c.leader : (c?.replicas ?? []).length === 0 ? (c?.name ?? this.serverName) : undefined;
+    const members: string[] = [];
+    const online: string[] = [];
+    if (leader !== undefined) {
+      members.push(leader);
+      online.push(leader);
+    }
+    for (const r of c?.replicas ?? []) {
+      members.push(r.name);
+      if (r.offline !== true && r.current) online.push(r.name);
+    }
+    return { leader, members, online, messages: si.state.messages };
+  }
+
+  async destroy(): Promise<void> {
+    try {
+      await this.jsm.streams.delete(this.name);
+    } catch (e) {
+      if (!(e instanceof JetStreamApiError && e.code === STREAM_NOT_FOUND)) throw e;
+    }
+  }
+}
+
+const STREAM_NOT_FOUND = 10059;
+const CONSUMER_NOT_FOUND = 10014;
+
+function logSubject(name: string): string {
+  return `warren_log.${name}`;
+}
+
 /** The cluster engine on a NATS connection: core subjects for the bus, JetStream KV buckets. */
 export class NatsEngine implements ClusterEngine {
   readonly bus: ClusterBus;
   readonly info: EngineInfo;
   private readonly kvm: Kvm;
   private readonly js: JetStreamClient;
+  private jsm: JetStreamManager | undefined;
   private readonly listeners: ((connected: boolean) => void)[] = [];
 
   constructor(private readonly nc: NatsConnection) {
@@ -253,6 +410,48 @@ export class NatsEngine implements ClusterEngine {
     for (let attempt = 1; ; attempt++) {
       try {
         return new NatsKV(name, await this.kvm.create(name, config), this.js);
+      } catch (e) {
+        if (attempt >= 5) throw e;
+        await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+      }
+    }
+  }
+
+  /**
+   * The stream and its consumer are created with the same configuration by whichever node comes
+   * first; JetStream answers an identical create with the existing one, so nodes opening a log
+   * together do not conflict. A log that exists keeps its configuration.
+   */
+  async openLog(name: string, opts: LogOptions): Promise<ReplicatedLog> {
+    const jsm = (this.jsm ??= await jetstreamManager(this.nc, { timeout: 5000, checkAPI: false }));
+    const replicas = Math.max(1, Math.min(opts.replicas, this.info.clusterSize));
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const existing = await jsm.streams.info(name).catch((e: unknown) => {
+          if (e instanceof JetStreamApiError && e.code === STREAM_NOT_FOUND) return undefined;
+          throw e;
+        });
+        if (existing === undefined) {
+          await jsm.streams.add({
+            name,
+            subjects: [logSubject(name)],
+            storage: StorageType.File,
+            retention: RetentionPolicy.Workqueue,
+            num_replicas: replicas,
+          });
+        }
+        const consumer = await jsm.consumers.info(name, SHARED_CONSUMER).catch((e: unknown) => {
+          if (e instanceof JetStreamApiError && e.code === CONSUMER_NOT_FOUND) return undefined;
+          throw e;
+        });
+        if (consumer === undefined) await jsm.consumers.add(name, {
+          durable_name: SHARED_CONSUMER,
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: nanos(opts.ackWaitMs),
+          max_deliver: opts.maxDeliver !== undefined && opts.maxDeliver > 0 ? opts.maxDeliver : -1,
+          max_ack_pending: -1,
+        });
+        return new NatsLog(name, this.nc, this.js, jsm, this.info.serverName);
       } catch (e) {
         if (attempt >= 5) throw e;
         await new Promise((resolve) => setTimeout(resolve, 200 * attempt));

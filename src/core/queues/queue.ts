@@ -121,6 +121,22 @@ export interface RemoteTaken {
 }
 
 /**
+ * A queue whose messages live in a replicated log (a cluster seam): publishes go to the log (the
+ * queue's `forwarder`), and the queue on each node holds, in memory only, what that node pulled
+ * for its consumers. A pulled entry's `seq` is its sequence in the log.
+ */
+export interface QueueReplica {
+  /** The queue wants messages (a consumer came, credit may be free). */
+  wanted(queue: Queue): void;
+  /** A pulled entry left the queue for good (acked, dead-lettered, purged): the log drops it. */
+  settled(queue: Queue, e: QueueEntry): void;
+  /** A pulled entry goes back to the log for redelivery (to any node) after `delayMs`. */
+  returned(queue: Queue, e: QueueEntry, delayMs: number): void;
+  /** A basic.get found nothing pulled here: pull one for the next get. */
+  getEmpty(queue: Queue): void;
+}
+
+/**
  * A queue: ready messages in order, delivery to consumers by credit, TTL, length limits and
  * dead-lettering. Unacknowledged messages are held by the channels that received them.
  *
@@ -151,6 +167,8 @@ export class Queue implements PageSink {
    * home's messages through it, and settle them through it.
    */
   remote: RemoteQueue | undefined = undefined;
+  /** Set on a replicated queue of a cluster (see {@link QueueReplica}). */
+  replica: QueueReplica | undefined = undefined;
   /** Set once `destroy` ran (a deleted queue may wait for it while its connection's close is pending). */
   destroyed = false;
   /**
@@ -295,6 +313,22 @@ export class Queue implements PageSink {
     return pending;
   }
 
+  /**
+   * A replicated queue's message pulled from its log for this node's consumers: held in memory
+   * only (the log keeps it), with its log sequence and the deliveries the log counted.
+   */
+  enqueuePulled(msg: StoredMessage, logSeq: number, previousDeliveries: number): void {
+    if (this.deleted) return;
+    const entry = newEntry(msg, logSeq, previousDeliveries, 0, 0);
+    entry.returns = previousDeliveries;
+    hold(msg);
+    this.levels[0]!.push(entry);
+    this.readyCount++;
+    this.readyBytes += msg.size;
+    this.stats.published++;
+    if (this.consumers.length > 0) this.kick();
+  }
+
   /** Recovery: puts a ready entry back at the end of the in-memory messages. */
   restoreEntry(entry: QueueEntry): void {
     hold(entry.msg);
@@ -418,6 +452,7 @@ export class Queue implements PageSink {
 
   /** Schedules a dispatch run; runs coalesce within one turn of the event loop. */
   kick(): void {
+    if (this.replica !== undefined && this.consumers.length > 0) this.replica.wanted(this);
     if (this.scheduled || this.deleted || this.remote !== undefined) return;
     this.scheduled = true;
     setImmediate(runScheduled, this);
@@ -481,7 +516,7 @@ export class Queue implements PageSink {
     this.stats.delivered++;
     if (redelivered) this.stats.redelivered++;
     const store = this.store;
-    if (store !== undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
+    if (store !== undefined && this.replica === undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
     if (!c.noAck) {
       this.unackedCount++;
       c.owner.deliverFromQueue(c, this, e, redelivered);
@@ -497,7 +532,10 @@ export class Queue implements PageSink {
     let now = 0;
     for (;;) {
       const e = this.shiftReady();
-      if (e === undefined) return undefined;
+      if (e === undefined) {
+        this.replica?.getEmpty(this);
+        return undefined;
+      }
       if (e.expiresAt !== 0) {
         if (now === 0) now = Date.now();
         if (e.expiresAt <= now) {
@@ -509,7 +547,7 @@ export class Queue implements PageSink {
       e.deliveryCount++;
       this.stats.got++;
       const store = this.store;
-      if (store !== undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
+      if (store !== undefined && this.replica === undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
       if (noAck) this.settle(e);
       else this.unackedCount++;
       return { entry: e, redelivered };
@@ -546,12 +584,37 @@ export class Queue implements PageSink {
         this.deadLetterEntry(e, 'delivery_limit');
         return;
       }
+      if (this.replica !== undefined) {
+        this.giveBack(e, this.requeueDelay !== undefined && this.requeueDelay > 0 ? requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax) : 0);
+        return;
+      }
       if (this.requeueDelay !== undefined && this.requeueDelay > 0) {
         (this.delays ??= new RequeueDelays((r) => this.requeueReady(r))).hold(e, requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax));
         return;
       }
     }
-    this.requeueReady(e);
+    if (this.replica !== undefined) this.giveBack(e, 0);
+    else this.requeueReady(e);
+  }
+
+  /** A replicated queue's entry goes back to its log, not to this node's ready messages. */
+  private giveBack(e: QueueEntry, delayMs: number): void {
+    release(e.msg);
+    this.replica!.returned(this, e, delayMs);
+    if (this.consumers.length > 0) this.kick();
+  }
+
+  /** A replicated queue without consumers here: what this node pulled goes back for the others. */
+  returnPulled(): void {
+    if (this.readyCount === 0) return;
+    const back: QueueEntry[] = [];
+    for (const level of this.levels) level.drain((e) => back.push(e));
+    this.readyCount = 0;
+    this.readyBytes = 0;
+    for (const e of back) {
+      release(e.msg);
+      this.replica!.returned(this, e, 0);
+    }
   }
 
   /** Messages returned by a consumer that wait out the queue's requeue delay. */
@@ -590,6 +653,11 @@ export class Queue implements PageSink {
   /** The message leaves this queue for good. */
   private settle(e: QueueEntry): void {
     release(e.msg);
+    if (this.replica !== undefined) {
+      this.replica.settled(this, e);
+      if (this.consumers.length > 0) this.kick();
+      return;
+    }
     if (e.pstate !== 0) this.store!.remove(e);
   }
 
@@ -643,6 +711,7 @@ export class Queue implements PageSink {
       return;
     }
     if (this.consumers.length === 0) {
+      if (this.replica !== undefined) this.returnPulled();
       if (this.autoDelete && this.hadConsumer) {
         this.host.removeQueue(this);
         return;

@@ -1,0 +1,408 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { BrokerError, ReplyCode, type Core, type Queue, type QueueEntry, type QueueForwarder, type QueueReplica, type StoredMessage } from '../core/index.js';
+import type { Logger } from '../logger.js';
+import { ByteReader, ByteWriter, readProperties, writeProperties } from '../store/index.js';
+import type { ClusterEngine, LogMessage, ReplicatedLog } from './engine.js';
+
+/**
+ * Replicated queues: a queue declared with `x-queue-type: quorum` (or matched by a policy with
+ * `ha-mode`) keeps its messages in a replicated log of the engine (a JetStream stream) instead of
+ * on one node. No node owns it:
+ *
+ * - A publish routed to it on any node is appended to the log with a broker-generated message id
+ *   (a retried append deduplicates); the publisher's confirm waits for the engine's answer.
+ * - Every node with consumers on it pulls from the log's shared cursor up to its consumers' free
+ *   prefetch, and delivers locally; the node's queue holds what it pulled, in memory only.
+ * - Ack or dead-lettering acks in the log; a requeue or a closed channel naks (the message goes
+ *   to any node again, `redelivered`, its `x-delivery-count` from the log's delivery count); a
+ *   node that dies stops sending in-progress for what it held, and after the ack wait the log
+ *   hands those messages to another node.
+ *
+ * Wire (a log entry): u8 version | str16 exchange | str16 routing key | properties (the store's
+ * codec) | bytes32 body.
+ */
+
+const VERSION = 1;
+/** The most messages asked of the log at once. */
+const MAX_PULL = 256;
+/** How often a node with consumers and free credit looks for new messages when the log had none. */
+const POLL_MS = 100;
+/** After a failed pull (engine unreachable), the next try. */
+const RETRY_MS = 1000;
+/** Attempts of one append (same message id) before the publish fails. */
+const APPEND_ATTEMPTS = 3;
+export const DEFAULT_ACK_WAIT_MS = 30_000;
+export const DEFAULT_REPLICAS = 3;
+
+interface Link {
+  readonly queue: Queue;
+  readonly replicas: number;
+  /** The open in progress; a failed one is forgotten, so the next use tries again. */
+  opening: Promise<ReplicatedLog> | undefined;
+  log: ReplicatedLog | undefined;
+  /** Log sequences this node pulled and has not settled or given back. */
+  readonly held: Set<number>;
+  pulling: boolean;
+  again: boolean;
+  /** A basic.get found nothing: one message is pulled for the next get even without consumers. */
+  forGet: boolean;
+  timer: NodeJS.Timeout | undefined;
+  immediate: boolean;
+}
+
+function intOf(v: unknown): number | undefined {
+  const n = typeof v === 'bigint' ? Number(v) : v;
+  return typeof n === 'number' && Number.isInteger(n) ? n : undefined;
+}
+
+export class ReplicatedQueues implements QueueForwarder, QueueReplica {
+  private readonly links = new Map<Queue, Link>();
+  private readonly w = new ByteWriter(4096);
+  private readonly r = new ByteReader();
+  /** Makes this process's message ids unique across restarts of the node. */
+  private readonly boot = randomBytes(6).toString('hex');
+  private counter = 0;
+  private readonly ticker: NodeJS.Timeout;
+  private stopped = false;
+  private lastWarn = 0;
+  readonly stats = { appended: 0, pulled: 0, acked: 0, returned: 0, deadLettered: 0, failed: 0 };
+
+  constructor(
+    private readonly core: Core,
+    private readonly engine: ClusterEngine,
+    private readonly cluster: string,
+    readonly nodeName: string,
+    private readonly log: Logger,
+    readonly ackWaitMs = DEFAULT_ACK_WAIT_MS,
+  ) {
+    // What this node holds stays its own while it runs: in-progress well before the ack wait.
+    this.ticker = setInterval(() => this.keepHeld(), Math.max(100, Math.floor(ackWaitMs / 3)));
+    this.ticker.unref();
+  }
+
+  /**
+   * How many copies a queue's log keeps when the queue is replicated, else undefined: a quorum
+   * queue (`x-quorum-initial-group-size`, default 3), or a durable, non-exclusive queue matched
+   * by a policy with `ha-mode` `all` (every engine server) or `exactly` (`ha-params`).
+   */
+  replicasFor(q: Queue): number | undefined {
+    if (q.exclusive) return undefined;
+    const servers = this.engine.info.clusterSize;
+    if (q.type.name === 'quorum') {
+      const n = intOf(q.args['x-quorum-initial-group-size']);
+      return Math.max(1, Math.min(n !== undefined && n > 0 ? n : DEFAULT_REPLICAS, servers));
+    }
+    if (!q.durable) return undefined;
+    const p = this.core.policies.match(q.host.name, 'queue', q.name);
+    const mode = p?.definition['ha-mode'];
+    if (mode === 'all') return Math.max(1, servers);
+    if (mode === 'exactly') {
+      const n = intOf(p?.definition['ha-params']);
+      return Math.max(1, Math.min(n !== undefined && n > 0 ? n : DEFAULT_REPLICAS, servers));
+    }
+    return undefined;
+  }
+
+  /** The log's name for a queue: its vhost and name hashed (stream names are restricted). */
+  logName(vhost: string, queue: string): string {
+    const h = createHash('sha256').update(vhost).update('\0').update(queue).digest('hex').slice(0, 32);
+    return `warren_${this.cluster}_q_${h}`;
+  }
+
+  /** Whether a queue is served by this module. */
+  has(q: Queue): boolean {
+    return this.links.has(q);
+  }
+
+  /**
+   * Makes `q` a replicated queue on this node if it is one (see {@link replicasFor}); true when
+   * it is. Idempotent.
+   */
+  attach(q: Queue): boolean {
+    if (this.links.has(q)) return true;
+    const replicas = this.replicasFor(q);
+    if (replicas === undefined || this.stopped) return false;
+    if (q.type.name !== 'quorum') {
+      this.log.info({ vhost: q.host.name, queue: q.name, replicas }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
+    }
+    const link: Link = { queue: q, replicas, opening: undefined, log: undefined, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false };
+    this.open(link).then(
+      () => this.wanted(q),
+      (err: unknown) => this.log.warn({ err, vhost: q.host.name, queue: q.name }, 'cluster: the replicated queue could not be opened on the engine yet; its next use tries again'),
+    );
+    this.links.set(q, link);
+    q.forwarder = this;
+    q.replica = this;
+    return true;
+  }
+
+  /** The queue's log, opened (created when missing) on first use; a failed open is tried again by the next use. */
+  private open(link: Link): Promise<ReplicatedLog> {
+    if (link.log !== undefined) return Promise.resolve(link.log);
+    if (link.opening !== undefined) return link.opening;
+    const q = link.queue;
+    const opening = this.engine.openLog(this.logName(q.host.name, q.name), { replicas: link.replicas, ackWaitMs: this.ackWaitMs });
+    link.opening = opening;
+    opening.then(
+      (l) => {
+        link.log = l;
+        link.opening = undefined;
+      },
+      () => {
+        link.opening = undefined;
+      },
+    );
+    return opening;
+  }
+
+  /** The queue is gone here (deleted, or no longer replicated). */
+  detach(q: Queue): void {
+    const link = this.links.get(q);
+    if (link === undefined) return;
+    this.links.delete(q);
+    if (link.timer !== undefined) clearTimeout(link.timer);
+    if (q.forwarder === this) q.forwarder = undefined;
+    if (q.replica === this) q.replica = undefined;
+  }
+
+  /**
+   * A queue deleted on this node: if it was replicated, its log goes (for every node; the others
+   * drop their copy of the queue when the deletion reaches their definitions).
+   */
+  removed(vhost: string, name: string): void {
+    for (const link of this.links.values()) {
+      const q = link.queue;
+      if (q.host.name !== vhost || q.name !== name) continue;
+      this.detach(q);
+      this.open(link).then(
+        (l) => l.destroy(),
+        () => undefined,
+      ).catch((err: unknown) => this.log.warn({ err, vhost, queue: name }, "cluster: a deleted replicated queue's log could not be removed"));
+      return;
+    }
+  }
+
+  /** The replication status of a queue's log (management). */
+  async status(q: Queue): Promise<{ replicas: number; leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined> {
+    const link = this.links.get(q);
+    if (link === undefined) return undefined;
+    const st = await (await this.open(link)).status();
+    return { replicas: link.replicas, ...st };
+  }
+
+  // ---- publishing (QueueForwarder) ----------------------------------------------------------
+
+  forward(queue: Queue, msg: StoredMessage): Promise<void> {
+    const link = this.links.get(queue);
+    if (link === undefined) return failed(BrokerError.internal(`queue '${queue.name}' is not replicated on this node`));
+    const w = this.w.reset();
+    w.u8(VERSION);
+    w.str16(msg.exchange);
+    w.str16(msg.routingKey);
+    writeProperties(w, msg.properties);
+    w.bytes32(msg.body);
+    const data = Buffer.from(w.buf.subarray(0, w.pos));
+    const msgId = `${this.nodeName}.${this.boot}.${++this.counter}`;
+    const settled = this.appendFor(link, queue.name, data, msgId);
+    // Publishes inside the core (dead-lettering) do not wait for their settle.
+    settled.catch(noop);
+    return settled;
+  }
+
+  private async appendFor(link: Link, queue: string, data: Uint8Array, msgId: string): Promise<void> {
+    try {
+      let log = link.log;
+      // A log still being created by another node, or an engine slow to answer: a few tries.
+      for (let attempt = 1; log === undefined; attempt++) {
+        try {
+          log = await this.open(link);
+        } catch (e) {
+          if (attempt >= APPEND_ATTEMPTS || this.stopped) throw e;
+          await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+        }
+      }
+      await this.append(log, data, msgId, 1);
+      this.stats.appended++;
+    } catch (e) {
+      this.stats.failed++;
+      const now = Date.now();
+      if (now - this.lastWarn > 10_000) {
+        this.lastWarn = now;
+        this.log.warn({ err: e, vhost: link.queue.host.name, queue }, 'cluster: a publish to a replicated queue was not taken by the engine');
+      }
+      throw new BrokerError(ReplyCode.INTERNAL_ERROR, `replicated queue '${queue}' is unavailable: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  /** An append that failed (a timeout, a leader change) is sent again with the same id: never twice in the log. */
+  private async append(log: ReplicatedLog, data: Uint8Array, msgId: string, attempt: number): Promise<void> {
+    try {
+      await log.append(data, { msgId });
+    } catch (e) {
+      if (attempt >= APPEND_ATTEMPTS || this.stopped) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+      return this.append(log, data, msgId, attempt + 1);
+    }
+  }
+
+  // ---- consuming (QueueReplica) -------------------------------------------------------------
+
+  wanted(queue: Queue): void {
+    const link = this.links.get(queue);
+    if (link === undefined || link.immediate) return;
+    if (queue.consumers.length === 0 && !link.forGet) return;
+    link.immediate = true;
+    setImmediate(runPull, this, link);
+  }
+
+  getEmpty(queue: Queue): void {
+    const link = this.links.get(queue);
+    if (link === undefined) return;
+    link.forGet = true;
+    this.wanted(queue);
+  }
+
+  settled(queue: Queue, e: QueueEntry): void {
+    const link = this.links.get(queue);
+    if (link === undefined || !link.held.delete(e.seq)) return;
+    this.stats.acked++;
+    link.log?.ack(e.seq);
+  }
+
+  returned(queue: Queue, e: QueueEntry, delayMs: number): void {
+    const link = this.links.get(queue);
+    if (link === undefined || !link.held.delete(e.seq)) return;
+    this.stats.returned++;
+    link.log?.nak(e.seq, delayMs);
+  }
+
+  /** Free prefetch of the queue's consumers on this node, less what is already pulled and waiting. */
+  private want(q: Queue): number {
+    let credit = 0;
+    for (const c of q.consumers) {
+      if (c.noAck || c.prefetch === 0) return Math.max(0, MAX_PULL - q.readyCount);
+      if (c.prefetch > c.unacked) credit += c.prefetch - c.unacked;
+    }
+    return Math.max(0, Math.min(credit, MAX_PULL) - q.readyCount);
+  }
+
+  /** @internal the pull loop of one queue (see {@link wanted}). */
+  async pull(link: Link): Promise<void> {
+    link.immediate = false;
+    if (link.pulling) {
+      link.again = true;
+      return;
+    }
+    if (link.timer !== undefined) {
+      clearTimeout(link.timer);
+      link.timer = undefined;
+    }
+    const q = link.queue;
+    link.pulling = true;
+    let next = 0;
+    try {
+      for (;;) {
+        link.again = false;
+        if (q.deleted) this.detach(q);
+        if (this.stopped || q.deleted || this.links.get(q) !== link) break;
+        const forGet = link.forGet && q.readyCount === 0;
+        link.forGet = false;
+        const n = forGet ? Math.max(1, this.want(q)) : q.consumers.length === 0 ? 0 : this.want(q);
+        if (n <= 0) break;
+        const log = link.log ?? (await this.open(link));
+        const msgs = await log.pull(n);
+        if (forGet && msgs.length === 0 && q.consumers.length === 0) break;
+        for (const m of msgs) this.take(link, log, m);
+        if (msgs.length === 0 && !link.again) {
+          next = POLL_MS;
+          break;
+        }
+      }
+    } catch (err) {
+      next = RETRY_MS;
+      const now = Date.now();
+      if (now - this.lastWarn > 10_000) {
+        this.lastWarn = now;
+        this.log.warn({ err, vhost: q.host.name, queue: q.name }, 'cluster: pulling from a replicated queue failed; retrying');
+      }
+    } finally {
+      link.pulling = false;
+    }
+    if (this.stopped || this.links.get(q) !== link) return;
+    if (link.again) this.wanted(q);
+    else if (next > 0 && link.timer === undefined) {
+      link.timer = setTimeout(() => {
+        link.timer = undefined;
+        this.wanted(q);
+      }, next);
+      link.timer.unref();
+    }
+  }
+
+  /** A pulled message: to this node's queue, or dead-lettered when it is past its delivery limit. */
+  private take(link: Link, log: ReplicatedLog, m: LogMessage): void {
+    const q = link.queue;
+    this.stats.pulled++;
+    let msg: StoredMessage;
+    try {
+      const r = this.r.reset(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));
+      if (r.u8() !== VERSION) throw new Error('unknown log entry version');
+      const exchange = r.str16();
+      const routingKey = r.str16();
+      const properties = readProperties(r);
+      const body = Buffer.from(r.bytes32());
+      const vhost = this.core.vhosts.get(q.host.name);
+      if (vhost === undefined) throw new Error(`no vhost '${q.host.name}'`);
+      msg = vhost.storedFromCluster({ exchange, routingKey, properties, body }, 0);
+    } catch (err) {
+      this.log.error({ err, queue: q.name, seq: m.seq }, 'cluster: a replicated queue message could not be read; dropped');
+      log.ack(m.seq);
+      return;
+    }
+    const previous = m.deliveries - 1;
+    if (q.deliveryLimit !== undefined && previous > q.deliveryLimit) {
+      // Past its limit (its earlier deliveries ended without an ack, on some node): as a return
+      // over the limit does on one node.
+      this.stats.deadLettered++;
+      if (q.deadLetterExchange !== undefined) q.host.deadLetter(q, msg, 'delivery_limit');
+      log.ack(m.seq);
+      return;
+    }
+    link.held.add(m.seq);
+    q.enqueuePulled(msg, m.seq, previous);
+  }
+
+  private keepHeld(): void {
+    for (const link of this.links.values()) {
+      const log = link.log;
+      if (log === undefined) continue;
+      // Pulled for a basic.get that did not come back for it: the others may have it.
+      if (link.queue.consumers.length === 0) link.queue.returnPulled();
+      for (const seq of link.held) log.inProgress(seq);
+    }
+  }
+
+  /** Leaving: what this node holds goes back to the log at once (not after the ack wait). */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.ticker);
+    for (const link of [...this.links.values()]) {
+      for (const seq of link.held) link.log?.nak(seq);
+      link.held.clear();
+      this.detach(link.queue);
+    }
+  }
+}
+
+function runPull(rq: ReplicatedQueues, link: Link): void {
+  void rq.pull(link);
+}
+
+function noop(): void {}
+
+function failed(e: BrokerError): Promise<void> {
+  const p = Promise.reject(e);
+  p.catch(noop);
+  return p;
+}

@@ -1,0 +1,139 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
+import { MemoryEngine, type ClusterEngine, type LogMessage, type ReplicatedLog } from '../../src/cluster/index.js';
+import { connectNats } from '../../src/cluster/nats/nats-engine.js';
+import { waitFor } from '../helpers/broker.js';
+
+/**
+ * The replicated log's contract, against both engines: the in-process fake must behave as a
+ * JetStream work-queue stream with one shared durable consumer does.
+ */
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+let nats: NatsServers;
+let memory: MemoryEngine;
+const engines: ClusterEngine[] = [];
+
+beforeAll(async () => {
+  nats = await startNatsServers({ count: 1 });
+  memory = new MemoryEngine();
+}, 30_000);
+
+afterAll(async () => {
+  for (const e of engines) await e.close();
+  memory?.stop();
+  await nats?.stop();
+});
+
+const connectors: Array<[string, () => Promise<ClusterEngine>]> = [
+  ['memory', async () => memory.connect('t')],
+  ['nats', async () => connectNats({ servers: [nats.url], name: 'log-contract' })],
+];
+
+let logNo = 0;
+
+/** Pulls until `n` messages came (a pull answers with what is there at once). */
+async function pullN(log: ReplicatedLog, n: number, timeoutMs = 5000): Promise<LogMessage[]> {
+  const got: LogMessage[] = [];
+  const deadline = Date.now() + timeoutMs;
+  while (got.length < n) {
+    if (Date.now() > deadline) throw new Error(`pulled ${got.length} of ${n}`);
+    const batch = await log.pull(n - got.length);
+    got.push(...batch);
+    if (batch.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return got;
+}
+
+describe.each(connectors)('a replicated log on the %s engine', (_name, connect) => {
+  let a: ClusterEngine;
+  let b: ClusterEngine;
+  beforeAll(async () => {
+    a = await connect();
+    b = await connect();
+    engines.push(a, b);
+  });
+
+  test('appends in order, deduplicates a retried message id, and hands each message to one puller', async () => {
+    const name = `log_${++logNo}`;
+    const la = await a.openLog(name, { replicas: 3, ackWaitMs: 30_000 });
+    const lb = await b.openLog(name, { replicas: 3, ackWaitMs: 30_000 });
+    const s1 = await la.append(enc('one'), { msgId: 'm1' });
+    const s2 = await lb.append(enc('two'), { msgId: 'm2' });
+    expect(s2).toBeGreaterThan(s1);
+    expect(await la.append(enc('one again'), { msgId: 'm1' })).toBe(s1);
+    for (let i = 3; i <= 6; i++) await la.append(enc(`m${i}`), { msgId: `m${i}` });
+    const fromA = await pullN(la, 2);
+    const fromB = await pullN(lb, 4);
+    expect(fromA.map((m) => dec(m.data))).toEqual(['one', 'two']);
+    expect(fromB.map((m) => dec(m.data))).toEqual(['m3', 'm4', 'm5', 'm6']);
+    expect([...fromA, ...fromB].every((m) => m.deliveries === 1)).toBe(true);
+    expect(await la.pull(10)).toEqual([]);
+    for (const m of fromA) la.ack(m.seq);
+    for (const m of fromB) lb.ack(m.seq);
+    await waitFor(async () => (await la.status()).messages === 0, 5000, 'acked messages removed');
+    await la.destroy();
+  });
+
+  test('an expected last sequence fences a writer', async () => {
+    const log = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000 });
+    const s1 = await log.append(enc('x'), { msgId: 'x', expectedSeq: 0 });
+    await expect(log.append(enc('y'), { msgId: 'y', expectedSeq: 0 })).rejects.toThrow();
+    expect(await log.append(enc('z'), { msgId: 'z', expectedSeq: s1 })).toBe(s1 + 1);
+    await log.destroy();
+  });
+
+  test('a nak hands the message out again (after its delay) with its delivery count up; the delivery limit stops it', async () => {
+    const log = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000, maxDeliver: 2 });
+    const other = await b.openLog(log.name, { replicas: 1, ackWaitMs: 30_000, maxDeliver: 2 });
+    await log.append(enc('again'), { msgId: 'a' });
+    const [first] = await pullN(log, 1);
+    expect(first!.deliveries).toBe(1);
+    log.nak(first!.seq, 300);
+    const nakAt = Date.now();
+    const [second] = await pullN(other, 1);
+    expect(Date.now() - nakAt).toBeGreaterThanOrEqual(250);
+    expect([second!.seq, second!.deliveries, dec(second!.data)]).toEqual([first!.seq, 2, 'again']);
+    other.nak(second!.seq);
+    // Two deliveries made: it is not handed out a third time.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await log.pull(5)).toEqual([]);
+    await log.destroy();
+  });
+
+  test('a message not acked within the ack wait is handed out again; in-progress holds it', async () => {
+    const log = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 1000 });
+    const other = await b.openLog(log.name, { replicas: 1, ackWaitMs: 1000 });
+    await log.append(enc('held'), { msgId: 'h' });
+    await log.append(enc('dropped'), { msgId: 'd' });
+    const got = await pullN(log, 2);
+    const held = got.find((m) => dec(m.data) === 'held')!;
+    // The puller keeps working on `held` and forgets `dropped` (as a node that died would).
+    const keep = setInterval(() => log.inProgress(held.seq), 300);
+    try {
+      const again = await pullN(other, 1, 5000);
+      expect([dec(again[0]!.data), again[0]!.deliveries]).toEqual(['dropped', 2]);
+      other.ack(again[0]!.seq);
+      await new Promise((resolve) => setTimeout(resolve, 1200));
+      expect(await other.pull(5)).toEqual([]);
+    } finally {
+      clearInterval(keep);
+    }
+    log.ack(held.seq);
+    await log.destroy();
+  });
+
+  test('status names the members; destroy removes the log', async () => {
+    const log = await a.openLog(`log_${++logNo}`, { replicas: 3, ackWaitMs: 30_000 });
+    await log.append(enc('s'), { msgId: 's' });
+    const st = await log.status();
+    expect(st.messages).toBe(1);
+    expect(st.members.length).toBe(1);
+    expect(st.leader).toBe(st.members[0]);
+    expect(st.online).toEqual(st.members);
+    await log.destroy();
+    await expect(log.append(enc('t'), { msgId: 't' })).rejects.toThrow();
+  });
+});

@@ -1,0 +1,238 @@
+import amqp from 'amqplib';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { waitFor } from '../helpers/broker.js';
+import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
+import { connectMqtt } from '../helpers/mqtt.js';
+import { RawStomp } from '../helpers/stomp.js';
+import { http } from '../helpers/management.js';
+
+/**
+ * Replicated (quorum) queues across three Warren nodes on three clustered nats-servers: every
+ * confirmed message is delivered wherever it was published and consumed, and what a node held
+ * when it died comes back, redelivered, on another.
+ */
+
+/** Short, so a killed node's deliveries come back within the test. */
+const ACK_WAIT_MS = 3000;
+
+interface QueueRow {
+  type: string;
+  leader: string;
+  members: string[];
+  online: string[];
+}
+
+describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
+  let cluster: TestCluster;
+  const conns: amqp.ChannelModel[] = [];
+
+  beforeAll(async () => {
+    cluster = await startTestCluster(3);
+    const extra = ['--cluster-ack-wait', String(ACK_WAIT_MS)];
+    await cluster.start('n1', [...extra, '--mqtt-port', '0', '--stomp-port', '0']);
+    await Promise.all([cluster.start('n2', extra), cluster.start('n3', extra)]);
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const c of conns) await c.close().catch(() => undefined);
+    await cluster?.stop();
+  });
+
+  const connect = async (node: string): Promise<amqp.ChannelModel> => {
+    const c = await amqp.connect(`amqp://guest:guest@127.0.0.1:${cluster.nodes.get(node)!.amqpPort}`);
+    c.on('error', () => undefined);
+    conns.push(c);
+    return c;
+  };
+  const httpPort = (node: string): number => cluster.nodes.get(node)!.httpPort;
+  const onEveryNode = async (queue: string, nodes: string[]): Promise<void> => {
+    for (const n of nodes) {
+      await waitFor(async () => (await http(httpPort(n), 'GET', `/api/queues/%2F/${queue}`)).status === 200, 10_000, `${queue} on ${n}`);
+    }
+  };
+
+  /** Publishes `ids` with confirms; resolves with the ids the broker confirmed. */
+  const publishConfirmed = async (node: string, queue: string, ids: string[]): Promise<string[]> => {
+    const c = await connect(node);
+    const ch = await c.createConfirmChannel();
+    const confirmed: string[] = [];
+    await Promise.all(
+      ids.map(
+        (id) =>
+          new Promise<void>((resolve) => {
+            ch.sendToQueue(queue, Buffer.from(id), { persistent: true, messageId: id }, (err) => {
+              if (err === null || err === undefined) confirmed.push(id);
+              resolve();
+            });
+          }),
+      ),
+    );
+    await ch.close();
+    return confirmed;
+  };
+
+  test('publishes confirmed on n1 and n2 are all delivered to a consumer on n3; the management API shows the quorum fields', async () => {
+    const c1 = await connect('n1');
+    const ch1 = await c1.createChannel();
+    await ch1.assertQueue('orders', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode('orders', ['n2', 'n3']);
+
+    const ids1 = Array.from({ length: 150 }, (_, i) => `a${i}`);
+    const ids2 = Array.from({ length: 150 }, (_, i) => `b${i}`);
+    const [conf1, conf2] = await Promise.all([publishConfirmed('n1', 'orders', ids1), publishConfirmed('n2', 'orders', ids2)]);
+    expect(conf1.length).toBe(150);
+    expect(conf2.length).toBe(150);
+
+    const c3 = await connect('n3');
+    const ch3 = await c3.createChannel();
+    await ch3.prefetch(20);
+    const got = new Set<string>();
+    await ch3.consume('orders', (m) => {
+      if (m === null) return;
+      got.add(m.content.toString());
+      ch3.ack(m);
+    });
+    await waitFor(() => got.size === 300, 20_000, () => `delivered ${got.size} of 300`);
+    expect([...got].sort()).toEqual([...conf1, ...conf2].sort());
+
+    const q = await http<QueueRow>(httpPort('n2'), 'GET', '/api/queues/%2F/orders');
+    expect(q.body.type).toBe('quorum');
+    expect(q.body.members.length).toBe(3);
+    expect(q.body.members).toContain(q.body.leader);
+    expect([...q.body.online].sort()).toEqual([...q.body.members].sort());
+  });
+
+  test('an MQTT QoS 1 publish on n1 to a topic bound to a replicated queue is PUBACKed and consumed over AMQP on n2', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    await ch1.assertQueue('readings', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await ch1.bindQueue('readings', 'amq.topic', 'sensors.#');
+    await onEveryNode('readings', ['n2']);
+    const mqtt = await connectMqtt(`mqtt://127.0.0.1:${cluster.nodes.get('n1')!.mqttPort!}`, { clientId: 'sensor-1' });
+    try {
+      for (let i = 0; i < 5; i++) await mqtt.publishAsync(`sensors/t${i}`, `r${i}`, { qos: 1 });
+    } finally {
+      await mqtt.endAsync();
+    }
+    const ch2 = await (await connect('n2')).createChannel();
+    const got: string[] = [];
+    await ch2.consume('readings', (m) => {
+      if (m === null) return;
+      got.push(`${m.fields.routingKey}=${m.content.toString()}`);
+      ch2.ack(m);
+    });
+    await waitFor(() => got.length === 5, 10_000, () => `delivered ${got.length} of 5`);
+    expect(got.sort()).toEqual([0, 1, 2, 3, 4].map((i) => `sensors.t${i}=r${i}`));
+  });
+
+  test('a STOMP SEND with a receipt on n1 to a replicated queue gets its RECEIPT and is consumed over AMQP on n3', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    await ch1.assertQueue('tickets', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode('tickets', ['n3']);
+    const stomp = await RawStomp.connected(cluster.nodes.get('n1')!.stompPort!, { login: 'guest', passcode: 'guest' });
+    try {
+      stomp.send('SEND', { destination: '/amq/queue/tickets', persistent: 'true', receipt: 'r1' }, 'ticket-1');
+      const receipt = await stomp.next('RECEIPT', 10_000);
+      expect(receipt.headers['receipt-id']).toBe('r1');
+    } finally {
+      stomp.end();
+    }
+    const ch3 = await (await connect('n3')).createChannel();
+    let got: amqp.GetMessage | false = false;
+    await waitFor(async () => (got = await ch3.get('tickets', { noAck: true })) !== false, 10_000, 'ticket on n3');
+    expect((got as amqp.GetMessage).content.toString()).toBe('ticket-1');
+  });
+
+  test('nack with requeue redelivers on another node with x-delivery-count; past x-delivery-limit the message is dead-lettered', async () => {
+    const c1 = await connect('n1');
+    const ch1 = await c1.createChannel();
+    await ch1.assertQueue('poison-dlq', { durable: true });
+    await ch1.assertQueue('poison', {
+      durable: true,
+      arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': 2, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'poison-dlq' },
+    });
+    await onEveryNode('poison', ['n2', 'n3']);
+    await onEveryNode('poison-dlq', ['n2', 'n3']);
+    expect(await publishConfirmed('n1', 'poison', ['p1'])).toEqual(['p1']);
+
+    const seen: Array<{ node: string; redelivered: boolean; count: unknown }> = [];
+    for (const node of ['n2', 'n3']) {
+      const ch = await (await connect(node)).createChannel();
+      await ch.prefetch(1);
+      await ch.consume('poison', (m) => {
+        if (m === null) return;
+        seen.push({ node, redelivered: m.fields.redelivered, count: m.properties.headers?.['x-delivery-count'] });
+        ch.nack(m, false, true);
+      });
+    }
+    const dlq = await c1.createChannel();
+    let dead: amqp.GetMessage | false = false;
+    await waitFor(async () => (dead = await dlq.get('poison-dlq', { noAck: true })) !== false, 20_000, () => `dead-lettered (deliveries ${seen.length})`);
+    expect(seen.length).toBe(3);
+    expect(seen.map((s) => [s.redelivered, s.count ?? 0])).toEqual([
+      [false, 0],
+      [true, 1],
+      [true, 2],
+    ]);
+    const d = dead as amqp.GetMessage;
+    expect(d.content.toString()).toBe('p1');
+    const death = (d.properties.headers?.['x-death'] as Array<{ reason: string; queue: string }> | undefined)?.[0];
+    expect([death?.reason, death?.queue]).toEqual(['delivery_limit', 'poison']);
+  });
+
+  test('one nats-server of three killed: publishing and consuming go on', async () => {
+    const c1 = await connect('n1');
+    const ch1 = await c1.createChannel();
+    await ch1.assertQueue('survives', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode('survives', ['n2']);
+    expect((await publishConfirmed('n1', 'survives', ['before'])).length).toBe(1);
+    await cluster.nats.kill(0);
+    try {
+      const ids = Array.from({ length: 20 }, (_, i) => `after${i}`);
+      let confirmed: string[] = [];
+      // Streams the killed server led elect a new leader; clients reconnect to another server.
+      await waitFor(async () => (confirmed = [...confirmed, ...(await publishConfirmed('n1', 'survives', ids.filter((id) => !confirmed.includes(id))))]).length === 20, 30_000, 'confirms after the kill');
+      const ch2 = await (await connect('n2')).createChannel();
+      const got = new Set<string>();
+      await ch2.consume('survives', (m) => {
+        if (m === null) return;
+        got.add(m.content.toString());
+        ch2.ack(m);
+      });
+      await waitFor(() => ['before', ...ids].every((id) => got.has(id)), 30_000, () => `delivered ${got.size} of 21`);
+    } finally {
+      await cluster.nats.restart(0);
+    }
+  });
+
+  test('the consuming node SIGKILLed mid-stream: its unacked messages are redelivered (redelivered=true) to a consumer on another node', async () => {
+    const c1 = await connect('n1');
+    const ch1 = await c1.createChannel();
+    await ch1.assertQueue('handover', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode('handover', ['n2', 'n3']);
+    const ids = Array.from({ length: 40 }, (_, i) => `h${i}`);
+    expect((await publishConfirmed('n1', 'handover', ids)).length).toBe(40);
+
+    // n3 takes 10 and never acks them.
+    const c3 = await connect('n3');
+    const ch3 = await c3.createChannel();
+    await ch3.prefetch(10);
+    const heldOnN3 = new Set<string>();
+    await ch3.consume('handover', (m) => {
+      if (m !== null) heldOnN3.add(m.content.toString());
+    });
+    await waitFor(() => heldOnN3.size === 10, 10_000, 'ten held on n3');
+    await cluster.kill('n3');
+
+    const ch2 = await (await connect('n2')).createChannel();
+    await ch2.prefetch(50);
+    const got = new Map<string, boolean>();
+    await ch2.consume('handover', (m) => {
+      if (m === null) return;
+      got.set(m.content.toString(), m.fields.redelivered);
+      ch2.ack(m);
+    });
+    await waitFor(() => got.size === 40, 30_000, () => `delivered ${got.size} of 40 on n2`);
+    for (const id of heldOnN3) expect(got.get(id), id).toBe(true);
+    expect([...got.keys()].sort()).toEqual([...ids].sort());
+  });
+});
