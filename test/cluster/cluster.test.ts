@@ -114,7 +114,9 @@ describe('three Warren nodes on three clustered nats-servers', { timeout: 60_000
     expect((await http(again.httpPort, 'GET', '/api/queues/%2F/billing')).status).toBe(200);
   });
 
-  test('with one of three nats-servers killed, changes still reach every node', { timeout: 90_000 }, async () => {
+  // On a loaded machine a node whose server was killed can take tens of seconds to reconnect and
+  // resume its watch (docs/cluster.md): the waits allow for it.
+  test('with one of three nats-servers killed, changes still reach every node', { timeout: 180_000 }, async () => {
     await cluster.nats.kill(0);
     try {
       // Nodes connected to s1 reconnect to another server; the buckets (3 replicas) keep a majority.
@@ -124,7 +126,7 @@ describe('three Warren nodes on three clustered nats-servers', { timeout: 60_000
         'a declare accepted without s1',
       );
       for (const n of ['n1', 'n3']) {
-        await waitFor(async () => (await http(port(n), 'GET', '/api/queues/%2F/after-s1')).status === 200, 20_000, `after-s1 on ${n}`);
+        await waitFor(async () => (await http(port(n), 'GET', '/api/queues/%2F/after-s1')).status === 200, 45_000, `after-s1 on ${n}`);
       }
     } finally {
       await cluster.nats.restart(0);
