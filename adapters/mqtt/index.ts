@@ -411,8 +411,18 @@ export class MqttAdapter implements ProtocolAdapter {
     if (g === undefined || !g.members.delete(s)) return;
     if (g.members.size === 0) {
       this.shared.delete(key);
-      this.deleteQueue(s.vhost, g.queue);
+      if (this.cluster === undefined || this.sharedUnused(s.vhost, g.queue)) this.deleteQueue(s.vhost, g.queue);
     }
+  }
+
+  /**
+   * In a cluster a group spans nodes: its queue is a durable queue on the node where the group
+   * first appeared, which members elsewhere consume remotely. The last member out on another node
+   * leaves it; on its home it goes once no member anywhere consumes it.
+   */
+  private sharedUnused(vhost: string, queue: string): boolean {
+    if (!this.cluster!.holdsQueue(vhost, queue)) return false;
+    return (this.ctx.core.openSession(vhost)?.queueInfo(queue)?.consumers ?? 0) === 0;
   }
 
   // ---- retained messages and wills ----------------------------------------------------------
