@@ -30,6 +30,8 @@ describe('MQTT $share groups across three Warren nodes', { timeout: 40_000 }, ()
   };
   const queueStatus = async (node: string, queue: string): Promise<number> =>
     (await http(cluster.nodes.get(node)!.httpPort, 'GET', `/api/queues/%2F/${encodeURIComponent(queue)}`)).status;
+  const consumersOn = async (node: string, queue: string): Promise<number> =>
+    (await http<{ consumers: number }>(cluster.nodes.get(node)!.httpPort, 'GET', `/api/queues/%2F/${encodeURIComponent(queue)}`)).body.consumers;
   const payloads = (r: Received[]): string[] => r.map((m) => m.payload);
 
   test('each message goes to one member cluster-wide; both members get some; a member leaving', async () => {
@@ -42,7 +44,7 @@ describe('MQTT $share groups across three Warren nodes', { timeout: 40_000 }, ()
     const b = await connect('n2', 'share-b');
     const gotB = collect(b);
     await b.subscribeAsync('$share/g1/jobs/#', { qos: 1 });
-    await settle(300);
+    await waitFor(async () => (await consumersOn('n1', queue)) === 2, 5000, 'both members counted on n1');
 
     const pub = await connect('n3', 'share-pub');
     const n = 200;
@@ -70,5 +72,25 @@ describe('MQTT $share groups across three Warren nodes', { timeout: 40_000 }, ()
     // The last member leaves: the group's queue is deleted on every node.
     await a.unsubscribeAsync('$share/g1/jobs/#');
     for (const n of ['n1', 'n2', 'n3']) await waitFor(async () => (await queueStatus(n, queue)) === 404, 5000, `${queue} gone on ${n}`);
+  });
+  test('the member on the group queue\'s home leaves first: the member on another node keeps the group going', async () => {
+    const queue = 'mqtt-shared-g2-work';
+    const a = await connect('n1', 'share2-a');
+    await a.subscribeAsync('$share/g2/work', { qos: 1 });
+    await waitFor(async () => (await queueStatus('n2', queue)) === 200, 5000, `${queue} on n2`);
+    const b = await connect('n2', 'share2-b');
+    const gotB = collect(b);
+    await b.subscribeAsync('$share/g2/work', { qos: 1 });
+    // The member on n2 consumes through the home: the home counts it once the attach has arrived.
+    await waitFor(async () => (await consumersOn('n1', queue)) === 2, 5000, 'both members counted on n1');
+    // n1 is the home: its member's clean disconnect leaves the queue to the member consuming it from n2.
+    await a.endAsync();
+    await settle(300);
+    expect(await queueStatus('n1', queue)).toBe(200);
+    const pub = await connect('n3', 'share2-pub');
+    for (let i = 0; i < 30; i++) await pub.publishAsync('work', `w${i}`, { qos: 1 });
+    await waitForCount(gotB, 30, 10_000);
+    await settle(200);
+    expect(payloads(gotB)).toEqual(Array.from({ length: 30 }, (_, i) => `w${i}`));
   });
 });
