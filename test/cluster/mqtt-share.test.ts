@@ -73,7 +73,7 @@ describe('MQTT $share groups across three Warren nodes', { timeout: 40_000 }, ()
     await a.unsubscribeAsync('$share/g1/jobs/#');
     for (const n of ['n1', 'n2', 'n3']) await waitFor(async () => (await queueStatus(n, queue)) === 404, 5000, `${queue} gone on ${n}`);
   });
-  test('the member on the group queue\'s home leaves first: the member on another node keeps the group going', async () => {
+  test('the member on the group queue\'s home leaves first: the member on another node keeps the group going, and its leaving deletes the queue', async () => {
     const queue = 'mqtt-shared-g2-work';
     const a = await connect('n1', 'share2-a');
     await a.subscribeAsync('$share/g2/work', { qos: 1 });
@@ -92,5 +92,8 @@ describe('MQTT $share groups across three Warren nodes', { timeout: 40_000 }, ()
     await waitForCount(gotB, 30, 10_000);
     await settle(200);
     expect(payloads(gotB)).toEqual(Array.from({ length: 30 }, (_, i) => `w${i}`));
+    // The last member, on n2, leaves: the home finds nobody consuming and deletes the queue everywhere.
+    await b.unsubscribeAsync('$share/g2/work');
+    for (const n of ['n1', 'n2', 'n3']) await waitFor(async () => (await queueStatus(n, queue)) === 404, 8000, `${queue} gone on ${n}`);
   });
 });
