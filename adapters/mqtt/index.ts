@@ -23,6 +23,9 @@ export interface MqttClusterOptions {
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** A `$share/<group>/<filter>` group: one queue, consumed by every member session. */
+/** How often a group's home checks whether members on other nodes still consume its queue. */
+const SHARED_RECHECK_MS = 2000;
+
 interface SharedGroup {
   readonly queue: string;
   readonly members: Set<Session>;
@@ -47,6 +50,8 @@ export class MqttAdapter implements ProtocolAdapter {
   /** vhost -> client id -> session. */
   private readonly sessions = new Map<string, Map<string, Session>>();
   private readonly shared = new Map<string, SharedGroup>();
+  /** Groups whose home node has no member left while members elsewhere consume: key -> recheck timer. */
+  private readonly sharedWatches = new Map<string, NodeJS.Timeout>();
   readonly retained: RetainedStore;
   /** Largest packet accepted from a connected client. */
   readonly maxPacketSize: number;
@@ -214,6 +219,8 @@ export class MqttAdapter implements ProtocolAdapter {
     this.unsubscribeAlarms();
     // Closing detaches each connection at once; its socket ends after the DISCONNECT is flushed.
     for (const c of [...this.connections]) c.shutdown();
+    for (const t of this.sharedWatches.values()) clearInterval(t);
+    this.sharedWatches.clear();
     // Stored expiries and wills stay: they are re-armed at the next start.
     for (const s of [...this.sessions.values()].flatMap((m) => [...m.values()])) {
       if (s.expiryTimer !== undefined) clearTimeout(s.expiryTimer);
@@ -411,8 +418,39 @@ export class MqttAdapter implements ProtocolAdapter {
     if (g === undefined || !g.members.delete(s)) return;
     if (g.members.size === 0) {
       this.shared.delete(key);
-      this.deleteQueue(s.vhost, g.queue);
+      if (this.cluster === undefined || this.sharedUnused(s.vhost, key, g.queue)) this.deleteQueue(s.vhost, g.queue);
     }
+  }
+
+  /**
+   * In a cluster a group spans nodes: its queue is a durable queue on the node where the group
+   * first appeared, which members elsewhere consume remotely. The last member out on another node
+   * leaves it; on its home it goes once no member anywhere consumes it: while members elsewhere
+   * still do, the home checks again every few seconds.
+   */
+  private sharedUnused(vhost: string, key: string, queue: string): boolean {
+    if (!this.cluster!.holdsQueue(vhost, queue)) return false;
+    if (this.sharedConsumers(vhost, queue) === 0) return true;
+    if (!this.sharedWatches.has(key)) {
+      const timer = setInterval(() => this.recheckShared(vhost, key, queue), SHARED_RECHECK_MS);
+      timer.unref();
+      this.sharedWatches.set(key, timer);
+    }
+    return false;
+  }
+
+  private sharedConsumers(vhost: string, queue: string): number {
+    return this.ctx.core.openSession(vhost)?.queueInfo(queue)?.consumers ?? 0;
+  }
+
+  /** A group with members on other nodes only: deleted here, on its home, once none consumes it. */
+  private recheckShared(vhost: string, key: string, queue: string): void {
+    // A member joined here again, the queue went, or this node is not its home any more: stop watching.
+    const watching = !this.shared.has(key) && this.queueExists(vhost, queue) && this.cluster!.holdsQueue(vhost, queue);
+    if (watching && this.sharedConsumers(vhost, queue) > 0) return;
+    clearInterval(this.sharedWatches.get(key));
+    this.sharedWatches.delete(key);
+    if (watching) this.deleteQueue(vhost, queue);
   }
 
   // ---- retained messages and wills ----------------------------------------------------------

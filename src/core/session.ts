@@ -16,6 +16,8 @@ export interface QueueInfo {
   readonly exclusive: boolean;
   /** Bindings to the queue, excluding the default exchange's implicit one. */
   readonly bindings: readonly BindingInfo[];
+  /** Consumers attached here (on a queue's home node, consumers on other nodes too). */
+  readonly consumers: number;
 }
 
 /** On whose behalf a system publish is made: its permissions apply, and its no-local identity. */
@@ -61,7 +63,7 @@ export class SystemSession {
     const q = vh?.queues.get(name);
     if (vh === undefined || q === undefined) return undefined;
     const bindings = vh.bindingsTo(q).map((b) => ({ exchange: b.source.name, routingKey: b.routingKey, args: b.args }));
-    return { durable: q.durable, exclusive: q.exclusive, bindings };
+    return { durable: q.durable, exclusive: q.exclusive, bindings, consumers: q.consumers.length };
   }
 
   /** Deletes a queue whoever owns it (bindings go, consumers are cancelled); returns the messages dropped. */

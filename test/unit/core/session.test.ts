@@ -56,6 +56,16 @@ describe('SystemSession', () => {
     expect(core.connections.size).toBe(1);
   });
 
+  test('counts the consumers of a queue', () => {
+    const { core, ch } = setup();
+    const s = core.openSession('v')!;
+    expect(s.queueInfo('q')!.consumers).toBe(1);
+    ch.consume('q', { consumerTag: 'second', noAck: true }, new Sink());
+    expect(s.queueInfo('q')!.consumers).toBe(2);
+    ch.cancel('second');
+    expect(s.queueInfo('q')!.consumers).toBe(1);
+  });
+
   test('deletes a queue whoever declared it, cancelling its consumers', () => {
     const { core, ch } = setup();
     const s = core.openSession('v')!;
