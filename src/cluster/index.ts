@@ -63,6 +63,8 @@ export interface ClusterMembership {
   homeOf(vhost: string, queue: string): string | undefined;
   /** A replicated queue's copies on the engine's servers; undefined for other queues. */
   replicationOf(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined>;
+  /** Every replicated queue on this node with its copies (`status` undefined: the engine did not answer). */
+  replicatedQueues(): Promise<Array<{ vhost: string; name: string; replicas: number; status: { leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined }>>;
   /** Records the bound listeners in the registry. */
   setListeners(listeners: NodeListener[]): Promise<void>;
   /** Leaves: the heartbeat goes (the others list this node as not running), the connection closes. */
@@ -159,6 +161,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
         const q = opts.core.vhosts.get(vhost)?.queues.get(queue);
         return q === undefined ? undefined : replicated.status(q);
       },
+      replicatedQueues: () => replicated.report(),
       setListeners: (l) => registry.setListeners(l),
       stop: () =>
         (stopping ??= (async () => {

@@ -210,7 +210,10 @@ class MemoryLog implements ReplicatedLog {
   async status(): Promise<LogStatus> {
     await this.reachable();
     const members = Array.from({ length: this.state.opts.replicas }, (_, i) => `memory-${i + 1}`);
-    return { leader: members[0], members, online: members, messages: this.state.entries.size };
+    const online = members.filter((m) => !this.engine.offline.has(m));
+    // Without a majority of its copies there is no leader (and a real engine would not answer).
+    const leader = online.length > members.length / 2 ? online[0] : undefined;
+    return { leader, members, online, messages: this.state.entries.size };
   }
 
   async destroy(): Promise<void> {
@@ -232,6 +235,10 @@ export class MemoryEngine {
   private readonly connections = new Set<MemoryConnection>();
   /** While false, every operation of every connection fails (the engine is unreachable). */
   available = true;
+  /** How many engine servers it stands for: logs get up to that many copies, `memory-1`... */
+  servers = 1;
+  /** The servers that are down: their copies are listed in a log's status but not online. */
+  readonly offline = new Set<string>();
 
   connect(name = 'memory'): ClusterEngine {
     const c = new MemoryConnection(this, name);
@@ -341,7 +348,9 @@ class MemoryKV implements ClusterKV {
 }
 
 class MemoryConnection implements ClusterEngine {
-  readonly info: EngineInfo = { serverName: 'memory', version: 'memory', clusterSize: 1 };
+  get info(): EngineInfo {
+    return { serverName: 'memory', version: 'memory', clusterSize: this.engine.servers };
+  }
   private closed = false;
   private readonly statusListeners: ((connected: boolean) => void)[] = [];
   readonly bus: ClusterBus;

@@ -190,6 +190,31 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     return { replicas: link.replicas, ...st };
   }
 
+  /**
+   * The replication status of every replicated queue on this node (health checks, listings):
+   * `status` undefined when the engine did not answer within `timeoutMs` (no leader, engine down).
+   */
+  async report(timeoutMs = 3000): Promise<Array<{ vhost: string; name: string; replicas: number; status: { leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined }>> {
+    const links = [...this.links.values()];
+    return Promise.all(
+      links.map(async (link) => {
+        const q = link.queue;
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<undefined>((resolve) => {
+          timer = setTimeout(() => resolve(undefined), timeoutMs);
+          timer.unref();
+        });
+        const asked = this.open(link).then(
+          (l) => l.status(),
+          () => undefined,
+        ).catch(() => undefined);
+        const status = await Promise.race([asked, timeout]);
+        clearTimeout(timer);
+        return { vhost: q.host.name, name: q.name, replicas: link.replicas, status };
+      }),
+    );
+  }
+
   // ---- publishing (QueueForwarder) ----------------------------------------------------------
 
   forward(queue: Queue, msg: StoredMessage): Promise<void> {

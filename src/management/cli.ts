@@ -344,8 +344,19 @@ export function registerAdminCommands(program: Command): void {
       const c = new Client(o);
       const ov = (await c.get('/overview')) as Obj;
       const nodes = (await c.get('/nodes')) as Obj[];
+      // Replicated queues missing copies: under-replicated, or below a majority (no writes).
+      const degraded = ((await c.get('/queues')) as Obj[])
+        .filter((q) => q['under_replicated'] === true || q['below_majority'] === true)
+        .map((q) => ({
+          vhost: q['vhost'],
+          name: q['name'],
+          state: q['below_majority'] === true ? 'below-majority' : 'under-replicated',
+          leader: q['leader'],
+          members: q['members'],
+          online: q['online'],
+        }));
       if (o.json) {
-        out(`${JSON.stringify({ cluster_name: ov['cluster_name'], node: ov['node'], nodes }, null, 2)}\n`);
+        out(`${JSON.stringify({ cluster_name: ov['cluster_name'], node: ov['node'], nodes, degraded_queues: degraded }, null, 2)}\n`);
         return;
       }
       const running = nodes.filter((n) => n['running'] === true).length;
@@ -364,9 +375,20 @@ export function registerAdminCommands(program: Command): void {
       const head = ['node', 'state', 'memory', 'alarms', 'uptime', 'listeners'];
       const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
       const line = (r: string[]): string => r.map((x, i) => (i === r.length - 1 ? x : x.padEnd(widths[i]!))).join('  ');
+      const queueLines =
+        degraded.length === 0
+          ? 'replicated queues: all copies online\n'
+          : `replicated queues missing copies:\n${degraded
+              .map((q) => {
+                const online = Array.isArray(q.online) ? q.online.length : 0;
+                const members = Array.isArray(q.members) ? q.members.length : 0;
+                return `  ${cell(q.vhost)} ${cell(q.name)}: ${q.state}, ${online} of ${members} online (leader ${cell(q.leader) || 'none'})`;
+              })
+              .join('\n')}\n`;
       out(
         `cluster ${cell(ov['cluster_name'])}: ${running} of ${nodes.length} nodes running (* = the node answering)\n` +
-          `${[line(head), ...rows.map(line)].join('\n')}\n`,
+          `${[line(head), ...rows.map(line)].join('\n')}\n` +
+          queueLines,
       );
     }),
   );

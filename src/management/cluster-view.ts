@@ -37,6 +37,11 @@ export interface ClusterView {
    * replicated.
    */
   replicationOf?(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined>;
+  /**
+   * Every replicated queue this node serves with its copies; `status` undefined when the engine
+   * did not answer (no leader elected, engine unreachable).
+   */
+  replicatedQueues?(): Promise<ReplicatedQueueReport[]>;
   nodes(): ReadonlyArray<{
     name: string;
     running: boolean;
@@ -51,4 +56,13 @@ export interface ClusterView {
     connections: number;
     listeners: ReadonlyArray<{ protocol: string; port: number }>;
   }>;
+}
+
+/** A replicated queue and where its copies are, as the node's engine reports them. */
+export interface ReplicatedQueueReport {
+  readonly vhost: string;
+  readonly name: string;
+  /** The replica count it was created with. */
+  readonly replicas: number;
+  readonly status: { leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined;
 }

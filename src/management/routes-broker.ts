@@ -12,6 +12,7 @@ import { applyListQuery, projectOne, type Row } from './listing.js';
 import type { ApiRequest } from './router.js';
 import { VERSION } from './package-info.js';
 import { historyQuery, sampledDetails } from './history.js';
+import { quorumCritical } from './replication.js';
 import { G, globalDepths, globalTotals, type GlobalSample } from './sampler.js';
 
 const EXCHANGE_TYPES = [
@@ -436,7 +437,7 @@ export function registerBrokerRoutes(api: ManagementApi): void {
     return { status: 503, body: { status: 'failed', reason: `No active listener for protocol ${want}`, missing: want, protocols: ls.map((l) => l.protocol) } };
   });
   r.on('GET', '/api/health/checks/virtual-hosts', () => ({ status: 200, body: { status: 'ok' } }));
-  r.on('GET', '/api/health/checks/node-is-quorum-critical', () => ({ status: 200, body: { status: 'ok' } }));
+  r.on('GET', '/api/health/checks/node-is-quorum-critical', () => quorumCritical(api.ctx.cluster));
   r.on('GET', '/api/health/checks/node-is-mirror-sync-critical', () => ({ status: 200, body: { status: 'ok' } }));
   r.on('GET', '/api/health/checks/certificate-expiration/:within/:unit', (req) => certificateExpiration(api, req.params['within']!, req.params['unit']!));
   r.on('GET', '/api/aliveness-test/:vhost', async (req) => {

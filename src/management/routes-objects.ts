@@ -1,3 +1,4 @@
+import { assess, flagReplicated } from './replication.js';
 import { TextDecoder } from 'node:util';
 import { CoreChannel, StreamQueue, type CoreConnection, type Exchange, type Queue, type User, type VHost } from '../core/index.js';
 import { exchangeParam, type ManagementApi } from './api.js';
@@ -159,7 +160,8 @@ export function registerObjectRoutes(api: ManagementApi): void {
   const allQueues = async (req: ApiRequest): Promise<ApiReply> => {
     const vhost = req.params['vhost'];
     const g = await gatherQueues(api, req.user, listQueues(req.user, vhost, historyOf(req)), vhost);
-    return { status: 200, body: applyListQuery(g.rows, req.query), ...(g.headers ? { headers: g.headers } : {}) };
+    const rows = await flagReplicated(api.ctx.cluster, g.rows);
+    return { status: 200, body: applyListQuery(rows, req.query), ...(g.headers ? { headers: g.headers } : {}) };
   };
   r.on('GET', '/api/queues', allQueues);
   r.on('GET', '/api/queues/:vhost', allQueues);
@@ -188,7 +190,17 @@ export function registerObjectRoutes(api: ManagementApi): void {
     // A replicated queue: its copies as RabbitMQ shows a quorum queue's members.
     const replication = await api.ctx.cluster?.replicationOf?.(vhost, name).catch(() => undefined);
     if (replication !== undefined) {
-      row = { ...row, type: 'quorum', leader: replication.leader ?? '', members: replication.members, online: replication.online, messages: replication.messages };
+      const h = assess({ vhost, name, replicas: replication.members.length, status: replication });
+      row = {
+        ...row,
+        type: 'quorum',
+        leader: replication.leader ?? '',
+        members: replication.members,
+        online: replication.online,
+        messages: replication.messages,
+        under_replicated: h.underReplicated,
+        below_majority: h.belowMajority,
+      };
     }
     return { status: 200, body: projectOne(row, req.query) };
   });

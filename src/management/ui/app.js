@@ -899,6 +899,7 @@ function queuesView() {
             { title: 'Vhost', value: (r) => r.vhost },
             { title: 'Name', value: (r) => h('a', { href: `#/queues/${enc(r.vhost)}/${enc(r.name)}` }, r.name) },
             { title: 'Features', value: (r) => queueFeatures(r) },
+            { title: 'Replicas', value: (r) => replicasCell(r) },
             { title: 'Consumers', value: (r) => r.consumers, num: true },
             { title: 'Ready', value: (r) => r.messages_ready, num: true },
             { title: 'Unacked', value: (r) => r.messages_unacknowledged, num: true },
@@ -914,6 +915,18 @@ function queuesView() {
       );
     },
   };
+}
+
+/**
+ * A replicated queue's copies online of its members, flagged when some are missing.
+ * @param {Obj} r
+ * @returns {string}
+ */
+function replicasCell(r) {
+  if (!Array.isArray(r.members)) return '';
+  const online = Array.isArray(r.online) ? r.online.length : 0;
+  const flag = r.below_majority === true ? ' below majority' : r.under_replicated === true ? ' under-replicated' : '';
+  return `${online}/${r.members.length}${flag}`;
 }
 
 /** @returns {View} */

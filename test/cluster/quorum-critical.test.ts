@@ -1,0 +1,77 @@
+import amqp from 'amqplib';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { waitFor } from '../helpers/broker.js';
+import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
+import { http } from '../helpers/management.js';
+import { runWarren } from '../helpers/warren-process.js';
+
+/**
+ * A replicated queue's copies on three clustered nats-servers: with one server killed the queue
+ * is listed as under-replicated and `node-is-quorum-critical` stays 200 (a majority is up); with
+ * two killed it is below a majority and the check answers 503 with the queue.
+ */
+
+interface QueueRow {
+  name: string;
+  type: string;
+  members?: string[];
+  online?: string[];
+  under_replicated?: boolean;
+  below_majority?: boolean;
+}
+
+describe('node-is-quorum-critical on three nats-servers', { timeout: 60_000 }, () => {
+  let cluster: TestCluster;
+  let conn: amqp.ChannelModel | undefined;
+  const port = (): number => cluster.nodes.get('n1')!.httpPort;
+  const row = async (name: string): Promise<QueueRow | undefined> => (await http<QueueRow[]>(port(), 'GET', '/api/queues/%2F')).body.find((q) => q.name === name);
+  const check = (): Promise<{ status: number; body: Record<string, unknown> }> => http<Record<string, unknown>>(port(), 'GET', '/api/health/checks/node-is-quorum-critical');
+
+  beforeAll(async () => {
+    cluster = await startTestCluster(3);
+    await cluster.start('n1');
+  }, 40_000);
+
+  afterAll(async () => {
+    await conn?.close().catch(() => undefined);
+    await cluster?.stop();
+  });
+
+  test('one server of three down: under-replicated, still 200; two down: below a majority, 503 with the queue', async () => {
+    conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${cluster.nodes.get('n1')!.amqpPort}`);
+    conn.on('error', () => undefined);
+    const ch = await conn.createChannel();
+    await ch.assertQueue('rq', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await ch.assertQueue('local', { durable: true });
+    await waitFor(async () => (await row('rq'))?.online?.length === 3, 15_000, 'three copies online');
+    expect(await row('rq')).toMatchObject({ type: 'quorum', under_replicated: false, below_majority: false });
+    expect((await row('local'))?.under_replicated).toBeUndefined();
+    expect(await check()).toMatchObject({ status: 200, body: { status: 'ok' } });
+
+    await cluster.nats.kill(2);
+    try {
+      await waitFor(async () => (await row('rq'))?.under_replicated === true, 20_000, 'the queue under-replicated');
+      const r = (await row('rq'))!;
+      expect([r.members?.length, r.online?.length, r.below_majority]).toEqual([3, 2, false]);
+      expect(await check()).toMatchObject({ status: 200, body: { status: 'ok' } });
+      const status = await runWarren(['cluster', 'status', '--url', `http://127.0.0.1:${port()}`]);
+      expect(status.code).toBe(0);
+      expect(status.stdout).toMatch(/replicated queues missing copies:\n\s+\/ rq: under-replicated, 2 of 3 online/);
+
+      await cluster.nats.kill(1);
+      try {
+        await waitFor(async () => (await check()).status === 503, 20_000, 'the check failing');
+        expect((await check()).body).toEqual({
+          status: 'failed',
+          reason: 'There are quorum queues that have lost the majority of their replicas',
+          queues: [{ name: 'rq', readable_name: "queue 'rq' in vhost '/'", virtual_host: '/', type: 'quorum' }],
+        });
+      } finally {
+        await cluster.nats.restart(1);
+      }
+      await waitFor(async () => (await check()).status === 200, 20_000, 'ok with two servers back');
+    } finally {
+      await cluster.nats.restart(2);
+    }
+  });
+});
