@@ -74,8 +74,15 @@ describe('node-is-quorum-critical on three nats-servers', { timeout: 60_000 }, (
 
       await cluster.nats.kill(1);
       try {
-        await waitFor(async () => (await check()).status === 503, 20_000, 'the check failing');
-        expect((await check()).body).toEqual({
+        const failing = await waitFor(
+          async () => {
+            const c = await check();
+            return c.status === 503 ? c : undefined;
+          },
+          20_000,
+          'the check failing',
+        );
+        expect(failing.body).toEqual({
           status: 'failed',
           reason: 'There are quorum queues that have lost the majority of their replicas',
           queues: [{ name: 'rq', readable_name: "queue 'rq' in vhost '/'", virtual_host: '/', type: 'quorum' }],
