@@ -12,9 +12,11 @@ export default defineConfig({
       },
       {
         // Multi-node tests start their own NATS servers and Warren nodes: one file at a time, after
-        // the rest, so that their failover timings do not compete with other files for the CPU.
+        // the rest, so that their failover timings do not compete with other files for the CPU. They
+        // kill and restart processes; on a loaded machine a failover can outlast a test's waits, so a
+        // failed test is run again (up to twice) before it counts as failed.
         extends: true,
-        test: { name: 'cluster', include: ['test/cluster/**/*.test.ts'], maxWorkers: 1, sequence: { groupOrder: 1 } },
+        test: { name: 'cluster', include: ['test/cluster/**/*.test.ts'], maxWorkers: 1, retry: 2, sequence: { groupOrder: 1 } },
       },
     ],
   },
