@@ -81,7 +81,7 @@ export const STORE_CORE_VALUES: ReadonlyArray<readonly [file: string, module: st
 
 /** Value imports the transport may make from the core's API, and why. */
 export const TRANSPORT_CORE_VALUES: ReadonlyArray<readonly [file: string, why: string]> = [
-  ['src/transport/link.ts', "bytes buffered for a client are reported to the process memory account (the memory alarm's figure); the bench-only latency trace (read and flush times, sweep spans)"],
+  ['src/transport/link.ts', "bytes buffered for a client are reported to the process memory account (the memory alarm's figure); the bench-only latency trace (read and flush times, sweep spans); the sliced walk the heartbeat sweep shares with the core's periodic sweeps"],
   ['src/transport/byte-queue.ts', 'unread input bytes are reported to the process memory account'],
 ];
 

@@ -1,5 +1,6 @@
 import { CoreChannel } from './channel.js';
-import { latencyTrace, traceNow, TraceSpan } from './latency-trace.js';
+import { TraceSpan } from './latency-trace.js';
+import { SlicedWalk } from './sliced-walk.js';
 import type { Consumer } from './queues/consumer.js';
 
 /** Default sweep period: timeouts are minutes long, so a second of lateness is fine. */
@@ -22,10 +23,9 @@ export interface TimeoutScope {
  */
 export class ConsumerTimeouts {
   private timer: NodeJS.Timeout | undefined;
-  /** The connections the timed sweep has yet to read, and the instant it sweeps for. */
-  private cursor: Iterator<{ readonly channels: readonly CoreChannel[] }> | undefined;
-  private cursorNow = 0;
-  private sliceScheduled = false;
+  /** The timed sweep over the connections, a slice per turn, and the instant it sweeps for. */
+  private readonly walk = new SlicedWalk<{ readonly channels: readonly CoreChannel[] }>(SWEEP_SLICE, (c) => this.sweepConnection(c), TraceSpan.CONSUMER_TIMEOUT_SWEEP);
+  private walkNow = 0;
 
   constructor(
     private readonly scope: TimeoutScope,
@@ -41,42 +41,18 @@ export class ConsumerTimeouts {
   }
 
   private readonly onTimer = (): void => {
-    this.cursor = this.scope.connections.values();
-    this.cursorNow = Date.now();
-    this.slice();
+    this.walkNow = Date.now();
+    this.walk.start(this.scope.connections);
   };
 
-  private slice(): void {
-    const it = this.cursor;
-    if (it === undefined) return;
-    const trace = latencyTrace;
-    const t0 = trace !== null ? traceNow() : 0;
-    let done = false;
-    for (let n = 0; n < SWEEP_SLICE; n++) {
-      const r = it.next();
-      if (r.done === true) {
-        done = true;
-        break;
-      }
-      for (const ch of r.value.channels) if (ch.unackedCount > 0 && ch.onConsumerTimeout !== undefined) sweepChannel(ch, this.cursorNow, this.defaultMs);
-    }
-    if (trace !== null) trace.span(TraceSpan.CONSUMER_TIMEOUT_SWEEP, t0);
-    if (done) this.cursor = undefined;
-    else if (!this.sliceScheduled) {
-      this.sliceScheduled = true;
-      setImmediate(this.nextSlice);
-    }
+  private sweepConnection(c: { readonly channels: readonly CoreChannel[] }): void {
+    for (const ch of c.channels) if (ch.unackedCount > 0 && ch.onConsumerTimeout !== undefined) sweepChannel(ch, this.walkNow, this.defaultMs);
   }
-
-  private readonly nextSlice = (): void => {
-    this.sliceScheduled = false;
-    this.slice();
-  };
 
   stop(): void {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
-    this.cursor = undefined;
+    this.walk.stop();
   }
 
   /** Times out every overdue consumer; returns how many were cancelled (basic.get counts as one). */

@@ -15,6 +15,7 @@ export {
   type OverflowProperty,
 } from './message-check.js';
 export { CoreConnection, type Closable } from './connection.js';
+export { SlicedWalk } from './sliced-walk.js';
 export { Teardown, TEARDOWN_BUDGET_ITEMS, TEARDOWN_BUDGET_MS, type TeardownWork } from './teardown.js';
 export { CoreChannel } from './channel.js';
 export { SystemSession, type BindingInfo, type QueueInfo, type PublishAs } from './session.js';

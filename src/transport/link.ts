@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { latencyTrace, processMemory, traceNow, TraceSpan, type MemorySource, type Teardown, type TeardownWork } from '../core/index.js';
+import { latencyTrace, processMemory, SlicedWalk, traceNow, TraceSpan, type MemorySource, type Teardown, type TeardownWork } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import type { TransportControl } from './adapter.js';
 import { InputGuard, type GuardedConnection } from './guard.js';
@@ -68,9 +68,8 @@ const enum Deadline {
 class Sweep {
   private readonly links = new Set<Link>();
   private timer: NodeJS.Timeout | undefined;
-  /** The links this tick has yet to check, while a sweep runs in slices. */
-  private cursor: IterableIterator<Link> | undefined;
-  private sliceScheduled = false;
+  /** Each tick's check of every link, a slice of SWEEP_SLICE links per turn. */
+  private readonly walk = new SlicedWalk<Link>(SWEEP_SLICE, sweepLink, TraceSpan.HEARTBEAT_SWEEP);
   /** Milliseconds since the sweep's epoch, updated at every tick (and when a link starts). */
   now = 0;
   private readonly epoch = Date.now();
@@ -104,37 +103,12 @@ class Sweep {
   private readonly tick = (): void => {
     this.clock();
     // A sweep still running from the previous tick starts over with the new clock.
-    this.cursor = this.links.values();
-    this.slice();
+    this.walk.start(this.links);
   };
+}
 
-  /** Checks the next SWEEP_SLICE links; a Set iterator skips links deleted meanwhile. */
-  private slice(): void {
-    const it = this.cursor;
-    if (it === undefined) return;
-    const trace = latencyTrace;
-    const t0 = trace !== null ? traceNow() : 0;
-    let done = false;
-    for (let n = 0; n < SWEEP_SLICE; n++) {
-      const r = it.next();
-      if (r.done === true) {
-        done = true;
-        break;
-      }
-      r.value.sweepAt();
-    }
-    if (trace !== null) trace.span(TraceSpan.HEARTBEAT_SWEEP, t0);
-    if (done) this.cursor = undefined;
-    else if (!this.sliceScheduled) {
-      this.sliceScheduled = true;
-      setImmediate(this.nextSlice);
-    }
-  }
-
-  private readonly nextSlice = (): void => {
-    this.sliceScheduled = false;
-    this.slice();
-  };
+function sweepLink(l: Link): void {
+  l.sweepAt();
 }
 
 const sweep = new Sweep();
