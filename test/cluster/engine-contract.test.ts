@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
-import { durabilityWarning, EngineError, MemoryEngine, NoResponderError, type ClusterEngine, type KvEntry } from '../../src/cluster/index.js';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { durabilityWarning, EngineError, NoResponderError, type ClusterEngine, type KvEntry } from '../../src/cluster/index.js';
 import { connectNats } from '../../src/cluster/nats/nats-engine.js';
 import { waitFor } from '../helpers/broker.js';
+import { contractEngines } from '../helpers/cluster.js';
 
 /**
  * The engine contract, run against both implementations: the in-process engine the unit tests use
@@ -12,25 +12,7 @@ import { waitFor } from '../helpers/broker.js';
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
 
-let nats: NatsServers;
-let memory: MemoryEngine;
-const engines: ClusterEngine[] = [];
-
-beforeAll(async () => {
-  nats = await startNatsServers({ count: 1 });
-  memory = new MemoryEngine();
-}, 30_000);
-
-afterAll(async () => {
-  for (const e of engines) await e.close();
-  memory?.stop();
-  await nats?.stop();
-});
-
-const connectors: Array<[string, () => Promise<ClusterEngine>]> = [
-  ['memory', async () => memory.connect('t')],
-  ['nats', async () => connectNats({ servers: [nats.url], name: 'contract' })],
-];
+const connectors = contractEngines('contract');
 
 let bucketNo = 0;
 
@@ -40,7 +22,6 @@ describe.each(connectors)('the %s engine', (_name, connect) => {
   beforeAll(async () => {
     a = await connect();
     b = await connect();
-    engines.push(a, b);
   });
 
   test('put, get, create only when absent, compare-and-set only at the current revision, delete', async () => {

@@ -1,8 +1,7 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
-import { MemoryEngine, type ClusterEngine, type LogMessage, type ReplicatedLog } from '../../src/cluster/index.js';
-import { connectNats } from '../../src/cluster/nats/nats-engine.js';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { type ClusterEngine, type LogMessage, type ReplicatedLog } from '../../src/cluster/index.js';
 import { waitFor } from '../helpers/broker.js';
+import { contractEngines } from '../helpers/cluster.js';
 
 /**
  * The replicated log's contract, against both engines: the in-process fake must behave as a
@@ -12,25 +11,7 @@ import { waitFor } from '../helpers/broker.js';
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
 
-let nats: NatsServers;
-let memory: MemoryEngine;
-const engines: ClusterEngine[] = [];
-
-beforeAll(async () => {
-  nats = await startNatsServers({ count: 1 });
-  memory = new MemoryEngine();
-}, 30_000);
-
-afterAll(async () => {
-  for (const e of engines) await e.close();
-  memory?.stop();
-  await nats?.stop();
-});
-
-const connectors: Array<[string, () => Promise<ClusterEngine>]> = [
-  ['memory', async () => memory.connect('t')],
-  ['nats', async () => connectNats({ servers: [nats.url], name: 'log-contract' })],
-];
+const connectors = contractEngines('log-contract');
 
 let logNo = 0;
 
@@ -53,7 +34,6 @@ describe.each(connectors)('a replicated log on the %s engine', (_name, connect) 
   beforeAll(async () => {
     a = await connect();
     b = await connect();
-    engines.push(a, b);
   });
 
   test('appends in order, deduplicates a retried message id, and hands each message to one puller', async () => {

@@ -2,7 +2,10 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
+import { MemoryEngine, type ClusterEngine } from '../../src/cluster/index.js';
+import { connectNats } from '../../src/cluster/nats/nats-engine.js';
 import { WARREN_BIN } from './warren-process.js';
 
 /** A Warren node as a child process of the test, joined to a cluster. */
@@ -99,4 +102,37 @@ export async function startTestCluster(servers = 3): Promise<TestCluster> {
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The two engines a contract test runs against, as `describe.each` rows: the in-process engine and
+ * one nats-server with JetStream, started before the file's tests and stopped after them. Every
+ * engine a row connects is closed at the end.
+ */
+export function contractEngines(clientName: string): Array<[string, () => Promise<ClusterEngine>]> {
+  let nats: NatsServers | undefined;
+  let memory: MemoryEngine | undefined;
+  const engines: ClusterEngine[] = [];
+  beforeAll(async () => {
+    nats = await startNatsServers({ count: 1 });
+    memory = new MemoryEngine();
+  }, 30_000);
+  afterAll(async () => {
+    for (const e of engines) await e.close();
+    memory?.stop();
+    await nats?.stop();
+  });
+  const kept = (e: ClusterEngine): ClusterEngine => {
+    engines.push(e);
+    return e;
+  };
+  return [
+    ['memory', async () => kept(started(memory).connect('t'))],
+    ['nats', async () => kept(await connectNats({ servers: [started(nats).url], name: clientName }))],
+  ];
+}
+
+function started<T>(v: T | undefined): T {
+  if (v === undefined) throw new Error('the engines start in beforeAll');
+  return v;
 }

@@ -1,22 +1,14 @@
-import { pino } from 'pino';
-import { afterEach, describe, expect, test } from 'vitest';
-import { joinCluster, MemoryEngine, bucketKey, type ClusterMembership } from '../../../src/cluster/index.js';
+import { describe, expect, test } from 'vitest';
+import { MemoryEngine, bucketKey, type ClusterMembership } from '../../../src/cluster/index.js';
 import { BrokerError, Core, ReplyCode, SETTLED } from '../../../src/core/index.js';
 import { waitFor } from '../../helpers/broker.js';
+import { memoryNodes } from '../../helpers/memory-cluster.js';
 
-const log = pino({ level: 'silent' });
 let engine: MemoryEngine;
-const members: ClusterMembership[] = [];
-
-afterEach(async () => {
-  for (const m of members.splice(0)) await m.stop();
-  engine?.stop();
-});
+const nodes = memoryNodes('test');
 
 async function node(name: string, core = new Core()): Promise<{ core: Core; m: ClusterMembership }> {
-  const m = await joinCluster({ cluster: 'test', nodeName: name, urls: [], version: '0.0.0', core, log, engine: engine.connect(name), heartbeatMs: 20, ttlMs: 200 });
-  members.push(m);
-  return { core, m };
+  return { core, m: await nodes.join(engine, name, core) };
 }
 
 const vhostOf = (core: Core, name = '/') => core.vhosts.get(name)!;

@@ -1,19 +1,16 @@
-import { pino } from 'pino';
 import { afterEach, describe, expect, test } from 'vitest';
-import { joinCluster, MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
+import { MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
 import { frame, MAX_REPLICATED_RETAINED, nameKey, parseNameKey, startMqttCluster, unframe, type MqttCluster } from '../../../src/cluster/mqtt.js';
 import { Core } from '../../../src/core/index.js';
 import { waitFor } from '../../helpers/broker.js';
+import { memoryNodes, silentLog } from '../../helpers/memory-cluster.js';
 
-const log = pino({ level: 'silent' });
 let engine: MemoryEngine;
-const members: ClusterMembership[] = [];
+const nodes = memoryNodes('test');
 const mqtts: MqttCluster[] = [];
 
-afterEach(async () => {
+afterEach(() => {
   for (const c of mqtts.splice(0)) c.stop();
-  for (const m of members.splice(0)) await m.stop();
-  engine?.stop();
 });
 
 interface Node {
@@ -27,9 +24,8 @@ interface Node {
 
 async function node(name: string): Promise<Node> {
   const core = new Core();
-  const m = await joinCluster({ cluster: 'test', nodeName: name, urls: [], version: '0.0.0', core, log, engine: engine.connect(name), heartbeatMs: 20, ttlMs: 200 });
-  members.push(m);
-  const c = await startMqttCluster(m, log, { sweepMs: 20, leaseTtlMs: 2000 });
+  const m = await nodes.join(engine, name, core);
+  const c = await startMqttCluster(m, silentLog, { sweepMs: 20, leaseTtlMs: 2000 });
   mqtts.push(c);
   const n: Node = { core, m, c, moved: [], wills: [], retained: new Map() };
   c.seam.attach({
@@ -46,7 +42,7 @@ async function node(name: string): Promise<Node> {
 /** The node's process is gone: no heartbeat, no watches; its records stay in the buckets. */
 async function dies(n: Node): Promise<void> {
   n.c.stop();
-  members.splice(members.indexOf(n.m), 1);
+  nodes.forget(n.m);
   await n.m.stop();
 }
 

@@ -1,36 +1,15 @@
-import { pino } from 'pino';
-import { afterEach, describe, expect, test } from 'vitest';
-import { joinCluster, MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
-import { BrokerError, Core, type Delivery, type DeliverySink } from '../../../src/core/index.js';
+import { describe, expect, test } from 'vitest';
+import { MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
+import { BrokerError, Core } from '../../../src/core/index.js';
 import { waitFor } from '../../helpers/broker.js';
+import { RecordingSink, memoryNodes, testChannel } from '../../helpers/memory-cluster.js';
 
-const log = pino({ level: 'silent' });
 let engine: MemoryEngine;
-const members: ClusterMembership[] = [];
-
-afterEach(async () => {
-  for (const m of members.splice(0)) await m.stop();
-  engine?.stop();
-});
+const nodes = memoryNodes('t', { forwardTimeoutMs: 300 });
 
 async function node(name: string): Promise<{ core: Core; m: ClusterMembership }> {
   const core = new Core();
-  const m = await joinCluster({ cluster: 't', nodeName: name, urls: [], version: '0.0.0', core, log, engine: engine.connect(name), heartbeatMs: 20, ttlMs: 200, forwardTimeoutMs: 300 });
-  members.push(m);
-  return { core, m };
-}
-
-class Sink implements DeliverySink {
-  readonly got: Delivery[] = [];
-  congested = false;
-  deliver(d: Delivery): void {
-    this.got.push(d);
-  }
-}
-
-function channel(core: Core) {
-  const conn = core.connect({ protocol: 'test', peer: { address: '127.0.0.1', port: 1 }, user: 'guest', vhost: '/' }, { forceClose: () => undefined });
-  return conn.openChannel(1);
+  return { core, m: await nodes.join(engine, name, core) };
 }
 
 describe('publishes to a classic queue go to its home node', () => {
@@ -38,16 +17,16 @@ describe('publishes to a classic queue go to its home node', () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     const b = await node('n2');
-    const ch1 = channel(a.core);
+    const ch1 = testChannel(a.core);
     ch1.declareExchange('events', 'topic', { durable: true });
     ch1.declareQueue('audit', { durable: true });
     ch1.bindQueue('audit', 'events', 'user.*');
     await a.core.persistence.definitionsSettled();
     await waitFor(() => b.core.vhosts.get('/')!.exchanges.get('events')?.bindings.size === 1, 2000, 'binding on n2');
-    const sink = new Sink();
+    const sink = new RecordingSink();
     ch1.consume('audit', { noAck: true }, sink);
 
-    const ch2 = channel(b.core);
+    const ch2 = testChannel(b.core);
     const results = ['one', 'two', 'three'].map((body) => ch2.publish({ exchange: 'events', routingKey: 'user.created', properties: { headers: { n: body } }, body: Buffer.from(body) }));
     expect(results.map((r) => r.routed)).toEqual([1, 1, 1]);
     await Promise.all(results.map((r) => r.settled));
@@ -64,11 +43,11 @@ describe('publishes to a classic queue go to its home node', () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     const b = await node('n2');
-    channel(a.core).declareQueue('orders', { durable: true });
+    testChannel(a.core).declareQueue('orders', { durable: true });
     await a.core.persistence.definitionsSettled();
     await waitFor(() => b.core.vhosts.get('/')!.queues.has('orders'), 2000, 'queue on n2');
     await a.m.stop();
-    const r = channel(b.core).publish({ exchange: '', routingKey: 'orders', properties: { deliveryMode: 2 }, body: Buffer.from('x') });
+    const r = testChannel(b.core).publish({ exchange: '', routingKey: 'orders', properties: { deliveryMode: 2 }, body: Buffer.from('x') });
     const err = await r.settled.then(
       () => undefined,
       (e: unknown) => e,
@@ -81,14 +60,14 @@ describe('publishes to a classic queue go to its home node', () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     const b = await node('n2');
-    const ch1 = channel(a.core);
+    const ch1 = testChannel(a.core);
     ch1.declareExchange('dlx', 'fanout', { durable: true });
     ch1.declareQueue('dead', { durable: true });
     ch1.bindQueue('dead', 'dlx', '');
     await a.core.persistence.definitionsSettled();
     await waitFor(() => b.core.vhosts.get('/')!.exchanges.get('dlx')?.bindings.size === 1, 2000, 'dlx on n2');
     await a.m.stop();
-    const ch2 = channel(b.core);
+    const ch2 = testChannel(b.core);
     ch2.declareQueue('short', { durable: true, arguments: { 'x-message-ttl': 5, 'x-dead-letter-exchange': 'dlx' } });
     await ch2.publish({ exchange: '', routingKey: 'short', properties: {}, body: Buffer.from('x') }).settled.catch(() => undefined);
     await waitFor(() => b.m.forwarding.stats.failed === 1, 2000, 'the dead-lettered copy failed to reach n1');
@@ -99,7 +78,7 @@ describe('publishes to a classic queue go to its home node', () => {
     engine = new MemoryEngine();
     await node('n1');
     const b = await node('n2');
-    const ch = channel(b.core);
+    const ch = testChannel(b.core);
     ch.declareQueue('local', { durable: true });
     await ch.publish({ exchange: '', routingKey: 'local', properties: {}, body: Buffer.from('x') }).settled;
     expect(b.core.vhosts.get('/')!.queues.get('local')!.readyCount).toBe(1);

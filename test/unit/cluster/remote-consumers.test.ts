@@ -1,48 +1,24 @@
-import { pino } from 'pino';
-import { afterEach, describe, expect, test } from 'vitest';
-import { joinCluster, MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
-import { BrokerError, Core, type Delivery, type DeliverySink } from '../../../src/core/index.js';
+import { describe, expect, test } from 'vitest';
+import { MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
+import { BrokerError, Core, type Delivery } from '../../../src/core/index.js';
 import { ByteWriter } from '../../../src/store/index.js';
 import { waitFor } from '../../helpers/broker.js';
+import { RecordingSink, memoryNodes, testChannel } from '../../helpers/memory-cluster.js';
 
-const log = pino({ level: 'silent' });
 let engine: MemoryEngine;
-const members: ClusterMembership[] = [];
-
-afterEach(async () => {
-  for (const m of members.splice(0)) await m.stop();
-  engine?.stop();
-});
+const nodes = memoryNodes('t', { forwardTimeoutMs: 300, remoteConsumers: { pingMs: 50, missesAllowed: 2, silenceMs: 300, requestTimeoutMs: 200 } });
 
 async function node(name: string): Promise<{ core: Core; m: ClusterMembership }> {
   const core = new Core();
-  const m = await joinCluster({
-    cluster: 't', nodeName: name, urls: [], version: '0.0.0', core, log, engine: engine.connect(name), heartbeatMs: 20, ttlMs: 200, forwardTimeoutMs: 300,
-    remoteConsumers: { pingMs: 50, missesAllowed: 2, silenceMs: 300, requestTimeoutMs: 200 },
-  });
-  members.push(m);
-  return { core, m };
-}
-
-class Sink implements DeliverySink {
-  readonly got: Delivery[] = [];
-  congested = false;
-  deliver(d: Delivery): void {
-    this.got.push(d);
-  }
+  return { core, m: await nodes.join(engine, name, core) };
 }
 
 /** A sink that hears of a server-side cancel (AMQP's basic.cancel). */
-class CancelSink extends Sink {
+class CancelSink extends RecordingSink {
   readonly cancels: string[] = [];
   cancelled(tag: string): void {
     this.cancels.push(tag);
   }
-}
-
-function channel(core: Core) {
-  const conn = core.connect({ protocol: 'test', peer: { address: '127.0.0.1', port: 1 }, user: 'guest', vhost: '/' }, { forceClose: () => undefined });
-  return conn.openChannel(1);
 }
 
 const body = (d: Delivery): string => d.message.body.toString();
@@ -51,7 +27,7 @@ async function twoNodes(): Promise<{ a: { core: Core; m: ClusterMembership }; b:
   engine = new MemoryEngine();
   const a = await node('n1');
   const b = await node('n2');
-  channel(a.core).declareQueue('work', { durable: true });
+  testChannel(a.core).declareQueue('work', { durable: true });
   await a.core.persistence.definitionsSettled();
   await waitFor(() => b.core.vhosts.get('/')!.queues.get('work')?.remote !== undefined, 2000, 'queue placed on n2');
   return { a, b };
@@ -60,12 +36,12 @@ async function twoNodes(): Promise<{ a: { core: Core; m: ClusterMembership }; b:
 describe('a consumer on n2 of a classic queue homed on n1', () => {
   test('gets the messages published on either node in order, never more than its prefetch unacked', async () => {
     const { a, b } = await twoNodes();
-    const ch2 = channel(b.core);
-    const s = new Sink();
+    const ch2 = testChannel(b.core);
+    const s = new RecordingSink();
     ch2.consume('work', { prefetch: 2 }, s);
     const home = a.core.vhosts.get('/')!.queues.get('work')!;
     await waitFor(() => home.consumerCount === 1, 2000, 'the proxy on n1');
-    const ch1 = channel(a.core);
+    const ch1 = testChannel(a.core);
     for (let i = 0; i < 3; i++) await ch1.publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from(`a${i}`) }).settled;
     for (let i = 0; i < 3; i++) await ch2.publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from(`b${i}`) }).settled;
     await waitFor(() => s.got.length === 2, 2000, 'two deliveries');
@@ -87,12 +63,12 @@ describe('a consumer on n2 of a classic queue homed on n1', () => {
 
   test('nack with requeue redelivers; reject drops; cancel removes the proxy', async () => {
     const { a, b } = await twoNodes();
-    const ch2 = channel(b.core);
-    const s = new Sink();
+    const ch2 = testChannel(b.core);
+    const s = new RecordingSink();
     const tag = ch2.consume('work', { prefetch: 1 }, s);
     const home = a.core.vhosts.get('/')!.queues.get('work')!;
     await waitFor(() => home.consumerCount === 1, 2000, 'the proxy on n1');
-    await channel(a.core).publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from('x') }).settled;
+    await testChannel(a.core).publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from('x') }).settled;
     await waitFor(() => s.got.length === 1, 2000, 'first delivery');
     expect(s.got[0]!.redelivered).toBe(false);
     ch2.nack(s.got[0]!.deliveryTag, false, true);
@@ -108,12 +84,12 @@ describe('a consumer on n2 of a classic queue homed on n1', () => {
 
   test("closing n2's channel returns its unacknowledged messages to n1's queue", async () => {
     const { a, b } = await twoNodes();
-    const ch2 = channel(b.core);
-    const s = new Sink();
+    const ch2 = testChannel(b.core);
+    const s = new RecordingSink();
     ch2.consume('work', { prefetch: 5 }, s);
     const home = a.core.vhosts.get('/')!.queues.get('work')!;
     await waitFor(() => home.consumerCount === 1, 2000, 'the proxy on n1');
-    await channel(a.core).publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from('x') }).settled;
+    await testChannel(a.core).publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from('x') }).settled;
     await waitFor(() => s.got.length === 1, 2000, 'delivery');
     ch2.close();
     await waitFor(() => home.consumerCount === 0 && home.readyCount === 1, 2000, 'returned');
@@ -121,19 +97,19 @@ describe('a consumer on n2 of a classic queue homed on n1', () => {
 
   test('when n2 goes silent, n1 redelivers its unacknowledged messages to a consumer on n1', async () => {
     const { a, b } = await twoNodes();
-    const ch2 = channel(b.core);
-    const s2 = new Sink();
+    const ch2 = testChannel(b.core);
+    const s2 = new RecordingSink();
     ch2.consume('work', { prefetch: 5 }, s2);
     const home = a.core.vhosts.get('/')!.queues.get('work')!;
     await waitFor(() => home.consumerCount === 1, 2000, 'the proxy on n1');
-    const ch1 = channel(a.core);
+    const ch1 = testChannel(a.core);
     await ch1.publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from('m1') }).settled;
     await ch1.publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from('m2') }).settled;
     await waitFor(() => s2.got.length === 2, 2000, 'deliveries on n2');
     // n2 stops talking (its bus subscriptions and pings end) without cancelling.
     b.m.remoteConsumers.stop();
     await waitFor(() => home.consumerCount === 0, 3000, 'proxy dropped');
-    const s1 = new Sink();
+    const s1 = new RecordingSink();
     ch1.consume('work', { noAck: true }, s1);
     await waitFor(() => s1.got.length === 2, 2000, 'redelivered on n1');
     expect(s1.got.map((d) => [body(d), d.redelivered])).toEqual([
@@ -144,7 +120,7 @@ describe('a consumer on n2 of a classic queue homed on n1', () => {
 
   test('when n1 goes away, the consumer on n2 is cancelled', async () => {
     const { a, b } = await twoNodes();
-    const ch2 = channel(b.core);
+    const ch2 = testChannel(b.core);
     const s = new CancelSink();
     const tag = ch2.consume('work', { prefetch: 1 }, s);
     await waitFor(() => a.core.vhosts.get('/')!.queues.get('work')!.consumerCount === 1, 2000, 'the proxy on n1');
@@ -158,9 +134,9 @@ describe('a consumer on n2 of a classic queue homed on n1', () => {
   test('deleting the queue on n1 cancels the consumer on n2', async () => {
     const { a, b } = await twoNodes();
     const s = new CancelSink();
-    channel(b.core).consume('work', { prefetch: 1 }, s);
+    testChannel(b.core).consume('work', { prefetch: 1 }, s);
     await waitFor(() => a.core.vhosts.get('/')!.queues.get('work')!.consumerCount === 1, 2000, 'the proxy on n1');
-    channel(a.core).deleteQueue('work');
+    testChannel(a.core).deleteQueue('work');
     await waitFor(() => s.cancels.length === 1, 2000, 'cancelled');
   });
 
@@ -168,7 +144,7 @@ describe('a consumer on n2 of a classic queue homed on n1', () => {
     const { a, b } = await twoNodes();
     await a.m.stop();
     const s = new CancelSink();
-    channel(b.core).consume('work', { prefetch: 1 }, s);
+    testChannel(b.core).consume('work', { prefetch: 1 }, s);
     await waitFor(() => s.cancels.length === 1, 2000, 'cancelled');
   });
 });
@@ -214,9 +190,9 @@ describe('basic.get on n2 of a classic queue homed on n1', () => {
   test('takes the home\'s next message; ack, requeue and a closed channel settle it on the home', async () => {
     const { a, b } = await twoNodes();
     const home = a.core.vhosts.get('/')!.queues.get('work')!;
-    const ch1 = channel(a.core);
+    const ch1 = testChannel(a.core);
     for (const x of ['g1', 'g2', 'g3']) await ch1.publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from(x) }).settled;
-    const ch2 = channel(b.core);
+    const ch2 = testChannel(b.core);
     const r1 = await ch2.getRemote('work', false)!;
     expect(r1!.delivery.message.body.toString()).toBe('g1');
     expect(r1!.messageCount).toBe(2);
@@ -233,7 +209,7 @@ describe('basic.get on n2 of a classic queue homed on n1', () => {
     ch2.close();
     await waitFor(() => home.readyCount === 2 && home.unackedCount === 0, 2000, 'returned when the channel closed');
 
-    const ch3 = channel(b.core);
+    const ch3 = testChannel(b.core);
     const r4 = await ch3.getRemote('work', true)!;
     expect(r4!.delivery.message.body.toString()).toBe('g2');
     expect(home.unackedCount).toBe(0);
@@ -246,7 +222,7 @@ describe('basic.get on n2 of a classic queue homed on n1', () => {
   test('fails with 404 when the home is down, as RabbitMQ', async () => {
     const { a, b } = await twoNodes();
     await a.m.stop();
-    await expect(channel(b.core).getRemote('work', false)!).rejects.toThrow(/home node 'n1' of durable queue 'work' in vhost '\/' is down or inaccessible/);
+    await expect(testChannel(b.core).getRemote('work', false)!).rejects.toThrow(/home node 'n1' of durable queue 'work' in vhost '\/' is down or inaccessible/);
   });
 });
 
@@ -255,7 +231,7 @@ describe('a publish whose only route is a queue whose home is down', () => {
     const { a, b } = await twoNodes();
     await a.m.stop();
     await waitFor(() => !b.m.registry.isRunning('n1'), 2000, 'n1 not running');
-    const r = channel(b.core).publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from('x') });
+    const r = testChannel(b.core).publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from('x') });
     expect(r.routed).toBe(0);
     const err = await r.settled.then(
       () => undefined,

@@ -1,56 +1,35 @@
-import { pino } from 'pino';
-import { afterEach, describe, expect, test } from 'vitest';
-import { joinCluster, MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
-import { Core, type Delivery, type DeliverySink } from '../../../src/core/index.js';
+import { describe, expect, test } from 'vitest';
+import { MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
+import { Core, type Delivery } from '../../../src/core/index.js';
 import { waitFor } from '../../helpers/broker.js';
+import { RecordingSink, memoryNodes, silentLog, testChannel } from '../../helpers/memory-cluster.js';
 
-const log = pino({ level: 'silent' });
 let engine: MemoryEngine;
-const members: ClusterMembership[] = [];
-
-afterEach(async () => {
-  for (const m of members.splice(0)) await m.stop();
-  engine?.stop();
-});
+const nodes = memoryNodes('t');
 
 async function node(name: string, ackWaitMs = 30_000): Promise<{ core: Core; m: ClusterMembership }> {
   const core = new Core();
-  const m = await joinCluster({ cluster: 't', nodeName: name, urls: [], version: '0.0.0', core, log, engine: engine.connect(name), heartbeatMs: 20, ttlMs: 200, ackWaitMs });
-  members.push(m);
-  return { core, m };
-}
-
-class Sink implements DeliverySink {
-  readonly got: Delivery[] = [];
-  congested = false;
-  deliver(d: Delivery): void {
-    this.got.push(d);
-  }
-}
-
-function channel(core: Core) {
-  const conn = core.connect({ protocol: 'test', peer: { address: '127.0.0.1', port: 1 }, user: 'guest', vhost: '/' }, { forceClose: () => undefined });
-  return conn.openChannel(1);
+  return { core, m: await nodes.join(engine, name, core, { ackWaitMs }) };
 }
 
 const body = (d: Delivery): string => d.message.body.toString();
 
 describe('replicated (quorum) queues on the in-process engine', () => {
-  test('publishes on two nodes settle once the log has them and are delivered once each to consumers on a third, within their prefetch', async () => {
+  test('publishes on two nodes settle once the silentLog has them and are delivered once each to consumers on a third, within their prefetch', async () => {
     engine = new MemoryEngine();
     const [a, b, c] = [await node('n1'), await node('n2'), await node('n3')];
-    channel(a.core).declareQueue('q', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    testChannel(a.core).declareQueue('q', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
     await a.core.persistence.definitionsSettled();
     await waitFor(() => c.core.vhosts.get('/')!.queues.get('q')?.replica !== undefined && b.core.vhosts.get('/')!.queues.get('q')?.replica !== undefined, 5000, 'q on n2 and n3');
-    const pubs = [a, b].flatMap((n, i) => Array.from({ length: 20 }, (_, k) => channel(n.core).publish({ exchange: '', routingKey: 'q', properties: { deliveryMode: 2 }, body: Buffer.from(`${i}-${k}`) })));
+    const pubs = [a, b].flatMap((n, i) => Array.from({ length: 20 }, (_, k) => testChannel(n.core).publish({ exchange: '', routingKey: 'q', properties: { deliveryMode: 2 }, body: Buffer.from(`${i}-${k}`) })));
     expect(pubs.every((p) => p.routed === 1)).toBe(true);
     await Promise.all(pubs.map((p) => p.settled));
-    // Nothing is kept on the publishing nodes: the log has it.
+    // Nothing is kept on the publishing nodes: the silentLog has it.
     expect(a.core.vhosts.get('/')!.queues.get('q')!.readyCount).toBe(0);
 
-    const ch = channel(c.core);
+    const ch = testChannel(c.core);
     ch.qos(5, false);
-    const sink = new Sink();
+    const sink = new RecordingSink();
     ch.consume('q', { noAck: false }, sink);
     await waitFor(() => sink.got.length === 5, 5000, 'first five');
     expect(c.core.vhosts.get('/')!.queues.get('q')!.readyCount).toBe(0);
@@ -66,32 +45,32 @@ describe('replicated (quorum) queues on the in-process engine', () => {
   test('a nack with requeue goes back to the log: redelivered on another node with x-delivery-count, dead-lettered past x-delivery-limit', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1'), await node('n2')];
-    const ch1 = channel(a.core);
+    const ch1 = testChannel(a.core);
     ch1.declareQueue('dlq', { durable: true });
     ch1.declareQueue('p', { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': 1, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'dlq' } });
     await a.core.persistence.definitionsSettled();
     await waitFor(() => b.core.vhosts.get('/')!.queues.get('p')?.replica !== undefined && b.core.vhosts.get('/')!.queues.has('dlq'), 5000, 'p on n2');
     await ch1.publish({ exchange: '', routingKey: 'p', properties: {}, body: Buffer.from('poison') }).settled;
 
-    const first = new Sink();
-    const chA = channel(a.core);
+    const first = new RecordingSink();
+    const chA = testChannel(a.core);
     chA.qos(1, false);
     chA.consume('p', { noAck: false }, first);
     await waitFor(() => first.got.length === 1, 5000, 'first delivery');
     expect([first.got[0]!.redelivered, first.got[0]!.message.properties.headers?.['x-delivery-count']]).toEqual([false, undefined]);
     chA.close();
 
-    // n2 now: the message comes from the log again, counted.
-    const second = new Sink();
-    const chB = channel(b.core);
+    // n2 now: the message comes from the silentLog again, counted.
+    const second = new RecordingSink();
+    const chB = testChannel(b.core);
     chB.qos(1, false);
     chB.consume('p', { noAck: false }, second);
     await waitFor(() => second.got.length === 1, 5000, 'second delivery');
     expect([second.got[0]!.redelivered, second.got[0]!.message.properties.headers?.['x-delivery-count']]).toEqual([true, 1]);
     chB.nack(second.got[0]!.deliveryTag, false, true);
     // One return allowed: the second one dead-letters it, into the classic queue on n1.
-    const dead = new Sink();
-    channel(a.core).consume('dlq', { noAck: true }, dead);
+    const dead = new RecordingSink();
+    testChannel(a.core).consume('dlq', { noAck: true }, dead);
     await waitFor(() => dead.got.length === 1, 5000, 'dead-lettered');
     expect(body(dead.got[0]!)).toBe('poison');
     const death = (dead.got[0]!.message.properties.headers?.['x-death'] as Array<Record<string, unknown>>)[0]!;
@@ -103,21 +82,21 @@ describe('replicated (quorum) queues on the in-process engine', () => {
   test('a node that stops answering: what it held comes to a consumer on another node after the ack wait, redelivered', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1', 300), await node('n2', 300)];
-    channel(a.core).declareQueue('h', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    testChannel(a.core).declareQueue('h', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
     await a.core.persistence.definitionsSettled();
     await waitFor(() => b.core.vhosts.get('/')!.queues.get('h')?.replica !== undefined, 5000, 'h on n2');
-    const ch = channel(a.core);
+    const ch = testChannel(a.core);
     await Promise.all(['x', 'y', 'z'].map((s) => ch.publish({ exchange: '', routingKey: 'h', properties: {}, body: Buffer.from(s) }).settled));
-    const held = new Sink();
-    const chA = channel(a.core);
+    const held = new RecordingSink();
+    const chA = testChannel(a.core);
     chA.qos(2, false);
     chA.consume('h', { noAck: false }, held);
     await waitFor(() => held.got.length === 2, 5000, 'two held on n1');
     // n1 goes silent: no acks, no in-progress (as a killed process).
     a.m.replicated.stop();
 
-    const sink = new Sink();
-    const chB = channel(b.core);
+    const sink = new RecordingSink();
+    const chB = testChannel(b.core);
     chB.consume('h', { noAck: false }, sink);
     await waitFor(() => sink.got.length === 3, 5000, () => `delivered on n2: ${sink.got.length}`);
     const byBody = new Map(sink.got.map((d) => [body(d), d.redelivered]));
@@ -128,16 +107,16 @@ describe('replicated (quorum) queues on the in-process engine', () => {
   test('a long-held delivery stays with its consumer past the ack wait (in-progress)', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1', 300), await node('n2', 300)];
-    channel(a.core).declareQueue('slow', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    testChannel(a.core).declareQueue('slow', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
     await a.core.persistence.definitionsSettled();
     await waitFor(() => b.core.vhosts.get('/')!.queues.get('slow')?.replica !== undefined, 5000, 'slow on n2');
-    await channel(a.core).publish({ exchange: '', routingKey: 'slow', properties: {}, body: Buffer.from('s') }).settled;
-    const held = new Sink();
-    const chA = channel(a.core);
+    await testChannel(a.core).publish({ exchange: '', routingKey: 'slow', properties: {}, body: Buffer.from('s') }).settled;
+    const held = new RecordingSink();
+    const chA = testChannel(a.core);
     chA.consume('slow', { noAck: false }, held);
     await waitFor(() => held.got.length === 1, 5000, 'held on n1');
-    const other = new Sink();
-    channel(b.core).consume('slow', { noAck: false }, other);
+    const other = new RecordingSink();
+    testChannel(b.core).consume('slow', { noAck: false }, other);
     const since = Date.now();
     await waitFor(() => Date.now() - since > 1000, 5000, 'three ack waits');
     expect(other.got.length).toBe(0);
@@ -149,7 +128,7 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     a.core.policies.set({ vhost: '/', name: 'ha', pattern: '^ha\\.', applyTo: 'queues', definition: { 'ha-mode': 'exactly', 'ha-params': 2 }, priority: 0 });
-    const ch = channel(a.core);
+    const ch = testChannel(a.core);
     ch.declareQueue('ha.one', { durable: true });
     ch.declareQueue('plain', { durable: true });
     await a.core.persistence.definitionsSettled();
@@ -159,29 +138,29 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     expect(engine.logs.get(a.m.replicated.logName('/', 'ha.one'))!.entries.size).toBe(1);
     ch.deleteQueue('ha.one', false, false);
     await a.core.persistence.definitionsSettled();
-    await waitFor(() => !engine.logs.has(a.m.replicated.logName('/', 'ha.one')), 5000, 'log removed with its queue');
+    await waitFor(() => !engine.logs.has(a.m.replicated.logName('/', 'ha.one')), 5000, 'silentLog removed with its queue');
   });
 
   test('a node whose last consumer goes gives back what it had pulled but not delivered, at once', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1'), await node('n2')];
-    channel(a.core).declareQueue('g', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    testChannel(a.core).declareQueue('g', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
     await a.core.persistence.definitionsSettled();
     await waitFor(() => b.core.vhosts.get('/')!.queues.get('g')?.replica !== undefined, 5000, 'g on n2');
-    const pub = channel(a.core);
+    const pub = testChannel(a.core);
     await Promise.all(['1', '2', '3', '4'].map((s) => pub.publish({ exchange: '', routingKey: 'g', properties: {}, body: Buffer.from(s) }).settled));
     // n1's consumer has a prefetch of 4 but its sink is congested: the four wait in n1's queue.
-    const stuck = new Sink();
+    const stuck = new RecordingSink();
     stuck.congested = true;
-    const chA = channel(a.core);
+    const chA = testChannel(a.core);
     chA.qos(4, false);
     const tag = chA.consume('g', { noAck: false }, stuck);
     const qA = a.core.vhosts.get('/')!.queues.get('g')!;
     await waitFor(() => qA.readyCount === 4, 5000, 'four pulled by n1');
     chA.cancel(tag);
     expect(qA.readyCount).toBe(0);
-    const sink = new Sink();
-    channel(b.core).consume('g', { noAck: true }, sink);
+    const sink = new RecordingSink();
+    testChannel(b.core).consume('g', { noAck: true }, sink);
     await waitFor(() => sink.got.length === 4, 5000, () => `delivered on n2: ${sink.got.length}`);
     expect(sink.got.map(body).sort()).toEqual(['1', '2', '3', '4']);
   });
@@ -189,11 +168,11 @@ describe('replicated (quorum) queues on the in-process engine', () => {
   test('basic.get on a node without consumers: an empty get pulls one message, which the next get returns', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1'), await node('n2')];
-    channel(a.core).declareQueue('gq', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    testChannel(a.core).declareQueue('gq', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
     await a.core.persistence.definitionsSettled();
     await waitFor(() => b.core.vhosts.get('/')!.queues.get('gq')?.replica !== undefined, 5000, 'gq on n2');
-    await channel(a.core).publish({ exchange: '', routingKey: 'gq', properties: {}, body: Buffer.from('got') }).settled;
-    const ch = channel(b.core);
+    await testChannel(a.core).publish({ exchange: '', routingKey: 'gq', properties: {}, body: Buffer.from('got') }).settled;
+    const ch = testChannel(b.core);
     const got = await waitFor(() => ch.get('gq', false), 5000, 'a get that returns the message');
     expect([got.delivery.message.body.toString(), got.delivery.redelivered]).toEqual(['got', false]);
     ch.ack(got.delivery.deliveryTag);

@@ -1,36 +1,15 @@
-import { pino } from 'pino';
-import { afterEach, describe, expect, test } from 'vitest';
-import { encodeKey, encodeToken, interestSubjects, joinCluster, MemoryEngine, TransientRouting, type ClusterBus, type ClusterMembership } from '../../../src/cluster/index.js';
-import { Core, type Delivery, type DeliverySink } from '../../../src/core/index.js';
+import { describe, expect, test } from 'vitest';
+import { encodeKey, encodeToken, interestSubjects, MemoryEngine, TransientRouting, type ClusterBus, type ClusterMembership } from '../../../src/cluster/index.js';
+import { Core } from '../../../src/core/index.js';
 import { waitFor } from '../../helpers/broker.js';
+import { RecordingSink, memoryNodes, silentLog, testChannel } from '../../helpers/memory-cluster.js';
 
-const log = pino({ level: 'silent' });
 let engine: MemoryEngine;
-const members: ClusterMembership[] = [];
-
-afterEach(async () => {
-  for (const m of members.splice(0)) await m.stop();
-  engine?.stop();
-});
+const nodes = memoryNodes('t');
 
 async function node(name: string): Promise<{ core: Core; m: ClusterMembership }> {
   const core = new Core();
-  const m = await joinCluster({ cluster: 't', nodeName: name, urls: [], version: '0.0.0', core, log, engine: engine.connect(name), heartbeatMs: 20, ttlMs: 200 });
-  members.push(m);
-  return { core, m };
-}
-
-class Sink implements DeliverySink {
-  readonly got: Delivery[] = [];
-  congested = false;
-  deliver(d: Delivery): void {
-    this.got.push(d);
-  }
-}
-
-function channel(core: Core) {
-  const conn = core.connect({ protocol: 'test', peer: { address: '127.0.0.1', port: 1 }, user: 'guest', vhost: '/' }, { forceClose: () => undefined });
-  return conn.openChannel(1);
+  return { core, m: await nodes.join(engine, name, core) };
 }
 
 const BASE = 'warren.t.r._2f.amq_2etopic';
@@ -70,17 +49,17 @@ describe('transient subscribers across nodes (memory engine)', () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     const b = await node('n2');
-    const ch2 = channel(b.core);
+    const ch2 = testChannel(b.core);
     const { queue } = ch2.declareQueue('', { exclusive: true });
     ch2.bindQueue(queue, 'amq.topic', 'a.*.c');
     ch2.bindQueue(queue, 'amq.topic', 'a.#');
-    const sink = new Sink();
+    const sink = new RecordingSink();
     ch2.consume(queue, { noAck: true }, sink);
     expect(b.m.transient.subjects().sort()).toEqual([`${BASE}.a`, `${BASE}.a.*.c`, `${BASE}.a.>`, `warren.t.r._2f._.${encodeKey(queue)}`].sort());
 
     await waitFor(() => a.m.transient.remoteInterest('/', 'amq.topic') && a.m.transient.remoteInterest('/', ''), 2000, "n2's interest seen by n1");
     expect(a.m.transient.remoteInterest('/', 'amq.fanout')).toBe(false);
-    const ch1 = channel(a.core);
+    const ch1 = testChannel(a.core);
     ch1.publish({ exchange: 'amq.topic', routingKey: 'a.b.c', properties: {}, body: Buffer.from('one') });
     ch1.publish({ exchange: 'amq.topic', routingKey: 'x.y', properties: {}, body: Buffer.from('none') });
     ch1.publish({ exchange: 'amq.topic', routingKey: 'a', properties: {}, body: Buffer.from('two') });
@@ -105,12 +84,12 @@ describe('transient subscribers across nodes (memory engine)', () => {
       },
       request: () => Promise.reject(new Error('closed')),
     };
-    const relay = new TransientRouting(core, refusing, 't', 'n1', log);
+    const relay = new TransientRouting(core, refusing, 't', 'n1', silentLog);
     await relay.start();
-    const ch = channel(core);
+    const ch = testChannel(core);
     const q = ch.declareQueue('', { exclusive: true }).queue;
     ch.bindQueue(q, 'amq.topic', 'x.#');
-    const sink = new Sink();
+    const sink = new RecordingSink();
     ch.consume(q, { noAck: true }, sink);
     expect(ch.publish({ exchange: 'amq.topic', routingKey: 'x.y', properties: {}, body: Buffer.from('local') }).routed).toBe(1);
     await waitFor(() => sink.got.length === 1, 2000, 'the local delivery');
@@ -123,7 +102,7 @@ describe('transient subscribers across nodes (memory engine)', () => {
   test('one subscription per subject however many bindings; the last unbind drops it', async () => {
     engine = new MemoryEngine();
     const b = await node('n2');
-    const ch = channel(b.core);
+    const ch = testChannel(b.core);
     const q1 = ch.declareQueue('', { exclusive: true }).queue;
     const q2 = ch.declareQueue('', { exclusive: true }).queue;
     ch.bindQueue(q1, 'amq.direct', 'k');
@@ -141,14 +120,14 @@ describe('transient subscribers across nodes (memory engine)', () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     const b = await node('n2');
-    const ch1 = channel(a.core);
+    const ch1 = testChannel(a.core);
     ch1.publish({ exchange: 'amq.direct', routingKey: 'k', properties: {}, body: Buffer.from('nobody') });
     expect(a.m.transient.stats).toMatchObject({ sent: 0, skipped: 1 });
-    const ch2 = channel(b.core);
+    const ch2 = testChannel(b.core);
     const q = ch2.declareQueue('', { exclusive: true }).queue;
     ch2.bindQueue(q, 'amq.direct', 'k');
     ch2.bindQueue(q, 'amq.direct', 'k2');
-    const sink = new Sink();
+    const sink = new RecordingSink();
     ch2.consume(q, { noAck: true }, sink);
     await waitFor(() => a.m.transient.remoteInterest('/', 'amq.direct'), 2000, "n2's interest seen by n1");
     ch1.publish({ exchange: 'amq.direct', routingKey: 'k', properties: {}, body: Buffer.from('one') });
@@ -167,15 +146,15 @@ describe('transient subscribers across nodes (memory engine)', () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     const b = await node('n2');
-    const ch1 = channel(a.core);
+    const ch1 = testChannel(a.core);
     ch1.declareQueue('audit', { durable: true });
     ch1.bindQueue('audit', 'amq.fanout', '');
     await a.core.persistence.definitionsSettled();
     await waitFor(() => b.core.vhosts.get('/')!.exchanges.get('amq.fanout')!.bindings.size === 1, 2000, 'binding on n2');
-    const ch2 = channel(b.core);
+    const ch2 = testChannel(b.core);
     const t = ch2.declareQueue('', { exclusive: true }).queue;
     ch2.bindQueue(t, 'amq.fanout', '');
-    const sink = new Sink();
+    const sink = new RecordingSink();
     ch2.consume(t, { noAck: true }, sink);
     await waitFor(() => a.m.transient.remoteInterest('/', 'amq.fanout'), 2000, "n2's interest seen by n1");
     const r = ch1.publish({ exchange: 'amq.fanout', routingKey: '', properties: {}, body: Buffer.from('x') });
