@@ -254,11 +254,13 @@ export function registerObjectRoutes(api: ManagementApi): void {
     const encoding = strField(body, 'encoding', 'auto');
     if (encoding !== 'auto' && encoding !== 'base64') throw HttpError.badRequest(`invalid encoding '${encoding}'`);
     const truncate = body['truncate'] === undefined || body['truncate'] === null || body['truncate'] === '' ? undefined : intField(body, 'truncate', 0);
-    const out = await api.withChannel(req.user, vhost, (ch) => {
+    const out = await api.withChannel(req.user, vhost, async (ch) => {
       const rows: Row[] = [];
       const tags: number[] = [];
       for (let i = 0; i < count; i++) {
-        const got = ch.get(name, false);
+        // A queue that lives on another node of a cluster is read at its home, as basic.get is.
+        const remote = ch.getRemote(name, false);
+        const got = remote !== undefined ? await remote : ch.get(name, false);
         if (!got) break;
         const d = got.delivery;
         tags.push(d.deliveryTag);

@@ -112,6 +112,25 @@ describe('management across two cluster nodes (real nats-server, nodes as proces
     expect(other.closed).toBe(false);
   });
 
+  test('POST /api/queues/VHOST/NAME/get on n2 reads a queue whose home is n1, and requeues what it read', async () => {
+    const a = await connect('n1');
+    const ch = await a.channel();
+    await ch.queueDeclare('ops-get', { durable: true });
+    await ch.confirmSelect();
+    for (const body of ['one', 'two', 'three']) await ch.basicPublish('', 'ops-get', body);
+    const http2 = cluster.nodes.get('n2')!.httpPort;
+    const got = await http<Row[]>(http2, 'POST', '/api/queues/%2F/ops-get/get', { body: { count: 2, ackmode: 'ack_requeue_true', encoding: 'auto' } });
+    expect(got.status).toBe(200);
+    expect(got.body.map((r) => r['payload'])).toEqual(['one', 'two']);
+    expect(got.body[0]!['message_count']).toBe(2);
+    // Requeued at the home: all three are still there, the two read ones first, marked redelivered.
+    const again = await http<Row[]>(http2, 'POST', '/api/queues/%2F/ops-get/get', { body: { count: 5, ackmode: 'ack_requeue_false', encoding: 'auto' } });
+    expect(again.body.map((r) => r['payload'])).toEqual(['one', 'two', 'three']);
+    expect(again.body.map((r) => r['redelivered'])).toEqual([true, true, false]);
+    expect((await ch.queueDeclare('ops-get', { passive: true })).messageCount).toBe(0);
+    await ch.queueDelete('ops-get');
+  });
+
   test('/api/nodes has both nodes with memory, alarms and uptime; the alarm of n2 blocks only publishers on n2', async () => {
     const nodes = await waitFor(async () => {
       const r = await http<Row[]>(http1(), 'GET', '/api/nodes');
