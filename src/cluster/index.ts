@@ -13,7 +13,7 @@ export { EngineError, NoResponderError } from './engine.js';
 export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, LogMessage, LogOptions, LogStatus, ReplicatedLog } from './engine.js';
 export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
-export { QueueForwarding, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
+export { QueueForwarding, DEFAULT_FORWARD_MAX_IN_FLIGHT_BYTES, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
 export { TransientRouting, encodeKey, encodeToken, interestSubjects } from './transient-routing.js';
 export { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
 export { ReplicatedQueues, DEFAULT_ACK_WAIT_MS } from './replicated-queues.js';
@@ -35,6 +35,8 @@ export interface JoinOptions {
   ttlMs?: number;
   /** How long a publish forwarded to a queue's home node waits for its answer. */
   forwardTimeoutMs?: number;
+  /** Bytes forwarded to one home node and not answered yet above which this node's publishers are held. */
+  forwardMaxInFlightBytes?: number;
   /** Pings and silences of remote consumers (defaults: ping every second, a home gone after 3 misses, a node silent for 5 s). */
   remoteConsumers?: RemoteConsumerOptions;
   /** A replicated queue's message held by a node that stops answering is redelivered after this long. */
@@ -117,7 +119,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     ]);
     const registry = new NodeRegistry(opts.core, nodesKv, aliveKv, opts.nodeName, opts.version, { heartbeatMs: opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, ttlMs }, log);
     await registry.start();
-    const forwarding = new QueueForwarding(opts.core, engine.bus, opts.cluster, opts.nodeName, log, opts.forwardTimeoutMs);
+    const forwarding = new QueueForwarding(opts.core, engine.bus, opts.cluster, opts.nodeName, log, opts.forwardTimeoutMs, opts.forwardMaxInFlightBytes);
     forwarding.start();
     forwarding.homeRunning = (node) => registry.isRunning(node);
     const remoteConsumers = new RemoteConsumers(opts.core, engine.bus, opts.cluster, opts.nodeName, log, opts.remoteConsumers);

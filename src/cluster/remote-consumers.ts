@@ -14,6 +14,7 @@ import {
 } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { ByteReader, ByteWriter, readProperties, writeProperties } from '../store/index.js';
+import { Batch, TurnBatches } from './bus-batch.js';
 import { NoResponderError, type BusSubscription, type ClusterBus } from './engine.js';
 
 /**
@@ -21,9 +22,11 @@ import { NoResponderError, type BusSubscription, type ClusterBus } from './engin
  * queue's home is registered on the home as a proxy consumer (request on
  * `warren.<cluster>.rc.<home>`); the home dispatches to the proxy like to a local consumer, with
  * the remote consumer's prefetch as its credit, and sends each delivery to
- * `warren.<cluster>.rcd.<node>.<id>` (binary). Acks, nacks, rejects and cancels travel back on
+ * `warren.<cluster>.rcd.<node>.0` (binary). Acks, nacks, rejects and cancels travel back on
  * the home's subject in order; every settlement gives the proxy its credit back, so the home never
- * has more than the prefetch in flight to one remote consumer.
+ * has more than the prefetch in flight to one remote consumer. Deliveries to one node, and
+ * settlements and cancels to one home, written in one event-loop turn go as one bus message
+ * (TurnBatches), in order; a request to a home sends what is gathered for it first.
  *
  * Liveness both ways: the consuming node pings each home it consumes from every `pingMs`; a home
  * that does not answer (no responder: its process is gone; or `missesAllowed` timeouts) cancels
@@ -40,7 +43,9 @@ import { NoResponderError, type BusSubscription, type ClusterBus } from './engin
  *   GET (request; id 0): str16 vhost | str16 queue | u8 noAck; answer: u8 0 (empty), or u8 2 | u32 tag |
  *     u8 redelivered | u32 deliveryCount | f64 expiresAt | u32 messageCount | message, or u8 1 | u16 code | str16 text
  *   (SETTLE with id 0 settles a basic.get's message.)
- * To the consumer (`rcd.<node>.<id>`): u8 kind | u32 id | ...
+ *   BATCH (id 0): u32 n | n × (u8 op | u32 id | ...) of SETTLE and CANCEL
+ * To the consumer's node (`rcd.<node>.0`): u8 BATCH | u32 n | n × (u8 kind | u32 id | ...), or one
+ * record alone: u8 kind | u32 id | ...
  *   DELIVER: u32 tag | u8 redelivered | u32 deliveryCount | f64 expiresAt | message
  * where message = str16 exchange | str16 routing key | properties (the store's codec) | bytes32 body.
  *   CANCELLED: (nothing) the queue went away on the home
@@ -51,12 +56,16 @@ const OP_SETTLE = 2;
 const OP_CANCEL = 3;
 const OP_PING = 4;
 const OP_GET = 5;
+const OP_BATCH = 6;
 /** The consumer id of basic.get's messages. */
 const GET_ID = 0;
 /** Marks a stand-in entry (in `pos`, unused by entries that are not stored). */
 const STAND_IN = 1;
 const KIND_DELIVER = 1;
 const KIND_CANCELLED = 2;
+const KIND_BATCH = 3;
+/** What a delivery record carries besides its strings, properties and body. */
+const DELIVERY_OVERHEAD = 1 + 4 + 4 + 1 + 4 + 8 + 2 * 2 + 4 + 64;
 const OK = 0;
 const FAILED = 1;
 const GOT = 2;
@@ -123,6 +132,11 @@ export class RemoteConsumers implements RemoteQueue {
   private readonly w = new ByteWriter(4096);
   private readonly r = new ByteReader();
   private subs: BusSubscription[] = [];
+  private readonly turn = new TurnBatches<Batch>((b) => this.bus.publish(b.subject, b.take()));
+  /** Settlements and cancels gathered for each home. */
+  private readonly toHome = new Map<string, Batch>();
+  /** Deliveries gathered for each consuming node. */
+  private readonly toNode = new Map<string, Batch>();
   private readonly homes = new WeakMap<Queue, string>();
   // consuming side
   private nextId = 1;
@@ -166,8 +180,9 @@ export class RemoteConsumers implements RemoteQueue {
     return s;
   }
 
-  private deliverySubject(node: string, id: number): string {
-    return `warren.${this.cluster}.rcd.${node}.${id}`;
+  /** Where a node's remote consumers get their deliveries (their ids are in the records). */
+  private deliverySubject(node: string): string {
+    return `warren.${this.cluster}.rcd.${node}.0`;
   }
 
   start(): void {
@@ -178,6 +193,7 @@ export class RemoteConsumers implements RemoteQueue {
   }
 
   stop(): void {
+    this.turn.flushAll();
     for (const s of this.subs) s.unsubscribe();
     this.subs = [];
     if (this.pingTimer) clearInterval(this.pingTimer);
@@ -214,7 +230,7 @@ export class RemoteConsumers implements RemoteQueue {
     w.u8((c.noAck ? 1 : 0) | (c.exclusive ? 2 : 0));
     w.i32(c.priority);
     w.u32(c.prefetch);
-    this.bus.request(this.homeSubject(home), this.take(w), this.timeoutMs).then(
+    this.bus.request(this.homeSubject(home), this.takeFor(home, w), this.timeoutMs).then(
       (answer) => {
         if (answer[0] === OK) return;
         const r = this.r.reset(Buffer.from(answer.buffer, answer.byteOffset, answer.byteLength), 1);
@@ -229,7 +245,7 @@ export class RemoteConsumers implements RemoteQueue {
     const a = this.byConsumer.get(c);
     if (a === undefined) return;
     this.forget(a);
-    this.bus.publish(this.homeSubject(a.home), this.take(this.start_(OP_CANCEL, a.id)));
+    this.homeRecord(a.home, OP_CANCEL, a.id, 0);
   }
 
   settle(queue: Queue, e: QueueEntry, how: 0 | 1 | 2 | 3): void {
@@ -241,10 +257,36 @@ export class RemoteConsumers implements RemoteQueue {
       if (n <= 0) this.gotOut.delete(home);
       else this.gotOut.set(home, n);
     }
-    const w = this.start_(OP_SETTLE, e.seg);
+    const w = this.homeRecord(home, OP_SETTLE, e.seg, 5);
     w.u32(e.seq);
     w.u8(how);
-    this.bus.publish(this.homeSubject(home), this.take(w));
+  }
+
+  /** Starts a record to `home` in its batch (`size`: bytes after op and id). */
+  private homeRecord(home: string, op: number, id: number, size: number): ByteWriter {
+    let b = this.toHome.get(home);
+    if (b === undefined) {
+      this.toHome.set(
+        home,
+        (b = new Batch(this.homeSubject(home), (w) => {
+          w.u8(OP_BATCH);
+          w.str16(this.nodeName);
+          w.u32(GET_ID);
+        })),
+      );
+    }
+    const w = this.turn.record(b, 5 + size);
+    w.u8(op);
+    w.u32(id);
+    return w;
+  }
+
+  /** A request to `home`: what is gathered for it goes first, so the request does not overtake it. */
+  private takeFor(home: string, w: ByteWriter): Uint8Array {
+    const data = this.take(w);
+    const b = this.toHome.get(home);
+    if (b !== undefined) this.turn.flush(b);
+    return data;
   }
 
   get(queue: Queue, noAck: boolean): Promise<RemoteTaken | undefined> {
@@ -254,7 +296,7 @@ export class RemoteConsumers implements RemoteQueue {
     w.str16(queue.host.name);
     w.str16(queue.name);
     w.u8(noAck ? 1 : 0);
-    return this.bus.request(this.homeSubject(home), this.take(w), this.timeoutMs).then(
+    return this.bus.request(this.homeSubject(home), this.takeFor(home, w), this.timeoutMs).then(
       (answer) => {
         const r = this.r.reset(Buffer.from(answer.buffer, answer.byteOffset, answer.byteLength));
         const kind = r.u8();
@@ -323,10 +365,24 @@ export class RemoteConsumers implements RemoteQueue {
   }
 
   private onDelivery(data: Uint8Array): void {
-    const r = this.r.reset(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    // A reader per message: a delivery handed on may publish, and so read, before this returns.
+    const r = new ByteReader().reset(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    if (data[0] !== KIND_BATCH) {
+      this.deliveryRecord(r);
+      return;
+    }
+    r.u8();
+    for (let n = r.u32(); n > 0; n--) this.deliveryRecord(r);
+  }
+
+  private deliveryRecord(r: ByteReader): void {
     const kind = r.u8();
     const a = this.attached.get(r.u32());
-    if (a === undefined) return; // cancelled here: the home requeues what it sent once it hears
+    if (a === undefined) {
+      // Cancelled here: the home requeues what it sent once it hears.
+      if (kind === KIND_DELIVER) skipDelivery(r);
+      return;
+    }
     if (kind === KIND_CANCELLED) {
       this.cancelLocal(a, 'the queue went away on its home node');
       return;
@@ -373,7 +429,7 @@ export class RemoteConsumers implements RemoteQueue {
     const w = this.start_(OP_PING, 0);
     w.u32(list.length);
     for (const id of list) w.u32(id);
-    this.bus.request(this.homeSubject(home), this.take(w), this.timeoutMs).then(
+    this.bus.request(this.homeSubject(home), this.takeFor(home, w), this.timeoutMs).then(
       (answer) => {
         this.misses.delete(home);
         const r = this.r.reset(Buffer.from(answer.buffer, answer.byteOffset, answer.byteLength));
@@ -403,17 +459,17 @@ export class RemoteConsumers implements RemoteQueue {
     const id = r.u32();
     this.lastHeard.set(node, Date.now());
     switch (op) {
-      case OP_SETTLE: {
-        const tag = r.u32();
-        const how = r.u8();
-        if (id === GET_ID) {
-          this.settleGot(node, tag, how);
-          return;
+      case OP_BATCH:
+        try {
+          for (let n = r.u32(); n > 0; n--) this.oneWay(node, r.u8(), r.u32(), r);
+        } catch (e) {
+          this.log.warn({ node, err: e }, 'cluster: a batch of remote consumer settlements could not be read to its end');
         }
-        const p = this.proxies.get(`${node}/${id}`);
-        if (p !== undefined) this.settleProxy(p, tag, how);
         return;
-      }
+      case OP_SETTLE:
+      case OP_CANCEL:
+        this.oneWay(node, op, id, r);
+        return;
       case OP_GET: {
         let answer: Uint8Array;
         try {
@@ -422,11 +478,6 @@ export class RemoteConsumers implements RemoteQueue {
           answer = this.failure(e);
         }
         reply?.(answer);
-        return;
-      }
-      case OP_CANCEL: {
-        const p = this.proxies.get(`${node}/${id}`);
-        if (p !== undefined) this.dropProxy(p);
         return;
       }
       case OP_PING: {
@@ -467,6 +518,34 @@ export class RemoteConsumers implements RemoteQueue {
           reply(this.take(w));
         }
     }
+  }
+
+  /** A settlement or cancel from `node` (alone, or one record of a batch). */
+  private oneWay(node: string, op: number, id: number, r: ByteReader): void {
+    if (op === OP_CANCEL) {
+      const p = this.proxies.get(`${node}/${id}`);
+      if (p !== undefined) this.dropProxy(p);
+      return;
+    }
+    if (op !== OP_SETTLE) throw BrokerError.notImplemented('unknown remote consumer operation in a batch');
+    const tag = r.u32();
+    const how = r.u8();
+    if (id === GET_ID) {
+      this.settleGot(node, tag, how);
+      return;
+    }
+    const p = this.proxies.get(`${node}/${id}`);
+    if (p !== undefined) this.settleProxy(p, tag, how);
+  }
+
+  /** Starts a record to the consuming node of `p` in its batch (`size`: bytes after kind and id). */
+  private nodeRecord(p: ProxyConsumer, kind: number, size: number): ByteWriter {
+    let b = this.toNode.get(p.node);
+    if (b === undefined) this.toNode.set(p.node, (b = new Batch(p.subject, writeDeliveryBatch)));
+    const w = this.turn.record(b, 5 + size);
+    w.u8(kind);
+    w.u32(p.id);
+    return w;
   }
 
   private failure(e: unknown): Uint8Array {
@@ -529,7 +608,7 @@ export class RemoteConsumers implements RemoteQueue {
     const prefetch = r.u32();
     const key = `${node}/${id}`;
     if (this.proxies.has(key)) return;
-    const p = new ProxyConsumer(this, node, id, key, this.deliverySubject(node, id));
+    const p = new ProxyConsumer(this, node, id, key, this.deliverySubject(node));
     const c = new Consumer(`${node}:${id}`, q, p, p, (flags & 1) !== 0, (flags & 2) !== 0, priority, prefetch, {});
     p.consumer = c;
     q.addConsumer(c);
@@ -568,24 +647,18 @@ export class RemoteConsumers implements RemoteQueue {
     if (this.proxies.get(p.key) !== p) return;
     this.proxies.delete(p.key);
     p.unacked.clear();
-    const w = this.w.reset();
-    w.u8(KIND_CANCELLED);
-    w.u32(p.id);
-    this.bus.publish(p.subject, this.take(w));
+    this.nodeRecord(p, KIND_CANCELLED, 0);
   }
 
   sendDelivery(p: ProxyConsumer, q: Queue, e: QueueEntry, tag: number, redelivered: boolean): void {
     const m = e.returns === 0 ? e.msg : q.messageFor(e);
-    const w = this.w.reset();
-    w.u8(KIND_DELIVER);
-    w.u32(p.id);
+    const w = this.nodeRecord(p, KIND_DELIVER, DELIVERY_OVERHEAD + m.exchange.length + m.routingKey.length + m.body.length);
     w.u32(tag);
     w.u8(redelivered ? 1 : 0);
     w.u32(e.deliveryCount);
     w.f64(e.expiresAt);
     this.writeMessage(w, m);
     this.stats.delivered++;
-    this.bus.publish(p.subject, this.take(w));
   }
 
   // ---- framing ------------------------------------------------------------------------------
@@ -606,3 +679,16 @@ export class RemoteConsumers implements RemoteQueue {
 
 const ANSWER_OK = Uint8Array.of(OK);
 const EMPTY = Uint8Array.of(OK);
+
+function writeDeliveryBatch(w: ByteWriter): void {
+  w.u8(KIND_BATCH);
+}
+
+/** Reads past a delivery record's fields after its kind and id. */
+function skipDelivery(r: ByteReader): void {
+  r.skip(4 + 1 + 4 + 8);
+  r.str16();
+  r.str16();
+  readProperties(r);
+  r.bytes32();
+}

@@ -85,6 +85,7 @@ export interface MemoryFigure {
  */
 export class Alarms {
   private readonly raised = new Set<string>();
+  private readonly held = new Set<string>();
   private readonly listeners = new Set<AlarmListener>();
   private timer: NodeJS.Timeout | undefined;
   /** Watermark in bytes. */
@@ -120,7 +121,7 @@ export class Alarms {
   }
 
   get blocked(): boolean {
-    return this.raised.size > 0;
+    return this.raised.size > 0 || this.held.size > 0;
   }
 
   get active(): string[] {
@@ -136,10 +137,25 @@ export class Alarms {
     const wasBlocked = this.blocked;
     if (on) this.raised.add(name);
     else this.raised.delete(name);
-    if (wasBlocked !== this.blocked) {
-      const reason = this.blocked ? `low on ${[...this.raised].join(', ')}` : '';
-      for (const l of this.listeners) l(this.blocked, reason);
-    }
+    this.changed(wasBlocked);
+  }
+
+  /**
+   * Flow control that is not a resource alarm: while any hold is on, publishers are blocked as
+   * for an alarm (`name` is what the blocked notification says), but no alarm is reported (health
+   * checks, `/api/nodes`, metrics). Used while a cluster node has too much in flight to a peer.
+   */
+  hold(name: string, on: boolean): void {
+    const wasBlocked = this.blocked;
+    if (on) this.held.add(name);
+    else this.held.delete(name);
+    this.changed(wasBlocked);
+  }
+
+  private changed(wasBlocked: boolean): void {
+    if (wasBlocked === this.blocked) return;
+    const reason = !this.blocked ? '' : this.raised.size > 0 ? `low on ${[...this.raised].join(', ')}` : [...this.held].join(', ');
+    for (const l of this.listeners) l(this.blocked, reason);
   }
 
   /**

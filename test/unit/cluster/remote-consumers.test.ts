@@ -149,6 +149,57 @@ describe('a consumer on n2 of a classic queue homed on n1', () => {
   });
 });
 
+describe('batching between the home and a remote consumer', () => {
+  test("the deliveries of one turn reach the consumer's node as one bus message, and its acks of one turn go back as one", async () => {
+    const { a, b } = await twoNodes();
+    const spy = engine.connect('spy').bus;
+    const toN2: number[] = [];
+    const settlesToN1: number[] = [];
+    spy.subscribe('warren.t.rcd.n2.*', (data) => toN2.push(data[0]!));
+    // Settlements alone (2) or in a batch (6); pings and consumes are requests of their own.
+    spy.subscribe('warren.t.rc.n1', (data) => {
+      if (data[0] === 2 || data[0] === 6) settlesToN1.push(data[0]);
+    });
+    const home = a.core.vhosts.get('/')!.queues.get('work')!;
+    const ch1 = testChannel(a.core);
+    const n = 50;
+    await Promise.all(Array.from({ length: n }, (_, i) => ch1.publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from(`m${i}`) }).settled));
+    const ch2 = testChannel(b.core);
+    const s = new RecordingSink();
+    ch2.consume('work', { prefetch: 100 }, s);
+    await waitFor(() => s.got.length === n, 2000, 'every delivery on n2');
+    await waitFor(() => toN2.length > 0, 2000, 'the deliveries seen on the bus');
+    expect(toN2).toEqual([3]); // one batch
+    expect(s.got.map(body)).toEqual(Array.from({ length: n }, (_, i) => `m${i}`));
+    expect(home.unackedCount).toBe(n);
+    for (const d of s.got) ch2.ack(d.deliveryTag);
+    await waitFor(() => home.unackedCount === 0, 2000, 'all acked on n1');
+    await waitFor(() => settlesToN1.length > 0, 2000, 'the acks seen on the bus');
+    expect(settlesToN1).toEqual([6]);
+    expect(home.stats.acked).toBe(n);
+  });
+
+  test('a cancel after acks of the same turn arrives after them: the acked messages are not redelivered', async () => {
+    const { a, b } = await twoNodes();
+    const home = a.core.vhosts.get('/')!.queues.get('work')!;
+    const ch1 = testChannel(a.core);
+    for (let i = 0; i < 4; i++) await ch1.publish({ exchange: '', routingKey: 'work', properties: {}, body: Buffer.from(`m${i}`) }).settled;
+    const ch2 = testChannel(b.core);
+    const s = new RecordingSink();
+    const tag = ch2.consume('work', { prefetch: 10 }, s);
+    await waitFor(() => s.got.length === 4, 2000, 'deliveries on n2');
+    ch2.ack(s.got[0]!.deliveryTag);
+    ch2.ack(s.got[2]!.deliveryTag);
+    ch2.cancel(tag);
+    await waitFor(() => home.consumerCount === 0, 2000, 'proxy gone');
+    expect(home.stats.acked).toBe(2);
+    expect(home.readyCount).toBe(2);
+    const left: string[] = [];
+    for (let t = home.take(true); t !== undefined; t = home.take(true)) left.push(t.entry.msg.body.toString());
+    expect(left.sort()).toEqual(['m1', 'm3']);
+  });
+});
+
 describe('the home side of the wire', () => {
   test('a proxy its node no longer lists in its ping is dropped; one of a silent node too', async () => {
     const { a } = await twoNodes();
