@@ -107,6 +107,19 @@ export interface DefinitionsSyncStats {
   failed: number;
 }
 
+/**
+ * Why the engine did not take a write, for the client: no answer in time is what a node gets
+ * when the engine servers it reaches are not a majority of the engine's cluster (the node is on
+ * the minority side of a partition, or most servers are down).
+ */
+function notTaken(node: string, e: unknown): string {
+  const name = e instanceof Error ? e.name : '';
+  if (name === 'TimeoutError' || name === 'NoResponders' || name === 'RequestError') {
+    return `node '${node}' does not reach a majority of the cluster's NATS servers (a partition, or most of them down)`;
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
 export class DefinitionsSync implements Persistence {
   /** What the bucket holds, as far as this node knows (its own writes included), by definitions key. */
   private readonly known = new Map<string, Known>();
@@ -255,7 +268,7 @@ export class DefinitionsSync implements Persistence {
       },
       (e: unknown) => {
         if (this.waiting === batch.promise) this.waiting = undefined;
-        batch.reject(BrokerError.internal(`the cluster did not take the change: ${e instanceof Error ? e.message : String(e)}`));
+        batch.reject(BrokerError.internal(`the cluster did not take the change: ${notTaken(this.nodeName, e)}`));
       },
     );
   }

@@ -54,6 +54,12 @@ export interface NatsServersOptions {
   /** Default true; false starts plain NATS servers (to see a node refuse them). */
   jetstream?: boolean;
   readyTimeoutMs?: number;
+  /** The address each server listens on (clients and routes); default 127.0.0.1 for all. */
+  hosts?: string[];
+  /** A command the `i`-th server is started under (e.g. `ip netns exec NAME`); default none. */
+  launcher?: (i: number) => string[];
+  /** More configuration lines for every server (e.g. ping intervals). */
+  settings?: string[];
 }
 
 function exited(child: ChildProcess): Promise<void> {
@@ -67,6 +73,7 @@ export async function startNatsServers(opts: NatsServersOptions): Promise<NatsSe
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'warren-nats-')));
   const bin = opts.bin ?? 'nats-server';
   const jetstream = opts.jetstream ?? true;
+  const host = (i: number): string => opts.hosts?.[i] ?? '127.0.0.1';
   const ports: { port: number; routePort: number }[] = [];
   for (let i = 0; i < opts.count; i++) ports.push({ port: await freePort(), routePort: await freePort() });
   const servers: NatsServer[] = [];
@@ -74,18 +81,20 @@ export async function startNatsServers(opts: NatsServersOptions): Promise<NatsSe
     const name = `s${i + 1}`;
     const store = join(dir, name);
     mkdirSync(store, { recursive: true });
-    const lines = [`server_name: ${name}`, `listen: 127.0.0.1:${ports[i]!.port}`];
+    const lines = [`server_name: ${name}`, `listen: ${host(i)}:${ports[i]!.port}`, ...(opts.settings ?? [])];
     if (jetstream) lines.push(`jetstream { store_dir: ${JSON.stringify(store)} }`);
     if (opts.count > 1) {
-      const routes = ports.filter((_, j) => j !== i).map((p) => `nats-route://127.0.0.1:${p.routePort}`);
-      lines.push(`cluster { name: warren_dev, listen: 127.0.0.1:${ports[i]!.routePort}, routes: [${routes.join(', ')}] }`);
+      const routes = ports.flatMap((p, j) => (j === i ? [] : [`nats-route://${host(j)}:${p.routePort}`]));
+      lines.push(`cluster { name: warren_dev, listen: ${host(i)}:${ports[i]!.routePort}, routes: [${routes.join(', ')}] }`);
     }
     const configFile = join(dir, `${name}.conf`);
     writeFileSync(configFile, `${lines.join('\n')}\n`);
     servers.push({ name, ...ports[i]!, configFile, child: undefined as unknown as ChildProcess, log: '' });
   }
-  const launch = (s: NatsServer): Promise<void> => {
-    const child = spawn(bin, ['-c', s.configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const launch = (s: NatsServer, i: number): Promise<void> => {
+    const prefix = opts.launcher?.(i) ?? [];
+    const command = [...prefix, bin, '-c', s.configFile];
+    const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     s.child = child;
     s.log = '';
     return new Promise<void>((resolve, reject) => {
@@ -121,13 +130,13 @@ export async function startNatsServers(opts: NatsServersOptions): Promise<NatsSe
   return {
     dir,
     servers,
-    url: servers.map((s) => `nats://127.0.0.1:${s.port}`).join(','),
+    url: servers.map((s, i) => `nats://${host(i)}:${s.port}`).join(','),
     kill: async (i) => {
       const s = servers[i]!;
       s.child.kill('SIGKILL');
       await exited(s.child);
     },
-    restart: (i) => launch(servers[i]!),
+    restart: (i) => launch(servers[i]!, i),
     stop: stopAll,
   };
 }

@@ -37,14 +37,16 @@ export interface TestCluster {
 
 /**
  * Spawns `warren start` joined to `url` with AMQP and HTTP on ephemeral ports (MQTT and STOMP
- * off); resolves once the ready line is printed, rejects if the process exits first.
+ * off); resolves once the ready line is printed, rejects if the process exits first. `launcher`
+ * is a command to start it under (`ip netns exec NAME`).
  */
-export async function spawnNode(url: string, name: string, dataDir: string, extra: string[] = [], timeoutMs = 20_000): Promise<NodeProcess> {
+export async function spawnNode(url: string, name: string, dataDir: string, extra: string[] = [], timeoutMs = 20_000, launcher: string[] = []): Promise<NodeProcess> {
   const args = [
     WARREN_BIN, 'start', '--cluster', 'test', '--cluster-url', url, '--node-name', name, '--data-dir', dataDir, '--bind', '127.0.0.1',
     '--amqp-port', '0', '--http-port', '0', '--mqtt-port', 'off', '--stomp-port', 'off', '--log-level', 'warn', ...extra,
   ];
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const command = [...launcher, process.execPath, ...args];
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   const stdout: string[] = [];
   const stderr: string[] = [];
   child.stdout.setEncoding('utf8').on('data', (s: string) => stdout.push(s));

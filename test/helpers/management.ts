@@ -12,7 +12,7 @@ export function http<T = unknown>(
   port: number,
   method: string,
   path: string,
-  opts: { auth?: [string, string] | null; body?: unknown; headers?: Record<string, string> } = {},
+  opts: { auth?: [string, string] | null; body?: unknown; headers?: Record<string, string>; host?: string } = {},
 ): Promise<HttpResult<T>> {
   const headers: Record<string, string> = { ...opts.headers };
   const auth = opts.auth === undefined ? ['guest', 'guest'] : opts.auth;
@@ -24,7 +24,7 @@ export function http<T = unknown>(
     headers['content-length'] = String(payload.length);
   }
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
+    const req = request({ host: opts.host ?? '127.0.0.1', port, method, path, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

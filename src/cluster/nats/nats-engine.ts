@@ -34,6 +34,8 @@ import {
 const WRONG_LAST_SEQUENCE = 10071;
 /** How often a watch checks that it keeps up with its bucket. */
 const WATCH_CHECK_MS = 2000;
+/** How often the connection pings its server. */
+const PING_INTERVAL_MS = 4000;
 /** JetStream is off for the account. */
 const JETSTREAM_NOT_ENABLED = 10039;
 
@@ -61,6 +63,10 @@ export async function connectNats(opts: NatsEngineOptions): Promise<NatsEngine> 
       timeout: opts.connectTimeoutMs ?? 5000,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
+      // A server cut off by a partition answers nothing: noticed after a few missed pings (the
+      // client's default takes minutes), then the client moves to a server it can reach.
+      pingInterval: PING_INTERVAL_MS,
+      maxPingOut: 3,
     });
   } catch (e) {
     throw new EngineError(`cannot connect to the cluster engine at ${opts.servers.join(',')}: ${e instanceof Error ? e.message : String(e)}`);

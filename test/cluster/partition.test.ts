@@ -1,0 +1,118 @@
+import amqp from 'amqplib';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { waitFor } from '../helpers/broker.js';
+import { checkDeliveries, describeVerdict } from '../helpers/delivery-check.js';
+import { ConfirmingPublisher, RecordingConsumer } from '../helpers/failover-clients.js';
+import { http } from '../helpers/management.js';
+import { netnsUnavailable, startNetnsCluster, type NetnsCluster } from '../helpers/netns.js';
+
+/**
+ * A network partition: three namespaces on a bridge, a nats-server and a Warren node in each; the
+ * namespace whose NATS server leads a replicated queue's stream is cut off the bridge while
+ * publishers with confirms run on both sides, then put back. The minority side confirms nothing
+ * and says so within bounded time; the majority carries on; after the heal every confirmed
+ * message is delivered.
+ */
+
+const unavailable = await netnsUnavailable();
+/** The most a publish or a declare on the minority side may wait for its answer. */
+const ANSWER_BOUND_MS = 30_000;
+
+describe.skipIf(unavailable !== undefined)('a replicated queue across a network partition (ip netns)', { timeout: 240_000 }, () => {
+  let cluster: NetnsCluster;
+
+  beforeAll(async () => {
+    cluster = await startNetnsCluster(3);
+    const extra = ['--cluster-ack-wait', '3000'];
+    await cluster.start(0, extra);
+    await Promise.all([cluster.start(1, extra), cluster.start(2, extra)]);
+  }, 90_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  const api = <T>(i: number, path: string): Promise<{ status: number; body: T }> => http<T>(cluster.nodes[i]!.httpPort, 'GET', path, { host: cluster.access[i] });
+
+  test('minority: publishes nacked and a declare refused, in bounded time; majority: carries on; after the heal nothing confirmed is lost', async () => {
+    const queue = 'split';
+    const setup = await amqp.connect(cluster.amqpUrl(0));
+    await (await setup.createChannel()).assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await setup.close();
+    for (const i of [1, 2]) await waitFor(async () => (await api(i, `/api/queues/%2F/${queue}`)).status === 200, 15_000, `${queue} on n${i + 1}`);
+    // Cut off the stream's leader: the hard case (it must step down, the others elect a new one).
+    const leader = await waitFor(async () => (await api<{ leader?: string }>(0, `/api/queues/%2F/${queue}`)).body.leader, 15_000, 'a stream leader');
+    const minority = cluster.nats.servers.findIndex((s) => s.name === leader);
+    expect(minority).toBeGreaterThanOrEqual(0);
+    const majority = [0, 1, 2].filter((i) => i !== minority);
+    const url = (i: number): string => cluster.amqpUrl(i);
+
+    const onMajority = new ConfirmingPublisher(majority.map(url), queue, 'maj', { window: 10, intervalMs: 10 });
+    const onMinority = new ConfirmingPublisher([url(minority)], queue, 'min', { window: 10, intervalMs: 10 });
+    const consumer = new RecordingConsumer([url(majority[1]!), url(majority[0]!)], queue);
+    onMajority.start();
+    onMinority.start();
+    consumer.start();
+    try {
+      expect(await onMajority.confirmsGrowBy(30, 20_000)).toBe(true);
+      expect(await onMinority.confirmsGrowBy(30, 20_000)).toBe(true);
+
+      await cluster.isolate(minority);
+      onMinority.mark('cut');
+      onMajority.mark('cut');
+
+      // The majority elects a new leader and goes on: confirms, and deliveries of them.
+      expect(await onMajority.confirmsGrowBy(50, 45_000), 'majority confirms during the partition').toBe(true);
+      const confirmedInPartition = onMajority.since('cut').filter((id) => onMajority.confirmed.has(id));
+      expect(await consumer.received(confirmedInPartition, 20_000), 'majority deliveries during the partition').toBe(true);
+
+      // The minority: a declare is refused, saying why, within bounded time.
+      // INTERNAL_ERROR is a connection error in AMQP 0-9-1: the connection is closed with the text.
+      const c = await amqp.connect(url(minority));
+      let closedWith = '';
+      c.on('error', (e: Error) => (closedWith = e.message));
+      const ch = await c.createChannel();
+      ch.on('error', () => undefined);
+      const asked = Date.now();
+      const declared = await ch.assertQueue('split-later', { durable: true, arguments: { 'x-queue-type': 'quorum' } }).then(
+        () => true,
+        () => false,
+      );
+      const tookMs = Date.now() - asked;
+      await c.close().catch(() => undefined);
+      expect(declared).toBe(false);
+      expect(closedWith).toMatch(/541 \(INTERNAL-ERROR\) with message "INTERNAL_ERROR - the cluster did not take the change: node .n\d. does not reach a majority of the cluster.s NATS servers/);
+      expect(tookMs).toBeLessThan(ANSWER_BOUND_MS);
+
+      // Every publish sent there since the cut is answered, with a nack, within the bound.
+      const firstMinority = await waitFor(() => {
+        const ids = onMinority.since('cut').slice(0, 20);
+        return ids.length === 20 && ids.every((id) => onMinority.answeredAfter.has(id)) ? ids : undefined;
+      }, 3 * ANSWER_BOUND_MS, 'answers to the minority side publishes');
+      expect(firstMinority.filter((id) => onMinority.confirmed.has(id))).toEqual([]);
+      expect(Math.max(...firstMinority.map((id) => onMinority.answeredAfter.get(id)!))).toBeLessThan(ANSWER_BOUND_MS);
+
+      onMinority.mark('heal');
+      await cluster.heal(minority);
+      const inPartition = onMinority.since('cut', 'heal');
+      expect(inPartition.filter((id) => onMinority.confirmed.has(id)), 'minority confirms during the partition').toEqual([]);
+      // Healed: the minority side's publishes are confirmed again.
+      expect(await onMinority.confirmsGrowBy(20, 60_000), 'minority confirms after the heal').toBe(true);
+    } finally {
+      await onMajority.stop();
+      await onMinority.stop();
+    }
+    const confirmed = [...onMajority.confirmed, ...onMinority.confirmed];
+    const drained = await consumer.received(confirmed, 60_000);
+    await consumer.stop();
+    const verdict = checkDeliveries([...onMajority.published, ...onMinority.published], confirmed, consumer.deliveries);
+    expect(verdict.ok, describeVerdict(verdict)).toBe(true);
+    expect(drained).toBe(true);
+  });
+});
+
+if (unavailable !== undefined) {
+  describe('a replicated queue across a network partition (ip netns)', () => {
+    test.skip(`skipped: ${unavailable}`, () => undefined);
+  });
+}
