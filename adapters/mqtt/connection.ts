@@ -929,6 +929,9 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       } else if (!d.redelivered) this.out.dropStaleRequeued(s);
     }
     if (entry === undefined) {
+      // Handed out before without an acknowledgement (by this node before a restart, or by a
+      // node the session was on): the client may have seen it [MQTT-3.3.1-1].
+      dup = d.redelivered;
       const packetId = s.allocatePacketId();
       entry = { packetId, qos: qos as QoS, state: OutState.PUBLISH, tag: d.deliveryTag, msgId: msg.id, retained: undefined, shared: !own };
       s.addOutgoing(entry);

@@ -99,6 +99,7 @@ export class MqttAdapter implements ProtocolAdapter {
     cluster?.seam.attach({
       clientMoved: (vhost, clientId) => this.clientMoved(vhost, clientId),
       publishOrphanWill: (vhost, clientId, record) => this.publishOrphanWill(vhost, clientId, record),
+      sessionExpired: (vhost, clientId) => this.sessionExpired(vhost, clientId),
     });
   }
 
@@ -113,6 +114,13 @@ export class MqttAdapter implements ProtocolAdapter {
     s.connection?.takeOver();
     const still = this.sessions.get(vhost)?.get(clientId);
     if (still !== undefined && still.connection === undefined) this.endSession(still, 'session moved to another node', true);
+  }
+
+  /** The session expired while offline on a node that died: it ends here, unless its client is connected here. */
+  private sessionExpired(vhost: string, clientId: string): void {
+    const s = this.sessions.get(vhost)?.get(clientId);
+    if (s?.connection !== undefined) return;
+    this.endSession(s ?? new Session(vhost, clientId), 'session expired');
   }
 
   /** A will of a node that died, published by this one. */
@@ -337,6 +345,7 @@ export class MqttAdapter implements ProtocolAdapter {
     }
     s.expiresAt = s.expiryInterval < SESSION_EXPIRY_NEVER ? now + s.expiryInterval * 1000 : Infinity;
     void this.durable?.saveSession(s);
+    this.cluster?.sessionOffline(s.vhost, s.clientId, s.expiresAt);
     if (s.expiryInterval < SESSION_EXPIRY_NEVER) this.scheduleExpiry(s, s.expiresAt);
   }
 

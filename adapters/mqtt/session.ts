@@ -68,7 +68,12 @@ export interface MqttClusterSeam {
   claimClientId(vhost: string, clientId: string): ClientClaim;
   /** The session of a client id ended on this node: its record goes unless a connection here holds the id again. */
   sessionEnded(vhost: string, clientId: string): void;
-  /** Whether a durable queue's messages live on this node (it is the queue's home). */
+  /**
+   * A persistent session went offline on this node and ends at `expiresAt` (ms since the epoch)
+   * unless the client comes back: recorded so that another node ends it if this one dies first.
+   */
+  sessionOffline(vhost: string, clientId: string, expiresAt: number): void;
+  /** Whether a durable queue's messages live on this node (it is the queue's home, or the queue is replicated). */
   holdsQueue(vhost: string, queue: string): boolean;
   /**
    * Records the will of a connected client (`record` as the adapter encodes it), which the other
@@ -90,11 +95,13 @@ export interface ClientClaim {
 export interface MqttClusterHandlers {
   /**
    * A connection on another node took the client id: the local connection holding it closes as
-   * taken over and the local session ends (its state does not follow the client).
+   * taken over and the local session ends (its queue stays: a replicated one follows the client).
    */
   clientMoved(vhost: string, clientId: string): void;
   /** A will recorded by a node that died, due now: publish it here. */
   publishOrphanWill(vhost: string, clientId: string, record: Uint8Array): void;
+  /** A session left offline on a node that died has expired: it ends here (its queue goes). */
+  sessionExpired(vhost: string, clientId: string): void;
 }
 
 /** A will waiting for its delay to pass (or for the session to end first). */

@@ -15,6 +15,12 @@ import type { ClusterMembership } from './index.js';
  *   running without having removed its records (it died), one survivor, the one that creates the
  *   lease key in `warren_NAME_mqtt_will_leases`, publishes that node's wills (after their delay) and deletes
  *   them.
+ * - `s.`: the expiry deadline of every persistent session that is offline with a finite expiry
+ *   (v5 Session Expiry Interval). The session's subscriptions are its queue's bindings and its
+ *   messages its queue, a replicated queue: both are cluster-wide already, so a client
+ *   reconnecting on any node resumes the session. The node the client left expires it; when that
+ *   node is gone, one survivor (holding the lease `s.<key>`) does, unless the client connected
+ *   again after the record was written (its client-id record is newer).
  * The MQTT adapter sees none of this: it is handed {@link MqttCluster.seam} and
  * {@link MqttCluster.retained}, which match the interfaces the adapter declares.
  */
@@ -89,6 +95,21 @@ interface LocalClaim {
   live: boolean;
 }
 
+/** An offline session's expiry record. */
+interface SessionRecord {
+  node: string;
+  instance: string;
+  vhost: string;
+  clientId: string;
+  /** ms since the epoch. */
+  expiresAt: number;
+}
+
+interface KnownSession {
+  readonly record: SessionRecord;
+  readonly revision: number;
+}
+
 /** A will record's header. */
 interface WillHeader {
   node: string;
@@ -107,12 +128,14 @@ interface KnownWill {
 export interface MqttHandlers {
   clientMoved(vhost: string, clientId: string): void;
   publishOrphanWill(vhost: string, clientId: string, record: Uint8Array): void;
+  sessionExpired(vhost: string, clientId: string): void;
 }
 
 /** What the MQTT adapter calls (matches its cluster seam). */
 export interface MqttSeam {
   claimClientId(vhost: string, clientId: string): { readonly written: Promise<void>; release(): void };
   sessionEnded(vhost: string, clientId: string): void;
+  sessionOffline(vhost: string, clientId: string, expiresAt: number): void;
   holdsQueue(vhost: string, queue: string): boolean;
   setWill(vhost: string, clientId: string, delayMs: number, record: Uint8Array | undefined): void;
   attach(handlers: MqttHandlers): void;
@@ -135,7 +158,14 @@ export async function startMqttCluster(m: ClusterMembership, log: Logger, opts: 
   const prefix = `warren_${m.clusterName}_mqtt`;
   const leaseTtlMs = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
   const [bucket, leases] = await Promise.all([m.engine.openKV(prefix, { replicas }), m.engine.openKV(`${prefix}_will_leases`, { replicas, ttlMs: leaseTtlMs })]);
-  const kv = { bucket, clients: new PrefixedKV(bucket, 'c.'), retained: new PrefixedKV(bucket, 'r.'), wills: new PrefixedKV(bucket, 'w.'), leases };
+  const kv = {
+    bucket,
+    clients: new PrefixedKV(bucket, 'c.'),
+    retained: new PrefixedKV(bucket, 'r.'),
+    wills: new PrefixedKV(bucket, 'w.'),
+    sessions: new PrefixedKV(bucket, 's.'),
+    leases,
+  };
   const c = new MqttCluster(m, kv, log, { sweepMs: opts.sweepMs ?? DEFAULT_SWEEP_MS, leaseTtlMs });
   await c.start();
   return c;
@@ -165,7 +195,7 @@ class PrefixedKV {
   }
 }
 
-type Buckets = { bucket: ClusterKV; clients: PrefixedKV; retained: PrefixedKV; wills: PrefixedKV; leases: ClusterKV };
+type Buckets = { bucket: ClusterKV; clients: PrefixedKV; retained: PrefixedKV; wills: PrefixedKV; sessions: PrefixedKV; leases: ClusterKV };
 
 export class MqttCluster {
   private readonly node: string;
@@ -199,6 +229,13 @@ export class MqttCluster {
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly renewals = new Set<NodeJS.Timeout>();
 
+  // offline persistent sessions
+  private readonly sessions = new Map<string, KnownSession>();
+  /** Keys of the records this node wrote (its watch may not have passed them on yet). */
+  private readonly ownSessions = new Set<string>();
+  /** Keys whose expiry this node is carrying out. */
+  private readonly expiring = new Set<string>();
+
   /** Given to the MQTT adapter. */
   readonly seam: MqttSeam;
   readonly retained: MqttRetainedReplica;
@@ -214,7 +251,10 @@ export class MqttCluster {
     this.seam = {
       claimClientId: (vhost, clientId) => this.claim(vhost, clientId),
       sessionEnded: (vhost, clientId) => this.sessionEnded(vhost, clientId),
+      sessionOffline: (vhost, clientId, expiresAt) => this.sessionOffline(vhost, clientId, expiresAt),
       holdsQueue: (vhost, queue) => {
+        // A replicated queue (a persistent session's) is held by every node.
+        if (m.replicated.isReplicated(vhost, queue)) return true;
         const home = m.homeOf(vhost, queue);
         return home === undefined || home === this.node;
       },
@@ -240,6 +280,7 @@ export class MqttCluster {
       if (kind === 'c.') this.onClient(entry);
       else if (kind === 'r.') this.onRetained(entry);
       else if (kind === 'w.') this.onWill(entry);
+      else if (kind === 's.') this.onSession(entry);
     });
     this.watches.push(w);
     await w.ready;
@@ -277,6 +318,8 @@ export class MqttCluster {
         c.revision = revision;
         // Another node's record came after ours while we waited: it holds the id now.
         if (c.foreign > revision) this.moved(key, vhost, clientId);
+        // The session is connected again: its offline expiry record is void.
+        else if (this.ownSessions.delete(key) || this.sessions.has(key)) this.dropSessionRecord(key);
       },
       (err: unknown) => {
         if (this.claims.get(key) === c) this.claims.delete(key);
@@ -321,6 +364,7 @@ export class MqttCluster {
   /** The record goes with the session, if it is still this connection's (another node may have written since). */
   private sessionEnded(vhost: string, clientId: string): void {
     const key = nameKey(vhost, clientId);
+    if (this.ownSessions.delete(key) && !this.stopped) this.dropSessionRecord(key);
     const c = this.claims.get(key);
     if (c === undefined || c.live) return;
     this.claims.delete(key);
@@ -332,6 +376,75 @@ export class MqttCluster {
       const r = decodeJson(e.value) as ClientRecord;
       if (r.node === this.node && r.instance === this.instance && r.serial === c.serial && this.claims.get(key) === undefined) await kv.delete(key);
     })().catch((err: unknown) => this.log.debug({ err, vhost, clientId }, 'cluster: client id record not removed'));
+  }
+
+  // ---- offline persistent sessions ----------------------------------------------------------
+
+  /** A persistent session went offline here, due to expire at `expiresAt`: the others expire it if this node dies. */
+  private sessionOffline(vhost: string, clientId: string, expiresAt: number): void {
+    if (this.stopped || !Number.isFinite(expiresAt)) return;
+    const key = nameKey(vhost, clientId);
+    // Taken over by another node (its claim came after this one's): the session moves, it is not offline.
+    if (!this.claims.has(key)) return;
+    this.ownSessions.add(key);
+    const rec: SessionRecord = { node: this.node, instance: this.instance, vhost, clientId, expiresAt };
+    this.kv.sessions.put(key, encodeJson(rec)).then(
+      () => undefined,
+      (err: unknown) => this.log.warn({ err, vhost, clientId }, 'cluster: session expiry record not written'),
+    );
+  }
+
+  private dropSessionRecord(key: string): void {
+    this.kv.sessions.delete(key).then(
+      () => undefined,
+      (err: unknown) => this.log.debug({ err, key }, 'cluster: session expiry record not removed'),
+    );
+  }
+
+  private onSession(e: KvEntry): void {
+    if (e.value === undefined) {
+      this.sessions.delete(e.key);
+      return;
+    }
+    try {
+      const r = decodeJson(e.value) as SessionRecord;
+      if (typeof r.node !== 'string' || typeof r.instance !== 'string' || typeof r.vhost !== 'string' || typeof r.clientId !== 'string' || typeof r.expiresAt !== 'number') return;
+      this.sessions.set(e.key, { record: r, revision: e.revision });
+    } catch {
+      // not a record of ours
+    }
+  }
+
+  /** Offline sessions past their deadline whose node is gone: expired here, by the one node that takes the lease. */
+  private sweepSessions(running: ReadonlySet<string>): void {
+    const now = Date.now();
+    for (const [key, known] of this.sessions) {
+      const r = known.record;
+      if (r.expiresAt > now || this.expiring.has(key)) continue;
+      // A node that runs expires its own sessions (a restarted one from its store).
+      const gone = r.node === this.node ? r.instance !== this.instance : !running.has(r.node);
+      if (!gone) continue;
+      this.expiring.add(key);
+      this.expireSession(key, known)
+        .catch((err: unknown) => this.log.warn({ err, vhost: r.vhost, clientId: r.clientId }, 'cluster: session of a stopped node not expired; trying again'))
+        .finally(() => this.expiring.delete(key));
+    }
+  }
+
+  private async expireSession(key: string, known: KnownSession): Promise<void> {
+    const { vhost, clientId } = known.record;
+    // The client connected again after the record was written: the session is not offline.
+    const claim = await this.kv.clients.get(key);
+    if (claim?.value !== undefined && claim.revision > known.revision) {
+      if (this.sessions.get(key) === known) this.sessions.delete(key);
+      return;
+    }
+    const lease = encodeJson({ by: this.node, instance: this.instance, at: Date.now() });
+    if ((await this.kv.leases.create(`s.${key}`, lease)) === undefined) return;
+    if (this.sessions.get(key) !== known || this.stopped) return;
+    this.log.info({ vhost, clientId, node: known.record.node }, 'cluster: expiring the session of a client last connected to a node that stopped');
+    this.handlers?.sessionExpired(vhost, clientId);
+    await this.kv.sessions.delete(key);
   }
 
   // ---- retained messages --------------------------------------------------------------------
@@ -414,13 +527,15 @@ export class MqttCluster {
 
   /** Wills of node processes that are gone: this node's earlier process, or a node that stopped running. */
   private sweep(): void {
-    if (this.stopped || this.wills.size === 0) return;
+    if (this.stopped || (this.wills.size === 0 && this.sessions.size === 0)) return;
     const running = new Set(
       this.m
         .nodes()
         .filter((n) => n.running)
         .map((n) => n.name),
     );
+    if (this.sessions.size > 0) this.sweepSessions(running);
+    if (this.wills.size === 0) return;
     const orphans = new Map<string, { node: string; instance: string; keys: string[] }>();
     for (const [key, w] of this.wills) {
       const { node, instance } = w.header;

@@ -50,6 +50,21 @@ interface Link {
   immediate: boolean;
 }
 
+/** The queue name prefixes of the MQTT adapter's persistent sessions and the STOMP adapter's durable topic subscriptions. */
+const SESSION_QUEUE_PREFIXES = ['mqtt-subscription-', 'stomp-subscription-'];
+
+/**
+ * A durable queue that holds a client's session state between connections: a persistent MQTT
+ * session's queue (clean sessions and sessions expiring at disconnect have exclusive ones) or a
+ * durable STOMP topic subscription's. In a cluster these are replicated, so that the client finds
+ * its messages on whichever node it reconnects to, even after the node it left has died.
+ */
+export function isSessionQueue(q: Pick<Queue, 'name' | 'durable' | 'exclusive' | 'autoDelete'>): boolean {
+  if (!q.durable || q.exclusive || q.autoDelete) return false;
+  for (const p of SESSION_QUEUE_PREFIXES) if (q.name.startsWith(p)) return true;
+  return false;
+}
+
 function intOf(v: unknown): number | undefined {
   const n = typeof v === 'bigint' ? Number(v) : v;
   return typeof n === 'number' && Number.isInteger(n) ? n : undefined;
@@ -82,8 +97,10 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
 
   /**
    * How many copies a queue's log keeps when the queue is replicated, else undefined: a quorum
-   * queue (`x-quorum-initial-group-size`, default 3), or a durable, non-exclusive queue matched
-   * by a policy with `ha-mode` `all` (every engine server) or `exactly` (`ha-params`).
+   * queue (`x-quorum-initial-group-size`, default 3), a durable, non-exclusive queue matched
+   * by a policy with `ha-mode` `all` (every engine server) or `exactly` (`ha-params`), or the
+   * queue of a persistent MQTT session or of a durable STOMP topic subscription (see
+   * {@link isSessionQueue}).
    */
   replicasFor(q: Queue): number | undefined {
     if (q.exclusive) return undefined;
@@ -93,6 +110,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       return Math.max(1, Math.min(n !== undefined && n > 0 ? n : DEFAULT_REPLICAS, servers));
     }
     if (!q.durable) return undefined;
+    if (isSessionQueue(q)) return Math.max(1, Math.min(DEFAULT_REPLICAS, servers));
     const p = this.core.policies.match(q.host.name, 'queue', q.name);
     const mode = p?.definition['ha-mode'];
     if (mode === 'all') return Math.max(1, servers);
@@ -114,6 +132,12 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     return this.links.has(q);
   }
 
+  /** Whether the queue `name` of `vhost` exists on this node and is replicated. */
+  isReplicated(vhost: string, name: string): boolean {
+    const q = this.core.vhosts.get(vhost)?.queues.get(name);
+    return q !== undefined && this.links.has(q);
+  }
+
   /**
    * Makes `q` a replicated queue on this node if it is one (see {@link replicasFor}); true when
    * it is. Idempotent.
@@ -122,7 +146,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     if (this.links.has(q)) return true;
     const replicas = this.replicasFor(q);
     if (replicas === undefined || this.stopped) return false;
-    if (q.type.name !== 'quorum') {
+    if (q.type.name !== 'quorum' && !isSessionQueue(q)) {
       this.log.info({ vhost: q.host.name, queue: q.name, replicas }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
     }
     const link: Link = { queue: q, replicas, opening: undefined, log: undefined, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false };

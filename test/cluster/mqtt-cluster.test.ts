@@ -46,26 +46,31 @@ describe('MQTT across three Warren nodes', { timeout: 60_000 }, () => {
     expect(second.connected).toBe(true);
   });
 
-  test('3.1.1: a persistent session on n1 is closed by a connection on n2; the session is not present where its state is not', async () => {
+  test('3.1.1: a persistent session on n1 is closed by a connection on n2, which resumes it there; back on n1 it is present again', async () => {
     const first = track(await connectCollecting(url('n1'), { protocolVersion: 4, clientId: 'takeover-311', clean: false }));
     expect(first.connack.sessionPresent).toBe(false);
     await first.client.subscribeAsync('p/#', { qos: 1 });
     const gone = closed(first.client);
     const second = track(await connectCollecting(url('n2'), { protocolVersion: 4, clientId: 'takeover-311', clean: false }));
     await gone;
-    // The subscriptions are on n1: n2 starts the client afresh and says so.
-    expect(second.connack.sessionPresent).toBe(false);
-    await second.client.subscribeAsync('q/#', { qos: 1 });
+    // The session's queue and bindings are the cluster's: n2 resumes it, with its subscription.
+    expect(second.connack.sessionPresent).toBe(true);
+    await second.client.publishAsync('p/x', 'followed', { qos: 1 });
+    await waitFor(() => second.received.some((m) => m.payload === 'followed'), 10_000, 'subscription in force on n2');
     second.client.end();
     await closed(second.client);
-    // Back on n1: its old session ended when the client moved, so nothing is present there either.
+    // Back on n1: the same session, not a new one.
     const third = track(await connectCollecting(url('n1'), { protocolVersion: 4, clientId: 'takeover-311', clean: false }));
-    expect(third.connack.sessionPresent).toBe(false);
-    // And a persistent session that stays on one node is present again there.
+    expect(third.connack.sessionPresent).toBe(true);
+    // A clean session discards it everywhere.
     third.client.end();
     await closed(third.client);
+    const clean = track(await connectCollecting(url('n2'), { protocolVersion: 4, clientId: 'takeover-311', clean: true }));
+    expect(clean.connack.sessionPresent).toBe(false);
+    clean.client.end();
+    await closed(clean.client);
     const fourth = track(await connectCollecting(url('n1'), { protocolVersion: 4, clientId: 'takeover-311', clean: false }));
-    expect(fourth.connack.sessionPresent).toBe(true);
+    expect(fourth.connack.sessionPresent).toBe(false);
     fourth.client.end();
   });
 

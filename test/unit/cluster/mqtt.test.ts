@@ -19,6 +19,7 @@ interface Node {
   c: MqttCluster;
   moved: string[];
   wills: Array<{ vhost: string; clientId: string; record: string }>;
+  expired: string[];
   retained: Map<string, string>;
 }
 
@@ -27,10 +28,11 @@ async function node(name: string): Promise<Node> {
   const m = await nodes.join(engine, name, core);
   const c = await startMqttCluster(m, silentLog, { sweepMs: 20, leaseTtlMs: 2000 });
   mqtts.push(c);
-  const n: Node = { core, m, c, moved: [], wills: [], retained: new Map() };
+  const n: Node = { core, m, c, moved: [], wills: [], expired: [], retained: new Map() };
   c.seam.attach({
     clientMoved: (vhost, clientId) => n.moved.push(`${vhost}:${clientId}`),
     publishOrphanWill: (vhost, clientId, record) => n.wills.push({ vhost, clientId, record: Buffer.from(record).toString() }),
+    sessionExpired: (vhost, clientId) => n.expired.push(`${vhost}:${clientId}`),
   });
   c.retained.listen((vhost, topic, record) => {
     if (record === undefined) n.retained.delete(`${vhost}:${topic}`);
@@ -127,16 +129,72 @@ describe('client ids across nodes', () => {
     expect(a.moved).toEqual(['/:gone-to-n2']);
   });
 
-  test('holdsQueue: a durable queue declared on another node is not this node\'s', async () => {
+  test('holdsQueue: a durable queue declared on another node is not this node\'s; a persistent session\'s is every node\'s', async () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     const b = await node('n2');
-    expect(a.c.seam.holdsQueue('/', 'mqtt-subscription-x')).toBe(true);
-    b.core.vhosts.get('/')!.declareQueue('mqtt-subscription-x', { durable: true, autoDelete: false, arguments: {} }, false, 0);
+    expect(a.c.seam.holdsQueue('/', 'mqtt-shared-g-x')).toBe(true);
+    const vh = b.core.vhosts.get('/')!;
+    vh.declareQueue('mqtt-shared-g-x', { durable: true, autoDelete: false, arguments: {} }, false, 0);
+    vh.declareQueue('mqtt-subscription-x', { durable: true, autoDelete: false, arguments: {} }, false, 0);
     await b.core.persistence.definitionsSettled();
-    await waitFor(() => a.core.vhosts.get('/')!.queues.has('mqtt-subscription-x'), 2000, 'queue on n1');
-    expect(a.c.seam.holdsQueue('/', 'mqtt-subscription-x')).toBe(false);
-    expect(b.c.seam.holdsQueue('/', 'mqtt-subscription-x')).toBe(true);
+    await waitFor(() => a.core.vhosts.get('/')!.queues.has('mqtt-shared-g-x') && a.core.vhosts.get('/')!.queues.has('mqtt-subscription-x'), 2000, 'queues on n1');
+    expect(a.c.seam.holdsQueue('/', 'mqtt-shared-g-x')).toBe(false);
+    expect(b.c.seam.holdsQueue('/', 'mqtt-shared-g-x')).toBe(true);
+    // The session queue is replicated: its messages are on the engine, for whichever node the client is on.
+    expect([a.c.seam.holdsQueue('/', 'mqtt-subscription-x'), b.c.seam.holdsQueue('/', 'mqtt-subscription-x')]).toEqual([true, true]);
+    expect(a.m.replicated.isReplicated('/', 'mqtt-subscription-x')).toBe(true);
+  });
+});
+
+describe('offline persistent sessions', () => {
+  const sessionKeys = (bucket: Entries): string[] => liveKeys(bucket).filter((k) => k.startsWith('s.'));
+
+  test('the session of a node that died is expired by one survivor once its deadline passes', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const b = await node('n2');
+    const c = await node('n3');
+    const claim = a.c.seam.claimClientId('/', 'sleeper');
+    await claim.written;
+    claim.release();
+    const deadline = Date.now() + 300;
+    a.c.seam.sessionOffline('/', 'sleeper', deadline);
+    const bucket = engine.buckets.get('warren_test_mqtt')!;
+    await waitFor(() => sessionKeys(bucket).length === 1, 2000, 'expiry record');
+    await dies(a);
+    await waitFor(() => b.expired.length + c.expired.length === 1, 3000, 'session expired');
+    expect(Date.now()).toBeGreaterThanOrEqual(deadline);
+    await waitFor(() => sessionKeys(bucket).length === 0, 2000, 'record removed');
+    await new Promise((r) => setTimeout(r, 100));
+    expect([...b.expired, ...c.expired]).toEqual(['/:sleeper']);
+  });
+
+  test('a node that runs expires its own sessions; a reconnect anywhere voids the record; a session taken over is not offline', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const b = await node('n2');
+    const bucket = engine.buckets.get('warren_test_mqtt')!;
+    const first = a.c.seam.claimClientId('/', 'mover');
+    await first.written;
+    first.release();
+    a.c.seam.sessionOffline('/', 'mover', Date.now() + 100);
+    await waitFor(() => sessionKeys(bucket).length === 1, 2000, 'expiry record');
+    // The client comes back on n2 before the deadline: the record goes, nobody expires the session.
+    await b.c.seam.claimClientId('/', 'mover').written;
+    await waitFor(() => sessionKeys(bucket).length === 0, 2000, 'record removed by the reconnect');
+    await waitFor(() => a.moved.length === 1, 2000, 'n1 told');
+    // n1's connection closing after the takeover does not record the session as offline.
+    a.c.seam.sessionOffline('/', 'mover', Date.now() + 50);
+    a.c.seam.sessionEnded('/', 'mover');
+    await new Promise((r) => setTimeout(r, 300));
+    expect([sessionKeys(bucket), a.expired, b.expired]).toEqual([[], [], []]);
+    // On n2 it goes offline and ends there (its own timer): the record goes with it.
+    b.c.seam.sessionOffline('/', 'mover', Date.now() + 60_000);
+    await waitFor(() => sessionKeys(bucket).length === 1, 2000, 'expiry record on n2');
+    b.c.seam.sessionEnded('/', 'mover');
+    await waitFor(() => sessionKeys(bucket).length === 0, 2000, 'record removed at the end');
+    expect([a.expired, b.expired]).toEqual([[], []]);
   });
 });
 
