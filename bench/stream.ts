@@ -6,25 +6,37 @@
  *   unconfirmed; msgs/s counts confirmed messages;
  * - read-1: 1 consumer reads the whole stream from `first` (prefetch 1000, an ack with multiple
  *   every 100 messages); msgs/s = messages delivered ÷ time to the last one;
- * - read-10: 10 consumers (10 channels on one connection) read the whole stream from `first` at
- *   once; msgs/s = deliveries summed over the 10 ÷ time to the last one.
+ * - read-10: 10 consumers (10 connections, one channel each) read the whole stream from `first`
+ *   at once; msgs/s = deliveries summed over the 10 ÷ time to the last one.
  *
- * Broker CPU is charged per message delivered (or confirmed). Clients run in this process.
+ * Every client (the publisher and each consumer) is a process of its own (stream-client.ts), with
+ * its connection and channel open before the clock starts. Broker CPU is charged per message
+ * delivered (or confirmed); client CPU is the clients' processes summed, as % of one core.
  */
+import { fork, type ChildProcess } from 'node:child_process';
 import { availableParallelism, cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { connect, type ChannelModel, type ConfirmChannel } from 'amqplib';
+import { connect } from 'amqplib';
 import { connectPeer, startLocalRabbitmq, startWarren, type Broker } from './brokers.js';
 import { wallMs } from './clock.js';
 import { cpuSeconds } from './proc.js';
+import type { FromStreamClient, StreamClientSpec, ToStreamClient } from './stream-client.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = join(HERE, '..', '..');
+const CLIENT_JS = join(HERE, 'stream-client.js');
 const CONFIRM_WINDOW = 1000;
 const PREFETCH = 1000;
 const ACK_EVERY = 100;
+const PHASES = ['publish', 'read-1', 'read-10'] as const;
+type Phase = (typeof PHASES)[number];
+const PHASE_TITLE: Record<Phase, string> = {
+  publish: 'publish (confirms)',
+  'read-1': 'read from first, 1 consumer',
+  'read-10': 'read from first, 10 consumers',
+};
 
 interface Row {
   broker: string;
@@ -33,95 +45,97 @@ interface Row {
   seconds: number;
   rate: number;
   cpuUsPerMsg: number | null;
-  /** This process (the clients), as % of one core. */
-  clientCpu: number;
+  /** The client processes, summed, as % of one core. */
+  clientCpu: number | null;
 }
 
-function cpuOf(b: Broker): number | null {
-  return b.pid === null ? null : cpuSeconds(b.pid);
+function cpuOf(pid: number | null | undefined): number | null {
+  return pid === null || pid === undefined ? null : cpuSeconds(pid);
 }
 
-async function measure(b: Broker, phase: string, messages: number, run: () => Promise<void>): Promise<Row> {
-  const cpu0 = cpuOf(b);
-  const own0 = process.cpuUsage();
-  const t0 = wallMs();
-  await run();
-  const seconds = (wallMs() - t0) / 1000;
-  const cpu1 = cpuOf(b);
-  const own = process.cpuUsage(own0);
-  return {
-    broker: b.name,
-    phase,
-    messages,
-    seconds,
-    rate: messages / seconds,
-    cpuUsPerMsg: cpu0 === null || cpu1 === null ? null : ((cpu1 - cpu0) * 1e6) / messages,
-    clientCpu: ((own.user + own.system) / 1e6 / seconds) * 100,
-  };
+/** A forked client process; `done` resolves with its count once it has finished its part. */
+class Client {
+  readonly child: ChildProcess;
+  readonly ready: Promise<void>;
+  readonly done: Promise<number>;
+
+  constructor(spec: StreamClientSpec) {
+    this.child = fork(CLIENT_JS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let ready: () => void = () => undefined;
+    let done: (n: number) => void = () => undefined;
+    let fail: (e: Error) => void = () => undefined;
+    const failed = new Promise<never>((_, rej) => (fail = rej));
+    failed.catch(() => undefined);
+    this.ready = Promise.race([new Promise<void>((r) => (ready = r)), failed]);
+    this.done = Promise.race([new Promise<number>((r) => (done = r)), failed]);
+    this.child.on('message', (m: FromStreamClient) => {
+      if (m.type === 'ready') ready();
+      else if (m.type === 'done') done(m.count);
+      else fail(new Error(`${spec.role}: ${m.message}`));
+    });
+    this.child.on('exit', (code) => fail(new Error(`${spec.role} exited with ${code}`)));
+    this.send({ type: 'init', spec });
+  }
+
+  send(m: ToStreamClient): void {
+    if (this.child.connected) this.child.send(m);
+  }
+
+  cpu(): number {
+    return cpuOf(this.child.pid) ?? 0;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
+    this.send({ type: 'stop' });
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
 }
 
-async function publish(conn: ChannelModel, stream: string, n: number, body: Buffer): Promise<void> {
-  const ch: ConfirmChannel = await conn.createConfirmChannel();
-  let sent = 0;
-  let confirmed = 0;
-  await new Promise<void>((resolve, reject) => {
-    const onConfirm = (err: unknown): void => {
-      if (err !== null && err !== undefined) {
-        reject(new Error('publish nacked'));
-        return;
-      }
-      confirmed++;
-      if (confirmed === n) resolve();
-      else pump();
+/** Starts the clients once all are connected; the phase ends when the last one is done. */
+async function measure(b: Broker, phase: Phase, messages: number, specs: StreamClientSpec[]): Promise<Row> {
+  const clients = specs.map((s) => new Client(s));
+  try {
+    await Promise.all(clients.map((c) => c.ready));
+    const cpu0 = cpuOf(b.pid);
+    const own0 = clients.map((c) => c.cpu());
+    const t0 = wallMs();
+    for (const c of clients) c.send({ type: 'start' });
+    await Promise.all(clients.map((c) => c.done));
+    const seconds = (wallMs() - t0) / 1000;
+    const cpu1 = cpuOf(b.pid);
+    let own = 0;
+    for (let i = 0; i < clients.length; i++) own += clients[i]!.cpu() - own0[i]!;
+    return {
+      broker: b.name,
+      phase: PHASE_TITLE[phase],
+      messages,
+      seconds,
+      rate: messages / seconds,
+      cpuUsPerMsg: cpu0 === null || cpu1 === null ? null : ((cpu1 - cpu0) * 1e6) / messages,
+      clientCpu: (own / seconds) * 100,
     };
-    const pump = (): void => {
-      while (sent < n && sent - confirmed < CONFIRM_WINDOW) {
-        sent++;
-        ch.sendToQueue(stream, body, { persistent: true }, onConfirm);
-      }
-    };
-    pump();
-  });
-  await ch.close();
+  } finally {
+    await Promise.all(clients.map((c) => c.stop()));
+  }
 }
 
-async function read(conn: ChannelModel, stream: string, consumers: number, n: number): Promise<void> {
-  const chans = await Promise.all(Array.from({ length: consumers }, () => conn.createChannel()));
-  await Promise.all(
-    chans.map(
-      (ch) =>
-        new Promise<void>((resolve, reject) => {
-          let got = 0;
-          void ch.prefetch(PREFETCH).then(() =>
-            ch.consume(
-              stream,
-              (m) => {
-                if (m === null) return;
-                got++;
-                if (got % ACK_EVERY === 0 || got === n) ch.ack(m, true);
-                if (got === n) resolve();
-              },
-              { arguments: { 'x-stream-offset': 'first' } },
-            ),
-          ).catch(reject);
-        }),
-    ),
-  );
-  await Promise.all(chans.map((ch) => ch.close()));
-}
-
-async function benchBroker(b: Broker, n: number, bodySize: number): Promise<Row[]> {
+async function benchBroker(b: Broker, n: number, bodySize: number, phases: readonly Phase[]): Promise<Row[]> {
   const url = b.endpoints.amqp;
   if (url === undefined) throw new Error(`${b.name} has no AMQP endpoint`);
   const conn = await connect(url, { noDelay: true });
   const stream = `bench-stream-${Date.now()}`;
   const setup = await conn.createChannel();
   await setup.assertQueue(stream, { durable: true, arguments: { 'x-queue-type': 'stream' } });
-  const body = Buffer.alloc(bodySize, 0x61);
+  const reader: StreamClientSpec = { role: 'reader', url, stream, count: n, prefetch: PREFETCH, ackEvery: ACK_EVERY };
   const rows: Row[] = [];
-  rows.push(await measure(b, 'publish (confirms)', n, () => publish(conn, stream, n, body)));
-  rows.push(await measure(b, 'read from first, 1 consumer', n, () => read(conn, stream, 1, n)));
-  rows.push(await measure(b, 'read from first, 10 consumers', n * 10, () => read(conn, stream, 10, n)));
+  // The publish phase always runs: it fills the stream the readers read.
+  rows.push(await measure(b, 'publish', n, [{ role: 'publisher', url, stream, count: n, bodySize, window: CONFIRM_WINDOW }]));
+  if (phases.includes('read-1')) rows.push(await measure(b, 'read-1', n, [reader]));
+  if (phases.includes('read-10')) rows.push(await measure(b, 'read-10', n * 10, Array.from({ length: 10 }, () => reader)));
   await setup.deleteQueue(stream);
   await setup.close();
   await conn.close();
@@ -141,14 +155,31 @@ async function main(): Promise<void> {
       'start-rabbitmq': { type: 'boolean', default: false },
       'peer-url': { type: 'string' },
       'warren-only': { type: 'boolean', default: false },
+      /** Comma-separated subset of publish,read-1,read-10 (publish always runs: it fills the stream). */
+      phases: { type: 'string', default: PHASES.join(',') },
+      /** Writes a V8 CPU profile of Warren into this directory when it stops. */
+      'cpu-prof': { type: 'string' },
+      /** Another build of Warren to measure instead (e.g. one of the parent commit). */
+      'warren-bin': { type: 'string' },
     },
   });
   const n = Number(values.messages);
   const bodySize = Number(values['body-size']);
   const repeat = Number(values.repeat);
+  const phases = values.phases.split(',').map((p) => p.trim());
+  for (const p of phases) if (!(PHASES as readonly string[]).includes(p)) throw new Error(`unknown phase '${p}' (expected ${PHASES.join(', ')})`);
+  const prof = values['cpu-prof'];
   const brokers: Broker[] = [];
   try {
-    brokers.push(await startWarren({ bin: join(REPO_ROOT, 'bin', 'warren.js'), extraArgs: ['--log-level', 'warn'], verbose: false, startTimeoutMs: 30_000 }));
+    brokers.push(
+      await startWarren({
+        bin: values['warren-bin'] ?? join(REPO_ROOT, 'bin', 'warren.js'),
+        extraArgs: ['--log-level', 'warn'],
+        ...(prof !== undefined ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', prof] } : {}),
+        verbose: false,
+        startTimeoutMs: 30_000,
+      }),
+    );
     if (!values['warren-only']) {
       if (values['peer-url'] !== undefined) brokers.push(await connectPeer({ url: values['peer-url'], name: null, pid: null }));
       else if (values['start-rabbitmq']) brokers.push(await startLocalRabbitmq({ verbose: false, startTimeoutMs: 90_000 }));
@@ -157,7 +188,7 @@ async function main(): Promise<void> {
     for (let r = 0; r < repeat; r++) {
       for (const b of brokers) {
         process.stderr.write(`${b.name}: run ${r + 1} of ${repeat} ...\n`);
-        rows.push(...(await benchBroker(b, n, bodySize)));
+        rows.push(...(await benchBroker(b, n, bodySize, phases as Phase[])));
       }
     }
     const out: string[] = [];
@@ -168,7 +199,7 @@ async function main(): Promise<void> {
     out.push('| broker | phase | msgs/s | broker CPU µs/msg | client CPU % | seconds |');
     out.push('|---|---|--:|--:|--:|--:|');
     for (const row of rows) {
-      out.push(`| ${row.broker} | ${row.phase} | ${fmt(row.rate)} | ${row.cpuUsPerMsg === null ? 'n/a' : row.cpuUsPerMsg.toFixed(1)} | ${row.clientCpu.toFixed(0)} | ${row.seconds.toFixed(2)} |`);
+      out.push(`| ${row.broker} | ${row.phase} | ${fmt(row.rate)} | ${row.cpuUsPerMsg === null ? 'n/a' : row.cpuUsPerMsg.toFixed(1)} | ${row.clientCpu === null ? 'n/a' : row.clientCpu.toFixed(0)} | ${row.seconds.toFixed(2)} |`);
     }
     if (brokers.length > 1) {
       out.push('');

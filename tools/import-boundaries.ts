@@ -72,6 +72,7 @@ export const STORE_CORE_VALUES: ReadonlyArray<readonly [file: string, module: st
   ['src/store/index.ts', 'src/core/index.ts', 'definitions export/import when opening the data directory'],
   ['src/store/offline.ts', 'src/core/index.ts', 'offline definitions tools build a Core of their own'],
   ['src/store/message-store.ts', 'src/core/index.ts', 'definitions import on recovery, BrokerError for store limits, SETTLED for definitions with nothing to wait for, the bench-only latency trace (commit spans)'],
+  ['src/store/stream-log.ts', 'src/core/index.ts', 'the chunks a stream holds for its readers count in the process memory account'],
   ['src/store/definitions-state.ts', 'src/core/index.ts', 'the definitions log keys the same JSON entries the export writes'],
   ['src/store/codec.ts', 'src/core/index.ts', 'Decimal and own-key helpers when decoding field tables'],
   ['src/store/queue-log.ts', 'src/core/index.ts', 'Deque of paged entries; queue arguments as JSON in queue.json'],

@@ -206,6 +206,13 @@ export class ByteReader {
     return Buffer.from(this.buf.subarray(at, at + n));
   }
 
+  /** u32 length + bytes, as a view of the read buffer (which the result keeps alive). */
+  view32(): Buffer {
+    const n = this.u32();
+    const at = this.need(n);
+    return this.buf.subarray(at, at + n);
+  }
+
   skip(n: number): void {
     this.need(n);
   }
@@ -498,8 +505,11 @@ export function encodeMessage(m: MessageContent): Buffer {
   return out.subarray(0, pos);
 }
 
-/** Decodes a message; every buffer in the result is a copy. */
-export function readMessage(r: ByteReader): MessageContent {
+/**
+ * Decodes a message; every buffer in the result is a copy, or with `copy` false a view of the
+ * reader's buffer (for a reader that keeps that buffer anyway).
+ */
+export function readMessage(r: ByteReader, copy = true): MessageContent {
   const flags = r.u8();
   const exchange = r.str16();
   const routingKey = r.str16();
@@ -511,8 +521,8 @@ export function readMessage(r: ByteReader): MessageContent {
   const properties = readProperties(r);
   if (r.pos !== propsEnd) throw corrupt(`${propsEnd - r.pos} stray bytes after the properties`);
   r.end = outerEnd;
-  const rawProperties = (flags & HAS_RAW) !== 0 ? r.bytes32() : undefined;
-  const body = r.bytes32();
+  const rawProperties = (flags & HAS_RAW) !== 0 ? (copy ? r.bytes32() : r.view32()) : undefined;
+  const body = copy ? r.bytes32() : r.view32();
   return { exchange, routingKey, properties, rawProperties, body };
 }
 

@@ -1,10 +1,11 @@
 import { closeSync, fdatasync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, rmSync, unlinkSync, write, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { processMemory, type MemorySource } from '../core/index.js';
 import type { StreamLimits, StreamRecord, StreamSlice, StreamStore } from '../core/queues/stream-store.js';
-import type { FieldTable, StoredMessage } from '../core/types.js';
+import type { StoredMessage } from '../core/types.js';
 import type { Logger } from '../logger.js';
-import { decodeMessage, encodeMessage } from './codec.js';
+import { ByteReader, ByteWriter, encodePropertiesScratch, messageHeadBound, readMessage, writeMessageHead } from './codec.js';
 import { fsyncDirSync } from './fs-util.js';
 import { MESSAGE_OVERHEAD } from './segment.js';
 import { bloomAdd, bloomMayContain } from './stream-bloom.js';
@@ -28,12 +29,23 @@ const CHUNK_MAGIC = 0x4b4e4843;
 const CHUNK_FIXED = 34;
 /** Set in a chunk's flags when one of its records has no filter value. */
 const HAS_UNFILTERED = 1;
-/** Decoded chunks kept for readers, in bytes: readers close together share one copy. */
+/**
+ * Chunks kept in memory for readers, in bytes (counted in the memory account): a chunk just
+ * written stays as written, and once read it is decoded once for every reader of it.
+ */
 const CACHE_BYTES = 64 << 20;
-/** Writes (each with its fdatasync) that may be in flight at once. */
-const MAX_IN_FLIGHT = 4;
+/** Memory a decoded record takes besides its bytes in the chunk (its objects). */
+const RECORD_OVERHEAD = 256;
+/**
+ * Writes (each with its fdatasync) that may be in flight at once. One: appends that arrive while
+ * a chunk is being written and synced all go out together as the next chunk.
+ */
+const MAX_IN_FLIGHT = 1;
 /** A batch is cut into chunks of at most this many records. */
 const MAX_CHUNK_RECORDS = 4096;
+/** Scratch space for building a chunk; a larger one is dropped after use. */
+const SCRATCH_BYTES = 1 << 20;
+const OFFSET_KEY = Buffer.from('x-stream-offset', 'latin1');
 
 interface Chunk {
   readonly seg: StreamSegment;
@@ -63,6 +75,13 @@ interface StreamSegment {
 interface Pending {
   msg: StoredMessage;
   filter: string | undefined;
+}
+
+/** A chunk held for readers: the bytes as written or read, and its records once decoded. */
+interface Cached {
+  readonly buf: Buffer;
+  records: StreamRecord[] | undefined;
+  bytes: number;
 }
 
 class Batch {
@@ -103,29 +122,56 @@ function datasync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
 }
 
-/** The message a reader receives: the stored one with header `x-stream-offset` (a long). */
-function withOffset(msg: StoredMessage, offset: number): StoredMessage {
-  const headers: FieldTable = { ...(msg.properties.headers ?? {}), 'x-stream-offset': offset };
-  return {
-    exchange: msg.exchange,
-    routingKey: msg.routingKey,
-    properties: { ...msg.properties, headers },
-    body: msg.body,
-    rawProperties: undefined,
-    id: msg.id,
-    size: msg.size,
-    persistent: true,
-    refs: 0,
-    publisherId: msg.publisherId,
-  };
+/**
+ * AMQP basic properties (flags, then values: AMQP 0-9-1 §4.2.6.1) with `x-stream-offset` added
+ * to the headers table, so an AMQP reader receives the publisher's own property bytes. Undefined
+ * when the flags continue into a second word (never for basic) or the headers already hold it.
+ */
+function withOffsetHeader(raw: Buffer, offset: number): Buffer | undefined {
+  if (raw.length < 2) return undefined;
+  const flags = raw.readUInt16BE(0);
+  if ((flags & 1) !== 0) return undefined;
+  let pos = 2;
+  if ((flags & 0x8000) !== 0) pos += 1 + raw[pos]!; // content-type
+  if ((flags & 0x4000) !== 0) pos += 1 + raw[pos]!; // content-encoding
+  const long = offset > 0x7fffffff;
+  // shortstr key, type tag, value: 'I' (int32) or 'l' (int64), as the table encoder chooses
+  const entry = 1 + OFFSET_KEY.length + 1 + (long ? 8 : 4);
+  const hasHeaders = (flags & 0x2000) !== 0;
+  if (hasHeaders && pos + 4 > raw.length) return undefined;
+  const tableLen = hasHeaders ? raw.readUInt32BE(pos) : 0;
+  const at = pos + 4 + tableLen;
+  if (at > raw.length) return undefined;
+  const out = Buffer.allocUnsafe(raw.length + entry + (hasHeaders ? 0 : 4));
+  raw.copy(out, 0, 0, pos);
+  out.writeUInt16BE(flags | 0x2000, 0);
+  out.writeUInt32BE(tableLen + entry, pos);
+  if (hasHeaders) raw.copy(out, pos + 4, pos + 4, at);
+  let w = pos + 4 + tableLen;
+  out[w++] = OFFSET_KEY.length;
+  w += OFFSET_KEY.copy(out, w);
+  if (long) {
+    out[w++] = 0x6c; // 'l'
+    out.writeUInt32BE(Math.floor(offset / 0x100000000), w);
+    out.writeUInt32BE(offset >>> 0, w + 4);
+    w += 8;
+  } else {
+    out[w++] = 0x49; // 'I'
+    w = out.writeInt32BE(offset, w);
+  }
+  raw.copy(out, w, hasHeaders ? at : pos);
+  return out;
 }
+
+let scratch = new ByteWriter(64 << 10);
+const reader = new ByteReader();
 
 /**
  * One stream's log on disk (see the format above). Appends are group-committed: everything
  * appended while a chunk is being written goes out as the next chunk, with one write and one
  * fdatasync. Readers see a record once its chunk is durable.
  */
-export class StreamLog implements StreamStore {
+export class StreamLog implements StreamStore, MemorySource {
   onCommit: (() => void) | undefined = undefined;
   private readonly segs: StreamSegment[] = [];
   private readonly chunks: Chunk[] = [];
@@ -143,7 +189,8 @@ export class StreamLog implements StreamStore {
   private scheduled = false;
   private closed = false;
   private limits: StreamLimits;
-  private readonly cache = new Map<number, StreamRecord[]>();
+  /** Chunks held for readers by first offset; the map's order is the eviction order. */
+  private readonly cache = new Map<number, Cached>();
   private cacheBytes = 0;
   private readonly nextId: () => number;
 
@@ -293,17 +340,17 @@ export class StreamLog implements StreamStore {
     this.batch = undefined;
     let seg = this.activeSegment();
     if (seg.size >= this.limits.segmentBytes && seg.size > FILE_HEADER) seg = this.newSegment(this.nextOffset);
-    const written: { chunk: Chunk; records: StreamRecord[]; bytes: number }[] = [];
+    const written: { chunk: Chunk; buf: Buffer }[] = [];
     const bufs: Buffer[] = [];
     const at = seg.size;
     let first = this.nextOffset;
     for (let i = 0; i < items.length; i += MAX_CHUNK_RECORDS) {
-      const part = items.slice(i, i + MAX_CHUNK_RECORDS);
-      const built = this.buildChunk(seg, seg.size, first, part);
+      const end = Math.min(items.length, i + MAX_CHUNK_RECORDS);
+      const built = this.buildChunk(seg, seg.size, first, items, i, end);
       bufs.push(built.buf);
       written.push(built);
       seg.size += built.buf.length;
-      first += part.length;
+      first += end - i;
     }
     this.nextOffset = first;
     const all = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
@@ -324,7 +371,7 @@ export class StreamLog implements StreamStore {
             this.chunks.push(w.chunk);
             seg.chunks++;
             seg.lastTs = w.chunk.ts;
-            this.cachePut(w.chunk.first, w.records, w.bytes);
+            this.cachePut(w.chunk.first, { buf: w.buf, records: undefined, bytes: w.buf.length });
           }
           this.committed = first;
           batch.resolve();
@@ -348,53 +395,53 @@ export class StreamLog implements StreamStore {
     );
   }
 
-  private buildChunk(seg: StreamSegment, pos: number, first: number, part: Pending[]): { buf: Buffer; chunk: Chunk; records: StreamRecord[]; bytes: number } {
+  /** Encodes items[from, to) into one chunk: one scratch buffer, one copy out of it. */
+  private buildChunk(seg: StreamSegment, pos: number, first: number, items: Pending[], from: number, to: number): { buf: Buffer; chunk: Chunk } {
     const bloomLen = this.limits.filterBytes;
     const bloom = Buffer.alloc(bloomLen);
     let flags = 0;
-    const encoded: Buffer[] = [];
-    const filters: (Buffer | undefined)[] = [];
-    let dataLen = 0;
-    const records: StreamRecord[] = [];
-    let bytes = 0;
-    for (let i = 0; i < part.length; i++) {
-      const p = part[i]!;
+    const w = scratch.reset();
+    const head = CHUNK_FIXED + bloomLen;
+    w.ensure(head);
+    w.pos = head;
+    for (let i = from; i < to; i++) {
+      const p = items[i]!;
       const m = p.msg;
-      const enc = encodeMessage({ exchange: m.exchange, routingKey: m.routingKey, properties: m.properties, rawProperties: undefined, body: m.body });
-      const f = p.filter === undefined ? undefined : Buffer.from(p.filter, 'utf8');
-      if (p.filter === undefined) flags |= HAS_UNFILTERED;
-      else bloomAdd(bloom, p.filter);
-      encoded.push(enc);
-      filters.push(f);
-      dataLen += 4 + 2 + (f?.length ?? 0) + enc.length;
-      records.push({ offset: first + i, filter: p.filter, msg: withOffset(m, first + i) });
-      bytes += m.size;
+      const props = encodePropertiesScratch(m.properties);
+      const f = p.filter;
+      w.ensure(6 + (f === undefined ? 0 : f.length * 3) + messageHeadBound(m, props) + m.body.length);
+      const rec = w.pos;
+      let flen = 0;
+      if (f === undefined) flags |= HAS_UNFILTERED;
+      else {
+        bloomAdd(bloom, f);
+        flen = w.buf.write(f, rec + 6, 'utf8');
+        // a filter value too long for its u16 length is kept in the Bloom filter only
+        if (flen > 0xffff) flen = 0;
+      }
+      let at = writeMessageHead(w.buf, rec + 6 + flen, m, props);
+      at += m.body.copy(w.buf, at);
+      w.buf.writeUInt32LE(at - rec - 4, rec);
+      w.buf.writeUInt16LE(flen, rec + 4);
+      w.pos = at;
     }
-    const size = CHUNK_FIXED + bloomLen + dataLen;
-    const buf = Buffer.allocUnsafe(size);
+    const buf = Buffer.allocUnsafe(w.pos);
+    w.buf.copy(buf, 0, 0, w.pos);
+    if (w.buf.length > SCRATCH_BYTES) scratch = new ByteWriter(64 << 10);
+    const dataLen = buf.length - head;
+    const count = to - from;
     buf.writeUInt32LE(CHUNK_MAGIC, 0);
     buf.writeUInt32LE(dataLen, 8);
-    buf.writeUInt32LE(part.length, 12);
+    buf.writeUInt32LE(count, 12);
     const ts = Date.now();
     buf.writeDoubleLE(first, 16);
     buf.writeDoubleLE(ts, 24);
     buf[32] = flags;
     buf[33] = bloomLen;
     bloom.copy(buf, CHUNK_FIXED);
-    let at = CHUNK_FIXED + bloomLen;
-    for (let i = 0; i < encoded.length; i++) {
-      const enc = encoded[i]!;
-      const f = filters[i];
-      const flen = f?.length ?? 0;
-      buf.writeUInt32LE(2 + flen + enc.length, at);
-      buf.writeUInt16LE(flen, at + 4);
-      if (f !== undefined) f.copy(buf, at + 6);
-      enc.copy(buf, at + 6 + flen);
-      at += 6 + flen + enc.length;
-    }
     buf.writeUInt32LE(crc32(buf.subarray(8)), 4);
-    const chunk: Chunk = { seg, pos, size, first, count: part.length, ts, flags, bloom };
-    return { buf, chunk, records, bytes };
+    const chunk: Chunk = { seg, pos, size: buf.length, first, count, ts, flags, bloom };
+    return { buf, chunk };
   }
 
   private activeSegment(): StreamSegment {
@@ -489,46 +536,32 @@ export class StreamLog implements StreamStore {
       // Move to the end: the map's order is the eviction order.
       this.cache.delete(c.first);
       this.cache.set(c.first, hit);
-      return hit;
+      if (hit.records !== undefined) return hit.records;
     }
-    const buf = Buffer.allocUnsafe(c.size);
-    readSync(c.seg.fd, buf, 0, c.size, c.pos);
-    const records: StreamRecord[] = [];
-    let at = CHUNK_FIXED + c.bloom.length;
-    let bytes = 0;
-    for (let i = 0; i < c.count; i++) {
-      const len = buf.readUInt32LE(at);
-      const flen = buf.readUInt16LE(at + 4);
-      const filter = flen === 0 ? undefined : buf.toString('utf8', at + 6, at + 6 + flen);
-      const m = decodeMessage(buf.subarray(at + 6 + flen, at + 4 + len));
-      const offset = c.first + i;
-      const headers: FieldTable = { ...(m.properties.headers ?? {}), 'x-stream-offset': offset };
-      const msg: StoredMessage = {
-        exchange: m.exchange,
-        routingKey: m.routingKey,
-        properties: { ...m.properties, headers },
-        body: m.body,
-        rawProperties: undefined,
-        id: this.nextId(),
-        size: m.body.length + MESSAGE_OVERHEAD,
-        persistent: true,
-        refs: 0,
-        publisherId: 0,
-      };
-      records.push({ offset, filter, msg });
-      bytes += msg.size;
-      at += 4 + len;
+    let buf = hit?.buf;
+    if (buf === undefined) {
+      buf = Buffer.allocUnsafe(c.size);
+      readSync(c.seg.fd, buf, 0, c.size, c.pos);
     }
-    this.cachePut(c.first, records, bytes);
+    const records = decodeChunk(c, buf, this.nextId);
+    const bytes = buf.length + records.length * RECORD_OVERHEAD;
+    if (hit !== undefined) {
+      hit.records = records;
+      this.cacheBytes += bytes - hit.bytes;
+      hit.bytes = bytes;
+      this.evict();
+    } else this.cachePut(c.first, { buf, records, bytes });
     return records;
   }
 
-  private readonly cacheSizes = new Map<number, number>();
+  private cachePut(first: number, e: Cached): void {
+    this.cache.set(first, e);
+    this.cacheBytes += e.bytes;
+    processMemory.track(this);
+    this.evict();
+  }
 
-  private cachePut(first: number, records: StreamRecord[], bytes: number): void {
-    this.cache.set(first, records);
-    this.cacheSizes.set(first, bytes);
-    this.cacheBytes += bytes;
+  private evict(): void {
     while (this.cacheBytes > CACHE_BYTES && this.cache.size > 1) {
       const oldest = this.cache.keys().next().value as number;
       this.cacheDrop(oldest);
@@ -536,9 +569,15 @@ export class StreamLog implements StreamStore {
   }
 
   private cacheDrop(first: number): void {
-    if (!this.cache.delete(first)) return;
-    this.cacheBytes -= this.cacheSizes.get(first) ?? 0;
-    this.cacheSizes.delete(first);
+    const e = this.cache.get(first);
+    if (e === undefined) return;
+    this.cache.delete(first);
+    this.cacheBytes -= e.bytes;
+  }
+
+  /** MemorySource: the chunks held for readers. */
+  get heldBytes(): number {
+    return this.closed ? 0 : this.cacheBytes;
   }
 
   lastChunkOffset(): number {
@@ -564,6 +603,8 @@ export class StreamLog implements StreamStore {
     }
     this.batch?.reject(new Error('stream closed'));
     this.cache.clear();
+    this.cacheBytes = 0;
+    processMemory.untrack(this);
     this.forget?.();
   }
 
@@ -578,6 +619,39 @@ export class StreamLog implements StreamStore {
     this.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** The records of a chunk read from `buf`; their bodies and property bytes are views of it. */
+function decodeChunk(c: Chunk, buf: Buffer, nextId: () => number): StreamRecord[] {
+  const records: StreamRecord[] = [];
+  let at = CHUNK_FIXED + c.bloom.length;
+  for (let i = 0; i < c.count; i++) {
+    const len = buf.readUInt32LE(at);
+    const flen = buf.readUInt16LE(at + 4);
+    const filter = flen === 0 ? undefined : buf.toString('utf8', at + 6, at + 6 + flen);
+    const m = readMessage(reader.reset(buf, at + 6 + flen, at + 4 + len), false);
+    const offset = c.first + i;
+    const p = m.properties;
+    const headers = p.headers ?? {};
+    const raw = m.rawProperties === undefined || headers['x-stream-offset'] !== undefined ? undefined : withOffsetHeader(m.rawProperties, offset);
+    headers['x-stream-offset'] = offset;
+    p.headers = headers;
+    const msg: StoredMessage = {
+      exchange: m.exchange,
+      routingKey: m.routingKey,
+      properties: p,
+      body: m.body,
+      rawProperties: raw,
+      id: nextId(),
+      size: m.body.length + MESSAGE_OVERHEAD,
+      persistent: true,
+      refs: 0,
+      publisherId: 0,
+    };
+    records.push({ offset, filter, msg });
+    at += 4 + len;
+  }
+  return records;
 }
 
 /** Writes a small buffer (a file header) in place. */

@@ -13,6 +13,11 @@ import type { StreamRecord, StreamStore } from './stream-store.js';
  * being sent, rather than one burst per prefetch window.
  */
 const DISPATCH_BUDGET = 128;
+/**
+ * Deliveries one consumer gets in a row before the next consumer's turn: with many consumers,
+ * each connection's writes of a turn leave together rather than a few messages at a time.
+ */
+const CONSUMER_BURST = 32;
 
 /** A consumer's place in the stream. */
 interface StreamCursor {
@@ -176,20 +181,25 @@ export class StreamQueue extends Queue {
     if (this.deleted) return;
     let budget = DISPATCH_BUDGET;
     let progress = true;
+    const burst = this.consumers.length > 1 ? CONSUMER_BURST : 1;
+    const total = burst === 1 ? budget : budget * Math.min(this.consumers.length, 8);
+    budget = total;
     while (budget > 0 && progress) {
       progress = false;
       for (const c of this.consumers) {
-        if (!c.hasCredit) continue;
         const cur = this.cursors.get(c);
         if (cur === undefined) continue;
-        const r = this.nextRecord(cur);
-        if (r === undefined) continue;
-        cur.last = r.offset;
-        this.unackedCount++;
-        this.stats.delivered++;
-        c.owner.deliverFromQueue(c, this, newEntry(r.msg, r.offset, 1, 0, 0), false);
-        progress = true;
-        if (--budget === 0) break;
+        for (let n = 0; n < burst && budget > 0 && c.hasCredit; n++) {
+          const r = this.nextRecord(cur);
+          if (r === undefined) break;
+          cur.last = r.offset;
+          this.unackedCount++;
+          this.stats.delivered++;
+          c.owner.deliverFromQueue(c, this, newEntry(r.msg, r.offset, 1, 0, 0), false);
+          progress = true;
+          budget--;
+        }
+        if (budget === 0) break;
       }
     }
     if (budget === 0) this.kick();
