@@ -3,13 +3,14 @@
  * RabbitMQ node started from the Debian package. Each gives endpoints per protocol and, when it can,
  * the pid whose CPU time is charged to the broker.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import { probeAmqp } from './clients/amqp.js';
@@ -32,6 +33,11 @@ export interface Broker {
    * workers, the nodes of a cluster); `pid` alone otherwise.
    */
   pids?: () => number[];
+  /**
+   * The processes of the engine the broker runs on (a Warren cluster's nats-servers), whose CPU
+   * time is reported apart from the broker's; undefined when it has none.
+   */
+  enginePids?: () => number[];
   /** Processes that accept the clients' connections (each with its own open-files limit); default 1. */
   servingProcesses?: number;
   /** Where consumers connect when not to `endpoints` (publish on one cluster node, consume on another). */
@@ -439,6 +445,102 @@ export function rabbitmqNodeEnv(dir: string, nodeName: string, amqpPort: number,
   };
 }
 
+/** One private RabbitMQ node (see {@link rabbitmqNodeEnv}) being started; `stop` removes `dir`. */
+interface RabbitmqNode {
+  readonly name: string;
+  readonly dir: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly url: string;
+  readonly child: ChildProcess;
+  /** Resolves with the server's properties once it accepts AMQP; stops it and rejects when it does not. */
+  listening(timeoutMs: number): Promise<Awaited<ReturnType<typeof probeAmqp>>>;
+  stop(): Promise<void>;
+}
+
+function launchRabbitmqNode(script: string, dir: string, name: string, amqpPort: number, distPort: number, verbose: boolean): RabbitmqNode {
+  const env = rabbitmqNodeEnv(dir, name, amqpPort, distPort);
+  const child = spawn(script, [], { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const output: string[] = [];
+  tail(child.stdout, output, verbose);
+  tail(child.stderr, output, verbose);
+  const stop = async (): Promise<void> => {
+    child.kill('SIGTERM');
+    await waitExit(child, 30_000);
+    await rm(dir, { recursive: true, force: true });
+  };
+  const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
+  const listening = async (timeoutMs: number): Promise<Awaited<ReturnType<typeof probeAmqp>>> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (child.exitCode !== null) {
+        await stop();
+        throw new Error(`rabbitmq-server ${name} exited (${child.exitCode}):\n${output.join('\n')}`);
+      }
+      if (Date.now() > deadline) {
+        await stop();
+        throw new Error(`rabbitmq-server ${name} not accepting AMQP on ${amqpPort} after ${timeoutMs} ms`);
+      }
+      const info = await probeAmqp(url).catch(() => null);
+      if (info !== null) return info;
+      await sleep(500);
+    }
+  };
+  return { name, dir, env, url, child, listening, stop };
+}
+
+/**
+ * A private RabbitMQ cluster of `nodes` nodes for this run only (quorum queues need one): each
+ * node a private node as {@link startLocalRabbitmq} starts one (no plugins), all with one Erlang
+ * cookie; nodes 2.. `join_cluster` node 1. Publishers connect to node 1, consumers to node 2; CPU
+ * is the sum of every node's Erlang VM. Needs root or the rabbitmq user (the Debian scripts).
+ */
+export async function startRabbitmqCluster(o: { nodes: number; verbose: boolean; startTimeoutMs: number }): Promise<Broker> {
+  const script = RABBITMQ_SCRIPT_CANDIDATES.find((p) => existsSync(p));
+  if (script === undefined) throw new Error('rabbitmq-server is not installed (apt-get install -y rabbitmq-server)');
+  const ctl = join(dirname(script), 'rabbitmqctl');
+  const cookie = randomBytes(20).toString('hex').toUpperCase();
+  const nodes: RabbitmqNode[] = [];
+  const stopAll = async (): Promise<void> => {
+    await Promise.all(nodes.map((n) => n.stop()));
+  };
+  const run = (n: RabbitmqNode, args: string[]): void => {
+    // The package's own rabbitmqctl with the node's environment (its HOME holds the cookie).
+    const r = spawnSync(ctl, ['-n', n.name, ...args], { env: n.env, encoding: 'utf8', timeout: 120_000 });
+    if (r.status !== 0) throw new Error(`rabbitmqctl -n ${n.name} ${args.join(' ')}: ${(r.stderr || r.stdout || String(r.error)).trim()}`);
+  };
+  try {
+    for (let i = 1; i <= o.nodes; i++) {
+      const dir = await mkdtemp(join(tmpdir(), `warren-bench-rabbitmq-c${i}-`));
+      await writeFile(join(dir, 'enabled_plugins'), '[].\n');
+      await writeFile(join(dir, '.erlang.cookie'), cookie, { mode: 0o400 });
+      nodes.push(launchRabbitmqNode(script, dir, `warren-bench-c${i}-${process.pid}@localhost`, await freePort(), await freePort(), o.verbose));
+    }
+    const infos = await Promise.all(nodes.map((n) => n.listening(o.startTimeoutMs)));
+    for (const n of nodes.slice(1)) {
+      run(n, ['stop_app']);
+      run(n, ['join_cluster', nodes[0]!.name]);
+      run(n, ['start_app']);
+      await n.listening(o.startTimeoutMs);
+    }
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+  const pids = nodes.map((n) => pidListeningOn(Number(new URL(n.url).port)));
+  const info = await probeAmqp(nodes[0]!.url);
+  return {
+    name: `${[info.product, info.version].join(' ').trim()} cluster of ${o.nodes}`,
+    isWarren: false,
+    endpoints: { amqp: nodes[0]!.url },
+    consumerEndpoints: { amqp: (nodes[1] ?? nodes[0]!).url },
+    pid: pids[0] ?? null,
+    pids: () => pids.flatMap((p) => (p === null ? [] : [p])),
+    shared: false,
+    details: `${o.nodes} private nodes started by the harness and joined (join_cluster): ${nodes.map((n, i) => `${n.name} pid ${pids[i] ?? '?'}`).join(', ')}; ${info.platform}`,
+    stop: stopAll,
+  };
+}
+
 /**
  * Start a private RabbitMQ node for this run only: its own node name, ports, mnesia and log
  * directories and Erlang cookie (HOME) in a temp dir, listening on 127.0.0.1 only; SIGTERM to the
@@ -476,31 +578,9 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
     ].join('\n'),
   );
   const nodeName = `warren-bench-${process.pid}@localhost`;
-  const env = rabbitmqNodeEnv(dir, nodeName, amqpPort, distPort);
-  const child = spawn(script, [], { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  const output: string[] = [];
-  tail(child.stdout, output, o.verbose);
-  tail(child.stderr, output, o.verbose);
-  const stop = async (): Promise<void> => {
-    child.kill('SIGTERM');
-    await waitExit(child, 30_000);
-    await rm(dir, { recursive: true, force: true });
-  };
-  const url = `amqp://guest:guest@127.0.0.1:${amqpPort}`;
-  const deadline = Date.now() + o.startTimeoutMs;
-  let info: Awaited<ReturnType<typeof probeAmqp>> | null = null;
-  while (info === null) {
-    if (child.exitCode !== null) {
-      await stop();
-      throw new Error(`rabbitmq-server exited (${child.exitCode}):\n${output.join('\n')}`);
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`rabbitmq-server not accepting AMQP on ${amqpPort} after ${o.startTimeoutMs} ms`);
-    }
-    info = await probeAmqp(url).catch(() => null);
-    if (info === null) await sleep(500);
-  }
+  const node = launchRabbitmqNode(script, dir, nodeName, amqpPort, distPort, o.verbose);
+  const { stop, url } = node;
+  const info = await node.listening(o.startTimeoutMs);
   const pid = pidListeningOn(amqpPort);
   return {
     name: [info.product, info.version].join(' ').trim(),

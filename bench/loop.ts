@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { brokerPids, type Broker } from './brokers.js';
 import { sleep, wallMs } from './clock.js';
 import type { FromLoopClient, ToLoopClient } from './loop-client.js';
-import { cpuSeconds, machineBusySeconds } from './proc.js';
+import { cpuSecondsOf, machineBusySeconds } from './proc.js';
 import type { LoopScenario } from './scenarios.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -76,15 +76,7 @@ class LoopProcess {
 }
 
 function brokerCpu(b: Broker): number | null {
-  const pids = brokerPids(b);
-  if (pids === null) return null;
-  let t = 0;
-  for (const p of pids) {
-    const s = cpuSeconds(p);
-    if (s === null) return null;
-    t += s;
-  }
-  return t;
+  return cpuSecondsOf(brokerPids(b));
 }
 
 export async function runLoop(

@@ -3,7 +3,10 @@
  * - `publisher`: persistent messages (delivery_mode 2) on a confirm channel, at most `window`
  *   unconfirmed at a time, from `startAt` to `measureTo`; counts confirms and their latency
  *   (publish -> confirm) inside the measured window;
- * - `consumer`: one channel per queue, prefetch 1000, acks each message; counts deliveries;
+ *   With `rate`, it publishes on a fixed schedule instead (that many per second), each body stamped
+ *   with its scheduled send time (free of coordinated omission);
+ * - `consumer`: one channel per queue, prefetch 1000, acks each message; counts deliveries, and
+ *   records publish -> delivery latency from the stamp every body of 8 bytes or more carries;
  * - `filler`: publishes `count` persistent messages as fast as the window allows, then reports.
  */
 import { connect } from 'amqplib';
@@ -13,7 +16,7 @@ import { Histogram, type HistogramSnapshot } from './histogram.js';
 import type { Timeline } from './ipc.js';
 
 export type PersistentRole =
-  | { role: 'publisher'; url: string; exchange: string; routingKey: string; bodySize: number; window: number }
+  | { role: 'publisher'; url: string; exchange: string; routingKey: string; bodySize: number; window: number; rate?: number }
   | { role: 'consumer'; url: string; queues: string[]; prefetch: number }
   | { role: 'filler'; url: string; routingKey: string; bodySize: number; window: number; count: number };
 
@@ -27,6 +30,8 @@ export interface PersistentResult {
   receivedInWindow: number;
   /** Publish -> confirm (publishers) inside the measured window. */
   latency: HistogramSnapshot;
+  /** Publish -> delivery (consumers) inside the measured window. */
+  delivery: HistogramSnapshot;
 }
 
 export type FromPersistentClient =
@@ -44,8 +49,11 @@ function fatal(err: unknown): void {
   setTimeout(() => process.exit(1), 200).unref();
 }
 
-const res: PersistentResult = { published: 0, confirmed: 0, confirmedInWindow: 0, received: 0, receivedInWindow: 0, latency: [] };
+const res: PersistentResult = { published: 0, confirmed: 0, confirmedInWindow: 0, received: 0, receivedInWindow: 0, latency: [], delivery: [] };
 const latency = new Histogram();
+const delivery = new Histogram();
+/** Bodies this long or longer carry their send time (a float64, ms) in their first bytes. */
+const STAMP_BYTES = 8;
 let timeline: Timeline = { startAt: Infinity, measureFrom: Infinity, measureTo: -Infinity };
 let conn: ChannelModel | undefined;
 let startPublishing: (() => void) | undefined;
@@ -56,11 +64,17 @@ async function open(url: string): Promise<ChannelModel> {
   return c;
 }
 
-/** Publishes with at most `window` unconfirmed; `until()` says when to stop. */
-function pump(ch: ConfirmChannel, exchange: string, routingKey: string, size: number, window: number, until: () => boolean, done: () => void): void {
+/**
+ * Publishes with at most `window` unconfirmed; `until()` says when to stop. With `rate`, message
+ * k is due at `startAt + k / rate` and is stamped with that time (one late or held back by the
+ * window counts its wait); without, each goes as soon as the window allows.
+ */
+function pump(ch: ConfirmChannel, exchange: string, routingKey: string, size: number, window: number, until: () => boolean, done: () => void, rate?: number): void {
   let outstanding = 0;
   let waitingDrain = false;
+  let timer: NodeJS.Timeout | undefined;
   const template = Buffer.alloc(size, 0x2e);
+  const t0 = wallMs();
   const go = (): void => {
     if (waitingDrain) return;
     while (outstanding < window) {
@@ -68,10 +82,16 @@ function pump(ch: ConfirmChannel, exchange: string, routingKey: string, size: nu
         if (outstanding === 0) done();
         return;
       }
-      const sentAt = wallMs();
+      const sentAt = rate === undefined ? wallMs() : t0 + (res.published * 1000) / rate;
+      if (rate !== undefined && sentAt > wallMs()) {
+        if (timer === undefined) timer = setTimeout(() => ((timer = undefined), go()), Math.max(1, sentAt - wallMs()));
+        return;
+      }
       outstanding++;
       res.published++;
-      const ok = ch.publish(exchange, routingKey, Buffer.from(template), { persistent: true }, (err: unknown) => {
+      const body = Buffer.from(template);
+      if (size >= STAMP_BYTES) body.writeDoubleLE(sentAt, 0);
+      const ok = ch.publish(exchange, routingKey, body, { persistent: true }, (err: unknown) => {
         outstanding--;
         if (err === null || err === undefined) {
           res.confirmed++;
@@ -104,7 +124,7 @@ async function init(spec: PersistentRole): Promise<void> {
       const ch = await conn.createConfirmChannel();
       ch.on('error', fatal);
       startPublishing = () =>
-        pump(ch, spec.exchange, spec.routingKey, spec.bodySize, spec.window, () => wallMs() >= timeline.measureTo, () => undefined);
+        pump(ch, spec.exchange, spec.routingKey, spec.bodySize, spec.window, () => wallMs() >= timeline.measureTo, () => undefined, spec.rate);
       return;
     }
     case 'consumer':
@@ -116,7 +136,10 @@ async function init(spec: PersistentRole): Promise<void> {
           if (m === null) return fatal(new Error(`consumer of ${q} cancelled`));
           res.received++;
           const now = wallMs();
-          if (now >= timeline.measureFrom && now < timeline.measureTo) res.receivedInWindow++;
+          if (now >= timeline.measureFrom && now < timeline.measureTo) {
+            res.receivedInWindow++;
+            if (m.content.length >= STAMP_BYTES) delivery.recordMs(now - m.content.readDoubleLE(0));
+          }
           ch.ack(m);
         });
       }
@@ -148,6 +171,7 @@ process.on('message', (m: ToPersistentClient) => {
     }
     case 'stop':
       res.latency = latency.snapshot();
+      res.delivery = delivery.snapshot();
       send({ type: 'result', result: res });
       const c = conn;
       conn = undefined;

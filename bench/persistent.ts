@@ -11,6 +11,14 @@
  *   cleanly, start it again on the same data: time until it listens, and until the queue reports
  *   every message. RabbitMQ runs as a private node for this one (needs the Debian package and root).
  *
+ * With `--quorum`, replicated queues on three nodes instead: a Warren cluster of 3 nodes on 3
+ * nats-servers (JetStream file storage, 3 replicas) against a private 3-node RabbitMQ cluster with
+ * a quorum queue, publishing on node 1 and consuming on node 2:
+ *
+ * - quorum-16b / quorum-1k: confirmed throughput, one consumer acking each message;
+ * - quorum-rate-1000: a fixed 1,000 msg/s, for confirm and publish -> delivery latency;
+ * - quorum-idle-100: 100 replicated queues with a consumer each and no messages: what idling costs.
+ *
  * Reuses the main harness's broker handling (brokers.ts) and CPU accounting (proc.ts).
  */
 import { fork, spawn, spawnSync } from 'node:child_process';
@@ -25,13 +33,14 @@ import { parseArgs } from 'node:util';
 import { connect } from 'amqplib';
 import type { ChannelModel } from 'amqplib';
 
-import { connectPeer, freePort, rabbitmqInstalled, startWarren, waitExit, rabbitmqNodeEnv } from './brokers.js';
+import { brokerPids, connectPeer, freePort, rabbitmqInstalled, startRabbitmqCluster, startWarren, startWarrenCluster, waitExit, rabbitmqNodeEnv } from './brokers.js';
 import type { Broker } from './brokers.js';
 import { sleep, sleepUntil, wallMs } from './clock.js';
 import { Histogram } from './histogram.js';
 import type { Timeline } from './ipc.js';
 import type { FromPersistentClient, PersistentResult, PersistentRole, ToPersistentClient } from './persistent-client.js';
-import { cpuSeconds, machineBusySeconds } from './proc.js';
+import { cpuSecondsOf, machineBusySeconds } from './proc.js';
+import { startNatsServers } from '../src/cluster/dev-cluster.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = join(HERE, '..', '..');
@@ -46,13 +55,23 @@ interface ThroughputScenario {
   bodySize: number;
   queues: number;
   consumer: boolean;
+  /** A replicated (quorum) queue, published to on one node and consumed on another. */
+  quorum: boolean;
+  /** A fixed publish rate (msgs/s) instead of as fast as confirms allow. */
+  rate?: number;
+}
+interface IdleScenario {
+  kind: 'idle';
+  name: string;
+  summary: string;
+  queues: number;
 }
 interface RestartScenario {
   kind: 'restart';
   name: string;
   summary: string;
 }
-type PScenario = ThroughputScenario | RestartScenario;
+type PScenario = ThroughputScenario | RestartScenario | IdleScenario;
 
 const tp = (name: string, bodySize: number, queues: number, consumer: boolean): ThroughputScenario => ({
   kind: 'throughput',
@@ -60,12 +79,41 @@ const tp = (name: string, bodySize: number, queues: number, consumer: boolean): 
   bodySize,
   queues,
   consumer,
+  quorum: false,
   summary:
     `AMQP 0-9-1: 1 publisher (confirms, ${CONFIRM_WINDOW} unconfirmed at most) -> ` +
     (queues > 1 ? `fanout exchange -> ${queues} durable queues` : 'durable queue') +
     `; ${bodySize} B persistent bodies; ` +
     (consumer ? `${queues > 1 ? 'one consumer per queue' : 'one consumer'}, prefetch ${PREFETCH}, ack each message` : 'no consumer (the queue grows)'),
 });
+
+const QUORUM_IDLE_QUEUES = 100;
+
+const quorum = (name: string, bodySize: number, rate?: number): ThroughputScenario => ({
+  kind: 'throughput',
+  name,
+  bodySize,
+  queues: 1,
+  consumer: true,
+  quorum: true,
+  ...(rate !== undefined ? { rate } : {}),
+  summary:
+    `AMQP 0-9-1 on 3 nodes: 1 publisher on node 1 (confirms, ${CONFIRM_WINDOW} unconfirmed at most${rate !== undefined ? `, a fixed ${rate.toLocaleString('en-US')} msgs/s` : ''}) -> ` +
+    `replicated queue (3 replicas); ${bodySize} B persistent bodies; one consumer on node 2, prefetch ${PREFETCH}, ack each message`,
+});
+
+/** The `--quorum` scenarios: replicated queues on a cluster of three. */
+export const QUORUM_SCENARIOS: readonly PScenario[] = [
+  quorum('quorum-16b', 16),
+  quorum('quorum-1k', 1024),
+  quorum('quorum-rate-1000', 16, 1000),
+  {
+    kind: 'idle',
+    name: 'quorum-idle-100',
+    queues: QUORUM_IDLE_QUEUES,
+    summary: `${QUORUM_IDLE_QUEUES} replicated queues (3 replicas) on 3 nodes, one consumer each on node 2 (prefetch ${PREFETCH}), no messages: CPU while idle`,
+  },
+];
 
 export const PERSISTENT_SCENARIOS: readonly PScenario[] = [
   tp('persistent-16b', 16, 1, false),
@@ -142,10 +190,35 @@ interface ThroughputRow {
   deliveredPerSec: number;
   p50Ms: number | null;
   p99Ms: number | null;
+  /** Publish -> delivery at the consumer. */
+  deliveryP50Ms: number | null;
+  deliveryP99Ms: number | null;
   brokerCpuUsPerMsg: number | null;
   brokerCpuPct: number | null;
+  /** The engine's servers (a Warren cluster's nats-servers), apart from the broker's. */
+  engineCpuUsPerMsg: number | null;
+  engineCpuPct: number | null;
   otherCpuPct: number | null;
 }
+
+/** The engine's processes of a broker (none: null). */
+const enginePidsOf = (b: Broker): number[] | null => b.enginePids?.() ?? null;
+
+/** A queue declared on one node of a cluster shows on another once its definition got there. */
+async function queueVisible(url: string, queue: string, timeoutMs: number): Promise<void> {
+  const deadline = wallMs() + timeoutMs;
+  for (;;) {
+    const ok = await withConn(url, async (c) => (await c.createChannel()).checkQueue(queue)).then(
+      () => true,
+      () => false,
+    );
+    if (ok) return;
+    if (wallMs() > deadline) throw new Error(`queue ${queue} not on ${new URL(url).host} after ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
+
+const QUORUM_ARGS = { arguments: { 'x-queue-type': 'quorum' } };
 
 async function withConn<T>(url: string, fn: (c: ChannelModel) => Promise<T>): Promise<T> {
   const c = await connect(url, { noDelay: true });
@@ -159,22 +232,47 @@ async function withConn<T>(url: string, fn: (c: ChannelModel) => Promise<T>): Pr
 
 async function runThroughput(s: ThroughputScenario, b: Broker, runId: string, warmupS: number, durationS: number): Promise<ThroughputRow> {
   const url = b.endpoints.amqp!;
+  const consumerUrl = s.quorum ? (b.consumerEndpoints?.amqp ?? url) : url;
   const base = `warren-bench-p.${runId}.${s.name}`;
   const queues = s.queues > 1 ? Array.from({ length: s.queues }, (_, i) => `${base}.q${i}`) : [base];
   const exchange = s.queues > 1 ? base : '';
   const clients: Client[] = [];
-  const row: ThroughputRow = { broker: b.name, isWarren: b.isWarren, error: null, confirmedPerSec: 0, deliveredPerSec: 0, p50Ms: null, p99Ms: null, brokerCpuUsPerMsg: null, brokerCpuPct: null, otherCpuPct: null };
+  const row: ThroughputRow = {
+    broker: b.name,
+    isWarren: b.isWarren,
+    error: null,
+    confirmedPerSec: 0,
+    deliveredPerSec: 0,
+    p50Ms: null,
+    p99Ms: null,
+    deliveryP50Ms: null,
+    deliveryP99Ms: null,
+    brokerCpuUsPerMsg: null,
+    brokerCpuPct: null,
+    engineCpuUsPerMsg: null,
+    engineCpuPct: null,
+    otherCpuPct: null,
+  };
   try {
     await withConn(url, async (c) => {
       const ch = await c.createChannel();
       if (exchange !== '') await ch.assertExchange(exchange, 'fanout', { durable: true });
       for (const q of queues) {
-        await ch.assertQueue(q, { durable: true, ...(b.shared ? { expires: 600_000 } : {}) });
+        await ch.assertQueue(q, { durable: true, ...(b.shared ? { expires: 600_000 } : {}), ...(s.quorum ? QUORUM_ARGS : {}) });
         if (exchange !== '') await ch.bindQueue(q, exchange, '');
       }
     });
-    if (s.consumer) clients.push(new Client({ role: 'consumer', url, queues, prefetch: PREFETCH }));
-    const pub = new Client({ role: 'publisher', url, exchange, routingKey: exchange === '' ? base : '', bodySize: s.bodySize, window: CONFIRM_WINDOW });
+    if (consumerUrl !== url) for (const q of queues) await queueVisible(consumerUrl, q, 30_000);
+    if (s.consumer) clients.push(new Client({ role: 'consumer', url: consumerUrl, queues, prefetch: PREFETCH }));
+    const pub = new Client({
+      role: 'publisher',
+      url,
+      exchange,
+      routingKey: exchange === '' ? base : '',
+      bodySize: s.bodySize,
+      window: CONFIRM_WINDOW,
+      ...(s.rate !== undefined ? { rate: s.rate } : {}),
+    });
     clients.push(pub);
     const failed = Promise.race(clients.map((c) => c.failed));
     await Promise.race([Promise.all(clients.map((c) => c.ready)), failed]);
@@ -182,11 +280,13 @@ async function runThroughput(s: ThroughputScenario, b: Broker, runId: string, wa
     const timeline: Timeline = { startAt, measureFrom: startAt + warmupS * 1000, measureTo: startAt + (warmupS + durationS) * 1000 };
     for (const c of clients) c.send({ type: 'start', timeline });
     await Promise.race([sleepUntil(timeline.measureFrom), failed]);
-    const cpu0 = b.pid === null ? null : cpuSeconds(b.pid);
+    const cpu0 = cpuSecondsOf(brokerPids(b));
+    const e0 = cpuSecondsOf(enginePidsOf(b));
     const m0 = machineBusySeconds();
     const t0 = wallMs();
     await Promise.race([sleepUntil(timeline.measureTo), failed]);
-    const cpu1 = b.pid === null ? null : cpuSeconds(b.pid);
+    const cpu1 = cpuSecondsOf(brokerPids(b));
+    const e1 = cpuSecondsOf(enginePidsOf(b));
     const m1 = machineBusySeconds();
     const secs = (wallMs() - t0) / 1000;
     await sleep(300);
@@ -199,11 +299,22 @@ async function runThroughput(s: ThroughputScenario, b: Broker, runId: string, wa
     row.deliveredPerSec = delivered / durationS;
     row.p50Ms = h.quantileMs(0.5);
     row.p99Ms = h.quantileMs(0.99);
+    const d = new Histogram();
+    for (const r of results.slice(0, -1)) d.merge(r.delivery);
+    if (d.count > 0) {
+      row.deliveryP50Ms = d.quantileMs(0.5);
+      row.deliveryP99Ms = d.quantileMs(0.99);
+    }
+    const engineCpu = e0 !== null && e1 !== null ? e1 - e0 : 0;
+    if (e0 !== null && e1 !== null) {
+      row.engineCpuPct = (engineCpu / secs) * 100;
+      if (p.confirmedInWindow > 0) row.engineCpuUsPerMsg = (engineCpu * 1e6) / p.confirmedInWindow;
+    }
     if (cpu0 !== null && cpu1 !== null) {
       row.brokerCpuPct = ((cpu1 - cpu0) / secs) * 100;
       if (p.confirmedInWindow > 0) row.brokerCpuUsPerMsg = ((cpu1 - cpu0) * 1e6) / p.confirmedInWindow;
-      // Client processes are not separated here: "other" is everything but the broker.
-      if (m0 !== null && m1 !== null) row.otherCpuPct = Math.max(0, ((m1 - m0 - (cpu1 - cpu0)) / secs) * 100);
+      // Client processes are not separated here: "other" is everything but the broker and its engine.
+      if (m0 !== null && m1 !== null) row.otherCpuPct = Math.max(0, ((m1 - m0 - (cpu1 - cpu0) - engineCpu) / secs) * 100);
     }
     if (p.confirmedInWindow === 0) row.error = 'nothing confirmed in the measured window';
   } catch (err) {
@@ -238,34 +349,114 @@ function throughputTable(s: ThroughputScenario, runs: ThroughputRow[][]): string
     return ok[Math.floor(ok.length / 2)] ?? rs[0]!;
   };
   const rows = runs.map(pick);
+  // Replicated queues: publish -> delivery latency, and the engine's CPU apart from the broker's.
+  const q = s.quorum;
+  const us = (n: number | null): string => (n === null ? 'n/a' : n.toFixed(1));
   const lines = [
     `### ${s.name}`,
     '',
     s.summary,
     '',
-    '| broker | confirmed msgs/s | deliveries/s | confirm p50 ms | confirm p99 ms | broker CPU µs/msg | broker CPU | other CPU |',
-    '|---|--:|--:|--:|--:|--:|--:|--:|',
+    q
+      ? '| broker | confirmed msgs/s | deliveries/s | confirm p50 ms | confirm p99 ms | delivery p50 ms | delivery p99 ms | broker CPU µs/msg | engine CPU µs/msg | broker CPU | engine CPU | other CPU |'
+      : '| broker | confirmed msgs/s | deliveries/s | confirm p50 ms | confirm p99 ms | broker CPU µs/msg | broker CPU | other CPU |',
+    q ? '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|' : '|---|--:|--:|--:|--:|--:|--:|--:|',
   ];
   for (const r of rows) {
-    if (r.error !== null) lines.push(`| ${r.broker} | failed: ${r.error} | | | | | | |`);
-    else
-      lines.push(
-        `| ${r.broker} | ${fmtInt(r.confirmedPerSec)} | ${s.consumer ? fmtInt(r.deliveredPerSec) : '—'} | ${fmtMs(r.p50Ms)} | ${fmtMs(r.p99Ms)} | ` +
-          `${r.brokerCpuUsPerMsg === null ? 'n/a' : r.brokerCpuUsPerMsg.toFixed(1)} | ${fmtPct(r.brokerCpuPct)} | ${fmtPct(r.otherCpuPct)} |`,
-      );
+    const cells =
+      r.error !== null
+        ? [`failed: ${r.error}`]
+        : [
+            fmtInt(r.confirmedPerSec),
+            s.consumer ? fmtInt(r.deliveredPerSec) : '—',
+            fmtMs(r.p50Ms),
+            fmtMs(r.p99Ms),
+            ...(q ? [fmtMs(r.deliveryP50Ms), fmtMs(r.deliveryP99Ms)] : []),
+            us(r.brokerCpuUsPerMsg),
+            ...(q ? [us(r.engineCpuUsPerMsg)] : []),
+            fmtPct(r.brokerCpuPct),
+            ...(q ? [fmtPct(r.engineCpuPct)] : []),
+            fmtPct(r.otherCpuPct),
+          ];
+    lines.push(`| ${r.broker} | ${cells.join(' | ')} |`);
   }
-  const w = rows.find((r) => r.isWarren && r.error === null);
-  for (const peer of rows.filter((r) => !r.isWarren && r.error === null)) {
-    if (w === undefined) break;
-    lines.push(
-      `| Warren / ${peer.broker} | ${ratio(w.confirmedPerSec, peer.confirmedPerSec)} | ${s.consumer ? ratio(w.deliveredPerSec, peer.deliveredPerSec) : '—'} | | | ` +
-        `${ratio(w.brokerCpuUsPerMsg, peer.brokerCpuUsPerMsg)} | | |`,
-    );
+  for (const w of rows.filter((r) => r.isWarren && r.error === null)) {
+    for (const peer of rows.filter((r) => r !== w && r.error === null)) {
+      if (peer.isWarren && rows.indexOf(peer) < rows.indexOf(w)) continue;
+      // With the engine's CPU counted in: what the whole replicated queue costs per message.
+      const total = (r: ThroughputRow): number | null => (r.brokerCpuUsPerMsg === null ? null : r.brokerCpuUsPerMsg + (r.engineCpuUsPerMsg ?? 0));
+      const cells = [
+        ratio(w.confirmedPerSec, peer.confirmedPerSec),
+        s.consumer ? ratio(w.deliveredPerSec, peer.deliveredPerSec) : '—',
+        '',
+        '',
+        ...(q ? ['', ''] : []),
+        q ? `${ratio(total(w), total(peer))} (with engine)` : ratio(w.brokerCpuUsPerMsg, peer.brokerCpuUsPerMsg),
+        ...(q ? [''] : []),
+        '',
+        ...(q ? [''] : []),
+        '',
+      ];
+      lines.push(`| ${w.broker} / ${peer.broker} | ${cells.join(' | ')} |`);
+    }
   }
   if (runs.some((rs) => rs.length > 1)) {
     lines.push('');
     for (const rs of runs) lines.push(`- ${rs[0]!.broker}: ${rs.length} runs, confirmed msgs/s ${rs.map((r) => (r.error ? 'failed' : fmtInt(r.confirmedPerSec))).join(', ')}`);
   }
+  return lines.join('\n');
+}
+
+// ---- idle replicated queues ------------------------------------------------------------------
+
+interface IdleRow {
+  broker: string;
+  error: string | null;
+  /** % of one core over the measured window. */
+  brokerCpuPct: number | null;
+  engineCpuPct: number | null;
+}
+
+/** `s.queues` replicated queues with a consumer each on node 2 and no traffic: the CPU they cost. */
+async function runIdle(s: IdleScenario, b: Broker, runId: string, warmupS: number, durationS: number): Promise<IdleRow> {
+  const url = b.endpoints.amqp!;
+  const consumerUrl = b.consumerEndpoints?.amqp ?? url;
+  const queues = Array.from({ length: s.queues }, (_, i) => `warren-bench-p.${runId}.${s.name}.q${i}`);
+  const row: IdleRow = { broker: b.name, error: null, brokerCpuPct: null, engineCpuPct: null };
+  let consumer: Client | undefined;
+  try {
+    await withConn(url, async (c) => {
+      const ch = await c.createChannel();
+      for (const q of queues) await ch.assertQueue(q, { durable: true, ...QUORUM_ARGS });
+    });
+    for (const q of queues) await queueVisible(consumerUrl, q, 30_000);
+    consumer = new Client({ role: 'consumer', url: consumerUrl, queues, prefetch: PREFETCH });
+    await Promise.race([consumer.ready, consumer.failed]);
+    await Promise.race([sleep(warmupS * 1000), consumer.failed]);
+    const cpu0 = cpuSecondsOf(brokerPids(b));
+    const e0 = cpuSecondsOf(enginePidsOf(b));
+    const t0 = wallMs();
+    await Promise.race([sleep(durationS * 1000), consumer.failed]);
+    const cpu1 = cpuSecondsOf(brokerPids(b));
+    const e1 = cpuSecondsOf(enginePidsOf(b));
+    const secs = (wallMs() - t0) / 1000;
+    if (cpu0 !== null && cpu1 !== null) row.brokerCpuPct = ((cpu1 - cpu0) / secs) * 100;
+    if (e0 !== null && e1 !== null) row.engineCpuPct = ((e1 - e0) / secs) * 100;
+  } catch (err) {
+    row.error = err instanceof Error ? err.message : String(err);
+  } finally {
+    consumer?.kill();
+    await withConn(url, async (c) => {
+      for (const q of queues) await (await c.createChannel()).deleteQueue(q).catch(() => undefined);
+    }).catch((err: unknown) => log(`teardown: ${String(err)}`));
+  }
+  return row;
+}
+
+function idleTable(s: IdleScenario, rows: IdleRow[]): string {
+  const pct = (n: number | null): string => (n === null ? 'n/a' : `${n.toFixed(2)} %`);
+  const lines = [`### ${s.name}`, '', s.summary, '', '| broker | broker CPU (% of a core) | engine CPU (% of a core) |', '|---|--:|--:|'];
+  for (const r of rows) lines.push(r.error !== null ? `| ${r.broker} | failed: ${r.error} | |` : `| ${r.broker} | ${pct(r.brokerCpuPct)} | ${pct(r.engineCpuPct)} |`);
   return lines.join('\n');
 }
 
@@ -462,6 +653,51 @@ function restartTable(s: RestartScenario, rows: RestartRow[]): string {
   return lines.join('\n');
 }
 
+// ---- replicated queues: the clusters ---------------------------------------------------------
+
+const QUORUM_NODES = 3;
+
+/**
+ * A Warren cluster of three on three fresh nats-servers for `bin` (and for `beforeBin`), and the
+ * private RabbitMQ cluster when `peer`; the nats-servers are handed to `stopLater`.
+ */
+async function startQuorumBrokers(bin: string, beforeBin: string | undefined, peer: boolean, stopLater: (stop: () => Promise<void>) => void): Promise<Broker[]> {
+  const out: Broker[] = [];
+  const builds: Array<[string, string]> = [[bin, 'Warren']];
+  if (beforeBin !== undefined) builds.push([beforeBin, 'Warren (before)']);
+  try {
+    for (const [b, label] of builds) {
+      log(`starting ${QUORUM_NODES} nats-servers and a ${label} cluster of ${QUORUM_NODES} nodes ...`);
+      const nats = await startNatsServers({ count: QUORUM_NODES });
+      stopLater(() => nats.stop());
+      const cluster = await startWarrenCluster({ bin: b, extraArgs: [], verbose: false, startTimeoutMs: 60_000, clusterUrl: nats.url, nodes: QUORUM_NODES });
+      out.push({
+        ...cluster,
+        name: `${label} cluster of ${QUORUM_NODES}`,
+        enginePids: () => nats.servers.flatMap((s) => (s.child.pid === undefined ? [] : [s.child.pid])),
+        details: `${cluster.details}; nats-server ${natsVersion()} ×${QUORUM_NODES}, JetStream file storage`,
+      });
+    }
+    if (peer) {
+      if (!rabbitmqInstalled()) log('rabbitmq-server is not installed: Warren only');
+      else {
+        log(`starting a private RabbitMQ cluster of ${QUORUM_NODES} nodes (this takes a while) ...`);
+        out.push(await startRabbitmqCluster({ nodes: QUORUM_NODES, verbose: false, startTimeoutMs: 180_000 }));
+      }
+    }
+  } catch (e) {
+    for (const b of out) await b.stop().catch(() => undefined);
+    throw e;
+  }
+  for (const b of out) log(`  ${b.name}: ${b.details}`);
+  return out;
+}
+
+function natsVersion(): string {
+  const r = spawnSync('nats-server', ['--version'], { encoding: 'utf8' });
+  return /v?(\d+\.\d+\.\d+)/.exec(r.stdout ?? '')?.[1] ?? '?';
+}
+
 // ---- main ------------------------------------------------------------------------------------
 
 /** On a shared machine: wait (up to `maxS`) until less than a quarter of a core is busy. */
@@ -493,6 +729,10 @@ const USAGE = `Usage: npm run bench:persistent -- [options]
   --restart-messages <n>  messages for restart-1m (default 1000000)
   --no-rabbitmq-restart   skip the private RabbitMQ node in restart-1m
   --quiet-wait <s>        before each run, wait up to s seconds for the machine to be idle
+  --quorum                replicated queues on 3 nodes instead: a Warren cluster of 3 on 3
+                          nats-servers against a private 3-node RabbitMQ cluster (quorum queues)
+  --before-bin <path>     with --quorum: also a Warren cluster from another build (its bin/warren.js),
+                          in the same run, for before/after ratios
   --out <file>            also write the markdown report to <file>
   --list                  list the scenarios
 `;
@@ -509,6 +749,8 @@ async function main(): Promise<number> {
       'restart-messages': { type: 'string' },
       'no-rabbitmq-restart': { type: 'boolean', default: false },
       'quiet-wait': { type: 'string' },
+      quorum: { type: 'boolean', default: false },
+      'before-bin': { type: 'string' },
       out: { type: 'string' },
       list: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -520,7 +762,7 @@ async function main(): Promise<number> {
     return 0;
   }
   if (values.list) {
-    for (const s of PERSISTENT_SCENARIOS) process.stdout.write(`${s.name}\n    ${s.summary}\n`);
+    for (const s of [...PERSISTENT_SCENARIOS, ...QUORUM_SCENARIOS]) process.stdout.write(`${s.name}\n    ${s.summary}\n`);
     return 0;
   }
   const durationS = Number(values.duration ?? 10);
@@ -529,15 +771,20 @@ async function main(): Promise<number> {
   const restartN = Number(values['restart-messages'] ?? 1_000_000);
   const quietS = Number(values['quiet-wait'] ?? 0);
   const wanted = values.scenarios?.split(',').map((x) => x.trim()).filter((x) => x !== '') ?? [];
-  const unknown = wanted.filter((n) => !PERSISTENT_SCENARIOS.some((s) => s.name === n));
-  if (unknown.length > 0) throw new Error(`unknown scenario(s) ${unknown.join(', ')}; --list shows them`);
-  const scenarios = wanted.length === 0 ? PERSISTENT_SCENARIOS : PERSISTENT_SCENARIOS.filter((s) => wanted.includes(s.name));
+  const all = values.quorum ? QUORUM_SCENARIOS : PERSISTENT_SCENARIOS;
+  const unknown = wanted.filter((n) => !all.some((s) => s.name === n));
+  if (unknown.length > 0) throw new Error(`unknown scenario(s) ${unknown.join(', ')}${values.quorum ? ' with --quorum' : ''}; --list shows them`);
+  const scenarios = wanted.length === 0 ? all : all.filter((s) => wanted.includes(s.name));
   const bin = join(REPO_ROOT, 'bin', 'warren.js');
 
   const brokers: Broker[] = [];
   const sections: string[] = [];
+  /** What goes after the brokers (their engines). */
+  const stopping: Array<() => Promise<void>> = [];
+  const stopLater = (stop: () => Promise<void>): void => void stopping.push(stop);
   try {
-    if (scenarios.some((s) => s.kind === 'throughput')) {
+    if (values.quorum) brokers.push(...(await startQuorumBrokers(bin, values['before-bin'], !values['warren-only'], stopLater)));
+    else if (scenarios.some((s) => s.kind === 'throughput')) {
       log('starting Warren ...');
       brokers.push(await startWarren({ bin, extraArgs: [], verbose: false, startTimeoutMs: 30_000 }));
       if (!values['warren-only']) {
@@ -562,6 +809,15 @@ async function main(): Promise<number> {
           }
         }
         sections.push(throughputTable(s, runs));
+      } else if (s.kind === 'idle') {
+        const rows: IdleRow[] = [];
+        for (const b of brokers) {
+          log(`${s.name} on ${b.name}: ${warmupS} s settling + ${durationS} s ...`);
+          const r = await runIdle(s, b, runId, Math.max(warmupS, 5), durationS);
+          log(r.error ? `  failed: ${r.error}` : `  broker ${r.brokerCpuPct?.toFixed(2) ?? 'n/a'} %, engine ${r.engineCpuPct?.toFixed(2) ?? 'n/a'} % of a core`);
+          rows.push(r);
+        }
+        sections.push(idleTable(s, rows));
       } else {
         log(`${s.name}: Warren, ${fmtInt(restartN)} messages ...`);
         const rows = [await restartWarren(bin, restartN)];
@@ -577,6 +833,7 @@ async function main(): Promise<number> {
     }
   } finally {
     for (const b of brokers) await b.stop().catch(() => undefined);
+    for (const stop of stopping.splice(0)) await stop().catch(() => undefined);
   }
   const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
   const report = [
@@ -586,10 +843,17 @@ async function main(): Promise<number> {
     `- machine: ${availableParallelism()} cores (${cpu}), ${Math.round(totalmem() / 2 ** 30)} GiB, Linux ${release()}`,
     `- timing: ${warmupS} s warm-up, then ${durationS} s measured${repeat > 1 ? `; ${repeat} runs, median shown` : ''}`,
     `- every message persistent in a durable queue; a publish counts once the broker confirmed it (${CONFIRM_WINDOW} unconfirmed at most)`,
+    ...(values.quorum
+      ? [
+          `- replicated queues on ${QUORUM_NODES} nodes: Warren's on ${QUORUM_NODES} nats-servers (JetStream, file storage, ${QUORUM_NODES} replicas), RabbitMQ's quorum queues (Raft, ${QUORUM_NODES} members); publisher on node 1, consumer on node 2`,
+          ...brokers.map((b) => `- ${b.name}: ${b.details}`),
+        ]
+      : []),
     '',
     ...sections.flatMap((t) => [t, '']),
     '- confirmed msgs/s: publisher confirms received per second of the measured window; deliveries/s: messages consumers received (fan-out: summed over the queues).',
     '- confirm p50/p99: publish -> confirm latency. broker CPU µs/msg: broker CPU time over the window / confirmed messages. other CPU: every other process (clients included), % of one core.',
+    '- delivery p50/p99: publish (its scheduled time at a fixed rate) -> delivery at the consumer. engine CPU: the nats-servers of a Warren cluster, apart from its nodes; the ratio row adds it in.',
     '- restart: from spawning the broker process to the AMQP port accepting, and to the queue reporting every message.',
     '',
   ].join('\n');

@@ -38,6 +38,18 @@ export function cpuSeconds(pid: number): number | null {
   return (utime + stime) / clockTicksPerSecond();
 }
 
+/** CPU seconds consumed so far by all of `pids` together, or null when none is given or any is unknown. */
+export function cpuSecondsOf(pids: readonly number[] | null): number | null {
+  if (pids === null || pids.length === 0) return null;
+  let sum = 0;
+  for (const pid of pids) {
+    const c = cpuSeconds(pid);
+    if (c === null) return null;
+    sum += c;
+  }
+  return sum;
+}
+
 /** The command name of `pid` (`comm`), or null. */
 export function processName(pid: number): string | null {
   try {

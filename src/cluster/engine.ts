@@ -114,8 +114,12 @@ export interface ReplicatedLog {
    * `expectedSeq` fences a writer (rejects unless the log's last sequence is that).
    */
   append(data: Uint8Array, opts: { msgId: string; expectedSeq?: number }): Promise<number>;
-  /** Up to `max` messages not yet handed out (or due again), without waiting for more. */
-  pull(max: number): Promise<LogMessage[]>;
+  /**
+   * Up to `max` messages not yet handed out (or due again). When there are none, waits up to
+   * `waitMs` (default 0: answers at once) for the first to be appended or fall due, and answers
+   * as soon as there is any, without waiting for `max` (a long poll).
+   */
+  pull(max: number, waitMs?: number): Promise<LogMessage[]>;
   /** Done with a message this connection pulled: it is removed. */
   ack(seq: number): void;
   /** Hands a message back for redelivery, after `delayMs`. */

@@ -102,6 +102,10 @@ class MemoryLogState {
   readonly entries = new Map<number, LogEntry>();
   /** msgId → sequence, for the deduplication window (kept for the log's life here). */
   readonly ids = new Map<string, number>();
+  /** Pull requests answered so far (a test reads it to see that an idle log is not polled). */
+  pulls = 0;
+  /** Long polls waiting for a message: each is told when one may have come (or fallen due). */
+  readonly waiting = new Set<() => void>();
 
   constructor(
     readonly name: string,
@@ -115,7 +119,19 @@ class MemoryLogState {
     const seq = ++this.lastSeq;
     this.ids.set(msgId, seq);
     this.entries.set(seq, { seq, data: Uint8Array.from(data), deliveries: 0, pending: false, dueAt: 0, timer: undefined });
+    this.wake();
     return seq;
+  }
+
+  private wake(): void {
+    for (const w of [...this.waiting]) w();
+  }
+
+  /** When the earliest message given back with a delay falls due; undefined when none is. */
+  nextDue(now: number): number | undefined {
+    let at: number | undefined;
+    for (const e of this.entries.values()) if (!e.pending && e.dueAt > now && (at === undefined || e.dueAt < at)) at = e.dueAt;
+    return at;
   }
 
   pull(max: number): LogMessage[] {
@@ -138,6 +154,7 @@ class MemoryLogState {
     e.timer = setTimeout(() => {
       e.timer = undefined;
       e.pending = false;
+      this.wake();
     }, this.opts.ackWaitMs);
     e.timer.unref();
   }
@@ -156,6 +173,7 @@ class MemoryLogState {
     e.timer = undefined;
     e.pending = false;
     e.dueAt = Date.now() + delayMs;
+    this.wake();
   }
 
   inProgress(seq: number): void {
@@ -166,6 +184,7 @@ class MemoryLogState {
   clear(): void {
     for (const e of this.entries.values()) if (e.timer !== undefined) clearTimeout(e.timer);
     this.entries.clear();
+    this.wake();
   }
 }
 
@@ -190,9 +209,29 @@ class MemoryLog implements ReplicatedLog {
     return this.state.append(data, opts.msgId, opts.expectedSeq);
   }
 
-  async pull(max: number): Promise<LogMessage[]> {
+  async pull(max: number, waitMs = 0): Promise<LogMessage[]> {
     await this.reachable();
-    return this.state.pull(max);
+    this.state.pulls++;
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const got = this.state.pull(max);
+      const now = Date.now();
+      if (got.length > 0 || now >= deadline) return got;
+      // Until something is appended or given back, a delayed message falls due, or the wait ends.
+      const due = this.state.nextDue(now);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(woken, Math.min(deadline, due ?? deadline) - now);
+        timer.unref();
+        const state = this.state;
+        function woken(): void {
+          clearTimeout(timer);
+          state.waiting.delete(woken);
+          resolve();
+        }
+        state.waiting.add(woken);
+      });
+      await this.reachable();
+    }
   }
 
   ack(seq: number): void {

@@ -12,7 +12,9 @@ import type { ClusterEngine, LogMessage, ReplicatedLog } from './engine.js';
  * - A publish routed to it on any node is appended to the log with a broker-generated message id
  *   (a retried append deduplicates); the publisher's confirm waits for the engine's answer.
  * - Every node with consumers on it pulls from the log's shared cursor up to its consumers' free
- *   prefetch, and delivers locally; the node's queue holds what it pulled, in memory only.
+ *   prefetch, and delivers locally; the node's queue holds what it pulled, in memory only. While
+ *   the log is empty the pull waits on the engine (a long poll): nothing is polled, and an append
+ *   on any node reaches a waiting puller at once.
  * - Ack or dead-lettering acks in the log; a requeue or a closed channel naks (the message goes
  *   to any node again, `redelivered`, its `x-delivery-count` from the log's delivery count); a
  *   node that dies stops sending in-progress for what it held, and after the ack wait the log
@@ -25,8 +27,18 @@ import type { ClusterEngine, LogMessage, ReplicatedLog } from './engine.js';
 const VERSION = 1;
 /** The most messages asked of the log at once. */
 const MAX_PULL = 256;
-/** How often a node with consumers and free credit looks for new messages when the log had none. */
-const POLL_MS = 100;
+/**
+ * How long a pull of a node with consumers and free credit waits on the engine for the first
+ * message when the log has none (a long poll, asked again when it ends empty): an idle queue costs
+ * one request per this long, and a message appended on any node reaches a waiting puller at once.
+ */
+const LONG_POLL_MS = 5000;
+/**
+ * A long poll that ended empty sooner than this (an engine answering with an error status, a
+ * connection that moved) is asked again only after {@link SHORT_POLL_BACKOFF_MS}, never in a loop.
+ */
+const SHORT_POLL_MS = 50;
+const SHORT_POLL_BACKOFF_MS = 100;
 /** After a failed pull (engine unreachable), the next try. */
 const RETRY_MS = 1000;
 /** Attempts of one append (same message id) before the publish fails. */
@@ -359,11 +371,21 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
         const n = forGet ? Math.max(1, this.want(q)) : q.consumers.length === 0 ? 0 : this.want(q);
         if (n <= 0) break;
         const log = link.log ?? (await this.open(link));
-        const msgs = await log.pull(n);
+        // A pull for a basic.get does not wait: the get was answered empty already.
+        const waitMs = forGet ? 0 : LONG_POLL_MS;
+        const started = Date.now();
+        const msgs = await log.pull(n, waitMs);
+        if (this.stopped || this.links.get(q) !== link) {
+          // Left (or the queue went) while the poll waited: back for the other nodes at once.
+          for (const m of msgs) log.nak(m.seq);
+          break;
+        }
         if (forGet && msgs.length === 0 && q.consumers.length === 0) break;
         for (const m of msgs) this.take(link, log, m);
-        if (msgs.length === 0 && !link.again) {
-          next = POLL_MS;
+        // The last consumer went while the poll waited: what it brought is for the other nodes.
+        if (q.consumers.length === 0 && !link.forGet && !forGet) q.returnPulled();
+        if (msgs.length === 0 && !link.again && (waitMs === 0 || Date.now() - started < SHORT_POLL_MS)) {
+          next = SHORT_POLL_BACKOFF_MS;
           break;
         }
       }

@@ -105,6 +105,32 @@ describe.each(connectors)('a replicated log on the %s engine', (_name, connect) 
     await log.destroy();
   });
 
+  test('a pull that may wait answers as soon as the first message is appended, and ends empty once its wait is over', async () => {
+    const log = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000 });
+    const other = await b.openLog(log.name, { replicas: 1, ackWaitMs: 30_000 });
+    let answeredAt = 0;
+    const waiting = other.pull(10, 10_000).then((got) => {
+      answeredAt = Date.now();
+      return got;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(answeredAt).toBe(0);
+    const appendedAt = Date.now();
+    await log.append(enc('late'), { msgId: 'late' });
+    const got = await waiting;
+    expect(got.map((m) => [dec(m.data), m.deliveries])).toEqual([['late', 1]]);
+    // Long before the wait is over: the append ended it, and one message did (not the ten asked for).
+    expect(answeredAt - appendedAt).toBeLessThan(5000);
+    other.ack(got[0]!.seq);
+    const idleFrom = Date.now();
+    expect(await other.pull(10, 400)).toEqual([]);
+    expect(Date.now() - idleFrom).toBeGreaterThanOrEqual(350);
+    // Nothing was left with the ended pulls: the next message goes to the next pull.
+    await log.append(enc('next'), { msgId: 'next' });
+    expect((await pullN(log, 1)).map((m) => dec(m.data))).toEqual(['next']);
+    await log.destroy();
+  });
+
   test('status names the members; destroy removes the log', async () => {
     const log = await a.openLog(`log_${++logNo}`, { replicas: 3, ackWaitMs: 30_000 });
     await log.append(enc('s'), { msgId: 's' });

@@ -244,11 +244,11 @@ class NatsKV implements ClusterKV {
 /** The durable consumer every node shares. */
 const SHARED_CONSUMER = 'shared';
 /**
- * A pull's request expires on the server after this long (it sends nothing for it after that),
- * for the cases where a `no_wait` pull gets no status answer (messages stored but none due).
+ * A pull that does not wait still asks the server to end it after this long, for the case where
+ * a `no_wait` pull gets no status answer at once (messages stored but none due).
  */
 const PULL_EXPIRES_MS = 250;
-/** How long a pull waits for the server's answer before giving up on it. */
+/** How long a pull waits for the server's answer past its expiry before giving up on it. */
 const PULL_TIMEOUT_MS = 3000;
 const ACK = new TextEncoder().encode('+ACK');
 const WORKING = new TextEncoder().encode('+WPI');
@@ -272,9 +272,13 @@ function parseAckSubject(reply: string): { deliveries: number; seq: number } | u
 
 /**
  * A replicated log as a JetStream stream (work-queue retention, file storage) with one durable
- * pull consumer shared by every node. Pulls are `no_wait` requests: they answer at once with what
- * is there, so nothing is ever sent to a pull nobody waits for any more. Acks go to the ack
- * subject of the delivery, kept per sequence by the connection that pulled it.
+ * pull consumer shared by every node. Pulls are `no_wait` requests with an expiry: the server
+ * answers at once with what is there, and when nothing is, it holds the request until the first
+ * message comes (then ends it with a status) or the expiry passes (a long poll). The request ends
+ * on the server before the puller stops listening, so nothing is sent to a pull nobody waits for
+ * any more; a pull in flight when the connection moves to another server ends at once (that
+ * server does not know the request). Acks go to the ack subject of the delivery, kept per
+ * sequence by the connection that pulled it.
  */
 class NatsLog implements ReplicatedLog {
   private readonly replies = new Map<number, string>();
@@ -286,6 +290,8 @@ class NatsLog implements ReplicatedLog {
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly serverName: string,
+    /** The pulls in flight on the connection, each one's end: called when the connection moves. */
+    private readonly pulls: Set<() => void>,
   ) {
     this.subject = logSubject(name);
   }
@@ -298,13 +304,17 @@ class NatsLog implements ReplicatedLog {
     return ack.seq;
   }
 
-  pull(max: number): Promise<LogMessage[]> {
+  pull(max: number, waitMs = 0): Promise<LogMessage[]> {
     return new Promise<LogMessage[]>((resolve) => {
       const out: LogMessage[] = [];
       const inbox = createInbox();
       let timer: NodeJS.Timeout | undefined = undefined;
+      let ended = false;
       const done = (): void => {
+        if (ended) return;
+        ended = true;
         if (timer !== undefined) clearTimeout(timer);
+        this.pulls.delete(done);
         sub.unsubscribe();
         resolve(out);
       };
@@ -321,8 +331,10 @@ class NatsLog implements ReplicatedLog {
           if (out.length >= max) done();
         },
       });
-      timer = setTimeout(done, PULL_TIMEOUT_MS);
-      this.nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.name}.${SHARED_CONSUMER}`, ENC.encode(JSON.stringify({ batch: max, no_wait: true, expires: nanos(PULL_EXPIRES_MS) })), { reply: inbox });
+      const expires = waitMs > 0 ? waitMs : PULL_EXPIRES_MS;
+      timer = setTimeout(done, expires + PULL_TIMEOUT_MS);
+      this.pulls.add(done);
+      this.nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.name}.${SHARED_CONSUMER}`, ENC.encode(JSON.stringify({ batch: max, no_wait: true, expires: nanos(expires) })), { reply: inbox });
     });
   }
 
@@ -390,6 +402,7 @@ export class NatsEngine implements ClusterEngine {
   private readonly js: JetStreamClient;
   private jsm: JetStreamManager | undefined;
   private readonly listeners: ((connected: boolean) => void)[] = [];
+  private readonly pulls = new Set<() => void>();
 
   constructor(private readonly nc: NatsConnection) {
     this.bus = new NatsBus(nc);
@@ -404,7 +417,10 @@ export class NatsEngine implements ClusterEngine {
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') for (const l of this.listeners) l(false);
-        else if (s.type === 'reconnect') for (const l of this.listeners) l(true);
+        else if (s.type === 'reconnect') {
+          for (const end of [...this.pulls]) end();
+          for (const l of this.listeners) l(true);
+        }
       }
     })().catch(() => undefined);
   }
@@ -457,7 +473,7 @@ export class NatsEngine implements ClusterEngine {
           max_deliver: opts.maxDeliver !== undefined && opts.maxDeliver > 0 ? opts.maxDeliver : -1,
           max_ack_pending: -1,
         });
-        return new NatsLog(name, this.nc, this.js, jsm, this.info.serverName);
+        return new NatsLog(name, this.nc, this.js, jsm, this.info.serverName, this.pulls);
       } catch (e) {
         if (attempt >= 5) throw e;
         await new Promise((resolve) => setTimeout(resolve, 200 * attempt));

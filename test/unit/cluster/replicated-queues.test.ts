@@ -165,6 +165,29 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     expect(sink.got.map(body).sort()).toEqual(['1', '2', '3', '4']);
   });
 
+  test('an idle queue with a consumer waits on the log instead of polling it; a publish on another node reaches the consumer', async () => {
+    engine = new MemoryEngine();
+    const [a, b] = [await node('n1'), await node('n2')];
+    testChannel(a.core).declareQueue('idle', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await a.core.persistence.definitionsSettled();
+    await waitFor(() => b.core.vhosts.get('/')!.queues.get('idle')?.replica !== undefined, 5000, 'idle on n2');
+    const sink = new RecordingSink();
+    const ch = testChannel(b.core);
+    ch.qos(10, false);
+    ch.consume('idle', { noAck: false }, sink);
+    const state = engine.logs.get(b.m.replicated.logName('/', 'idle'))!;
+    await waitFor(() => state.waiting.size === 1, 5000, 'a pull waiting on the log');
+    const before = state.pulls;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    // One long poll covers the second (a 100 ms poll would have asked ten times).
+    expect(state.pulls - before).toBeLessThanOrEqual(1);
+    await testChannel(a.core).publish({ exchange: '', routingKey: 'idle', properties: {}, body: Buffer.from('woke') }).settled;
+    await waitFor(() => sink.got.length === 1, 5000, 'delivered on n2');
+    expect(body(sink.got[0]!)).toBe('woke');
+    ch.ack(sink.got[0]!.deliveryTag);
+    await waitFor(() => state.entries.size === 0, 5000, 'acked in the log');
+  });
+
   test('basic.get on a node without consumers: an empty get pulls one message, which the next get returns', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1'), await node('n2')];
