@@ -419,28 +419,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     }
     if (result instanceof Promise) {
       // An access token: later packets wait in the reader (and the socket is paused) until it is verified.
-      this.state = 'authenticating';
-      this.link.pause(PauseReason.AUTH);
-      result.then(
-        (u) => {
-          if (this.state !== 'authenticating') return;
-          this.state = 'connect';
-          this.link.unpause(PauseReason.AUTH);
-          try {
-            this.connectAs(u, vhost, p, will);
-          } catch (e) {
-            this.reader.clear();
-            this.protocolError(e);
-            return;
-          }
-          this.drainReader();
-        },
-        (e: unknown) => {
-          if (this.state !== 'authenticating') return;
-          this.state = 'connect';
-          this.loginRefused(username, e);
-        },
-      ).catch(this.guard.catcher);
+      this.connectAfter(result, (u) => this.connectAs(u, vhost, p, will), (e) => this.loginRefused(username, e));
       return;
     }
     this.connectAs(result, vhost, p, will);
@@ -511,30 +490,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     if (cluster !== undefined && !assigned) {
       const claim = cluster.claimClientId(vhost, clientId);
       this.claim = claim;
-      this.state = 'authenticating';
-      this.link.pause(PauseReason.AUTH);
-      claim.written
-        .then(
-          () => {
-            if (this.state !== 'authenticating') return;
-            this.state = 'connect';
-            this.link.unpause(PauseReason.AUTH);
-            try {
-              this.attachSession(vhost, p, will, clientId, assigned);
-            } catch (e) {
-              this.reader.clear();
-              this.protocolError(e);
-              return;
-            }
-            this.drainReader();
-          },
-          (e: unknown) => {
-            if (this.state !== 'authenticating') return;
-            this.state = 'connect';
-            this.refuse(v5 ? Reason.SERVER_UNAVAILABLE : ConnackCode.SERVER_UNAVAILABLE, `client id not recorded in the cluster: ${errorText(e)}`);
-          },
-        )
-        .catch(this.guard.catcher);
+      this.connectAfter(claim.written, () => this.attachSession(vhost, p, will, clientId, assigned), (e) => this.unavailable('client id not recorded in the cluster', e));
       return;
     }
     this.attachSession(vhost, p, will, clientId, assigned);
@@ -551,10 +507,62 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     let expiry: number;
     if (v5) expiry = props?.sessionExpiryInterval ?? 0;
     else expiry = clean ? 0 : SESSION_EXPIRY_NEVER;
-    const { session, present } = this.adapter.openSession(vhost, clientId, clean, this);
+    const { session, present, discarded } = this.adapter.openSession(vhost, clientId, clean, this);
     session.expiryInterval = expiry;
     this.adapter.sessionAttached(session);
     this.session = session;
+    // A session discarded (clean start) had its queue deleted: CONNACK once the deletion is durable
+    // and, in a cluster, in the cluster (a connection on another node right after finds no session).
+    const defs = discarded ? this.core!.core.persistence.definitionsSettled() : SETTLED;
+    if (defs === SETTLED) {
+      this.startSession(session, present, p, will, assigned);
+      return;
+    }
+    this.connectAfter(defs, () => this.startSession(session, present, p, will, assigned), (e) => this.unavailable('the earlier session was not discarded', e));
+  }
+
+  /**
+   * CONNECT goes on with `next` once `first` resolves (the connection reads nothing meanwhile), or
+   * ends with `failed` when it rejects.
+   */
+  private connectAfter<T>(first: Promise<T>, next: (v: T) => void, failed: (e: unknown) => void): void {
+    this.state = 'authenticating';
+    this.link.pause(PauseReason.AUTH);
+    first
+      .then(
+        (v) => {
+          if (this.state !== 'authenticating') return;
+          this.state = 'connect';
+          this.link.unpause(PauseReason.AUTH);
+          try {
+            next(v);
+          } catch (e) {
+            this.reader.clear();
+            this.protocolError(e);
+            return;
+          }
+          this.drainReader();
+        },
+        (e: unknown) => {
+          if (this.state !== 'authenticating') return;
+          this.state = 'connect';
+          failed(e);
+        },
+      )
+      .catch(this.guard.catcher);
+  }
+
+  /** CONNECT refused: the server cannot serve it now. */
+  private unavailable(text: string, e: unknown): void {
+    this.refuse(this.level === 5 ? Reason.SERVER_UNAVAILABLE : ConnackCode.SERVER_UNAVAILABLE, `${text}: ${errorText(e)}`);
+  }
+
+  /** CONNECT, done: the will, keep-alive and limits, CONNACK, and a resumed session's state. */
+  private startSession(session: Session, present: boolean, p: IConnectPacket, will: Will | undefined, assigned: boolean): void {
+    const level = this.level!;
+    const v5 = level === 5;
+    const props = v5 ? p.properties : undefined;
+    const clean = p.clean ?? true;
     this.will = will;
     this.adapter.willRecorded(session, this.user, will);
     // --mqtt-max-keepalive (Mosquitto's max_keepalive): a v5 client asking for more, or for none, is
@@ -587,7 +595,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         receiveMaximum: this.adapter.receiveMaximum,
       };
       if (serverKeepalive !== undefined) ack.properties.serverKeepAlive = serverKeepalive;
-      if (assigned) ack.properties.assignedClientIdentifier = clientId;
+      if (assigned) ack.properties.assignedClientIdentifier = session.clientId;
     } else ack.returnCode = ConnackCode.ACCEPTED;
     this.send(ack);
     const log = this.adapter.ctx.log;

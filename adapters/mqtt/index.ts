@@ -266,14 +266,16 @@ export class MqttAdapter implements ProtocolAdapter {
    * Attaches a connection to the session of (vhost, client id): the connection holding it is closed
    * first (takeover); with clean start an existing session is discarded.
    */
-  openSession(vhost: string, clientId: string, clean: boolean, conn: SessionConnection): { session: Session; present: boolean } {
+  openSession(vhost: string, clientId: string, clean: boolean, conn: SessionConnection): { session: Session; present: boolean; discarded: boolean } {
     this.sessions.get(vhost)?.get(clientId)?.connection?.takeOver();
     // The takeover may have ended the old session: look again.
     let s = this.sessions.get(vhost)?.get(clientId);
+    let discarded = false;
     if (s !== undefined) {
       if (s.expiryTimer !== undefined) clearTimeout(s.expiryTimer);
       s.expiryTimer = undefined;
       if (clean) {
+        discarded = this.queueExists(vhost, s.queue);
         this.endSession(s, 'replaced by a clean session');
         s = undefined;
       } else if (s.pendingWill !== undefined) {
@@ -288,14 +290,18 @@ export class MqttAdapter implements ProtocolAdapter {
       s = new Session(vhost, clientId);
       // A session queue whose home is another node: the session's state is there, not here; the
       // client starts a new session on this node (session present 0).
-      if (clean || (this.cluster !== undefined && !this.cluster.holdsQueue(vhost, s.queue))) this.deleteQueue(vhost, s.queue);
-      else present = this.recoverSession(s);
+      if (clean || (this.cluster !== undefined && !this.cluster.holdsQueue(vhost, s.queue))) {
+        if (this.queueExists(vhost, s.queue)) {
+          discarded = true;
+          this.deleteQueue(vhost, s.queue);
+        }
+      } else present = this.recoverSession(s);
       let inVhost = this.sessions.get(vhost);
       if (inVhost === undefined) this.sessions.set(vhost, (inVhost = new Map()));
       inVhost.set(clientId, s);
     }
     s.connection = conn;
-    return { session: s, present };
+    return { session: s, present, discarded };
   }
 
   /**

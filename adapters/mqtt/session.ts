@@ -63,7 +63,8 @@ export interface SessionConnection {
 export interface MqttClusterSeam {
   /**
    * Records cluster-wide that a connection on this node now holds the client id; the returned
-   * claim's `written` resolves once the engine has the record (CONNACK waits for it).
+   * claim's `written` resolves once the engine has the record and this node has every change to
+   * the cluster's definitions made before it (CONNACK waits for it).
    */
   claimClientId(vhost: string, clientId: string): ClientClaim;
   /** The session of a client id ended on this node: its record goes unless a connection here holds the id again. */

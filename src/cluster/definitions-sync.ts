@@ -38,6 +38,10 @@ import type { ClusterKV, KvEntry, KvWatch } from './engine.js';
 
 /** Marks a bucket a first node has written its definitions to. */
 const SEEDED = 'seeded';
+/** Keys a node writes to see its watch catch up with the bucket (see {@link DefinitionsSync.caughtUp}). */
+const SYNC_PREFIX = 'n.';
+/** A catch-up whose write the watch has not passed back after this long ends anyway. */
+const CAUGHT_UP_TIMEOUT_MS = 5000;
 
 /** What a key holds in the bucket. */
 interface StoredDefinition {
@@ -140,8 +144,17 @@ export class DefinitionsSync implements Persistence {
   /** The latest batch a reply may wait for; undefined once it is written. */
   private waiting: Promise<void> | undefined;
   readonly stats: DefinitionsSyncStats = { written: 0, applied: 0, failed: 0 };
-  /** Told where each replicated queue lives (its home node), when publishes are forwarded home. */
-  placement: ((queue: Queue, home: string | undefined) => void) | undefined;
+  /** This node's catch-up key, and the catch-ups waiting for their write to come back, in order. */
+  private readonly syncKey: string;
+  private syncSerial = 0;
+  private readonly syncWaiters: Array<{ serial: number; done: () => void }> = [];
+  private readonly syncBoot = `${process.pid}.${Date.now().toString(36)}`;
+  /**
+   * Told where each queue lives (its home node), when publishes are forwarded home. For a queue
+   * declared on this node it may return a promise the declare's answer waits for as well (a
+   * replicated queue's log being created).
+   */
+  placement: ((queue: Queue, home: string | undefined) => Promise<void> | undefined) | undefined;
   /** Told of a queue deleted on this node (its replicated log, if any, goes with it). */
   queueRemoved: ((vhost: string, name: string) => void) | undefined;
 
@@ -151,7 +164,55 @@ export class DefinitionsSync implements Persistence {
     private readonly kv: ClusterKV,
     readonly nodeName: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.syncKey = `${SYNC_PREFIX}${Buffer.from(nodeName, 'utf8').toString('base64url')}`;
+  }
+
+  /**
+   * Resolves once this node has applied every change the bucket held when it was called (from
+   * any node): a write of this node's catch-up key, seen coming back through the watch, which
+   * passes changes on in the bucket's order. A client that acts on what another node did a
+   * moment ago (resumes a session whose queue was just declared or deleted there) waits for it.
+   */
+  caughtUp(): Promise<void> {
+    if (!this.live) return SETTLED;
+    const serial = ++this.syncSerial;
+    let forget = noop;
+    const seen = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        forget();
+        this.log.warn('cluster: the definitions watch did not catch up in time; going on with what this node has');
+        resolve();
+      }, CAUGHT_UP_TIMEOUT_MS);
+      timer.unref();
+      const w = {
+        serial,
+        done: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      forget = () => {
+        clearTimeout(timer);
+        const i = this.syncWaiters.indexOf(w);
+        if (i >= 0) this.syncWaiters.splice(i, 1);
+      };
+      this.syncWaiters.push(w);
+    });
+    const written = this.kv.put(this.syncKey, ENC.encode(`${this.syncBoot}.${serial}`)).catch((e: unknown) => {
+      forget();
+      throw e;
+    });
+    return Promise.all([written, seen]).then(noop);
+  }
+
+  private syncSeen(value: Uint8Array | undefined): void {
+    if (value === undefined) return;
+    const v = DEC.decode(value);
+    if (!v.startsWith(`${this.syncBoot}.`)) return;
+    const serial = Number(v.slice(this.syncBoot.length + 1));
+    while (this.syncWaiters.length > 0 && this.syncWaiters[0]!.serial <= serial) this.syncWaiters.shift()!.done();
+  }
 
   /**
    * Joins: reads the bucket, seeds it (first node) or takes it as the truth (later nodes), then
@@ -256,7 +317,8 @@ export class DefinitionsSync implements Persistence {
       if (entry === null) this.queueRemoved?.(c.vhost, c.name);
       else {
         const q = this.core.vhosts.get(c.vhost)?.queues.get(c.name);
-        if (q !== undefined) this.placement?.(q, this.known.get(key)?.value.home ?? this.nodeName);
+        const ready = q === undefined ? undefined : this.placement?.(q, this.known.get(key)?.value.home ?? this.nodeName);
+        if (ready !== undefined) writes.push(ready);
       }
     }
     this.pending.clear();
@@ -351,6 +413,10 @@ export class DefinitionsSync implements Persistence {
   private onEntry(e: KvEntry): void {
     if (e.key === SEEDED) {
       if (e.value !== undefined) this.seeded = true;
+      return;
+    }
+    if (e.key.startsWith(SYNC_PREFIX)) {
+      if (e.key === this.syncKey) this.syncSeen(e.value);
       return;
     }
     const raw = e.value === undefined ? null : DEC.decode(e.value);

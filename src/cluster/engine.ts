@@ -111,7 +111,9 @@ export interface ReplicatedLog {
   /**
    * Appends, resolving with the message's sequence once the engine has it (a majority of its
    * replicas). `msgId` deduplicates a retried append (the first one's sequence is returned);
-   * `expectedSeq` fences a writer (rejects unless the log's last sequence is that).
+   * `expectedSeq` fences a writer (rejects unless the log's last sequence is that). Rejects with
+   * {@link NoResponderError} when the engine does not know the log there yet (created through
+   * another server a moment ago): the same append succeeds a little later.
    */
   append(data: Uint8Array, opts: { msgId: string; expectedSeq?: number }): Promise<number>;
   /**

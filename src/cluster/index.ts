@@ -127,9 +127,10 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
     const replicated = new ReplicatedQueues(opts.core, engine, opts.cluster, opts.nodeName, log, opts.ackWaitMs);
     definitions.placement = (q, home) => {
-      if (replicated.attach(q)) return;
+      if (replicated.attach(q)) return replicated.ready(q);
       forwarding.place(q, home);
       remoteConsumers.place(q, home);
+      return undefined;
     };
     definitions.queueRemoved = (vhost, name) => replicated.removed(vhost, name);
     await definitions.start();

@@ -312,8 +312,10 @@ export class MqttCluster {
     const c: LocalClaim = { serial: ++this.serial, vhost, clientId, revision: undefined, foreign: 0, live: true };
     this.claims.set(key, c);
     const rec: ClientRecord = { node: this.node, instance: this.instance, serial: c.serial, vhost, clientId };
-    const written = this.kv.clients.put(key, encodeJson(rec)).then(
-      (revision) => {
+    // The node also catches up with the cluster's definitions: a session queue declared or deleted
+    // on another node a moment ago is seen here before the session is looked up.
+    const written = Promise.all([this.kv.clients.put(key, encodeJson(rec)), this.m.definitions.caughtUp()]).then(
+      ([revision]) => {
         if (this.claims.get(key) !== c) return;
         c.revision = revision;
         // Another node's record came after ours while we waited: it holds the id now.

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { BrokerError, ReplyCode, type Core, type Queue, type QueueEntry, type QueueForwarder, type QueueReplica, type StoredMessage } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { ByteReader, ByteWriter, readProperties, writeProperties } from '../store/index.js';
-import type { ClusterEngine, LogMessage, ReplicatedLog } from './engine.js';
+import { NoResponderError, type ClusterEngine, type LogMessage, type ReplicatedLog } from './engine.js';
 
 /**
  * Replicated queues: a queue declared with `x-queue-type: quorum` (or matched by a policy with
@@ -43,6 +43,12 @@ const SHORT_POLL_BACKOFF_MS = 100;
 const RETRY_MS = 1000;
 /** Attempts of one append (same message id) before the publish fails. */
 const APPEND_ATTEMPTS = 3;
+/**
+ * Attempts of an append the engine answered with "nobody there" (a log created a moment ago
+ * through another engine server, not known to this one yet): it answers at once, so more tries,
+ * backing off from 50 ms to 800 ms (about 4 s in all).
+ */
+const UNKNOWN_LOG_ATTEMPTS = 8;
 export const DEFAULT_ACK_WAIT_MS = 30_000;
 export const DEFAULT_REPLICAS = 3;
 
@@ -170,6 +176,16 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     q.forwarder = this;
     q.replica = this;
     return true;
+  }
+
+  /**
+   * Resolves once the log of a replicated queue exists on the engine (a declare is answered after
+   * it, so a publish on any node right after the declare finds it); undefined for another queue.
+   */
+  ready(q: Queue): Promise<void> | undefined {
+    const link = this.links.get(q);
+    if (link === undefined) return undefined;
+    return this.open(link).then(() => undefined);
   }
 
   /** The queue's log, opened (created when missing) on first use; a failed open is tried again by the next use. */
@@ -300,8 +316,9 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     try {
       await log.append(data, { msgId });
     } catch (e) {
-      if (attempt >= APPEND_ATTEMPTS || this.stopped) throw e;
-      await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+      const unknown = e instanceof NoResponderError;
+      if (attempt >= (unknown ? UNKNOWN_LOG_ATTEMPTS : APPEND_ATTEMPTS) || this.stopped) throw e;
+      await new Promise((resolve) => setTimeout(resolve, unknown ? Math.min(800, 50 * 2 ** (attempt - 1)) : 100 * attempt));
       return this.append(log, data, msgId, attempt + 1);
     }
   }

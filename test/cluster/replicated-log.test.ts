@@ -1,5 +1,8 @@
-import { beforeAll, describe, expect, test } from 'vitest';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
 import { type ClusterEngine, type LogMessage, type ReplicatedLog } from '../../src/cluster/index.js';
+import { connectNats } from '../../src/cluster/nats/nats-engine.js';
 import { waitFor } from '../helpers/broker.js';
 import { contractEngines } from '../helpers/cluster.js';
 
@@ -141,5 +144,60 @@ describe.each(connectors)('a replicated log on the %s engine', (_name, connect) 
     expect(st.online).toEqual(st.members);
     await log.destroy();
     await expect(log.append(enc('t'), { msgId: 't' })).rejects.toThrow();
+  });
+});
+
+describe('a replicated log on three nats-servers', { timeout: 60_000 }, () => {
+  let servers: NatsServers;
+  let engine: ClusterEngine;
+  let raw: NatsConnection;
+  beforeAll(async () => {
+    servers = await startNatsServers({ count: 3 });
+    engine = await connectNats({ servers: servers.url.split(','), name: 'log-stepdown' });
+    raw = await connect({ servers: servers.url.split(',') });
+  }, 60_000);
+  afterAll(async () => {
+    await raw?.close();
+    await engine?.close();
+    await servers?.stop();
+  });
+
+  test('a long poll on a quiet log is kept alive by its heartbeats until its wait is over', async () => {
+    const log = await engine.openLog(`quiet_${Date.now()}`, { replicas: 3, ackWaitMs: 30_000 });
+    try {
+      const startedAt = Date.now();
+      // Longer than the missed heartbeats after which a pull is taken as lost.
+      expect(await log.pull(10, 4500)).toEqual([]);
+      expect(Date.now() - startedAt).toBeGreaterThanOrEqual(4400);
+    } finally {
+      await log.destroy();
+    }
+  });
+
+  test("a long poll across a change of its consumer's leader: what is appended after it is pulled", async () => {
+    const name = `stepdown_${Date.now()}`;
+    const log = await engine.openLog(name, { replicas: 3, ackWaitMs: 30_000 });
+    const reader = await connectNats({ servers: servers.url.split(','), name: 'log-stepdown-reader' });
+    try {
+      const other = await reader.openLog(name, { replicas: 3, ackWaitMs: 30_000 });
+      // A long poll waits on the consumer's leader; the leader steps down.
+      const startedAt = Date.now();
+      const waiting = other.pull(10, 30_000);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const before = (await log.status()).leader;
+      const answer = await raw.request(`$JS.API.CONSUMER.LEADER.STEPDOWN.${name}.shared`, new Uint8Array(0), { timeout: 5000 });
+      expect(new TextDecoder().decode(answer.data)).not.toContain('"error"');
+      await log.append(enc('after the new leader'), { msgId: 'a1' });
+      // Long before the 30 s wait is over, the pull brings the message, or ends (its heartbeats stopped) for the next one to.
+      const first = await waiting;
+      expect(Date.now() - startedAt).toBeLessThan(15_000);
+      const got = first.length > 0 ? first : await pullN(other, 1);
+      expect(got.map((m) => dec(m.data))).toEqual(['after the new leader']);
+      other.ack(got[0]!.seq);
+      expect(before).toBeDefined();
+    } finally {
+      await reader.close();
+      await log.destroy();
+    }
   });
 });

@@ -120,10 +120,18 @@ class NatsBus implements ClusterBus {
       const m = await this.nc.request(subject, data, { timeout: timeoutMs });
       return m.data;
     } catch (e) {
-      if (e instanceof NoRespondersError || (e instanceof Error && e.cause instanceof NoRespondersError)) throw new NoResponderError(subject);
+      if (noResponders(e)) throw new NoResponderError(subject);
       throw e;
     }
   }
+}
+
+/** Whether `e`, or an error it wraps, says that nobody listens on the subject. */
+function noResponders(e: unknown): boolean {
+  for (let c = e, depth = 0; c instanceof Error && depth < 4; c = c.cause, depth++) {
+    if (c instanceof NoRespondersError) return true;
+  }
+  return false;
 }
 
 function lostRace(e: unknown): boolean {
@@ -250,6 +258,16 @@ const SHARED_CONSUMER = 'shared';
 const PULL_EXPIRES_MS = 250;
 /** How long a pull waits for the server's answer past its expiry before giving up on it. */
 const PULL_TIMEOUT_MS = 3000;
+/**
+ * A pull that may wait this long or more asks the server for a heartbeat every
+ * {@link PULL_HEARTBEAT_MS} while it holds the request; after {@link PULL_HEARTBEATS_MISSED}
+ * missed ones the request is taken as lost (a consumer leader elected anew forgets the requests
+ * waiting on the old one) and the pull ends, so that the next one is asked at once.
+ */
+const PULL_HEARTBEAT_MS = 1000;
+const PULL_HEARTBEATS_MISSED = 3;
+/** The status of a heartbeat on a waiting pull. */
+const STATUS_HEARTBEAT = 100;
 const ACK = new TextEncoder().encode('+ACK');
 const WORKING = new TextEncoder().encode('+WPI');
 const NAK = new TextEncoder().encode('-NAK');
@@ -277,8 +295,9 @@ function parseAckSubject(reply: string): { deliveries: number; seq: number } | u
  * message comes (then ends it with a status) or the expiry passes (a long poll). The request ends
  * on the server before the puller stops listening, so nothing is sent to a pull nobody waits for
  * any more; a pull in flight when the connection moves to another server ends at once (that
- * server does not know the request). Acks go to the ack subject of the delivery, kept per
- * sequence by the connection that pulled it.
+ * server does not know the request), and one whose heartbeats stop (the request was lost on the
+ * server) ends after a few seconds. Acks go to the ack subject of the delivery, kept per sequence
+ * by the connection that pulled it.
  */
 class NatsLog implements ReplicatedLog {
   private readonly replies = new Map<number, string>();
@@ -297,11 +316,18 @@ class NatsLog implements ReplicatedLog {
   }
 
   async append(data: Uint8Array, opts: { msgId: string; expectedSeq?: number }): Promise<number> {
-    const ack = await this.js.publish(this.subject, data, {
-      msgID: opts.msgId,
-      ...(opts.expectedSeq !== undefined ? { expect: { lastSequence: opts.expectedSeq } } : {}),
-    });
-    return ack.seq;
+    try {
+      const ack = await this.js.publish(this.subject, data, {
+        msgID: opts.msgId,
+        ...(opts.expectedSeq !== undefined ? { expect: { lastSequence: opts.expectedSeq } } : {}),
+      });
+      return ack.seq;
+    } catch (e) {
+      // A stream created through another server a moment ago: this server may not know its
+      // subject yet (the client library reports it as JetStream not being enabled).
+      if (noResponders(e)) throw new NoResponderError(this.subject);
+      throw e;
+    }
   }
 
   pull(max: number, waitMs = 0): Promise<LogMessage[]> {
@@ -309,11 +335,13 @@ class NatsLog implements ReplicatedLog {
       const out: LogMessage[] = [];
       const inbox = createInbox();
       let timer: NodeJS.Timeout | undefined = undefined;
+      let watchdog: NodeJS.Timeout | undefined = undefined;
       let ended = false;
       const done = (): void => {
         if (ended) return;
         ended = true;
         if (timer !== undefined) clearTimeout(timer);
+        if (watchdog !== undefined) clearTimeout(watchdog);
         this.pulls.delete(done);
         sub.unsubscribe();
         resolve(out);
@@ -321,9 +349,13 @@ class NatsLog implements ReplicatedLog {
       const sub = this.nc.subscribe(inbox, {
         callback: (err, m: Msg) => {
           if (err !== null) return done();
+          watchdog?.refresh();
           const reply = m.reply;
-          // A status message (404 no messages, 408 fewer than asked) ends the pull.
-          if (reply === undefined || reply === '') return done();
+          if (reply === undefined || reply === '') {
+            if (m.headers?.code === STATUS_HEARTBEAT) return;
+            // Another status (404 no messages, 408 fewer than asked) ends the pull.
+            return done();
+          }
           const info = parseAckSubject(reply);
           if (info === undefined) return;
           this.replies.set(info.seq, reply);
@@ -333,8 +365,13 @@ class NatsLog implements ReplicatedLog {
       });
       const expires = waitMs > 0 ? waitMs : PULL_EXPIRES_MS;
       timer = setTimeout(done, expires + PULL_TIMEOUT_MS);
+      const heartbeat = expires >= 2 * PULL_HEARTBEAT_MS;
+      if (heartbeat) watchdog = setTimeout(done, PULL_HEARTBEAT_MS * PULL_HEARTBEATS_MISSED);
       this.pulls.add(done);
-      this.nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.name}.${SHARED_CONSUMER}`, ENC.encode(JSON.stringify({ batch: max, no_wait: true, expires: nanos(expires) })), { reply: inbox });
+      const request = heartbeat
+        ? { batch: max, no_wait: true, expires: nanos(expires), idle_heartbeat: nanos(PULL_HEARTBEAT_MS) }
+        : { batch: max, no_wait: true, expires: nanos(expires) };
+      this.nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.name}.${SHARED_CONSUMER}`, ENC.encode(JSON.stringify(request)), { reply: inbox });
     });
   }
 

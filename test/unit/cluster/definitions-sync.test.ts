@@ -55,6 +55,25 @@ describe('definitions replicated through the cluster bucket', () => {
     expect(a.m.definitions.homeOf('/', 'jobs')).toBe('n1');
   });
 
+  test('a catch-up on another node resolves once that node has every change written before it', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const b = await node('n2');
+    vhostOf(a.core).declareQueue('session-q', durable, false, 0);
+    await a.core.persistence.definitionsSettled();
+    // The watch has not passed the declare on to n2 yet; the catch-up waits for it.
+    expect(vhostOf(b.core).queues.has('session-q')).toBe(false);
+    await b.m.definitions.caughtUp();
+    expect(vhostOf(b.core).queues.has('session-q')).toBe(true);
+    const v = vhostOf(a.core);
+    v.removeQueue(v.queues.get('session-q')!);
+    await a.core.persistence.definitionsSettled();
+    await Promise.all([b.m.definitions.caughtUp(), b.m.definitions.caughtUp()]);
+    expect(vhostOf(b.core).queues.has('session-q')).toBe(false);
+    // Catch-up keys are not definitions: n1 has nothing new to apply.
+    expect(a.m.definitions.size).toBe(b.m.definitions.size);
+  });
+
   test('deletes travel too: queue, binding, user, vhost', async () => {
     engine = new MemoryEngine();
     const a = await node('n1');
