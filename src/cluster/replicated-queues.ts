@@ -66,6 +66,8 @@ interface Link {
   forGet: boolean;
   timer: NodeJS.Timeout | undefined;
   immediate: boolean;
+  /** The highest log sequence this node has pulled (see {@link ReplicatedQueues.take}). */
+  maxPulled: number;
 }
 
 /** The queue name prefixes of the MQTT adapter's persistent sessions and the STOMP adapter's durable topic subscriptions. */
@@ -167,7 +169,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     if (q.type.name !== 'quorum' && !isSessionQueue(q)) {
       this.log.info({ vhost: q.host.name, queue: q.name, replicas }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
     }
-    const link: Link = { queue: q, replicas, opening: undefined, log: undefined, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false };
+    const link: Link = { queue: q, replicas, opening: undefined, log: undefined, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false, maxPulled: 0 };
     this.open(link).then(
       () => this.wanted(q),
       (err: unknown) => this.log.warn({ err, vhost: q.host.name, queue: q.name }, 'cluster: the replicated queue could not be opened on the engine yet; its next use tries again'),
@@ -447,7 +449,12 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       log.ack(m.seq);
       return;
     }
-    const previous = m.deliveries - 1;
+    let previous = m.deliveries - 1;
+    // The log hands messages out for the first time in sequence order, so one at or below the
+    // highest this node pulled was handed out before, whatever its count says (a consumer leader
+    // of the engine that took over without the latest count): it goes out as redelivered.
+    if (previous === 0 && m.seq <= link.maxPulled) previous = 1;
+    if (m.seq > link.maxPulled) link.maxPulled = m.seq;
     if (q.deliveryLimit !== undefined && previous > q.deliveryLimit) {
       // Past its limit (its earlier deliveries ended without an ack, on some node): as a return
       // over the limit does on one node.

@@ -165,6 +165,33 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     expect(sink.got.map(body).sort()).toEqual(['1', '2', '3', '4']);
   });
 
+  test('a message the log hands out again as if for the first time (its count lost) goes out as redelivered', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    testChannel(a.core).declareQueue('lost-count', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await a.core.persistence.definitionsSettled();
+    await testChannel(a.core).publish({ exchange: '', routingKey: 'lost-count', properties: {}, body: Buffer.from('once') }).settled;
+    const sink = new RecordingSink();
+    const ch = testChannel(a.core);
+    ch.qos(5, false);
+    ch.consume('lost-count', { noAck: false }, sink);
+    await waitFor(() => sink.got.length === 1, 5000, 'first delivery');
+    expect(sink.got[0]!.redelivered).toBe(false);
+    // The engine forgets that it handed the message out (as a consumer leader elected anew may).
+    const state = engine.logs.get(a.m.replicated.logName('/', 'lost-count'))!;
+    const entry = [...state.entries.values()][0]!;
+    clearTimeout(entry.timer);
+    entry.timer = undefined;
+    entry.deliveries = 0;
+    entry.pending = false;
+    for (const w of [...state.waiting]) w();
+    await waitFor(() => sink.got.length === 2, 5000, 'second delivery');
+    expect(body(sink.got[1]!)).toBe('once');
+    expect(sink.got[1]!.redelivered).toBe(true);
+    ch.ack(sink.got[0]!.deliveryTag);
+    ch.ack(sink.got[1]!.deliveryTag);
+  });
+
   test('an idle queue with a consumer waits on the log instead of polling it; a publish on another node reaches the consumer', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1'), await node('n2')];
