@@ -46,7 +46,7 @@ const APPEND_ATTEMPTS = 3;
 /**
  * Attempts of an append the engine answered with "nobody there" (a log created a moment ago
  * through another engine server, not known to this one yet): it answers at once, so more tries,
- * backing off from 50 ms to 800 ms (about 4 s in all).
+ * backing off from 50 ms to 800 ms (about 3 s in all).
  */
 const UNKNOWN_LOG_ATTEMPTS = 8;
 export const DEFAULT_ACK_WAIT_MS = 30_000;

@@ -261,8 +261,8 @@ const PULL_TIMEOUT_MS = 3000;
 /**
  * A pull that may wait this long or more asks the server for a heartbeat every
  * {@link PULL_HEARTBEAT_MS} while it holds the request; after {@link PULL_HEARTBEATS_MISSED}
- * missed ones the request is taken as lost (a consumer leader elected anew forgets the requests
- * waiting on the old one) and the pull ends, so that the next one is asked at once.
+ * missed ones the request is taken as lost on the server (seen with consumers just created on a
+ * loaded cluster) and the pull ends, so that the next one is asked at once.
  */
 const PULL_HEARTBEAT_MS = 1000;
 const PULL_HEARTBEATS_MISSED = 3;
