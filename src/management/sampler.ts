@@ -27,9 +27,9 @@ export interface GlobalSample extends MessageTotals, Depths {
 }
 
 interface Track {
-  prev: number[];
-  rates: number[];
-  at: number;
+  readonly prev: readonly number[];
+  readonly rates: readonly number[];
+  readonly at: number;
 }
 
 const HISTORY = 720;
@@ -41,12 +41,14 @@ export const OBJECT_HISTORY = 120;
 /**
  * One object's recent samples. While its values stay as they were when first seen (an idle queue),
  * only `last` is kept and every sample since `first` reads as `last`; the ring of
- * OBJECT_HISTORY x width numbers is allocated the first time a value changes.
+ * OBJECT_HISTORY x width numbers is allocated the first time a value changes. Objects first seen
+ * with all values zero share one read-only record per sample (`last` is a frozen zero array) until
+ * their values first change, so an idle object costs no history of its own.
  */
 interface History {
   /** The sample number this object was first seen at. */
-  first: number;
-  last: Float64Array;
+  readonly first: number;
+  readonly last: Float64Array | readonly number[];
   ring: Float64Array | undefined;
 }
 
@@ -55,7 +57,14 @@ export interface ObjectSample {
   timestamp: number;
   values: ArrayLike<number>;
 }
-const ZERO: readonly number[] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const ZERO: readonly number[] = Object.freeze([0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+/** Read-only zero values of each width tracked (queues 8, exchanges 2, channels 6, vhosts 12). */
+const ZEROS: readonly (readonly number[])[] = Array.from({ length: 13 }, (_, n) => Object.freeze(new Array<number>(n).fill(0)));
+
+function allZero(values: readonly number[]): boolean {
+  for (const v of values) if (v !== 0) return false;
+  return true;
+}
 
 /** Queue values tracked: cumulative counters, then depths. */
 export const Q = { publish: 0, deliver: 1, get: 2, ack: 3, redeliver: 4, messages: 5, ready: 6, unacked: 7 } as const;
@@ -101,6 +110,13 @@ export class Sampler {
   private readonly tickTimes = new Float64Array(OBJECT_HISTORY);
   /** Samples taken so far; the one being taken now has this number. */
   private tick = 0;
+  /**
+   * The record every object whose values are all zero shares in the sample being taken: its
+   * previous values are zeros as of this sample, its rates zeros. Replaced, never changed.
+   */
+  private idleTrack: Track = Object.freeze({ prev: ZERO, rates: ZERO, at: 0 });
+  /** The history records shared by objects first seen idle in this sample, by width. */
+  private readonly idleHistories = new Map<number, History>();
 
   constructor(
     private readonly core: Core,
@@ -162,6 +178,8 @@ export class Sampler {
     const now = Date.now();
     const previousAt = this.lastSampleAt;
     this.lastSampleAt = now;
+    this.idleTrack = Object.freeze({ prev: ZERO, rates: ZERO, at: now });
+    this.idleHistories.clear();
     const core = this.core;
     // Closed connections' and channels' counters, as of the start (live ones are added below).
     const g = globalTotals(core, false);
@@ -248,19 +266,33 @@ export class Sampler {
     const tick = this.tick;
     const h = map.get(key);
     if (!h) {
-      map.set(key, { first: tick, last: Float64Array.from(values), ring: undefined });
+      map.set(key, allZero(values) ? this.idleHistory(values.length) : { first: tick, last: Float64Array.from(values), ring: undefined });
       return;
     }
     const width = h.last.length;
-    if (!h.ring) {
+    let ring = h.ring;
+    if (!ring) {
       let same = true;
       for (let i = 0; i < width; i++) if (h.last[i] !== values[i]) same = false;
       if (same) return;
-      h.ring = new Float64Array(width * OBJECT_HISTORY);
-      for (let t = Math.max(h.first, tick - OBJECT_HISTORY + 1); t < tick; t++) h.ring.set(h.last, (t % OBJECT_HISTORY) * width);
+      ring = new Float64Array(width * OBJECT_HISTORY);
+      for (let t = Math.max(h.first, tick - OBJECT_HISTORY + 1); t < tick; t++) ring.set(h.last, (t % OBJECT_HISTORY) * width);
     }
-    for (let i = 0; i < width; i++) h.last[i] = values[i] ?? 0;
-    h.ring.set(h.last, (tick % OBJECT_HISTORY) * width);
+    let last = h.last;
+    if (!(last instanceof Float64Array)) {
+      // A shared idle record is left as it is: this object gets its own from its first change on.
+      last = new Float64Array(width);
+      map.set(key, { first: h.first, last, ring });
+    } else h.ring = ring;
+    for (let i = 0; i < width; i++) last[i] = values[i] ?? 0;
+    ring.set(last, (tick % OBJECT_HISTORY) * width);
+  }
+
+  /** The history record shared by the objects of `width` values first seen, all zero, in this sample. */
+  private idleHistory(width: number): History {
+    let h = this.idleHistories.get(width);
+    if (h === undefined) this.idleHistories.set(width, (h = Object.freeze({ first: this.tick, last: ZEROS[width] ?? new Array<number>(width).fill(0), ring: undefined })));
+    return h;
   }
 
   /**
@@ -288,7 +320,9 @@ export class Sampler {
   }
 
   private advance(prev: Track | undefined, values: number[], now: number): Track {
-    if (!prev) return { prev: values, rates: values.map(() => 0), at: now };
+    if (!prev) return allZero(values) ? this.idleTrack : { prev: values, rates: values.map(() => 0), at: now };
+    // Still all zero since the previous sample: rates zero, nothing of its own to keep.
+    if (prev.prev === ZERO && allZero(values)) return this.idleTrack;
     const dt = (now - prev.at) / 1000;
     if (dt <= 0) return prev;
     const rates = values.map((v, i) => round((v - (prev.prev[i] ?? 0)) / dt));

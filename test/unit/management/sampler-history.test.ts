@@ -62,6 +62,41 @@ describe('per-object history in the sampler', () => {
     expect(s[OBJECT_HISTORY - 1]!.values[Q.publish]).toBe(30);
   });
 
+  test('idle objects share one zero record; one with traffic gets its own, with the right rates and history', () => {
+    const v = core.vhosts.get('/')!;
+    const a = v.declareQueue('idle-a', { durable: false }, false, 0);
+    const b = v.declareQueue('idle-b', { durable: false }, false, 0);
+    step(3);
+    expect(sampler.rates(a)).toBe(sampler.rates(b));
+    expect(sampler.objectSamples(a, 600_000, INTERVAL)[0]!.values).toBe(sampler.objectSamples(b, 600_000, INTERVAL)[0]!.values);
+    expect(Object.isFrozen(sampler.rates(a))).toBe(true);
+
+    a.stats.published = 50;
+    step();
+    expect(sampler.rates(a)[Q.publish]).toBe(10);
+    expect(sampler.rates(b)[Q.publish]).toBe(0);
+    a.stats.published = 75;
+    step();
+    expect(sampler.rates(a)[Q.publish]).toBe(5);
+    const sa = sampler.objectSamples(a, 600_000, INTERVAL);
+    expect(sa.map((x) => x.values[Q.publish])).toEqual([75, 50, 0, 0, 0]);
+    // the one still idle kept reading zeros, and the record it shares was not touched
+    const sb = sampler.objectSamples(b, 600_000, INTERVAL);
+    expect(sb).toHaveLength(5);
+    for (const x of sb) expect(Array.from(x.values)).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+  });
+
+  test('an object first seen with traffic starts with zero rates, then the rates since that sample', () => {
+    const q = core.vhosts.get('/')!.declareQueue('born-busy', { durable: false }, false, 0);
+    q.stats.published = 20;
+    step();
+    expect(sampler.rates(q)[Q.publish]).toBe(0);
+    q.stats.published = 30;
+    step();
+    expect(sampler.rates(q)[Q.publish]).toBe(2);
+    expect(sampler.objectSamples(q, 600_000, INTERVAL).map((x) => x.values[Q.publish])).toEqual([30, 20]);
+  });
+
   test('age and increment select samples as RabbitMQ does', () => {
     const q = core.vhosts.get('/')!.declareQueue('sel', { durable: false }, false, 0);
     for (let i = 0; i < 60; i++) {
