@@ -230,6 +230,10 @@ export function checkPublishTopicBytes(packet: Buffer): void {
   const len = packet.readUInt16BE(off);
   const end = off + 2 + len;
   if (end > packet.length) return;
+  // ASCII is valid UTF-8: most topics are, and need no view of the bytes for the full check.
+  let i = off + 2;
+  while (i < end && packet[i]! < 0x80) i++;
+  if (i === end) return;
   if (!isUtf8(packet.subarray(off + 2, end))) throw new MqttError(Reason.MALFORMED_PACKET, 'topic name is not valid UTF-8');
 }
 

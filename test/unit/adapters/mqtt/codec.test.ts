@@ -134,6 +134,10 @@ describe('packet checks', () => {
     expect(() => checkPublishTopicBytes(bad)).toThrowError(/UTF-8/);
     const good = generate({ cmd: 'publish', topic: 'ü', payload: Buffer.from('x'), qos: 0, dup: false, retain: false });
     expect(() => checkPublishTopicBytes(good)).not.toThrow();
+    // ASCII before the bad byte, and a topic of ASCII only.
+    expect(() => checkPublishTopicBytes(Buffer.from([0x30, 0x05, 0x00, 0x02, 0x61, 0xff, 0x41]))).toThrowError(/UTF-8/);
+    const ascii = generate({ cmd: 'publish', topic: 'a/b/c', payload: Buffer.from([0xff]), qos: 0, dup: false, retain: false });
+    expect(() => checkPublishTopicBytes(ascii)).not.toThrow();
   });
 
   test('decoded strings: invented U+FFFD and U+0000 are refused, a real U+FFFD is not', () => {
