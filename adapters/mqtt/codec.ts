@@ -105,6 +105,25 @@ export class PacketReader {
     return packet;
   }
 
+  /**
+   * When the next packet is a PUBACK, PUBREC, PUBREL or PUBCOMP in its 4-byte form with the flags
+   * its type must have, lying whole in the last chunk: consumes it and returns `type << 16 |
+   * packet id`, without a view of the bytes. Otherwise -1, and nothing is consumed ({@link next}
+   * reads the packet, and the parser judges it).
+   */
+  nextAck(): number {
+    const c = this.chunk;
+    if (c === undefined || this.maxSize < 4) return -1;
+    const at = this.offset;
+    if (c.length - at < 4 || c[at + 1] !== 2) return -1;
+    const first = c[at]!;
+    const type = first >> 4;
+    if (type < PacketType.PUBACK || type > PacketType.PUBCOMP || (first & 0x0f) !== (type === PacketType.PUBREL ? 2 : 0)) return -1;
+    this.offset = at + 4;
+    if (this.offset === c.length) this.chunk = undefined;
+    return (type << 16) | (c[at + 2]! << 8) | c[at + 3]!;
+  }
+
   private checkSize(total: number): number {
     if (total > this.maxSize) {
       throw new MqttError(Reason.PACKET_TOO_LARGE, `packet of ${total} bytes exceeds the maximum packet size ${this.maxSize}`);

@@ -296,8 +296,18 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   private drainReader(): void {
     if (this.state === 'authenticating') return;
     try {
-      for (let raw = this.reader.next(); raw !== null; raw = this.reader.next()) {
-        this.handlePacket(raw);
+      const reader = this.reader;
+      for (;;) {
+        // Acknowledgements are most of what a subscriber sends: read without a view or a packet.
+        const ack = this.state === 'connect' ? -1 : reader.nextAck();
+        if (ack >= 0) {
+          this.core!.traffic.recvCnt++;
+          this.onAck(ack >>> 16, ack & 0xffff, 0);
+        } else {
+          const raw = reader.next();
+          if (raw === null) break;
+          this.handlePacket(raw);
+        }
         if ((this.state as State) === 'closed' || (this.state as State) === 'authenticating') return;
       }
     } catch (e) {
@@ -326,16 +336,16 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         this.onPublish(p, raw);
         return;
       case 'puback':
-        this.out.onPuback(this.session!, p.messageId ?? 0);
+        this.onAck(PacketType.PUBACK, p.messageId ?? 0, 0);
         return;
       case 'pubrec':
-        this.out.onPubrec(this.session!, p.messageId ?? 0, p.reasonCode ?? 0);
+        this.onAck(PacketType.PUBREC, p.messageId ?? 0, p.reasonCode ?? 0);
         return;
       case 'pubrel':
-        this.onPubrel(p.messageId ?? 0);
+        this.onAck(PacketType.PUBREL, p.messageId ?? 0, 0);
         return;
       case 'pubcomp':
-        this.out.onPubcomp(this.session!, p.messageId ?? 0);
+        this.onAck(PacketType.PUBCOMP, p.messageId ?? 0, 0);
         return;
       case 'subscribe':
         onSubscribe(this, p, raw);
@@ -351,6 +361,23 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         return;
       default:
         throw new MqttError(Reason.PROTOCOL_ERROR, `unexpected ${p.cmd.toUpperCase()} packet from a client`);
+    }
+  }
+
+  /** PUBACK, PUBREC (with its reason code), PUBREL or PUBCOMP for `packetId`. */
+  private onAck(type: number, packetId: number, reasonCode: number): void {
+    switch (type) {
+      case PacketType.PUBACK:
+        this.out.onPuback(this.session!, packetId);
+        return;
+      case PacketType.PUBREC:
+        this.out.onPubrec(this.session!, packetId, reasonCode);
+        return;
+      case PacketType.PUBREL:
+        this.onPubrel(packetId);
+        return;
+      default:
+        this.out.onPubcomp(this.session!, packetId);
     }
   }
 

@@ -102,6 +102,30 @@ describe('PacketReader', () => {
     r.push(Buffer.from([0x01]));
     expect(r.next()).toBeNull(); // 128 bytes declared, none arrived
   });
+
+  test('nextAck takes short acknowledgements whole in the chunk and leaves everything else to next', () => {
+    const r = new PacketReader(1024);
+    const publish = generate({ cmd: 'publish', topic: 't', payload: Buffer.from('x'), qos: 1, messageId: 9, dup: false, retain: false });
+    r.push(Buffer.concat([
+      Buffer.from([0x40, 0x02, 0x01, 0x02]), // PUBACK 258
+      Buffer.from([0x62, 0x02, 0xff, 0xfe]), // PUBREL 65534
+      publish,
+      Buffer.from([0x60, 0x02, 0x00, 0x05]), // PUBREL with the wrong flags: the parser's to refuse
+      Buffer.from([0x70, 0x02, 0x00]), // PUBCOMP, its last byte in the next chunk
+    ]));
+    expect(r.nextAck()).toBe((4 << 16) | 258);
+    expect(r.nextAck()).toBe((6 << 16) | 65534);
+    expect(r.nextAck()).toBe(-1);
+    expect(r.next()).toEqual(publish);
+    expect(r.nextAck()).toBe(-1);
+    expect(r.next()).toEqual(Buffer.from([0x60, 0x02, 0x00, 0x05]));
+    expect(r.nextAck()).toBe(-1);
+    expect(r.next()).toBeNull();
+    r.push(Buffer.from([0x07]));
+    expect(r.nextAck()).toBe(-1); // split across chunks: read by next
+    expect(r.next()).toEqual(Buffer.from([0x70, 0x02, 0x00, 0x07]));
+    expect(r.next()).toBeNull();
+  });
 });
 
 describe('packet checks', () => {
