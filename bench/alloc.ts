@@ -8,6 +8,9 @@
  * measured: before a round the broker collects (`gc()`), after it the growth of the used heap is
  * what the round allocated. A round during which a collection did run is reported as such and not
  * counted. Memory outside the JavaScript heap (socket buffers in the runtime) is not included.
+ *
+ * With `ALLOC_PROFILE=<file>` the broker also writes a sampling heap profile of the whole run,
+ * collected objects included (a `.heapprofile` for a browser's developer tools): where the bytes go.
  */
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -39,7 +42,21 @@ async function brokerMain(): Promise<void> {
   const send = (m: FromBroker): void => {
     process.send!(m);
   };
+  const { Session } = await import('node:inspector');
+  const session = new Session();
+  session.connect();
+  const post = (method: string, params?: object): Promise<unknown> => new Promise((res, rej) => session.post(method, params ?? {}, (err, r) => (err ? rej(err) : res(r))));
+  const profOut = process.env['ALLOC_PROFILE'];
+  if (profOut !== undefined) await post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
   process.on('message', (m: ToBroker) => {
+    if (m.op === 'stop' && profOut !== undefined) {
+      void post('HeapProfiler.stopSampling').then(async (r) => {
+        const { writeFileSync } = await import('node:fs');
+        writeFileSync(profOut, JSON.stringify((r as { profile: unknown }).profile));
+        process.exit(0);
+      });
+      return;
+    }
     if (m.op === 'mark') {
       collect();
       // The observer reports the forced collection later: only collections that start after it count.
