@@ -290,6 +290,44 @@ export function encode(packet: Packet, opts: EncodeOptions): Buffer {
 
 const ACK_CMDS = ['puback', 'pubrec', 'pubrel', 'pubcomp'] as const;
 
+/** What {@link readPublishHead} read; overwritten by the next call. */
+export const publishHead = { topic: '', payloadAt: 0, qos: 0 as 0 | 1 | 2, dup: false, retain: false, messageId: 0 };
+
+/**
+ * Reads a whole PUBLISH without v5 properties into {@link publishHead} (the payload is the rest of
+ * the packet from `payloadAt`); false means "use mqtt-packet", which also reports malformed input.
+ */
+export function readPublishHead(packet: Buffer, level: ProtocolLevel): boolean {
+  const first = packet[0]!;
+  const qos = (first >> 1) & 3;
+  if (qos === 3) return false;
+  let off = headerLength(packet);
+  if (off + 2 > packet.length) return false;
+  const topicLength = packet.readUInt16BE(off);
+  off += 2;
+  const topicEnd = off + topicLength;
+  let messageId = 0;
+  let pos = topicEnd;
+  if (qos > 0) {
+    if (pos + 2 > packet.length) return false;
+    messageId = packet.readUInt16BE(pos);
+    pos += 2;
+  }
+  if (level === 5) {
+    if (pos >= packet.length || packet[pos] !== 0) return false; // properties: mqtt-packet
+    pos++;
+  }
+  if (pos > packet.length) return false;
+  const h = publishHead;
+  h.topic = packet.toString('utf8', off, topicEnd);
+  h.payloadAt = pos;
+  h.qos = qos as 0 | 1 | 2;
+  h.dup = (first & 0x08) !== 0;
+  h.retain = (first & 0x01) !== 0;
+  h.messageId = messageId;
+  return true;
+}
+
 /**
  * Decodes a whole PUBLISH without v5 properties, or a PUBACK/PUBREC/PUBREL/PUBCOMP in its short
  * form; undefined means "use mqtt-packet". Malformed input is always left to mqtt-packet, which
@@ -299,33 +337,16 @@ export function decodeFast(packet: Buffer, level: ProtocolLevel): Packet | undef
   const first = packet[0]!;
   const type = first >> 4;
   if (type === PacketType.PUBLISH) {
-    const qos = (first >> 1) & 3;
-    if (qos === 3) return undefined;
-    let off = headerLength(packet);
-    if (off + 2 > packet.length) return undefined;
-    const topicLength = packet.readUInt16BE(off);
-    off += 2;
-    const topicEnd = off + topicLength;
-    let messageId: number | undefined;
-    let pos = topicEnd;
-    if (qos > 0) {
-      if (pos + 2 > packet.length) return undefined;
-      messageId = packet.readUInt16BE(pos);
-      pos += 2;
-    }
-    if (level === 5) {
-      if (pos >= packet.length || packet[pos] !== 0) return undefined; // properties: mqtt-packet
-      pos++;
-    }
-    if (pos > packet.length) return undefined;
+    if (!readPublishHead(packet, level)) return undefined;
+    const h = publishHead;
     return {
       cmd: 'publish',
-      topic: packet.toString('utf8', off, topicEnd),
-      payload: packet.subarray(pos),
-      qos: qos as 0 | 1 | 2,
-      dup: (first & 0x08) !== 0,
-      retain: (first & 0x01) !== 0,
-      messageId,
+      topic: h.topic,
+      payload: packet.subarray(h.payloadAt),
+      qos: h.qos,
+      dup: h.dup,
+      retain: h.retain,
+      messageId: h.qos > 0 ? h.messageId : undefined,
     };
   }
   if (type >= PacketType.PUBACK && type <= PacketType.PUBCOMP) {

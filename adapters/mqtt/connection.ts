@@ -43,6 +43,8 @@ import {
   encodeAck,
   parsePacket,
   peekConnect,
+  publishHead,
+  readPublishHead,
   type EncodeOptions,
 } from './codec.js';
 import {
@@ -109,6 +111,13 @@ function own(b: Buffer): Buffer {
 
 function payloadOf(p: string | Buffer): Buffer {
   return typeof p === 'string' ? Buffer.from(p, 'utf8') : own(p);
+}
+
+/** A copy of `packet` from `at` on: what {@link own} makes of that view, without the view. */
+function ownedFrom(packet: Buffer, at: number): Buffer {
+  const b = Buffer.allocUnsafe(packet.length - at);
+  packet.copy(b, 0, at);
+  return b;
 }
 
 /**
@@ -328,12 +337,21 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     const level = this.level!;
     if (type === PacketType.CONNECT) throw new MqttError(Reason.PROTOCOL_ERROR, 'second CONNECT packet');
     checkFixedLength(raw, level);
-    if (type === PacketType.PUBLISH) checkPublishTopicBytes(raw);
+    if (type === PacketType.PUBLISH) {
+      checkPublishTopicBytes(raw);
+      if (readPublishHead(raw, level)) {
+        // The common PUBLISH: its fields straight from the bytes, the payload copied once.
+        this.core!.traffic.recvCnt++;
+        const h = publishHead;
+        this.onPublish(h.topic, ownedFrom(raw, h.payloadAt), h.qos, h.dup, h.retain, h.messageId, undefined, raw);
+        return;
+      }
+    }
     const p = parsePacket(raw, level);
     this.core!.traffic.recvCnt++;
     switch (p.cmd) {
       case 'publish':
-        this.onPublish(p, raw);
+        this.onPublish(p.topic, payloadOf(p.payload), p.qos, p.dup, p.retain, p.messageId ?? 0, p.properties, raw);
         return;
       case 'puback':
         this.onAck(PacketType.PUBACK, p.messageId ?? 0, 0);
@@ -694,15 +712,24 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     return (this.ch ??= this.core!.openChannel(1));
   }
 
-  private onPublish(p: IPublishPacket, raw: Buffer): void {
+  /** A PUBLISH from the client; `body` is its payload, owned (no view of a received chunk). */
+  private onPublish(
+    name: string,
+    body: Buffer,
+    qos: QoS,
+    dup: boolean,
+    retainFlag: boolean,
+    packetId: number,
+    packetProps: IPublishPacket['properties'],
+    raw: Buffer,
+  ): void {
     const s = this.session!;
-    const qos = p.qos;
     const v5 = this.level === 5;
-    if (qos === 0 && p.dup) throw new MqttError(Reason.PROTOCOL_ERROR, 'DUP set on a QoS 0 PUBLISH'); // [MQTT-3.3.1-2]
-    let topic = p.topic;
+    if (qos === 0 && dup) throw new MqttError(Reason.PROTOCOL_ERROR, 'DUP set on a QoS 0 PUBLISH'); // [MQTT-3.3.1-2]
+    let topic = name;
     let props: PublishProperties | undefined;
-    if (v5 && p.properties !== undefined) {
-      const { topicAlias, subscriptionIdentifier, ...rest } = p.properties;
+    if (v5 && packetProps !== undefined) {
+      const { topicAlias, subscriptionIdentifier, ...rest } = packetProps;
       if (subscriptionIdentifier !== undefined) throw new MqttError(Reason.PROTOCOL_ERROR, 'subscription identifier in a PUBLISH from a client');
       if (topicAlias !== undefined) {
         if (typeof topicAlias !== 'number' || topicAlias === 0 || topicAlias > TOPIC_ALIAS_MAXIMUM) {
@@ -739,7 +766,6 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         delay = d.delayMs;
       }
     }
-    const packetId = p.messageId ?? 0;
     if (qos > 0 && packetId === 0) throw new MqttError(Reason.PROTOCOL_ERROR, 'PUBLISH without packet identifier');
 
     if (qos === 2) {
@@ -754,8 +780,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       // [MQTT-3.3.4-9] more unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum in CONNACK.
       throw new MqttError(Reason.RECEIVE_MAXIMUM_EXCEEDED, `more than ${this.adapter.receiveMaximum} unacknowledged QoS 1/2 publishes (receive maximum)`);
     }
-    const body = payloadOf(p.payload);
-    const properties = toAmqpProperties(qos, p.retain, props);
+    const properties = toAmqpProperties(qos, retainFlag, props);
     const routingKey = topicToRoutingKey(topic);
     const msg: Message = { exchange: isReplyAddress(routingKey) ? '' : TOPIC_EXCHANGE, routingKey, properties, body };
     let r: PublishResult;
@@ -767,7 +792,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       return;
     }
     this.publisher = true;
-    if (p.retain && delay === 0) {
+    if (retainFlag && delay === 0) {
       // A cluster node acknowledges a retained publish once the retained store is replicated too.
       const replicated = this.adapter.retain(this.vhost, topic, qos, properties, body);
       if (replicated !== undefined) {
