@@ -113,10 +113,10 @@ function payloadOf(p: string | Buffer): Buffer {
   return typeof p === 'string' ? Buffer.from(p, 'utf8') : own(p);
 }
 
-/** A copy of `packet` from `at` on: what {@link own} makes of that view, without the view. */
-function ownedFrom(packet: Buffer, at: number): Buffer {
-  const b = Buffer.allocUnsafe(packet.length - at);
-  packet.copy(b, 0, at);
+/** A copy of `bytes[at, end)`: what {@link own} makes of that view, without the view. */
+function ownedFrom(bytes: Buffer, at: number, end: number): Buffer {
+  const b = Buffer.allocUnsafe(end - at);
+  bytes.copy(b, 0, at, end);
   return b;
 }
 
@@ -309,9 +309,15 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       for (;;) {
         // Acknowledgements are most of what a subscriber sends: read without a view or a packet.
         const ack = this.state === 'connect' ? -1 : reader.nextAck();
+        const chunk = reader.unreadChunk;
+        const end = ack >= 0 || chunk === undefined || this.state === 'connect' ? -1 : reader.nextSpan();
         if (ack >= 0) {
           this.core!.traffic.recvCnt++;
           this.onAck(ack >>> 16, ack & 0xffff, 0);
+        } else if (end >= 0) {
+          // A packet whole in the chunk: a common PUBLISH is read in place, anything else as a view.
+          const start = reader.spanStart;
+          if (chunk![start]! >> 4 !== PacketType.PUBLISH || !this.publishFrom(chunk!, start, end)) this.handlePacket(chunk!.subarray(start, end));
         } else {
           const raw = reader.next();
           if (raw === null) break;
@@ -337,16 +343,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     const level = this.level!;
     if (type === PacketType.CONNECT) throw new MqttError(Reason.PROTOCOL_ERROR, 'second CONNECT packet');
     checkFixedLength(raw, level);
-    if (type === PacketType.PUBLISH) {
-      checkPublishTopicBytes(raw);
-      if (readPublishHead(raw, level)) {
-        // The common PUBLISH: its fields straight from the bytes, the payload copied once.
-        this.core!.traffic.recvCnt++;
-        const h = publishHead;
-        this.onPublish(h.topic, ownedFrom(raw, h.payloadAt), h.qos, h.dup, h.retain, h.messageId, undefined, raw);
-        return;
-      }
-    }
+    if (type === PacketType.PUBLISH && this.publishFrom(raw, 0, raw.length)) return;
     const p = parsePacket(raw, level);
     this.core!.traffic.recvCnt++;
     switch (p.cmd) {
@@ -380,6 +377,20 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       default:
         throw new MqttError(Reason.PROTOCOL_ERROR, `unexpected ${p.cmd.toUpperCase()} packet from a client`);
     }
+  }
+
+  /**
+   * The PUBLISH `bytes[start, end)` of a running connection, its topic checked as UTF-8 (throws if
+   * not). Without v5 properties it is handled here, its fields straight from the bytes and its
+   * payload copied once: true. False: the parser is to read it.
+   */
+  private publishFrom(bytes: Buffer, start: number, end: number): boolean {
+    checkPublishTopicBytes(bytes, start, end);
+    if (!readPublishHead(bytes, this.level!, start, end)) return false;
+    this.core!.traffic.recvCnt++;
+    const h = publishHead;
+    this.onPublish(h.topic, ownedFrom(bytes, h.payloadAt, end), h.qos, h.dup, h.retain, h.messageId, undefined, bytes);
+    return true;
   }
 
   /** PUBACK, PUBREC (with its reason code), PUBREL or PUBCOMP for `packetId`. */
@@ -712,7 +723,10 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     return (this.ch ??= this.core!.openChannel(1));
   }
 
-  /** A PUBLISH from the client; `body` is its payload, owned (no view of a received chunk). */
+  /**
+   * A PUBLISH from the client; `body` is its payload, owned (no view of a received chunk), `raw`
+   * the bytes it was read from (the strings of v5 properties are checked against them).
+   */
   private onPublish(
     name: string,
     body: Buffer,
