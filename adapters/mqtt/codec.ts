@@ -30,6 +30,8 @@ export class PacketReader {
   private chunk: Buffer | undefined;
   private offset = 0;
   private queue: ByteQueue | undefined;
+  /** Where the packet the last {@link nextSpan} returned starts. */
+  spanStart = 0;
 
   constructor(
     /** Largest packet (fixed header included) accepted; may change once CONNECT is accepted. */
@@ -38,6 +40,11 @@ export class PacketReader {
 
   get buffered(): number {
     return this.queue !== undefined ? this.queue.length : this.chunk !== undefined ? this.chunk.length - this.offset : 0;
+  }
+
+  /** The last chunk received while nothing else is buffered, if any of it is unread. */
+  get unreadChunk(): Buffer | undefined {
+    return this.chunk;
   }
 
   push(chunk: Buffer): void {
@@ -61,48 +68,76 @@ export class PacketReader {
   next(): Buffer | null {
     const c = this.chunk;
     if (c !== undefined) {
-      const start = this.offset;
-      const n = c.length - start;
-      if (n < 2) return null;
-      let remaining = 0;
-      let multiplier = 1;
-      let i = 1;
-      for (;;) {
-        if (i >= n) return null;
-        const b = c[start + i]!;
-        remaining += (b & 0x7f) * multiplier;
-        if ((b & 0x80) === 0) break;
-        if (i === 4) throw malformedLength();
-        multiplier *= 128;
-        i++;
-      }
-      const total = this.checkSize(1 + i + remaining);
-      if (n < total) return null;
-      this.offset += total;
-      if (this.offset === c.length) this.chunk = undefined;
-      return c.subarray(start, start + total);
+      const end = this.nextSpan();
+      return end < 0 ? null : c.subarray(this.spanStart, end);
     }
     const q = this.queue;
     if (q === undefined) return null;
     const n = q.length;
-    if (n < 2) return null;
+    const total = this.totalOf(undefined, q, 0, n);
+    if (total < 0 || n < total) return null;
+    const packet = q.consume(total);
+    if (q.length === 0) this.queue = undefined;
+    return packet;
+  }
+
+  /**
+   * The next whole packet, when it lies whole in {@link unreadChunk} (read that first): consumed,
+   * and returned as its end in that chunk (it starts at {@link spanStart}), without a view. -1
+   * otherwise, with nothing consumed: {@link next} reads it (or there is no whole packet yet).
+   * Throws as `next` does.
+   */
+  nextSpan(): number {
+    const c = this.chunk;
+    if (c === undefined) return -1;
+    const start = this.offset;
+    const n = c.length - start;
+    const total = this.totalOf(c, undefined, start, n);
+    if (total < 0 || n < total) return -1;
+    this.offset += total;
+    if (this.offset === c.length) this.chunk = undefined;
+    this.spanStart = start;
+    return start + total;
+  }
+
+  /**
+   * When the next packet is a PUBACK, PUBREC, PUBREL or PUBCOMP in its 4-byte form with the flags
+   * its type must have, lying whole in the last chunk: consumes it and returns `type << 16 |
+   * packet id`, without a view of the bytes. Otherwise -1, and nothing is consumed ({@link next}
+   * reads the packet, and the parser judges it).
+   */
+  nextAck(): number {
+    const c = this.chunk;
+    if (c === undefined || this.maxSize < 4) return -1;
+    const at = this.offset;
+    if (c.length - at < 4 || c[at + 1] !== 2) return -1;
+    const first = c[at]!;
+    const type = first >> 4;
+    if (type < PacketType.PUBACK || type > PacketType.PUBCOMP || (first & 0x0f) !== (type === PacketType.PUBREL ? 2 : 0)) return -1;
+    this.offset = at + 4;
+    if (this.offset === c.length) this.chunk = undefined;
+    return (type << 16) | (c[at + 2]! << 8) | c[at + 3]!;
+  }
+
+  /**
+   * The size of the packet starting at `start` of chunk `c` (or at the front of `q`), of which `n`
+   * bytes are there: -1 while its remaining length is incomplete. Throws as {@link next} does.
+   */
+  private totalOf(c: Buffer | undefined, q: ByteQueue | undefined, start: number, n: number): number {
+    if (n < 2) return -1;
     let remaining = 0;
     let multiplier = 1;
     let i = 1;
     for (;;) {
-      if (i >= n) return null;
-      const b = q.at(i);
+      if (i >= n) return -1;
+      const b = c !== undefined ? c[start + i]! : q!.at(i);
       remaining += (b & 0x7f) * multiplier;
       if ((b & 0x80) === 0) break;
       if (i === 4) throw malformedLength();
       multiplier *= 128;
       i++;
     }
-    const total = this.checkSize(1 + i + remaining);
-    if (n < total) return null;
-    const packet = q.consume(total);
-    if (q.length === 0) this.queue = undefined;
-    return packet;
+    return this.checkSize(1 + i + remaining);
   }
 
   private checkSize(total: number): number {
@@ -124,9 +159,9 @@ function malformedLength(): MqttError {
 }
 
 /** Offset of the variable header: 1 byte of type and flags plus the remaining-length bytes. */
-export function headerLength(packet: Buffer): number {
-  let i = 1;
-  while (i < 5 && (packet[i]! & 0x80) !== 0) i++;
+export function headerLength(packet: Buffer, start = 0): number {
+  let i = start + 1;
+  while (i < start + 5 && (packet[i]! & 0x80) !== 0) i++;
   return i + 1;
 }
 
@@ -221,15 +256,19 @@ export function checkFixedLength(packet: Buffer, level: ProtocolLevel): void {
 }
 
 /**
- * Validates the topic name of a raw PUBLISH packet as UTF-8 ([MQTT-1.5.3-1]); mqtt-packet would
+ * Validates the topic name of a raw PUBLISH packet, `packet[start, packetEnd)`, as UTF-8 ([MQTT-1.5.3-1]); mqtt-packet would
  * silently replace invalid sequences.
  */
-export function checkPublishTopicBytes(packet: Buffer): void {
-  const off = headerLength(packet);
-  if (packet.length < off + 2) return; // the parser reports it
+export function checkPublishTopicBytes(packet: Buffer, start = 0, packetEnd = packet.length): void {
+  const off = headerLength(packet, start);
+  if (packetEnd < off + 2) return; // the parser reports it
   const len = packet.readUInt16BE(off);
   const end = off + 2 + len;
-  if (end > packet.length) return;
+  if (end > packetEnd) return;
+  // ASCII is valid UTF-8: most topics are, and need no view of the bytes for the full check.
+  let i = off + 2;
+  while (i < end && packet[i]! < 0x80) i++;
+  if (i === end) return;
   if (!isUtf8(packet.subarray(off + 2, end))) throw new MqttError(Reason.MALFORMED_PACKET, 'topic name is not valid UTF-8');
 }
 
@@ -267,6 +306,45 @@ export function encode(packet: Packet, opts: EncodeOptions): Buffer {
 
 const ACK_CMDS = ['puback', 'pubrec', 'pubrel', 'pubcomp'] as const;
 
+/** What {@link readPublishHead} read; overwritten by the next call. */
+export const publishHead = { topic: '', payloadAt: 0, qos: 0 as 0 | 1 | 2, dup: false, retain: false, messageId: 0 };
+
+/**
+ * Reads a whole PUBLISH without v5 properties, `packet[start, end)`, into {@link publishHead} (the
+ * payload runs from `payloadAt` to `end`); false means "use mqtt-packet", which also reports
+ * malformed input.
+ */
+export function readPublishHead(packet: Buffer, level: ProtocolLevel, start = 0, end = packet.length): boolean {
+  const first = packet[start]!;
+  const qos = (first >> 1) & 3;
+  if (qos === 3) return false;
+  let off = headerLength(packet, start);
+  if (off + 2 > end) return false;
+  const topicLength = packet.readUInt16BE(off);
+  off += 2;
+  const topicEnd = off + topicLength;
+  let messageId = 0;
+  let pos = topicEnd;
+  if (qos > 0) {
+    if (pos + 2 > end) return false;
+    messageId = packet.readUInt16BE(pos);
+    pos += 2;
+  }
+  if (level === 5) {
+    if (pos >= end || packet[pos] !== 0) return false; // properties: mqtt-packet
+    pos++;
+  }
+  if (pos > end) return false;
+  const h = publishHead;
+  h.topic = packet.toString('utf8', off, topicEnd);
+  h.payloadAt = pos;
+  h.qos = qos as 0 | 1 | 2;
+  h.dup = (first & 0x08) !== 0;
+  h.retain = (first & 0x01) !== 0;
+  h.messageId = messageId;
+  return true;
+}
+
 /**
  * Decodes a whole PUBLISH without v5 properties, or a PUBACK/PUBREC/PUBREL/PUBCOMP in its short
  * form; undefined means "use mqtt-packet". Malformed input is always left to mqtt-packet, which
@@ -276,33 +354,16 @@ export function decodeFast(packet: Buffer, level: ProtocolLevel): Packet | undef
   const first = packet[0]!;
   const type = first >> 4;
   if (type === PacketType.PUBLISH) {
-    const qos = (first >> 1) & 3;
-    if (qos === 3) return undefined;
-    let off = headerLength(packet);
-    if (off + 2 > packet.length) return undefined;
-    const topicLength = packet.readUInt16BE(off);
-    off += 2;
-    const topicEnd = off + topicLength;
-    let messageId: number | undefined;
-    let pos = topicEnd;
-    if (qos > 0) {
-      if (pos + 2 > packet.length) return undefined;
-      messageId = packet.readUInt16BE(pos);
-      pos += 2;
-    }
-    if (level === 5) {
-      if (pos >= packet.length || packet[pos] !== 0) return undefined; // properties: mqtt-packet
-      pos++;
-    }
-    if (pos > packet.length) return undefined;
+    if (!readPublishHead(packet, level)) return undefined;
+    const h = publishHead;
     return {
       cmd: 'publish',
-      topic: packet.toString('utf8', off, topicEnd),
-      payload: packet.subarray(pos),
-      qos: qos as 0 | 1 | 2,
-      dup: (first & 0x08) !== 0,
-      retain: (first & 0x01) !== 0,
-      messageId,
+      topic: h.topic,
+      payload: packet.subarray(h.payloadAt),
+      qos: h.qos,
+      dup: h.dup,
+      retain: h.retain,
+      messageId: h.qos > 0 ? h.messageId : undefined,
     };
   }
   if (type >= PacketType.PUBACK && type <= PacketType.PUBCOMP) {

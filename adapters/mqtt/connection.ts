@@ -43,6 +43,8 @@ import {
   encodeAck,
   parsePacket,
   peekConnect,
+  publishHead,
+  readPublishHead,
   type EncodeOptions,
 } from './codec.js';
 import {
@@ -109,6 +111,13 @@ function own(b: Buffer): Buffer {
 
 function payloadOf(p: string | Buffer): Buffer {
   return typeof p === 'string' ? Buffer.from(p, 'utf8') : own(p);
+}
+
+/** A copy of `bytes[at, end)`: what {@link own} makes of that view, without the view. */
+function ownedFrom(bytes: Buffer, at: number, end: number): Buffer {
+  const b = Buffer.allocUnsafe(end - at);
+  bytes.copy(b, 0, at, end);
+  return b;
 }
 
 /**
@@ -296,8 +305,24 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
   private drainReader(): void {
     if (this.state === 'authenticating') return;
     try {
-      for (let raw = this.reader.next(); raw !== null; raw = this.reader.next()) {
-        this.handlePacket(raw);
+      const reader = this.reader;
+      for (;;) {
+        // Acknowledgements are most of what a subscriber sends: read without a view or a packet.
+        const ack = this.state === 'connect' ? -1 : reader.nextAck();
+        const chunk = reader.unreadChunk;
+        const end = ack >= 0 || chunk === undefined || this.state === 'connect' ? -1 : reader.nextSpan();
+        if (ack >= 0) {
+          this.core!.traffic.recvCnt++;
+          this.onAck(ack >>> 16, ack & 0xffff, 0);
+        } else if (end >= 0) {
+          // A packet whole in the chunk: a common PUBLISH is read in place, anything else as a view.
+          const start = reader.spanStart;
+          if (chunk![start]! >> 4 !== PacketType.PUBLISH || !this.publishFrom(chunk!, start, end)) this.handlePacket(chunk!.subarray(start, end));
+        } else {
+          const raw = reader.next();
+          if (raw === null) break;
+          this.handlePacket(raw);
+        }
         if ((this.state as State) === 'closed' || (this.state as State) === 'authenticating') return;
       }
     } catch (e) {
@@ -318,24 +343,24 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     const level = this.level!;
     if (type === PacketType.CONNECT) throw new MqttError(Reason.PROTOCOL_ERROR, 'second CONNECT packet');
     checkFixedLength(raw, level);
-    if (type === PacketType.PUBLISH) checkPublishTopicBytes(raw);
+    if (type === PacketType.PUBLISH && this.publishFrom(raw, 0, raw.length)) return;
     const p = parsePacket(raw, level);
     this.core!.traffic.recvCnt++;
     switch (p.cmd) {
       case 'publish':
-        this.onPublish(p, raw);
+        this.onPublish(p.topic, payloadOf(p.payload), p.qos, p.dup, p.retain, p.messageId ?? 0, p.properties, raw);
         return;
       case 'puback':
-        this.out.onPuback(this.session!, p.messageId ?? 0);
+        this.onAck(PacketType.PUBACK, p.messageId ?? 0, 0);
         return;
       case 'pubrec':
-        this.out.onPubrec(this.session!, p.messageId ?? 0, p.reasonCode ?? 0);
+        this.onAck(PacketType.PUBREC, p.messageId ?? 0, p.reasonCode ?? 0);
         return;
       case 'pubrel':
-        this.onPubrel(p.messageId ?? 0);
+        this.onAck(PacketType.PUBREL, p.messageId ?? 0, 0);
         return;
       case 'pubcomp':
-        this.out.onPubcomp(this.session!, p.messageId ?? 0);
+        this.onAck(PacketType.PUBCOMP, p.messageId ?? 0, 0);
         return;
       case 'subscribe':
         onSubscribe(this, p, raw);
@@ -351,6 +376,37 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         return;
       default:
         throw new MqttError(Reason.PROTOCOL_ERROR, `unexpected ${p.cmd.toUpperCase()} packet from a client`);
+    }
+  }
+
+  /**
+   * The PUBLISH `bytes[start, end)` of a running connection, its topic checked as UTF-8 (throws if
+   * not). Without v5 properties it is handled here, its fields straight from the bytes and its
+   * payload copied once: true. False: the parser is to read it.
+   */
+  private publishFrom(bytes: Buffer, start: number, end: number): boolean {
+    checkPublishTopicBytes(bytes, start, end);
+    if (!readPublishHead(bytes, this.level!, start, end)) return false;
+    this.core!.traffic.recvCnt++;
+    const h = publishHead;
+    this.onPublish(h.topic, ownedFrom(bytes, h.payloadAt, end), h.qos, h.dup, h.retain, h.messageId, undefined, bytes);
+    return true;
+  }
+
+  /** PUBACK, PUBREC (with its reason code), PUBREL or PUBCOMP for `packetId`. */
+  private onAck(type: number, packetId: number, reasonCode: number): void {
+    switch (type) {
+      case PacketType.PUBACK:
+        this.out.onPuback(this.session!, packetId);
+        return;
+      case PacketType.PUBREC:
+        this.out.onPubrec(this.session!, packetId, reasonCode);
+        return;
+      case PacketType.PUBREL:
+        this.onPubrel(packetId);
+        return;
+      default:
+        this.out.onPubcomp(this.session!, packetId);
     }
   }
 
@@ -667,15 +723,27 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     return (this.ch ??= this.core!.openChannel(1));
   }
 
-  private onPublish(p: IPublishPacket, raw: Buffer): void {
+  /**
+   * A PUBLISH from the client; `body` is its payload, owned (no view of a received chunk), `raw`
+   * the bytes it was read from (the strings of v5 properties are checked against them).
+   */
+  private onPublish(
+    name: string,
+    body: Buffer,
+    qos: QoS,
+    dup: boolean,
+    retainFlag: boolean,
+    packetId: number,
+    packetProps: IPublishPacket['properties'],
+    raw: Buffer,
+  ): void {
     const s = this.session!;
-    const qos = p.qos;
     const v5 = this.level === 5;
-    if (qos === 0 && p.dup) throw new MqttError(Reason.PROTOCOL_ERROR, 'DUP set on a QoS 0 PUBLISH'); // [MQTT-3.3.1-2]
-    let topic = p.topic;
+    if (qos === 0 && dup) throw new MqttError(Reason.PROTOCOL_ERROR, 'DUP set on a QoS 0 PUBLISH'); // [MQTT-3.3.1-2]
+    let topic = name;
     let props: PublishProperties | undefined;
-    if (v5 && p.properties !== undefined) {
-      const { topicAlias, subscriptionIdentifier, ...rest } = p.properties;
+    if (v5 && packetProps !== undefined) {
+      const { topicAlias, subscriptionIdentifier, ...rest } = packetProps;
       if (subscriptionIdentifier !== undefined) throw new MqttError(Reason.PROTOCOL_ERROR, 'subscription identifier in a PUBLISH from a client');
       if (topicAlias !== undefined) {
         if (typeof topicAlias !== 'number' || topicAlias === 0 || topicAlias > TOPIC_ALIAS_MAXIMUM) {
@@ -712,7 +780,6 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
         delay = d.delayMs;
       }
     }
-    const packetId = p.messageId ?? 0;
     if (qos > 0 && packetId === 0) throw new MqttError(Reason.PROTOCOL_ERROR, 'PUBLISH without packet identifier');
 
     if (qos === 2) {
@@ -727,8 +794,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       // [MQTT-3.3.4-9] more unacknowledged QoS 1/2 PUBLISHes than the Receive Maximum in CONNACK.
       throw new MqttError(Reason.RECEIVE_MAXIMUM_EXCEEDED, `more than ${this.adapter.receiveMaximum} unacknowledged QoS 1/2 publishes (receive maximum)`);
     }
-    const body = payloadOf(p.payload);
-    const properties = toAmqpProperties(qos, p.retain, props);
+    const properties = toAmqpProperties(qos, retainFlag, props);
     const routingKey = topicToRoutingKey(topic);
     const msg: Message = { exchange: isReplyAddress(routingKey) ? '' : TOPIC_EXCHANGE, routingKey, properties, body };
     let r: PublishResult;
@@ -740,7 +806,7 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
       return;
     }
     this.publisher = true;
-    if (p.retain && delay === 0) {
+    if (retainFlag && delay === 0) {
       // A cluster node acknowledges a retained publish once the retained store is replicated too.
       const replicated = this.adapter.retain(this.vhost, topic, qos, properties, body);
       if (replicated !== undefined) {

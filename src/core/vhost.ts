@@ -84,6 +84,12 @@ const EQUIVALENCE_ARGS = [
 /** A reply handed to its direct reply-to consumer: routed, nothing to wait for (shared, never written). */
 const REPLIED: PublishResult = { routed: 1, settled: SETTLED };
 const NOT_ROUTED: PublishResult = { routed: 0, settled: SETTLED };
+/** Results are read-only: a publish settled at once to a few queues shares one (index = queues). */
+const SETTLED_TO: readonly PublishResult[] = Array.from({ length: 16 }, (_, routed) => ({ routed, settled: SETTLED }));
+
+function settledTo(routed: number): PublishResult {
+  return routed < SETTLED_TO.length ? SETTLED_TO[routed]! : { routed, settled: SETTLED };
+}
 
 const HOME_DOWN = (why: string): Promise<void> => {
   const p = Promise.reject(new BrokerError(ReplyCode.INTERNAL_ERROR, why));
@@ -486,7 +492,7 @@ export class VHost implements QueueHost, DelayedHost {
       ex.stats.publishIn++;
       if (out.size === 0) {
         this.ctx.counters.unroutable++;
-        return { routed: 0, settled: SETTLED };
+        return NOT_ROUTED;
       }
       const stored: StoredMessage = {
         exchange: msg.exchange,
@@ -531,7 +537,7 @@ export class VHost implements QueueHost, DelayedHost {
       else if (rejected) settled = REJECTED_BY_QUEUE();
       else if (extra !== undefined) settled = Promise.all([pending, ...extra]).then(() => undefined);
       else if (pending !== undefined) settled = pending;
-      return { routed, settled };
+      return settled === SETTLED ? settledTo(routed) : { routed, settled };
     } finally {
       out.clear();
       this.publishDepth--;

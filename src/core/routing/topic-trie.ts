@@ -119,6 +119,9 @@ export function splitTopic(key: string): string[] {
   return key.length === 0 ? NO_WORDS : key.split('.');
 }
 
+/** Routing keys whose words a trie keeps at most, for keys that are routed again and again. */
+const WORDS_CACHE_SIZE = 1024;
+
 /** True when `pattern` has no `*` or `#` word, i.e. matches only the identical routing key. */
 export function isLiteralPattern(pattern: string): boolean {
   if (!pattern.includes('*') && !pattern.includes('#')) return true;
@@ -137,6 +140,11 @@ export class TopicTrie<T> {
   private count = 0;
   private nodes = 0;
   private gen = 0;
+  /**
+   * The words of recently matched routing keys: a publisher usually sends to the same few keys,
+   * and splitting each one anew costs an array and a string per word. Emptied when full.
+   */
+  private readonly words = new Map<string, readonly string[]>();
 
   /** Binds `pattern` to `dest`; binding the same pair twice needs two removes. */
   add(pattern: string, dest: T): void {
@@ -210,7 +218,17 @@ export class TopicTrie<T> {
     if (literal !== undefined) literal.addTo(out);
     if (this.root.refs === 0) return;
     this.gen++;
-    this.walk(this.root, splitTopic(routingKey), 0, out);
+    this.walk(this.root, this.wordsOf(routingKey), 0, out);
+  }
+
+  private wordsOf(routingKey: string): readonly string[] {
+    let words = this.words.get(routingKey);
+    if (words === undefined) {
+      words = splitTopic(routingKey);
+      if (this.words.size >= WORDS_CACHE_SIZE) this.words.clear();
+      this.words.set(routingKey, words);
+    }
+    return words;
   }
 
   /** Number of bindings held (literal and wildcard). */
@@ -234,7 +252,7 @@ export class TopicTrie<T> {
   }
 
   /** `node` has consumed words[0..i). */
-  private walk(node: TrieNode<T>, words: string[], i: number, out: Set<T>): void {
+  private walk(node: TrieNode<T>, words: readonly string[], i: number, out: Set<T>): void {
     const hash = node.hash;
     if (hash !== undefined) {
       // '#' eats words[i..j) for every j; skip the indices this '#' node was already entered at.

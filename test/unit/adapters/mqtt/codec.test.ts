@@ -11,6 +11,8 @@ import {
   encodePublish,
   parsePacket,
   peekConnect,
+  publishHead,
+  readPublishHead,
 } from '../../../../adapters/mqtt/codec.js';
 import { Reason } from '../../../../adapters/mqtt/constants.js';
 
@@ -102,6 +104,54 @@ describe('PacketReader', () => {
     r.push(Buffer.from([0x01]));
     expect(r.next()).toBeNull(); // 128 bytes declared, none arrived
   });
+
+  test('nextSpan finds packets whole in the chunk in place; readPublishHead and the topic check read them there', () => {
+    const a = generate({ cmd: 'publish', topic: 'a/b', payload: Buffer.from('one'), qos: 1, messageId: 7, dup: false, retain: true });
+    const b = generate({ cmd: 'publish', topic: 'ü', payload: Buffer.alloc(0), qos: 0, dup: false, retain: false });
+    const bad = Buffer.from([0x30, 0x05, 0x00, 0x02, 0xc3, 0x28, 0x41]);
+    const r = new PacketReader(1024);
+    r.push(Buffer.concat([a, b, bad, a.subarray(0, 3)]));
+    const chunk = r.unreadChunk!;
+    const endA = r.nextSpan();
+    expect([r.spanStart, endA]).toEqual([0, a.length]);
+    expect(readPublishHead(chunk, 4, r.spanStart, endA)).toBe(true);
+    expect({ ...publishHead }).toEqual({ topic: 'a/b', payloadAt: a.length - 3, qos: 1, dup: false, retain: true, messageId: 7 });
+    const endB = r.nextSpan();
+    expect([r.spanStart, endB]).toEqual([a.length, a.length + b.length]);
+    expect(() => checkPublishTopicBytes(chunk, r.spanStart, endB)).not.toThrow();
+    expect(readPublishHead(chunk, 4, r.spanStart, endB)).toBe(true);
+    expect([publishHead.topic, publishHead.payloadAt, publishHead.qos]).toEqual(['ü', endB, 0]);
+    const endBad = r.nextSpan();
+    expect(() => checkPublishTopicBytes(chunk, r.spanStart, endBad)).toThrowError(/UTF-8/);
+    expect(r.nextSpan()).toBe(-1); // a's first 3 bytes only
+    r.push(a.subarray(3));
+    expect(r.nextSpan()).toBe(-1); // split across chunks: read by next
+    expect(r.next()).toEqual(a);
+  });
+
+  test('nextAck takes short acknowledgements whole in the chunk and leaves everything else to next', () => {
+    const r = new PacketReader(1024);
+    const publish = generate({ cmd: 'publish', topic: 't', payload: Buffer.from('x'), qos: 1, messageId: 9, dup: false, retain: false });
+    r.push(Buffer.concat([
+      Buffer.from([0x40, 0x02, 0x01, 0x02]), // PUBACK 258
+      Buffer.from([0x62, 0x02, 0xff, 0xfe]), // PUBREL 65534
+      publish,
+      Buffer.from([0x60, 0x02, 0x00, 0x05]), // PUBREL with the wrong flags: the parser's to refuse
+      Buffer.from([0x70, 0x02, 0x00]), // PUBCOMP, its last byte in the next chunk
+    ]));
+    expect(r.nextAck()).toBe((4 << 16) | 258);
+    expect(r.nextAck()).toBe((6 << 16) | 65534);
+    expect(r.nextAck()).toBe(-1);
+    expect(r.next()).toEqual(publish);
+    expect(r.nextAck()).toBe(-1);
+    expect(r.next()).toEqual(Buffer.from([0x60, 0x02, 0x00, 0x05]));
+    expect(r.nextAck()).toBe(-1);
+    expect(r.next()).toBeNull();
+    r.push(Buffer.from([0x07]));
+    expect(r.nextAck()).toBe(-1); // split across chunks: read by next
+    expect(r.next()).toEqual(Buffer.from([0x70, 0x02, 0x00, 0x07]));
+    expect(r.next()).toBeNull();
+  });
 });
 
 describe('packet checks', () => {
@@ -134,6 +184,10 @@ describe('packet checks', () => {
     expect(() => checkPublishTopicBytes(bad)).toThrowError(/UTF-8/);
     const good = generate({ cmd: 'publish', topic: 'ü', payload: Buffer.from('x'), qos: 0, dup: false, retain: false });
     expect(() => checkPublishTopicBytes(good)).not.toThrow();
+    // ASCII before the bad byte, and a topic of ASCII only.
+    expect(() => checkPublishTopicBytes(Buffer.from([0x30, 0x05, 0x00, 0x02, 0x61, 0xff, 0x41]))).toThrowError(/UTF-8/);
+    const ascii = generate({ cmd: 'publish', topic: 'a/b/c', payload: Buffer.from([0xff]), qos: 0, dup: false, retain: false });
+    expect(() => checkPublishTopicBytes(ascii)).not.toThrow();
   });
 
   test('decoded strings: invented U+FFFD and U+0000 are refused, a real U+FFFD is not', () => {

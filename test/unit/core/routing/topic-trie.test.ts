@@ -374,4 +374,21 @@ describe('many #', () => {
     expect(trie.nodeCount).toBe(0);
     expect(trie.size).toBe(0);
   });
+
+  test('a key matched again, and keys beyond those the trie remembers, route as on first sight', () => {
+    const trie = new TopicTrie<string>();
+    trie.add('dev.*.temp', 'q1');
+    const matched = (key: string): string[] => {
+      const o = new Set<string>();
+      trie.match(key, o);
+      return [...o].sort();
+    };
+    expect(matched('dev.7.temp')).toEqual(['q1']);
+    trie.add('dev.#', 'q2');
+    expect(matched('dev.7.temp')).toEqual(['q1', 'q2']);
+    for (let i = 0; i < 3000; i++) expect(matched(`dev.${i}.temp`)).toEqual(['q1', 'q2']);
+    trie.remove('dev.*.temp', 'q1');
+    expect(matched('dev.7.temp')).toEqual(['q2']);
+    expect(matched('dev.2999.temp')).toEqual(['q2']);
+  });
 });
