@@ -85,7 +85,7 @@ const EQUIVALENCE_ARGS = [
 const REPLIED: PublishResult = { routed: 1, settled: SETTLED };
 const NOT_ROUTED: PublishResult = { routed: 0, settled: SETTLED };
 /** Results are read-only: a publish settled at once to a few queues shares one (index = queues). */
-const SETTLED_TO: readonly PublishResult[] = Array.from({ length: 16 }, (_, routed) => ({ routed, settled: SETTLED }));
+const SETTLED_TO: readonly PublishResult[] = Array.from({ length: 16 }, (_, routed) => Object.freeze({ routed, settled: SETTLED }));
 
 function settledTo(routed: number): PublishResult {
   return routed < SETTLED_TO.length ? SETTLED_TO[routed]! : { routed, settled: SETTLED };

@@ -121,6 +121,8 @@ export function splitTopic(key: string): string[] {
 
 /** Routing keys whose words a trie keeps at most, for keys that are routed again and again. */
 const WORDS_CACHE_SIZE = 1024;
+/** Longer keys are split each time: a client sending long unique topics cannot make the cache large. */
+const WORDS_CACHE_MAX_KEY = 256;
 
 /** True when `pattern` has no `*` or `#` word, i.e. matches only the identical routing key. */
 export function isLiteralPattern(pattern: string): boolean {
@@ -222,6 +224,7 @@ export class TopicTrie<T> {
   }
 
   private wordsOf(routingKey: string): readonly string[] {
+    if (routingKey.length > WORDS_CACHE_MAX_KEY) return splitTopic(routingKey);
     let words = this.words.get(routingKey);
     if (words === undefined) {
       words = splitTopic(routingKey);
@@ -229,6 +232,11 @@ export class TopicTrie<T> {
       this.words.set(routingKey, words);
     }
     return words;
+  }
+
+  /** Routing keys whose words are kept (at most 1,024, none longer than 256 characters). */
+  get cachedKeys(): number {
+    return this.words.size;
   }
 
   /** Number of bindings held (literal and wildcard). */

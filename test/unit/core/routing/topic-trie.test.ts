@@ -390,5 +390,10 @@ describe('many #', () => {
     trie.remove('dev.*.temp', 'q1');
     expect(matched('dev.7.temp')).toEqual(['q2']);
     expect(matched('dev.2999.temp')).toEqual(['q2']);
+    expect(trie.cachedKeys).toBeLessThanOrEqual(1024);
+    // Long keys are not kept: unique long topics cannot fill the cache with large strings.
+    const before = trie.cachedKeys;
+    for (let i = 0; i < 100; i++) expect(matched(`dev.${'x'.repeat(300)}.${i}`)).toEqual(['q2']);
+    expect(trie.cachedKeys).toBe(before);
   });
 });
