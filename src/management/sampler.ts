@@ -195,7 +195,7 @@ export class Sampler {
       pv.recvOct += tr.recvOct;
       pv.sendOct += tr.sendOct;
       for (const ch of c.channels) {
-        this.track(ch, channelValues(ch), now);
+        this.trackChannel(ch, now, previousAt);
         addChannel(g, ch);
         pv.returned += ch.stats.returned;
         n++;
@@ -362,11 +362,33 @@ export class Sampler {
     this.tracks.set(obj, this.advance(this.tracks.get(obj), values, now));
   }
 
+  /**
+   * A channel whose counters are still all zero keeps no entry: ten thousand idle channels cost
+   * nothing. Its first rates are over the time since the previous sample or since it opened,
+   * whichever is later (as a connection's are).
+   */
+  private trackChannel(ch: CoreChannel, now: number, previousAt: number): void {
+    const values = channelValues(ch);
+    const prev = this.tracks.get(ch);
+    if (prev !== undefined) {
+      this.tracks.set(ch, this.advance(prev, values, now));
+      return;
+    }
+    if (allZero(values)) return;
+    const dt = (now - Math.max(previousAt, ch.openedAt)) / 1000;
+    if (dt <= 0) return;
+    this.tracks.set(ch, { prev: values, rates: values.map((v) => round(v / dt)), at: now });
+  }
+
   private trackIn(map: Map<string, Track>, key: string, values: number[], now: number): void {
     map.set(key, this.advance(map.get(key), values, now));
   }
 
-  /** Rates (per second) between the last two samples of an object; zeros before its second sample. */
+  /**
+   * Rates (per second) between the last two samples of an object; a queue's or exchange's are zeros
+   * before its second sample, a channel's first are over the time since it opened (or since the
+   * previous sample, if later).
+   */
   rates(obj: Queue | Exchange | CoreChannel): readonly number[] {
     return this.tracks.get(obj)?.rates ?? ZERO;
   }

@@ -76,6 +76,12 @@ function strArg(args: FieldTable, name: string): string | undefined {
 /** The `tail` of every queue that never paged: empty, never pushed to (a queue makes its own first). */
 const NO_TAIL = new Deque<QueueEntry>(0);
 
+/**
+ * The ready list of every single-level queue that never held a message (a subscribed session's
+ * queue is empty most of its life): read only, a queue makes its own before the first message.
+ */
+const NO_LEVELS: readonly ReadyList[] = Object.freeze([new ReadyList()]);
+
 /** Timer and immediate callbacks take the queue as their argument: no closures per queue. */
 function runScheduled(q: Queue): void {
   q.runNow();
@@ -182,7 +188,8 @@ export class Queue implements PageSink {
   private tail: Deque<QueueEntry> = NO_TAIL;
   /** Set once a consumer has ever attached (auto-delete needs it). */
   private hadConsumer = false;
-  private readonly levels: ReadyList[];
+  /** NO_LEVELS until the first message here or on disk (see ownLevels). */
+  private levels: readonly ReadyList[];
   private seq = 0;
   private rr = 0;
   private scheduled = false;
@@ -229,7 +236,7 @@ export class Queue implements PageSink {
     this.setLimits(effectiveArgs);
     this.maxPriority = Math.min(intArg(args, 'x-max-priority', 0, name) ?? 0, 255);
     this.singleActiveConsumer = args['x-single-active-consumer'] === true;
-    this.levels = Array.from({ length: this.maxPriority + 1 }, () => new ReadyList());
+    this.levels = this.maxPriority === 0 ? NO_LEVELS : Array.from({ length: this.maxPriority + 1 }, () => new ReadyList());
     this.touch();
     // A stream keeps its own log (stream-queue.ts), not a queue store.
     this.store = durable && this.type.name !== 'stream' ? host.persistence.openQueue(this) : undefined;
@@ -293,18 +300,19 @@ export class Queue implements PageSink {
     const store = this.store;
     if (store === undefined || !msg.persistent) {
       hold(msg);
-      if (this.pagedCount === 0) this.levels[level]!.push(entry);
+      if (this.pagedCount === 0) this.ownLevels()[level]!.push(entry);
       else (this.tail === NO_TAIL ? (this.tail = new Deque<QueueEntry>()) : this.tail).push(entry);
     } else if (
       this.pagedCount > 0 ||
       (this.maxPriority === 0 && store.memoryBudget > 0 && this.readyBytes - this.pagedBytes > store.memoryBudget)
     ) {
+      this.ownLevels();
       this.pagedCount++;
       this.pagedBytes += msg.size;
       pending = store.enqueue(entry, true);
     } else {
       hold(msg);
-      this.levels[level]!.push(entry);
+      this.ownLevels()[level]!.push(entry);
       pending = store.enqueue(entry, false);
     }
     if (this.overflow === 'drop-head') this.dropHeadOverLimit();
@@ -322,7 +330,7 @@ export class Queue implements PageSink {
     const entry = newEntry(msg, logSeq, previousDeliveries, 0, 0);
     entry.returns = previousDeliveries;
     hold(msg);
-    this.levels[0]!.push(entry);
+    this.ownLevels()[0]!.push(entry);
     this.readyCount++;
     this.readyBytes += msg.size;
     this.stats.published++;
@@ -332,7 +340,7 @@ export class Queue implements PageSink {
   /** Recovery: puts a ready entry back at the end of the in-memory messages. */
   restoreEntry(entry: QueueEntry): void {
     hold(entry.msg);
-    this.levels[entry.level]!.push(entry);
+    this.ownLevels()[entry.level]!.push(entry);
     this.readyCount++;
     this.readyBytes += entry.msg.size;
     if (entry.seq > this.seq) this.seq = entry.seq;
@@ -341,6 +349,7 @@ export class Queue implements PageSink {
 
   /** Recovery: `count` more persistent messages wait on disk, after every restored entry. */
   restorePaged(count: number, bytes: number): void {
+    this.ownLevels();
     this.pagedCount += count;
     this.pagedBytes += bytes;
     this.readyCount += count;
@@ -422,6 +431,15 @@ export class Queue implements PageSink {
       if (!e) return;
       this.deadLetterEntry(e, 'maxlen');
     }
+  }
+
+  /**
+   * The queue's own ready lists, made here on first use. Made before anything is ready or paged, so
+   * a queue still on NO_LEVELS has nothing to read back and never writes to the shared list.
+   */
+  private ownLevels(): readonly ReadyList[] {
+    if (this.levels === NO_LEVELS) this.levels = [new ReadyList()];
+    return this.levels;
   }
 
   private topLevel(): ReadyList | undefined {
@@ -627,7 +645,7 @@ export class Queue implements PageSink {
       this.settle(e);
       return;
     }
-    this.levels[e.level]!.requeue(e);
+    this.ownLevels()[e.level]!.requeue(e);
     this.readyCount++;
     this.readyBytes += e.msg.size;
     if (e.expiresAt !== 0) this.scheduleTtl(e.expiresAt);

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { Core } from '../../../src/core/index.js';
 import { historyQuery, sampledDetails, withQueueHistory } from '../../../src/management/history.js';
-import { OBJECT_HISTORY, Q, Sampler } from '../../../src/management/sampler.js';
+import { CH, OBJECT_HISTORY, Q, Sampler } from '../../../src/management/sampler.js';
 
 const INTERVAL = 5000;
 const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
@@ -95,6 +95,27 @@ describe('per-object history in the sampler', () => {
     step();
     expect(sampler.rates(q)[Q.publish]).toBe(2);
     expect(sampler.objectSamples(q, 600_000, INTERVAL).map((x) => x.values[Q.publish])).toEqual([30, 20]);
+  });
+
+  test('an idle channel reads zero rates; its first rates run from when it opened, or from the previous sample if later', () => {
+    const conn = core.connect({ protocol: 'test', peer: { address: '127.0.0.1', port: 1 }, user: 'guest', vhost: '/' }, { forceClose: () => undefined });
+    const early = conn.openChannel(1);
+    step();
+    vi.setSystemTime(T0 + INTERVAL + 2000);
+    const late = conn.openChannel(2);
+    const idle = conn.openChannel(3);
+    early.stats.published = 35;
+    late.stats.published = 30;
+    step();
+    // `early` over the 5 s since the previous sample, `late` over the 3 s since it opened
+    expect(sampler.rates(early)[CH.publish]).toBe(7);
+    expect(sampler.rates(late)[CH.publish]).toBe(10);
+    expect(sampler.rates(idle)[CH.publish]).toBe(0);
+    late.stats.published = 60;
+    step();
+    expect(sampler.rates(late)[CH.publish]).toBe(6);
+    expect(sampler.rates(early)[CH.publish]).toBe(0);
+    expect(sampler.rates(idle)[CH.publish]).toBe(0);
   });
 
   test('age and increment select samples as RabbitMQ does', () => {
