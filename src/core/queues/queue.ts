@@ -79,8 +79,11 @@ const NO_TAIL = new Deque<QueueEntry>(0);
 /**
  * The ready list of every single-level queue that never held a message (a subscribed session's
  * queue is empty most of its life): read only, a queue makes its own before the first message.
+ * Frozen: a write that missed making its own would throw instead of reaching every other queue.
  */
-const NO_LEVELS: readonly ReadyList[] = Object.freeze([new ReadyList()]);
+const NO_LEVEL = new ReadyList();
+Object.freeze(NO_LEVEL);
+const NO_LEVELS: readonly ReadyList[] = Object.freeze([NO_LEVEL]);
 
 /** Timer and immediate callbacks take the queue as their argument: no closures per queue. */
 function runScheduled(q: Queue): void {
