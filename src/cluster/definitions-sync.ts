@@ -116,9 +116,21 @@ export interface DefinitionsSyncStats {
  * when the engine servers it reaches are not a majority of the engine's cluster (the node is on
  * the minority side of a partition, or most servers are down).
  */
+/**
+ * Whether `e` (or an error it wraps) says the engine could not be reached as a cluster: a timeout,
+ * nobody answering (the client library calls it JetStream not being enabled), or JetStream's
+ * "system temporarily unavailable" (its meta leader has no majority).
+ */
+function unreachable(e: unknown): boolean {
+  for (let c = e, depth = 0; c instanceof Error && depth < 4; c = c.cause, depth++) {
+    if (c.name === 'TimeoutError' || c.name === 'NoResponders' || c.name === 'NoRespondersError' || c.name === 'RequestError' || c.name === 'JetStreamNotEnabled') return true;
+    if (/temporarily unavailable/i.test(c.message)) return true;
+  }
+  return false;
+}
+
 function notTaken(node: string, e: unknown): string {
-  const name = e instanceof Error ? e.name : '';
-  if (name === 'TimeoutError' || name === 'NoResponders' || name === 'RequestError') {
+  if (unreachable(e)) {
     return `node '${node}' does not reach a majority of the cluster's NATS servers (a partition, or most of them down)`;
   }
   return e instanceof Error ? e.message : String(e);
@@ -289,6 +301,8 @@ export class DefinitionsSync implements Persistence {
     const batch = this.batch!;
     this.batch = undefined;
     const writes: Promise<void>[] = [];
+    /** Replicated queues' logs being created: waited for after the writes (whose failure says more). */
+    const readies: Promise<void>[] = [];
     const put = (key: string, entry: DefinitionEntry | null): void => {
       const old = this.known.get(key);
       if (entry === null) {
@@ -318,21 +332,24 @@ export class DefinitionsSync implements Persistence {
       else {
         const q = this.core.vhosts.get(c.vhost)?.queues.get(c.name);
         const ready = q === undefined ? undefined : this.placement?.(q, this.known.get(key)?.value.home ?? this.nodeName);
-        if (ready !== undefined) writes.push(ready);
+        if (ready !== undefined) readies.push(ready);
       }
     }
     this.pending.clear();
     this.pendingMeta = false;
-    Promise.all(writes).then(
-      () => {
-        if (this.waiting === batch.promise) this.waiting = undefined;
-        batch.resolve();
-      },
-      (e: unknown) => {
-        if (this.waiting === batch.promise) this.waiting = undefined;
-        batch.reject(BrokerError.internal(`the cluster did not take the change: ${notTaken(this.nodeName, e)}`));
-      },
-    );
+    for (const r of readies) r.catch(noop);
+    Promise.all(writes)
+      .then(() => Promise.all(readies))
+      .then(
+        () => {
+          if (this.waiting === batch.promise) this.waiting = undefined;
+          batch.resolve();
+        },
+        (e: unknown) => {
+          if (this.waiting === batch.promise) this.waiting = undefined;
+          batch.reject(BrokerError.internal(`the cluster did not take the change: ${notTaken(this.nodeName, e)}`));
+        },
+      );
   }
 
   private store(key: string, entry: DefinitionEntry, home: string | undefined): Known {
@@ -519,7 +536,8 @@ export class DefinitionsSync implements Persistence {
       for (const k of ks) {
         if (k.value.kind !== 'q') continue;
         const q = this.core.vhosts.get(k.value.vhost)?.queues.get((k.value.def as { name?: string }).name ?? '');
-        if (q !== undefined) this.placement(q, k.value.home);
+        // A log not created yet is tried again by its next use: nothing waits for it here.
+        if (q !== undefined) this.placement(q, k.value.home)?.catch(noop);
       }
     }
     // Bindings whose ends are not here yet wait for them.

@@ -165,6 +165,23 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     expect(sink.got.map(body).sort()).toEqual(['1', '2', '3', '4']);
   });
 
+  test("a replicated queue arriving from another node while the engine is away is kept, and served once it is back (no unhandled failure)", async () => {
+    engine = new MemoryEngine();
+    const [a, b] = [await node('n1'), await node('n2')];
+    testChannel(a.core).declareQueue('arrives', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await a.core.persistence.definitionsSettled();
+    // n2's watch passes the declare on after this: its log cannot be opened then.
+    engine.available = false;
+    await waitFor(() => b.core.vhosts.get('/')!.queues.get('arrives')?.replica !== undefined, 5000, 'arrives on n2');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    engine.available = true;
+    const sink = new RecordingSink();
+    testChannel(b.core).consume('arrives', { noAck: true }, sink);
+    await testChannel(a.core).publish({ exchange: '', routingKey: 'arrives', properties: {}, body: Buffer.from('later') }).settled;
+    await waitFor(() => sink.got.length === 1, 5000, 'delivered on n2');
+    expect(body(sink.got[0]!)).toBe('later');
+  });
+
   test('a message the log hands out again as if for the first time (its count lost) goes out as redelivered', async () => {
     engine = new MemoryEngine();
     const a = await node('n1');
