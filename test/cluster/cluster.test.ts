@@ -95,6 +95,8 @@ describe('three Warren nodes on three clustered nats-servers', { timeout: 60_000
   test('a SIGKILLed node shows running:false after the heartbeat TTL; started again on its data directory, it is back in step', async () => {
     await cluster.kill('n3');
     await waitFor(async () => (await nodesOn(port('n1'))).find((n) => n.name === 'n3')?.running === false, 10_000, 'n3 not running');
+    // Each node sees the heartbeat expire on its own: n2 may come a moment after n1.
+    await waitFor(async () => (await nodesOn(port('n2'))).find((n) => n.name === 'n3')?.running === false, 10_000, 'n3 not running, as n2 sees it');
     const rows = await nodesOn(port('n2'));
     expect(rows.map((n) => [n.name, n.running])).toEqual([['n1', true], ['n2', true], ['n3', false]]);
     // Meanwhile: one queue goes, one comes.
