@@ -110,10 +110,9 @@ export class PacketReader {
     const c = this.chunk;
     if (c === undefined || this.maxSize < 4) return -1;
     const at = this.offset;
-    if (c.length - at < 4 || c[at + 1] !== 2) return -1;
-    const first = c[at]!;
-    const type = first >> 4;
-    if (type < PacketType.PUBACK || type > PacketType.PUBCOMP || (first & 0x0f) !== (type === PacketType.PUBREL ? 2 : 0)) return -1;
+    if (c.length - at < 4) return -1;
+    const type = shortAckType(c[at]!, c[at + 1]!);
+    if (type < 0) return -1;
     this.offset = at + 4;
     if (this.offset === c.length) this.chunk = undefined;
     return (type << 16) | (c[at + 2]! << 8) | c[at + 3]!;
@@ -366,12 +365,21 @@ export function decodeFast(packet: Buffer, level: ProtocolLevel): Packet | undef
       messageId: h.qos > 0 ? h.messageId : undefined,
     };
   }
-  if (type >= PacketType.PUBACK && type <= PacketType.PUBCOMP) {
-    // PUBREL carries flags 0010, the others 0000 [MQTT-3.6.1-1].
-    if ((first & 0x0f) !== (type === PacketType.PUBREL ? 2 : 0) || packet.length !== 4 || packet[1] !== 2) return undefined;
+  if (packet.length === 4 && shortAckType(first, packet[1]!) === type) {
     return { cmd: ACK_CMDS[type - PacketType.PUBACK]!, messageId: packet.readUInt16BE(2), reasonCode: 0 };
   }
   return undefined;
+}
+
+/**
+ * The type of a PUBACK, PUBREC, PUBREL or PUBCOMP in its short form (remaining length 2, the flags
+ * its type must have: PUBREL 0010, the others 0000 [MQTT-3.6.1-1]) from its first two bytes; -1 for
+ * anything else.
+ */
+function shortAckType(first: number, remaining: number): number {
+  const type = first >> 4;
+  if (type < PacketType.PUBACK || type > PacketType.PUBCOMP || remaining !== 2) return -1;
+  return (first & 0x0f) === (type === PacketType.PUBREL ? 2 : 0) ? type : -1;
 }
 
 function varintLength(n: number): number {
