@@ -13,6 +13,7 @@ import { StreamQueue } from './queues/stream-queue.js';
 import { QUORUM } from './queues/quorum.js';
 import { queueTypeOf } from './queues/queue-type.js';
 import { DirectReplyTo, REPLY_TO_PREFIX } from './reply-to.js';
+import { RouteSet } from './routing/route-set.js';
 import {
   SETTLED,
   type ExchangeOptions,
@@ -134,8 +135,8 @@ export class VHost implements QueueHost, DelayedHost {
    * One queue (a clean MQTT session's) is held as is, a Set from the second.
    */
   private readonly exclusiveBy = new Map<number, Queue | Set<Queue>>();
-  private readonly scratch = new Set<Destination>();
-  private readonly outSet = new Set<Queue>();
+  private readonly scratch = new RouteSet<Destination>();
+  private readonly outSet = new RouteSet<Queue>();
   private publishDepth = 0;
   /** Direct reply-to consumers of this vhost, by token (`amq.rabbitmq.reply-to.<token>`). */
   readonly directReply = new DirectReplyTo();
@@ -483,7 +484,7 @@ export class VHost implements QueueHost, DelayedHost {
   }
 
   private publishTo(ex: Exchange, msg: Message, publisherId: number, skip: ((q: Queue) => boolean) | undefined, relay = true): PublishResult {
-    const out = this.publishDepth === 0 ? this.outSet : new Set<Queue>();
+    const out = this.publishDepth === 0 ? this.outSet : new RouteSet<Queue>();
     this.publishDepth++;
     try {
       this.route(ex, msg.routingKey, msg.properties.headers, out);
@@ -511,7 +512,8 @@ export class VHost implements QueueHost, DelayedHost {
       let rejected = false;
       let unavailable: string | undefined;
       let routed = 0;
-      for (const q of out) {
+      for (let i = 0; i < out.size; i++) {
+        const q = out.at(i);
         // A queue unlinked by a closing connection whose bindings are still to go takes nothing.
         if (q.deleted || (skip !== undefined && skip(q))) continue;
         // A queue whose home node is down is no route (RabbitMQ: mandatory returns), and fails the confirm.
@@ -572,7 +574,7 @@ export class VHost implements QueueHost, DelayedHost {
   }
 
   /** Collects the queues a message reaches: exchange-to-exchange bindings and alternate exchanges. */
-  route(ex: Exchange, routingKey: string, headers: FieldTable | undefined, out: Set<Queue>): void {
+  route(ex: Exchange, routingKey: string, headers: FieldTable | undefined, out: RouteSet<Queue>): void {
     if (ex.name === '') {
       const q = this.queues.get(routingKey);
       if (q) out.add(q);
@@ -581,7 +583,8 @@ export class VHost implements QueueHost, DelayedHost {
     const dests = this.scratch;
     ex.router.route(routingKey, headers, dests);
     let nested: Exchange[] | undefined;
-    for (const d of dests) {
+    for (let i = 0; i < dests.size; i++) {
+      const d = dests.at(i);
       if (d instanceof Queue) out.add(d);
       else (nested ??= []).push(d);
     }
@@ -603,7 +606,7 @@ export class VHost implements QueueHost, DelayedHost {
     }
   }
 
-  private routeNested(start: Exchange[], rk: string, headers: FieldTable | undefined, out: Set<Queue>, visited: Set<Exchange>): void {
+  private routeNested(start: Exchange[], rk: string, headers: FieldTable | undefined, out: RouteSet<Queue>, visited: Set<Exchange>): void {
     const stack = [...start];
     for (const x of start) visited.add(x);
     const found = new Set<Destination>();

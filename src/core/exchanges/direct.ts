@@ -1,4 +1,5 @@
 import type { FieldTable } from '../types.js';
+import type { RouteOut } from '../routing/route-set.js';
 import { DestinationSet } from '../routing/topic-trie.js';
 import type { Router } from './router.js';
 
@@ -27,7 +28,7 @@ export class DirectRouter<T> implements Router<T> {
     if (set.bindings === 0) this.byKey.delete(routingKey);
   }
 
-  route(routingKey: string, _headers: FieldTable | undefined, out: Set<T>): void {
+  route(routingKey: string, _headers: FieldTable | undefined, out: RouteOut<T>): void {
     const set = this.byKey.get(routingKey);
     if (set !== undefined) set.addTo(out);
   }

@@ -16,6 +16,8 @@ export interface Binding {
 }
 
 export class Exchange {
+  /** Routing's mark (see RouteSet): which publish last reached this exchange. */
+  routeMark = 0;
   readonly router: Router<Destination>;
   /** Bindings where this exchange is the source, by key. */
   readonly bindings = new Map<string, Binding>();

@@ -1,4 +1,5 @@
 import type { FieldTable } from '../types.js';
+import type { RouteOut } from '../routing/route-set.js';
 import { DestinationSet } from '../routing/topic-trie.js';
 import type { Router } from './router.js';
 
@@ -14,7 +15,7 @@ export class FanoutRouter<T> implements Router<T> {
     this.dests.remove(dest);
   }
 
-  route(_routingKey: string, _headers: FieldTable | undefined, out: Set<T>): void {
+  route(_routingKey: string, _headers: FieldTable | undefined, out: RouteOut<T>): void {
     this.dests.addTo(out);
   }
 

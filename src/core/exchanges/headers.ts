@@ -1,6 +1,7 @@
 import { BrokerError } from '../errors.js';
 import { Decimal } from '../types.js';
 import type { FieldTable, FieldValue } from '../types.js';
+import type { RouteOut } from '../routing/route-set.js';
 import type { Router } from './router.js';
 
 /**
@@ -72,7 +73,7 @@ export class HeadersRouter<T> implements Router<T> {
     }
   }
 
-  route(_routingKey: string, headers: FieldTable | undefined, out: Set<T>): void {
+  route(_routingKey: string, headers: FieldTable | undefined, out: RouteOut<T>): void {
     const scan = this.scan;
     for (let i = 0; i < scan.length; i++) {
       const b = (scan[i] as Entry<T>).binding;

@@ -1,5 +1,6 @@
 import { BrokerError, ReplyCode } from '../errors.js';
 import type { FieldTable } from '../types.js';
+import type { RouteOut } from '../routing/route-set.js';
 import { DirectRouter } from './direct.js';
 import { FanoutRouter } from './fanout.js';
 import { HeadersRouter } from './headers.js';
@@ -14,8 +15,8 @@ export interface Router<T> {
   add(routingKey: string, args: FieldTable, dest: T): void;
   /** Removes a binding previously added with equal routingKey and args (args compared by value). */
   remove(routingKey: string, args: FieldTable, dest: T): void;
-  /** Adds every destination matching the message into `out` (a Set: a dest bound twice is added once). */
-  route(routingKey: string, headers: FieldTable | undefined, out: Set<T>): void;
+  /** Adds every destination matching the message into `out` (which keeps a dest bound twice once). */
+  route(routingKey: string, headers: FieldTable | undefined, out: RouteOut<T>): void;
   /** Number of bindings held. */
   readonly size: number;
 }

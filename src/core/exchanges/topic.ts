@@ -1,4 +1,5 @@
 import type { FieldTable } from '../types.js';
+import type { RouteOut } from '../routing/route-set.js';
 import { TopicTrie } from '../routing/topic-trie.js';
 import type { Router } from './router.js';
 
@@ -14,7 +15,7 @@ export class TopicRouter<T> implements Router<T> {
     this.trie.remove(routingKey, dest);
   }
 
-  route(routingKey: string, _headers: FieldTable | undefined, out: Set<T>): void {
+  route(routingKey: string, _headers: FieldTable | undefined, out: RouteOut<T>): void {
     this.trie.match(routingKey, out);
   }
 

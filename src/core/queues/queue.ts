@@ -154,6 +154,8 @@ export interface QueueReplica {
  * memory run out. Transient messages arriving meanwhile wait in memory behind them (`tail`).
  */
 export class Queue implements PageSink {
+  /** Routing's mark (see RouteSet): which publish last took this queue. */
+  routeMark = 0;
   /** Key for the store: `<vhost>/<name>` is unique broker-wide. */
   readonly id: string;
   /** Made with the first consumer at its exact size (a pushed-to empty array reserves 17 slots). */

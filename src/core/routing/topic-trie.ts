@@ -9,6 +9,7 @@
  * patterns live in a trie with dedicated `*` and `#` children; every node counts the bindings at or
  * below it and is pruned when that count reaches zero, as RabbitMQ's trie is on unbind.
  */
+import type { RouteOut } from './route-set.js';
 
 /** A DestinationSet finds a destination by scanning up to this many, by a Map beyond. */
 const INDEX_ABOVE = 8;
@@ -80,7 +81,7 @@ export class DestinationSet<T> {
   }
 
   /** Adds every distinct destination to `out`. */
-  addTo(out: Set<T>): void {
+  addTo(out: RouteOut<T>): void {
     const items = this.items;
     for (let i = 0; i < items.length; i++) out.add(items[i] as T);
   }
@@ -215,7 +216,7 @@ export class TopicTrie<T> {
   }
 
   /** Adds to `out` every destination bound to a pattern that matches `routingKey`. */
-  match(routingKey: string, out: Set<T>): void {
+  match(routingKey: string, out: RouteOut<T>): void {
     const literal = this.literals.get(routingKey);
     if (literal !== undefined) literal.addTo(out);
     if (this.root.refs === 0) return;
@@ -260,7 +261,7 @@ export class TopicTrie<T> {
   }
 
   /** `node` has consumed words[0..i). */
-  private walk(node: TrieNode<T>, words: readonly string[], i: number, out: Set<T>): void {
+  private walk(node: TrieNode<T>, words: readonly string[], i: number, out: RouteOut<T>): void {
     const hash = node.hash;
     if (hash !== undefined) {
       // '#' eats words[i..j) for every j; skip the indices this '#' node was already entered at.
