@@ -8,6 +8,7 @@ import { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.
 import { ReplicatedQueues } from './replicated-queues.js';
 import { ClusterPeers } from './ops.js';
 import { TransientRouting } from './transient-routing.js';
+import { DirectReplies } from './direct-reply.js';
 
 export { EngineError, NoResponderError } from './engine.js';
 export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, LogMessage, LogOptions, LogStatus, ReplicatedLog } from './engine.js';
@@ -15,6 +16,7 @@ export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
 export { QueueForwarding, DEFAULT_FORWARD_MAX_IN_FLIGHT_BYTES, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
 export { TransientRouting, encodeKey, encodeToken, interestSubjects } from './transient-routing.js';
+export { DirectReplies } from './direct-reply.js';
 export { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
 export { ReplicatedQueues, DEFAULT_ACK_WAIT_MS } from './replicated-queues.js';
 export { ClusterPeers, type PeerAnswers, type PeerReply, type PeerRequest } from './ops.js';
@@ -53,6 +55,8 @@ export interface ClusterMembership {
   readonly forwarding: QueueForwarding;
   /** Publishes to this node's transient subscribers from every node, and from here to theirs. */
   readonly transient: TransientRouting;
+  /** Direct replies to requesters on other nodes, and from other nodes to this node's. */
+  readonly replies: DirectReplies;
   /** Consumers here of queues homed elsewhere, and proxies here for consumers elsewhere. */
   readonly remoteConsumers: RemoteConsumers;
   /** The replicated queues (quorum queues, `ha-mode` policies) on the engine's logs. */
@@ -139,6 +143,8 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     for (const vh of opts.core.vhosts.values()) for (const q of vh.queues.values()) replicated.attach(q);
     const transient = new TransientRouting(opts.core, engine.bus, opts.cluster, opts.nodeName, log, interestKv);
     await transient.start();
+    const replies = new DirectReplies(opts.core, engine.bus, opts.cluster, opts.nodeName, log, (node) => registry.isRunning(node));
+    replies.start();
     const joined = engine;
     const peers = new ClusterPeers(engine.bus, opts.cluster, opts.nodeName, () => registry.nodes(), log);
     engine.onStatus((connected) => {
@@ -155,6 +161,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       registry,
       forwarding,
       transient,
+      replies,
       remoteConsumers,
       replicated,
       peers,
@@ -169,6 +176,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       stop: () =>
         (stopping ??= (async () => {
           peers.stop();
+          replies.stop();
           await transient.stop();
           definitions.stop();
           replicated.stop();

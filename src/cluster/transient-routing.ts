@@ -99,6 +99,27 @@ export function interestSubjects(base: string, type: string, key: string): strin
   return [prefix, `${prefix}.>`];
 }
 
+/**
+ * A message as it travels between nodes, after what its kind of record puts first: str16 vhost |
+ * str16 exchange | str16 routing key | properties (the store's codec) | bytes32 body.
+ */
+export function writeCarried(w: ByteWriter, vhost: string, exchange: string, msg: Message): void {
+  w.str16(vhost);
+  w.str16(exchange);
+  w.str16(msg.routingKey);
+  writeProperties(w, msg.properties);
+  w.bytes32(msg.body);
+}
+
+/** Reads what {@link writeCarried} wrote after the vhost (read first, so an unknown one stops there). */
+export function readCarried(r: ByteReader): Message {
+  const exchange = r.str16();
+  const routingKey = r.str16();
+  const properties = readProperties(r);
+  const body = Buffer.from(r.bytes32()); // owned: the bus may reuse its buffer
+  return { exchange, routingKey, properties, body };
+}
+
 /** What one binding or queue holds: its subjects, under one exchange's prefix. */
 interface Held {
   readonly base: string;
@@ -340,11 +361,7 @@ export class TransientRouting implements RoutingRelay {
     w.u8(VERSION);
     w.str16(this.origin);
     w.u64(++this.seq);
-    w.str16(vhost.name);
-    w.str16(ex.name);
-    w.str16(msg.routingKey);
-    writeProperties(w, msg.properties);
-    w.bytes32(msg.body);
+    writeCarried(w, vhost.name, ex.name, msg);
     const subject = `${base}.${encodeKey(msg.routingKey)}`;
     try {
       this.bus.publish(subject, Buffer.from(w.buf.subarray(0, w.pos)));
@@ -373,12 +390,10 @@ export class TransientRouting implements RoutingRelay {
       this.lastSeen.set(origin, seq);
       const vhost = this.core.vhosts.get(r.str16());
       if (vhost === undefined) return;
-      const ex = vhost.exchanges.get(r.str16());
+      const msg = readCarried(r);
+      const ex = vhost.exchanges.get(msg.exchange);
       if (ex === undefined) return;
-      const routingKey = r.str16();
-      const properties = readProperties(r);
-      const body = Buffer.from(r.bytes32()); // owned: the bus may reuse its buffer
-      const result = vhost.publishFromPeer(ex, { exchange: ex.name, routingKey, properties, body });
+      const result = vhost.publishFromPeer(ex, msg);
       if (result.routed > 0) this.stats.routed++;
       result.settled.catch(() => undefined);
     } catch (e) {
