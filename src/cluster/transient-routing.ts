@@ -155,6 +155,11 @@ export class TransientRouting implements RoutingRelay {
   private readonly onMessage = (data: Uint8Array): void => this.received(data);
   private running = false;
   readonly stats = { sent: 0, skipped: 0, dropped: 0, received: 0, routed: 0, duplicates: 0 };
+  /**
+   * Non-exclusive non-durable queues known cluster-wide (see transient-queues.ts): set, they are
+   * told to it and not reached by name over the bus (other nodes forward to them).
+   */
+  shared: { added(vhost: VHost, q: Queue): void; removed(vhost: VHost, q: Queue): void } | undefined;
 
   constructor(
     private readonly core: Core,
@@ -293,12 +298,15 @@ export class TransientRouting implements RoutingRelay {
   }
 
   queueAdded(vhost: VHost, q: Queue): void {
+    // A queue shared cluster-wide: the other nodes route to it by name and forward to it.
+    if (this.shared !== undefined && !q.exclusive) return this.shared.added(vhost, q);
     if (this.held.has(q)) return;
     const base = this.base(vhost.name, '');
     this.take(q, base, [`${base}.${encodeKey(q.name)}`]);
   }
 
-  queueRemoved(_vhost: VHost, q: Queue): void {
+  queueRemoved(vhost: VHost, q: Queue): void {
+    if (this.shared !== undefined && !q.exclusive) this.shared.removed(vhost, q);
     this.release(q);
   }
 
