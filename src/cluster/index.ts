@@ -8,6 +8,8 @@ import { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.
 import { ReplicatedQueues } from './replicated-queues.js';
 import { ClusterPeers } from './ops.js';
 import { TransientRouting } from './transient-routing.js';
+import { DirectReplies } from './direct-reply.js';
+import { TransientQueues } from './transient-queues.js';
 
 export { EngineError, NoResponderError } from './engine.js';
 export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, LogMessage, LogOptions, LogStatus, ReplicatedLog } from './engine.js';
@@ -15,6 +17,8 @@ export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';
 export { QueueForwarding, DEFAULT_FORWARD_MAX_IN_FLIGHT_BYTES, DEFAULT_FORWARD_TIMEOUT_MS } from './queue-forwarding.js';
 export { TransientRouting, encodeKey, encodeToken, interestSubjects } from './transient-routing.js';
+export { DirectReplies } from './direct-reply.js';
+export { TransientQueues, transientQueueKey } from './transient-queues.js';
 export { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
 export { ReplicatedQueues, DEFAULT_ACK_WAIT_MS } from './replicated-queues.js';
 export { ClusterPeers, type PeerAnswers, type PeerReply, type PeerRequest } from './ops.js';
@@ -53,6 +57,10 @@ export interface ClusterMembership {
   readonly forwarding: QueueForwarding;
   /** Publishes to this node's transient subscribers from every node, and from here to theirs. */
   readonly transient: TransientRouting;
+  /** Direct replies to requesters on other nodes, and from other nodes to this node's. */
+  readonly replies: DirectReplies;
+  /** This node's non-exclusive transient queues announced to the others, and stand-ins for theirs. */
+  readonly transientQueues: TransientQueues;
   /** Consumers here of queues homed elsewhere, and proxies here for consumers elsewhere. */
   readonly remoteConsumers: RemoteConsumers;
   /** The replicated queues (quorum queues, `ha-mode` policies) on the engine's logs. */
@@ -111,11 +119,12 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
   const ttlMs = opts.ttlMs ?? DEFAULT_NODE_TTL_MS;
   const prefix = `warren_${opts.cluster}`;
   try {
-    const [defsKv, nodesKv, aliveKv, interestKv] = await Promise.all([
+    const [defsKv, nodesKv, aliveKv, interestKv, transientKv] = await Promise.all([
       engine.openKV(`${prefix}_definitions`, { replicas }),
       engine.openKV(`${prefix}_nodes`, { replicas }),
       engine.openKV(`${prefix}_alive`, { replicas, ttlMs }),
       engine.openKV(`${prefix}_interest`, { replicas }),
+      engine.openKV(`${prefix}_transient`, { replicas }),
     ]);
     const registry = new NodeRegistry(opts.core, nodesKv, aliveKv, opts.nodeName, opts.version, { heartbeatMs: opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, ttlMs }, log);
     await registry.start();
@@ -137,8 +146,23 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     // Queues this node recovered from its own store that the cluster had already: replicated ones
     // are served from their logs.
     for (const vh of opts.core.vhosts.values()) for (const q of vh.queues.values()) replicated.attach(q);
+    const transientQueues = new TransientQueues(
+      opts.core,
+      transientKv,
+      opts.nodeName,
+      log,
+      (q, home) => {
+        forwarding.place(q, home);
+        remoteConsumers.place(q, home);
+      },
+      (node) => registry.isRunning(node),
+    );
+    await transientQueues.start();
     const transient = new TransientRouting(opts.core, engine.bus, opts.cluster, opts.nodeName, log, interestKv);
+    transient.shared = transientQueues;
     await transient.start();
+    const replies = new DirectReplies(opts.core, engine.bus, opts.cluster, opts.nodeName, log, (node) => registry.isRunning(node));
+    replies.start();
     const joined = engine;
     const peers = new ClusterPeers(engine.bus, opts.cluster, opts.nodeName, () => registry.nodes(), log);
     engine.onStatus((connected) => {
@@ -155,11 +179,13 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       registry,
       forwarding,
       transient,
+      replies,
+      transientQueues,
       remoteConsumers,
       replicated,
       peers,
       nodes: () => registry.nodes(),
-      homeOf: (vhost, queue) => definitions.homeOf(vhost, queue),
+      homeOf: (vhost, queue) => definitions.homeOf(vhost, queue) ?? transientQueues.homeOf(vhost, queue),
       replicationOf: async (vhost, queue) => {
         const q = opts.core.vhosts.get(vhost)?.queues.get(queue);
         return q === undefined ? undefined : replicated.status(q);
@@ -169,6 +195,8 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       stop: () =>
         (stopping ??= (async () => {
           peers.stop();
+          replies.stop();
+          await transientQueues.stop();
           await transient.stop();
           definitions.stop();
           replicated.stop();

@@ -99,6 +99,27 @@ export function interestSubjects(base: string, type: string, key: string): strin
   return [prefix, `${prefix}.>`];
 }
 
+/**
+ * A message as it travels between nodes, after what its kind of record puts first: str16 vhost |
+ * str16 exchange | str16 routing key | properties (the store's codec) | bytes32 body.
+ */
+export function writeCarried(w: ByteWriter, vhost: string, exchange: string, msg: Message): void {
+  w.str16(vhost);
+  w.str16(exchange);
+  w.str16(msg.routingKey);
+  writeProperties(w, msg.properties);
+  w.bytes32(msg.body);
+}
+
+/** Reads what {@link writeCarried} wrote after the vhost (read first, so an unknown one stops there). */
+export function readCarried(r: ByteReader): Message {
+  const exchange = r.str16();
+  const routingKey = r.str16();
+  const properties = readProperties(r);
+  const body = Buffer.from(r.bytes32()); // owned: the bus may reuse its buffer
+  return { exchange, routingKey, properties, body };
+}
+
 /** What one binding or queue holds: its subjects, under one exchange's prefix. */
 interface Held {
   readonly base: string;
@@ -134,6 +155,11 @@ export class TransientRouting implements RoutingRelay {
   private readonly onMessage = (data: Uint8Array): void => this.received(data);
   private running = false;
   readonly stats = { sent: 0, skipped: 0, dropped: 0, received: 0, routed: 0, duplicates: 0 };
+  /**
+   * Non-exclusive non-durable queues known cluster-wide (see transient-queues.ts): set, they are
+   * told to it and not reached by name over the bus (other nodes forward to them).
+   */
+  shared: { added(vhost: VHost, q: Queue): void; removed(vhost: VHost, q: Queue): void } | undefined;
 
   constructor(
     private readonly core: Core,
@@ -272,12 +298,15 @@ export class TransientRouting implements RoutingRelay {
   }
 
   queueAdded(vhost: VHost, q: Queue): void {
+    // A queue shared cluster-wide: the other nodes route to it by name and forward to it.
+    if (this.shared !== undefined && !q.exclusive) return this.shared.added(vhost, q);
     if (this.held.has(q)) return;
     const base = this.base(vhost.name, '');
     this.take(q, base, [`${base}.${encodeKey(q.name)}`]);
   }
 
-  queueRemoved(_vhost: VHost, q: Queue): void {
+  queueRemoved(vhost: VHost, q: Queue): void {
+    if (this.shared !== undefined && !q.exclusive) this.shared.removed(vhost, q);
     this.release(q);
   }
 
@@ -340,11 +369,7 @@ export class TransientRouting implements RoutingRelay {
     w.u8(VERSION);
     w.str16(this.origin);
     w.u64(++this.seq);
-    w.str16(vhost.name);
-    w.str16(ex.name);
-    w.str16(msg.routingKey);
-    writeProperties(w, msg.properties);
-    w.bytes32(msg.body);
+    writeCarried(w, vhost.name, ex.name, msg);
     const subject = `${base}.${encodeKey(msg.routingKey)}`;
     try {
       this.bus.publish(subject, Buffer.from(w.buf.subarray(0, w.pos)));
@@ -373,12 +398,10 @@ export class TransientRouting implements RoutingRelay {
       this.lastSeen.set(origin, seq);
       const vhost = this.core.vhosts.get(r.str16());
       if (vhost === undefined) return;
-      const ex = vhost.exchanges.get(r.str16());
+      const msg = readCarried(r);
+      const ex = vhost.exchanges.get(msg.exchange);
       if (ex === undefined) return;
-      const routingKey = r.str16();
-      const properties = readProperties(r);
-      const body = Buffer.from(r.bytes32()); // owned: the bus may reuse its buffer
-      const result = vhost.publishFromPeer(ex, { exchange: ex.name, routingKey, properties, body });
+      const result = vhost.publishFromPeer(ex, msg);
       if (result.routed > 0) this.stats.routed++;
       result.settled.catch(() => undefined);
     } catch (e) {

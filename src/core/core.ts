@@ -13,7 +13,7 @@ import { CoreTotals } from './stats.js';
 import { Teardown, TEARDOWN_BUDGET_ITEMS, TEARDOWN_BUDGET_MS } from './teardown.js';
 import { TokenVerifier } from './token-auth.js';
 import type { ConnectionInfo } from './types.js';
-import { VHost, type RoutingRelay, type VHostContext } from './vhost.js';
+import { VHost, type ReplyRelay, type RoutingRelay, type VHostContext } from './vhost.js';
 
 export interface CoreOptions {
   persistence?: Persistence;
@@ -69,6 +69,8 @@ export class Core implements VHostContext {
   heldCodec: HeldCodec | undefined;
   /** Relays routing to the other nodes of a cluster; set when the node joins one. */
   relay: RoutingRelay | undefined;
+  /** Sends direct replies to requesters on the other nodes of a cluster; set when the node joins one. */
+  replies: ReplyRelay | undefined;
   private messageId = 0;
   private connectionId = 0;
 

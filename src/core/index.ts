@@ -64,8 +64,9 @@ export {
   type Definitions,
   type ImportReport,
   type ImportOptions,
+  type JsonValue,
 } from './definitions.js';
-export type { VHost, RoutingRelay } from './vhost.js';
+export type { VHost, ReplyRelay, RoutingRelay } from './vhost.js';
 export type { Queue, QueueForwarder, QueueReplica, RemoteQueue, RemoteTaken } from './queues/queue.js';
 /** Stream queues (`x-queue-type: stream`): an append-only log read from offsets. */
 export { StreamQueue } from './queues/stream-queue.js';
@@ -97,6 +98,6 @@ export {
 export { ConsumerTimeouts, oldestUnackedAge, oldestUnackedAt } from './consumer-timeout.js';
 export { DELAYED_EXCHANGE_TYPE, type DelayedStore } from './exchanges/delayed.js';
 /** Direct reply-to: the pseudo-queue name, the reply address prefix, and the per-vhost registry. */
-export { REPLY_TO_QUEUE, REPLY_TO_PREFIX, DirectReplyTo, type ReplyTarget } from './reply-to.js';
+export { REPLY_TO_QUEUE, REPLY_TO_PREFIX, DirectReplyTo, replyToken, replyNode, type ReplyTarget } from './reply-to.js';
 /** Bench-only per-message latency trace (WARREN_LATENCY_TRACE); null when off. */
 export { latencyTrace, LatencyTrace, TraceSpan, traceNow } from './latency-trace.js';

@@ -17,6 +17,24 @@ export interface ReplyTarget {
 }
 
 /**
+ * A token: 144 random bits (base64url, no `.`), and on a cluster node `.` and the node's name
+ * (base64url of its UTF-8), so that a reply published on any node finds the requester's node.
+ */
+export function replyToken(random: string, node: string | undefined): string {
+  return node === undefined ? random : `${random}.${Buffer.from(node, 'utf8').toString('base64url')}`;
+}
+
+/** The node a reply address (`amq.rabbitmq.reply-to.<token>`) or a token names; undefined when it names none. */
+export function replyNode(addressOrToken: string): string | undefined {
+  const token = addressOrToken.startsWith(REPLY_TO_PREFIX) ? addressOrToken.slice(REPLY_TO_PREFIX.length) : addressOrToken;
+  const m = /^[A-Za-z0-9_-]+\.([A-Za-z0-9_-]+)$/.exec(token);
+  if (m === null) return undefined;
+  const node = Buffer.from(m[1]!, 'base64url').toString('utf8');
+  // Only what a node wrote: its name encodes back to the same tag.
+  return Buffer.from(node, 'utf8').toString('base64url') === m[1] ? node : undefined;
+}
+
+/**
  * The direct reply-to registry of one vhost: token -> consumer. Replies go straight from the
  * responder's publish to the requester's sink: no queue, no buffer, no persistence, at most once.
  * A token is 144 random bits (not guessable), made when the consumer registers; it dies with it.
@@ -25,10 +43,13 @@ export class DirectReplyTo {
   /** By reply address (`amq.rabbitmq.reply-to.<token>`): a reply's routing key is looked up as it is. */
   private readonly targets = new Map<string, ReplyTarget>();
 
+  /** @param node This node's name in a cluster, named in every token (none: a single node). */
+  constructor(private readonly node: () => string | undefined = () => undefined) {}
+
   /** A fresh token, unknown to this registry. */
   newToken(): string {
     for (;;) {
-      const t = randomBytes(18).toString('base64url');
+      const t = replyToken(randomBytes(18).toString('base64url'), this.node());
       if (!this.targets.has(REPLY_TO_PREFIX + t)) return t;
     }
   }

@@ -12,7 +12,7 @@ import { Queue, type DeadLetterReason, type QueueHost } from './queues/queue.js'
 import { StreamQueue } from './queues/stream-queue.js';
 import { QUORUM } from './queues/quorum.js';
 import { queueTypeOf } from './queues/queue-type.js';
-import { DirectReplyTo, REPLY_TO_PREFIX } from './reply-to.js';
+import { DirectReplyTo, REPLY_TO_PREFIX, replyNode } from './reply-to.js';
 import { RouteSet } from './routing/route-set.js';
 import {
   SETTLED,
@@ -41,6 +41,18 @@ export interface VHostContext {
   readonly heldCodec?: HeldCodec | undefined;
   /** A cluster node's relay of node-local routing to the other nodes (none: a single node). */
   readonly relay?: RoutingRelay | undefined;
+  /** A cluster node's passage for direct replies to requesters on other nodes (none: a single node). */
+  readonly replies?: ReplyRelay | undefined;
+}
+
+/**
+ * Direct replies across the nodes of a cluster: this node's name goes into the tokens it makes,
+ * and a reply to a token naming another node is handed here to go there.
+ */
+export interface ReplyRelay {
+  readonly nodeName: string;
+  /** Sends a reply (its routing key a reply address naming another node) there; false when it cannot go. */
+  send(vhost: VHost, msg: Message): boolean;
 }
 
 /**
@@ -105,6 +117,22 @@ const REJECTED_BY_QUEUE = (): Promise<void> => {
 
 const NO_QUEUES: readonly Queue[] = [];
 
+/** A routed message as the core keeps it: stored once, shared by every queue it reaches. */
+function storedOf(msg: Message, id: number, publisherId: number, persistent: boolean): StoredMessage {
+  return {
+    exchange: msg.exchange,
+    routingKey: msg.routingKey,
+    properties: msg.properties,
+    body: msg.body,
+    rawProperties: msg.rawProperties,
+    id,
+    size: msg.body.length + 64,
+    persistent,
+    refs: 0,
+    publisherId,
+  };
+}
+
 export function checkName(kind: 'queue' | 'exchange', name: string): void {
   if (Buffer.byteLength(name) > 255) throw BrokerError.precondition(`${kind} name too long`);
 }
@@ -139,7 +167,7 @@ export class VHost implements QueueHost, DelayedHost {
   private readonly outSet = new RouteSet<Queue>();
   private publishDepth = 0;
   /** Direct reply-to consumers of this vhost, by token (`amq.rabbitmq.reply-to.<token>`). */
-  readonly directReply = new DirectReplyTo();
+  readonly directReply = new DirectReplyTo(() => this.ctx.replies?.nodeName);
 
   constructor(
     readonly name: string,
@@ -436,32 +464,37 @@ export class VHost implements QueueHost, DelayedHost {
    * A publish to `amq.rabbitmq.reply-to.<token>` on the default exchange goes straight to that
    * token's consumer: no queue, no persistence, settled at once. A token nobody holds any more
    * (the requester went away) or a reply its sink cannot take is dropped: `routed` 0, so a
-   * mandatory publish is returned.
+   * mandatory publish is returned. On a cluster node, a token naming another node is sent there
+   * (routed, at most once: that node drops it if its requester is gone).
    */
   private publishReply(ex: Exchange, msg: Message, publisherId: number): PublishResult {
     this.ctx.counters.published++;
     ex.stats.publishIn++;
-    const target = this.directReply.lookup(msg.routingKey);
-    if (target !== undefined) {
-      const stored: StoredMessage = {
-        exchange: msg.exchange,
-        routingKey: msg.routingKey,
-        properties: msg.properties,
-        body: msg.body,
-        rawProperties: msg.rawProperties,
-        id: this.ctx.nextMessageId(),
-        size: msg.body.length + 64,
-        persistent: false,
-        refs: 0,
-        publisherId,
-      };
-      if (target.channel.deliverReply(target, stored)) {
+    const relay = this.ctx.replies;
+    if (this.replyHere(msg, publisherId)) {
+      ex.stats.publishOut++;
+      return REPLIED;
+    }
+    if (relay !== undefined) {
+      // This node's own tokens name it: a reply to one of them that found nobody stays dropped.
+      const node = replyNode(msg.routingKey);
+      if (node !== undefined && node !== relay.nodeName && relay.send(this, msg)) {
         ex.stats.publishOut++;
         return REPLIED;
       }
     }
     this.ctx.counters.unroutable++;
     return NOT_ROUTED;
+  }
+
+  /**
+   * Delivers a direct reply to this node's requester holding its token; false when there is none
+   * (gone) or its sink could not take it. Replies from other nodes of a cluster come in here.
+   */
+  replyHere(msg: Message, publisherId: number): boolean {
+    const target = this.directReply.lookup(msg.routingKey);
+    if (target === undefined) return false;
+    return target.channel.deliverReply(target, storedOf(msg, this.ctx.nextMessageId(), publisherId, false));
   }
 
   /** The holder of an exchange's delayed messages, created on first use. */
@@ -495,18 +528,7 @@ export class VHost implements QueueHost, DelayedHost {
         this.ctx.counters.unroutable++;
         return NOT_ROUTED;
       }
-      const stored: StoredMessage = {
-        exchange: msg.exchange,
-        routingKey: msg.routingKey,
-        properties: msg.properties,
-        body: msg.body,
-        rawProperties: msg.rawProperties,
-        id: this.ctx.nextMessageId(),
-        size: msg.body.length + 64,
-        persistent: msg.properties.deliveryMode === 2,
-        refs: 0,
-        publisherId,
-      };
+      const stored = storedOf(msg, this.ctx.nextMessageId(), publisherId, msg.properties.deliveryMode === 2);
       let pending: Promise<void> | undefined;
       let extra: Promise<void>[] | undefined;
       let rejected = false;

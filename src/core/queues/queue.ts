@@ -748,7 +748,8 @@ export class Queue implements PageSink {
     if (this.expires === undefined || this.deleted) return;
     if (this.expiresTimer) clearTimeout(this.expiresTimer);
     this.expiresTimer = undefined;
-    if (this.consumers.length > 0) return;
+    // A queue homed on another node expires there (its stand-in here goes with it).
+    if (this.consumers.length > 0 || this.remote !== undefined) return;
     this.armExpires(Date.now() + this.expires);
   }
 

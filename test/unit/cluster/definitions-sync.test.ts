@@ -155,15 +155,22 @@ describe('definitions replicated through the cluster bucket', () => {
     expect(b.m.definitions.homeOf('/', 'late')).toBe('n1');
   });
 
-  test('transient and exclusive queues stay on their node', async () => {
+  test('a non-exclusive transient queue is known on every node as a stand-in, not a definition; an exclusive one stays on its node', async () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     const b = await node('n2');
     vhostOf(a.core).declareQueue('scratch', { durable: false, autoDelete: false, arguments: {} }, false, 0);
+    vhostOf(a.core).declareQueue('mine', { durable: false, exclusive: true, arguments: {} }, false, 7);
     vhostOf(a.core).declareQueue('kept', durable, false, 0);
     await a.core.persistence.definitionsSettled();
     await waitFor(() => vhostOf(b.core).queues.has('kept'), 2000, 'durable queue on n2');
-    expect(vhostOf(b.core).queues.has('scratch')).toBe(false);
+    const standIn = await waitFor(() => vhostOf(b.core).queues.get('scratch'), 2000, 'transient queue on n2');
+    expect(standIn.durable).toBe(false);
+    expect(b.m.homeOf('/', 'scratch')).toBe('n1');
+    expect(b.m.definitions.homeOf('/', 'scratch')).toBeUndefined();
+    expect(vhostOf(b.core).queues.has('mine')).toBe(false);
+    vhostOf(a.core).deleteQueue('scratch', false, false, 0);
+    await waitFor(() => !vhostOf(b.core).queues.has('scratch'), 2000, 'transient queue gone on n2');
   });
 });
 
