@@ -24,14 +24,26 @@ export function replyToken(random: string, node: string | undefined): string {
   return node === undefined ? random : `${random}.${Buffer.from(node, 'utf8').toString('base64url')}`;
 }
 
+function isBase64url(s: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    const ok = (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 || c === 95;
+    if (!ok) return false;
+  }
+  return true;
+}
+
 /** The node a reply address (`amq.rabbitmq.reply-to.<token>`) or a token names; undefined when it names none. */
 export function replyNode(addressOrToken: string): string | undefined {
   const token = addressOrToken.startsWith(REPLY_TO_PREFIX) ? addressOrToken.slice(REPLY_TO_PREFIX.length) : addressOrToken;
-  const m = /^[A-Za-z0-9_-]+\.([A-Za-z0-9_-]+)$/.exec(token);
-  if (m === null) return undefined;
-  const node = Buffer.from(m[1]!, 'base64url').toString('utf8');
-  // Only what a node wrote: its name encodes back to the same tag.
-  return Buffer.from(node, 'utf8').toString('base64url') === m[1] ? node : undefined;
+  // Parsed by hand, not by a regular expression: the routing key is the client's text.
+  const dot = token.indexOf('.');
+  if (dot <= 0 || dot === token.length - 1 || token.indexOf('.', dot + 1) !== -1) return undefined;
+  const tag = token.slice(dot + 1);
+  const node = Buffer.from(tag, 'base64url').toString('utf8');
+  // Only what a node wrote: its name encodes back to the same tag (and the random part is base64url).
+  if (Buffer.from(node, 'utf8').toString('base64url') !== tag || !isBase64url(token, 0, dot)) return undefined;
+  return node;
 }
 
 /**
