@@ -7,6 +7,7 @@ import { createLogger, reopenLog } from './logger.js';
 import { hoistConnectionOptions, registerAdminCommands } from './management/cli.js';
 import { VERSION } from './management/package-info.js';
 import { StoreError } from './store/errors.js';
+import { tuneEngineForBroker } from './engine-tuning.js';
 import { exportDefinitionsOffline, importDefinitionsOffline } from './store/offline.js';
 import { ConfigError, DEFAULTS, flagName, resolveOptions, envName } from './config.js';
 
@@ -84,6 +85,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
   );
 
   start.action(async (allFlags: Record<string, unknown>) => {
+    tuneEngineForBroker();
     const { workers: workersFlag, ...flags } = allFlags;
     let opts = resolveOptions(flags);
     if (workersFlag !== undefined) {
