@@ -10,8 +10,8 @@ import { netnsUnavailable, startNetnsCluster, type NetnsCluster } from '../helpe
  * A network partition: three namespaces on a bridge, a nats-server and a Warren node in each; the
  * namespace whose NATS server leads a replicated queue's stream is cut off the bridge while
  * publishers with confirms run on both sides, then put back. The minority side confirms nothing
- * and says so within bounded time; the majority carries on; after the heal every confirmed
- * message is delivered.
+ * and says so within bounded time, and a declare it refused leaves nothing behind; the majority
+ * carries on; after the heal every confirmed message is delivered.
  */
 
 const unavailable = await netnsUnavailable();
@@ -32,6 +32,21 @@ describe.skipIf(unavailable !== undefined)('a replicated queue across a network 
     await cluster?.stop();
   });
 
+  /** A passive declare of `queue` on `url`: 'ok', or the error the channel was closed with. */
+  const passiveDeclare = async (url: string, queue: string): Promise<string> => {
+    const c = await amqp.connect(url);
+    c.on('error', () => undefined);
+    try {
+      const ch = await c.createChannel();
+      ch.on('error', () => undefined);
+      return await ch.checkQueue(queue).then(
+        () => 'ok',
+        (e: Error) => e.message,
+      );
+    } finally {
+      await c.close().catch(() => undefined);
+    }
+  };
   const api = <T>(i: number, path: string): Promise<{ status: number; body: T }> => http<T>(cluster.nodes[i]!.httpPort, 'GET', path, { host: cluster.access[i] });
 
   test('minority: publishes nacked and a declare refused, in bounded time; majority: carries on; after the heal nothing confirmed is lost', async () => {
@@ -83,6 +98,9 @@ describe.skipIf(unavailable !== undefined)('a replicated queue across a network 
       expect(declared).toBe(false);
       expect(closedWith).toMatch(/541 \(INTERNAL-ERROR\) with message "INTERNAL_ERROR - the cluster did not take the change: node .n\d. does not reach a majority of the cluster.s NATS servers/);
       expect(tookMs).toBeLessThan(ANSWER_BOUND_MS);
+      // The refused declare left nothing behind: a passive declare says 404 there, as on the majority.
+      expect(await passiveDeclare(url(minority), 'split-later')).toMatch(/404 \(NOT-FOUND\)/);
+      expect(await passiveDeclare(url(majority[0]!), 'split-later')).toMatch(/404 \(NOT-FOUND\)/);
 
       // Every publish sent there since the cut is answered, with a nack, within the bound.
       const firstMinority = await waitFor(() => {
