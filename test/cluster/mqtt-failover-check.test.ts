@@ -84,6 +84,7 @@ describe('randomized failover of persistent MQTT sessions', { timeout: 90_000 },
 
     const published = [...probes, ...publishers.flatMap((p) => p.published)];
     const acked = publishers.flatMap((p) => [...p.acked]);
+    const unanswered = publishers.reduce((n, p) => n + p.published.length, 0) - acked.length;
     const resent = new Set(publishers.flatMap((p) => [...p.resent]));
     const drained = await subscriber.received(acked, 30_000);
     await subscriber.stop();
@@ -91,8 +92,8 @@ describe('randomized failover of persistent MQTT sessions', { timeout: 90_000 },
     const deliveries = subscriber.deliveries.map((d) => ({ id: d.id, redelivered: d.redelivered || resent.has(d.id) }));
     const verdict = checkDeliveries(published, acked, deliveries);
     console.log(
-      `MQTT failover check seed ${SEED} round ${round} (v${version}): ${victim} killed after ${killAfterMs} ms; published ${published.length}, PUBACKed ${acked.length}, ` +
-        `sent again ${resent.size}; subscriber connections ${subscriber.connections} (session present ${subscriber.resumedWithSession.join(',') || '-'}); ${describeVerdict(verdict)}`,
+      `MQTT failover check seed ${SEED} round ${round} (v${version}): ${victim} killed after ${killAfterMs} ms; published ${published.length - probes.length} (and ${probes.length} probes), ` +
+        `PUBACKed ${acked.length} (${unanswered} not), sent again ${resent.size}; subscriber connections ${subscriber.connections} (session present ${subscriber.resumedWithSession.join(',') || '-'}); ${describeVerdict(verdict)}`,
     );
     await cluster.start(victim, EXTRA);
 

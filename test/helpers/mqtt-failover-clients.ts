@@ -168,19 +168,29 @@ export class QosOnePublisher extends MqttFailoverClient {
     const deadline = Date.now() + ms;
     while ((this.unanswered.size > 0 || this.again.length > 0) && Date.now() < deadline) await sleep(10);
   }
+
+  /** Waits until `count` more ids than now are PUBACKed, or `ms` passes; resolves with whether they were. */
+  async acksGrowBy(count: number, ms: number): Promise<boolean> {
+    const target = this.acked.size + count;
+    const deadline = Date.now() + ms;
+    while (this.acked.size < target && Date.now() < deadline) await sleep(20);
+    return this.acked.size >= target;
+  }
 }
 
 /**
  * A subscriber with a persistent session (`version` 4: clean session false; 5: session expiry
  * `expirySeconds`, a clean start on the first connection only), subscribed at QoS 1 to `filter`
- * on its first connection; it resumes the session on the next node when its node dies. It records
- * every delivery in order, `redelivered` being the packet's DUP flag.
+ * until the broker grants it (on the first connection, normally); it resumes the session on the
+ * next node when its node dies. It records every delivery in order, `redelivered` being the
+ * packet's DUP flag.
  */
 export class SessionSubscriber extends MqttFailoverClient {
   readonly deliveries: Delivery[] = [];
   readonly ids = new Set<string>();
-  /** The CONNACK session-present flag of every connection after the first. */
+  /** The CONNACK session-present flag of every connection after the subscription was granted. */
   readonly resumedWithSession: boolean[] = [];
+  private subscribed = false;
 
   constructor(
     urls: () => string[],
@@ -207,8 +217,13 @@ export class SessionSubscriber extends MqttFailoverClient {
   }
 
   protected async session(c: MqttClient, sessionPresent: boolean): Promise<void> {
-    if (this.connections === 1) await c.subscribeAsync(this.filter, { qos: 1 });
-    else this.resumedWithSession.push(sessionPresent);
+    if (this.subscribed) {
+      this.resumedWithSession.push(sessionPresent);
+      return;
+    }
+    const granted = await c.subscribeAsync(this.filter, { qos: 1 });
+    if (granted.some((g) => g.qos !== 1)) throw new Error(`subscription to ${this.filter} refused`);
+    this.subscribed = true;
   }
 
   /** Waits until every id of `ids` was delivered, or `ms` passes; resolves with whether they were. */
