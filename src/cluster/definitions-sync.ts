@@ -74,6 +74,8 @@ const SECTIONS: Record<DefinitionKind, string> = {
 /** Removal order: what depends on something goes first. */
 const REMOVE_ORDER: DefinitionKind[] = ['b', 'q', 'x', 'P', 't', 'p', 'u', 'v'];
 const META: ReadonlySet<DefinitionKind> = new Set(['v', 'u', 'p', 't', 'P']);
+/** Kinds a refused declare of a new one is undone for on the local node, rather than written again. */
+const UNDONE_IF_REFUSED: ReadonlySet<DefinitionKind> = new Set(['x', 'q', 'b']);
 
 const ENC = new TextEncoder();
 const DEC = new TextDecoder();
@@ -303,6 +305,8 @@ export class DefinitionsSync implements Persistence {
     const writes: Promise<void>[] = [];
     /** Replicated queues' logs being created: waited for after the writes (whose failure says more). */
     const readies: Promise<void>[] = [];
+    /** New exchanges, queues and bindings the engine refused: undone here once the writes settle. */
+    const refused: Known[] = [];
     const put = (key: string, entry: DefinitionEntry | null): void => {
       const old = this.known.get(key);
       if (entry === null) {
@@ -310,7 +314,8 @@ export class DefinitionsSync implements Persistence {
         return;
       }
       const value = this.store(key, entry, old?.value.home);
-      if (old === undefined || old.raw !== value.raw) writes.push(this.write(key, value));
+      if (old === undefined) writes.push(this.write(key, value, UNDONE_IF_REFUSED.has(entry.kind) ? refused : undefined));
+      else if (old.raw !== value.raw) writes.push(this.write(key, value));
     };
     if (this.pendingMeta) {
       const now = metaEntries(this.core);
@@ -338,7 +343,13 @@ export class DefinitionsSync implements Persistence {
     this.pending.clear();
     this.pendingMeta = false;
     for (const r of readies) r.catch(noop);
-    Promise.all(writes)
+    Promise.allSettled(writes)
+      .then((results) => {
+        // Undone before the client hears of the failure: what it declared is nowhere.
+        this.undo(refused);
+        const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed !== undefined) throw failed.reason;
+      })
       .then(() => Promise.all(readies))
       .then(
         () => {
@@ -358,8 +369,12 @@ export class DefinitionsSync implements Persistence {
     return { kvKey: bucketKey(key), raw: JSON.stringify(value), value };
   }
 
-  /** Writes one key (null: deletes it), after every earlier write, and records it as ours. */
-  private write(key: string, k: Known | null): Promise<void> {
+  /**
+   * Writes one key (null: deletes it), after every earlier write, and records it as ours. With
+   * `refused`, a failed write of a new definition is not written again: it goes to `refused` for
+   * {@link undo}, unless its own write came back through the watch (it landed: the node keeps it).
+   */
+  private write(key: string, k: Known | null, refused?: Known[]): Promise<void> {
     const kvKey = k?.kvKey ?? this.known.get(key)?.kvKey ?? bucketKey(key);
     if (k === null) this.known.delete(key);
     else {
@@ -383,12 +398,38 @@ export class DefinitionsSync implements Persistence {
         const mq = this.mine.get(kvKey);
         const i = mq?.indexOf(raw) ?? -1;
         if (mq !== undefined && i >= 0) mq.splice(i, 1);
+        if (refused !== undefined && k !== null) {
+          // A later change of the key (a delete, a new value) settles it by its own write.
+          if (i >= 0 && this.known.get(key) === k) {
+            this.known.delete(key);
+            refused.push(k);
+            this.log.error({ err: e, key }, 'cluster: a new definition could not be written to the cluster; undone on this node');
+          }
+          throw e;
+        }
         if (this.known.get(key) === k) this.known.delete(key);
         this.log.error({ err: e, key }, 'cluster: a definition could not be written to the cluster; retrying');
         this.retryLater(key);
         throw e;
       },
     );
+  }
+
+  /**
+   * Removes from the core the new definitions the engine refused (their client got an error), so
+   * this node says what the cluster says: they do not exist. Dependents go first; one the node
+   * changed again since (or that came from the bucket meanwhile) stays.
+   */
+  private undo(refused: Known[]): void {
+    if (refused.length === 0) return;
+    refused.sort((a, b) => REMOVE_ORDER.indexOf(a.value.kind) - REMOVE_ORDER.indexOf(b.value.kind));
+    const local = allEntries(this.core);
+    for (const k of refused) {
+      if (this.known.has(k.value.key)) continue;
+      const entry = local.get(k.value.key);
+      if (entry === undefined || JSON.stringify(JSON.parse(entry.json)) !== JSON.stringify(k.value.def)) continue;
+      this.remove(k.value.key, k.value);
+    }
   }
 
   private readonly failedKeys = new Set<string>();

@@ -4,7 +4,7 @@ import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { waitFor } from '../helpers/broker.js';
 import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
-import { checkDeliveries, describeVerdict } from '../helpers/delivery-check.js';
+import { checkDeliveries, describeVerdict, seeded } from '../helpers/delivery-check.js';
 import { ConfirmingPublisher, RecordingConsumer } from '../helpers/failover-clients.js';
 import { http } from '../helpers/management.js';
 
@@ -28,18 +28,6 @@ const ACK_WAIT_MS = 3000;
 const NODES = ['n1', 'n2', 'n3'];
 /** Each publisher: one message every 2 ms, at most 50 unconfirmed. */
 const PACE = { window: 50, intervalMs: 2 };
-
-/** mulberry32: a small seeded generator of floats in [0, 1). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -4,14 +4,16 @@ import { waitFor } from '../helpers/broker.js';
 import { checkDeliveries, describeVerdict } from '../helpers/delivery-check.js';
 import { ConfirmingPublisher, RecordingConsumer } from '../helpers/failover-clients.js';
 import { http } from '../helpers/management.js';
+import { QosOnePublisher, SessionSubscriber } from '../helpers/mqtt-failover-clients.js';
 import { netnsUnavailable, startNetnsCluster, type NetnsCluster } from '../helpers/netns.js';
 
 /**
  * A network partition: three namespaces on a bridge, a nats-server and a Warren node in each; the
  * namespace whose NATS server leads a replicated queue's stream is cut off the bridge while
  * publishers with confirms run on both sides, then put back. The minority side confirms nothing
- * and says so within bounded time; the majority carries on; after the heal every confirmed
- * message is delivered.
+ * and says so within bounded time, and a declare it refused leaves nothing behind; the majority
+ * carries on; after the heal every confirmed message is delivered. The same for MQTT: QoS 1
+ * publishers on both sides, a persistent session on the majority.
  */
 
 const unavailable = await netnsUnavailable();
@@ -23,7 +25,7 @@ describe.skipIf(unavailable !== undefined)('a replicated queue across a network 
 
   beforeAll(async () => {
     cluster = await startNetnsCluster(3);
-    const extra = ['--cluster-ack-wait', '3000'];
+    const extra = ['--cluster-ack-wait', '3000', '--mqtt-port', '0'];
     await cluster.start(0, extra);
     await Promise.all([cluster.start(1, extra), cluster.start(2, extra)]);
   }, 90_000);
@@ -32,6 +34,21 @@ describe.skipIf(unavailable !== undefined)('a replicated queue across a network 
     await cluster?.stop();
   });
 
+  /** A passive declare of `queue` on `url`: 'ok', or the error the channel was closed with. */
+  const passiveDeclare = async (url: string, queue: string): Promise<string> => {
+    const c = await amqp.connect(url);
+    c.on('error', () => undefined);
+    try {
+      const ch = await c.createChannel();
+      ch.on('error', () => undefined);
+      return await ch.checkQueue(queue).then(
+        () => 'ok',
+        (e: Error) => e.message,
+      );
+    } finally {
+      await c.close().catch(() => undefined);
+    }
+  };
   const api = <T>(i: number, path: string): Promise<{ status: number; body: T }> => http<T>(cluster.nodes[i]!.httpPort, 'GET', path, { host: cluster.access[i] });
 
   test('minority: publishes nacked and a declare refused, in bounded time; majority: carries on; after the heal nothing confirmed is lost', async () => {
@@ -83,6 +100,9 @@ describe.skipIf(unavailable !== undefined)('a replicated queue across a network 
       expect(declared).toBe(false);
       expect(closedWith).toMatch(/541 \(INTERNAL-ERROR\) with message "INTERNAL_ERROR - the cluster did not take the change: node .n\d. does not reach a majority of the cluster.s NATS servers/);
       expect(tookMs).toBeLessThan(ANSWER_BOUND_MS);
+      // The refused declare left nothing behind: a passive declare says 404 there, as on the majority.
+      expect(await passiveDeclare(url(minority), 'split-later')).toMatch(/404 \(NOT-FOUND\)/);
+      expect(await passiveDeclare(url(majority[0]!), 'split-later')).toMatch(/404 \(NOT-FOUND\)/);
 
       // Every publish sent there since the cut is answered, with a nack, within the bound.
       const firstMinority = await waitFor(() => {
@@ -106,6 +126,65 @@ describe.skipIf(unavailable !== undefined)('a replicated queue across a network 
     const drained = await consumer.received(confirmed, 60_000);
     await consumer.stop();
     const verdict = checkDeliveries([...onMajority.published, ...onMinority.published], confirmed, consumer.deliveries);
+    expect(verdict.ok, describeVerdict(verdict)).toBe(true);
+    expect(drained).toBe(true);
+  });
+
+  test('MQTT: on the minority, a QoS 1 publish to a persistent session is not PUBACKed; after the heal nothing PUBACKed on the majority is lost', async () => {
+    const clientId = 'split-session';
+    const queue = `mqtt-subscription-${clientId}`;
+    const mqttUrl = (i: number): string => `mqtt://${cluster.access[i]}:${cluster.nodes[i]!.mqttPort!}`;
+    // The session is made on n1, offline while the stream's leader is looked up.
+    const maker = new SessionSubscriber(() => [0, 1, 2].map(mqttUrl), clientId, 'split/#', 4);
+    await maker.start();
+    await maker.stop();
+    for (const i of [0, 1, 2]) await waitFor(async () => (await api(i, `/api/queues/%2F/${queue}`)).status === 200, 15_000, `${queue} on n${i + 1}`);
+    const leader = await waitFor(async () => (await api<{ leader?: string }>(0, `/api/queues/%2F/${queue}`)).body.leader, 15_000, 'a stream leader');
+    const minority = cluster.nats.servers.findIndex((s) => s.name === leader);
+    expect(minority).toBeGreaterThanOrEqual(0);
+    const majority = [0, 1, 2].filter((i) => i !== minority);
+
+    // The session resumes on the majority; one publisher on each side.
+    const subscriber = new SessionSubscriber(() => [majority[1]!, majority[0]!].map(mqttUrl), clientId, 'split/#', 4);
+    await subscriber.start();
+    const onMajority = new QosOnePublisher(() => majority.map(mqttUrl), 'split/maj', 'mqtt-maj', { window: 10, intervalMs: 10 });
+    const onMinority = new QosOnePublisher(() => [mqttUrl(minority)], 'split/min', 'mqtt-min', { window: 10, intervalMs: 10 });
+    void onMajority.start();
+    void onMinority.start();
+    try {
+      expect(await onMajority.acksGrowBy(30, 20_000)).toBe(true);
+      expect(await onMinority.acksGrowBy(30, 20_000)).toBe(true);
+
+      await cluster.isolate(minority);
+      const ackedOnMinorityAtCut = new Set(onMinority.acked);
+      const sentOnMinorityAtCut = onMinority.published.length;
+
+      // The majority goes on: PUBACKs, and deliveries of them to the session.
+      expect(await onMajority.acksGrowBy(50, 45_000), 'majority PUBACKs during the partition').toBe(true);
+      expect(await subscriber.received(onMajority.acked, 20_000), 'majority deliveries during the partition').toBe(true);
+      // The minority was publishing meanwhile (or its client was disconnected): nothing PUBACKed.
+      const newlyAcked = (): string[] => [...onMinority.acked].filter((id) => !ackedOnMinorityAtCut.has(id));
+      const waiting = onMinority.published.filter((id, i) => i >= sentOnMinorityAtCut || !ackedOnMinorityAtCut.has(id));
+      expect(waiting.length, 'publishes on the minority waiting for an answer during the partition').toBeGreaterThan(0);
+      expect(newlyAcked(), 'minority PUBACKs during the partition').toEqual([]);
+      console.log(
+        `MQTT partition: minority n${minority + 1}: ${waiting.length} publishes without PUBACK during the partition, ` +
+          `${onMinority.published.length - sentOnMinorityAtCut} of them sent after the cut, publisher connections ${onMinority.connections}`,
+      );
+
+      await cluster.heal(minority);
+      // Healed: the minority side's publishes are PUBACKed again.
+      expect(await onMinority.acksGrowBy(20, 60_000), 'minority PUBACKs after the heal').toBe(true);
+    } finally {
+      await onMajority.stop();
+      await onMinority.stop();
+    }
+    const acked = [...onMajority.acked, ...onMinority.acked];
+    const drained = await subscriber.received(acked, 60_000);
+    await subscriber.stop();
+    const resent = new Set([...onMajority.resent, ...onMinority.resent]);
+    const deliveries = [...maker.deliveries, ...subscriber.deliveries].map((d) => ({ id: d.id, redelivered: d.redelivered || resent.has(d.id) }));
+    const verdict = checkDeliveries([...onMajority.published, ...onMinority.published], acked, deliveries);
     expect(verdict.ok, describeVerdict(verdict)).toBe(true);
     expect(drained).toBe(true);
   });

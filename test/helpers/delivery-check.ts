@@ -54,3 +54,26 @@ export function describeVerdict(v: DeliveryVerdict): string {
   const few = (ids: string[]): string => `${ids.length}${ids.length > 0 ? ` (${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ', ...' : ''})` : ''}`;
   return `delivered ${v.delivered} (${v.repeats} repeats); lost ${few(v.lost)}; unknown ${few(v.unknown)}; repeats without redelivered ${few(v.unflaggedRepeats)}`;
 }
+
+/** Waits until every id of `ids` is in `seen`, or `ms` passes; resolves with whether they were. */
+export async function deliveredWithin(seen: ReadonlySet<string>, ids: Iterable<string>, ms: number): Promise<boolean> {
+  const want = [...ids];
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (want.every((id) => seen.has(id))) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** mulberry32: a small seeded generator of floats in [0, 1), for failover checks that can be run again. */
+export function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}

@@ -1,5 +1,5 @@
 import amqp from 'amqplib';
-import type { Delivery } from './delivery-check.js';
+import { deliveredWithin, type Delivery } from './delivery-check.js';
 
 /**
  * AMQP clients that keep going through failures, for failover tests: each works against a list
@@ -180,13 +180,7 @@ export class RecordingConsumer extends FailoverClient {
   }
 
   /** Waits until every id of `ids` was delivered, or `ms` passes; resolves with whether they were. */
-  async received(ids: Iterable<string>, ms: number): Promise<boolean> {
-    const want = [...ids];
-    const deadline = Date.now() + ms;
-    for (;;) {
-      if (want.every((id) => this.ids.has(id))) return true;
-      if (Date.now() > deadline) return false;
-      await sleep(50);
-    }
+  received(ids: Iterable<string>, ms: number): Promise<boolean> {
+    return deliveredWithin(this.ids, ids, ms);
   }
 }

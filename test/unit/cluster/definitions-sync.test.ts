@@ -143,16 +143,67 @@ describe('definitions replicated through the cluster bucket', () => {
     expect((err as BrokerError).code).toBe(ReplyCode.INTERNAL_ERROR);
   });
 
-  test('a change the engine did not take is written again once it is back, and reaches the others', async () => {
+  test('a change of an existing definition the engine did not take is written again once it is back, and reaches the others', async () => {
     engine = new MemoryEngine();
     const a = await node('n1');
     const b = await node('n2');
-    engine.available = false;
     vhostOf(a.core).declareQueue('late', durable, false, 0);
-    await a.core.persistence.definitionsSettled().catch(() => undefined);
+    await a.core.persistence.definitionsSettled();
+    await waitFor(() => vhostOf(b.core).queues.has('late'), 2000, 'late on n2');
+    engine.available = false;
+    vhostOf(a.core).deleteQueue('late', false, false, 0);
+    await expect(a.core.persistence.definitionsSettled()).rejects.toBeInstanceOf(BrokerError);
     engine.available = true;
-    await waitFor(() => vhostOf(b.core).queues.has('late'), 3000, 'late on n2');
-    expect(b.m.definitions.homeOf('/', 'late')).toBe('n1');
+    await waitFor(() => !vhostOf(b.core).queues.has('late'), 3000, 'late gone on n2');
+  });
+
+  test('a new exchange, queue and binding the engine refused are undone on the node that declared them', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const b = await node('n2');
+    const v = vhostOf(a.core);
+    engine.available = false;
+    const x = v.declareExchange('refused-x', 'direct', { durable: true, autoDelete: false, internal: false, arguments: {} }, false);
+    const q = v.declareQueue('refused-q', durable, false, 0);
+    v.bind(x, q, 'k', {});
+    const err = await a.core.persistence.definitionsSettled().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as BrokerError).code).toBe(ReplyCode.INTERNAL_ERROR);
+    // Undone before the failure is reported: a passive declare says 404, as on every other node.
+    expect(v.exchanges.has('refused-x')).toBe(false);
+    expect(v.queues.has('refused-q')).toBe(false);
+    expect(() => v.declareQueue('refused-q', durable, true, 0)).toThrow(expect.objectContaining({ code: ReplyCode.NOT_FOUND }));
+    expect(() => v.declareExchange('refused-x', 'direct', { durable: true, autoDelete: false, internal: false, arguments: {} }, true)).toThrow(
+      expect.objectContaining({ code: ReplyCode.NOT_FOUND }),
+    );
+    // Not written again once the engine is back: the cluster never has it.
+    engine.available = true;
+    vhostOf(a.core).declareQueue('after', durable, false, 0);
+    await a.core.persistence.definitionsSettled();
+    await b.m.definitions.caughtUp();
+    expect(vhostOf(b.core).queues.has('after')).toBe(true);
+    await new Promise((r) => setTimeout(r, 600));
+    const bucket = engine.buckets.get('warren_test_definitions')!.entries;
+    expect(bucket.has(bucketKey(JSON.stringify(['q', '/', 'refused-q'])))).toBe(false);
+    expect(bucket.has(bucketKey(JSON.stringify(['x', '/', 'refused-x'])))).toBe(false);
+    expect(vhostOf(b.core).queues.has('refused-q')).toBe(false);
+    expect(v.queues.has('refused-q')).toBe(false);
+  });
+
+  test('a refused declare of a definition the cluster has leaves it in place', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const v = vhostOf(a.core);
+    v.declareQueue('kept-q', durable, false, 0);
+    await a.core.persistence.definitionsSettled();
+    engine.available = false;
+    v.declareQueue('kept-q', durable, false, 0);
+    v.declareQueue('new-q', durable, false, 0);
+    await expect(a.core.persistence.definitionsSettled()).rejects.toBeInstanceOf(BrokerError);
+    expect(v.queues.has('kept-q')).toBe(true);
+    expect(v.queues.has('new-q')).toBe(false);
   });
 
   test('a non-exclusive transient queue is known on every node as a stand-in, not a definition; an exclusive one stays on its node', async () => {
