@@ -1,7 +1,8 @@
-import amqp, { type ConsumeMessage } from 'amqplib';
+import type amqp from 'amqplib';
+import type { ConsumeMessage } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { waitFor } from '../helpers/broker.js';
-import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
+import { connectAmqp, startTestCluster, type TestCluster } from '../helpers/cluster.js';
 import { http } from '../helpers/management.js';
 import { RawStomp } from '../helpers/stomp.js';
 
@@ -21,7 +22,8 @@ describe('stream queues in a cluster', { timeout: 60_000 }, () => {
 
   beforeAll(async () => {
     cluster = await startTestCluster(3);
-    await Promise.all([cluster.start('n1'), cluster.start('n2', ['--stomp-port', '0'])]);
+    await cluster.start('n1');
+    await cluster.start('n2', ['--stomp-port', '0']);
   }, 40_000);
 
   afterAll(async () => {
@@ -29,12 +31,7 @@ describe('stream queues in a cluster', { timeout: 60_000 }, () => {
     await cluster?.stop();
   });
 
-  const connect = async (node: string): Promise<amqp.ChannelModel> => {
-    const c = await amqp.connect(`amqp://guest:guest@127.0.0.1:${cluster.nodes.get(node)!.amqpPort}`);
-    c.on('error', () => undefined);
-    conns.push(c);
-    return c;
-  };
+  const connect = (node: string): Promise<amqp.ChannelModel> => connectAmqp(cluster.nodes.get(node)!, conns);
 
   const publishConfirmed = async (node: string, bodies: string[]): Promise<void> => {
     const ch = await (await connect(node)).createConfirmChannel();
@@ -66,7 +63,7 @@ describe('stream queues in a cluster', { timeout: 60_000 }, () => {
       },
       { arguments: { 'x-stream-offset': offset } },
     );
-    await waitFor(() => got.length >= count, 15_000, () => `${count} from ${String(offset)} on ${node} (${got.length})`);
+    await waitFor(() => got.length >= count, 15_000, `${count} from ${JSON.stringify(offset)} on ${node}`);
     await ch.close();
     return got;
   };
