@@ -154,7 +154,7 @@ export class ReplicatedStreams implements QueueForwarder {
     const end = q.log.end;
     if (end + 1 < b.first || end > b.last) {
       // Behind the engine's first message, or past its last (a stream made again): start again there.
-      this.log.info({ vhost: q.host.name, queue: q.name, cached: end, first: b.first - 1, last: b.last }, "cluster: a stream's local copy starts again at the engine's first offset");
+      this.log.warn({ vhost: q.host.name, queue: q.name, cached: end, first: b.first - 1, last: b.last }, "cluster: a stream's local copy does not match the engine's stream: it is dropped and starts again at the engine's first offset");
       this.stats.restarts++;
       q.log.restartAt(b.first - 1);
     }
