@@ -320,17 +320,21 @@ class MemoryStream implements ReplicatedStream {
     return this.state.name;
   }
 
-  async append(data: Uint8Array, opts: { msgId: string }): Promise<number> {
+  /** After a turn, as over a network; throws when the engine is down or the stream was destroyed. */
+  private async reach(): Promise<MemoryStreamState> {
     await later();
     if (!this.engine.available) throw new Error('engine unavailable');
     if (this.engine.streams.get(this.state.name) !== this.state) throw new Error(`stream ${this.state.name} not found`);
-    return this.state.append(data, opts.msgId);
+    return this.state;
+  }
+
+  async append(data: Uint8Array, opts: { msgId: string }): Promise<number> {
+    return (await this.reach()).append(data, opts.msgId);
   }
 
   async bounds(): Promise<StreamBounds> {
-    await later();
-    if (!this.engine.available) throw new Error('engine unavailable');
-    return { first: this.state.first, last: this.state.lastSeq };
+    const st = await this.reach();
+    return { first: st.first, last: st.lastSeq };
   }
 
   follow(fromSeq: number, onEntry: (e: StreamEntry) => void): StreamFollow {
@@ -358,12 +362,13 @@ class MemoryStream implements ReplicatedStream {
   }
 
   async destroy(): Promise<void> {
-    await later();
-    if (!this.engine.available) throw new Error('engine unavailable');
-    if (this.engine.streams.get(this.state.name) === this.state) {
-      this.engine.streams.delete(this.state.name);
-      this.state.clear();
-    }
+    const st = await this.reach().catch((e: unknown) => {
+      if (!this.engine.available) throw e;
+      return undefined;
+    });
+    if (st === undefined) return;
+    this.engine.streams.delete(st.name);
+    st.clear();
   }
 }
 
