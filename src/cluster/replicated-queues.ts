@@ -115,7 +115,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
    * {@link isSessionQueue}).
    */
   replicasFor(q: Queue): number | undefined {
-    if (q.exclusive) return undefined;
+    // A stream is replicated as a stream (replicated-streams.ts), whatever policy matches it.
+    if (q.exclusive || q.type.name === 'stream') return undefined;
     const servers = this.engine.info.clusterSize;
     if (q.type.name === 'quorum') {
       const n = intOf(q.args['x-quorum-initial-group-size']);

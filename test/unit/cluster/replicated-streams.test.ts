@@ -76,6 +76,20 @@ describe('stream queues on the in-process engine', () => {
     expect(offsets(from3)).toEqual([3, 4, 5]);
   });
 
+  test("a stream matched by an 'ha-mode' policy is still a replicated stream, not a replicated queue", async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    a.core.policies.set({ vhost: '/', name: 'ha', pattern: '.*', applyTo: 'queues', definition: { 'ha-mode': 'all' }, priority: 0 });
+    testChannel(a.core).declareQueue('h', { durable: true, arguments: { 'x-queue-type': 'stream' } });
+    await a.core.persistence.definitionsSettled();
+    const q = streamOf(a.core, 'h')!;
+    expect([a.m.streams.has(q), a.m.replicated.has(q)]).toEqual([true, false]);
+    await publish(a.core, 'h', ['one']);
+    const r = read(a.core, 'h', 'first');
+    await waitFor(() => r.got.length === 1, 5000, 'one');
+    expect(offsets(r)).toEqual([0]);
+  });
+
   test('filter values travel with the message: a filtered reader on another node gets only its own', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1'), await node('n2')];
