@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { waitFor } from '../helpers/broker.js';
 import { connectAmqp, startTestCluster, type TestCluster } from '../helpers/cluster.js';
 import { http } from '../helpers/management.js';
+import { collect, connectMqtt, waitForCount } from '../helpers/mqtt.js';
 import { RawStomp } from '../helpers/stomp.js';
 
 /**
@@ -23,7 +24,7 @@ describe('stream queues in a cluster', { timeout: 60_000 }, () => {
   beforeAll(async () => {
     cluster = await startTestCluster(3);
     await cluster.start('n1');
-    await cluster.start('n2', ['--stomp-port', '0']);
+    await cluster.start('n2', ['--stomp-port', '0', '--mqtt-port', '0']);
   }, 40_000);
 
   afterAll(async () => {
@@ -85,7 +86,7 @@ describe('stream queues in a cluster', { timeout: 60_000 }, () => {
     order.push(...on2.map(([, b]) => b));
   });
 
-  test('next, a numeric offset and a timestamp on n1; a STOMP subscription from an offset on n2', async () => {
+  test('next, a numeric offset and a timestamp on n1; STOMP and MQTT subscriptions from an offset on n2', async () => {
     const ch = await (await connect('n1')).createChannel();
     await ch.prefetch(10);
     const next: number[] = [];
@@ -114,6 +115,13 @@ describe('stream queues in a cluster', { timeout: 60_000 }, () => {
     const f2 = await stomp.next('MESSAGE', 10_000);
     expect([f1.headers['x-stream-offset'], f2.headers['x-stream-offset'], f2.body.toString()]).toEqual(['59', '60', 'late']);
     stomp.end();
+
+    const mqtt = await connectMqtt(`mqtt://127.0.0.1:${cluster.nodes.get('n2')!.mqttPort!}`, { clientId: 'replayer', protocolVersion: 5 });
+    const got = collect(mqtt);
+    await mqtt.subscribeAsync('$stream/events/#', { qos: 1, properties: { userProperties: { 'stream-offset': '59' } } });
+    await waitForCount(got, 2, 10_000);
+    expect(got.map((m) => [m.packet.properties?.userProperties?.['x-stream-offset'], m.payload])).toEqual([['59', order[59]], ['60', 'late']]);
+    await mqtt.endAsync();
   });
 
   test('n1 killed: the stream is still readable on n2 with everything confirmed, and takes new publishes', async () => {
