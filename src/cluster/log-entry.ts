@@ -2,9 +2,10 @@ import type { Message, StoredMessage } from '../core/index.js';
 import { ByteReader, ByteWriter, readProperties, writeProperties } from '../store/index.js';
 import { NoResponderError } from './engine.js';
 
-/**
- * A message as the engine's logs and streams keep it:
- * u8 version | str16 exchange | str16 routing key | properties (the store's codec) | bytes32 body.
+/*
+ * What replicated queues and replicated streams share: a message as the engine's logs and streams
+ * keep it (u8 version | str16 exchange | str16 routing key | properties (the store's codec) |
+ * bytes32 body), appends retried under one message id, and the engine object opened on first use.
  */
 
 const VERSION = 1;
