@@ -271,6 +271,13 @@ export class DefinitionsSync implements Persistence {
     return this.inner.openQueue(queue);
   }
 
+  /** The node's own stream store (a stream's local copy), when it has a data directory. */
+  get openStream(): Persistence['openStream'] {
+    const inner = this.inner;
+    const open = inner.openStream;
+    return open === undefined ? undefined : (queue, limits) => open.call(inner, queue, limits);
+  }
+
   definitionsChanged(change?: DefinitionChange): Promise<void> {
     const local = this.inner.definitionsChanged(change);
     if (this.applying || !this.live) return local;

@@ -133,6 +133,51 @@ export interface ReplicatedLog {
   destroy(): Promise<void>;
 }
 
+/** How a replicated stream is kept: limits retention, oldest messages dropped first. */
+export interface StreamLogOptions {
+  /** Copies kept by the engine; capped by the number of servers it has. */
+  replicas: number;
+  /** Bytes kept; undefined: no limit. */
+  maxBytes?: number;
+  /** Messages older than this are dropped; undefined: no limit. */
+  maxAgeMs?: number;
+}
+
+/** One message of a replicated stream. */
+export interface StreamEntry {
+  readonly seq: number;
+  readonly data: Uint8Array;
+}
+
+/** The sequences a replicated stream holds: `first` is `last + 1` when it holds none. */
+export interface StreamBounds {
+  readonly first: number;
+  readonly last: number;
+}
+
+export interface StreamFollow {
+  stop(): void;
+}
+
+/**
+ * A replicated, append-only stream read by every node in full (a stream queue): messages stay
+ * until retention drops them, and sequences start at 1 and increase by one per message.
+ */
+export interface ReplicatedStream {
+  readonly name: string;
+  /** As {@link ReplicatedLog.append}: resolves with the sequence once a majority of replicas has it. */
+  append(data: Uint8Array, opts: { msgId: string }): Promise<number>;
+  bounds(): Promise<StreamBounds>;
+  /**
+   * Passes on every message from sequence `fromSeq` on (or the first still held, if retention
+   * dropped it), in order, without gaps or repeats, then each new one as it is appended, until
+   * stopped; across connection losses and server changes.
+   */
+  follow(fromSeq: number, onEntry: (e: StreamEntry) => void): StreamFollow;
+  /** Removes the stream and every message in it, for every node. */
+  destroy(): Promise<void>;
+}
+
 /** What the engine's server said about itself when the node connected. */
 export interface EngineInfo {
   readonly serverName: string;
@@ -151,6 +196,11 @@ export interface ClusterEngine {
    * `[-_A-Za-z0-9]`. Every connection opening the same name shares its messages and cursor.
    */
   openLog(name: string, opts: LogOptions): Promise<ReplicatedLog>;
+  /**
+   * Opens (creating it when it does not exist) a replicated stream; `name` as for
+   * {@link openLog}. A stream that exists keeps its replicas, its limits follow `opts`.
+   */
+  openStream(name: string, opts: StreamLogOptions): Promise<ReplicatedStream>;
   /** Called when the connection to the engine is lost for good or comes back. */
   onStatus(listener: (connected: boolean) => void): void;
   close(): Promise<void>;

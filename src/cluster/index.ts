@@ -6,6 +6,7 @@ import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-re
 import { QueueForwarding } from './queue-forwarding.js';
 import { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
 import { ReplicatedQueues } from './replicated-queues.js';
+import { ReplicatedStreams } from './replicated-streams.js';
 import { ClusterPeers } from './ops.js';
 import { TransientRouting } from './transient-routing.js';
 import { DirectReplies } from './direct-reply.js';
@@ -21,6 +22,7 @@ export { DirectReplies } from './direct-reply.js';
 export { TransientQueues, transientQueueKey } from './transient-queues.js';
 export { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
 export { ReplicatedQueues, DEFAULT_ACK_WAIT_MS } from './replicated-queues.js';
+export { ReplicatedStreams, DEFAULT_STREAM_REPLICAS } from './replicated-streams.js';
 export { ClusterPeers, type PeerAnswers, type PeerReply, type PeerRequest } from './ops.js';
 export { NodeRegistry, NodeNameTaken, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 
@@ -65,6 +67,8 @@ export interface ClusterMembership {
   readonly remoteConsumers: RemoteConsumers;
   /** The replicated queues (quorum queues, `ha-mode` policies) on the engine's logs. */
   readonly replicated: ReplicatedQueues;
+  /** The stream queues, each on a replicated stream of the engine with a local read cache. */
+  readonly streams: ReplicatedStreams;
   /** Requests to other nodes about their own objects (cluster-wide management listings). */
   readonly peers: ClusterPeers;
   /** Every node that has joined, running or not. */
@@ -135,17 +139,22 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     remoteConsumers.start();
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
     const replicated = new ReplicatedQueues(opts.core, engine, opts.cluster, opts.nodeName, log, opts.ackWaitMs);
+    const streams = new ReplicatedStreams(opts.core, engine, opts.cluster, opts.nodeName, log);
     definitions.placement = (q, home) => {
       if (replicated.attach(q)) return replicated.ready(q);
+      if (streams.attach(q)) return streams.ready(q);
       forwarding.place(q, home);
       remoteConsumers.place(q, home);
       return undefined;
     };
-    definitions.queueRemoved = (vhost, name) => replicated.removed(vhost, name);
+    definitions.queueRemoved = (vhost, name) => {
+      replicated.removed(vhost, name);
+      streams.removed(vhost, name);
+    };
     await definitions.start();
     // Queues this node recovered from its own store that the cluster had already: replicated ones
     // are served from their logs.
-    for (const vh of opts.core.vhosts.values()) for (const q of vh.queues.values()) replicated.attach(q);
+    for (const vh of opts.core.vhosts.values()) for (const q of vh.queues.values()) if (!replicated.attach(q)) streams.attach(q);
     const transientQueues = new TransientQueues(
       opts.core,
       transientKv,
@@ -183,6 +192,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       transientQueues,
       remoteConsumers,
       replicated,
+      streams,
       peers,
       nodes: () => registry.nodes(),
       homeOf: (vhost, queue) => definitions.homeOf(vhost, queue) ?? transientQueues.homeOf(vhost, queue),
@@ -200,6 +210,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
           await transient.stop();
           definitions.stop();
           replicated.stop();
+          streams.stop();
           forwarding.stop();
           remoteConsumers.stop();
           await registry.stop();

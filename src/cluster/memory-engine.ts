@@ -13,6 +13,11 @@ import {
   type LogOptions,
   type LogStatus,
   type ReplicatedLog,
+  type ReplicatedStream,
+  type StreamBounds,
+  type StreamEntry,
+  type StreamFollow,
+  type StreamLogOptions,
 } from './engine.js';
 
 /**
@@ -267,9 +272,110 @@ class MemoryLog implements ReplicatedLog {
 
 const later = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/** A stream with limits retention: every message stays until `dropBefore` (a test's retention) removes it. */
+export class MemoryStreamState {
+  lastSeq = 0;
+  /** Messages held, oldest first (sequences without gaps, ending at `lastSeq`). */
+  readonly entries: StreamEntry[] = [];
+  readonly ids = new Map<string, number>();
+  readonly followers = new Set<() => void>();
+
+  constructor(
+    readonly name: string,
+    public opts: StreamLogOptions,
+  ) {}
+
+  get first(): number {
+    return this.entries.length > 0 ? this.entries[0]!.seq : this.lastSeq + 1;
+  }
+
+  append(data: Uint8Array, msgId: string): number {
+    const known = this.ids.get(msgId);
+    if (known !== undefined) return known;
+    const seq = ++this.lastSeq;
+    this.entries.push({ seq, data });
+    this.ids.set(msgId, seq);
+    for (const f of this.followers) setImmediate(f);
+    return seq;
+  }
+
+  /** Retention: messages below `seq` go. */
+  dropBefore(seq: number): void {
+    while (this.entries.length > 0 && this.entries[0]!.seq < seq) this.entries.shift();
+  }
+
+  clear(): void {
+    this.entries.length = 0;
+    this.followers.clear();
+  }
+}
+
+class MemoryStream implements ReplicatedStream {
+  constructor(
+    private readonly engine: MemoryEngine,
+    private readonly state: MemoryStreamState,
+  ) {}
+
+  get name(): string {
+    return this.state.name;
+  }
+
+  /** After a turn, as over a network; throws when the engine is down or the stream was destroyed. */
+  private async reach(): Promise<MemoryStreamState> {
+    await later();
+    if (!this.engine.available) throw new Error('engine unavailable');
+    if (this.engine.streams.get(this.state.name) !== this.state) throw new Error(`stream ${this.state.name} not found`);
+    return this.state;
+  }
+
+  async append(data: Uint8Array, opts: { msgId: string }): Promise<number> {
+    return (await this.reach()).append(data, opts.msgId);
+  }
+
+  async bounds(): Promise<StreamBounds> {
+    const st = await this.reach();
+    return { first: st.first, last: st.lastSeq };
+  }
+
+  follow(fromSeq: number, onEntry: (e: StreamEntry) => void): StreamFollow {
+    const st = this.state;
+    let next = fromSeq;
+    let stopped = false;
+    const run = (): void => {
+      if (stopped || !this.engine.available) return;
+      if (next < st.first) next = st.first;
+      while (!stopped && next <= st.lastSeq) {
+        const e = st.entries[next - st.first];
+        if (e === undefined) break;
+        next = e.seq + 1;
+        onEntry(e);
+      }
+    };
+    st.followers.add(run);
+    setImmediate(run);
+    return {
+      stop: () => {
+        stopped = true;
+        st.followers.delete(run);
+      },
+    };
+  }
+
+  async destroy(): Promise<void> {
+    const st = await this.reach().catch((e: unknown) => {
+      if (!this.engine.available) throw e;
+      return undefined;
+    });
+    if (st === undefined) return;
+    this.engine.streams.delete(st.name);
+    st.clear();
+  }
+}
+
 export class MemoryEngine {
   readonly buckets = new Map<string, MemoryBucket>();
   readonly logs = new Map<string, MemoryLogState>();
+  readonly streams = new Map<string, MemoryStreamState>();
   readonly subs = new Set<Sub>();
   private readonly connections = new Set<MemoryConnection>();
   /** While false, every operation of every connection fails (the engine is unreachable). */
@@ -317,6 +423,7 @@ export class MemoryEngine {
   stop(): void {
     for (const b of this.buckets.values()) b.stop();
     for (const l of this.logs.values()) l.clear();
+    for (const st of this.streams.values()) st.clear();
     for (const c of [...this.connections]) void c.close();
   }
 }
@@ -445,6 +552,17 @@ class MemoryConnection implements ClusterEngine {
       this.engine.logs.set(name, l);
     }
     return new MemoryLog(this.engine, l);
+  }
+
+  async openStream(name: string, opts: StreamLogOptions): Promise<ReplicatedStream> {
+    await later();
+    if (!this.engine.available) throw new Error('engine unavailable');
+    let st = this.engine.streams.get(name);
+    if (!st) {
+      st = new MemoryStreamState(name, { ...opts, replicas: Math.max(1, Math.min(opts.replicas, this.info.clusterSize)) });
+      this.engine.streams.set(name, st);
+    } else st.opts = { ...opts, replicas: st.opts.replicas };
+    return new MemoryStream(this.engine, st);
   }
 
   onStatus(listener: (connected: boolean) => void): void {

@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { BrokerError, ReplyCode, type Core, type Queue, type QueueEntry, type QueueForwarder, type QueueReplica, type StoredMessage } from '../core/index.js';
 import type { Logger } from '../logger.js';
-import { ByteReader, ByteWriter, readProperties, writeProperties } from '../store/index.js';
-import { NoResponderError, type ClusterEngine, type LogMessage, type ReplicatedLog } from './engine.js';
+import { ByteReader, ByteWriter } from '../store/index.js';
+import type { ClusterEngine, LogMessage, ReplicatedLog } from './engine.js';
+import { appendRetried, decodeLogEntry, EngineOpen, encodeLogEntry } from './log-entry.js';
 
 /**
  * Replicated queues: a queue declared with `x-queue-type: quorum` (or matched by a policy with
@@ -20,11 +21,9 @@ import { NoResponderError, type ClusterEngine, type LogMessage, type ReplicatedL
  *   node that dies stops sending in-progress for what it held, and after the ack wait the log
  *   hands those messages to another node.
  *
- * Wire (a log entry): u8 version | str16 exchange | str16 routing key | properties (the store's
- * codec) | bytes32 body.
+ * A log entry is a message as log-entry.ts encodes it.
  */
 
-const VERSION = 1;
 /** The most messages asked of the log at once. */
 const MAX_PULL = 256;
 /**
@@ -41,23 +40,16 @@ const SHORT_POLL_MS = 50;
 const SHORT_POLL_BACKOFF_MS = 100;
 /** After a failed pull (engine unreachable), the next try. */
 const RETRY_MS = 1000;
-/** Attempts of one append (same message id) before the publish fails. */
-const APPEND_ATTEMPTS = 3;
-/**
- * Attempts of an append the engine answered with "nobody there" (a log created a moment ago
- * through another engine server, not known to this one yet): it answers at once, so more tries,
- * backing off from 50 ms to 800 ms (about 3 s in all).
- */
-const UNKNOWN_LOG_ATTEMPTS = 8;
+/** Attempts to open a queue's log for a publish before the publish fails. */
+const OPEN_ATTEMPTS = 3;
 export const DEFAULT_ACK_WAIT_MS = 30_000;
 export const DEFAULT_REPLICAS = 3;
 
 interface Link {
   readonly queue: Queue;
   readonly replicas: number;
-  /** The open in progress; a failed one is forgotten, so the next use tries again. */
-  opening: Promise<ReplicatedLog> | undefined;
-  log: ReplicatedLog | undefined;
+  /** The queue's log, opened (created when missing) on first use. */
+  readonly log: EngineOpen<ReplicatedLog>;
   /** Log sequences this node pulled and has not settled or given back. */
   readonly held: Set<number>;
   pulling: boolean;
@@ -123,7 +115,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
    * {@link isSessionQueue}).
    */
   replicasFor(q: Queue): number | undefined {
-    if (q.exclusive) return undefined;
+    // A stream is replicated as a stream (replicated-streams.ts), whatever policy matches it.
+    if (q.exclusive || q.type.name === 'stream') return undefined;
     const servers = this.engine.info.clusterSize;
     if (q.type.name === 'quorum') {
       const n = intOf(q.args['x-quorum-initial-group-size']);
@@ -169,7 +162,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     if (q.type.name !== 'quorum' && !isSessionQueue(q)) {
       this.log.info({ vhost: q.host.name, queue: q.name, replicas }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
     }
-    const link: Link = { queue: q, replicas, opening: undefined, log: undefined, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false, maxPulled: 0 };
+    const log = new EngineOpen(() => this.engine.openLog(this.logName(q.host.name, q.name), { replicas, ackWaitMs: this.ackWaitMs }));
+    const link: Link = { queue: q, replicas, log, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false, maxPulled: 0 };
     this.open(link).then(
       () => this.wanted(q),
       (err: unknown) => this.log.warn({ err, vhost: q.host.name, queue: q.name }, 'cluster: the replicated queue could not be opened on the engine yet; its next use tries again'),
@@ -190,23 +184,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     return this.open(link).then(() => undefined);
   }
 
-  /** The queue's log, opened (created when missing) on first use; a failed open is tried again by the next use. */
   private open(link: Link): Promise<ReplicatedLog> {
-    if (link.log !== undefined) return Promise.resolve(link.log);
-    if (link.opening !== undefined) return link.opening;
-    const q = link.queue;
-    const opening = this.engine.openLog(this.logName(q.host.name, q.name), { replicas: link.replicas, ackWaitMs: this.ackWaitMs });
-    link.opening = opening;
-    opening.then(
-      (l) => {
-        link.log = l;
-        link.opening = undefined;
-      },
-      () => {
-        link.opening = undefined;
-      },
-    );
-    return opening;
+    return link.log.get();
   }
 
   /** The queue is gone here (deleted, or no longer replicated). */
@@ -274,13 +253,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   forward(queue: Queue, msg: StoredMessage): Promise<void> {
     const link = this.links.get(queue);
     if (link === undefined) return failed(BrokerError.internal(`queue '${queue.name}' is not replicated on this node`));
-    const w = this.w.reset();
-    w.u8(VERSION);
-    w.str16(msg.exchange);
-    w.str16(msg.routingKey);
-    writeProperties(w, msg.properties);
-    w.bytes32(msg.body);
-    const data = Buffer.from(w.buf.subarray(0, w.pos));
+    const data = encodeLogEntry(this.w, msg);
     const msgId = `${this.nodeName}.${this.boot}.${++this.counter}`;
     const settled = this.appendFor(link, queue.name, data, msgId);
     // Publishes inside the core (dead-lettering) do not wait for their settle.
@@ -290,17 +263,17 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
 
   private async appendFor(link: Link, queue: string, data: Uint8Array, msgId: string): Promise<void> {
     try {
-      let log = link.log;
+      let log = link.log.current;
       // A log still being created by another node, or an engine slow to answer: a few tries.
       for (let attempt = 1; log === undefined; attempt++) {
         try {
           log = await this.open(link);
         } catch (e) {
-          if (attempt >= APPEND_ATTEMPTS || this.stopped) throw e;
+          if (attempt >= OPEN_ATTEMPTS || this.stopped) throw e;
           await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
         }
       }
-      await this.append(log, data, msgId, 1);
+      await appendRetried(log, data, msgId, () => this.stopped);
       this.stats.appended++;
     } catch (e) {
       this.stats.failed++;
@@ -310,18 +283,6 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
         this.log.warn({ err: e, vhost: link.queue.host.name, queue }, 'cluster: a publish to a replicated queue was not taken by the engine');
       }
       throw new BrokerError(ReplyCode.INTERNAL_ERROR, `replicated queue '${queue}' is unavailable: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  }
-
-  /** An append that failed (a timeout, a leader change) is sent again with the same id: never twice in the log. */
-  private async append(log: ReplicatedLog, data: Uint8Array, msgId: string, attempt: number): Promise<void> {
-    try {
-      await log.append(data, { msgId });
-    } catch (e) {
-      const unknown = e instanceof NoResponderError;
-      if (attempt >= (unknown ? UNKNOWN_LOG_ATTEMPTS : APPEND_ATTEMPTS) || this.stopped) throw e;
-      await new Promise((resolve) => setTimeout(resolve, unknown ? Math.min(800, 50 * 2 ** (attempt - 1)) : 100 * attempt));
-      return this.append(log, data, msgId, attempt + 1);
     }
   }
 
@@ -346,14 +307,14 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     const link = this.links.get(queue);
     if (link === undefined || !link.held.delete(e.seq)) return;
     this.stats.acked++;
-    link.log?.ack(e.seq);
+    link.log.current?.ack(e.seq);
   }
 
   returned(queue: Queue, e: QueueEntry, delayMs: number): void {
     const link = this.links.get(queue);
     if (link === undefined || !link.held.delete(e.seq)) return;
     this.stats.returned++;
-    link.log?.nak(e.seq, delayMs);
+    link.log.current?.nak(e.seq, delayMs);
   }
 
   /** Free prefetch of the queue's consumers on this node, less what is already pulled and waiting. */
@@ -389,7 +350,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
         link.forGet = false;
         const n = forGet ? Math.max(1, this.want(q)) : q.consumers.length === 0 ? 0 : this.want(q);
         if (n <= 0) break;
-        const log = link.log ?? (await this.open(link));
+        const log = link.log.current ?? (await this.open(link));
         // A pull for a basic.get does not wait: the get was answered empty already.
         const waitMs = forGet ? 0 : LONG_POLL_MS;
         const started = Date.now();
@@ -435,15 +396,10 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     this.stats.pulled++;
     let msg: StoredMessage;
     try {
-      const r = this.r.reset(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));
-      if (r.u8() !== VERSION) throw new Error('unknown log entry version');
-      const exchange = r.str16();
-      const routingKey = r.str16();
-      const properties = readProperties(r);
-      const body = Buffer.from(r.bytes32());
+      const entry = decodeLogEntry(this.r, m.data);
       const vhost = this.core.vhosts.get(q.host.name);
       if (vhost === undefined) throw new Error(`no vhost '${q.host.name}'`);
-      msg = vhost.storedFromCluster({ exchange, routingKey, properties, body }, 0);
+      msg = vhost.storedFromCluster(entry, 0);
     } catch (err) {
       this.log.error({ err, queue: q.name, seq: m.seq }, 'cluster: a replicated queue message could not be read; dropped');
       log.ack(m.seq);
@@ -469,7 +425,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
 
   private keepHeld(): void {
     for (const link of this.links.values()) {
-      const log = link.log;
+      const log = link.log.current;
       if (log === undefined) continue;
       // Pulled for a basic.get that did not come back for it: the others may have it.
       if (link.queue.consumers.length === 0) link.queue.returnPulled();
@@ -483,7 +439,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     this.stopped = true;
     clearInterval(this.ticker);
     for (const link of [...this.links.values()]) {
-      for (const seq of link.held) link.log?.nak(seq);
+      for (const seq of link.held) link.log.current?.nak(seq);
       link.held.clear();
       this.detach(link.queue);
     }

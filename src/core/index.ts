@@ -70,7 +70,7 @@ export type { VHost, ReplyRelay, RoutingRelay } from './vhost.js';
 export type { Queue, QueueForwarder, QueueReplica, RemoteQueue, RemoteTaken } from './queues/queue.js';
 /** Stream queues (`x-queue-type: stream`): an append-only log read from offsets. */
 export { StreamQueue } from './queues/stream-queue.js';
-export type { StreamRecord } from './queues/stream-store.js';
+export type { StreamLimits, StreamRecord } from './queues/stream-store.js';
 export { Consumer, type ConsumerOwner } from './queues/consumer.js';
 export { newEntry, type QueueEntry } from './queues/entry.js';
 export type { Exchange, Binding } from './exchanges/exchange.js';

@@ -230,6 +230,29 @@ export class StreamLog implements StreamStore, MemorySource {
     this.applyRetention();
   }
 
+  restartAt(offset: number): void {
+    if (this.closed) throw new Error('stream is deleted');
+    if (this.inFlight > 0 || this.pending.length > 0) throw new Error('stream has appends pending');
+    for (const seg of this.segs) {
+      try {
+        closeSync(seg.fd);
+        unlinkSync(seg.path);
+      } catch (e) {
+        this.log.warn({ stream: this.dir, segment: seg.path, err: e instanceof Error ? e.message : String(e) }, 'cannot delete stream segment');
+      }
+    }
+    this.segs.length = 0;
+    this.chunks.length = 0;
+    this.head = 0;
+    this.totalBytes = 0;
+    this.cache.clear();
+    this.cacheBytes = 0;
+    this.nextOffset = offset;
+    this.committed = offset;
+    // An empty segment named after its first offset keeps the start across a restart.
+    this.newSegment(offset);
+  }
+
   // ---- recovery -----------------------------------------------------------------------------
 
   private recover(): void {

@@ -89,6 +89,30 @@ describe.each(connectors)('the %s engine', (_name, connect) => {
     sub.unsubscribe();
     rsub.unsubscribe();
   });
+
+  test('a stream: appends deduplicated by id, every follower sees every sequence in order from where it starts, then live; destroy removes it', async () => {
+    const name = `contract_s_${++bucketNo}`;
+    const sa = await a.openStream(name, { replicas: 1 });
+    const sb = await b.openStream(name, { replicas: 1 });
+    expect(await sa.bounds()).toEqual({ first: 1, last: 0 });
+    expect(await sa.append(enc('m1'), { msgId: 'x1' })).toBe(1);
+    expect(await sb.append(enc('m2'), { msgId: 'x2' })).toBe(2);
+    expect(await sa.append(enc('m1 again'), { msgId: 'x1' })).toBe(1);
+    expect(await sb.bounds()).toEqual({ first: 1, last: 2 });
+    const all: string[] = [];
+    const fromTwo: string[] = [];
+    const f1 = sb.follow(1, (e) => all.push(`${e.seq}:${dec(e.data)}`));
+    const f2 = sa.follow(2, (e) => fromTwo.push(`${e.seq}:${dec(e.data)}`));
+    await waitFor(() => all.length === 2 && fromTwo.length === 1, 5000, 'what was there');
+    await sa.append(enc('m3'), { msgId: 'x3' });
+    await waitFor(() => all.length === 3 && fromTwo.length === 2, 5000, 'the live one');
+    expect(all).toEqual(['1:m1', '2:m2', '3:m3']);
+    expect(fromTwo).toEqual(['2:m2', '3:m3']);
+    f1.stop();
+    f2.stop();
+    await sa.destroy();
+    await expect(sb.bounds()).rejects.toThrow();
+  });
 });
 
 describe('engine checks', () => {

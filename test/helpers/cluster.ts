@@ -1,4 +1,5 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import amqp from 'amqplib';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -75,6 +76,14 @@ export async function spawnNode(url: string, name: string, dataDir: string, extr
     });
   });
   return { name, dataDir, child, amqpPort: ports.amqp, httpPort: ports.http, mqttPort: ports.mqtt, stompPort: ports.stomp, stdout, stderr, exited };
+}
+
+/** An AMQP connection to a node as guest, kept in `conns` (for the test to close); its errors are the test's to see. */
+export async function connectAmqp(node: NodeProcess, conns: amqp.ChannelModel[]): Promise<amqp.ChannelModel> {
+  const c = await amqp.connect(`amqp://guest:guest@127.0.0.1:${node.amqpPort}`);
+  c.on('error', () => undefined);
+  conns.push(c);
+  return c;
 }
 
 /** `servers` nats-servers with JetStream, clustered, in a temporary directory; nodes started on demand. */

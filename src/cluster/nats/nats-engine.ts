@@ -9,6 +9,7 @@ import {
   type ConsumerMessages,
   type JetStreamClient,
   type JetStreamManager,
+  type StreamInfo,
 } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { connect, createInbox, nanos, NoRespondersError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
@@ -28,6 +29,11 @@ import {
   type LogOptions,
   type LogStatus,
   type ReplicatedLog,
+  type ReplicatedStream,
+  type StreamBounds,
+  type StreamEntry,
+  type StreamFollow,
+  type StreamLogOptions,
 } from '../engine.js';
 
 /** JetStream's "wrong last sequence": a compare-and-set lost. */
@@ -424,8 +430,112 @@ class NatsLog implements ReplicatedLog {
   }
 }
 
+/** After a follow ended without being stopped (its stream not there yet, an error): the next try. */
+const FOLLOW_RETRY_MS = 1000;
+
+function streamSubject(name: string): string {
+  return `warren_stream.${name}`;
+}
+
+/**
+ * A replicated stream as a JetStream stream with limits retention (file storage). Each follower
+ * is an ordered consumer of the client library: a flow-controlled push consumer that the
+ * library recreates from the last sequence it delivered when it misses a message, the
+ * connection moves or the server loses it, so the follower sees every sequence once, in order.
+ */
+class NatsStream implements ReplicatedStream {
+  private readonly subject: string;
+
+  constructor(
+    readonly name: string,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+  ) {
+    this.subject = streamSubject(name);
+  }
+
+  async append(data: Uint8Array, opts: { msgId: string }): Promise<number> {
+    try {
+      return (await this.js.publish(this.subject, data, { msgID: opts.msgId })).seq;
+    } catch (e) {
+      if (noResponders(e)) throw new NoResponderError(this.subject);
+      throw e;
+    }
+  }
+
+  async bounds(): Promise<StreamBounds> {
+    const st = (await this.jsm.streams.info(this.name)).state;
+    return { first: st.messages === 0 ? st.last_seq + 1 : st.first_seq, last: st.last_seq };
+  }
+
+  follow(fromSeq: number, onEntry: (e: StreamEntry) => void): StreamFollow {
+    let next = fromSeq;
+    let stopped = false;
+    let messages: ConsumerMessages | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const run = async (): Promise<void> => {
+      try {
+        const c = await this.js.consumers.get(this.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, next) });
+        if (stopped) return;
+        messages = await c.consume();
+        if (stopped) {
+          messages.stop();
+          return;
+        }
+        for await (const m of messages) {
+          if (stopped) break;
+          if (m.seq < next) continue;
+          next = m.seq + 1;
+          onEntry({ seq: m.seq, data: m.data });
+        }
+      } catch {
+        // the stream is not known there yet, or the consumer could not be made: tried again
+      }
+      if (stopped) return;
+      timer = setTimeout(() => void run(), FOLLOW_RETRY_MS);
+      timer.unref();
+    };
+    void run();
+    return {
+      stop: () => {
+        stopped = true;
+        if (timer !== undefined) clearTimeout(timer);
+        messages?.stop();
+      },
+    };
+  }
+
+  async destroy(): Promise<void> {
+    try {
+      await this.jsm.streams.delete(this.name);
+    } catch (e) {
+      if (!(e instanceof JetStreamApiError && e.code === STREAM_NOT_FOUND)) throw e;
+    }
+  }
+}
+
 const STREAM_NOT_FOUND = 10059;
 const CONSUMER_NOT_FOUND = 10014;
+
+/** A stream's info; undefined when there is no such stream. */
+function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
+  return jsm.streams.info(name).catch((e: unknown) => {
+    if (e instanceof JetStreamApiError && e.code === STREAM_NOT_FOUND) return undefined;
+    throw e;
+  });
+}
+
+/** Nodes opening the same stream together race to create it, and one just made may not answer at once: a few tries. */
+async function retried<T>(f: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await f();
+    } catch (e) {
+      if (attempt >= 5) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+    }
+  }
+}
 
 function logSubject(name: string): string {
   return `warren_log.${name}`;
@@ -482,40 +592,62 @@ export class NatsEngine implements ClusterEngine {
    * together do not conflict. A log that exists keeps its configuration.
    */
   async openLog(name: string, opts: LogOptions): Promise<ReplicatedLog> {
-    const jsm = (this.jsm ??= await jetstreamManager(this.nc, { timeout: 5000, checkAPI: false }));
+    const jsm = await this.manager();
     const replicas = Math.max(1, Math.min(opts.replicas, this.info.clusterSize));
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const existing = await jsm.streams.info(name).catch((e: unknown) => {
-          if (e instanceof JetStreamApiError && e.code === STREAM_NOT_FOUND) return undefined;
-          throw e;
+    return retried(async () => {
+      const existing = await streamInfo(jsm, name);
+      if (existing === undefined) {
+        await jsm.streams.add({
+          name,
+          subjects: [logSubject(name)],
+          storage: StorageType.File,
+          retention: RetentionPolicy.Workqueue,
+          num_replicas: replicas,
         });
-        if (existing === undefined) {
-          await jsm.streams.add({
-            name,
-            subjects: [logSubject(name)],
-            storage: StorageType.File,
-            retention: RetentionPolicy.Workqueue,
-            num_replicas: replicas,
-          });
-        }
-        const consumer = await jsm.consumers.info(name, SHARED_CONSUMER).catch((e: unknown) => {
-          if (e instanceof JetStreamApiError && e.code === CONSUMER_NOT_FOUND) return undefined;
-          throw e;
-        });
-        if (consumer === undefined) await jsm.consumers.add(name, {
-          durable_name: SHARED_CONSUMER,
-          ack_policy: AckPolicy.Explicit,
-          ack_wait: nanos(opts.ackWaitMs),
-          max_deliver: opts.maxDeliver !== undefined && opts.maxDeliver > 0 ? opts.maxDeliver : -1,
-          max_ack_pending: -1,
-        });
-        return new NatsLog(name, this.nc, this.js, jsm, this.info.serverName, this.pulls);
-      } catch (e) {
-        if (attempt >= 5) throw e;
-        await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
       }
-    }
+      const consumer = await jsm.consumers.info(name, SHARED_CONSUMER).catch((e: unknown) => {
+        if (e instanceof JetStreamApiError && e.code === CONSUMER_NOT_FOUND) return undefined;
+        throw e;
+      });
+      if (consumer === undefined) await jsm.consumers.add(name, {
+        durable_name: SHARED_CONSUMER,
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(opts.ackWaitMs),
+        max_deliver: opts.maxDeliver !== undefined && opts.maxDeliver > 0 ? opts.maxDeliver : -1,
+        max_ack_pending: -1,
+      });
+      return new NatsLog(name, this.nc, this.js, jsm, this.info.serverName, this.pulls);
+    });
+  }
+
+  /**
+   * Created by whichever node comes first (an identical create answers with the existing stream);
+   * a stream that exists keeps its replicas and takes the limits asked for.
+   */
+  async openStream(name: string, opts: StreamLogOptions): Promise<ReplicatedStream> {
+    const jsm = await this.manager();
+    const replicas = Math.max(1, Math.min(opts.replicas, this.info.clusterSize));
+    const limits = { max_bytes: opts.maxBytes ?? -1, max_age: opts.maxAgeMs !== undefined ? nanos(opts.maxAgeMs) : 0 };
+    return retried(async () => {
+      const existing = await streamInfo(jsm, name);
+      if (existing === undefined) {
+        await jsm.streams.add({
+          name,
+          subjects: [streamSubject(name)],
+          storage: StorageType.File,
+          retention: RetentionPolicy.Limits,
+          num_replicas: replicas,
+          ...limits,
+        });
+      } else if (existing.config.max_bytes !== limits.max_bytes || existing.config.max_age !== limits.max_age) {
+        await jsm.streams.update(name, { ...existing.config, ...limits });
+      }
+      return new NatsStream(name, this.js, jsm);
+    });
+  }
+
+  private async manager(): Promise<JetStreamManager> {
+    return (this.jsm ??= await jetstreamManager(this.nc, { timeout: 5000, checkAPI: false }));
   }
 
   onStatus(listener: (connected: boolean) => void): void {

@@ -5,7 +5,7 @@ import { newEntry, type QueueEntry } from './entry.js';
 import { Queue, type QueueHost } from './queue.js';
 import { describeQueue } from './queue-type.js';
 import { parseDuration, streamLimits } from './stream.js';
-import type { StreamRecord, StreamStore } from './stream-store.js';
+import type { StreamLimits, StreamRecord, StreamStore } from './stream-store.js';
 
 /**
  * Deliveries per dispatch run before the event loop gets a turn. Small, so deliveries leave in
@@ -81,13 +81,17 @@ export class StreamQueue extends Queue {
   private readonly cursors = new Map<Consumer, StreamCursor>();
   private streamScheduled = false;
   private readonly what: string;
+  private currentLimits: StreamLimits;
+  /** Told when a policy changes the stream's retention (a cluster keeps its replicated copy in step). */
+  limitsChanged: ((limits: StreamLimits) => void) | undefined = undefined;
 
   constructor(host: QueueHost, name: string, args: FieldTable, effectiveArgs: FieldTable = args) {
     super(host, name, true, false, false, args, 0, effectiveArgs);
     this.what = describeQueue(host.name, name);
     const open = host.persistence.openStream;
     if (open === undefined) throw BrokerError.notImplemented(`streams need a data directory (${this.what})`);
-    this.log = open.call(host.persistence, this, streamLimits(host.name, name, effectiveArgs));
+    this.currentLimits = streamLimits(host.name, name, effectiveArgs);
+    this.log = open.call(host.persistence, this, this.currentLimits);
     this.log.onCommit = this.committed;
     this.readyCount = this.log.end - this.log.first;
   }
@@ -107,11 +111,18 @@ export class StreamQueue extends Queue {
   override applyArguments(effective: FieldTable): void {
     super.applyArguments(effective);
     try {
-      this.log.setLimits(streamLimits(this.host.name, this.name, effective));
+      this.currentLimits = streamLimits(this.host.name, this.name, effective);
+      this.log.setLimits(this.currentLimits);
+      this.limitsChanged?.(this.currentLimits);
     } catch {
       // a policy with a value streams cannot use keeps the limits as they were
     }
     this.readyCount = this.log.end - this.log.first;
+  }
+
+  /** Retention and layout now (declared arguments with a matching policy folded in). */
+  get limits(): StreamLimits {
+    return this.currentLimits;
   }
 
   override take(): { entry: QueueEntry; redelivered: boolean } | undefined {

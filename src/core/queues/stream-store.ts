@@ -58,6 +58,11 @@ export interface StreamStore {
   /** The first offset of the first chunk written at or after `ms` (epoch); `end` if none. */
   offsetAt(ms: number): number;
   setLimits(limits: StreamLimits): void;
+  /**
+   * Drops every record and makes `offset` the next one appended (a copy of a stream kept
+   * elsewhere that starts, or starts again, past its beginning). Only while no append is pending.
+   */
+  restartAt(offset: number): void;
   /** The stream was deleted: its files go. */
   deleted(): void;
 }

@@ -110,6 +110,31 @@ describe('StreamLog', () => {
     expect(readAll(again).at(-1)).toEqual({ offset: 3, body: 'd' });
   });
 
+  test('restartAt drops every record and starts the offsets there, also after a reopen', async () => {
+    const dir = tempDir();
+    const l = open(dir);
+    await appendEach(l, ['a', 'b']);
+    l.restartAt(40);
+    expect([l.first, l.end, readAll(l)]).toEqual([40, 40, []]);
+    l.close();
+    // The empty log keeps its start across a restart.
+    const empty = open(dir);
+    expect([empty.first, empty.end]).toEqual([40, 40]);
+    await appendEach(empty, ['c', 'd']);
+    expect(readAll(empty)).toEqual([{ offset: 40, body: 'c' }, { offset: 41, body: 'd' }]);
+    empty.close();
+    const again = open(dir);
+    expect([again.first, again.end]).toEqual([40, 42]);
+    expect(readdirSync(dir).filter((n) => n.endsWith('.seg'))).toEqual([`${'40'.padStart(20, '0')}.seg`]);
+  });
+
+  test('restartAt is refused while appends are pending', async () => {
+    const l = open(tempDir());
+    const p = l.append(msg('a'), undefined);
+    expect(() => l.restartAt(5)).toThrow(/pending/);
+    await p;
+  });
+
   test('a torn chunk at the end is cut off on recovery', async () => {
     const dir = tempDir();
     const l = open(dir);

@@ -19,6 +19,7 @@ const log: StreamStore = {
     return 100;
   },
   setLimits: () => undefined,
+  restartAt: () => undefined,
   deleted: () => undefined,
 };
 const WHAT = "queue 's' in vhost '/'";
