@@ -547,7 +547,7 @@ export class CoreChannel implements ConsumerOwner {
         c.unacked--;
         q.reject(e, true);
       }
-      this.reportUndeliverable(q.name, e.msg.id, c.tag, q.deadLetterExchange !== undefined, err);
+      this.reportUndeliverable(q.name, e.msg.id, c.tag, q.limits.deadLetterExchange !== undefined, err);
       return false;
     }
     this.stats.delivered++;
@@ -564,7 +564,7 @@ export class CoreChannel implements ConsumerOwner {
     let deadLettered = false;
     if (u !== undefined && u.entry.msg === d.message) {
       this.unacked.delete(d.deliveryTag);
-      deadLettered = u.queue.deadLetterExchange !== undefined;
+      deadLettered = u.queue.limits.deadLetterExchange !== undefined;
       u.queue.reject(u.entry, true);
     }
     this.reportUndeliverable(d.queue, d.message.id, d.consumerTag, deadLettered, err);

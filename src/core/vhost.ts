@@ -629,11 +629,11 @@ export class VHost implements QueueHost, DelayedHost {
   // ---- dead-lettering -----------------------------------------------------------------------
 
   deadLetter(queue: Queue, msg: StoredMessage, reason: DeadLetterReason, undeliverable = false): void {
-    const dlxName = queue.deadLetterExchange;
+    const dlxName = queue.limits.deadLetterExchange;
     if (dlxName === undefined) return;
     const dlx = this.exchanges.get(dlxName);
     if (!dlx) return; // RabbitMQ drops the message when the DLX is missing
-    const routingKey = queue.deadLetterRoutingKey ?? msg.routingKey;
+    const routingKey = queue.limits.deadLetterRoutingKey ?? msg.routingKey;
     const headers: FieldTable = { ...(msg.properties.headers ?? {}) };
     const deaths = Array.isArray(headers['x-death']) ? (headers['x-death'] as FieldTable[]).slice() : [];
     const idx = deaths.findIndex((d) => d['queue'] === queue.name && d['reason'] === reason);

@@ -145,6 +145,55 @@ export interface QueueReplica {
   getEmpty(queue: Queue): void;
 }
 
+/** A queue's limits, from its arguments and policy (read-only: a change replaces the record). */
+export interface QueueLimits {
+  readonly messageTtl: number | undefined;
+  readonly expires: number | undefined;
+  readonly maxLength: number | undefined;
+  readonly maxLengthBytes: number | undefined;
+  readonly overflow: Overflow;
+  readonly deadLetterExchange: string | undefined;
+  readonly deadLetterRoutingKey: string | undefined;
+  /** Failed deliveries a message may have before it is dead-lettered (queue type and x-delivery-limit). */
+  readonly deliveryLimit: number | undefined;
+  /** x-consumer-timeout (ms; 0 = none), undefined = the broker default. */
+  readonly consumerTimeout: number | undefined;
+  /** x-requeue-delay / x-requeue-delay-max (ms): returned messages wait before they are ready again. */
+  readonly requeueDelay: number | undefined;
+  readonly requeueDelayMax: number | undefined;
+}
+
+/** The limits of a queue declared without any (most queues): one record for all of them. */
+const NO_LIMITS: QueueLimits = Object.freeze({
+  messageTtl: undefined,
+  expires: undefined,
+  maxLength: undefined,
+  maxLengthBytes: undefined,
+  overflow: 'drop-head',
+  deadLetterExchange: undefined,
+  deadLetterRoutingKey: undefined,
+  deliveryLimit: undefined,
+  consumerTimeout: undefined,
+  requeueDelay: undefined,
+  requeueDelayMax: undefined,
+});
+
+function sameLimits(a: QueueLimits, b: QueueLimits): boolean {
+  return (
+    a.messageTtl === b.messageTtl &&
+    a.expires === b.expires &&
+    a.maxLength === b.maxLength &&
+    a.maxLengthBytes === b.maxLengthBytes &&
+    a.overflow === b.overflow &&
+    a.deadLetterExchange === b.deadLetterExchange &&
+    a.deadLetterRoutingKey === b.deadLetterRoutingKey &&
+    a.deliveryLimit === b.deliveryLimit &&
+    a.consumerTimeout === b.consumerTimeout &&
+    a.requeueDelay === b.requeueDelay &&
+    a.requeueDelayMax === b.requeueDelayMax
+  );
+}
+
 /**
  * A queue: ready messages in order, delivery to consumers by credit, TTL, length limits and
  * dead-lettering. Unacknowledged messages are held by the channels that received them.
@@ -154,8 +203,6 @@ export interface QueueReplica {
  * memory run out. Transient messages arriving meanwhile wait in memory behind them (`tail`).
  */
 export class Queue implements PageSink {
-  /** Key for the store: `<vhost>/<name>` is unique broker-wide. */
-  readonly id: string;
   /** Made with the first consumer at its exact size (a pushed-to empty array reserves 17 slots). */
   consumers: Consumer[] = [];
   readonly stats: QueueStats = { published: 0, delivered: 0, redelivered: 0, acked: 0, got: 0 };
@@ -200,23 +247,13 @@ export class Queue implements PageSink {
   private ttlAt = 0;
   private expiresTimer: NodeJS.Timeout | undefined;
 
-  // Limits from the declared arguments with a matching policy folded in (see applyArguments).
-  messageTtl: number | undefined = undefined;
-  expires: number | undefined = undefined;
-  maxLength: number | undefined = undefined;
-  maxLengthBytes: number | undefined = undefined;
-  overflow: Overflow = 'drop-head';
-  deadLetterExchange: string | undefined = undefined;
-  deadLetterRoutingKey: string | undefined = undefined;
-  /** x-requeue-delay / x-requeue-delay-max (ms): returned messages wait before they are ready again. */
-  requeueDelay: number | undefined = undefined;
-  requeueDelayMax: number | undefined = undefined;
+  /**
+   * Limits from the declared arguments with a matching policy folded in (see applyArguments); a
+   * queue without any shares one frozen record.
+   */
+  limits: QueueLimits = NO_LIMITS;
   /** Returned messages waiting out their requeue delay (made on first use). */
   private delays: RequeueDelays | undefined;
-  /** x-consumer-timeout (ms; 0 = none), undefined = the broker default. */
-  consumerTimeout: number | undefined = undefined;
-  /** Failed deliveries a message may have before it is dead-lettered (queue type and x-delivery-limit). */
-  deliveryLimit: number | undefined = undefined;
   readonly maxPriority: number;
   readonly singleActiveConsumer: boolean;
   /** Classic, quorum or stream: what differs between queue types. */
@@ -234,7 +271,6 @@ export class Queue implements PageSink {
     /** `args` with a matching policy folded in; `args` itself stays what was declared. */
     effectiveArgs: FieldTable = args,
   ) {
-    this.id = [host.name, name].join('/'); // one flat string, not a tree of pieces
     this.type = queueTypeOf(host.name, name, args, QUORUM);
     this.setLimits(effectiveArgs);
     this.maxPriority = Math.min(intArg(args, 'x-max-priority', 0, name) ?? 0, 255);
@@ -251,17 +287,20 @@ export class Queue implements PageSink {
     if (overflow !== 'drop-head' && overflow !== 'reject-publish' && overflow !== 'reject-publish-dlx') {
       throw BrokerError.precondition(`invalid arg 'x-overflow' for queue '${name}': '${overflow}'`);
     }
-    this.messageTtl = intArg(a, 'x-message-ttl', 0, name);
-    this.expires = intArg(a, 'x-expires', 1, name);
-    this.maxLength = intArg(a, 'x-max-length', 0, name);
-    this.maxLengthBytes = intArg(a, 'x-max-length-bytes', 0, name);
-    this.overflow = overflow;
-    this.deadLetterExchange = strArg(a, 'x-dead-letter-exchange');
-    this.deadLetterRoutingKey = strArg(a, 'x-dead-letter-routing-key');
-    this.deliveryLimit = this.type.deliveryLimit(a);
-    this.consumerTimeout = intArg(a, 'x-consumer-timeout', 0, name);
-    this.requeueDelay = intArg(a, 'x-requeue-delay', 0, name);
-    this.requeueDelayMax = intArg(a, 'x-requeue-delay-max', 0, name);
+    const limits: QueueLimits = {
+      messageTtl: intArg(a, 'x-message-ttl', 0, name),
+      expires: intArg(a, 'x-expires', 1, name),
+      maxLength: intArg(a, 'x-max-length', 0, name),
+      maxLengthBytes: intArg(a, 'x-max-length-bytes', 0, name),
+      overflow,
+      deadLetterExchange: strArg(a, 'x-dead-letter-exchange'),
+      deadLetterRoutingKey: strArg(a, 'x-dead-letter-routing-key'),
+      deliveryLimit: this.type.deliveryLimit(a),
+      consumerTimeout: intArg(a, 'x-consumer-timeout', 0, name),
+      requeueDelay: intArg(a, 'x-requeue-delay', 0, name),
+      requeueDelayMax: intArg(a, 'x-requeue-delay-max', 0, name),
+    };
+    this.limits = sameLimits(limits, NO_LIMITS) ? NO_LIMITS : limits;
   }
 
   /**
@@ -271,8 +310,13 @@ export class Queue implements PageSink {
   applyArguments(effective: FieldTable): void {
     if (this.deleted) return;
     this.setLimits(effective);
-    if (this.overflow === 'drop-head') this.dropHeadOverLimit();
+    if (this.limits.overflow === 'drop-head') this.dropHeadOverLimit();
     this.touch();
+  }
+
+  /** Key for the store: `<vhost>/<name>` is unique broker-wide. Made when asked for (not kept). */
+  get id(): string {
+    return [this.host.name, this.name].join('/');
   }
 
   get consumerCount(): number {
@@ -285,8 +329,8 @@ export class Queue implements PageSink {
    */
   enqueue(msg: StoredMessage): Promise<void> | undefined | false {
     if (this.deleted) return undefined;
-    if (this.overflow !== 'drop-head' && this.isFullFor(msg.size)) {
-      if (this.overflow === 'reject-publish-dlx') this.host.deadLetter(this, msg, 'maxlen');
+    if (this.limits.overflow !== 'drop-head' && this.isFullFor(msg.size)) {
+      if (this.limits.overflow === 'reject-publish-dlx') this.host.deadLetter(this, msg, 'maxlen');
       return false;
     }
     let expiresAt = 0;
@@ -318,7 +362,7 @@ export class Queue implements PageSink {
       this.ownLevels()[level]!.push(entry);
       pending = store.enqueue(entry, false);
     }
-    if (this.overflow === 'drop-head') this.dropHeadOverLimit();
+    if (this.limits.overflow === 'drop-head') this.dropHeadOverLimit();
     if (expiresAt !== 0) this.scheduleTtl(expiresAt);
     if (this.consumers.length > 0) this.kick();
     return pending;
@@ -413,22 +457,22 @@ export class Queue implements PageSink {
   private effectiveTtl(msg: StoredMessage): number | undefined {
     const exp = msg.properties.expiration;
     const perMsg = exp === undefined ? undefined : Number(exp);
-    if (perMsg === undefined) return this.messageTtl;
-    if (this.messageTtl === undefined) return perMsg;
-    return Math.min(perMsg, this.messageTtl);
+    if (perMsg === undefined) return this.limits.messageTtl;
+    if (this.limits.messageTtl === undefined) return perMsg;
+    return Math.min(perMsg, this.limits.messageTtl);
   }
 
   private isFullFor(size: number): boolean {
     return (
-      (this.maxLength !== undefined && this.readyCount >= this.maxLength) ||
-      (this.maxLengthBytes !== undefined && this.readyBytes + size > this.maxLengthBytes)
+      (this.limits.maxLength !== undefined && this.readyCount >= this.limits.maxLength) ||
+      (this.limits.maxLengthBytes !== undefined && this.readyBytes + size > this.limits.maxLengthBytes)
     );
   }
 
   private dropHeadOverLimit(): void {
     while (
-      (this.maxLength !== undefined && this.readyCount > this.maxLength) ||
-      (this.maxLengthBytes !== undefined && this.readyBytes > this.maxLengthBytes && this.readyCount > 0)
+      (this.limits.maxLength !== undefined && this.readyCount > this.limits.maxLength) ||
+      (this.limits.maxLengthBytes !== undefined && this.readyBytes > this.limits.maxLengthBytes && this.readyCount > 0)
     ) {
       const e = this.shiftReady();
       if (!e) return;
@@ -601,16 +645,16 @@ export class Queue implements PageSink {
     }
     if (failed) {
       e.returns++;
-      if (this.deliveryLimit !== undefined && e.returns > this.deliveryLimit) {
+      if (this.limits.deliveryLimit !== undefined && e.returns > this.limits.deliveryLimit) {
         this.deadLetterEntry(e, 'delivery_limit');
         return;
       }
       if (this.replica !== undefined) {
-        this.giveBack(e, this.requeueDelay !== undefined && this.requeueDelay > 0 ? requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax) : 0);
+        this.giveBack(e, this.limits.requeueDelay !== undefined && this.limits.requeueDelay > 0 ? requeueDelayFor(e.returns, this.limits.requeueDelay, this.limits.requeueDelayMax) : 0);
         return;
       }
-      if (this.requeueDelay !== undefined && this.requeueDelay > 0) {
-        (this.delays ??= new RequeueDelays((r) => this.requeueReady(r))).hold(e, requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax));
+      if (this.limits.requeueDelay !== undefined && this.limits.requeueDelay > 0) {
+        (this.delays ??= new RequeueDelays((r) => this.requeueReady(r))).hold(e, requeueDelayFor(e.returns, this.limits.requeueDelay, this.limits.requeueDelayMax));
         return;
       }
     }
@@ -683,7 +727,7 @@ export class Queue implements PageSink {
   }
 
   private deadLetterEntry(e: QueueEntry, reason: DeadLetterReason, undeliverable = false): void {
-    if (this.deadLetterExchange !== undefined) this.host.deadLetter(this, e.msg, reason, undeliverable);
+    if (this.limits.deadLetterExchange !== undefined) this.host.deadLetter(this, e.msg, reason, undeliverable);
     this.settle(e);
   }
 
@@ -743,11 +787,11 @@ export class Queue implements PageSink {
 
   /** Resets the x-expires timer: the queue was used. */
   touch(): void {
-    if (this.expires === undefined || this.deleted) return;
+    if (this.limits.expires === undefined || this.deleted) return;
     if (this.expiresTimer) clearTimeout(this.expiresTimer);
     this.expiresTimer = undefined;
     if (this.consumers.length > 0) return;
-    this.armExpires(Date.now() + this.expires);
+    this.armExpires(Date.now() + this.limits.expires);
   }
 
   private armExpires(deadline: number): void {
