@@ -409,7 +409,8 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
   keepAlive(sendIdleMs: number, frame: Buffer | undefined, expectMs: number): void {
     this.sendIdleMs = frame === undefined ? 0 : sendIdleMs;
     this.heartbeat = frame;
-    this.expectMs = expectMs;
+    // Whole milliseconds: a small integer, where 1.5 x a keep-alive would be a boxed number.
+    this.expectMs = Math.trunc(expectMs);
     this.lastIn = this.lastOut = sweep.clock();
     this.updateSweep();
   }
