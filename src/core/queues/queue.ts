@@ -4,6 +4,7 @@ import { latencyTrace } from '../latency-trace.js';
 import { processMemory } from '../memory.js';
 import type { Binding } from '../exchanges/exchange.js';
 import type { PageSink, Persistence, QueueStore } from '../persistence.js';
+import { epochMs, msSinceStart } from '../stats.js';
 import type { FieldTable, FieldValue, StoredMessage } from '../types.js';
 import type { Consumer } from './consumer.js';
 import { newEntry, type QueueEntry } from './entry.js';
@@ -202,10 +203,17 @@ function sameLimits(a: QueueLimits, b: QueueLimits): boolean {
  * persistent messages are paged: written, not kept, and read back in order when the messages in
  * memory run out. Transient messages arriving meanwhile wait in memory behind them (`tail`).
  */
-export class Queue implements PageSink {
+export class Queue implements PageSink, QueueStats {
   /** Made with the first consumer at its exact size (a pushed-to empty array reserves 17 slots). */
   consumers: Consumer[] = [];
-  readonly stats: QueueStats = { published: 0, delivered: 0, redelivered: 0, acked: 0, got: 0 };
+  /** When it was declared (or recovered), as ms since the process started (see declaredAt). */
+  private readonly declaredSince = msSinceStart();
+  // Message counters (QueueStats): fields of the queue itself, no object of their own.
+  published = 0;
+  delivered = 0;
+  redelivered = 0;
+  acked = 0;
+  got = 0;
   readyCount = 0;
   readyBytes = 0;
   unackedCount = 0;
@@ -319,6 +327,16 @@ export class Queue implements PageSink {
     return [this.host.name, this.name].join('/');
   }
 
+  /** When it was declared or recovered (ms since the epoch). */
+  get declaredAt(): number {
+    return epochMs(this.declaredSince);
+  }
+
+  /** The queue's message counters: the queue itself. */
+  get stats(): QueueStats {
+    return this;
+  }
+
   get consumerCount(): number {
     return this.consumers.length;
   }
@@ -342,7 +360,7 @@ export class Queue implements PageSink {
     if (trace !== null) trace.enqueue();
     this.readyCount++;
     this.readyBytes += msg.size;
-    this.stats.published++;
+    this.published++;
     let pending: Promise<void> | undefined;
     const store = this.store;
     if (store === undefined || !msg.persistent) {
@@ -380,7 +398,7 @@ export class Queue implements PageSink {
     this.ownLevels()[0]!.push(entry);
     this.readyCount++;
     this.readyBytes += msg.size;
-    this.stats.published++;
+    this.published++;
     if (this.consumers.length > 0) this.kick();
   }
 
@@ -578,8 +596,8 @@ export class Queue implements PageSink {
     if (trace !== null) trace.dispatch();
     const redelivered = e.deliveryCount > 0;
     e.deliveryCount++;
-    this.stats.delivered++;
-    if (redelivered) this.stats.redelivered++;
+    this.delivered++;
+    if (redelivered) this.redelivered++;
     const store = this.store;
     if (store !== undefined && this.replica === undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
     if (!c.noAck) {
@@ -610,7 +628,7 @@ export class Queue implements PageSink {
       }
       const redelivered = e.deliveryCount > 0;
       e.deliveryCount++;
-      this.stats.got++;
+      this.got++;
       const store = this.store;
       if (store !== undefined && this.replica === undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
       if (noAck) this.settle(e);
@@ -623,7 +641,7 @@ export class Queue implements PageSink {
   ack(e: QueueEntry): void {
     if (this.remote !== undefined) return this.remote.settle(this, e, 0);
     this.unackedCount--;
-    this.stats.acked++;
+    this.acked++;
     this.settle(e);
   }
 
