@@ -39,8 +39,9 @@ export class BindingTable {
     if (parts.length === 4) {
       const [kind, name, routingKey, args] = parts as [string, string, string, string];
       const held = this.byKey.get(routingKey);
-      if (held === undefined) return undefined;
-      for (const b of each(held)) {
+      const named = held instanceof Map ? held.get(name) : held;
+      if (named === undefined) return undefined;
+      for (const b of Array.isArray(named) ? named : [named]) {
         if (b.destination.name === name && kindOf(b.destination) === kind && tableKey(b.args) === args) return b;
       }
       return undefined;
