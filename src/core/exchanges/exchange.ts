@@ -1,7 +1,7 @@
 import type { FieldTable } from '../types.js';
 import type { Queue } from '../queues/queue.js';
-import { DELAYED_EXCHANGE_TYPE, delayedTypeOf, type DelayedMessages } from './delayed.js';
 import { BindingTable } from './binding-table.js';
+import { DELAYED_EXCHANGE_TYPE, delayedTypeOf, type DelayedMessages } from './delayed.js';
 import { createRouter, type Router } from './router.js';
 
 /** Where a binding leads: a queue, or another exchange (exchange-to-exchange binding). */

@@ -255,11 +255,8 @@ export class Queue implements PageSink, QueueStats {
   private ttlAt = 0;
   private expiresTimer: NodeJS.Timeout | undefined;
 
-  /**
-   * Limits from the declared arguments with a matching policy folded in (see applyArguments); a
-   * queue without any shares one frozen record.
-   */
-  limits: QueueLimits = NO_LIMITS;
+  /** See `limits`. */
+  private ownLimits: QueueLimits = NO_LIMITS;
   /** Returned messages waiting out their requeue delay (made on first use). */
   private delays: RequeueDelays | undefined;
   readonly maxPriority: number;
@@ -308,7 +305,7 @@ export class Queue implements PageSink, QueueStats {
       requeueDelay: intArg(a, 'x-requeue-delay', 0, name),
       requeueDelayMax: intArg(a, 'x-requeue-delay-max', 0, name),
     };
-    this.limits = sameLimits(limits, NO_LIMITS) ? NO_LIMITS : limits;
+    this.ownLimits = sameLimits(limits, NO_LIMITS) ? NO_LIMITS : limits;
   }
 
   /**
@@ -320,6 +317,14 @@ export class Queue implements PageSink, QueueStats {
     this.setLimits(effective);
     if (this.limits.overflow === 'drop-head') this.dropHeadOverLimit();
     this.touch();
+  }
+
+  /**
+   * Limits from the declared arguments with a matching policy folded in (see applyArguments); a
+   * queue without any shares one frozen record.
+   */
+  get limits(): QueueLimits {
+    return this.ownLimits;
   }
 
   /** Key for the store: `<vhost>/<name>` is unique broker-wide. Made when asked for (not kept). */
