@@ -16,6 +16,7 @@ import {
   ReplyCode,
   SETTLED,
   type Closable,
+  type ConnectionInfo,
   type Teardown,
   type CoreChannel,
   type CoreConnection,
@@ -124,7 +125,7 @@ function ownedFrom(bytes: Buffer, at: number, end: number): Buffer {
  * One MQTT network connection: CONNECT, then packets translated into calls on the session's
  * CoreChannel; it is the DeliverySink of the session's consumers.
  */
-export class MqttConnection implements Closable, DeliverySink, LinkOwner, SettleTarget<PendingAck>, Qos0Host, OutboundHost, SubscribeHost {
+export class MqttConnection implements Closable, ConnectionInfo, DeliverySink, LinkOwner, SettleTarget<PendingAck>, Qos0Host, OutboundHost, SubscribeHost {
   /** The connection's transport: outbound buffer, flow, keep-alive, deadlines. */
   readonly link: Link;
   private state: State = 'connect';
@@ -176,6 +177,11 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     // The CONNECT deadline runs from the connection's start: trickling bytes does not extend it.
     this.link = new Link(stream, this, adapter.ctx.log, transport, control);
     this.link.expectHandshake(CONNECT_TIMEOUT_MS);
+  }
+
+  /** ConnectionInfo: the protocol and version, as management shows it. */
+  get protocol(): string {
+    return this.level === undefined ? 'MQTT' : PROTOCOL_NAMES[this.level];
   }
 
   /** Everything the client's input sets off runs under it (failure isolation). */
@@ -524,16 +530,8 @@ export class MqttConnection implements Closable, DeliverySink, LinkOwner, Settle
     }
 
     try {
-      this.core = core.connect(
-        {
-          protocol: PROTOCOL_NAMES[level],
-          peer: this.peer,
-          user: username,
-          vhost,
-          clientId,
-        },
-        this,
-      );
+      // The connection is its own ConnectionInfo (protocol, peer, user, vhost, client id): no copy.
+      this.core = core.connect(this, this);
     } catch (e) {
       this.refuse(v5 ? Reason.NOT_AUTHORIZED : ConnackCode.NOT_AUTHORIZED, `vhost access refused: ${errorText(e)}`);
       return;

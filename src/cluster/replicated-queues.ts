@@ -411,11 +411,11 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     // of the engine that took over without the latest count): it goes out as redelivered.
     if (previous === 0 && m.seq <= link.maxPulled) previous = 1;
     if (m.seq > link.maxPulled) link.maxPulled = m.seq;
-    if (q.deliveryLimit !== undefined && previous > q.deliveryLimit) {
+    if (q.limits.deliveryLimit !== undefined && previous > q.limits.deliveryLimit) {
       // Past its limit (its earlier deliveries ended without an ack, on some node): as a return
       // over the limit does on one node.
       this.stats.deadLettered++;
-      if (q.deadLetterExchange !== undefined) q.host.deadLetter(q, msg, 'delivery_limit');
+      if (q.limits.deadLetterExchange !== undefined) q.host.deadLetter(q, msg, 'delivery_limit');
       log.ack(m.seq);
       return;
     }

@@ -100,7 +100,7 @@ export class ReplicatedStreams implements QueueForwarder {
     const link: StreamLink = {
       queue: q,
       replicas: this.replicasFor(q),
-      stream: new EngineOpen(() => this.engine.openStream(this.streamName(q.host.name, q.name), limitsOptions(this.replicasFor(q), q.limits))),
+      stream: new EngineOpen(() => this.engine.openStream(this.streamName(q.host.name, q.name), limitsOptions(this.replicasFor(q), q.streamLimits))),
       follow: undefined,
       next: q.log.end + 1,
       lastAppend: Promise.resolve(),

@@ -6,7 +6,7 @@ import { BrokerError } from './errors.js';
 import { Exchange, type Destination } from './exchanges/exchange.js';
 import { Consumer, type ConsumerOwner } from './queues/consumer.js';
 import type { QueueEntry } from './queues/entry.js';
-import type { ChannelStats } from './stats.js';
+import { ChannelCounters, epochMs, msSinceStart, type ChannelStats } from './stats.js';
 import type { Queue } from './queues/queue.js';
 import { REPLY_TO_PREFIX, REPLY_TO_QUEUE, type ReplyTarget } from './reply-to.js';
 import { SETTLED } from './types.js';
@@ -38,10 +38,6 @@ export interface Unacked {
 }
 
 /**
- * A session on the core: one per AMQP channel, per MQTT session, per STOMP connection.
- * Holds consumers, delivery tags, unacknowledged deliveries and prefetch; checks permissions.
- */
-/**
  * Shared by every channel until it first needs a map of its own: an idle session (a sleeping MQTT
  * device) then costs no maps at all. Never written to: writers swap in a private map first.
  */
@@ -50,7 +46,12 @@ const NO_CONSUMERS: ReadonlyMap<string, Consumer> = new Map();
 const NO_ARGS: FieldTable = Object.freeze({});
 const NO_UNACKED: Map<number, Unacked> = new Map();
 
-export class CoreChannel implements ConsumerOwner {
+/**
+ * A session on the core: one per AMQP channel, per MQTT session, per STOMP connection.
+ * Holds consumers, delivery tags, unacknowledged deliveries and prefetch; checks permissions.
+ * Its message counters (ChannelStats) are fields of its own, not an object.
+ */
+export class CoreChannel extends ChannelCounters implements ConsumerOwner {
   /**
    * This channel's consumers: none, the one (an MQTT session's, most AMQP channels') held as is,
    * or a map by tag from the second on.
@@ -78,8 +79,8 @@ export class CoreChannel implements ConsumerOwner {
   /** This channel's direct reply-to consumer (at most one, as RabbitMQ allows). */
   private reply: ReplyTarget | undefined;
   private readonly auth: Auth;
-  readonly stats: ChannelStats = { published: 0, delivered: 0, acked: 0, redelivered: 0, got: 0, returned: 0 };
-  readonly openedAt = Date.now();
+  /** When it opened, as ms since the process started (see openedAt). */
+  private readonly openedSince = msSinceStart();
   /**
    * Set by an adapter that handles consumer timeouts: the consumer (null: a basic.get delivery)
    * was cancelled and its deliveries requeued; the adapter tells the client. Channels without it
@@ -87,11 +88,22 @@ export class CoreChannel implements ConsumerOwner {
    */
   onConsumerTimeout: ((consumerTag: string | null, timeoutMs: number) => void) | undefined;
 
+  /** The channel's message counters: the channel itself. */
+  get stats(): ChannelStats {
+    return this;
+  }
+
+  /** When it opened (ms since the epoch). */
+  get openedAt(): number {
+    return epochMs(this.openedSince);
+  }
+
   constructor(
     readonly connection: CoreConnection,
     /** The protocol's channel number (AMQP) or 1. */
     readonly number: number,
   ) {
+    super();
     this.auth = connection.core.auth;
     connection.core.totals.of(connection.info.protocol).channelsOpened++;
   }
@@ -348,7 +360,7 @@ export class CoreChannel implements ConsumerOwner {
       throw BrokerError.precondition(`user_id property set to '${uid}' but authenticated user was '${this.connection.user}'`);
     }
     if (msg.properties.replyTo === REPLY_TO_QUEUE) msg = this.withReplyAddress(msg);
-    this.stats.published++;
+    this.published++;
     return this.vhost.publish(msg, this.connection.id, opts?.delay);
   }
 
@@ -475,7 +487,7 @@ export class CoreChannel implements ConsumerOwner {
       this.reportUndeliverable(REPLY_TO_QUEUE, msg.id, target.consumerTag, false, err);
       return false;
     }
-    this.stats.delivered++;
+    this.delivered++;
     return true;
   }
 
@@ -547,11 +559,11 @@ export class CoreChannel implements ConsumerOwner {
         c.unacked--;
         q.reject(e, true);
       }
-      this.reportUndeliverable(q.name, e.msg.id, c.tag, q.deadLetterExchange !== undefined, err);
+      this.reportUndeliverable(q.name, e.msg.id, c.tag, q.limits.deadLetterExchange !== undefined, err);
       return false;
     }
-    this.stats.delivered++;
-    if (redelivered) this.stats.redelivered++;
+    this.delivered++;
+    if (redelivered) this.redelivered++;
     return true;
   }
 
@@ -564,7 +576,7 @@ export class CoreChannel implements ConsumerOwner {
     let deadLettered = false;
     if (u !== undefined && u.entry.msg === d.message) {
       this.unacked.delete(d.deliveryTag);
-      deadLettered = u.queue.deadLetterExchange !== undefined;
+      deadLettered = u.queue.limits.deadLetterExchange !== undefined;
       u.queue.reject(u.entry, true);
     }
     this.reportUndeliverable(d.queue, d.message.id, d.consumerTag, deadLettered, err);
@@ -608,7 +620,7 @@ export class CoreChannel implements ConsumerOwner {
         if (this.unacked === NO_UNACKED) this.unacked = new Map();
         this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null, at: Date.now() });
       }
-      this.stats.got++;
+      this.got++;
       return {
         delivery: {
           message: taken.entry.msg,
@@ -634,7 +646,7 @@ export class CoreChannel implements ConsumerOwner {
       if (this.unacked === NO_UNACKED) this.unacked = new Map();
       this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null, at: Date.now() });
     }
-    this.stats.got++;
+    this.got++;
     return {
       delivery: {
         message: q.messageFor(taken.entry),
@@ -685,7 +697,7 @@ export class CoreChannel implements ConsumerOwner {
     const c = u.consumer;
     if (how === 0) {
       u.queue.ack(u.entry);
-      this.stats.acked++;
+      this.acked++;
     } else if (how === 1) u.queue.requeue(u.entry, true);
     else u.queue.reject(u.entry);
     if (c !== null) {

@@ -1,6 +1,6 @@
 import { CoreChannel } from './channel.js';
 import type { Core } from './core.js';
-import { ConnectionTraffic } from './stats.js';
+import { ConnectionTraffic, epochMs, msSinceStart } from './stats.js';
 import type { Queue } from './queues/queue.js';
 import type { TeardownWork } from './teardown.js';
 import type { ConnectionInfo } from './types.js';
@@ -29,7 +29,8 @@ export class CoreConnection implements TeardownWork {
    * connection has none). An array: a session's one channel costs a slot, not a hash table.
    */
   private open: CoreChannel[] | undefined;
-  readonly connectedAt = Date.now();
+  /** When it connected, as ms since the process started (see connectedAt). */
+  private readonly connectedSince = msSinceStart();
   /** Bytes in/out, maintained by the adapter for management and metrics. */
   readonly traffic = new ConnectionTraffic();
   private closed = false;
@@ -48,6 +49,11 @@ export class CoreConnection implements TeardownWork {
 
   get user(): string {
     return this.info.user;
+  }
+
+  /** When it connected (ms since the epoch). */
+  get connectedAt(): number {
+    return epochMs(this.connectedSince);
   }
 
   get channels(): readonly CoreChannel[] {

@@ -75,7 +75,7 @@ export function sweepChannel(ch: CoreChannel, now: number, defaultMs: number): n
   // Below the shortest timeout in use on this channel nothing can be overdue: stop reading there.
   let floor = defaultMs > 0 ? defaultMs : Infinity;
   for (const c of ch.consumers.values()) {
-    const t = timeoutOf(c.queue.consumerTimeout, defaultMs);
+    const t = timeoutOf(c.queue.limits.consumerTimeout, defaultMs);
     if (t > 0 && t < floor) floor = t;
   }
   let n = 0;
@@ -84,7 +84,7 @@ export function sweepChannel(ch: CoreChannel, now: number, defaultMs: number): n
     let limit = 0;
     for (const u of ch.unackedDeliveries()) {
       const age = now - u.at;
-      const t = timeoutOf(u.queue.consumerTimeout, defaultMs);
+      const t = timeoutOf(u.queue.limits.consumerTimeout, defaultMs);
       if (t > 0 && age > t) {
         expired = u.consumer;
         limit = t;

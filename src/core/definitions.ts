@@ -232,9 +232,10 @@ export function exportDefinitions(core: Core, productVersion = '0.0.0'): Definit
     for (const ex of [...v.exchanges.values()].sort(byName)) {
       if (isDefinedExchange(ex)) exchanges.push(exchangeDefinition(vhostName, ex));
       if (!ex.durable || ex.name === '') continue;
-      const bs = [...ex.bindings.values()].filter(isDefinedBinding);
-      bs.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-      for (const b of bs) bindings.push(bindingDefinition(vhostName, b));
+      // Keys are made once each (a binding does not keep its key).
+      const bs = [...ex.bindings.values()].filter(isDefinedBinding).map((b) => ({ b, key: b.key }));
+      bs.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
+      for (const { b } of bs) bindings.push(bindingDefinition(vhostName, b));
     }
     for (const q of [...v.queues.values()].sort(byName)) {
       if (q.durable) queues.push(queueDefinition(vhostName, q));

@@ -1,3 +1,19 @@
+/** When the process started (ms since the epoch). */
+const STARTED_AT = Date.now();
+
+/**
+ * Now, as whole milliseconds since the process started: a small integer for the first 24 days,
+ * which an object keeps in place, where a Date.now() value is a boxed number in every object.
+ */
+export function msSinceStart(): number {
+  return Math.trunc(Date.now() - STARTED_AT);
+}
+
+/** A {@link msSinceStart} reading as ms since the epoch. */
+export function epochMs(sinceStart: number): number {
+  return STARTED_AT + sinceStart;
+}
+
 /** Message counters a channel keeps on its hot path (plain increments). */
 export interface ChannelStats {
   published: number;
@@ -34,18 +50,22 @@ export class ConnectionTraffic implements Traffic {
   sampledSendCnt = 0;
 }
 
-/** Everything counted for one protocol by connections and channels that have closed. */
-export class ProtocolTotals implements ChannelStats, Traffic {
-  connectionsOpened = 0;
-  connectionsClosed = 0;
-  channelsOpened = 0;
-  channelsClosed = 0;
+/** Message counters as fields of their owner (a channel is its own ChannelStats). */
+export class ChannelCounters implements ChannelStats {
   published = 0;
   delivered = 0;
   acked = 0;
   redelivered = 0;
   got = 0;
   returned = 0;
+}
+
+/** Everything counted for one protocol by connections and channels that have closed. */
+export class ProtocolTotals extends ChannelCounters implements Traffic {
+  connectionsOpened = 0;
+  connectionsClosed = 0;
+  channelsOpened = 0;
+  channelsClosed = 0;
   recvOct = 0;
   sendOct = 0;
   recvCnt = 0;

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { BrokerError, ReplyCode } from './errors.js';
 import { latencyTrace } from './latency-trace.js';
+import { BindingRecord } from './exchanges/binding-table.js';
 import { DELAYED_EXCHANGE_TYPE, DelayedMessages, delayOf, MAX_DELAY_MS, type DelayedHost, type DelayedStore } from './exchanges/delayed.js';
 import { Exchange, type Binding, type Destination } from './exchanges/exchange.js';
 import type { HeldCodec } from './exchanges/held.js';
@@ -387,16 +388,15 @@ export class VHost implements QueueHost, DelayedHost {
     if (destination instanceof Exchange && destination.name === '') {
       throw BrokerError.accessRefused(`operation not permitted on the default exchange`);
     }
-    const key = this.bindingKey(destination, routingKey, args);
-    const old = source.bindings.get(key);
+    const old = source.bindings.find(destination, routingKey, args);
     if (old !== undefined) {
       if (old.destination === destination) return;
       // A deleted queue of the same name whose teardown is still to come: its binding goes now.
       this.removeBinding(old, false);
     }
-    const b: Binding = { source, destination, routingKey, args, key };
+    const b = new BindingRecord(source, destination, routingKey, args);
     source.router.add(routingKey, args, destination);
-    source.bindings.set(key, b);
+    source.bindings.add(b);
     if (destination instanceof Exchange) destination.inbound.add(b);
     else {
       const inbound = destination.inbound;
@@ -404,7 +404,7 @@ export class VHost implements QueueHost, DelayedHost {
       else if (inbound instanceof Set) inbound.add(b);
       else destination.inbound = new Set([inbound, b]);
     }
-    if (source.durable && destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: source.name, key });
+    if (source.durable && destination.durable) void this.persistence.definitionsChanged({ kind: 'binding', vhost: this.name, source: source.name, key: b.key });
     this.ctx.relay?.bound(this, b);
   }
 
@@ -412,20 +412,13 @@ export class VHost implements QueueHost, DelayedHost {
     if (source.name === '' || (destination instanceof Exchange && destination.name === '')) {
       throw BrokerError.accessRefused(`operation not permitted on the default exchange`);
     }
-    const b = source.bindings.get(this.bindingKey(destination, routingKey, args));
+    const b = source.bindings.find(destination, routingKey, args);
     if (b !== undefined && b.destination === destination) this.removeBinding(b, true);
-  }
-
-  private bindingKey(destination: Destination, routingKey: string, args: FieldTable): string {
-    const kind = destination instanceof Exchange ? 'e' : 'q';
-    // Joined, the key is one flat string (a template literal makes a tree of string pieces that
-    // every binding would keep).
-    return [kind, destination.name, routingKey, tableKey(args)].join('\u0000');
   }
 
   private removeBinding(b: Binding, autoDeleteSource: boolean): void {
     const src = b.source;
-    if (!src.bindings.delete(b.key)) return;
+    if (!src.bindings.delete(b)) return;
     src.router.remove(b.routingKey, b.args, b.destination);
     this.ctx.relay?.unbound(this, b);
     const d = b.destination;
@@ -654,11 +647,11 @@ export class VHost implements QueueHost, DelayedHost {
   // ---- dead-lettering -----------------------------------------------------------------------
 
   deadLetter(queue: Queue, msg: StoredMessage, reason: DeadLetterReason, undeliverable = false): void {
-    const dlxName = queue.deadLetterExchange;
+    const dlxName = queue.limits.deadLetterExchange;
     if (dlxName === undefined) return;
     const dlx = this.exchanges.get(dlxName);
     if (!dlx) return; // RabbitMQ drops the message when the DLX is missing
-    const routingKey = queue.deadLetterRoutingKey ?? msg.routingKey;
+    const routingKey = queue.limits.deadLetterRoutingKey ?? msg.routingKey;
     const headers: FieldTable = { ...(msg.properties.headers ?? {}) };
     const deaths = Array.isArray(headers['x-death']) ? (headers['x-death'] as FieldTable[]).slice() : [];
     const idx = deaths.findIndex((d) => d['queue'] === queue.name && d['reason'] === reason);

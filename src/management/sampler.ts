@@ -68,6 +68,7 @@ function allZero(values: readonly number[]): boolean {
 
 /** Queue values tracked: cumulative counters, then depths. */
 export const Q = { publish: 0, deliver: 1, get: 2, ack: 3, redeliver: 4, messages: 5, ready: 6, unacked: 7 } as const;
+const Q_WIDTH = 8;
 export const X = { publishIn: 0, publishOut: 1 } as const;
 export const C = { recvOct: 0, sendOct: 1, recvCnt: 2, sendCnt: 3 } as const;
 export const CH = { publish: 0, deliver: 1, get: 2, ack: 3, redeliver: 4, returned: 5 } as const;
@@ -211,8 +212,8 @@ export class Sampler {
       const d: Depths = { messages: 0, ready: 0, unacked: 0 };
       for (const q of v.queues.values()) {
         const values = queueValues(q);
-        this.track(q, values, now);
-        this.record(this.histories, q, values);
+        this.trackQueue(q, values, now, previousAt);
+        this.recordQueue(q, values);
         const qs = q.stats;
         t.deliver += qs.delivered;
         t.get += qs.got;
@@ -288,6 +289,28 @@ export class Sampler {
     ring.set(last, (tick % OBJECT_HISTORY) * width);
   }
 
+  /**
+   * A queue's history. One whose values have stayed zero since it was declared keeps no entry (ten
+   * thousand idle queues cost nothing here): it reads as zeros since the first sample taken after
+   * its declaration, and that is where its own history starts from once its values change.
+   */
+  private recordQueue(q: Queue, values: readonly number[]): void {
+    if (!this.histories.has(q)) {
+      if (allZero(values)) return;
+      const first = this.firstSampleAfter(q.declaredAt);
+      if (first < this.tick) this.histories.set(q, { first, last: ZEROS[values.length]!, ring: undefined });
+    }
+    this.record(this.histories, q, values);
+  }
+
+  /** The first of the samples kept that was taken after `at` (ms since the epoch); `tick` when none was. */
+  private firstSampleAfter(at: number): number {
+    let t = this.tick;
+    const oldest = Math.max(0, this.tick - OBJECT_HISTORY);
+    while (t > oldest && this.tickTimes[(t - 1) % OBJECT_HISTORY]! > at) t--;
+    return t;
+  }
+
   /** The history record shared by the objects of `width` values first seen, all zero, in this sample. */
   private idleHistory(width: number): History {
     let h = this.idleHistories.get(width);
@@ -301,7 +324,7 @@ export class Sampler {
    * (exchanges) or G (vhosts, by name). Empty for an object not sampled yet.
    */
   objectSamples(obj: Queue | Exchange | string, ageMs: number, incrMs: number): ObjectSample[] {
-    const h = typeof obj === 'string' ? this.vhostHistories.get(obj) : this.histories.get(obj);
+    const h = typeof obj === 'string' ? this.vhostHistories.get(obj) : (this.histories.get(obj) ?? this.idleQueueHistory(obj));
     const out: ObjectSample[] = [];
     if (!h) return out;
     const width = h.last.length;
@@ -317,6 +340,13 @@ export class Sampler {
       out.push({ timestamp, values: h.ring ? h.ring.subarray(slot * width, slot * width + width) : h.last });
     }
     return out;
+  }
+
+  /** What a queue without a history entry reads as: zeros since the first sample after its declaration. */
+  private idleQueueHistory(obj: Queue | Exchange): History | undefined {
+    if (!('declaredAt' in obj)) return undefined;
+    const first = this.firstSampleAfter(obj.declaredAt);
+    return first < this.tick ? { first, last: ZEROS[Q_WIDTH]!, ring: undefined } : undefined;
   }
 
   private advance(prev: Track | undefined, values: number[], now: number): Track {
@@ -356,6 +386,23 @@ export class Sampler {
     t.sampledSendOct = t.sendOct;
     t.sampledRecvCnt = t.recvCnt;
     t.sampledSendCnt = t.sendCnt;
+  }
+
+  /**
+   * A queue whose values have stayed zero since it was declared keeps no entry: its rates read as
+   * zeros. Its first rates are over the time since the previous sample if it existed then (as they
+   * would be from a zero entry of that sample), zeros if it is newer.
+   */
+  private trackQueue(q: Queue, values: number[], now: number, previousAt: number): void {
+    const prev = this.tracks.get(q);
+    if (prev !== undefined) {
+      this.tracks.set(q, this.advance(prev, values, now));
+      return;
+    }
+    if (allZero(values)) return;
+    const dt = (now - previousAt) / 1000;
+    const seen = previousAt > 0 && q.declaredAt <= previousAt && dt > 0;
+    this.tracks.set(q, { prev: values, rates: values.map((v) => (seen ? round(v / dt) : 0)), at: now });
   }
 
   private track(obj: object, values: number[], now: number): void {

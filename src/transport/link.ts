@@ -77,7 +77,7 @@ class Sweep {
   add(l: Link): void {
     this.links.add(l);
     if (this.timer === undefined) {
-      this.now = Date.now() - this.epoch;
+      this.clock();
       this.timer = setInterval(this.tick, SWEEP_INTERVAL_MS);
       this.timer.unref();
     }
@@ -91,9 +91,13 @@ class Sweep {
     }
   }
 
-  /** The clock, read afresh (used when a deadline is set). */
+  /**
+   * The clock, read afresh (used when a deadline is set). Truncated so that it is a small integer:
+   * the difference of two Date.now() values is a boxed number, and every link stamping it would
+   * keep boxes of its own for its last read and write.
+   */
   clock(): number {
-    return (this.now = Date.now() - this.epoch);
+    return (this.now = Math.trunc(Date.now() - this.epoch));
   }
 
   get size(): number {
@@ -405,7 +409,8 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
   keepAlive(sendIdleMs: number, frame: Buffer | undefined, expectMs: number): void {
     this.sendIdleMs = frame === undefined ? 0 : sendIdleMs;
     this.heartbeat = frame;
-    this.expectMs = expectMs;
+    // Whole milliseconds: a small integer, where 1.5 x a keep-alive would be a boxed number.
+    this.expectMs = Math.trunc(expectMs);
     this.lastIn = this.lastOut = sweep.clock();
     this.updateSweep();
   }

@@ -175,7 +175,7 @@ describe('JSON bodies', () => {
     const v = tb.broker.core.vhosts.get('/')!;
     const q = v.queues.get('proto.def')!;
     expect(Object.hasOwn(q.args, '__proto__')).toBe(true);
-    expect(q.maxLength).toBeUndefined();
+    expect(q.limits.maxLength).toBeUndefined();
     const x = v.exchanges.get('proto.x')!;
     expect((x.args as Record<string, unknown>)['alternate-exchange']).toBeUndefined();
     const exported = await http(port, 'GET', '/api/definitions');
@@ -191,7 +191,7 @@ describe('AMQP field tables', () => {
     const q = tb.broker.core.vhosts.get('/')!.queues.get('proto.amqp')!;
     expect(Object.getPrototypeOf(q.args)).toBe(Object.prototype);
     expect(Object.hasOwn(q.args, '__proto__')).toBe(true);
-    expect(q.maxLength).toBeUndefined();
+    expect(q.limits.maxLength).toBeUndefined();
     const headers = JSON.parse('{"__proto__": {"polluted": 1}, "plain": "yes"}') as Record<string, unknown>;
     for (let i = 0; i < 2; i++) ch.sendToQueue('proto.amqp', Buffer.from('m'), { headers });
     await ch.waitForConfirms();

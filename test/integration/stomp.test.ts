@@ -164,7 +164,7 @@ describe('@stomp/stompjs over WebSocket', () => {
     await subscribed(c, '/topic/named.key', { 'x-queue-name': 'my-named-sub', 'x-max-length': '5', 'x-message-ttl': '60000' });
     const q = vhost().queues.get('my-named-sub')!;
     expect(q.args).toEqual({ 'x-max-length': 5, 'x-message-ttl': 60000 });
-    expect(q.maxLength).toBe(5);
+    expect(q.limits.maxLength).toBe(5);
   });
 
   test('every STOMP connection is in core.connections with its protocol version', async () => {

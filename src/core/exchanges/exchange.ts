@@ -1,5 +1,6 @@
 import type { FieldTable } from '../types.js';
 import type { Queue } from '../queues/queue.js';
+import { BindingTable } from './binding-table.js';
 import { DELAYED_EXCHANGE_TYPE, delayedTypeOf, type DelayedMessages } from './delayed.js';
 import { createRouter, type Router } from './router.js';
 
@@ -11,16 +12,20 @@ export interface Binding {
   readonly destination: Destination;
   readonly routingKey: string;
   readonly args: FieldTable;
-  /** Identity of (destination, routing key, arguments) within the source. */
+  /** Identity of (destination, routing key, arguments) within the source (see bindingKey). */
   readonly key: string;
+}
+
+export function isExchange(d: Destination): d is Exchange {
+  return d instanceof Exchange;
 }
 
 export class Exchange {
   /** Routing's mark (see RouteSet): which publish last reached this exchange. */
   routeMark = 0;
   readonly router: Router<Destination>;
-  /** Bindings where this exchange is the source, by key. */
-  readonly bindings = new Map<string, Binding>();
+  /** Bindings where this exchange is the source. */
+  readonly bindings = new BindingTable();
   /** Bindings where this exchange is the destination. */
   readonly inbound = new Set<Binding>();
   /** The alternate exchange: declared, or from a policy. */

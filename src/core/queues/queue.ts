@@ -4,6 +4,7 @@ import { latencyTrace } from '../latency-trace.js';
 import { processMemory } from '../memory.js';
 import type { Binding } from '../exchanges/exchange.js';
 import type { PageSink, Persistence, QueueStore } from '../persistence.js';
+import { epochMs, msSinceStart } from '../stats.js';
 import type { FieldTable, FieldValue, StoredMessage } from '../types.js';
 import type { Consumer } from './consumer.js';
 import { newEntry, type QueueEntry } from './entry.js';
@@ -145,6 +146,55 @@ export interface QueueReplica {
   getEmpty(queue: Queue): void;
 }
 
+/** A queue's limits, from its arguments and policy (read-only: a change replaces the record). */
+export interface QueueLimits {
+  readonly messageTtl: number | undefined;
+  readonly expires: number | undefined;
+  readonly maxLength: number | undefined;
+  readonly maxLengthBytes: number | undefined;
+  readonly overflow: Overflow;
+  readonly deadLetterExchange: string | undefined;
+  readonly deadLetterRoutingKey: string | undefined;
+  /** Failed deliveries a message may have before it is dead-lettered (queue type and x-delivery-limit). */
+  readonly deliveryLimit: number | undefined;
+  /** x-consumer-timeout (ms; 0 = none), undefined = the broker default. */
+  readonly consumerTimeout: number | undefined;
+  /** x-requeue-delay / x-requeue-delay-max (ms): returned messages wait before they are ready again. */
+  readonly requeueDelay: number | undefined;
+  readonly requeueDelayMax: number | undefined;
+}
+
+/** The limits of a queue declared without any (most queues): one record for all of them. */
+const NO_LIMITS: QueueLimits = Object.freeze({
+  messageTtl: undefined,
+  expires: undefined,
+  maxLength: undefined,
+  maxLengthBytes: undefined,
+  overflow: 'drop-head',
+  deadLetterExchange: undefined,
+  deadLetterRoutingKey: undefined,
+  deliveryLimit: undefined,
+  consumerTimeout: undefined,
+  requeueDelay: undefined,
+  requeueDelayMax: undefined,
+});
+
+function sameLimits(a: QueueLimits, b: QueueLimits): boolean {
+  return (
+    a.messageTtl === b.messageTtl &&
+    a.expires === b.expires &&
+    a.maxLength === b.maxLength &&
+    a.maxLengthBytes === b.maxLengthBytes &&
+    a.overflow === b.overflow &&
+    a.deadLetterExchange === b.deadLetterExchange &&
+    a.deadLetterRoutingKey === b.deadLetterRoutingKey &&
+    a.deliveryLimit === b.deliveryLimit &&
+    a.consumerTimeout === b.consumerTimeout &&
+    a.requeueDelay === b.requeueDelay &&
+    a.requeueDelayMax === b.requeueDelayMax
+  );
+}
+
 /**
  * A queue: ready messages in order, delivery to consumers by credit, TTL, length limits and
  * dead-lettering. Unacknowledged messages are held by the channels that received them.
@@ -153,14 +203,19 @@ export interface QueueReplica {
  * persistent messages are paged: written, not kept, and read back in order when the messages in
  * memory run out. Transient messages arriving meanwhile wait in memory behind them (`tail`).
  */
-export class Queue implements PageSink {
+export class Queue implements PageSink, QueueStats {
   /** Routing's mark (see RouteSet): which publish last took this queue. */
   routeMark = 0;
-  /** Key for the store: `<vhost>/<name>` is unique broker-wide. */
-  readonly id: string;
   /** Made with the first consumer at its exact size (a pushed-to empty array reserves 17 slots). */
   consumers: Consumer[] = [];
-  readonly stats: QueueStats = { published: 0, delivered: 0, redelivered: 0, acked: 0, got: 0 };
+  /** When it was declared (or recovered), as ms since the process started (see declaredAt). */
+  private readonly declaredSince = msSinceStart();
+  // Message counters (QueueStats): fields of the queue itself, no object of their own.
+  published = 0;
+  delivered = 0;
+  redelivered = 0;
+  acked = 0;
+  got = 0;
   readyCount = 0;
   readyBytes = 0;
   unackedCount = 0;
@@ -202,23 +257,10 @@ export class Queue implements PageSink {
   private ttlAt = 0;
   private expiresTimer: NodeJS.Timeout | undefined;
 
-  // Limits from the declared arguments with a matching policy folded in (see applyArguments).
-  messageTtl: number | undefined = undefined;
-  expires: number | undefined = undefined;
-  maxLength: number | undefined = undefined;
-  maxLengthBytes: number | undefined = undefined;
-  overflow: Overflow = 'drop-head';
-  deadLetterExchange: string | undefined = undefined;
-  deadLetterRoutingKey: string | undefined = undefined;
-  /** x-requeue-delay / x-requeue-delay-max (ms): returned messages wait before they are ready again. */
-  requeueDelay: number | undefined = undefined;
-  requeueDelayMax: number | undefined = undefined;
+  /** See `limits`. */
+  private ownLimits: QueueLimits = NO_LIMITS;
   /** Returned messages waiting out their requeue delay (made on first use). */
   private delays: RequeueDelays | undefined;
-  /** x-consumer-timeout (ms; 0 = none), undefined = the broker default. */
-  consumerTimeout: number | undefined = undefined;
-  /** Failed deliveries a message may have before it is dead-lettered (queue type and x-delivery-limit). */
-  deliveryLimit: number | undefined = undefined;
   readonly maxPriority: number;
   readonly singleActiveConsumer: boolean;
   /** Classic, quorum or stream: what differs between queue types. */
@@ -236,7 +278,6 @@ export class Queue implements PageSink {
     /** `args` with a matching policy folded in; `args` itself stays what was declared. */
     effectiveArgs: FieldTable = args,
   ) {
-    this.id = [host.name, name].join('/'); // one flat string, not a tree of pieces
     this.type = queueTypeOf(host.name, name, args, QUORUM);
     this.setLimits(effectiveArgs);
     this.maxPriority = Math.min(intArg(args, 'x-max-priority', 0, name) ?? 0, 255);
@@ -253,17 +294,20 @@ export class Queue implements PageSink {
     if (overflow !== 'drop-head' && overflow !== 'reject-publish' && overflow !== 'reject-publish-dlx') {
       throw BrokerError.precondition(`invalid arg 'x-overflow' for queue '${name}': '${overflow}'`);
     }
-    this.messageTtl = intArg(a, 'x-message-ttl', 0, name);
-    this.expires = intArg(a, 'x-expires', 1, name);
-    this.maxLength = intArg(a, 'x-max-length', 0, name);
-    this.maxLengthBytes = intArg(a, 'x-max-length-bytes', 0, name);
-    this.overflow = overflow;
-    this.deadLetterExchange = strArg(a, 'x-dead-letter-exchange');
-    this.deadLetterRoutingKey = strArg(a, 'x-dead-letter-routing-key');
-    this.deliveryLimit = this.type.deliveryLimit(a);
-    this.consumerTimeout = intArg(a, 'x-consumer-timeout', 0, name);
-    this.requeueDelay = intArg(a, 'x-requeue-delay', 0, name);
-    this.requeueDelayMax = intArg(a, 'x-requeue-delay-max', 0, name);
+    const limits: QueueLimits = {
+      messageTtl: intArg(a, 'x-message-ttl', 0, name),
+      expires: intArg(a, 'x-expires', 1, name),
+      maxLength: intArg(a, 'x-max-length', 0, name),
+      maxLengthBytes: intArg(a, 'x-max-length-bytes', 0, name),
+      overflow,
+      deadLetterExchange: strArg(a, 'x-dead-letter-exchange'),
+      deadLetterRoutingKey: strArg(a, 'x-dead-letter-routing-key'),
+      deliveryLimit: this.type.deliveryLimit(a),
+      consumerTimeout: intArg(a, 'x-consumer-timeout', 0, name),
+      requeueDelay: intArg(a, 'x-requeue-delay', 0, name),
+      requeueDelayMax: intArg(a, 'x-requeue-delay-max', 0, name),
+    };
+    this.ownLimits = sameLimits(limits, NO_LIMITS) ? NO_LIMITS : limits;
   }
 
   /**
@@ -273,8 +317,31 @@ export class Queue implements PageSink {
   applyArguments(effective: FieldTable): void {
     if (this.deleted) return;
     this.setLimits(effective);
-    if (this.overflow === 'drop-head') this.dropHeadOverLimit();
+    if (this.limits.overflow === 'drop-head') this.dropHeadOverLimit();
     this.touch();
+  }
+
+  /**
+   * Limits from the declared arguments with a matching policy folded in (see applyArguments); a
+   * queue without any shares one frozen record.
+   */
+  get limits(): QueueLimits {
+    return this.ownLimits;
+  }
+
+  /** Key for the store: `<vhost>/<name>` is unique broker-wide. Made when asked for (not kept). */
+  get id(): string {
+    return [this.host.name, this.name].join('/');
+  }
+
+  /** When it was declared or recovered (ms since the epoch). */
+  get declaredAt(): number {
+    return epochMs(this.declaredSince);
+  }
+
+  /** The queue's message counters: the queue itself. */
+  get stats(): QueueStats {
+    return this;
   }
 
   get consumerCount(): number {
@@ -287,8 +354,8 @@ export class Queue implements PageSink {
    */
   enqueue(msg: StoredMessage): Promise<void> | undefined | false {
     if (this.deleted) return undefined;
-    if (this.overflow !== 'drop-head' && this.isFullFor(msg.size)) {
-      if (this.overflow === 'reject-publish-dlx') this.host.deadLetter(this, msg, 'maxlen');
+    if (this.limits.overflow !== 'drop-head' && this.isFullFor(msg.size)) {
+      if (this.limits.overflow === 'reject-publish-dlx') this.host.deadLetter(this, msg, 'maxlen');
       return false;
     }
     let expiresAt = 0;
@@ -300,7 +367,7 @@ export class Queue implements PageSink {
     if (trace !== null) trace.enqueue();
     this.readyCount++;
     this.readyBytes += msg.size;
-    this.stats.published++;
+    this.published++;
     let pending: Promise<void> | undefined;
     const store = this.store;
     if (store === undefined || !msg.persistent) {
@@ -320,7 +387,7 @@ export class Queue implements PageSink {
       this.ownLevels()[level]!.push(entry);
       pending = store.enqueue(entry, false);
     }
-    if (this.overflow === 'drop-head') this.dropHeadOverLimit();
+    if (this.limits.overflow === 'drop-head') this.dropHeadOverLimit();
     if (expiresAt !== 0) this.scheduleTtl(expiresAt);
     if (this.consumers.length > 0) this.kick();
     return pending;
@@ -338,7 +405,7 @@ export class Queue implements PageSink {
     this.ownLevels()[0]!.push(entry);
     this.readyCount++;
     this.readyBytes += msg.size;
-    this.stats.published++;
+    this.published++;
     if (this.consumers.length > 0) this.kick();
   }
 
@@ -415,22 +482,22 @@ export class Queue implements PageSink {
   private effectiveTtl(msg: StoredMessage): number | undefined {
     const exp = msg.properties.expiration;
     const perMsg = exp === undefined ? undefined : Number(exp);
-    if (perMsg === undefined) return this.messageTtl;
-    if (this.messageTtl === undefined) return perMsg;
-    return Math.min(perMsg, this.messageTtl);
+    if (perMsg === undefined) return this.limits.messageTtl;
+    if (this.limits.messageTtl === undefined) return perMsg;
+    return Math.min(perMsg, this.limits.messageTtl);
   }
 
   private isFullFor(size: number): boolean {
     return (
-      (this.maxLength !== undefined && this.readyCount >= this.maxLength) ||
-      (this.maxLengthBytes !== undefined && this.readyBytes + size > this.maxLengthBytes)
+      (this.limits.maxLength !== undefined && this.readyCount >= this.limits.maxLength) ||
+      (this.limits.maxLengthBytes !== undefined && this.readyBytes + size > this.limits.maxLengthBytes)
     );
   }
 
   private dropHeadOverLimit(): void {
     while (
-      (this.maxLength !== undefined && this.readyCount > this.maxLength) ||
-      (this.maxLengthBytes !== undefined && this.readyBytes > this.maxLengthBytes && this.readyCount > 0)
+      (this.limits.maxLength !== undefined && this.readyCount > this.limits.maxLength) ||
+      (this.limits.maxLengthBytes !== undefined && this.readyBytes > this.limits.maxLengthBytes && this.readyCount > 0)
     ) {
       const e = this.shiftReady();
       if (!e) return;
@@ -536,8 +603,8 @@ export class Queue implements PageSink {
     if (trace !== null) trace.dispatch();
     const redelivered = e.deliveryCount > 0;
     e.deliveryCount++;
-    this.stats.delivered++;
-    if (redelivered) this.stats.redelivered++;
+    this.delivered++;
+    if (redelivered) this.redelivered++;
     const store = this.store;
     if (store !== undefined && this.replica === undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
     if (!c.noAck) {
@@ -568,7 +635,7 @@ export class Queue implements PageSink {
       }
       const redelivered = e.deliveryCount > 0;
       e.deliveryCount++;
-      this.stats.got++;
+      this.got++;
       const store = this.store;
       if (store !== undefined && this.replica === undefined && e.msg.persistent && e.seq > store.frontier) store.delivering(e.seq);
       if (noAck) this.settle(e);
@@ -581,7 +648,7 @@ export class Queue implements PageSink {
   ack(e: QueueEntry): void {
     if (this.remote !== undefined) return this.remote.settle(this, e, 0);
     this.unackedCount--;
-    this.stats.acked++;
+    this.acked++;
     this.settle(e);
   }
 
@@ -603,16 +670,16 @@ export class Queue implements PageSink {
     }
     if (failed) {
       e.returns++;
-      if (this.deliveryLimit !== undefined && e.returns > this.deliveryLimit) {
+      if (this.limits.deliveryLimit !== undefined && e.returns > this.limits.deliveryLimit) {
         this.deadLetterEntry(e, 'delivery_limit');
         return;
       }
       if (this.replica !== undefined) {
-        this.giveBack(e, this.requeueDelay !== undefined && this.requeueDelay > 0 ? requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax) : 0);
+        this.giveBack(e, this.limits.requeueDelay !== undefined && this.limits.requeueDelay > 0 ? requeueDelayFor(e.returns, this.limits.requeueDelay, this.limits.requeueDelayMax) : 0);
         return;
       }
-      if (this.requeueDelay !== undefined && this.requeueDelay > 0) {
-        (this.delays ??= new RequeueDelays((r) => this.requeueReady(r))).hold(e, requeueDelayFor(e.returns, this.requeueDelay, this.requeueDelayMax));
+      if (this.limits.requeueDelay !== undefined && this.limits.requeueDelay > 0) {
+        (this.delays ??= new RequeueDelays((r) => this.requeueReady(r))).hold(e, requeueDelayFor(e.returns, this.limits.requeueDelay, this.limits.requeueDelayMax));
         return;
       }
     }
@@ -685,7 +752,7 @@ export class Queue implements PageSink {
   }
 
   private deadLetterEntry(e: QueueEntry, reason: DeadLetterReason, undeliverable = false): void {
-    if (this.deadLetterExchange !== undefined) this.host.deadLetter(this, e.msg, reason, undeliverable);
+    if (this.limits.deadLetterExchange !== undefined) this.host.deadLetter(this, e.msg, reason, undeliverable);
     this.settle(e);
   }
 
@@ -745,12 +812,12 @@ export class Queue implements PageSink {
 
   /** Resets the x-expires timer: the queue was used. */
   touch(): void {
-    if (this.expires === undefined || this.deleted) return;
+    if (this.limits.expires === undefined || this.deleted) return;
     if (this.expiresTimer) clearTimeout(this.expiresTimer);
     this.expiresTimer = undefined;
     // A queue homed on another node expires there (its stand-in here goes with it).
     if (this.consumers.length > 0 || this.remote !== undefined) return;
-    this.armExpires(Date.now() + this.expires);
+    this.armExpires(Date.now() + this.limits.expires);
   }
 
   private armExpires(deadline: number): void {

@@ -121,7 +121,7 @@ export class StreamQueue extends Queue {
   }
 
   /** Retention and layout now (declared arguments with a matching policy folded in). */
-  get limits(): StreamLimits {
+  get streamLimits(): StreamLimits {
     return this.currentLimits;
   }
 

@@ -80,6 +80,11 @@ export class DestinationSet<T> {
     return this.indexOf(dest) >= 0;
   }
 
+  /** The destination of the set's one binding; undefined unless it holds exactly one. */
+  get only(): T | undefined {
+    return this.total === 1 ? this.items[0] : undefined;
+  }
+
   /** Adds every distinct destination to `out`. */
   addTo(out: RouteOut<T>): void {
     const items = this.items;
@@ -139,7 +144,11 @@ export function isLiteralPattern(pattern: string): boolean {
 /** Bindings of topic patterns to destinations of type `T`. */
 export class TopicTrie<T> {
   private readonly root = new TrieNode<T>();
-  private readonly literals = new Map<string, DestinationSet<T>>();
+  /**
+   * Literal patterns: a pattern with one binding (a device's own command topic) holds its
+   * destination as is, a DestinationSet from the second binding on.
+   */
+  private readonly literals = new Map<string, T | DestinationSet<T>>();
   private count = 0;
   private nodes = 0;
   private gen = 0;
@@ -153,12 +162,15 @@ export class TopicTrie<T> {
   add(pattern: string, dest: T): void {
     this.count++;
     if (isLiteralPattern(pattern)) {
-      let set = this.literals.get(pattern);
-      if (set === undefined) {
-        set = new DestinationSet<T>();
+      const held = this.literals.get(pattern);
+      if (held === undefined) this.literals.set(pattern, dest);
+      else if (held instanceof DestinationSet) held.add(dest);
+      else {
+        const set = new DestinationSet<T>();
+        set.add(held);
+        set.add(dest);
         this.literals.set(pattern, set);
       }
-      set.add(dest);
       return;
     }
     const words = pattern.split('.');
@@ -186,10 +198,19 @@ export class TopicTrie<T> {
   /** Removes one binding of `pattern` to `dest`; a no-op when there is none. */
   remove(pattern: string, dest: T): void {
     if (isLiteralPattern(pattern)) {
-      const set = this.literals.get(pattern);
-      if (set === undefined || !set.remove(dest)) return;
+      const held = this.literals.get(pattern);
+      if (held === undefined) return;
+      if (!(held instanceof DestinationSet)) {
+        if (held !== dest) return;
+        this.count--;
+        this.literals.delete(pattern);
+        return;
+      }
+      if (!held.remove(dest)) return;
       this.count--;
-      if (set.bindings === 0) this.literals.delete(pattern);
+      const only = held.only;
+      if (held.bindings === 0) this.literals.delete(pattern);
+      else if (only !== undefined) this.literals.set(pattern, only);
       return;
     }
     const words = pattern.split('.');
@@ -218,7 +239,10 @@ export class TopicTrie<T> {
   /** Adds to `out` every destination bound to a pattern that matches `routingKey`. */
   match(routingKey: string, out: RouteOut<T>): void {
     const literal = this.literals.get(routingKey);
-    if (literal !== undefined) literal.addTo(out);
+    if (literal !== undefined) {
+      if (literal instanceof DestinationSet) literal.addTo(out);
+      else out.add(literal);
+    }
     if (this.root.refs === 0) return;
     this.gen++;
     this.walk(this.root, this.wordsOf(routingKey), 0, out);

@@ -397,3 +397,35 @@ describe('many #', () => {
     expect(trie.cachedKeys).toBe(before);
   });
 });
+
+describe('a literal pattern bound once, twice and to several destinations', () => {
+  test('bindings of one literal pattern add and remove one at a time, whatever their number', () => {
+    const trie = new TopicTrie<string>();
+    trie.add('dev.1.cmd', 'q1');
+    expect(match(trie, 'dev.1.cmd')).toEqual(['q1']);
+    trie.add('dev.1.cmd', 'q1');
+    trie.add('dev.1.cmd', 'q2');
+    expect(sorted(match(trie, 'dev.1.cmd'))).toEqual(['q1', 'q2']);
+    expect(trie.size).toBe(3);
+    trie.remove('dev.1.cmd', 'q1');
+    expect(sorted(match(trie, 'dev.1.cmd'))).toEqual(['q1', 'q2']);
+    trie.remove('dev.1.cmd', 'q2');
+    expect(match(trie, 'dev.1.cmd')).toEqual(['q1']);
+    trie.remove('dev.1.cmd', 'q2');
+    expect(trie.size).toBe(1);
+    trie.remove('dev.1.cmd', 'q1');
+    expect(match(trie, 'dev.1.cmd')).toEqual([]);
+    expect(trie.size).toBe(0);
+    expect(trie.literalCount).toBe(0);
+  });
+
+  test('removing a destination a literal pattern is not bound to changes nothing', () => {
+    const trie = new TopicTrie<string>();
+    trie.add('dev.2.cmd', 'q1');
+    trie.remove('dev.2.cmd', 'q9');
+    trie.remove('dev.3.cmd', 'q1');
+    expect(match(trie, 'dev.2.cmd')).toEqual(['q1']);
+    expect(trie.size).toBe(1);
+    expect(trie.literalCount).toBe(1);
+  });
+});
