@@ -8,7 +8,7 @@ import { MqttDurableState, decodeWill, encodeWill } from './durable.js';
 import { toAmqpProperties } from './properties.js';
 import { DurableRetainedStore, MemoryRetainedStore, ReplicatedRetainedStore, type RetainedReplica, type RetainedStore } from './retained.js';
 import { OutState, Session, optionsFromArgs, sharedQueueName, type MqttClusterSeam, type SessionConnection } from './session.js';
-import { bindingKeyToFilter, parseFilter, printable, topicToRoutingKey, type ParsedFilter } from './topic.js';
+import { bindingKeyToFilter, parseFilter, printable, routingKeyOf, type ParsedFilter } from './topic.js';
 
 export { DurableRetainedStore, MemoryRetainedStore, ReplicatedRetainedStore, type RetainedMessage, type RetainedReplica, type RetainedStore } from './retained.js';
 export type { ClientClaim, MqttClusterHandlers, MqttClusterSeam } from './session.js';
@@ -489,7 +489,9 @@ export class MqttAdapter implements ProtocolAdapter {
     const session = this.ctx.core.openSession(vhost);
     const log = this.ctx.log;
     if (session === undefined) return;
-    const routingKey = topicToRoutingKey(will.topic);
+    // A will's topic is mostly its client's own: converted without the publishers' cache, which a
+    // storm of thousands of wills would otherwise empty several times over.
+    const routingKey = routingKeyOf(will.topic);
     const properties = toAmqpProperties(will.qos, will.retain, will.properties);
     try {
       const r = session.publish({ exchange: TOPIC_EXCHANGE, routingKey, properties, body: will.payload }, { user, clientId: s.clientId, publisherId: connId });
@@ -503,6 +505,6 @@ export class MqttAdapter implements ProtocolAdapter {
       return;
     }
     if (will.retain) this.retain(vhost, will.topic, will.qos, properties, will.payload)?.catch(() => undefined);
-    log.debug({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, 'will published');
+    if (log.isLevelEnabled('debug')) log.debug({ protocol: 'mqtt', vhost, user, clientId: s.clientId, topic: printable(will.topic) }, 'will published');
   }
 }

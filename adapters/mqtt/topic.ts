@@ -10,15 +10,20 @@ import { MAX_TOPIC_LENGTH, Reason } from './constants.js';
 const routingKeys = new Map<string, string>();
 const ROUTING_KEY_CACHE = 4096;
 
-/** `a/b/c` -> `a.b.c`. */
+/** `a/b/c` -> `a.b.c`, through the cache of recent topics (for publishers). */
 export function topicToRoutingKey(topic: string): string {
   let key = routingKeys.get(topic);
   if (key === undefined) {
-    key = topic.includes('/') ? topic.replaceAll('/', '.') : topic;
+    key = routingKeyOf(topic);
     if (routingKeys.size >= ROUTING_KEY_CACHE) routingKeys.clear();
     routingKeys.set(topic, key);
   }
   return key;
+}
+
+/** `a/b/c` -> `a.b.c`, without the cache (a topic seen once, such as a will's). */
+export function routingKeyOf(topic: string): string {
+  return topic.includes('/') ? topic.replaceAll('/', '.') : topic;
 }
 
 /** `a.b.c` -> `a/b/c`. */

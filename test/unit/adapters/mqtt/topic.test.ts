@@ -7,6 +7,7 @@ import {
   filterToBindingKey,
   matchWords,
   parseFilter,
+  routingKeyOf,
   routingKeyToTopic,
   topicToRoutingKey,
 } from '../../../../adapters/mqtt/topic.js';
@@ -21,6 +22,7 @@ describe('topic <-> routing key', () => {
     ['/', '.'],
   ])('topic %s becomes routing key %s and back', (topic, key) => {
     expect(topicToRoutingKey(topic)).toBe(key);
+    expect(routingKeyOf(topic)).toBe(key);
     expect(routingKeyToTopic(key)).toBe(topic);
   });
 
