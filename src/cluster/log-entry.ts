@@ -36,7 +36,7 @@ export function decodeLogEntry(r: ByteReader, data: Uint8Array): Message {
   const exchange = r.str16();
   const routingKey = r.str16();
   const properties = readProperties(r);
-  const body = Buffer.from(r.bytes32());
+  const body = r.bytes32();
   return { exchange, routingKey, properties, body };
 }
 
