@@ -174,6 +174,8 @@ export interface ReplicatedStream {
    * stopped; across connection losses and server changes.
    */
   follow(fromSeq: number, onEntry: (e: StreamEntry) => void): StreamFollow;
+  /** Where the stream's replicas are, as {@link ReplicatedLog.status}. */
+  status(): Promise<LogStatus>;
   /** Removes the stream and every message in it, for every node. */
   destroy(): Promise<void>;
 }

@@ -1,7 +1,7 @@
 import type { Core } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { DefinitionsSync } from './definitions-sync.js';
-import type { ClusterEngine, EngineInfo } from './engine.js';
+import type { ClusterEngine, EngineInfo, LogStatus } from './engine.js';
 import { NodeRegistry, type ClusterNodeInfo, type NodeListener } from './node-registry.js';
 import { QueueForwarding } from './queue-forwarding.js';
 import { RemoteConsumers, type RemoteConsumerOptions } from './remote-consumers.js';
@@ -75,14 +75,26 @@ export interface ClusterMembership {
   nodes(): ClusterNodeInfo[];
   /** The home node of a queue (where it was declared), if it is replicated. */
   homeOf(vhost: string, queue: string): string | undefined;
-  /** A replicated queue's copies on the engine's servers; undefined for other queues. */
-  replicationOf(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined>;
-  /** Every replicated queue on this node with its copies (`status` undefined: the engine did not answer). */
-  replicatedQueues(): Promise<Array<{ vhost: string; name: string; replicas: number; status: { leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined }>>;
+  /** A replicated queue's or stream's copies on the engine's servers; undefined for other queues. */
+  replicationOf(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number; type?: ReplicatedType } | undefined>;
+  /** Every replicated queue and stream on this node with its copies (`status` undefined: the engine did not answer). */
+  replicatedQueues(): Promise<ReplicatedReport[]>;
   /** Records the bound listeners in the registry. */
   setListeners(listeners: NodeListener[]): Promise<void>;
   /** Leaves: the heartbeat goes (the others list this node as not running), the connection closes. */
   stop(): Promise<void>;
+}
+
+/** What a replicated queue is: a quorum queue (its messages on the engine's log) or a stream. */
+export type ReplicatedType = 'quorum' | 'stream';
+
+/** A replicated queue or stream and where its copies are (`type` absent: a quorum queue). */
+export interface ReplicatedReport {
+  readonly vhost: string;
+  readonly name: string;
+  readonly replicas: number;
+  readonly type?: ReplicatedType;
+  readonly status: LogStatus | undefined;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 1000;
@@ -198,9 +210,17 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       homeOf: (vhost, queue) => definitions.homeOf(vhost, queue) ?? transientQueues.homeOf(vhost, queue),
       replicationOf: async (vhost, queue) => {
         const q = opts.core.vhosts.get(vhost)?.queues.get(queue);
-        return q === undefined ? undefined : replicated.status(q);
+        if (q === undefined) return undefined;
+        if (streams.has(q)) {
+          const st = await streams.status(q);
+          return st === undefined ? undefined : { ...st, type: 'stream' as const };
+        }
+        return replicated.status(q);
       },
-      replicatedQueues: () => replicated.report(),
+      replicatedQueues: async () => {
+        const [queues, streamed] = await Promise.all([replicated.report(), streams.report()]);
+        return [...queues, ...streamed.map((r) => ({ ...r, type: 'stream' as const }))];
+      },
       setListeners: (l) => registry.setListeners(l),
       stop: () =>
         (stopping ??= (async () => {

@@ -1,6 +1,6 @@
 import type { Message, StoredMessage } from '../core/index.js';
 import { ByteReader, ByteWriter, readProperties, writeProperties } from '../store/index.js';
-import { NoResponderError } from './engine.js';
+import { NoResponderError, type LogStatus } from './engine.js';
 
 /*
  * What replicated queues and replicated streams share: a message as the engine's logs and streams
@@ -36,7 +36,7 @@ export function decodeLogEntry(r: ByteReader, data: Uint8Array): Message {
   const exchange = r.str16();
   const routingKey = r.str16();
   const properties = readProperties(r);
-  const body = Buffer.from(r.bytes32());
+  const body = r.bytes32();
   return { exchange, routingKey, properties, body };
 }
 
@@ -81,4 +81,17 @@ export class EngineOpen<T> {
     );
     return opening;
   }
+}
+
+/** A replication status asked of the engine; undefined when it fails or does not answer within `timeoutMs`. */
+export async function statusWithin(ask: () => Promise<LogStatus>, timeoutMs: number): Promise<LogStatus | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), timeoutMs);
+    timer.unref();
+  });
+  const asked = ask().catch(() => undefined);
+  const status = await Promise.race([asked, timeout]);
+  clearTimeout(timer);
+  return status;
 }

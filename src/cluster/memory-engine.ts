@@ -193,6 +193,15 @@ class MemoryLogState {
   }
 }
 
+/** The copies of a log or stream of `replicas`: the servers not marked offline are online. */
+function memoryStatus(engine: MemoryEngine, replicas: number, messages: number): LogStatus {
+  const members = Array.from({ length: replicas }, (_, i) => `memory-${i + 1}`);
+  const online = members.filter((m) => !engine.offline.has(m));
+  // Without a majority of its copies there is no leader (and a real engine would not answer).
+  const leader = online.length > members.length / 2 ? online[0] : undefined;
+  return { leader, members, online, messages };
+}
+
 class MemoryLog implements ReplicatedLog {
   constructor(
     private readonly engine: MemoryEngine,
@@ -253,11 +262,7 @@ class MemoryLog implements ReplicatedLog {
 
   async status(): Promise<LogStatus> {
     await this.reachable();
-    const members = Array.from({ length: this.state.opts.replicas }, (_, i) => `memory-${i + 1}`);
-    const online = members.filter((m) => !this.engine.offline.has(m));
-    // Without a majority of its copies there is no leader (and a real engine would not answer).
-    const leader = online.length > members.length / 2 ? online[0] : undefined;
-    return { leader, members, online, messages: this.state.entries.size };
+    return memoryStatus(this.engine, this.state.opts.replicas, this.state.entries.size);
   }
 
   async destroy(): Promise<void> {
@@ -335,6 +340,11 @@ class MemoryStream implements ReplicatedStream {
   async bounds(): Promise<StreamBounds> {
     const st = await this.reach();
     return { first: st.first, last: st.lastSeq };
+  }
+
+  async status(): Promise<LogStatus> {
+    const st = await this.reach();
+    return memoryStatus(this.engine, st.opts.replicas, st.entries.length);
   }
 
   follow(fromSeq: number, onEntry: (e: StreamEntry) => void): StreamFollow {

@@ -3,7 +3,7 @@ import { BrokerError, ReplyCode, type Core, type Queue, type QueueEntry, type Qu
 import type { Logger } from '../logger.js';
 import { ByteReader, ByteWriter } from '../store/index.js';
 import type { ClusterEngine, LogMessage, ReplicatedLog } from './engine.js';
-import { appendRetried, decodeLogEntry, EngineOpen, encodeLogEntry } from './log-entry.js';
+import { appendRetried, decodeLogEntry, EngineOpen, encodeLogEntry, statusWithin } from './log-entry.js';
 
 /**
  * Replicated queues: a queue declared with `x-queue-type: quorum` (or matched by a policy with
@@ -232,17 +232,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     return Promise.all(
       links.map(async (link) => {
         const q = link.queue;
-        let timer: NodeJS.Timeout | undefined;
-        const timeout = new Promise<undefined>((resolve) => {
-          timer = setTimeout(() => resolve(undefined), timeoutMs);
-          timer.unref();
-        });
-        const asked = this.open(link).then(
-          (l) => l.status(),
-          () => undefined,
-        ).catch(() => undefined);
-        const status = await Promise.race([asked, timeout]);
-        clearTimeout(timer);
+        const status = await statusWithin(async () => (await this.open(link)).status(), timeoutMs);
         return { vhost: q.host.name, name: q.name, replicas: link.replicas, status };
       }),
     );

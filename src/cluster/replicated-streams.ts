@@ -2,8 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { BrokerError, ReplyCode, StreamQueue, type Core, type Queue, type QueueForwarder, type StoredMessage, type StreamLimits } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { ByteReader, ByteWriter } from '../store/index.js';
-import type { ClusterEngine, ReplicatedStream, StreamEntry, StreamFollow, StreamLogOptions } from './engine.js';
-import { appendRetried, decodeLogEntry, EngineOpen, encodeLogEntry } from './log-entry.js';
+import type { ClusterEngine, LogStatus, ReplicatedStream, StreamEntry, StreamFollow, StreamLogOptions } from './engine.js';
+import { appendRetried, decodeLogEntry, EngineOpen, encodeLogEntry, statusWithin } from './log-entry.js';
 
 /**
  * Stream queues in a cluster: a queue declared with `x-queue-type: stream` is a replicated stream
@@ -231,6 +231,29 @@ export class ReplicatedStreams implements QueueForwarder {
         .catch((err: unknown) => this.log.warn({ err, vhost, queue: name }, "cluster: a deleted stream's engine stream could not be removed"));
       return;
     }
+  }
+
+  /** Where a stream's replicas are (management); undefined for a queue that is not a replicated stream. */
+  async status(q: Queue): Promise<(LogStatus & { replicas: number }) | undefined> {
+    const link = this.links.get(q);
+    if (link === undefined) return undefined;
+    const st = await (await link.stream.get()).status();
+    return { replicas: link.replicas, ...st };
+  }
+
+  /**
+   * Every replicated stream on this node with its replicas (health checks, listings): `status`
+   * undefined when the engine did not answer within `timeoutMs`.
+   */
+  async report(timeoutMs = 3000): Promise<Array<{ vhost: string; name: string; replicas: number; status: LogStatus | undefined }>> {
+    return Promise.all(
+      [...this.links.values()].map(async (link) => ({
+        vhost: link.queue.host.name,
+        name: link.queue.name,
+        replicas: link.replicas,
+        status: await statusWithin(async () => (await link.stream.get()).status(), timeoutMs),
+      })),
+    );
   }
 
   // ---- publishing (QueueForwarder) ----------------------------------------------------------

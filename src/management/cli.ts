@@ -344,12 +344,13 @@ export function registerAdminCommands(program: Command): void {
       const c = new Client(o);
       const ov = (await c.get('/overview')) as Obj;
       const nodes = (await c.get('/nodes')) as Obj[];
-      // Replicated queues missing copies: under-replicated, or below a majority (no writes).
+      // Replicated queues and streams missing copies: under-replicated, or below a majority (no writes).
       const degraded = ((await c.get('/queues')) as Obj[])
         .filter((q) => q['under_replicated'] === true || q['below_majority'] === true)
         .map((q) => ({
           vhost: q['vhost'],
           name: q['name'],
+          type: q['type'],
           state: q['below_majority'] === true ? 'below-majority' : 'under-replicated',
           leader: q['leader'],
           members: q['members'],
@@ -382,7 +383,7 @@ export function registerAdminCommands(program: Command): void {
               .map((q) => {
                 const online = Array.isArray(q.online) ? q.online.length : 0;
                 const members = Array.isArray(q.members) ? q.members.length : 0;
-                return `  ${cell(q.vhost)} ${cell(q.name)}: ${q.state}, ${online} of ${members} online (leader ${cell(q.leader) || 'none'})`;
+                return `  ${cell(q.vhost)} ${cell(q.name)}${q.type === 'stream' ? ' (stream)' : ''}: ${q.state}, ${online} of ${members} online (leader ${cell(q.leader) || 'none'})`;
               })
               .join('\n')}\n`;
       out(

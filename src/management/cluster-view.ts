@@ -36,7 +36,7 @@ export interface ClusterView {
    * Where a replicated queue's copies are (engine servers); undefined for a queue that is not
    * replicated.
    */
-  replicationOf?(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined>;
+  replicationOf?(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number; type?: ReplicatedType } | undefined>;
   /**
    * Every replicated queue this node serves with its copies; `status` undefined when the engine
    * did not answer (no leader elected, engine unreachable).
@@ -58,11 +58,16 @@ export interface ClusterView {
   }>;
 }
 
+/** What a replicated queue is: a quorum queue (its messages on the engine's log) or a stream. */
+export type ReplicatedType = 'quorum' | 'stream';
+
 /** A replicated queue and where its copies are, as the node's engine reports them. */
 export interface ReplicatedQueueReport {
   readonly vhost: string;
   readonly name: string;
   /** The replica count it was created with. */
   readonly replicas: number;
+  /** A quorum queue (absent: one) or a stream. */
+  readonly type?: ReplicatedType;
   readonly status: { leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined;
 }

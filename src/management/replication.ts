@@ -38,7 +38,7 @@ export async function quorumCritical(cluster: ClusterView | undefined): Promise<
     body: {
       status: 'failed',
       reason: 'There are quorum queues that have lost the majority of their replicas',
-      queues: critical.map((r) => ({ name: r.name, readable_name: `queue '${r.name}' in vhost '${r.vhost}'`, virtual_host: r.vhost, type: 'quorum' })),
+      queues: critical.map((r) => ({ name: r.name, readable_name: `queue '${r.name}' in vhost '${r.vhost}'`, virtual_host: r.vhost, type: r.type ?? 'quorum' })),
     },
   };
 }
@@ -59,7 +59,7 @@ export async function flagReplicated(cluster: ClusterView | undefined, rows: Row
     const h = assess(r);
     return {
       ...row,
-      type: 'quorum',
+      type: r.type ?? 'quorum',
       leader: r.status?.leader ?? '',
       members: r.status?.members ?? [],
       online: r.status?.online ?? [],

@@ -191,13 +191,15 @@ export function registerObjectRoutes(api: ManagementApi): void {
     const replication = await api.ctx.cluster?.replicationOf?.(vhost, name).catch(() => undefined);
     if (replication !== undefined) {
       const h = assess({ vhost, name, replicas: replication.members.length, status: replication });
+      const stream = replication.type === 'stream';
       row = {
         ...row,
-        type: 'quorum',
+        type: replication.type ?? 'quorum',
         leader: replication.leader ?? '',
         members: replication.members,
         online: replication.online,
-        messages: replication.messages,
+        // A stream's figures are its local copy's, as its offsets are.
+        ...(stream ? {} : { messages: replication.messages }),
         under_replicated: h.underReplicated,
         below_majority: h.belowMajority,
       };

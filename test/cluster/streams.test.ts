@@ -6,6 +6,7 @@ import { connectAmqp, startTestCluster, type TestCluster } from '../helpers/clus
 import { http } from '../helpers/management.js';
 import { collect, connectMqtt, waitForCount } from '../helpers/mqtt.js';
 import { RawStomp } from '../helpers/stomp.js';
+import { runWarren } from '../helpers/warren-process.js';
 
 /**
  * Stream queues on two Warren nodes over three clustered nats-servers: the stream is a
@@ -138,5 +139,49 @@ describe('stream queues in a cluster', { timeout: 60_000 }, () => {
     expect(await read('n1', 'first', 62)).toEqual(all);
     const n1 = cluster.nodes.get('n1')!;
     expect([...n1.stdout, ...n1.stderr].join('')).not.toMatch(/local copy does not match/);
+  });
+
+  test("management shows the stream's replicas on both nodes; with a NATS server down it is under-replicated, and cluster status lists it", async () => {
+    interface Row { name: string; type: string; leader?: string; members?: string[]; online?: string[]; under_replicated?: boolean; below_majority?: boolean; messages?: number }
+    const port = (node: string): number => cluster.nodes.get(node)!.httpPort;
+    const listed = async (node: string): Promise<Row | undefined> => (await http<Row[]>(port(node), 'GET', '/api/queues/%2F')).body.find((q) => q.name === 'events');
+    await waitFor(async () => (await listed('n1'))?.online?.length === 3, 15_000, 'three replicas online');
+    for (const node of ['n1', 'n2']) {
+      const one = (await http<Row>(port(node), 'GET', '/api/queues/%2F/events')).body;
+      expect(one).toMatchObject({ type: 'stream', under_replicated: false, below_majority: false, messages: 62 });
+      expect(one.members).toHaveLength(3);
+      expect(one.members?.[0]).toBe(one.leader);
+      expect([...(one.online ?? [])].sort()).toEqual([...(one.members ?? [])].sort());
+      expect(await listed(node)).toMatchObject({ type: 'stream', leader: one.leader, under_replicated: false });
+    }
+    const ok = await runWarren(['cluster', 'status', '--url', `http://127.0.0.1:${port('n2')}`]);
+    expect(ok.stdout).toContain('replicated queues: all copies online');
+
+    await cluster.nats.kill(2);
+    try {
+      const r = await waitFor(
+        async () => {
+          const x = await listed('n2');
+          return x?.under_replicated === true ? x : undefined;
+        },
+        20_000,
+        'the stream under-replicated',
+      );
+      expect([r.type, r.members?.length, r.online?.length, r.below_majority]).toEqual(['stream', 3, 2, false]);
+      await waitFor(
+        async () => {
+          const st = await runWarren(['cluster', 'status', '--url', `http://127.0.0.1:${port('n2')}`]);
+          return st.code === 0 && /replicated queues missing copies:\n\s+\/ events \(stream\): under-replicated, 2 of 3 online/.test(st.stdout);
+        },
+        20_000,
+        'cluster status listing the stream',
+      );
+    } finally {
+      await cluster.nats.restart(2);
+    }
+    await waitFor(async () => (await listed('n2'))?.online?.length === 3, 20_000, 'three replicas online again');
+    // The copies follow the stream across the server's restart.
+    await publishConfirmed('n2', ['back']);
+    expect(await read('n1', 62, 1)).toEqual([[62, 'back']]);
   });
 });

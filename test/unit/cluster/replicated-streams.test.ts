@@ -76,6 +76,23 @@ describe('stream queues on the in-process engine', () => {
     expect(offsets(from3)).toEqual([3, 4, 5]);
   });
 
+  test("a stream's replicas as management sees them: typed stream, under-replicated with a server offline, beside a quorum queue", async () => {
+    engine = new MemoryEngine();
+    engine.servers = 3;
+    const a = await node('n1');
+    const ch = testChannel(a.core);
+    ch.declareQueue('s', { durable: true, arguments: { 'x-queue-type': 'stream' } });
+    ch.declareQueue('q', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await a.core.persistence.definitionsSettled();
+    await publish(a.core, 's', ['x']);
+    expect(await a.m.replicationOf('/', 's')).toEqual({ type: 'stream', replicas: 3, leader: 'memory-1', members: ['memory-1', 'memory-2', 'memory-3'], online: ['memory-1', 'memory-2', 'memory-3'], messages: 1 });
+    engine.offline.add('memory-3');
+    const reports = await a.m.replicatedQueues();
+    expect(reports.map((r) => [r.name, r.type ?? 'quorum', r.status?.online.length]).sort()).toEqual([['q', 'quorum', 2], ['s', 'stream', 2]]);
+    engine.offline.clear();
+    await a.m.stop();
+  });
+
   test("a stream matched by an 'ha-mode' policy is still a replicated stream, not a replicated queue", async () => {
     engine = new MemoryEngine();
     const a = await node('n1');
