@@ -441,6 +441,12 @@ async function replicationStatus(jsm: JetStreamManager, name: string, serverName
 
 /** After a follow ended without being stopped (its stream not there yet, an error): the next try. */
 const FOLLOW_RETRY_MS = 1000;
+/**
+ * A follow that received nothing for this long asks the stream whether it has more: if it does,
+ * the consumer is made again from the next sequence (an ordered consumer has been seen to stay
+ * silent after its server restarted).
+ */
+const FOLLOW_WATCH_MS = 3000;
 
 function streamSubject(name: string): string {
   return `warren_stream.${name}`;
@@ -487,6 +493,23 @@ class NatsStream implements ReplicatedStream {
     let stopped = false;
     let messages: ConsumerMessages | undefined;
     let timer: NodeJS.Timeout | undefined;
+    let received = 0;
+    let checked = -1;
+    const watch = setInterval(() => {
+      if (stopped || messages === undefined) return;
+      if (received !== checked) {
+        checked = received;
+        return;
+      }
+      const silent = messages;
+      this.bounds().then(
+        (b) => {
+          if (!stopped && received === checked && b.last >= next && messages === silent) silent.stop();
+        },
+        () => undefined,
+      );
+    }, FOLLOW_WATCH_MS);
+    watch.unref();
     const run = async (): Promise<void> => {
       try {
         const c = await this.js.consumers.get(this.name, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, next) });
@@ -498,6 +521,7 @@ class NatsStream implements ReplicatedStream {
         }
         for await (const m of messages) {
           if (stopped) break;
+          received++;
           if (m.seq < next) continue;
           next = m.seq + 1;
           onEntry({ seq: m.seq, data: m.data });
@@ -513,6 +537,7 @@ class NatsStream implements ReplicatedStream {
     return {
       stop: () => {
         stopped = true;
+        clearInterval(watch);
         if (timer !== undefined) clearTimeout(timer);
         messages?.stop();
       },
