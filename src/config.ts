@@ -67,6 +67,11 @@ export interface BrokerOptions {
    * memory Warren accounts for (queued messages, buffers, V8 heap), not the resident set size.
    */
   memoryHighWatermark: number;
+  /**
+   * Let V8 pretenure allocation sites (its default). Off by default: after one large backlog, V8
+   * would allocate every later message in the old generation (see docs/production.md).
+   */
+  gcPretenuring: boolean;
   /** Disk free space (bytes) below which publishers are blocked. */
   diskFreeLimit: number;
   /** Bytes of ready messages a durable queue keeps in memory; beyond, persistent ones are paged out. */
@@ -147,6 +152,7 @@ export const DEFAULTS: BrokerOptions = {
   dataDir: './data',
   logLevel: 'info',
   memoryHighWatermark: 0.4,
+  gcPretenuring: false,
   diskFreeLimit: 50 * 1024 * 1024,
   queueMemoryBudget: 16 * 1024 * 1024,
   frameMax: 131072,
@@ -214,6 +220,7 @@ const SCHEMA: Record<keyof BrokerOptions, Kind> = {
   dataDir: 'string',
   logLevel: 'level',
   memoryHighWatermark: 'number',
+  gcPretenuring: 'bool',
   diskFreeLimit: 'int',
   queueMemoryBudget: 'int',
   frameMax: 'int',
