@@ -9,7 +9,7 @@
 import type { Topology } from './clients/index.js';
 import type { DelayedScenario } from './delayed.js';
 import type { RpcScenario } from './rpc.js';
-import type { ConsumerSpec, Protocol, PublisherSpec } from './clients/types.js';
+import type { AmqpLibrary, ConsumerSpec, Protocol, PublisherSpec } from './clients/types.js';
 
 export interface ScenarioEnv {
   /** Unique per harness run; part of every queue and exchange name. */
@@ -382,19 +382,18 @@ const NO_WINDOW = Number.MAX_SAFE_INTEGER;
 /** Latency runs send 16 B: the due time (0..7) and the actual send time (8..15). */
 const LATENCY_BODY = 16;
 
+/** `s` with its plan passed through `change`. */
+function replan(s: Scenario, change: (plan: ScenarioPlan, env: ScenarioEnv) => ScenarioPlan): Scenario {
+  return { ...s, plan: (env) => change(s.plan(env), env) };
+}
+
 /** `s` with its publishers on a fixed schedule of `rate` msgs/s and no in-flight window. */
 function atRate(s: Scenario, rate: number): Scenario {
-  return {
-    ...s,
-    plan: (env) => {
-      const plan = s.plan(env);
-      return {
-        ...plan,
-        publishers: plan.publishers.map((p) => ({ ...p, rate, maxMessages: Math.ceil(rate * env.totalSeconds) })),
-        window: NO_WINDOW,
-      };
-    },
-  };
+  return replan(s, (plan, env) => ({
+    ...plan,
+    publishers: plan.publishers.map((p) => ({ ...p, rate, maxMessages: Math.ceil(rate * env.totalSeconds) })),
+    window: NO_WINDOW,
+  }));
 }
 
 /** MQTT 3.1.1, one publisher connection -> one subscriber on the same topic. */
@@ -435,7 +434,20 @@ const LOAD_TEXT: Record<LatencyLoad, string> = {
   'backlog-1m': '; meanwhile another queue holds 1 000 000 messages of 16 B (filled over AMQP before the run; brokers without AMQP skip this)',
 };
 
-function latency(protocol: 'amqp' | 'mqtt-qos0' | 'mqtt-qos1' | 'stomp', rate: number, load: LatencyLoad): LatencyScenario {
+/** `s` with its AMQP publishers and consumers on another client library. */
+function onAmqpLibrary(s: Scenario, library: AmqpLibrary): Scenario {
+  return replan(s, (plan) => ({
+    ...plan,
+    publishers: plan.publishers.map((p) => (p.protocol === 'amqp' ? { ...p, library } : p)),
+    consumers: plan.consumers.map((c) => (c.protocol === 'amqp' ? { ...c, library } : c)),
+  }));
+}
+
+function latency(
+  protocol: 'amqp' | 'amqp-client' | 'mqtt-qos0' | 'mqtt-qos1' | 'stomp',
+  rate: number,
+  load: LatencyLoad,
+): LatencyScenario {
   const name = `latency-${protocol}-${rate / 1000}k${load === 'none' ? '' : `-${load}`}`;
   let base: Scenario;
   let what: string;
@@ -443,6 +455,11 @@ function latency(protocol: 'amqp' | 'mqtt-qos0' | 'mqtt-qos1' | 'stomp', rate: n
     case 'amqp':
       base = amqpOneToOne(name, LATENCY_BODY);
       what = 'AMQP 0-9-1: 1 publisher -> default exchange -> 1 queue -> 1 consumer (prefetch 1000, ack each)';
+      break;
+    case 'amqp-client':
+      base = onAmqpLibrary(amqpOneToOne(name, LATENCY_BODY), 'amqp-client');
+      what =
+        'AMQP 0-9-1 on @cloudamqp/amqp-client (amqplib in the others): 1 publisher -> default exchange -> 1 queue -> 1 consumer (prefetch 1000, ack each)';
       break;
     case 'mqtt-qos0':
     case 'mqtt-qos1': {
@@ -469,7 +486,7 @@ function latency(protocol: 'amqp' | 'mqtt-qos0' | 'mqtt-qos1' | 'stomp', rate: n
   };
 }
 
-const LATENCY_PROTOCOLS = ['amqp', 'mqtt-qos0', 'mqtt-qos1', 'stomp'] as const;
+const LATENCY_PROTOCOLS = ['amqp', 'amqp-client', 'mqtt-qos0', 'mqtt-qos1', 'stomp'] as const;
 
 /** Every latency scenario: each protocol at 1 000 and 5 000 msgs/s, and at 5 000 under both loads. */
 export const LATENCY_SCENARIOS: readonly LatencyScenario[] = [

@@ -1,6 +1,7 @@
 /** Dispatch from a role spec or topology to the module of its protocol. */
 import { openAmqpConsumer, openAmqpPublisher, setupAmqpTopology, teardownAmqpTopology } from './amqp.js';
 import type { AmqpTopology } from './amqp.js';
+import { openAmqpClientConsumer, openAmqpClientPublisher } from './amqp-client.js';
 import { openMqttConsumer, openMqttPublisher } from './mqtt.js';
 import { openStompConsumer, openStompPublisher } from './stomp.js';
 import type { ConsumerDriver, ConsumerSpec, OnFatal, OnMessage, PublisherDriver, PublisherSpec } from './types.js';
@@ -17,7 +18,7 @@ export type Topology =
 export function openPublisher(spec: PublisherSpec, onFatal: OnFatal): Promise<PublisherDriver> {
   switch (spec.protocol) {
     case 'amqp':
-      return openAmqpPublisher(spec, onFatal);
+      return spec.library === 'amqp-client' ? openAmqpClientPublisher(spec, onFatal) : openAmqpPublisher(spec, onFatal);
     case 'mqtt':
       return openMqttPublisher(spec, onFatal);
     case 'stomp':
@@ -28,7 +29,9 @@ export function openPublisher(spec: PublisherSpec, onFatal: OnFatal): Promise<Pu
 export function openConsumer(spec: ConsumerSpec, onMessage: OnMessage, onFatal: OnFatal): Promise<ConsumerDriver> {
   switch (spec.protocol) {
     case 'amqp':
-      return openAmqpConsumer(spec, onMessage, onFatal);
+      return spec.library === 'amqp-client'
+        ? openAmqpClientConsumer(spec, onMessage, onFatal)
+        : openAmqpConsumer(spec, onMessage, onFatal);
     case 'mqtt':
       return openMqttConsumer(spec, onMessage, onFatal);
     case 'stomp':

@@ -43,9 +43,13 @@ interface ConsumerBase {
   traceOut?: string;
 }
 
+/** Which Node AMQP 0-9-1 client library a role runs on (default amqplib). */
+export type AmqpLibrary = 'amqplib' | 'amqp-client';
+
 export interface AmqpPublisherSpec extends PublisherBase {
   protocol: 'amqp';
   url: string;
+  library?: AmqpLibrary;
   exchange: string;
   routingKey: string;
   /** delivery_mode 2 when true. */
@@ -55,6 +59,7 @@ export interface AmqpPublisherSpec extends PublisherBase {
 export interface AmqpConsumerSpec extends ConsumerBase {
   protocol: 'amqp';
   url: string;
+  library?: AmqpLibrary;
   /** One channel (and one basic.consume) per queue, all on one connection. */
   queues: string[];
   /** basic.qos prefetch count, per channel. */
