@@ -2,7 +2,9 @@
  * Heap bytes the broker allocates per MQTT QoS 1 message (`npm run build && node dist/bench/alloc.js
  * [messages] [rounds]`): a broker in a child process with only its MQTT listener, 10 publisher
  * connections (QoS 1, 100 PUBLISHes awaiting PUBACK each) and one subscriber to their topics
- * (QoS 1, every delivery PUBACKed) in this process, over loopback.
+ * (QoS 1, every delivery PUBACKed) in this process, over loopback. With `--amqp`, per AMQP 0-9-1
+ * message instead: one amqplib publisher to the default exchange, one queue, one consumer
+ * (prefetch 1000, each delivery acked), as the `amqp-1to1-16b` scenario.
  *
  * The broker's young generation is made large enough that no collection runs while a round is
  * measured: before a round the broker collects (`gc()`), after it the growth of the used heap is
@@ -17,8 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 
+import { openAmqpConsumer, openAmqpPublisher, setupAmqpTopology } from './clients/amqp.js';
 import { openMqttConsumer, openMqttPublisher } from './clients/mqtt.js';
-import type { PublisherDriver } from './clients/types.js';
+import type { ConsumerDriver, OnFatal, OnMessage, PublisherDriver } from './clients/types.js';
 
 const PUBLISHERS = 10;
 const INFLIGHT = 100;
@@ -26,11 +29,11 @@ const WARMUP = 50_000;
 const SEMI_SPACE_MB = 256;
 
 type ToBroker = { op: 'mark' } | { op: 'read' } | { op: 'stop' };
-type FromBroker = { op: 'port'; port: number } | { op: 'marked' } | { op: 'read'; bytes: number; collections: number };
+type FromBroker = { op: 'port'; port: number; amqpPort: number } | { op: 'marked' } | { op: 'read'; bytes: number; collections: number };
 
 async function brokerMain(): Promise<void> {
   const { startBroker } = await import('../src/broker.js');
-  const broker = await startBroker({ mqttPort: 0, bind: '127.0.0.1', logLevel: 'silent' });
+  const broker = await startBroker({ mqttPort: 0, amqpPort: 0, bind: '127.0.0.1', logLevel: 'silent' });
   const collect = (globalThis as { gc?: () => void }).gc;
   if (collect === undefined) throw new Error('the broker process needs --expose-gc');
   let collections = 0;
@@ -71,7 +74,7 @@ async function brokerMain(): Promise<void> {
       void broker.stop().then(() => process.exit(0));
     }
   });
-  send({ op: 'port', port: broker.ports.mqtt! });
+  send({ op: 'port', port: broker.ports.mqtt!, amqpPort: broker.ports.amqp! });
 }
 
 /** Publishes `n` messages through `pub`, resolving when the subscriber has received all of them. */
@@ -96,16 +99,40 @@ function pump(pub: PublisherDriver, n: number, received: () => number, onAll: (c
   });
 }
 
+interface Clients {
+  pub: PublisherDriver;
+  consumer: ConsumerDriver;
+}
+
+async function openMqttClients(port: number, onMessage: OnMessage, fatal: OnFatal): Promise<Clients> {
+  const url = `mqtt://127.0.0.1:${port}`;
+  const consumer = await openMqttConsumer({ role: 'consumer', id: 'sub', protocol: 'mqtt', url, filter: 'alloc/#', qos: 1, clientId: 'alloc-sub' }, onMessage, fatal);
+  const topics = Array.from({ length: PUBLISHERS }, (_, i) => `alloc/${i}/value`);
+  const pub = await openMqttPublisher({ role: 'publisher', id: 'pub', bodySize: 16, maxMessages: Number.MAX_SAFE_INTEGER, protocol: 'mqtt', url, topics, qos: 1, inflight: INFLIGHT, clientIdPrefix: 'alloc-pub-' }, fatal);
+  return { pub, consumer };
+}
+
+async function openAmqpClients(port: number, onMessage: OnMessage, fatal: OnFatal): Promise<Clients> {
+  const url = `amqp://guest:guest@127.0.0.1:${port}`;
+  const queue = 'alloc';
+  await setupAmqpTopology(url, { exchanges: [], queues: [{ name: queue }], bindings: [] }, { queueExpiresMs: null });
+  const consumer = await openAmqpConsumer({ role: 'consumer', id: 'con', protocol: 'amqp', url, queues: [queue], prefetch: 1_000, ackEvery: 1 }, onMessage, fatal);
+  const pub = await openAmqpPublisher({ role: 'publisher', id: 'pub', bodySize: 16, maxMessages: Number.MAX_SAFE_INTEGER, protocol: 'amqp', url, exchange: '', routingKey: queue, persistent: false }, fatal);
+  return { pub, consumer };
+}
+
 async function main(): Promise<void> {
-  const n = Number(process.argv[2] ?? 20_000);
-  const rounds = Number(process.argv[3] ?? 5);
+  const args = process.argv.slice(2).filter((a) => a !== '--amqp');
+  const amqp = process.argv.includes('--amqp');
+  const n = Number(args[0] ?? 20_000);
+  const rounds = Number(args[1] ?? 5);
   const child = fork(fileURLToPath(import.meta.url), ['--broker'], {
     execArgv: ['--expose-gc', `--min-semi-space-size=${SEMI_SPACE_MB}`, `--max-semi-space-size=${SEMI_SPACE_MB}`],
   });
   const replies: Array<(m: FromBroker) => void> = [];
-  let portReply: ((p: number) => void) | null = null;
+  let portReply: ((m: { port: number; amqpPort: number }) => void) | null = null;
   child.on('message', (m: FromBroker) => {
-    if (m.op === 'port') portReply?.(m.port);
+    if (m.op === 'port') portReply?.(m);
     else replies.shift()?.(m);
   });
   const ask = (m: ToBroker): Promise<FromBroker> =>
@@ -113,24 +140,18 @@ async function main(): Promise<void> {
       replies.push(resolve);
       child.send(m);
     });
-  const port = await new Promise<number>((resolve) => (portReply = resolve));
-  const url = `mqtt://127.0.0.1:${port}`;
+  const ports = await new Promise<{ port: number; amqpPort: number }>((resolve) => (portReply = resolve));
   const fatal = (err: Error): void => {
     console.error(err);
     process.exit(1);
   };
   let got = 0;
   let watcher: (() => void) | null = null;
-  const consumer = await openMqttConsumer(
-    { role: 'consumer', id: 'sub', protocol: 'mqtt', url, filter: 'alloc/#', qos: 1, clientId: 'alloc-sub' },
-    () => {
-      got++;
-      watcher?.();
-    },
-    fatal,
-  );
-  const topics = Array.from({ length: PUBLISHERS }, (_, i) => `alloc/${i}/value`);
-  const pub = await openMqttPublisher({ role: 'publisher', id: 'pub', bodySize: 16, maxMessages: Number.MAX_SAFE_INTEGER, protocol: 'mqtt', url, topics, qos: 1, inflight: INFLIGHT, clientIdPrefix: 'alloc-pub-' }, fatal);
+  const onMessage = (): void => {
+    got++;
+    watcher?.();
+  };
+  const { pub, consumer } = amqp ? await openAmqpClients(ports.amqpPort, onMessage, fatal) : await openMqttClients(ports.port, onMessage, fatal);
   const onAll = (cb: () => void): void => {
     watcher = cb;
   };

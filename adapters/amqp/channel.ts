@@ -11,7 +11,7 @@ import {
 } from '../../src/core/index.js';
 import type { AmqpMethod, AmqpMethodOf } from './codec/methods.js';
 import { encodeDelivery, encodeGetOk, encodeReturn, type Frame } from './codec/frames.js';
-import { decodeContentHeader } from './codec/properties.js';
+import { decodeContentHeader, type ContentHeader } from './codec/properties.js';
 import type { AmqpConnection } from './connection.js';
 import { SettleQueue, type SettleTarget } from '../../src/transport/settle-queue.js';
 
@@ -50,6 +50,8 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
    */
   state: 'open' | 'closed' = 'open';
   private pending: PendingPublish | undefined;
+  /** The last content header received: the next one with the same property bytes shares its properties. */
+  private lastHeader: ContentHeader | undefined;
   private confirm = false;
   private publishSeq = 0;
   /** Highest seq settled in order and not yet confirmed to the client. */
@@ -372,7 +374,8 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
     if (p === undefined || p.properties !== undefined) {
       throw BrokerError.unexpectedFrame(`expected method frame, got non method frame instead`);
     }
-    const h = decodeContentHeader(payload);
+    const h = decodeContentHeader(payload, this.lastHeader);
+    this.lastHeader = h;
     if (h.classId !== 60) throw BrokerError.unexpectedFrame(`content header for class ${h.classId}, expected 60`);
     const max = this.conn.maxMessageSize;
     if (h.bodySize > max) {

@@ -20,8 +20,13 @@ const HEADER_FIXED = 12;
 /**
  * Decodes a content header payload. The body size is checked here, before any body is buffered;
  * the caller still compares it with its own maximum message size (STYLE P2).
+ *
+ * `previous` is the header decoded before on the same channel: a publisher nearly always sends the
+ * same properties with every message, and when the property bytes are the same the result shares
+ * its (never mutated) properties object and raw bytes instead of making new ones. Every message
+ * held in a queue would otherwise keep a copy of both.
  */
-export function decodeContentHeader(payload: Buffer): ContentHeader {
+export function decodeContentHeader(payload: Buffer, previous?: ContentHeader): ContentHeader {
   if (payload.length < HEADER_FIXED + 2) {
     throw new BrokerError(ReplyCode.FRAME_ERROR, `cannot decode: content header of ${payload.length} octets`);
   }
@@ -42,6 +47,12 @@ export function decodeContentHeader(payload: Buffer): ContentHeader {
       ReplyCode.FRAME_ERROR,
       `content body size ${payload.readBigUInt64BE(4)} exceeds maximum allowed size ${Number.MAX_SAFE_INTEGER}`,
     );
+  }
+  if (previous !== undefined) {
+    const raw = previous.rawProperties;
+    if (raw.length === payload.length - HEADER_FIXED && payload.compare(raw, 0, raw.length, HEADER_FIXED) === 0) {
+      return { classId, bodySize, properties: previous.properties, rawProperties: raw };
+    }
   }
   const properties = readProperties(reader.reset(payload, HEADER_FIXED));
   return { classId, bodySize, properties, rawProperties: Buffer.from(payload.subarray(HEADER_FIXED)) };

@@ -109,6 +109,26 @@ describe('decodeContentHeader', () => {
     expect(decodeProperties(h.rawProperties)).toEqual({ contentType: 'text/plain' });
   });
 
+  test('the same property bytes as the previous header share its properties; other bytes do not', () => {
+    const first = decodeContentHeader(headerPayload(5n, encodeProperties(ALL)));
+    const same = decodeContentHeader(headerPayload(7n, encodeProperties(ALL)), first);
+    expect(same.bodySize).toBe(7);
+    expect(same.properties).toBe(first.properties);
+    expect(same.rawProperties).toBe(first.rawProperties);
+
+    const changed = decodeContentHeader(headerPayload(5n, encodeProperties({ ...ALL, priority: 8 })), same);
+    expect(changed.properties).not.toBe(first.properties);
+    expect(changed.properties).toEqual({ ...ALL, priority: 8 });
+    // Same length, one byte different (the last of the cluster id).
+    const raw = encodeProperties(ALL);
+    raw[raw.length - 1] = raw[raw.length - 1]! ^ 1;
+    const flipped = decodeContentHeader(headerPayload(5n, raw), first);
+    expect(flipped.properties).not.toBe(first.properties);
+    expect(flipped.properties.clusterId).not.toBe(ALL.clusterId);
+    // Still validated as any header: a truncation after a shared one is an error.
+    expect(() => decodeContentHeader(headerPayload(5n, encodeProperties(ALL)).subarray(0, 20), first)).toThrow(BrokerError);
+  });
+
   test('a body size beyond Number.MAX_SAFE_INTEGER is a frame error', () => {
     const e = errorOf(() => decodeContentHeader(headerPayload(2n ** 53n, Buffer.from([0, 0]))));
     expect(e.code).toBe(ReplyCode.FRAME_ERROR);
