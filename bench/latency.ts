@@ -11,7 +11,10 @@
 import { connect } from 'amqplib';
 
 import type { Broker } from './brokers.js';
+import { brokerPids } from './brokers.js';
+import { sleep } from './clock.js';
 import { holdIdleMqtt } from './idle.js';
+import { cpuSecondsOf } from './proc.js';
 import { fmtMs, fmtOther, isDisturbed } from './report.js';
 import type { RunResult } from './report.js';
 import type { LatencyScenario } from './scenarios.js';
@@ -54,6 +57,37 @@ export async function holdLoad(
       return () => deleteQueue(b.endpoints.amqp!, queue);
     }
   }
+}
+
+/** A broker that used less than this share of a core over the last second has settled. */
+const SETTLED_CPU = 0.05;
+const SETTLE_STEP_MS = 250;
+const SETTLE_MAX_MS = 60_000;
+
+/**
+ * Waits until the broker has settled after its load was put in place: its CPU below 5 % of a core
+ * over a whole second (a runtime still collecting the garbage of a 1,000,000-message fill is busy;
+ * one holding the backlog at rest is not), at most 60 s. Resolves with the milliseconds waited, or
+ * null when the broker's process is unknown (then it waits 2 s).
+ */
+export async function waitForSettled(b: Broker): Promise<number | null> {
+  const pids = brokerPids(b);
+  if (cpuSecondsOf(pids) === null) {
+    await sleep(2000);
+    return null;
+  }
+  const t0 = performance.now();
+  const window: number[] = [cpuSecondsOf(pids)!];
+  const perWindow = 1000 / SETTLE_STEP_MS;
+  while (performance.now() - t0 < SETTLE_MAX_MS) {
+    await sleep(SETTLE_STEP_MS);
+    const now = cpuSecondsOf(pids);
+    if (now === null) break;
+    window.push(now);
+    if (window.length > perWindow + 1) window.shift();
+    if (window.length === perWindow + 1 && now - window[0]! < SETTLED_CPU) break;
+  }
+  return performance.now() - t0;
 }
 
 async function fillBacklog(url: string, queue: string, count: number, shared: boolean): Promise<void> {

@@ -34,7 +34,7 @@ import { LEGEND, OTHER_LOAD_WARN_PCT, scenarioTable } from './report.js';
 import type { RunResult } from './report.js';
 import { SCENARIOS } from './scenarios.js';
 import type { AnyScenario, LatencyScenario } from './scenarios.js';
-import { holdLoad, LATENCY_LEGEND, latencyTable, loadUnsupported } from './latency.js';
+import { holdLoad, LATENCY_LEGEND, latencyTable, loadUnsupported, waitForSettled } from './latency.js';
 import { brokerTraceFile, traceBreakdown } from './trace-report.js';
 import { DEFAULT_PAIRS, delayedTable, measureDelayed } from './delayed.js';
 import type { DelayedScenario } from './delayed.js';
@@ -514,7 +514,10 @@ async function measureLatency(s: LatencyScenario, brokers: Broker[], o: RunOptio
       const trace = o.traceDir !== null && b.isWarren ? { dir: o.traceDir, tag: `${s.name}.${rep}` } : null;
       try {
         release = await holdLoad(s, b, o.runId, latch.signal, log);
-        if (s.load !== 'none') await sleep(2000); // let the broker settle (GC after the fill)
+        if (s.load !== 'none') {
+          const waited = await waitForSettled(b);
+          if (waited !== null) log(`  broker settled after ${(waited / 1000).toFixed(1)} s`);
+        }
         r = await measure(s.base, b, o, quietWaitS, trace);
         if (latch.failure !== null) r = { ...r, error: `background load failed: ${latch.failure.message}` };
       } catch (e) {
