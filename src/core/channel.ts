@@ -10,6 +10,7 @@ import { ChannelCounters, epochMs, msSinceStart, type ChannelStats } from './sta
 import type { Queue } from './queues/queue.js';
 import { REPLY_TO_PREFIX, REPLY_TO_QUEUE, type ReplyTarget } from './reply-to.js';
 import { SETTLED } from './types.js';
+import { UnackedLog, type Unacked } from './unacked-log.js';
 import type {
   ConsumeOptions,
   Delivery,
@@ -28,14 +29,9 @@ import type {
 import type { VHost } from './vhost.js';
 
 /** A delivery waiting for its acknowledgement. */
-export interface Unacked {
-  readonly entry: QueueEntry;
-  readonly queue: Queue;
-  /** null for basic.get. */
-  readonly consumer: Consumer | null;
-  /** When it was delivered (ms since the epoch): the consumer timeout and the oldest-unacked age. */
-  readonly at: number;
-}
+export type { Unacked } from './unacked-log.js';
+
+const NO_UNACKED = new UnackedLog();
 
 /**
  * Shared by every channel until it first needs a map of its own: an idle session (a sleeping MQTT
@@ -44,7 +40,6 @@ export interface Unacked {
 const NO_CONSUMERS: ReadonlyMap<string, Consumer> = new Map();
 /** A consumer's arguments when none were given: shared, never written to. */
 const NO_ARGS: FieldTable = Object.freeze({});
-const NO_UNACKED: Map<number, Unacked> = new Map();
 
 /**
  * A session on the core: one per AMQP channel, per MQTT session, per STOMP connection.
@@ -57,6 +52,7 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
    * or a map by tag from the second on.
    */
   private consumerSlot: Consumer | Map<string, Consumer> | undefined = undefined;
+  /** Shared and empty until the first delivery that needs an ack (most sessions never hold one). */
   private unacked = NO_UNACKED;
   private nextTag = 1;
   /** basic.qos global=false: the prefetch given to consumers created afterwards. */
@@ -539,8 +535,7 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
   deliverFromQueue(c: Consumer, q: Queue, e: QueueEntry, redelivered: boolean): boolean {
     const tag = this.nextTag++;
     if (!c.noAck) {
-      if (this.unacked === NO_UNACKED) this.unacked = new Map();
-      this.unacked.set(tag, { entry: e, queue: q, consumer: c, at: Date.now() });
+      this.unackedLog().add(tag, { entry: e, queue: q, consumer: c, at: Date.now() });
       c.unacked++;
     }
     try {
@@ -555,7 +550,7 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
       });
     } catch (err) {
       if (!c.noAck) {
-        this.unacked.delete(tag);
+        this.unacked.take(tag);
         c.unacked--;
         q.reject(e, true);
       }
@@ -575,7 +570,7 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
     const u = this.unacked.get(d.deliveryTag);
     let deadLettered = false;
     if (u !== undefined && u.entry.msg === d.message) {
-      this.unacked.delete(d.deliveryTag);
+      this.unacked.take(d.deliveryTag);
       deadLettered = u.queue.limits.deadLetterExchange !== undefined;
       u.queue.reject(u.entry, true);
     }
@@ -617,8 +612,7 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
       }
       const tag = this.nextTag++;
       if (!noAck) {
-        if (this.unacked === NO_UNACKED) this.unacked = new Map();
-        this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null, at: Date.now() });
+        this.unackedLog().add(tag, { entry: taken.entry, queue: q, consumer: null, at: Date.now() });
       }
       this.got++;
       return {
@@ -643,8 +637,7 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
     if (!taken) return null;
     const tag = this.nextTag++;
     if (!noAck) {
-      if (this.unacked === NO_UNACKED) this.unacked = new Map();
-      this.unacked.set(tag, { entry: taken.entry, queue: q, consumer: null, at: Date.now() });
+      this.unackedLog().add(tag, { entry: taken.entry, queue: q, consumer: null, at: Date.now() });
     }
     this.got++;
     return {
@@ -677,20 +670,20 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
   private settle(deliveryTag: number, multiple: boolean, how: 0 | 1 | 2): void {
     const wasFull = this.channelPrefetch !== 0 && this.unacked.size >= this.channelPrefetch;
     if (!multiple) {
-      const u = this.unacked.get(deliveryTag);
+      const u = this.unacked.take(deliveryTag);
       if (!u) throw BrokerError.precondition(`unknown delivery tag ${deliveryTag}`);
-      this.unacked.delete(deliveryTag);
       this.settleOne(u, how);
     } else {
       if (deliveryTag >= this.nextTag) throw BrokerError.precondition(`unknown delivery tag ${deliveryTag}`);
       const upTo = deliveryTag === 0 ? Number.MAX_SAFE_INTEGER : deliveryTag;
-      for (const [tag, u] of this.unacked) {
-        if (tag > upTo) break;
-        this.unacked.delete(tag);
-        this.settleOne(u, how);
-      }
+      for (let u = this.unacked.takeOldest(upTo); u !== undefined; u = this.unacked.takeOldest(upTo)) this.settleOne(u, how);
     }
     if (wasFull) this.resume();
+  }
+
+  private unackedLog(): UnackedLog {
+    if (this.unacked === NO_UNACKED) this.unacked = new UnackedLog();
+    return this.unacked;
   }
 
   private settleOne(u: Unacked, how: 0 | 1 | 2): void {
@@ -718,12 +711,13 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
    * channel's other consumers go on.
    */
   timeOutConsumer(c: Consumer | null, timeoutMs: number): void {
-    for (const [tag, u] of this.unacked) {
-      if (u.consumer !== c) continue;
-      this.unacked.delete(tag);
-      u.queue.requeue(u.entry);
-      if (c !== null) c.unacked--;
-    }
+    this.unacked.takeWhere(
+      (u) => u.consumer === c,
+      (u) => {
+        u.queue.requeue(u.entry);
+        if (c !== null) c.unacked--;
+      },
+    );
     if (c !== null && this.consumerOf(c.tag) === c) {
       this.dropConsumerSlot(c.tag);
       c.queue.removeConsumer(c);
@@ -739,11 +733,7 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
   }
 
   private requeueAll(): void {
-    for (const u of this.unacked.values()) {
-      u.queue.requeue(u.entry);
-      if (u.consumer) u.consumer.unacked--;
-    }
-    this.unacked = NO_UNACKED;
+    this.unacked.drain(requeueUnacked);
   }
 
   /** channel.flow. */
@@ -773,4 +763,9 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
     this.connection.channelClosed(this);
     this.connection.core.totals.retireChannel(this.connection.info.protocol, this.stats);
   }
+}
+
+function requeueUnacked(u: Unacked): void {
+  u.queue.requeue(u.entry);
+  if (u.consumer) u.consumer.unacked--;
 }
