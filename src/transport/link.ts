@@ -10,6 +10,12 @@ export const HIGH_WATERMARK = 1 << 20;
 export const LOW_WATERMARK = 256 << 10;
 /** Bytes buffered above which the client is dead to us (a slow consumer): the stream is destroyed. */
 export const HARD_LIMIT = 256 << 20;
+/**
+ * Writes of at most this many bytes are copied into one buffer per turn of the event loop (a
+ * delivery, an ack: one write to the stream, whatever their number); larger ones are handed to
+ * the stream as they are, behind what was copied before them.
+ */
+const COALESCE_MAX = 4096;
 /** How often the one sweep over all links checks heartbeats, keep-alives and deadlines. */
 export const SWEEP_INTERVAL_MS = 250;
 /** Links one turn of the event loop sweeps; more wait for the next turn (no long task for 10,000 links). */
@@ -139,7 +145,15 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
   traffic: { sendOct: number; sendCnt: number; recvOct: number } | undefined;
   /** Why the connection ended, for its closing log line. */
   closeReason = CLOSED_BY_CLIENT;
+  /** A flush of this turn's writes is scheduled. */
+  private flushDue = false;
+  /** The stream is corked (a large write went to it this turn). */
   private corked = false;
+  /** This turn's small writes, not yet given to the stream: the first, and any after it. */
+  private first: Buffer | undefined;
+  private more: (Buffer | undefined)[] | undefined;
+  private moreCount = 0;
+  private pendingBytes = 0;
   private congestedNow = false;
   private paused = 0;
   private lastIn: number;
@@ -229,6 +243,7 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
       this.endDue = false;
       const s = this.stream;
       if (s.destroyed || s.writableEnded) return;
+      this.writePending();
       // A TCP client that ended its side, with nothing left to send it: closing the socket sends
       // the same FIN as ending it, without a shutdown request and its callback first (a storm's
       // teardown is mostly this).
@@ -248,19 +263,58 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
     if (l !== undefined) l.finish();
   }
 
-  private static uncork(l: Link): void {
-    l.corked = false;
+  private static flushTurn(l: Link): void {
+    l.flushDue = false;
+    const s = l.stream;
+    if (s.destroyed || s.writableEnded) {
+      l.dropPending();
+      return;
+    }
+    l.writePending();
     const trace = latencyTrace;
-    if (trace !== null) trace.flush(l.stream.writableLength);
-    l.stream.uncork();
+    if (trace !== null) trace.flush(s.writableLength);
+    if (l.corked) {
+      l.corked = false;
+      s.uncork();
+    }
     // Bytes the socket did not take at once are held until it drains: the memory account polls them.
-    if (l.stream.writableLength > 0) processMemory.track(l);
+    if (s.writableLength > 0) processMemory.track(l);
+  }
+
+  /** Gives this turn's small writes to the stream as one buffer. */
+  private writePending(): void {
+    const first = this.first;
+    if (first === undefined) return;
+    this.first = undefined;
+    const n = this.moreCount;
+    if (n === 0) {
+      this.pendingBytes = 0;
+      this.stream.write(first);
+      return;
+    }
+    const out = Buffer.allocUnsafe(this.pendingBytes);
+    let at = first.copy(out, 0);
+    const more = this.more!;
+    for (let i = 0; i < n; i++) {
+      at += more[i]!.copy(out, at);
+      more[i] = undefined;
+    }
+    this.moreCount = 0;
+    this.pendingBytes = 0;
+    this.stream.write(out);
+  }
+
+  private dropPending(): void {
+    this.first = undefined;
+    if (this.more !== undefined) this.more.fill(undefined, 0, this.moreCount);
+    this.moreCount = 0;
+    this.pendingBytes = 0;
   }
 
   /** MemorySource: bytes waiting in the stream's write buffer (0 once it is destroyed). */
   get heldBytes(): number {
     const s = this.stream;
-    return s.destroyed ? 0 : s.writableLength;
+    return s.destroyed ? 0 : s.writableLength + this.pendingBytes;
   }
 
   /** True once the stream has closed. */
@@ -279,14 +333,16 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
 
   // ---- outbound -----------------------------------------------------------------------------
 
-  /** Buffers `buf` for the client; everything written in one tick leaves in one syscall. */
+  /**
+   * Buffers `buf` for the client; everything written in one tick leaves in one syscall. `buf` is
+   * not copied at once: it must not change until the end of the tick.
+   */
   write(buf: Buffer): void {
     const s = this.stream;
     if (s.destroyed || s.writableEnded) return;
-    if (!this.corked) {
-      this.corked = true;
-      s.cork();
-      process.nextTick(Link.uncork, this);
+    if (!this.flushDue) {
+      this.flushDue = true;
+      process.nextTick(Link.flushTurn, this);
     }
     this.bytesOut += buf.length;
     this.framesOut++;
@@ -296,8 +352,25 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
       t.sendOct += buf.length;
       t.sendCnt++;
     }
-    s.write(buf);
-    const buffered = s.writableLength;
+    if (buf.length > COALESCE_MAX) {
+      // Large: to the stream as it is, corked until the turn ends, behind the small ones before it.
+      if (!this.corked) {
+        this.corked = true;
+        s.cork();
+      }
+      this.writePending();
+      s.write(buf);
+    } else if (this.first === undefined) {
+      this.first = buf;
+      this.pendingBytes = buf.length;
+    } else {
+      const more = (this.more ??= []);
+      if (this.moreCount < more.length) more[this.moreCount] = buf;
+      else more.push(buf);
+      this.moreCount++;
+      this.pendingBytes += buf.length;
+    }
+    const buffered = s.writableLength + this.pendingBytes;
     if (buffered > this.high) {
       this.congestedNow = true;
       if (buffered > this.hard) {
@@ -309,7 +382,7 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
 
   /** Bytes written but not yet taken by the client's socket. */
   get buffered(): number {
-    return this.stream.writableLength;
+    return this.stream.writableLength + this.pendingBytes;
   }
 
   /** Over the high watermark: deliveries to this connection stop until `linkDrained`. */
@@ -317,7 +390,7 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
     // A stream that is gone takes nothing: deliveries stop until its close is handled (a slice away).
     if (this.gone) return true;
     if (!this.congestedNow) return false;
-    if (this.stream.writableLength > this.low) return true;
+    if (this.stream.writableLength + this.pendingBytes > this.low) return true;
     this.congestedNow = false;
     return false;
   }
@@ -338,6 +411,9 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
     const s = this.stream;
     if (s.destroyed || s.writableEnded) return;
     if (buf !== undefined) this.write(buf);
+    this.writePending();
+    // Ending uncorks the stream: nothing is left for the turn's flush.
+    this.corked = false;
     s.end();
   }
 

@@ -66,6 +66,49 @@ describe('Link', () => {
     expect(link.traffic).toEqual({ sendOct: 4, sendCnt: 2, recvOct: 0 });
   });
 
+  test('small writes of one tick reach the stream as one chunk; a large one keeps its place; end() sends what is pending', async () => {
+    const { link, server, client } = linked();
+    const chunks: Buffer[] = [];
+    const write = server.write.bind(server);
+    server.write = ((chunk: Buffer, ...rest: never[]) => {
+      chunks.push(Buffer.from(chunk));
+      return write(chunk, ...rest);
+    }) as typeof server.write;
+    const got: Buffer[] = [];
+    client.on('data', (c: Buffer) => got.push(c));
+
+    for (let i = 0; i < 100; i++) link.write(Buffer.from([i]));
+    expect(chunks).toHaveLength(0);
+    expect(link.buffered).toBe(100);
+    await until(() => Buffer.concat(got).length === 100);
+    expect(chunks).toHaveLength(1);
+    expect([...Buffer.concat(got)]).toEqual(Array.from({ length: 100 }, (_, i) => i));
+
+    chunks.length = 0;
+    got.length = 0;
+    const large = Buffer.alloc(64 * 1024, 7);
+    link.write(Buffer.from('a'));
+    link.write(Buffer.from('b'));
+    link.write(large);
+    link.write(Buffer.from('c'));
+    await until(() => Buffer.concat(got).length === large.length + 3);
+    // The two small writes before it as one chunk, the large one as it is, then the one after.
+    expect(chunks.map((c) => c.length)).toEqual([2, large.length, 1]);
+    const all = Buffer.concat(got);
+    expect(all.subarray(0, 2).toString()).toBe('ab');
+    expect(all.subarray(2, 2 + large.length).equals(large)).toBe(true);
+    expect(all.subarray(-1).toString()).toBe('c');
+
+    got.length = 0;
+    let ended = false;
+    client.on('end', () => (ended = true));
+    link.write(Buffer.from('x'));
+    link.end(Buffer.from('y'));
+    client.resume();
+    await until(() => ended);
+    expect(Buffer.concat(got).toString()).toBe('xy');
+  });
+
   test('input reaches the owner and is counted; a throw is contained by the guard', async () => {
     const { link, owner, client } = linked();
     link.traffic = { sendOct: 0, sendCnt: 0, recvOct: 0 };
