@@ -427,9 +427,11 @@ export function rabbitmqInstalled(): boolean {
  * The environment of a private RabbitMQ node: its own name, ports, and every file (mnesia, logs,
  * config, plugins, pid, Erlang cookie via HOME) under `dir`, listening on 127.0.0.1 only.
  */
-export function rabbitmqNodeEnv(dir: string, nodeName: string, amqpPort: number, distPort: number): NodeJS.ProcessEnv {
+export function rabbitmqNodeEnv(dir: string, nodeName: string, amqpPort: number, distPort: number, epmdPort?: number): NodeJS.ProcessEnv {
   return {
     ...process.env,
+    // A port of its own for the Erlang port mapper, when the default one is not this run's to use.
+    ...(epmdPort !== undefined ? { ERL_EPMD_PORT: String(epmdPort) } : {}),
     HOME: dir,
     RABBITMQ_NODENAME: nodeName,
     RABBITMQ_NODE_IP_ADDRESS: '127.0.0.1',
@@ -457,8 +459,8 @@ interface RabbitmqNode {
   stop(): Promise<void>;
 }
 
-function launchRabbitmqNode(script: string, dir: string, name: string, amqpPort: number, distPort: number, verbose: boolean): RabbitmqNode {
-  const env = rabbitmqNodeEnv(dir, name, amqpPort, distPort);
+function launchRabbitmqNode(script: string, dir: string, name: string, amqpPort: number, distPort: number, verbose: boolean, epmdPort?: number): RabbitmqNode {
+  const env = rabbitmqNodeEnv(dir, name, amqpPort, distPort, epmdPort);
   const child = spawn(script, [], { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   const output: string[] = [];
   tail(child.stdout, output, verbose);
@@ -546,18 +548,28 @@ export async function startRabbitmqCluster(o: { nodes: number; verbose: boolean;
  * directories and Erlang cookie (HOME) in a temp dir, listening on 127.0.0.1 only; SIGTERM to the
  * rabbitmq-server script stops it gracefully. Needs root or the rabbitmq user (the Debian scripts).
  */
-export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: number }): Promise<Broker> {
+export async function startLocalRabbitmq(o: {
+  verbose: boolean;
+  startTimeoutMs: number;
+  /**
+   * Its AMQP port; the node's other ports follow it (+1 distribution, +2 AMQPS, +3 MQTT, +4 MQTTS,
+   * +5 STOMP, +6 the Erlang port mapper). Unset: free ports, and the port mapper's default.
+   */
+  amqpPort?: number;
+}): Promise<Broker> {
   const script = RABBITMQ_SCRIPT_CANDIDATES.find((p) => existsSync(p));
   if (script === undefined) throw new Error('rabbitmq-server is not installed (apt-get install -y rabbitmq-server)');
   const dir = await mkdtemp(join(tmpdir(), 'warren-bench-rabbitmq-'));
-  const amqpPort = await freePort();
-  const distPort = await freePort();
+  const base = o.amqpPort;
+  const port = async (n: number): Promise<number> => (base === undefined ? freePort() : base + n);
+  const amqpPort = await port(0);
+  const distPort = await port(1);
   // The same certificate as Warren's: AMQP and MQTT over TLS (and plain MQTT) on free ports.
   const tls = benchCertificate();
-  const amqpsPort = await freePort();
-  const mqttPort = await freePort();
-  const mqttsPort = await freePort();
-  const stompPort = await freePort();
+  const amqpsPort = await port(2);
+  const mqttPort = await port(3);
+  const mqttsPort = await port(4);
+  const stompPort = await port(5);
   await writeFile(join(dir, 'enabled_plugins'), '[rabbitmq_mqtt,rabbitmq_stomp].\n');
   await writeFile(
     join(dir, 'rabbitmq.conf'),
@@ -578,7 +590,7 @@ export async function startLocalRabbitmq(o: { verbose: boolean; startTimeoutMs: 
     ].join('\n'),
   );
   const nodeName = `warren-bench-${process.pid}@localhost`;
-  const node = launchRabbitmqNode(script, dir, nodeName, amqpPort, distPort, o.verbose);
+  const node = launchRabbitmqNode(script, dir, nodeName, amqpPort, distPort, o.verbose, base === undefined ? undefined : base + 6);
   const { stop, url } = node;
   const info = await node.listening(o.startTimeoutMs);
   const pid = pidListeningOn(amqpPort);

@@ -5,14 +5,30 @@
  *   unconfirmed at a time;
  * - `reader`: one channel, prefetch `prefetch`, reads `count` messages from `first` and acks
  *   with `multiple` every `ackEvery` messages.
- * Each opens its connection and channel first, reports `ready`, and starts on `start`.
+ * Each opens its connection and channel first, reports `ready`, and starts on `start`. The client
+ * library is amqplib or @cloudamqp/amqp-client (`client`); the same one is used for every broker.
  */
+import { Socket } from 'node:net';
+import { AMQPClient, type AMQPChannel } from '@cloudamqp/amqp-client';
 import { connect } from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
 
+export const STREAM_CLIENTS = ['amqplib', 'amqp-client'] as const;
+export type StreamClientLib = (typeof STREAM_CLIENTS)[number];
+
 export type StreamClientSpec =
-  | { role: 'publisher'; url: string; stream: string; count: number; bodySize: number; window: number }
-  | { role: 'reader'; url: string; stream: string; count: number; prefetch: number; ackEvery: number };
+  | {
+      role: 'publisher';
+      client: StreamClientLib;
+      url: string;
+      stream: string;
+      count: number;
+      bodySize: number;
+      window: number;
+      /** Publishes of one turn leave in one socket write (cork until the next turn) rather than one write each. */
+      cork: boolean;
+    }
+  | { role: 'reader'; client: StreamClientLib; url: string; stream: string; count: number; prefetch: number; ackEvery: number };
 
 export type ToStreamClient = { type: 'init'; spec: StreamClientSpec } | { type: 'start' } | { type: 'stop' };
 
@@ -27,10 +43,39 @@ function fatal(err: unknown): void {
   setTimeout(() => process.exit(1), 200).unref();
 }
 
-let conn: ChannelModel | undefined;
+let conn: { close(): Promise<void> } | undefined;
 let start: (() => void) | undefined;
 
-function publish(ch: ConfirmChannel, s: Extract<StreamClientSpec, { role: 'publisher' }>): void {
+/**
+ * Corks `socket` until the next turn of the event loop, so that the publishes a batch of confirms
+ * releases go out in one write. amqp-client writes in basicPublish, so it corks first; amqplib
+ * writes from a setImmediate of its own that its first publish schedules (from a nextTick), so
+ * it corks after its publishes, and the uncork is scheduled from a later nextTick to follow that
+ * write.
+ */
+function corker(socket: Socket | undefined, on: boolean): () => void {
+  if (socket === undefined || !on) return () => undefined;
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    socket.uncork();
+  };
+  const later = (): void => void setImmediate(uncork);
+  return () => {
+    if (corked) return;
+    corked = true;
+    socket.cork();
+    process.nextTick(later);
+  };
+}
+
+/** amqplib keeps its socket on the connection (not in its types). */
+function amqplibSocket(model: ChannelModel): Socket | undefined {
+  const s = (model as unknown as { connection?: { stream?: unknown } }).connection?.stream;
+  return s instanceof Socket ? s : undefined;
+}
+
+function publish(ch: ConfirmChannel, s: Extract<StreamClientSpec, { role: 'publisher' }>, cork: () => void): void {
   const body = Buffer.alloc(s.bodySize, 0x61);
   let sent = 0;
   let confirmed = 0;
@@ -44,10 +89,12 @@ function publish(ch: ConfirmChannel, s: Extract<StreamClientSpec, { role: 'publi
     else pump();
   };
   const pump = (): void => {
+    const from = sent;
     while (sent < s.count && sent - confirmed < s.window) {
       sent++;
       ch.sendToQueue(s.stream, body, { persistent: true }, onConfirm);
     }
+    if (sent > from) cork();
   };
   pump();
 }
@@ -66,14 +113,66 @@ function read(ch: Channel, s: Extract<StreamClientSpec, { role: 'reader' }>): vo
   ).catch(fatal);
 }
 
-async function init(spec: StreamClientSpec): Promise<void> {
-  conn = await connect(spec.url, { noDelay: true });
-  conn.on('error', fatal);
+/** The publisher on @cloudamqp/amqp-client: its basicPublish resolves once the broker confirms. */
+function publishFast(ch: AMQPChannel, s: Extract<StreamClientSpec, { role: 'publisher' }>, cork: () => void): void {
+  const body = Buffer.alloc(s.bodySize, 0x61);
+  const props = { deliveryMode: 2 };
+  let sent = 0;
+  let confirmed = 0;
+  const onConfirm = (): void => {
+    confirmed++;
+    if (confirmed === s.count) send({ type: 'done', count: confirmed });
+    else pump();
+  };
+  const pump = (): void => {
+    if (sent < s.count && sent - confirmed < s.window) cork();
+    while (sent < s.count && sent - confirmed < s.window) {
+      sent++;
+      ch.basicPublish('', s.stream, body, props).then(onConfirm, fatal);
+    }
+  };
+  pump();
+}
+
+function readFast(ch: AMQPChannel, s: Extract<StreamClientSpec, { role: 'reader' }>): void {
+  let got = 0;
+  ch.basicConsume(s.stream, { noAck: false, args: { 'x-stream-offset': 'first' } }, (m) => {
+    got++;
+    if (got % s.ackEvery === 0 || got === s.count) ch.basicAck(m.deliveryTag, true).catch(fatal);
+    if (got === s.count) send({ type: 'done', count: got });
+  }).catch(fatal);
+}
+
+async function initFast(spec: StreamClientSpec): Promise<void> {
+  const client = new AMQPClient(spec.url);
+  await client.connect();
+  // amqplib is given noDelay too: both clients write without Nagle's delay.
+  client.socket?.setNoDelay(true);
+  client.onerror = fatal;
+  conn = client;
+  const ch = await client.channel();
   if (spec.role === 'publisher') {
-    const ch = await conn.createConfirmChannel();
-    start = () => publish(ch, spec);
+    await ch.confirmSelect();
+    const cork = corker(client.socket, spec.cork);
+    start = () => publishFast(ch, spec, cork);
   } else {
-    const ch = await conn.createChannel();
+    await ch.prefetch(spec.prefetch);
+    start = () => readFast(ch, spec);
+  }
+  send({ type: 'ready' });
+}
+
+async function init(spec: StreamClientSpec): Promise<void> {
+  if (spec.client === 'amqp-client') return initFast(spec);
+  const model: ChannelModel = await connect(spec.url, { noDelay: true });
+  model.on('error', fatal);
+  conn = model;
+  if (spec.role === 'publisher') {
+    const ch = await model.createConfirmChannel();
+    const cork = corker(amqplibSocket(model), spec.cork);
+    start = () => publish(ch, spec, cork);
+  } else {
+    const ch = await model.createChannel();
     await ch.prefetch(spec.prefetch);
     start = () => read(ch, spec);
   }

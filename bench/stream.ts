@@ -10,7 +10,8 @@
  *   at once; msgs/s = deliveries summed over the 10 ÷ time to the last one.
  *
  * Every client (the publisher and each consumer) is a process of its own (stream-client.ts), with
- * its connection and channel open before the clock starts. Broker CPU is charged per message
+ * its connection and channel open before the clock starts; `--client` picks the library (amqplib,
+ * the default, or @cloudamqp/amqp-client), the same for every broker. Broker CPU is charged per message
  * delivered (or confirmed); client CPU is the clients' processes summed, as % of one core.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -22,7 +23,7 @@ import { connect } from 'amqplib';
 import { connectPeer, startLocalRabbitmq, startWarren, type Broker } from './brokers.js';
 import { wallMs } from './clock.js';
 import { cpuSeconds } from './proc.js';
-import type { FromStreamClient, StreamClientSpec, ToStreamClient } from './stream-client.js';
+import { STREAM_CLIENTS, type FromStreamClient, type StreamClientLib, type StreamClientSpec, type ToStreamClient } from './stream-client.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = join(HERE, '..', '..');
@@ -59,8 +60,8 @@ class Client {
   readonly ready: Promise<void>;
   readonly done: Promise<number>;
 
-  constructor(spec: StreamClientSpec) {
-    this.child = fork(CLIENT_JS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  constructor(spec: StreamClientSpec, execArgv: string[]) {
+    this.child = fork(CLIENT_JS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
     let ready: () => void = () => undefined;
     let done: (n: number) => void = () => undefined;
     let fail: (e: Error) => void = () => undefined;
@@ -96,8 +97,8 @@ class Client {
 }
 
 /** Starts the clients once all are connected; the phase ends when the last one is done. */
-async function measure(b: Broker, phase: Phase, messages: number, specs: StreamClientSpec[]): Promise<Row> {
-  const clients = specs.map((s) => new Client(s));
+async function measure(b: Broker, phase: Phase, messages: number, specs: StreamClientSpec[], execArgv: string[]): Promise<Row> {
+  const clients = specs.map((s) => new Client(s, execArgv));
   try {
     await Promise.all(clients.map((c) => c.ready));
     const cpu0 = cpuOf(b.pid);
@@ -123,19 +124,29 @@ async function measure(b: Broker, phase: Phase, messages: number, specs: StreamC
   }
 }
 
-async function benchBroker(b: Broker, n: number, bodySize: number, phases: readonly Phase[]): Promise<Row[]> {
+interface Run {
+  n: number;
+  bodySize: number;
+  phases: readonly Phase[];
+  client: StreamClientLib;
+  cork: boolean;
+  /** Node.js options of the client processes (a CPU profile). */
+  execArgv: string[];
+}
+
+async function benchBroker(b: Broker, { n, bodySize, phases, client, cork, execArgv }: Run): Promise<Row[]> {
   const url = b.endpoints.amqp;
   if (url === undefined) throw new Error(`${b.name} has no AMQP endpoint`);
   const conn = await connect(url, { noDelay: true });
   const stream = `bench-stream-${Date.now()}`;
   const setup = await conn.createChannel();
   await setup.assertQueue(stream, { durable: true, arguments: { 'x-queue-type': 'stream' } });
-  const reader: StreamClientSpec = { role: 'reader', url, stream, count: n, prefetch: PREFETCH, ackEvery: ACK_EVERY };
+  const reader: StreamClientSpec = { role: 'reader', client, url, stream, count: n, prefetch: PREFETCH, ackEvery: ACK_EVERY };
   const rows: Row[] = [];
   // The publish phase always runs: it fills the stream the readers read.
-  rows.push(await measure(b, 'publish', n, [{ role: 'publisher', url, stream, count: n, bodySize, window: CONFIRM_WINDOW }]));
-  if (phases.includes('read-1')) rows.push(await measure(b, 'read-1', n, [reader]));
-  if (phases.includes('read-10')) rows.push(await measure(b, 'read-10', n * 10, Array.from({ length: 10 }, () => reader)));
+  rows.push(await measure(b, 'publish', n, [{ role: 'publisher', client, url, stream, count: n, bodySize, window: CONFIRM_WINDOW, cork }], execArgv));
+  if (phases.includes('read-1')) rows.push(await measure(b, 'read-1', n, [reader], execArgv));
+  if (phases.includes('read-10')) rows.push(await measure(b, 'read-10', n * 10, Array.from({ length: 10 }, () => reader), execArgv));
   await setup.deleteQueue(stream);
   await setup.close();
   await conn.close();
@@ -161,6 +172,16 @@ async function main(): Promise<void> {
       'cpu-prof': { type: 'string' },
       /** Another build of Warren to measure instead (e.g. one of the parent commit). */
       'warren-bin': { type: 'string' },
+      /** The client library of every client process: amqplib or amqp-client (@cloudamqp/amqp-client). */
+      client: { type: 'string', default: 'amqplib' },
+      /** The publisher corks its socket for a turn, so the publishes of one turn leave in one write. */
+      cork: { type: 'boolean', default: false },
+      /** Writes a V8 CPU profile of each client process into this directory. */
+      'client-cpu-prof': { type: 'string' },
+      /** Warren's AMQP port (its other listeners are off); default: an ephemeral port for each. */
+      'warren-port': { type: 'string' },
+      /** The started RabbitMQ's AMQP port; its other ports are the next six (see startLocalRabbitmq). */
+      'rabbitmq-port': { type: 'string' },
     },
   });
   const n = Number(values.messages);
@@ -169,12 +190,22 @@ async function main(): Promise<void> {
   const phases = values.phases.split(',').map((p) => p.trim());
   for (const p of phases) if (!(PHASES as readonly string[]).includes(p)) throw new Error(`unknown phase '${p}' (expected ${PHASES.join(', ')})`);
   const prof = values['cpu-prof'];
+  const client = values.client as StreamClientLib;
+  if (!(STREAM_CLIENTS as readonly string[]).includes(client)) throw new Error(`unknown client '${client}' (expected ${STREAM_CLIENTS.join(', ')})`);
+  const clientProf = values['client-cpu-prof'];
+  const execArgv = clientProf !== undefined ? ['--cpu-prof', '--cpu-prof-dir', clientProf] : [];
+  const warrenPort = values['warren-port'];
+  const fixedPorts =
+    warrenPort === undefined
+      ? []
+      : ['--amqp-port', warrenPort, ...['--mqtt-port', '--stomp-port', '--http-port', '--amqps-port', '--mqtts-port'].flatMap((f) => [f, 'off'])];
+  const rabbitPort = values['rabbitmq-port'];
   const brokers: Broker[] = [];
   try {
     brokers.push(
       await startWarren({
         bin: values['warren-bin'] ?? join(REPO_ROOT, 'bin', 'warren.js'),
-        extraArgs: ['--log-level', 'warn'],
+        extraArgs: ['--log-level', 'warn', ...fixedPorts],
         ...(prof !== undefined ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', prof] } : {}),
         verbose: false,
         startTimeoutMs: 30_000,
@@ -182,17 +213,19 @@ async function main(): Promise<void> {
     );
     if (!values['warren-only']) {
       if (values['peer-url'] !== undefined) brokers.push(await connectPeer({ url: values['peer-url'], name: null, pid: null }));
-      else if (values['start-rabbitmq']) brokers.push(await startLocalRabbitmq({ verbose: false, startTimeoutMs: 90_000 }));
+      else if (values['start-rabbitmq']) {
+        brokers.push(await startLocalRabbitmq({ verbose: false, startTimeoutMs: 90_000, ...(rabbitPort !== undefined ? { amqpPort: Number(rabbitPort) } : {}) }));
+      }
     }
     const rows: Row[] = [];
     for (let r = 0; r < repeat; r++) {
       for (const b of brokers) {
         process.stderr.write(`${b.name}: run ${r + 1} of ${repeat} ...\n`);
-        rows.push(...(await benchBroker(b, n, bodySize, phases as Phase[])));
+        rows.push(...(await benchBroker(b, { n, bodySize, phases: phases as Phase[], client, cork: values.cork, execArgv })));
       }
     }
     const out: string[] = [];
-    out.push(`Stream queues over AMQP 0-9-1: ${fmt(n)} messages of ${bodySize} B, ${new Date().toISOString()}`);
+    out.push(`Stream queues over AMQP 0-9-1: ${fmt(n)} messages of ${bodySize} B, client ${client}${values.cork ? ' (publisher corked per turn)' : ''}, ${new Date().toISOString()}`);
     out.push(`Machine: ${cpus()[0]?.model ?? 'unknown'}, ${availableParallelism()} cores, Linux ${release()}, Node.js ${process.version}`);
     for (const b of brokers) out.push(`- ${b.name}: ${b.details}`);
     out.push('');

@@ -20,6 +20,10 @@ import { bloomAdd, bloomMayContain } from './stream-bloom.js';
  *
  * and each record in the data is u32 length | u16 filter length | filter (utf8) | message.
  * Recovery reads the chunks in order and cuts the file at the first torn or corrupt one.
+ *
+ * The active segment is zero-filled ahead of its end (and the zeroes synced), so a chunk is
+ * written over blocks the file already has: its fdatasync then flushes data only, without the
+ * journal commit that growing the file costs. Recovery ends at the zeroes as at any end.
  */
 
 const FILE_MAGIC = 'WRNT';
@@ -43,6 +47,9 @@ const RECORD_OVERHEAD = 256;
 const MAX_IN_FLIGHT = 1;
 /** A batch is cut into chunks of at most this many records. */
 const MAX_CHUNK_RECORDS = 4096;
+/** Bytes zero-filled ahead of the active segment's end at a time, once less than half is left. */
+const PREALLOC_BYTES = 4 << 20;
+const ZEROES = Buffer.alloc(1 << 20);
 /** Scratch space for building a chunk; a larger one is dropped after use. */
 const SCRATCH_BYTES = 1 << 20;
 const OFFSET_KEY = Buffer.from('x-stream-offset', 'latin1');
@@ -70,6 +77,31 @@ interface StreamSegment {
   chunks: number;
   /** Writes in flight. */
   writing: number;
+  /** The file's bytes up to here exist (zero-filled ahead of `size`, or written) and are synced. */
+  zeroed: number;
+  /** The zero fill in flight, and where it starts; chunks reaching past `fillFrom` wait for it. */
+  filling: Promise<void> | undefined;
+  fillFrom: number;
+  /** Closed (or to be closed once its fill is done): no more fills. */
+  dead: boolean;
+}
+
+function openSegment(first: number, path: string, fd: number): StreamSegment {
+  return { first, path, fd, size: FILE_HEADER, lastTs: 0, chunks: 0, writing: 0, zeroed: 0, filling: undefined, fillFrom: 0, dead: false };
+}
+
+/** Closes a segment's file, after its zero fill if one is in flight (its fd must not be reused under it). */
+function closeSegment(seg: StreamSegment): void {
+  seg.dead = true;
+  const close = (): void => {
+    try {
+      closeSync(seg.fd);
+    } catch {
+      // already closed
+    }
+  };
+  if (seg.filling === undefined) close();
+  else void seg.filling.then(close);
 }
 
 interface Pending {
@@ -235,7 +267,7 @@ export class StreamLog implements StreamStore, MemorySource {
     if (this.inFlight > 0 || this.pending.length > 0) throw new Error('stream has appends pending');
     for (const seg of this.segs) {
       try {
-        closeSync(seg.fd);
+        closeSegment(seg);
         unlinkSync(seg.path);
       } catch (e) {
         this.log.warn({ stream: this.dir, segment: seg.path, err: e instanceof Error ? e.message : String(e) }, 'cannot delete stream segment');
@@ -265,7 +297,7 @@ export class StreamLog implements StreamStore, MemorySource {
         this.log.warn({ stream: this.dir, expected: this.nextOffset, found: first }, 'stream segment does not follow the previous one');
       }
       const fd = openSync(path, 'r+');
-      const seg: StreamSegment = { first, path, fd, size: FILE_HEADER, lastTs: 0, chunks: 0, writing: 0 };
+      const seg = openSegment(first, path, fd);
       this.scanSegment(seg);
       if (seg.chunks === 0 && names.length > 1) {
         closeSync(fd);
@@ -288,6 +320,7 @@ export class StreamLog implements StreamStore, MemorySource {
       ftruncateSync(seg.fd, 0);
       writeHeaderSync(seg.fd, fileHeader(), 0);
       seg.size = FILE_HEADER;
+      seg.zeroed = FILE_HEADER;
       if (this.chunks.length === 0) this.nextOffset = seg.first;
       return;
     }
@@ -317,11 +350,13 @@ export class StreamLog implements StreamStore, MemorySource {
       expect = first + count;
       pos += size;
     }
-    if (pos < fileSize) {
+    seg.size = pos;
+    seg.zeroed = fileSize;
+    if (pos < fileSize && !zeroesFrom(seg.fd, pos, fileSize)) {
       this.log.warn({ stream: this.dir, segment: seg.path, at: pos, size: fileSize }, 'stream segment cut at a torn or corrupt chunk');
       ftruncateSync(seg.fd, pos);
+      seg.zeroed = pos;
     }
-    seg.size = pos;
     this.nextOffset = expect;
   }
 
@@ -380,7 +415,10 @@ export class StreamLog implements StreamStore, MemorySource {
     this.totalBytes += all.length;
     seg.writing++;
     this.inFlight++;
-    const io = writeAt(seg.fd, all, at).then(() => datasync(seg.fd));
+    // A chunk reaching into a zero fill still in flight is written after it, never under it.
+    const fill = seg.filling !== undefined && seg.size > seg.fillFrom ? seg.filling : undefined;
+    const io = (fill === undefined ? writeAt(seg.fd, all, at) : fill.then(() => writeAt(seg.fd, all, at))).then(() => datasync(seg.fd));
+    this.fillAhead(seg);
     const previous = this.lastCommit;
     this.lastCommit = Promise.all([io, previous]).then(
       () => {
@@ -414,6 +452,33 @@ export class StreamLog implements StreamStore, MemorySource {
         }
         batch.reject(this.failed);
         this.flush();
+      },
+    );
+  }
+
+  /**
+   * Zero-fills the next PREALLOC_BYTES past the segment's end (up to its size limit) and syncs
+   * them, once less than half of the current fill is left. Off the write path: chunks go on
+   * being written below it meanwhile.
+   */
+  private fillAhead(seg: StreamSegment): void {
+    if (seg.filling !== undefined || seg.dead || seg.zeroed - seg.size >= PREALLOC_BYTES >> 1) return;
+    const from = Math.max(seg.zeroed, seg.size);
+    const to = Math.min(from + PREALLOC_BYTES, this.limits.segmentBytes);
+    if (to <= from) return;
+    seg.fillFrom = from;
+    seg.filling = (async () => {
+      for (let pos = from; pos < to && !seg.dead; pos += ZEROES.length) await writeAt(seg.fd, ZEROES.subarray(0, Math.min(ZEROES.length, to - pos)), pos);
+      if (!seg.dead) await datasync(seg.fd);
+      if (!seg.dead) seg.zeroed = to;
+    })().then(
+      () => {
+        seg.filling = undefined;
+      },
+      (e: unknown) => {
+        // Chunks are simply appended past the end then (their syncs cost more).
+        seg.filling = undefined;
+        if (!seg.dead) this.log.warn({ stream: this.dir, segment: seg.path, err: e instanceof Error ? e.message : String(e) }, 'cannot zero-fill stream segment ahead');
       },
     );
   }
@@ -478,7 +543,8 @@ export class StreamLog implements StreamStore, MemorySource {
     const fd = openSync(path, 'w+');
     writeHeaderSync(fd, fileHeader(), 0);
     fsyncDirSync(this.dir);
-    const seg: StreamSegment = { first, path, fd, size: FILE_HEADER, lastTs: 0, chunks: 0, writing: 0 };
+    const seg = openSegment(first, path, fd);
+    seg.zeroed = FILE_HEADER;
     this.segs.push(seg);
     this.totalBytes += FILE_HEADER;
     return seg;
@@ -493,7 +559,7 @@ export class StreamLog implements StreamStore, MemorySource {
     const now = Date.now();
     while (this.segs.length > 1) {
       const old = this.segs[0]!;
-      if (old.writing > 0) break;
+      if (old.writing > 0 || old.filling !== undefined) break;
       const overBytes = maxBytes !== undefined && this.totalBytes > maxBytes;
       const tooOld = maxAgeMs !== undefined && old.chunks > 0 && old.lastTs < now - maxAgeMs;
       if (!overBytes && !tooOld) break;
@@ -504,7 +570,7 @@ export class StreamLog implements StreamStore, MemorySource {
         this.head++;
       }
       try {
-        closeSync(old.fd);
+        closeSegment(old);
         unlinkSync(old.path);
       } catch (e) {
         this.log.warn({ stream: this.dir, segment: old.path, err: e instanceof Error ? e.message : String(e) }, 'cannot delete stream segment');
@@ -617,13 +683,7 @@ export class StreamLog implements StreamStore, MemorySource {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const s of this.segs) {
-      try {
-        closeSync(s.fd);
-      } catch {
-        // already closed
-      }
-    }
+    for (const s of this.segs) closeSegment(s);
     this.batch?.reject(new Error('stream closed'));
     this.cache.clear();
     this.cacheBytes = 0;
@@ -675,6 +735,18 @@ function decodeChunk(c: Chunk, buf: Buffer, nextId: () => number): StreamRecord[
     at += 4 + len;
   }
   return records;
+}
+
+/** Whether the file's bytes [from, to) are all zero (a tail zero-filled ahead, never written). */
+function zeroesFrom(fd: number, from: number, to: number): boolean {
+  const buf = Buffer.allocUnsafe(Math.min(ZEROES.length, to - from));
+  for (let pos = from; pos < to; ) {
+    const n = readSync(fd, buf, 0, Math.min(buf.length, to - pos), pos);
+    if (n <= 0) return false;
+    for (let i = 0; i < n; i++) if (buf[i] !== 0) return false;
+    pos += n;
+  }
+  return true;
 }
 
 /** Writes a small buffer (a file header) in place. */

@@ -25,8 +25,8 @@ function tempDir(): string {
 
 const LIMITS: StreamLimits = { maxBytes: undefined, maxAgeMs: undefined, segmentBytes: 1 << 20, filterBytes: 16 };
 
-function open(dir: string, limits: Partial<StreamLimits> = {}): StreamLog {
-  const l = new StreamLog(dir, { ...LIMITS, ...limits }, log);
+function open(dir: string, limits: Partial<StreamLimits> = {}, logger = log): StreamLog {
+  const l = new StreamLog(dir, { ...LIMITS, ...limits }, logger);
   logs.push(l);
   return l;
 }
@@ -139,9 +139,11 @@ describe('StreamLog', () => {
     const dir = tempDir();
     const l = open(dir);
     await appendEach(l, ['a', 'b']);
+    await l.idle();
     l.close();
     const seg = join(dir, readdirSync(dir)[0]!);
-    const size = statSync(seg).size;
+    // The chunks' end (the file goes on with zeroes filled ahead of it).
+    const size = l.bytes;
     // half a chunk: as if the broker died in the middle of a write
     truncateSync(seg, size - 3);
     const again = open(dir);
@@ -152,6 +154,30 @@ describe('StreamLog', () => {
     expect(readAll(third).map((r) => r.body)).toEqual(['a']);
     await third.append(msg('c'), undefined);
     expect(readAll(third)).toEqual([{ offset: 0, body: 'a' }, { offset: 1, body: 'c' }]);
+  });
+
+  test('the segment is zero-filled ahead of its end; recovery stops at the zeroes quietly and appends go on over them', async () => {
+    const dir = tempDir();
+    const warnings: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+    const l = open(dir, {}, logger);
+    await appendEach(l, ['a', 'b']);
+    const seg = join(dir, readdirSync(dir)[0]!);
+    await l.idle();
+    // Filled up to the segment size (1 MiB here), the chunks far below it.
+    for (let i = 0; i < 500 && statSync(seg).size < LIMITS.segmentBytes; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(statSync(seg).size).toBe(LIMITS.segmentBytes);
+    expect(l.bytes).toBeLessThan(1000);
+    l.close();
+    const again = open(dir, {}, logger);
+    expect(readAll(again).map((r) => r.body)).toEqual(['a', 'b']);
+    expect(again.bytes).toBe(l.bytes);
+    await again.append(msg('c'), undefined);
+    again.close();
+    const third = open(dir, {}, logger);
+    expect(readAll(third)).toEqual([{ offset: 0, body: 'a' }, { offset: 1, body: 'b' }, { offset: 2, body: 'c' }]);
+    expect(statSync(seg).size).toBe(LIMITS.segmentBytes);
+    expect(warnings).toEqual([]);
   });
 
   test('segments roll at the segment size, and retention deletes whole oldest segments only', async () => {
