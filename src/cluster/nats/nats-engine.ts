@@ -566,10 +566,10 @@ function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | u
 }
 
 /** Nodes opening the same stream together race to create it, and one just made may not answer at once: a few tries. */
-async function retried<T>(f: () => Promise<T>, attempts = 5): Promise<T> {
+async function retried<T>(f: (attempt: number) => Promise<T>, attempts = 5): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await f();
+      return await f(attempt);
     } catch (e) {
       if (attempt >= attempts) throw e;
       await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
@@ -579,13 +579,13 @@ async function retried<T>(f: () => Promise<T>, attempts = 5): Promise<T> {
 
 /**
  * The JetStream API requests that open a log (stream and consumer info, creation) give up after
- * this long and are tried again: a stream or consumer another node is creating at the same moment
+ * this long (times the attempt, up to the usual 5 s) and are tried again: a stream or consumer another node is creating at the same moment
  * answers only once it has elected its leader, and a request asked before that is never answered.
  * With the default timeout (5 s) the consuming node of a queue just declared elsewhere started
  * pulling only seconds after the first publishes.
  */
 const OPEN_REQUEST_TIMEOUT_MS = 1000;
-/** Tries to open a log (each after a longer pause, see {@link retried}): about 20 s in all. */
+/** Tries to open a log (each after a longer pause, see {@link retried}): about a minute in all. */
 const OPEN_LOG_ATTEMPTS = 10;
 /** How long opening a log waits for its new consumer to have a leader, at most. */
 const CONSUMER_LEADER_WAIT_MS = 15_000;
@@ -621,7 +621,6 @@ export class NatsEngine implements ClusterEngine {
   private readonly kvm: Kvm;
   private readonly js: JetStreamClient;
   private jsm: JetStreamManager | undefined;
-  private quickJsm: JetStreamManager | undefined;
   private readonly listeners: ((connected: boolean) => void)[] = [];
   private readonly pulls = new Set<() => void>();
 
@@ -667,9 +666,10 @@ export class NatsEngine implements ClusterEngine {
    */
   async openLog(name: string, opts: LogOptions): Promise<ReplicatedLog> {
     const jsm = await this.manager();
-    const quick = await this.quickManager();
     const replicas = Math.max(1, Math.min(opts.replicas, this.info.clusterSize));
-    return retried(async () => {
+    return retried(async (attempt) => {
+      // A cluster that is merely slow gets longer each try, up to the usual timeout.
+      const quick = await jetstreamManager(this.nc, { timeout: Math.min(OPEN_REQUEST_TIMEOUT_MS * attempt, 5000), checkAPI: false });
       const existing = await streamInfo(quick, name);
       if (existing === undefined) {
         await quick.streams.add({
@@ -726,11 +726,6 @@ export class NatsEngine implements ClusterEngine {
 
   private async manager(): Promise<JetStreamManager> {
     return (this.jsm ??= await jetstreamManager(this.nc, { timeout: 5000, checkAPI: false }));
-  }
-
-  /** The manager with the short timeout of {@link OPEN_REQUEST_TIMEOUT_MS}, for opening logs. */
-  private async quickManager(): Promise<JetStreamManager> {
-    return (this.quickJsm ??= await jetstreamManager(this.nc, { timeout: OPEN_REQUEST_TIMEOUT_MS, checkAPI: false }));
   }
 
   onStatus(listener: (connected: boolean) => void): void {
