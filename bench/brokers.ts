@@ -8,7 +8,6 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -20,6 +19,7 @@ import type { Protocol } from './clients/types.js';
 import { sleep } from './clock.js';
 import { childPids, pidListeningOn } from './proc.js';
 import { benchCertificate } from './tls.js';
+import { freePort } from '../src/cluster/dev-cluster.js';
 
 export interface Broker {
   /** Label in reports, e.g. `Warren 0.1.0` or `RabbitMQ 3.10.8`. */
@@ -159,6 +159,8 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
   if (!existsSync(o.bin)) throw new Error(`${o.bin} not found (run npm run build first)`);
   const dataDir = await mkdtemp(join(tmpdir(), 'warren-bench-'));
   const tls = benchCertificate();
+  // Ephemeral ports unless WARREN_PORT_RANGE asks for ports of a given range.
+  const port = async (): Promise<string> => (process.env['WARREN_PORT_RANGE'] === undefined ? '0' : String(await freePort()));
   const args = [
     // The memory scenarios trigger a full collection before their settled reading (SIGUSR2).
     '--expose-gc',
@@ -166,13 +168,13 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
     o.bin,
     'start',
     '--amqp-port',
-    '0',
+    await port(),
     '--mqtt-port',
-    '0',
+    await port(),
     '--stomp-port',
-    '0',
+    await port(),
     '--http-port',
-    '0',
+    await port(),
     '--data-dir',
     dataDir,
     // TLS: AMQP and MQTT over TLS next to the plain ports, for the TLS-cost scenarios.
@@ -181,9 +183,9 @@ export async function startWarren(o: WarrenOptions): Promise<Broker> {
     '--tls-key',
     tls.key,
     '--amqps-port',
-    '0',
+    await port(),
     '--mqtts-port',
-    '0',
+    await port(),
     '--stomps-port',
     'off',
     '--https-port',
@@ -404,17 +406,7 @@ export async function addPluginEndpoints(peer: Broker): Promise<Protocol[]> {
   return added;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** Where the Debian package keeps the real scripts (the /usr/sbin ones re-run them via `su rabbitmq`). */
 const RABBITMQ_SCRIPT_CANDIDATES = ['/usr/lib/rabbitmq/bin/rabbitmq-server', '/usr/sbin/rabbitmq-server'];

@@ -6,7 +6,8 @@
  *   With `rate`, it publishes on a fixed schedule instead (that many per second), each body stamped
  *   with its scheduled send time (free of coordinated omission);
  * - `consumer`: one channel per queue, prefetch 1000, acks each message; counts deliveries, and
- *   records publish -> delivery latency from the stamp every body of 8 bytes or more carries;
+ *   records publish -> delivery latency from the stamp every body of 8 bytes or more carries, and
+ *   redeliveries and duplicates (by the publish number every body of 16 bytes or more carries);
  * - `filler`: publishes `count` persistent messages as fast as the window allows, then reports.
  */
 import { connect } from 'amqplib';
@@ -32,6 +33,10 @@ export interface PersistentResult {
   latency: HistogramSnapshot;
   /** Publish -> delivery (consumers) inside the measured window. */
   delivery: HistogramSnapshot;
+  /** Deliveries flagged `redelivered` (consumers), over the whole run. */
+  redelivered: number;
+  /** Deliveries of a message this consumer had received before, by the number every body of 16 bytes or more carries (consumers). */
+  duplicates: number;
 }
 
 export type FromPersistentClient =
@@ -49,11 +54,29 @@ function fatal(err: unknown): void {
   setTimeout(() => process.exit(1), 200).unref();
 }
 
-const res: PersistentResult = { published: 0, confirmed: 0, confirmedInWindow: 0, received: 0, receivedInWindow: 0, latency: [], delivery: [] };
+const res: PersistentResult = { published: 0, confirmed: 0, confirmedInWindow: 0, received: 0, receivedInWindow: 0, latency: [], delivery: [], redelivered: 0, duplicates: 0 };
 const latency = new Histogram();
 const delivery = new Histogram();
 /** Bodies this long or longer carry their send time (a float64, ms) in their first bytes. */
 const STAMP_BYTES = 8;
+/** Bodies this long or longer also carry their publish number (a float64) after the stamp. */
+const NUMBERED_BYTES = 16;
+/** The publish numbers a consumer has seen, one bit each. */
+let seen = new Uint8Array(1 << 16);
+
+/** Marks publish number `n` seen; true when it was already. */
+function seenBefore(n: number): boolean {
+  const byte = n >>> 3;
+  if (byte >= seen.length) {
+    const grown = new Uint8Array(Math.max(seen.length * 2, byte + 1));
+    grown.set(seen);
+    seen = grown;
+  }
+  const bit = 1 << (n & 7);
+  const was = (seen[byte]! & bit) !== 0;
+  seen[byte] = seen[byte]! | bit;
+  return was;
+}
 let timeline: Timeline = { startAt: Infinity, measureFrom: Infinity, measureTo: -Infinity };
 let conn: ChannelModel | undefined;
 let startPublishing: (() => void) | undefined;
@@ -91,6 +114,7 @@ function pump(ch: ConfirmChannel, exchange: string, routingKey: string, size: nu
       res.published++;
       const body = Buffer.from(template);
       if (size >= STAMP_BYTES) body.writeDoubleLE(sentAt, 0);
+      if (size >= NUMBERED_BYTES) body.writeDoubleLE(res.published, STAMP_BYTES);
       const ok = ch.publish(exchange, routingKey, body, { persistent: true }, (err: unknown) => {
         outstanding--;
         if (err === null || err === undefined) {
@@ -135,6 +159,8 @@ async function init(spec: PersistentRole): Promise<void> {
         await ch.consume(q, (m) => {
           if (m === null) return fatal(new Error(`consumer of ${q} cancelled`));
           res.received++;
+          if (m.fields.redelivered) res.redelivered++;
+          if (m.content.length >= NUMBERED_BYTES && seenBefore(m.content.readDoubleLE(STAMP_BYTES))) res.duplicates++;
           const now = wallMs();
           if (now >= timeline.measureFrom && now < timeline.measureTo) {
             res.receivedInWindow++;

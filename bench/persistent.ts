@@ -199,6 +199,9 @@ interface ThroughputRow {
   engineCpuUsPerMsg: number | null;
   engineCpuPct: number | null;
   otherCpuPct: number | null;
+  /** Over the consumers' whole run: deliveries flagged redelivered, and deliveries of a message seen before. */
+  redelivered: number;
+  duplicates: number;
 }
 
 /** The engine's processes of a broker (none: null). */
@@ -252,6 +255,8 @@ async function runThroughput(s: ThroughputScenario, b: Broker, runId: string, wa
     engineCpuUsPerMsg: null,
     engineCpuPct: null,
     otherCpuPct: null,
+    redelivered: 0,
+    duplicates: 0,
   };
   try {
     await withConn(url, async (c) => {
@@ -293,6 +298,8 @@ async function runThroughput(s: ThroughputScenario, b: Broker, runId: string, wa
     const results = await Promise.all(clients.map((c) => c.stop()));
     const p = results[results.length - 1]!;
     const delivered = results.slice(0, -1).reduce((a, r) => a + r.receivedInWindow, 0);
+    row.redelivered = results.slice(0, -1).reduce((a, r) => a + r.redelivered, 0);
+    row.duplicates = results.slice(0, -1).reduce((a, r) => a + r.duplicates, 0);
     const h = new Histogram();
     h.merge(p.latency);
     row.confirmedPerSec = p.confirmedInWindow / durationS;
@@ -803,7 +810,12 @@ async function main(): Promise<number> {
             if (quietS > 0) await waitForQuiet(quietS);
             log(`${s.name} on ${b.name}${repeat > 1 ? ` (run ${rep + 1}/${repeat})` : ''}: ${warmupS} s warm-up + ${durationS} s ...`);
             const r = await runThroughput(s, b, runId, warmupS, durationS);
-            log(r.error ? `  failed: ${r.error}` : `  ${fmtInt(r.confirmedPerSec)} confirmed msgs/s, ${fmtInt(r.deliveredPerSec)} deliveries/s`);
+            log(
+              r.error
+                ? `  failed: ${r.error}`
+                : `  ${fmtInt(r.confirmedPerSec)} confirmed msgs/s, ${fmtInt(r.deliveredPerSec)} deliveries/s` +
+                    (s.consumer ? ` (${fmtInt(r.redelivered)} redelivered, ${fmtInt(r.duplicates)} duplicates in the run)` : ''),
+            );
             runs[i]!.push(r);
             await sleep(1000);
           }

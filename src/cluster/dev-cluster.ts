@@ -12,17 +12,49 @@ import { fileURLToPath } from 'node:url';
  * nodes joined through them.
  */
 
-/** A free TCP port on 127.0.0.1 (free when asked; bind it soon). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Where {@link freePort} takes its ports: `WARREN_PORT_RANGE=low-high` (inclusive) keeps every port
+ * the tests and benches hand out inside that range (on a machine shared with other runs), else the
+ * system's ephemeral ports.
+ */
+function portRange(): { low: number; high: number } | undefined {
+  const m = /^(\d+)-(\d+)$/.exec(process.env['WARREN_PORT_RANGE'] ?? '');
+  if (m === null) return undefined;
+  const low = Number(m[1]);
+  const high = Number(m[2]);
+  return low > 0 && high >= low && high < 65536 ? { low, high } : undefined;
+}
+
+/** The next port of the range to try; each process starts at its own place, so that parallel ones rarely race. */
+let nextInRange = -1;
+
+function listenOn(port: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
     const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
+    s.once('error', () => resolve(undefined));
+    s.listen(port, '127.0.0.1', () => {
       const a = s.address();
-      const port = typeof a === 'object' && a !== null ? a.port : 0;
-      s.close(() => resolve(port));
+      const got = typeof a === 'object' && a !== null ? a.port : 0;
+      s.close(() => resolve(got));
     });
   });
+}
+
+/** A free TCP port on 127.0.0.1 (free when asked; bind it soon), inside `WARREN_PORT_RANGE` when set. */
+export async function freePort(): Promise<number> {
+  const range = portRange();
+  if (range === undefined) {
+    const port = await listenOn(0);
+    if (port === undefined) throw new Error('no free port');
+    return port;
+  }
+  const span = range.high - range.low + 1;
+  if (nextInRange < 0) nextInRange = (process.pid * 61) % span;
+  for (let tried = 0; tried < span; tried++) {
+    const port = range.low + (nextInRange++ % span);
+    if ((await listenOn(port)) !== undefined) return port;
+  }
+  throw new Error(`no free port in WARREN_PORT_RANGE ${range.low}-${range.high}`);
 }
 
 export interface NatsServer {

@@ -24,8 +24,14 @@ import { appendRetried, decodeLogEntry, EngineOpen, encodeLogEntry, statusWithin
  * A log entry is a message as log-entry.ts encodes it.
  */
 
-/** The most messages asked of the log at once. */
-const MAX_PULL = 256;
+/**
+ * The most messages asked of the log at once. A node has one pull in flight per queue, so a
+ * consumer's rate is at most this many per round trip to the engine, and a round trip grows while
+ * the engine is busy taking appends: as many as a consumer's usual prefetch (1000) in one go lets a
+ * consumer keep up with a publisher where a quarter of it fell behind. The pull asks no more than
+ * the free prefetch of the node's consumers, and the engine answers at once with what it has.
+ */
+const MAX_PULL = 1000;
 /**
  * How long a pull of a node with consumers and free credit waits on the engine for the first
  * message when the log has none (a long poll, asked again when it ends empty): an idle queue costs

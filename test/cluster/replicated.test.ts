@@ -102,6 +102,59 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     expect([...q.body.online].sort()).toEqual([...q.body.members].sort());
   });
 
+  test('at a steady rate for longer than the ack wait, a consumer on n2 that starts right after the declare on n1 gets every message once, promptly, none redelivered', async () => {
+    const RATE = 200;
+    const COUNT = 5 * RATE;
+    const ch1 = await (await connect('n1')).createConfirmChannel();
+    const declaredAt = Date.now();
+    await ch1.assertQueue('steady', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode('steady', ['n2']);
+    const ch2 = await (await connect('n2')).createChannel();
+    await ch2.prefetch(100);
+    const deliveries = new Map<string, number>();
+    let redelivered = 0;
+    let slowest = 0;
+    let lastAt = 0;
+    await ch2.consume('steady', (m) => {
+      if (m === null) return;
+      const [id = '', sentAt = '0'] = m.content.toString().split(' ');
+      deliveries.set(id, (deliveries.get(id) ?? 0) + 1);
+      if (m.fields.redelivered) redelivered++;
+      slowest = Math.max(slowest, Date.now() - Number(sentAt));
+      lastAt = Date.now();
+      ch2.ack(m);
+    });
+    // Message i is due at start + i / RATE: a schedule, not a wait for a condition.
+    const start = Date.now();
+    const confirmed: string[] = [];
+    const confirms: Promise<void>[] = [];
+    for (let i = 0; i < COUNT; i++) {
+      const due = start + (i * 1000) / RATE;
+      if (due > Date.now()) await new Promise((resolve) => setTimeout(resolve, due - Date.now()));
+      const id = `s${i}`;
+      confirms.push(
+        new Promise<void>((resolve) =>
+          ch1.sendToQueue('steady', Buffer.from(`${id} ${Date.now()}`), { persistent: true }, (err) => {
+            if (err === null || err === undefined) confirmed.push(id);
+            resolve();
+          }),
+        ),
+      );
+    }
+    await Promise.all(confirms);
+    expect(confirmed.length).toBe(COUNT);
+    await waitFor(() => deliveries.size === COUNT, 20_000, () => `delivered ${deliveries.size} of ${COUNT}`);
+    // A message handed out again would come within one more ack wait: only waiting shows that none does.
+    await new Promise((resolve) => setTimeout(resolve, ACK_WAIT_MS + 1000));
+    expect([...deliveries.keys()].sort()).toEqual([...confirmed].sort());
+    expect([...deliveries.values()].filter((n) => n !== 1)).toEqual([]);
+    expect(redelivered).toBe(0);
+    // The queue is ready on both nodes soon after the declare, and the consuming node pulls at
+    // once: no message waits seconds for it, and the last one comes soon after its schedule ends.
+    expect(slowest).toBeLessThan(2000);
+    expect(lastAt - declaredAt).toBeLessThan((COUNT * 1000) / RATE + 2500);
+  });
+
   test('an MQTT QoS 1 publish on n1 to a topic bound to a replicated queue is PUBACKed and consumed over AMQP on n2', async () => {
     const ch1 = await (await connect('n1')).createChannel();
     await ch1.assertQueue('readings', { durable: true, arguments: { 'x-queue-type': 'quorum' } });

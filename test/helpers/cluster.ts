@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
-import { startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
+import { freePort, startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
 import { MemoryEngine, type ClusterEngine } from '../../src/cluster/index.js';
 import { connectNats } from '../../src/cluster/nats/nats-engine.js';
 import { WARREN_BIN } from './warren-process.js';
@@ -46,6 +46,10 @@ export async function spawnNode(url: string, name: string, dataDir: string, extr
     WARREN_BIN, 'start', '--cluster', 'test', '--cluster-url', url, '--node-name', name, '--data-dir', dataDir, '--bind', '127.0.0.1',
     '--amqp-port', '0', '--http-port', '0', '--mqtt-port', 'off', '--stomp-port', 'off', '--log-level', 'warn', ...extra,
   ];
+  // Ports of WARREN_PORT_RANGE instead of ephemeral ones when it is set.
+  if (process.env['WARREN_PORT_RANGE'] !== undefined) {
+    for (let i = 1; i < args.length; i++) if (args[i] === '0' && args[i - 1]!.endsWith('-port')) args[i] = String(await freePort());
+  }
   const command = [...launcher, process.execPath, ...args];
   const child = spawn(command[0]!, command.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
   const stdout: string[] = [];

@@ -6,6 +6,7 @@ import {
   JetStreamApiError,
   RetentionPolicy,
   StorageType,
+  type ConsumerInfo,
   type ConsumerMessages,
   type JetStreamClient,
   type JetStreamManager,
@@ -565,14 +566,47 @@ function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | u
 }
 
 /** Nodes opening the same stream together race to create it, and one just made may not answer at once: a few tries. */
-async function retried<T>(f: () => Promise<T>): Promise<T> {
+async function retried<T>(f: (attempt: number) => Promise<T>, attempts = 5): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await f();
+      return await f(attempt);
     } catch (e) {
-      if (attempt >= 5) throw e;
+      if (attempt >= attempts) throw e;
       await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
     }
+  }
+}
+
+/**
+ * The JetStream API requests that open a log (stream and consumer info, creation) give up after
+ * this long (times the attempt, up to the usual 5 s) and are tried again: a stream or consumer another node is creating at the same moment
+ * answers only once it has elected its leader, and a request asked before that is never answered.
+ * With the default timeout (5 s) the consuming node of a queue just declared elsewhere started
+ * pulling only seconds after the first publishes.
+ */
+const OPEN_REQUEST_TIMEOUT_MS = 1000;
+/** Tries to open a log (each after a longer pause, see {@link retried}): about a minute in all. */
+const OPEN_LOG_ATTEMPTS = 10;
+/** How long opening a log waits for its new consumer to have a leader, at most. */
+const CONSUMER_LEADER_WAIT_MS = 15_000;
+const CONSUMER_LEADER_POLL_MS = 50;
+
+/**
+ * Resolves once the shared consumer of a replicated stream has a leader (or after
+ * {@link CONSUMER_LEADER_WAIT_MS}: pulls then find it when it comes). A consumer just created
+ * elects its leader on its own, seconds later on a loaded cluster; a pull asked before that
+ * reaches nobody and ends only when its heartbeats are missed, and a consumer's first pull on
+ * another node waits for the same election in its own open. Waiting here keeps that out of the
+ * declare's answer: a client that consumes right after it is served at once.
+ */
+async function consumerLed(jsm: JetStreamManager, stream: string, info: ConsumerInfo): Promise<void> {
+  const deadline = Date.now() + CONSUMER_LEADER_WAIT_MS;
+  for (let ci = info; ; ) {
+    const leader = ci.cluster?.leader;
+    if (leader !== undefined && leader !== '') return;
+    if (Date.now() > deadline) return;
+    await new Promise((resolve) => setTimeout(resolve, CONSUMER_LEADER_POLL_MS));
+    ci = await jsm.consumers.info(stream, SHARED_CONSUMER).catch(() => ci);
   }
 }
 
@@ -633,10 +667,12 @@ export class NatsEngine implements ClusterEngine {
   async openLog(name: string, opts: LogOptions): Promise<ReplicatedLog> {
     const jsm = await this.manager();
     const replicas = Math.max(1, Math.min(opts.replicas, this.info.clusterSize));
-    return retried(async () => {
-      const existing = await streamInfo(jsm, name);
+    return retried(async (attempt) => {
+      // A cluster that is merely slow gets longer each try, up to the usual timeout.
+      const quick = await jetstreamManager(this.nc, { timeout: Math.min(OPEN_REQUEST_TIMEOUT_MS * attempt, 5000), checkAPI: false });
+      const existing = await streamInfo(quick, name);
       if (existing === undefined) {
-        await jsm.streams.add({
+        await quick.streams.add({
           name,
           subjects: [logSubject(name)],
           storage: StorageType.File,
@@ -644,19 +680,22 @@ export class NatsEngine implements ClusterEngine {
           num_replicas: replicas,
         });
       }
-      const consumer = await jsm.consumers.info(name, SHARED_CONSUMER).catch((e: unknown) => {
+      const consumer = await quick.consumers.info(name, SHARED_CONSUMER).catch((e: unknown) => {
         if (e instanceof JetStreamApiError && e.code === CONSUMER_NOT_FOUND) return undefined;
         throw e;
       });
-      if (consumer === undefined) await jsm.consumers.add(name, {
-        durable_name: SHARED_CONSUMER,
-        ack_policy: AckPolicy.Explicit,
-        ack_wait: nanos(opts.ackWaitMs),
-        max_deliver: opts.maxDeliver !== undefined && opts.maxDeliver > 0 ? opts.maxDeliver : -1,
-        max_ack_pending: -1,
-      });
+      const made =
+        consumer ??
+        (await quick.consumers.add(name, {
+          durable_name: SHARED_CONSUMER,
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: nanos(opts.ackWaitMs),
+          max_deliver: opts.maxDeliver !== undefined && opts.maxDeliver > 0 ? opts.maxDeliver : -1,
+          max_ack_pending: -1,
+        }));
+      if (replicas > 1) await consumerLed(quick, name, made);
       return new NatsLog(name, this.nc, this.js, jsm, this.info.serverName, this.pulls);
-    });
+    }, OPEN_LOG_ATTEMPTS);
   }
 
   /**
