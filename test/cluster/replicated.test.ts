@@ -257,20 +257,25 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     }
   });
 
+  let handoverRound = 0;
   test('the consuming node SIGKILLed mid-stream: its unacked messages are redelivered (redelivered=true) to a consumer on another node', async () => {
+    // A retry starts from a clean state: its own queue, and n3 running again if a try killed it.
+    const queue = `handover-${++handoverRound}`;
+    const n3 = cluster.nodes.get('n3')!;
+    if (n3.child.exitCode !== null || n3.child.signalCode !== null) await cluster.start('n3', ['--cluster-ack-wait', String(ACK_WAIT_MS)]);
     const c1 = await connect('n1');
     const ch1 = await c1.createChannel();
-    await ch1.assertQueue('handover', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
-    await onEveryNode('handover', ['n2', 'n3']);
+    await ch1.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode(queue, ['n2', 'n3']);
     const ids = Array.from({ length: 40 }, (_, i) => `h${i}`);
-    expect((await publishConfirmed('n1', 'handover', ids)).length).toBe(40);
+    expect((await publishConfirmed('n1', queue, ids)).length).toBe(40);
 
     // n3 takes 10 and never acks them.
     const c3 = await connect('n3');
     const ch3 = await c3.createChannel();
     await ch3.prefetch(10);
     const heldOnN3 = new Set<string>();
-    await ch3.consume('handover', (m) => {
+    await ch3.consume(queue, (m) => {
       if (m !== null) heldOnN3.add(m.content.toString());
     });
     await waitFor(() => heldOnN3.size === 10, 10_000, 'ten held on n3');
@@ -279,7 +284,7 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     const ch2 = await (await connect('n2')).createChannel();
     await ch2.prefetch(50);
     const got = new Map<string, boolean>();
-    await ch2.consume('handover', (m) => {
+    await ch2.consume(queue, (m) => {
       if (m === null) return;
       got.set(m.content.toString(), m.fields.redelivered);
       ch2.ack(m);
