@@ -1,7 +1,7 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
-import { type ClusterEngine, type LogMessage, type ReplicatedLog } from '../../src/cluster/index.js';
+import { NoResponderError, type ClusterEngine, type LogMessage, type ReplicatedLog } from '../../src/cluster/index.js';
 import { connectNats } from '../../src/cluster/nats/nats-engine.js';
 import { waitFor } from '../helpers/broker.js';
 import { contractEngines } from '../helpers/cluster.js';
@@ -172,6 +172,32 @@ describe('a replicated log on three nats-servers', { timeout: 60_000 }, () => {
     } finally {
       await log.destroy();
     }
+  });
+
+  test('two pulls in flight on one log: each message goes to one of them, the older pull first', async () => {
+    const log = await engine.openLog(`two_${Date.now()}`, { replicas: 3, ackWaitMs: 30_000 });
+    try {
+      const older = log.pull(1, 10_000);
+      const newer = log.pull(1, 10_000);
+      for (let i = 1; i <= 3; i++) await log.append(enc(`p${i}`), { msgId: `p${i}` });
+      const [a, b] = await Promise.all([older, newer]);
+      expect(a.map((m) => dec(m.data))).toEqual(['p1']);
+      expect(b.map((m) => dec(m.data))).toEqual(['p2']);
+      const rest = await pullN(log, 1);
+      expect(rest.map((m) => [dec(m.data), m.deliveries])).toEqual([['p3', 1]]);
+      for (const m of [...a, ...b, ...rest]) log.ack(m.seq);
+    } finally {
+      await log.destroy();
+    }
+  });
+
+  test('an append to a log that is gone fails as nothing answering there, not as a timeout', async () => {
+    const log = await engine.openLog(`gone_${Date.now()}`, { replicas: 3, ackWaitMs: 30_000 });
+    expect(await log.append(enc('kept'), { msgId: 'k1' })).toBe(1);
+    await log.destroy();
+    const startedAt = Date.now();
+    await expect(log.append(enc('lost'), { msgId: 'k2' })).rejects.toBeInstanceOf(NoResponderError);
+    expect(Date.now() - startedAt).toBeLessThan(4000);
   });
 
   test("a long poll across a change of its consumer's leader: what is appended after it is pulled", async () => {

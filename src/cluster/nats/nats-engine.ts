@@ -13,7 +13,7 @@ import {
   type StreamInfo,
 } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { connect, createInbox, nanos, NoRespondersError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { connect, createInbox, headers, nanos, NoRespondersError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import {
   EngineError,
   NoResponderError,
@@ -145,6 +145,26 @@ function noResponders(e: unknown): boolean {
   return false;
 }
 
+/** Tries of a write to a bucket that nothing answers for, and the first pause between them (doubling). */
+const UNKNOWN_BUCKET_ATTEMPTS = 6;
+const UNKNOWN_BUCKET_PAUSE_MS = 50;
+
+/**
+ * A write to a bucket, tried again for a second or two while nothing answers on its subject: a
+ * NATS server that has just restarted (or joined) takes clients before it knows the cluster's
+ * streams, and a write it passes on reaches nobody. Nothing was written, so trying again is safe.
+ */
+async function whenKnown<T>(write: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await write();
+    } catch (e) {
+      if (attempt >= UNKNOWN_BUCKET_ATTEMPTS || !(noResponders(e) || (e instanceof Error && e.name === 'JetStreamNotEnabled'))) throw e;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(800, UNKNOWN_BUCKET_PAUSE_MS * 2 ** (attempt - 1))));
+    }
+  }
+}
+
 function lostRace(e: unknown): boolean {
   return e instanceof JetStreamApiError && e.code === WRONG_LAST_SEQUENCE;
 }
@@ -163,12 +183,12 @@ class NatsKV implements ClusterKV {
   }
 
   put(key: string, value: Uint8Array): Promise<number> {
-    return this.kv.put(key, value);
+    return whenKnown(() => this.kv.put(key, value));
   }
 
   async create(key: string, value: Uint8Array): Promise<number | undefined> {
     try {
-      return await this.kv.create(key, value);
+      return await whenKnown(() => this.kv.create(key, value));
     } catch (e) {
       if (lostRace(e)) return undefined;
       throw e;
@@ -177,7 +197,7 @@ class NatsKV implements ClusterKV {
 
   async compareAndSet(key: string, value: Uint8Array, revision: number): Promise<number | undefined> {
     try {
-      return await this.kv.update(key, value, revision);
+      return await whenKnown(() => this.kv.update(key, value, revision));
     } catch (e) {
       if (lostRace(e)) return undefined;
       throw e;
@@ -185,7 +205,7 @@ class NatsKV implements ClusterKV {
   }
 
   delete(key: string): Promise<void> {
-    return this.kv.delete(key);
+    return whenKnown(() => this.kv.delete(key));
   }
 
   /**
@@ -285,18 +305,222 @@ const NAK = new TextEncoder().encode('-NAK');
 const ENC = new TextEncoder();
 
 /**
- * The delivery count and stream sequence from an ack subject:
+ * The stream, delivery count and stream sequence from an ack subject:
  * `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` (9 tokens), or the
  * newer form with domain and account hash after `$JS.ACK` (12 or more tokens).
  */
-function parseAckSubject(reply: string): { deliveries: number; seq: number } | undefined {
+function parseAckSubject(reply: string): { stream: string; deliveries: number; seq: number } | undefined {
   const t = reply.split('.');
   if (t[0] !== '$JS' || t[1] !== 'ACK') return undefined;
   const at = t.length === 9 ? 4 : t.length >= 11 ? 6 : -1;
   if (at < 0) return undefined;
   const deliveries = Number(t[at]);
   const seq = Number(t[at + 1]);
-  return Number.isFinite(deliveries) && Number.isFinite(seq) ? { deliveries, seq } : undefined;
+  return Number.isFinite(deliveries) && Number.isFinite(seq) ? { stream: t[at - 2]!, deliveries, seq } : undefined;
+}
+
+/** How long an append waits for the engine's acknowledgement (as the client library's requests). */
+const APPEND_TIMEOUT_MS = 5000;
+/** How often appends past {@link APPEND_TIMEOUT_MS} are failed. */
+const APPEND_SWEEP_MS = 250;
+/** The status the server answers a request with when nothing listens on its subject. */
+const STATUS_NO_RESPONDERS = 503;
+const SEQ_KEY = Buffer.from('"seq":');
+const ERROR_KEY = Buffer.from('"error"');
+const DEC = new TextDecoder();
+
+/** An append waiting for the engine's acknowledgement. */
+class PendingAppend {
+  constructor(
+    readonly at: number,
+    readonly subject: string,
+    readonly resolve: (seq: number) => void,
+    readonly reject: (e: Error) => void,
+  ) {}
+}
+
+/**
+ * Appends to JetStream streams, acknowledged on one subscription on a wildcard inbox (each append
+ * its own subject under it). The client library's request makes a timer and, whatever the
+ * outcome, an error object with its stack per request; on a publishing node that was a quarter of
+ * its CPU. Here an append is a publish with its message id header, its acknowledgement is read for
+ * its sequence without a JSON parse, and appends not acknowledged in time fail together on a
+ * sweep (the caller retries them with the same message id, which the stream deduplicates).
+ */
+class AppendInbox {
+  private readonly prefix = createInbox();
+  private readonly pending = new Map<string, PendingAppend>();
+  private next = 0;
+  private readonly sweeper: NodeJS.Timeout;
+  private capturedResolve: ((seq: number) => void) | undefined = undefined;
+  private capturedReject: ((e: Error) => void) | undefined = undefined;
+  private readonly capture = (resolve: (seq: number) => void, reject: (e: Error) => void): void => {
+    this.capturedResolve = resolve;
+    this.capturedReject = reject;
+  };
+
+  constructor(private readonly nc: NatsConnection) {
+    nc.subscribe(`${this.prefix}.*`, { callback: (err, m) => this.received(err, m) });
+    this.sweeper = setInterval(() => this.sweep(), APPEND_SWEEP_MS);
+    this.sweeper.unref();
+    void nc.closed().then(() => {
+      clearInterval(this.sweeper);
+      this.failAll(new EngineError('the connection to the cluster engine closed'));
+    });
+  }
+
+  append(subject: string, data: Uint8Array, msgId: string): Promise<number> {
+    if (this.nc.isClosed()) return Promise.reject(new EngineError('the connection to the cluster engine closed'));
+    const p = new Promise<number>(this.capture);
+    const id = (this.next++).toString(36);
+    this.pending.set(id, new PendingAppend(Date.now(), subject, this.capturedResolve!, this.capturedReject!));
+    const h = headers();
+    h.set('Nats-Msg-Id', msgId);
+    this.nc.publish(subject, data, { reply: `${this.prefix}.${id}`, headers: h });
+    return p;
+  }
+
+  private received(err: Error | null, m: Msg): void {
+    if (err !== null) return this.failAll(err);
+    const id = m.subject.slice(this.prefix.length + 1);
+    const a = this.pending.get(id);
+    // Answered after it timed out: its retry (same message id) has its own answer.
+    if (a === undefined) return;
+    this.pending.delete(id);
+    const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+    if (data.length === 0) {
+      if (m.headers?.code === STATUS_NO_RESPONDERS) return a.reject(new NoResponderError(a.subject));
+      return a.reject(new EngineError(`append to ${a.subject}: status ${m.headers?.code ?? 0} ${m.headers?.description ?? ''}`));
+    }
+    if (data.indexOf(ERROR_KEY) >= 0) return a.reject(new EngineError(`append to ${a.subject}: ${DEC.decode(data)}`));
+    const at = data.indexOf(SEQ_KEY);
+    let seq = 0;
+    let i = at + SEQ_KEY.length;
+    for (; at >= 0 && i < data.length; i++) {
+      const c = data[i]!;
+      if (c < 48 || c > 57) break;
+      seq = seq * 10 + (c - 48);
+    }
+    if (at < 0 || i === at + SEQ_KEY.length) return a.reject(new EngineError(`append to ${a.subject}: unexpected answer ${DEC.decode(data)}`));
+    a.resolve(seq);
+  }
+
+  private sweep(): void {
+    const before = Date.now() - APPEND_TIMEOUT_MS;
+    // Appends are in the map in the order they were made, so the old ones are first.
+    for (const [id, a] of this.pending) {
+      if (a.at > before) break;
+      this.pending.delete(id);
+      a.reject(new EngineError(`append to ${a.subject}: no acknowledgement within ${APPEND_TIMEOUT_MS} ms`));
+    }
+  }
+
+  private failAll(e: Error): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const a of all) a.reject(e);
+  }
+}
+
+/** One pull in flight: what it asked for, what came, and its timers. */
+class PullRequest {
+  readonly out: LogMessage[] = [];
+  timer: NodeJS.Timeout | undefined = undefined;
+  watchdog: NodeJS.Timeout | undefined = undefined;
+
+  constructor(
+    readonly id: string,
+    readonly max: number,
+    readonly log: NatsLog,
+    readonly resolve: (msgs: LogMessage[]) => void,
+  ) {}
+}
+
+/**
+ * Where the answers to every pull of a connection arrive: one subscription on a wildcard inbox,
+ * each pull its own subject under it. A pull costs the request alone: no subscription made and
+ * removed (which the NATS servers of a cluster pass to each other) per pull. The server ends a
+ * pull with a status on the pull's own subject; the messages it hands out come with their own
+ * subject, so they are matched to a pull of their log by the stream in their ack subject: to the
+ * oldest one in flight, as the server serves a log's pulls in the order they came (so a node
+ * takes a log's messages in the order they were handed out). A message that comes when its log has no pull waiting (the pull's timer gave
+ * up on it before the server did) goes back to the log at once, for any node, instead of waiting
+ * out the ack wait.
+ */
+class PullInbox {
+  private readonly prefix = createInbox();
+  private readonly byId = new Map<string, PullRequest>();
+  /** Each log's pulls in flight, oldest first. */
+  private readonly byLog = new Map<string, PullRequest[]>();
+  private next = 0;
+
+  constructor(private readonly nc: NatsConnection) {
+    nc.subscribe(`${this.prefix}.*`, { callback: (err, m) => this.received(err, m) });
+  }
+
+  request(log: NatsLog, subject: string, max: number, waitMs: number, resolve: (msgs: LogMessage[]) => void): void {
+    const id = (this.next++).toString(36);
+    const r = new PullRequest(id, max, log, resolve);
+    this.byId.set(id, r);
+    const queue = this.byLog.get(log.name);
+    if (queue === undefined) this.byLog.set(log.name, [r]);
+    else queue.push(r);
+    const expires = waitMs > 0 ? waitMs : PULL_EXPIRES_MS;
+    r.timer = setTimeout(endPull, expires + PULL_TIMEOUT_MS, this, r);
+    const heartbeat = expires >= 2 * PULL_HEARTBEAT_MS;
+    if (heartbeat) r.watchdog = setTimeout(endPull, PULL_HEARTBEAT_MS * PULL_HEARTBEATS_MISSED, this, r);
+    const body = heartbeat
+      ? { batch: max, no_wait: true, expires: nanos(expires), idle_heartbeat: nanos(PULL_HEARTBEAT_MS) }
+      : { batch: max, no_wait: true, expires: nanos(expires) };
+    this.nc.publish(subject, ENC.encode(JSON.stringify(body)), { reply: `${this.prefix}.${id}` });
+  }
+
+  end(r: PullRequest): void {
+    if (this.byId.get(r.id) !== r) return;
+    this.byId.delete(r.id);
+    const queue = this.byLog.get(r.log.name);
+    if (queue !== undefined) {
+      const at = queue.indexOf(r);
+      if (at >= 0) queue.splice(at, 1);
+      if (queue.length === 0) this.byLog.delete(r.log.name);
+    }
+    if (r.timer !== undefined) clearTimeout(r.timer);
+    if (r.watchdog !== undefined) clearTimeout(r.watchdog);
+    r.resolve(r.out);
+  }
+
+  /** Every pull in flight ends with what it has (the connection moved to another server, or closed). */
+  endAll(): void {
+    for (const r of [...this.byId.values()]) this.end(r);
+  }
+
+  private received(err: Error | null, m: Msg): void {
+    if (err !== null) return this.endAll();
+    const reply = m.reply;
+    if (reply === undefined || reply === '') {
+      // A status on a pull's own subject: a heartbeat, or the end (404 no messages, 408 fewer than asked).
+      const r = this.byId.get(m.subject.slice(this.prefix.length + 1));
+      if (r === undefined) return;
+      r.watchdog?.refresh();
+      if (m.headers?.code !== STATUS_HEARTBEAT) this.end(r);
+      return;
+    }
+    const info = parseAckSubject(reply);
+    if (info === undefined) return;
+    const r = this.byLog.get(info.stream)?.[0];
+    if (r === undefined) {
+      if (!this.nc.isClosed()) this.nc.publish(reply, NAK);
+      return;
+    }
+    r.watchdog?.refresh();
+    r.log.delivered(info.seq, reply);
+    r.out.push({ seq: info.seq, data: m.data, deliveries: info.deliveries });
+    if (r.out.length >= r.max) this.end(r);
+  }
+}
+
+function endPull(inbox: PullInbox, r: PullRequest): void {
+  inbox.end(r);
 }
 
 /**
@@ -304,15 +528,16 @@ function parseAckSubject(reply: string): { deliveries: number; seq: number } | u
  * pull consumer shared by every node. Pulls are `no_wait` requests with an expiry: the server
  * answers at once with what is there, and when nothing is, it holds the request until the first
  * message comes (then ends it with a status) or the expiry passes (a long poll). The request ends
- * on the server before the puller stops listening, so nothing is sent to a pull nobody waits for
- * any more; a pull in flight when the connection moves to another server ends at once (that
- * server does not know the request), and one whose heartbeats stop (the request was lost on the
- * server) ends after a few seconds. Acks go to the ack subject of the delivery, kept per sequence
- * by the connection that pulled it.
+ * on the server before the puller stops listening, and what still comes for a pull that ended goes
+ * back at once (see {@link PullInbox}); a pull in flight when the connection moves to another
+ * server ends at once (that server does not know the request), and one whose heartbeats stop (the
+ * request was lost on the server) ends after a few seconds. Appends go through {@link AppendInbox}.
+ * Acks go to the ack subject of the delivery, kept per sequence by the connection that pulled it.
  */
 class NatsLog implements ReplicatedLog {
   private readonly replies = new Map<number, string>();
   private readonly subject: string;
+  private readonly next: string;
 
   constructor(
     readonly name: string,
@@ -320,13 +545,15 @@ class NatsLog implements ReplicatedLog {
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly serverName: string,
-    /** The pulls in flight on the connection, each one's end: called when the connection moves. */
-    private readonly pulls: Set<() => void>,
+    private readonly inbox: PullInbox,
+    private readonly appends: AppendInbox,
   ) {
     this.subject = logSubject(name);
+    this.next = `$JS.API.CONSUMER.MSG.NEXT.${name}.${SHARED_CONSUMER}`;
   }
 
   async append(data: Uint8Array, opts: { msgId: string; expectedSeq?: number }): Promise<number> {
+    if (opts.expectedSeq === undefined) return this.appends.append(this.subject, data, opts.msgId);
     try {
       const ack = await this.js.publish(this.subject, data, {
         msgID: opts.msgId,
@@ -342,48 +569,12 @@ class NatsLog implements ReplicatedLog {
   }
 
   pull(max: number, waitMs = 0): Promise<LogMessage[]> {
-    return new Promise<LogMessage[]>((resolve) => {
-      const out: LogMessage[] = [];
-      const inbox = createInbox();
-      let timer: NodeJS.Timeout | undefined = undefined;
-      let watchdog: NodeJS.Timeout | undefined = undefined;
-      let ended = false;
-      const done = (): void => {
-        if (ended) return;
-        ended = true;
-        if (timer !== undefined) clearTimeout(timer);
-        if (watchdog !== undefined) clearTimeout(watchdog);
-        this.pulls.delete(done);
-        sub.unsubscribe();
-        resolve(out);
-      };
-      const sub = this.nc.subscribe(inbox, {
-        callback: (err, m: Msg) => {
-          if (err !== null) return done();
-          watchdog?.refresh();
-          const reply = m.reply;
-          if (reply === undefined || reply === '') {
-            if (m.headers?.code === STATUS_HEARTBEAT) return;
-            // Another status (404 no messages, 408 fewer than asked) ends the pull.
-            return done();
-          }
-          const info = parseAckSubject(reply);
-          if (info === undefined) return;
-          this.replies.set(info.seq, reply);
-          out.push({ seq: info.seq, data: m.data, deliveries: info.deliveries });
-          if (out.length >= max) done();
-        },
-      });
-      const expires = waitMs > 0 ? waitMs : PULL_EXPIRES_MS;
-      timer = setTimeout(done, expires + PULL_TIMEOUT_MS);
-      const heartbeat = expires >= 2 * PULL_HEARTBEAT_MS;
-      if (heartbeat) watchdog = setTimeout(done, PULL_HEARTBEAT_MS * PULL_HEARTBEATS_MISSED);
-      this.pulls.add(done);
-      const request = heartbeat
-        ? { batch: max, no_wait: true, expires: nanos(expires), idle_heartbeat: nanos(PULL_HEARTBEAT_MS) }
-        : { batch: max, no_wait: true, expires: nanos(expires) };
-      this.nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.name}.${SHARED_CONSUMER}`, ENC.encode(JSON.stringify(request)), { reply: inbox });
-    });
+    return new Promise<LogMessage[]>((resolve) => this.inbox.request(this, this.next, max, waitMs, resolve));
+  }
+
+  /** @internal a message a pull of this log received, and the subject its ack goes to. */
+  delivered(seq: number, reply: string): void {
+    this.replies.set(seq, reply);
   }
 
   private take(seq: number): string | undefined {
@@ -467,17 +658,13 @@ class NatsStream implements ReplicatedStream {
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly serverName: string,
+    private readonly appends: AppendInbox,
   ) {
     this.subject = streamSubject(name);
   }
 
-  async append(data: Uint8Array, opts: { msgId: string }): Promise<number> {
-    try {
-      return (await this.js.publish(this.subject, data, { msgID: opts.msgId })).seq;
-    } catch (e) {
-      if (noResponders(e)) throw new NoResponderError(this.subject);
-      throw e;
-    }
+  append(data: Uint8Array, opts: { msgId: string }): Promise<number> {
+    return this.appends.append(this.subject, data, opts.msgId);
   }
 
   async bounds(): Promise<StreamBounds> {
@@ -622,10 +809,14 @@ export class NatsEngine implements ClusterEngine {
   private readonly js: JetStreamClient;
   private jsm: JetStreamManager | undefined;
   private readonly listeners: ((connected: boolean) => void)[] = [];
-  private readonly pulls = new Set<() => void>();
+  private readonly inbox: PullInbox;
+  private readonly appends: AppendInbox;
 
   constructor(private readonly nc: NatsConnection) {
+    this.appends = new AppendInbox(nc);
     this.bus = new NatsBus(nc);
+    const inbox = new PullInbox(nc);
+    this.inbox = inbox;
     this.js = jetstream(nc);
     this.kvm = new Kvm(this.js);
     const i = nc.info;
@@ -638,7 +829,7 @@ export class NatsEngine implements ClusterEngine {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') for (const l of this.listeners) l(false);
         else if (s.type === 'reconnect') {
-          for (const end of [...this.pulls]) end();
+          inbox.endAll();
           for (const l of this.listeners) l(true);
         }
       }
@@ -694,7 +885,7 @@ export class NatsEngine implements ClusterEngine {
           max_ack_pending: -1,
         }));
       if (replicas > 1) await consumerLed(quick, name, made);
-      return new NatsLog(name, this.nc, this.js, jsm, this.info.serverName, this.pulls);
+      return new NatsLog(name, this.nc, this.js, jsm, this.info.serverName, this.inbox, this.appends);
     }, OPEN_LOG_ATTEMPTS);
   }
 
@@ -720,7 +911,7 @@ export class NatsEngine implements ClusterEngine {
       } else if (existing.config.max_bytes !== limits.max_bytes || existing.config.max_age !== limits.max_age) {
         await jsm.streams.update(name, { ...existing.config, ...limits });
       }
-      return new NatsStream(name, this.js, jsm, this.info.serverName);
+      return new NatsStream(name, this.js, jsm, this.info.serverName, this.appends);
     });
   }
 
