@@ -80,6 +80,22 @@ export interface LogOptions {
   ackWaitMs: number;
   /** Deliveries after which a message is not handed out again; undefined or 0: unlimited. */
   maxDeliver?: number;
+  /** Messages kept at most (a queue's `x-max-length`); undefined: no limit. */
+  maxMessages?: number;
+  /** Bytes kept at most (`x-max-length-bytes`); undefined: no limit. */
+  maxBytes?: number;
+  /** Messages older than this are dropped (`x-message-ttl`); undefined: kept until acked. */
+  maxAgeMs?: number;
+  /**
+   * When a limit is reached: true refuses the append with {@link LogFullError} (`x-overflow:
+   * reject-publish`), otherwise the oldest message is dropped (`drop-head`).
+   */
+  rejectWhenFull?: boolean;
+}
+
+/** An append refused because the log is at its length limit and refuses new messages when full. */
+export class LogFullError extends Error {
+  override readonly name = 'LogFullError';
 }
 
 /** One pulled message: `deliveries` is 1 the first time it is handed out. */

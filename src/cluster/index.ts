@@ -12,7 +12,7 @@ import { TransientRouting } from './transient-routing.js';
 import { DirectReplies } from './direct-reply.js';
 import { TransientQueues } from './transient-queues.js';
 
-export { EngineError, NoResponderError } from './engine.js';
+export { EngineError, LogFullError, NoResponderError } from './engine.js';
 export type { ClusterBus, ClusterEngine, ClusterKV, KvEntry, LogMessage, LogOptions, LogStatus, ReplicatedLog } from './engine.js';
 export { MemoryEngine } from './memory-engine.js';
 export { DefinitionsSync, bucketKey } from './definitions-sync.js';

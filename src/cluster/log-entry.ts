@@ -1,6 +1,6 @@
 import type { Message, StoredMessage } from '../core/index.js';
 import { ByteReader, ByteWriter, readProperties, writeProperties } from '../store/index.js';
-import { NoResponderError, type LogStatus } from './engine.js';
+import { LogFullError, NoResponderError, type LogStatus } from './engine.js';
 
 /*
  * What replicated queues and replicated streams share: a message as the engine's logs and streams
@@ -52,7 +52,8 @@ export async function appendRetried(
       return await target.append(data, { msgId });
     } catch (e) {
       const unknown = e instanceof NoResponderError;
-      if (attempt >= (unknown ? UNKNOWN_LOG_ATTEMPTS : APPEND_ATTEMPTS) || stopped()) throw e;
+      // A full log that refuses new messages refuses this one again: no retry.
+      if (e instanceof LogFullError || attempt >= (unknown ? UNKNOWN_LOG_ATTEMPTS : APPEND_ATTEMPTS) || stopped()) throw e;
       await new Promise((resolve) => setTimeout(resolve, unknown ? Math.min(800, 50 * 2 ** (attempt - 1)) : 100 * attempt));
     }
   }

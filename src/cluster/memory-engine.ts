@@ -1,4 +1,5 @@
 import {
+  LogFullError,
   NoResponderError,
   type BucketOptions,
   type BusHandler,
@@ -94,6 +95,8 @@ interface LogEntry {
   /** Not handed out before this time (a delayed nak). */
   dueAt: number;
   timer: NodeJS.Timeout | undefined;
+  /** When it was appended (for the log's maximum age). */
+  readonly at: number;
 }
 
 /**
@@ -104,6 +107,8 @@ interface LogEntry {
  */
 class MemoryLogState {
   lastSeq = 0;
+  /** Bytes of the messages kept. */
+  private bytes = 0;
   readonly entries = new Map<number, LogEntry>();
   /** msgId → sequence, for the deduplication window (kept for the log's life here). */
   readonly ids = new Map<string, number>();
@@ -114,18 +119,47 @@ class MemoryLogState {
 
   constructor(
     readonly name: string,
-    readonly opts: LogOptions,
+    public opts: LogOptions,
   ) {}
 
   append(data: Uint8Array, msgId: string, expectedSeq: number | undefined): number {
     const dup = this.ids.get(msgId);
     if (dup !== undefined) return dup;
     if (expectedSeq !== undefined && expectedSeq !== this.lastSeq) throw new Error(`wrong last sequence: ${this.lastSeq}`);
+    this.expire(Date.now());
+    const { maxMessages, maxBytes } = this.opts;
+    const over = (): boolean =>
+      this.entries.size > 0 &&
+      ((maxMessages !== undefined && maxMessages >= 0 && this.entries.size + 1 > maxMessages) ||
+        (maxBytes !== undefined && maxBytes >= 0 && this.bytes + data.length > maxBytes));
+    if (this.opts.rejectWhenFull === true && over()) throw new LogFullError(`log ${this.name} is full`);
+    // Otherwise the oldest go, as JetStream's discard-old does.
+    while (over()) this.drop(this.entries.keys().next().value!);
     const seq = ++this.lastSeq;
     this.ids.set(msgId, seq);
-    this.entries.set(seq, { seq, data: Uint8Array.from(data), deliveries: 0, pending: false, dueAt: 0, timer: undefined });
+    this.entries.set(seq, { seq, data: Uint8Array.from(data), deliveries: 0, pending: false, dueAt: 0, timer: undefined, at: Date.now() });
+    this.bytes += data.length;
     this.wake();
     return seq;
+  }
+
+  /** Removes a message (acked, dropped for a limit, expired). */
+  drop(seq: number): void {
+    const e = this.entries.get(seq);
+    if (e === undefined) return;
+    if (e.timer !== undefined) clearTimeout(e.timer);
+    this.entries.delete(seq);
+    this.bytes -= e.data.length;
+  }
+
+  /** Drops the messages older than the log's maximum age. */
+  expire(now: number): void {
+    const age = this.opts.maxAgeMs;
+    if (age === undefined || age <= 0) return;
+    for (const e of this.entries.values()) {
+      if (now - e.at < age) break;
+      this.drop(e.seq);
+    }
   }
 
   private wake(): void {
@@ -141,6 +175,7 @@ class MemoryLogState {
 
   pull(max: number): LogMessage[] {
     const now = Date.now();
+    this.expire(now);
     const limit = this.opts.maxDeliver !== undefined && this.opts.maxDeliver > 0 ? this.opts.maxDeliver : Infinity;
     const out: LogMessage[] = [];
     for (const e of this.entries.values()) {
@@ -165,10 +200,7 @@ class MemoryLogState {
   }
 
   ack(seq: number): void {
-    const e = this.entries.get(seq);
-    if (e === undefined) return;
-    if (e.timer !== undefined) clearTimeout(e.timer);
-    this.entries.delete(seq);
+    this.drop(seq);
   }
 
   nak(seq: number, delayMs: number): void {
@@ -262,6 +294,7 @@ class MemoryLog implements ReplicatedLog {
 
   async status(): Promise<LogStatus> {
     await this.reachable();
+    this.state.expire(Date.now());
     return memoryStatus(this.engine, this.state.opts.replicas, this.state.entries.size);
   }
 
@@ -560,7 +593,7 @@ class MemoryConnection implements ClusterEngine {
     if (!l) {
       l = new MemoryLogState(name, { ...opts, replicas: Math.max(1, Math.min(opts.replicas, this.info.clusterSize)) });
       this.engine.logs.set(name, l);
-    }
+    } else l.opts = { ...opts, replicas: l.opts.replicas };
     return new MemoryLog(this.engine, l);
   }
 

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { BrokerError, ReplyCode, type Core, type Queue, type QueueEntry, type QueueForwarder, type QueueReplica, type StoredMessage } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { ByteReader, ByteWriter } from '../store/index.js';
-import type { ClusterEngine, LogMessage, ReplicatedLog } from './engine.js';
+import { LogFullError, type ClusterEngine, type LogMessage, type LogOptions, type ReplicatedLog } from './engine.js';
 import { appendRetried, decodeLogEntry, EngineOpen, encodeLogEntry, statusWithin } from './log-entry.js';
 
 /**
@@ -81,6 +81,22 @@ export function isSessionQueue(q: Pick<Queue, 'name' | 'durable' | 'exclusive' |
   if (!q.durable || q.exclusive || q.autoDelete) return false;
   for (const p of SESSION_QUEUE_PREFIXES) if (q.name.startsWith(p)) return true;
   return false;
+}
+
+/**
+ * The log's options for a queue: its length limits (`x-max-length`, `x-max-length-bytes`, with
+ * `x-overflow`) and `x-message-ttl` are the stream's, so that they hold for the queue as a whole,
+ * whichever node publishes. The stream drops what a limit or the TTL removes; it does not
+ * dead-letter it.
+ */
+function logOptions(q: Queue, replicas: number, ackWaitMs: number): LogOptions {
+  const l = q.limits;
+  const opts: LogOptions = { replicas, ackWaitMs };
+  if (l.maxLength !== undefined) opts.maxMessages = l.maxLength;
+  if (l.maxLengthBytes !== undefined) opts.maxBytes = l.maxLengthBytes;
+  if (l.messageTtl !== undefined) opts.maxAgeMs = l.messageTtl;
+  if (l.overflow !== 'drop-head' && (l.maxLength !== undefined || l.maxLengthBytes !== undefined)) opts.rejectWhenFull = true;
+  return opts;
 }
 
 function intOf(v: unknown): number | undefined {
@@ -168,7 +184,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     if (q.type.name !== 'quorum' && !isSessionQueue(q)) {
       this.log.info({ vhost: q.host.name, queue: q.name, replicas }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
     }
-    const log = new EngineOpen(() => this.engine.openLog(this.logName(q.host.name, q.name), { replicas, ackWaitMs: this.ackWaitMs }));
+    const log = new EngineOpen(() => this.engine.openLog(this.logName(q.host.name, q.name), logOptions(q, replicas, this.ackWaitMs)));
     const link: Link = { queue: q, replicas, log, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false, maxPulled: 0 };
     this.open(link).then(
       () => this.wanted(q),
@@ -273,6 +289,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       this.stats.appended++;
     } catch (e) {
       this.stats.failed++;
+      // x-overflow reject-publish: the publisher's nack, as on one node.
+      if (e instanceof LogFullError) throw new BrokerError(ReplyCode.PRECONDITION_FAILED, 'message rejected by a full queue');
       const now = Date.now();
       if (now - this.lastWarn > 10_000) {
         this.lastWarn = now;

@@ -1,7 +1,7 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startNatsServers, type NatsServers } from '../../src/cluster/dev-cluster.js';
-import { NoResponderError, type ClusterEngine, type LogMessage, type ReplicatedLog } from '../../src/cluster/index.js';
+import { LogFullError, NoResponderError, type ClusterEngine, type LogMessage, type ReplicatedLog } from '../../src/cluster/index.js';
 import { connectNats } from '../../src/cluster/nats/nats-engine.js';
 import { waitFor } from '../helpers/broker.js';
 import { contractEngines } from '../helpers/cluster.js';
@@ -132,6 +132,27 @@ describe.each(connectors)('a replicated log on the %s engine', (_name, connect) 
     await log.append(enc('next'), { msgId: 'next' });
     expect((await pullN(log, 1)).map((m) => dec(m.data))).toEqual(['next']);
     await log.destroy();
+  });
+
+  test('limits: a full log refuses new messages or drops its oldest, and drops what is older than its maximum age', async () => {
+    const full = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000, maxMessages: 2, rejectWhenFull: true });
+    await full.append(enc('f1'), { msgId: 'f1' });
+    await full.append(enc('f2'), { msgId: 'f2' });
+    await expect(full.append(enc('f3'), { msgId: 'f3' })).rejects.toBeInstanceOf(LogFullError);
+    expect((await pullN(full, 2)).map((m) => dec(m.data))).toEqual(['f1', 'f2']);
+    await full.destroy();
+
+    const dropping = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000, maxMessages: 2 });
+    for (const id of ['d1', 'd2', 'd3']) await dropping.append(enc(id), { msgId: id });
+    expect((await pullN(dropping, 2)).map((m) => dec(m.data))).toEqual(['d2', 'd3']);
+    await dropping.destroy();
+
+    const aging = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000, maxAgeMs: 200 });
+    await aging.append(enc('old'), { msgId: 'old' });
+    await waitFor(async () => (await aging.status()).messages === 0, 5000, 'the old message dropped');
+    await aging.append(enc('new'), { msgId: 'new' });
+    expect((await pullN(aging, 1)).map((m) => dec(m.data))).toEqual(['new']);
+    await aging.destroy();
   });
 
   test('status names the members; destroy removes the log', async () => {

@@ -232,6 +232,42 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     expect([death?.reason, death?.queue]).toEqual(['delivery_limit', 'poison']);
   });
 
+  test('x-max-length, x-overflow and x-message-ttl hold for the queue as a whole, whichever node publishes', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    const quorum = { 'x-queue-type': 'quorum' };
+    await ch1.assertQueue('capped-reject', { durable: true, arguments: { ...quorum, 'x-max-length': 2, 'x-overflow': 'reject-publish' } });
+    await ch1.assertQueue('capped-drop', { durable: true, arguments: { ...quorum, 'x-max-length': 2 } });
+    await ch1.assertQueue('short-lived', { durable: true, arguments: { ...quorum, 'x-message-ttl': 300 } });
+    for (const q of ['capped-reject', 'capped-drop', 'short-lived']) await onEveryNode(q, ['n2', 'n3']);
+    const logMessages = async (q: string): Promise<number> => ((await http(httpPort('n3'), 'GET', `/api/queues/%2F/${q}`)).body as { messages: number }).messages;
+
+    // reject-publish: the third publish is nacked, on either node, and nothing is dropped.
+    const confirmed: string[] = [];
+    for (const [node, id] of [['n1', 'r1'], ['n2', 'r2'], ['n2', 'r3'], ['n1', 'r4']] as const) confirmed.push(...(await publishConfirmed(node, 'capped-reject', [id])));
+    expect(confirmed).toEqual(['r1', 'r2']);
+    // drop-head: every publish is confirmed, the oldest go.
+    for (const [node, id] of [['n1', 'd1'], ['n2', 'd2'], ['n1', 'd3']] as const) expect(await publishConfirmed(node, 'capped-drop', [id])).toEqual([id]);
+    // The TTL: what waited longer than 300 ms is gone.
+    expect(await publishConfirmed('n2', 'short-lived', ['stale'])).toEqual(['stale']);
+    await waitFor(async () => (await logMessages('short-lived')) === 0, 10_000, 'the expired message dropped');
+    expect(await publishConfirmed('n1', 'short-lived', ['fresh'])).toEqual(['fresh']);
+
+    const ch3 = await (await connect('n3')).createChannel();
+    const got = new Map<string, string[]>();
+    for (const q of ['capped-reject', 'capped-drop', 'short-lived']) {
+      got.set(q, []);
+      await ch3.consume(q, (m) => {
+        if (m === null) return;
+        got.get(q)!.push(m.content.toString());
+        ch3.ack(m);
+      });
+    }
+    await waitFor(() => got.get('capped-reject')!.length === 2 && got.get('capped-drop')!.length === 2 && got.get('short-lived')!.length === 1, 10_000, () => JSON.stringify([...got]));
+    expect(got.get('capped-reject')).toEqual(['r1', 'r2']);
+    expect(got.get('capped-drop')).toEqual(['d2', 'd3']);
+    expect(got.get('short-lived')).toEqual(['fresh']);
+  });
+
   test('one nats-server of three killed: publishing and consuming go on', async () => {
     const c1 = await connect('n1');
     const ch1 = await c1.createChannel();

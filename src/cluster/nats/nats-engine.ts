@@ -1,6 +1,7 @@
 import {
   AckPolicy,
   DeliverPolicy,
+  DiscardPolicy,
   jetstream,
   jetstreamManager,
   JetStreamApiError,
@@ -16,6 +17,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import { connect, createInbox, headers, nanos, NoRespondersError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import {
   EngineError,
+  LogFullError,
   NoResponderError,
   type BucketOptions,
   type BusHandler,
@@ -327,6 +329,8 @@ const APPEND_SWEEP_MS = 250;
 const STATUS_NO_RESPONDERS = 503;
 const SEQ_KEY = Buffer.from('"seq":');
 const ERROR_KEY = Buffer.from('"error"');
+/** JetStream's answer to an append over a stream's limit with discard new ("maximum messages exceeded", "maximum bytes exceeded"). */
+const STREAM_FULL = /"err_code":\s*100(?:77|78)\b|maximum (?:messages|bytes) exceeded/;
 const DEC = new TextDecoder();
 
 /** An append waiting for the engine's acknowledgement. */
@@ -392,7 +396,10 @@ class AppendInbox {
       if (m.headers?.code === STATUS_NO_RESPONDERS) return a.reject(new NoResponderError(a.subject));
       return a.reject(new EngineError(`append to ${a.subject}: status ${m.headers?.code ?? 0} ${m.headers?.description ?? ''}`));
     }
-    if (data.indexOf(ERROR_KEY) >= 0) return a.reject(new EngineError(`append to ${a.subject}: ${DEC.decode(data)}`));
+    if (data.indexOf(ERROR_KEY) >= 0) {
+      const text = DEC.decode(data);
+      return a.reject(STREAM_FULL.test(text) ? new LogFullError(`${a.subject} is full`) : new EngineError(`append to ${a.subject}: ${text}`));
+    }
     const at = data.indexOf(SEQ_KEY);
     let seq = 0;
     let i = at + SEQ_KEY.length;
@@ -853,11 +860,17 @@ export class NatsEngine implements ClusterEngine {
   /**
    * The stream and its consumer are created with the same configuration by whichever node comes
    * first; JetStream answers an identical create with the existing one, so nodes opening a log
-   * together do not conflict. A log that exists keeps its configuration.
+   * together do not conflict. A log that exists keeps its replicas; its limits follow `opts`.
    */
   async openLog(name: string, opts: LogOptions): Promise<ReplicatedLog> {
     const jsm = await this.manager();
     const replicas = Math.max(1, Math.min(opts.replicas, this.info.clusterSize));
+    const limits = {
+      max_msgs: opts.maxMessages ?? -1,
+      max_bytes: opts.maxBytes ?? -1,
+      max_age: opts.maxAgeMs !== undefined && opts.maxAgeMs > 0 ? nanos(opts.maxAgeMs) : 0,
+      discard: opts.rejectWhenFull === true ? DiscardPolicy.New : DiscardPolicy.Old,
+    };
     return retried(async (attempt) => {
       // A cluster that is merely slow gets longer each try, up to the usual timeout.
       const quick = await jetstreamManager(this.nc, { timeout: Math.min(OPEN_REQUEST_TIMEOUT_MS * attempt, 5000), checkAPI: false });
@@ -869,7 +882,15 @@ export class NatsEngine implements ClusterEngine {
           storage: StorageType.File,
           retention: RetentionPolicy.Workqueue,
           num_replicas: replicas,
+          ...limits,
         });
+      } else if (
+        existing.config.max_msgs !== limits.max_msgs ||
+        existing.config.max_bytes !== limits.max_bytes ||
+        existing.config.max_age !== limits.max_age ||
+        existing.config.discard !== limits.discard
+      ) {
+        await quick.streams.update(name, { ...existing.config, ...limits });
       }
       const consumer = await quick.consumers.info(name, SHARED_CONSUMER).catch((e: unknown) => {
         if (e instanceof JetStreamApiError && e.code === CONSUMER_NOT_FOUND) return undefined;
