@@ -329,8 +329,8 @@ const APPEND_SWEEP_MS = 250;
 const STATUS_NO_RESPONDERS = 503;
 const SEQ_KEY = Buffer.from('"seq":');
 const ERROR_KEY = Buffer.from('"error"');
-/** JetStream's answer to an append over a stream's limit with discard new ("maximum messages exceeded", "maximum bytes exceeded"). */
-const STREAM_FULL = /"err_code":\s*100(?:77|78)\b|maximum (?:messages|bytes) exceeded/;
+/** How JetStream describes an append refused over a stream's limit (discard new). */
+const STREAM_FULL = ['maximum messages exceeded', 'maximum bytes exceeded'];
 const DEC = new TextDecoder();
 
 /** An append waiting for the engine's acknowledgement. */
@@ -398,7 +398,7 @@ class AppendInbox {
     }
     if (data.indexOf(ERROR_KEY) >= 0) {
       const text = DEC.decode(data);
-      return a.reject(STREAM_FULL.test(text) ? new LogFullError(`${a.subject} is full`) : new EngineError(`append to ${a.subject}: ${text}`));
+      return a.reject(STREAM_FULL.some((f) => text.includes(f)) ? new LogFullError(`${a.subject} is full`) : new EngineError(`append to ${a.subject}: ${text}`));
     }
     const at = data.indexOf(SEQ_KEY);
     let seq = 0;
@@ -450,9 +450,9 @@ class PullRequest {
  * pull with a status on the pull's own subject; the messages it hands out come with their own
  * subject, so they are matched to a pull of their log by the stream in their ack subject: to the
  * oldest one in flight, as the server serves a log's pulls in the order they came (so a node
- * takes a log's messages in the order they were handed out). A message that comes when its log has no pull waiting (the pull's timer gave
- * up on it before the server did) goes back to the log at once, for any node, instead of waiting
- * out the ack wait.
+ * takes a log's messages in the order they were handed out). A message that comes when its log
+ * has no pull waiting (the pull's timer gave up on it before the server did) goes back to the log
+ * at once, for any node, instead of waiting out the ack wait.
  */
 class PullInbox {
   private readonly prefix = createInbox();
