@@ -24,6 +24,14 @@ export interface ClusterBus {
 }
 
 /** A request found no subscriber (the node it was meant for is not there). */
+/**
+ * The pause before try `attempt + 1` of a request that nothing answered (a subject the engine
+ * server does not know yet): from 50 ms, doubling, at most 800 ms.
+ */
+export function unknownSubjectPauseMs(attempt: number): number {
+  return Math.min(800, 50 * 2 ** (attempt - 1));
+}
+
 export class NoResponderError extends Error {
   override readonly name = 'NoResponderError';
   constructor(readonly subject: string) {

@@ -1,6 +1,6 @@
 import type { Message, StoredMessage } from '../core/index.js';
 import { ByteReader, ByteWriter, readProperties, writeProperties } from '../store/index.js';
-import { LogFullError, NoResponderError, type LogStatus } from './engine.js';
+import { LogFullError, NoResponderError, unknownSubjectPauseMs, type LogStatus } from './engine.js';
 
 /*
  * What replicated queues and replicated streams share: a message as the engine's logs and streams
@@ -54,7 +54,7 @@ export async function appendRetried(
       const unknown = e instanceof NoResponderError;
       // A full log that refuses new messages refuses this one again: no retry.
       if (e instanceof LogFullError || attempt >= (unknown ? UNKNOWN_LOG_ATTEMPTS : APPEND_ATTEMPTS) || stopped()) throw e;
-      await new Promise((resolve) => setTimeout(resolve, unknown ? Math.min(800, 50 * 2 ** (attempt - 1)) : 100 * attempt));
+      await new Promise((resolve) => setTimeout(resolve, unknown ? unknownSubjectPauseMs(attempt) : 100 * attempt));
     }
   }
 }

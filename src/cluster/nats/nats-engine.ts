@@ -19,6 +19,7 @@ import {
   EngineError,
   LogFullError,
   NoResponderError,
+  unknownSubjectPauseMs,
   type BucketOptions,
   type BusHandler,
   type BusSubscription,
@@ -147,9 +148,8 @@ function noResponders(e: unknown): boolean {
   return false;
 }
 
-/** Tries of a write to a bucket that nothing answers for, and the first pause between them (doubling). */
+/** Tries of a write to a bucket that nothing answers for (about 1.5 s in all). */
 const UNKNOWN_BUCKET_ATTEMPTS = 6;
-const UNKNOWN_BUCKET_PAUSE_MS = 50;
 
 /**
  * A write to a bucket, tried again for a second or two while nothing answers on its subject: a
@@ -162,7 +162,7 @@ async function whenKnown<T>(write: () => Promise<T>): Promise<T> {
       return await write();
     } catch (e) {
       if (attempt >= UNKNOWN_BUCKET_ATTEMPTS || !(noResponders(e) || (e instanceof Error && e.name === 'JetStreamNotEnabled'))) throw e;
-      await new Promise((resolve) => setTimeout(resolve, Math.min(800, UNKNOWN_BUCKET_PAUSE_MS * 2 ** (attempt - 1))));
+      await new Promise((resolve) => setTimeout(resolve, unknownSubjectPauseMs(attempt)));
     }
   }
 }
