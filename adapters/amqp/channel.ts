@@ -162,21 +162,26 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
     }
     this.held = [];
     settled.then(
-      () => this.afterDefinitions(reply, undefined, cause),
-      (e: unknown) => this.afterDefinitions(undefined, e, cause),
+      () => this.afterWait(false, undefined, cause, () => this.reply(reply)),
+      (e: unknown) => this.afterWait(true, e, cause, NOOP),
     );
   }
 
-  private afterDefinitions(reply: AmqpMethod | undefined, err: unknown, cause: AmqpMethod): void {
+  /**
+   * The end of a wait for the disk or another node while this channel's frames were held: `send`
+   * writes the answer, or, when `failed`, the channel fails with `err`; then the frames held
+   * meanwhile are handled.
+   */
+  private afterWait(failed: boolean, err: unknown, cause: AmqpMethod, send: () => void): void {
     const held = this.held ?? [];
     this.held = undefined;
     this.endPressure();
     if (this.state !== 'open') return;
-    if (reply === undefined) {
+    if (failed) {
       this.conn.failChannel(this.number, err, cause);
       return;
     }
-    this.reply(reply);
+    send();
     if (held.length > 0) this.conn.replayHeld(this.number, held);
   }
 
@@ -196,20 +201,6 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
       return;
     }
     this.conn.link.write(frames);
-  }
-
-  /** The answer of a basic.get sent to a queue's home node; then the frames held meanwhile. */
-  private afterGet(r: GetResult | null, err: unknown, cause: AmqpMethod): void {
-    const held = this.held ?? [];
-    this.held = undefined;
-    this.endPressure();
-    if (this.state !== 'open') return;
-    if (err !== undefined) {
-      this.conn.failChannel(this.number, err, cause);
-      return;
-    }
-    this.sendGet(r);
-    if (held.length > 0) this.conn.replayHeld(this.number, held);
   }
 
   handleMethod(m: AmqpMethod): void {
@@ -268,8 +259,8 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
           // The queue lives on another node: later frames of this channel wait for its answer.
           this.held = [];
           remote.then(
-            (r) => this.afterGet(r, undefined, m),
-            (e: unknown) => this.afterGet(null, e, m),
+            (r) => this.afterWait(false, undefined, m, () => this.sendGet(r)),
+            (e: unknown) => this.afterWait(true, e, m, NOOP),
           );
           return;
         }
@@ -321,7 +312,18 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
         return;
       case 'queue.purge': {
         const n = ch.purgeQueue(m.queue);
-        if (!m.noWait) this.reply({ kind: 'queue.purge-ok', messageCount: n });
+        if (typeof n === 'number') {
+          if (!m.noWait) this.reply({ kind: 'queue.purge-ok', messageCount: n });
+          return;
+        }
+        // Purged on other nodes too: later frames of this channel wait for the count.
+        this.held = [];
+        n.then(
+          (count) => this.afterWait(false, undefined, m, () => {
+            if (!m.noWait) this.reply({ kind: 'queue.purge-ok', messageCount: count });
+          }),
+          (e: unknown) => this.afterWait(true, e, m, NOOP),
+        );
         return;
       }
       case 'queue.delete': {

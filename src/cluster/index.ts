@@ -151,6 +151,8 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     remoteConsumers.start();
     const definitions = new DefinitionsSync(opts.core, opts.core.persistence, defsKv, opts.nodeName, log);
     const replicated = new ReplicatedQueues(opts.core, engine, opts.cluster, opts.nodeName, log, opts.ackWaitMs);
+    replicated.others = () => registry.nodes().filter((n) => n.running && n.name !== opts.nodeName).map((n) => n.name);
+    replicated.start();
     const streams = new ReplicatedStreams(opts.core, engine, opts.cluster, opts.nodeName, log);
     definitions.placement = (q, home) => {
       if (replicated.attach(q)) return replicated.ready(q);

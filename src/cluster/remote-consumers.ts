@@ -43,6 +43,7 @@ import { NoResponderError, type BusSubscription, type ClusterBus } from './engin
  *   GET (request; id 0): str16 vhost | str16 queue | u8 noAck; answer: u8 0 (empty), or u8 2 | u32 tag |
  *     u8 redelivered | u32 deliveryCount | f64 expiresAt | u32 messageCount | message, or u8 1 | u16 code | str16 text
  *   (SETTLE with id 0 settles a basic.get's message.)
+ *   PURGE (request; id 0): str16 vhost | str16 queue; answer: u8 0 | u32 purged, or u8 1 | u16 code | str16 text
  *   BATCH (id 0): u32 n | n × (u8 op | u32 id | ...) of SETTLE and CANCEL
  * To the consumer's node (`rcd.<node>.0`): u8 BATCH | u32 n | n × (u8 kind | u32 id | ...), or one
  * record alone: u8 kind | u32 id | ...
@@ -57,6 +58,7 @@ const OP_CANCEL = 3;
 const OP_PING = 4;
 const OP_GET = 5;
 const OP_BATCH = 6;
+const OP_PURGE = 7;
 /** The consumer id of basic.get's messages. */
 const GET_ID = 0;
 /** Marks a stand-in entry (in `pos`, unused by entries that are not stored). */
@@ -322,6 +324,26 @@ export class RemoteConsumers implements RemoteQueue {
     );
   }
 
+  purge(queue: Queue): Promise<number> {
+    const home = this.homes.get(queue);
+    if (home === undefined) return Promise.reject(BrokerError.internal(`queue '${queue.name}' has no home node`));
+    const w = this.start_(OP_PURGE, GET_ID);
+    w.str16(queue.host.name);
+    w.str16(queue.name);
+    return this.bus.request(this.homeSubject(home), this.takeFor(home, w), this.timeoutMs).then(
+      (answer) => {
+        const r = this.r.reset(Buffer.from(answer.buffer, answer.byteOffset, answer.byteLength));
+        if (r.u8() !== OK) throw new BrokerError(r.u16() as ReplyCode, r.str16());
+        return r.u32();
+      },
+      (e: unknown) => {
+        if (e instanceof BrokerError) throw e;
+        const why = e instanceof NoResponderError ? 'is down or inaccessible' : 'did not answer';
+        throw BrokerError.notFound(`home node '${home}' of durable queue '${queue.name}' in vhost '${queue.host.name}' ${why}`);
+      },
+    );
+  }
+
   private readMessage(r: ByteReader): StoredMessage {
     const exchange = r.str16();
     const routingKey = r.str16();
@@ -474,6 +496,20 @@ export class RemoteConsumers implements RemoteQueue {
         let answer: Uint8Array;
         try {
           answer = this.answerGet(node, r);
+        } catch (e) {
+          answer = this.failure(e);
+        }
+        reply?.(answer);
+        return;
+      }
+      case OP_PURGE: {
+        let answer: Uint8Array;
+        try {
+          const n = this.homeQueue(r).purge();
+          const w = this.w.reset();
+          w.u8(OK);
+          w.u32(n);
+          answer = this.take(w);
         } catch (e) {
           answer = this.failure(e);
         }

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { BrokerError, ReplyCode, type Core, type Queue, type QueueEntry, type QueueForwarder, type QueueReplica, type StoredMessage } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { ByteReader, ByteWriter } from '../store/index.js';
-import { LogFullError, type ClusterEngine, type LogMessage, type LogOptions, type ReplicatedLog } from './engine.js';
+import { LogFullError, NoResponderError, type BusSubscription, type ClusterEngine, type LogMessage, type LogOptions, type ReplicatedLog } from './engine.js';
 import { appendRetried, decodeLogEntry, EngineOpen, encodeLogEntry, statusWithin } from './log-entry.js';
 
 /**
@@ -20,6 +20,11 @@ import { appendRetried, decodeLogEntry, EngineOpen, encodeLogEntry, statusWithin
  *   to any node again, `redelivered`, its `x-delivery-count` from the log's delivery count); a
  *   node that dies stops sending in-progress for what it held, and after the ack wait the log
  *   hands those messages to another node.
+ *
+ * - A purge takes every message the log has not handed out (pulled and acked at once by the
+ *   purging node), then asks every other running node to drop what it pulled and has not
+ *   delivered yet (`warren.<cluster>.rq.<node>`: str16 vhost | str16 queue; answer u32 purged).
+ *   What consumers hold stays, as on one node.
  *
  * A log entry is a message as log-entry.ts encodes it.
  */
@@ -48,6 +53,8 @@ const SHORT_POLL_BACKOFF_MS = 100;
 const RETRY_MS = 1000;
 /** Attempts to open a queue's log for a publish before the publish fails. */
 const OPEN_ATTEMPTS = 3;
+/** How long a purge waits for another node's count before it leaves that node out. */
+const PURGE_ASK_MS = 2000;
 export const DEFAULT_ACK_WAIT_MS = 30_000;
 export const DEFAULT_REPLICAS = 3;
 
@@ -114,6 +121,9 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   private readonly ticker: NodeJS.Timeout;
   private stopped = false;
   private lastWarn = 0;
+  private sub: BusSubscription | undefined;
+  /** The other running nodes (a purge asks them); set by the membership. */
+  others: () => string[] = () => [];
   readonly stats = { appended: 0, pulled: 0, acked: 0, returned: 0, deadLettered: 0, failed: 0 };
 
   constructor(
@@ -127,6 +137,24 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     // What this node holds stays its own while it runs: in-progress well before the ack wait.
     this.ticker = setInterval(() => this.keepHeld(), Math.max(100, Math.floor(ackWaitMs / 3)));
     this.ticker.unref();
+  }
+
+  /** Answers other nodes' purges of replicated queues. */
+  start(): void {
+    this.sub ??= this.engine.bus.subscribe(purgeSubject(this.cluster, this.nodeName), (data, _subject, reply) => {
+      const w = this.w.reset();
+      try {
+        const r = this.r.reset(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+        const vhost = r.str16();
+        const name = r.str16();
+        const q = this.core.vhosts.get(vhost)?.queues.get(name);
+        w.u32(q !== undefined && this.links.has(q) ? q.purge() : 0);
+      } catch (err) {
+        this.log.warn({ err }, "cluster: another node's purge of a replicated queue could not be read");
+        w.reset().u32(0);
+      }
+      reply?.(Buffer.from(w.buf.subarray(0, w.pos)));
+    });
   }
 
   /**
@@ -331,6 +359,46 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     link.log.current?.nak(e.seq, delayMs);
   }
 
+  async purge(queue: Queue): Promise<number> {
+    const link = this.links.get(queue);
+    if (link === undefined) return queue.purge();
+    // First what the log has not handed out to any node: pulled and acked until none is left,
+    // and at most what it held when the purge began (publishers going on do not keep it here).
+    let n = 0;
+    try {
+      const log = await this.open(link);
+      const held = (await log.status()).messages;
+      while (n < held) {
+        const msgs = await log.pull(Math.min(MAX_PULL, held - n), 0);
+        if (msgs.length === 0) break;
+        for (const m of msgs) log.ack(m.seq);
+        n += msgs.length;
+      }
+    } catch (e) {
+      throw new BrokerError(ReplyCode.INTERNAL_ERROR, `replicated queue '${queue.name}' is unavailable: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    // Then what each node pulled before that and has not delivered (here, and on the others).
+    n += queue.purge();
+    const w = this.w.reset();
+    w.str16(queue.host.name);
+    w.str16(queue.name);
+    const ask = Buffer.from(w.buf.subarray(0, w.pos));
+    const counts = await Promise.all(
+      this.others().map((node) =>
+        this.engine.bus.request(purgeSubject(this.cluster, node), ask, PURGE_ASK_MS).then(
+          (a) => (a.byteLength >= 4 ? this.r.reset(Buffer.from(a.buffer, a.byteOffset, a.byteLength)).u32() : 0),
+          (err: unknown) => {
+            // A node that went: what it pulled comes back to the log after the ack wait.
+            if (!(err instanceof NoResponderError)) this.log.warn({ err, node, vhost: queue.host.name, queue: queue.name }, 'cluster: a node did not answer a purge of a replicated queue');
+            return 0;
+          },
+        ),
+      ),
+    );
+    for (const c of counts) n += c;
+    return n;
+  }
+
   /** Free prefetch of the queue's consumers on this node, less what is already pulled and waiting. */
   private want(q: Queue): number {
     let credit = 0;
@@ -452,12 +520,19 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.ticker);
+    this.sub?.unsubscribe();
+    this.sub = undefined;
     for (const link of [...this.links.values()]) {
       for (const seq of link.held) link.log.current?.nak(seq);
       link.held.clear();
       this.detach(link.queue);
     }
   }
+}
+
+function purgeSubject(cluster: string, node: string): string {
+  // Cluster and node names are [A-Za-z0-9_-]: safe as subject tokens.
+  return `warren.${cluster}.rq.${node}`;
 }
 
 function runPull(rq: ReplicatedQueues, link: Link): void {

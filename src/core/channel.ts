@@ -290,9 +290,16 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
     return this.vhost.deleteQueue(qname, ifUnused, ifEmpty, this.connection.id);
   }
 
-  purgeQueue(name: string): number {
+  /**
+   * Drops the queue's ready messages; returns how many. A number when the queue's messages are all
+   * here; a promise for a queue of a cluster whose messages live on another node or in a
+   * replicated log (the others are asked).
+   */
+  purgeQueue(name: string): number | Promise<number> {
     this.check('read', 'queue', this.resolveQueueName(name));
     const q = this.queueFor(name);
+    if (q.replica !== undefined) return q.replica.purge(q);
+    if (q.remote !== undefined) return q.remote.purge(q);
     return q.purge();
   }
 

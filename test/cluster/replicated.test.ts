@@ -1,3 +1,4 @@
+import { AMQPClient } from '@cloudamqp/amqp-client';
 import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { waitFor } from '../helpers/broker.js';
@@ -266,6 +267,70 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     expect(got.get('capped-reject')).toEqual(['r1', 'r2']);
     expect(got.get('capped-drop')).toEqual(['d2', 'd3']);
     expect(got.get('short-lived')).toEqual(['fresh']);
+  });
+
+  test('a purge on a node without consumers drops the ready messages of every node and of the log; what a consumer holds stays', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    await ch1.assertQueue('purged', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await onEveryNode('purged', ['n2', 'n3']);
+    const ids = Array.from({ length: 100 }, (_, i) => `m${i}`);
+    expect((await publishConfirmed('n1', 'purged', ids)).length).toBe(100);
+
+    // n2: a consumer holds 10 unacked.
+    const c2 = await connect('n2');
+    const ch2 = await c2.createChannel();
+    await ch2.prefetch(10);
+    const held: string[] = [];
+    await ch2.consume('purged', (m) => {
+      if (m !== null) held.push(m.content.toString());
+    });
+    await waitFor(() => held.length === 10, 10_000, () => `n2 holds ${held.length}`);
+    // n3: a consumer with its flow stopped: n3 pulls 20 for it and keeps them ready.
+    const client3 = await new AMQPClient(`amqp://guest:guest@127.0.0.1:${cluster.nodes.get('n3')!.amqpPort}`).connect();
+    try {
+      const ch3 = await client3.channel();
+      await ch3.basicQos(20);
+      await ch3.basicFlow(false);
+      const got3: Array<{ id: string; redelivered: boolean }> = [];
+      await ch3.basicConsume('purged', { noAck: false }, (m) => {
+        got3.push({ id: m.bodyToString() ?? '', redelivered: m.redelivered });
+        void m.ack();
+      });
+      // n3's own figure (the management API shows the queue's home's).
+      const readyOnN3 = async (): Promise<number> => {
+        const text = (await http(httpPort('n3'), 'GET', '/metrics/per-object')).text;
+        const line = text.split('\n').find((l) => l.startsWith('warren_queue_messages_ready{vhost="/",queue="purged"} '));
+        return Number(line?.split(' ')[1]);
+      };
+      await waitFor(async () => (await readyOnN3()) === 20, 10_000, 'n3 pulled 20');
+
+      const { messageCount } = await ch1.purgeQueue('purged');
+      expect(messageCount).toBe(90);
+      expect(await readyOnN3()).toBe(0);
+      // What n2 held goes back when its channel closes, and is all that is left.
+      await ch2.close();
+      await ch3.basicFlow(true);
+      await waitFor(() => got3.length >= 10, 10_000, () => `n3 got ${got3.length}`);
+      expect(await publishConfirmed('n1', 'purged', ['after'])).toEqual(['after']);
+      await waitFor(() => got3.some((g) => g.id === 'after'), 10_000, 'the message published after the purge');
+      expect(got3.filter((g) => g.id !== 'after').map((g) => g.id).sort()).toEqual([...held].sort());
+      expect(got3.every((g) => g.redelivered || g.id === 'after')).toBe(true);
+    } finally {
+      await client3.close().catch(() => undefined);
+    }
+  });
+
+  test('a durable classic queue purged through another node is purged on its home, over AMQP and the management API', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    await ch1.assertQueue('classic-purged', { durable: true });
+    await onEveryNode('classic-purged', ['n2', 'n3']);
+    expect((await publishConfirmed('n1', 'classic-purged', ['a', 'b', 'c'])).length).toBe(3);
+    const ch2 = await (await connect('n2')).createChannel();
+    expect((await ch2.purgeQueue('classic-purged')).messageCount).toBe(3);
+    expect(await ch1.checkQueue('classic-purged')).toMatchObject({ messageCount: 0 });
+    expect((await publishConfirmed('n1', 'classic-purged', ['d'])).length).toBe(1);
+    expect((await http(httpPort('n3'), 'DELETE', '/api/queues/%2F/classic-purged/contents')).status).toBe(204);
+    expect(await ch1.checkQueue('classic-purged')).toMatchObject({ messageCount: 0 });
   });
 
   test('one nats-server of three killed: publishing and consuming go on', async () => {

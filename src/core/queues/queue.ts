@@ -120,6 +120,8 @@ export interface RemoteQueue {
   settle(queue: Queue, e: QueueEntry, how: 0 | 1 | 2 | 3): void;
   /** basic.get: the home takes its next ready message; undefined when it has none. */
   get(queue: Queue, noAck: boolean): Promise<RemoteTaken | undefined>;
+  /** queue.purge: the home drops its ready messages; resolves with how many. */
+  purge(queue: Queue): Promise<number>;
 }
 
 /** A message basic.get took from a queue on another node. */
@@ -144,6 +146,11 @@ export interface QueueReplica {
   returned(queue: Queue, e: QueueEntry, delayMs: number): void;
   /** A basic.get found nothing pulled here: pull one for the next get. */
   getEmpty(queue: Queue): void;
+  /**
+   * queue.purge: every ready message of the queue goes, on every node and in the log (what
+   * consumers hold stays); resolves with how many.
+   */
+  purge(queue: Queue): Promise<number>;
 }
 
 /** A queue's limits, from its arguments and policy (read-only: a change replaces the record). */
