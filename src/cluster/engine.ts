@@ -111,6 +111,8 @@ export interface LogMessage {
   readonly seq: number;
   readonly data: Uint8Array;
   readonly deliveries: number;
+  /** When the engine took it (ms since the epoch, the engine's clock). */
+  readonly appendedAt: number;
 }
 
 /** Where a log's copies are, as the engine reports them. */

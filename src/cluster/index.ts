@@ -153,6 +153,10 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     const replicated = new ReplicatedQueues(opts.core, engine, opts.cluster, opts.nodeName, log, opts.ackWaitMs);
     replicated.others = () => registry.nodes().filter((n) => n.running && n.name !== opts.nodeName).map((n) => n.name);
     replicated.start();
+    replicated.unplace = (q) => {
+      forwarding.place(q, undefined);
+      remoteConsumers.place(q, undefined);
+    };
     const streams = new ReplicatedStreams(opts.core, engine, opts.cluster, opts.nodeName, log);
     definitions.placement = (q, home) => {
       if (replicated.attach(q)) return replicated.ready(q);
@@ -166,6 +170,12 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       streams.removed(vhost, name);
     };
     await definitions.start();
+    // A policy with 'ha-mode' set or changed makes the durable classic queues it matches replicated.
+    const policiesChanged = opts.core.policies.onChange;
+    opts.core.policies.onChange = () => {
+      policiesChanged?.();
+      replicated.policiesChanged();
+    };
     // Queues this node recovered from its own store that the cluster had already: replicated ones
     // are served from their logs.
     for (const vh of opts.core.vhosts.values()) for (const q of vh.queues.values()) if (!replicated.attach(q)) streams.attach(q);
@@ -231,6 +241,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
           await transientQueues.stop();
           await transient.stop();
           definitions.stop();
+          opts.core.policies.onChange = policiesChanged;
           replicated.stop();
           streams.stop();
           forwarding.stop();

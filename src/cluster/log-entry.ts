@@ -5,7 +5,8 @@ import { LogFullError, NoResponderError, unknownSubjectPauseMs, type LogStatus }
 /*
  * What replicated queues and replicated streams share: a message as the engine's logs and streams
  * keep it (u8 version | str16 exchange | str16 routing key | properties (the store's codec) |
- * bytes32 body), appends retried under one message id, and the engine object opened on first use.
+ * bytes32 body [| u32 deliveries before it reached the log: a message moved from a classic
+ * queue]), appends retried under one message id, and the engine object opened on first use.
  */
 
 const VERSION = 1;
@@ -18,15 +19,21 @@ const APPEND_ATTEMPTS = 3;
  */
 const UNKNOWN_LOG_ATTEMPTS = 8;
 
-/** Encodes `msg` (a copy: `w` is reused). */
-export function encodeLogEntry(w: ByteWriter, msg: StoredMessage): Buffer {
+/** Encodes `msg` (a copy: `w` is reused); `deliveredBefore`: deliveries it had in a classic queue. */
+export function encodeLogEntry(w: ByteWriter, msg: StoredMessage, deliveredBefore = 0): Buffer {
   w.reset();
   w.u8(VERSION);
   w.str16(msg.exchange);
   w.str16(msg.routingKey);
   writeProperties(w, msg.properties);
   w.bytes32(msg.body);
+  if (deliveredBefore > 0) w.u32(deliveredBefore);
   return Buffer.from(w.buf.subarray(0, w.pos));
+}
+
+/** After {@link decodeLogEntry} with the same reader: the deliveries the message had before it reached the log. */
+export function deliveredBefore(r: ByteReader): number {
+  return r.remaining >= 4 ? r.u32() : 0;
 }
 
 /** Decodes an entry; throws when it is not one. */

@@ -184,7 +184,7 @@ class MemoryLogState {
       e.deliveries++;
       e.pending = true;
       this.arm(e);
-      out.push({ seq: e.seq, data: e.data, deliveries: e.deliveries });
+      out.push({ seq: e.seq, data: e.data, deliveries: e.deliveries, appendedAt: e.at });
     }
     return out;
   }

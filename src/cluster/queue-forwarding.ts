@@ -253,8 +253,10 @@ export class QueueForwarding implements QueueForwarder {
           const vhost = this.core.vhosts.get(vhostName);
           const q = vhost?.queues.get(queueName);
           if (vhost === undefined || q === undefined) throw BrokerError.notFound(`no queue '${queueName}' in vhost '${vhostName}' on node '${this.nodeName}'`);
-          if (q.forwarder !== undefined) throw BrokerError.notFound(`queue '${queueName}' does not live on node '${this.nodeName}'`);
-          const settled = vhost.enqueueForwarded(q, { exchange, routingKey, properties, body }, 0);
+          if (q.forwarder !== undefined && q.remote !== undefined) throw BrokerError.notFound(`queue '${queueName}' does not live on node '${this.nodeName}'`);
+          // A queue that became replicated here while other nodes still forward to it: to its log.
+          const settled =
+            q.forwarder !== undefined ? q.forwarder.forward(q, vhost.storedFromCluster({ exchange, routingKey, properties, body }, 0)) : vhost.enqueueForwarded(q, { exchange, routingKey, properties, body }, 0);
           if (settled !== SETTLED) {
             (pending ??= []).push(settled);
             (pendingAt ??= []).push(i);

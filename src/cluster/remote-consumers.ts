@@ -503,17 +503,19 @@ export class RemoteConsumers implements RemoteQueue {
         return;
       }
       case OP_PURGE: {
-        let answer: Uint8Array;
-        try {
-          const n = this.homeQueue(r).purge();
+        const purged = (n: number): void => {
           const w = this.w.reset();
           w.u8(OK);
           w.u32(n);
-          answer = this.take(w);
+          reply?.(this.take(w));
+        };
+        try {
+          const q = this.homeQueue(r);
+          if (q.replica === undefined) purged(q.purge());
+          else q.replica.purge(q).then(purged, (e: unknown) => reply?.(this.failure(e)));
         } catch (e) {
-          answer = this.failure(e);
+          reply?.(this.failure(e));
         }
-        reply?.(answer);
         return;
       }
       case OP_PING: {
@@ -598,7 +600,9 @@ export class RemoteConsumers implements RemoteQueue {
     const queueName = r.str16();
     const q = this.core.vhosts.get(vhostName)?.queues.get(queueName);
     if (q === undefined || q.deleted) throw BrokerError.notFound(`no queue '${queueName}' in vhost '${vhostName}' on node '${this.nodeName}'`);
-    if (q.forwarder !== undefined) throw BrokerError.notFound(`queue '${queueName}' does not live on node '${this.nodeName}'`);
+    // A stand-in of a queue homed elsewhere (a queue that became replicated here still serves the
+    // consumers other nodes attach to it through this node).
+    if (q.remote !== undefined) throw BrokerError.notFound(`queue '${queueName}' does not live on node '${this.nodeName}'`);
     return q;
   }
 

@@ -3,7 +3,7 @@ import { BrokerError, ReplyCode, type Core, type Queue, type QueueEntry, type Qu
 import type { Logger } from '../logger.js';
 import { ByteReader, ByteWriter } from '../store/index.js';
 import { LogFullError, NoResponderError, type BusSubscription, type ClusterEngine, type LogMessage, type LogOptions, type ReplicatedLog } from './engine.js';
-import { appendRetried, decodeLogEntry, EngineOpen, encodeLogEntry, statusWithin } from './log-entry.js';
+import { appendRetried, decodeLogEntry, deliveredBefore, EngineOpen, encodeLogEntry, statusWithin } from './log-entry.js';
 
 /**
  * Replicated queues: a queue declared with `x-queue-type: quorum` (or matched by a policy with
@@ -53,6 +53,10 @@ const SHORT_POLL_BACKOFF_MS = 100;
 const RETRY_MS = 1000;
 /** Attempts to open a queue's log for a publish before the publish fails. */
 const OPEN_ATTEMPTS = 3;
+/** Messages of a classic queue appended to its new log at once, while it becomes replicated. */
+const MOVE_BATCH = 500;
+/** While a queue becoming replicated waits for its consumers' unacked messages, or a stand-in for its consumers to go. */
+const MOVE_WAIT_MS = 200;
 /** How long a purge waits for another node's count before it leaves that node out. */
 const PURGE_ASK_MS = 2000;
 export const DEFAULT_ACK_WAIT_MS = 30_000;
@@ -63,8 +67,14 @@ interface Link {
   readonly replicas: number;
   /** The queue's log, opened (created when missing) on first use. */
   readonly log: EngineOpen<ReplicatedLog>;
-  /** Log sequences this node pulled and has not settled or given back. */
-  readonly held: Set<number>;
+  /** The entries this node pulled and has not settled or given back, by log sequence. */
+  readonly held: Map<number, QueueEntry>;
+  /**
+   * The queue was a classic queue with messages here (an `ha-mode` policy came after its declare,
+   * or a move was cut short): publishes go to the log already, and what the queue holds here
+   * moves to the log before the queue takes messages from it (see {@link ReplicatedQueues.move}).
+   */
+  migrating: boolean;
   pulling: boolean;
   again: boolean;
   /** A basic.get found nothing: one message is pulled for the next get even without consumers. */
@@ -124,7 +134,17 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   private sub: BusSubscription | undefined;
   /** The other running nodes (a purge asks them); set by the membership. */
   others: () => string[] = () => [];
-  readonly stats = { appended: 0, pulled: 0, acked: 0, returned: 0, deadLettered: 0, failed: 0 };
+  /** Makes a stand-in of a queue homed on another node a queue of this node again; set by the membership. */
+  unplace: (q: Queue) => void = () => undefined;
+  /**
+   * Stand-ins of classic queues homed elsewhere that an `ha-mode` policy now matches: each
+   * becomes a replicated queue here once no consumer of this node is attached to it through its
+   * home (until then its publishes and consumers go through the home, which serves the queue from
+   * its log).
+   */
+  private readonly standIns = new Set<Queue>();
+  private standInTimer: NodeJS.Timeout | undefined;
+  readonly stats = { appended: 0, pulled: 0, acked: 0, returned: 0, deadLettered: 0, expired: 0, failed: 0 };
 
   constructor(
     private readonly core: Core,
@@ -209,19 +229,113 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     if (this.links.has(q)) return true;
     const replicas = this.replicasFor(q);
     if (replicas === undefined || this.stopped) return false;
+    if (q.remote !== undefined) {
+      // A stand-in of a classic queue homed on another node, now matched by an 'ha-mode' policy.
+      this.standIns.add(q);
+      this.standInTimer ??= setTimeout(() => this.switchStandIns(), MOVE_WAIT_MS);
+      return false;
+    }
+    // Messages held here: a classic queue an 'ha-mode' policy came to match after its declare
+    // (or a node that stopped while moving them): they move to the log first.
+    const migrating = q.readyCount > 0 || q.unackedCount > 0 || q.delayedCount > 0;
     if (q.type.name !== 'quorum' && !isSessionQueue(q)) {
-      this.log.info({ vhost: q.host.name, queue: q.name, replicas }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
+      this.log.info({ vhost: q.host.name, queue: q.name, replicas, moving: q.readyCount }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
     }
     const log = new EngineOpen(() => this.engine.openLog(this.logName(q.host.name, q.name), logOptions(q, replicas, this.ackWaitMs)));
-    const link: Link = { queue: q, replicas, log, held: new Set(), pulling: false, again: false, forGet: false, timer: undefined, immediate: false, maxPulled: 0 };
+    const link: Link = { queue: q, replicas, log, held: new Map(), migrating, pulling: false, again: false, forGet: false, timer: undefined, immediate: false, maxPulled: 0 };
+    this.links.set(q, link);
+    q.forwarder = this;
+    if (migrating) {
+      void this.move(link);
+      return true;
+    }
+    q.replica = this;
     this.open(link).then(
       () => this.wanted(q),
       (err: unknown) => this.log.warn({ err, vhost: q.host.name, queue: q.name }, 'cluster: the replicated queue could not be opened on the engine yet; its next use tries again'),
     );
-    this.links.set(q, link);
-    q.forwarder = this;
-    q.replica = this;
     return true;
+  }
+
+  /**
+   * The policies changed: the durable classic queues an `ha-mode` policy matches now become
+   * replicated queues (a replicated queue stays one when its policy goes).
+   */
+  policiesChanged(): void {
+    if (this.stopped) return;
+    for (const vh of this.core.vhosts.values()) {
+      for (const q of vh.queues.values()) {
+        if (q.deleted || this.links.has(q) || q.type.name !== 'classic') continue;
+        if (q.forwarder !== undefined && q.remote === undefined) continue; // a stream or another kind of stand-in
+        this.attach(q);
+      }
+    }
+  }
+
+  /** Stand-ins whose node has no consumer on them any more become replicated queues here. */
+  private switchStandIns(): void {
+    this.standInTimer = undefined;
+    if (this.stopped) return;
+    for (const q of [...this.standIns]) {
+      if (q.deleted || this.links.has(q) || this.replicasFor(q) === undefined) {
+        this.standIns.delete(q);
+        continue;
+      }
+      if (q.consumers.length > 0) continue;
+      this.standIns.delete(q);
+      this.unplace(q);
+      this.attach(q);
+    }
+    if (this.standIns.size > 0) this.standInTimer = setTimeout(() => this.switchStandIns(), MOVE_WAIT_MS);
+  }
+
+  /**
+   * Moves what a queue becoming replicated holds here into its log, oldest first: each message is
+   * appended (with an id made of this node's name and its sequence in the queue, so that a move
+   * cut short and done again after a restart deduplicates) and then acked here. Publishes go to
+   * the log meanwhile; the queue's consumers here keep taking what it still holds. Once nothing
+   * is left here, not even unacked, the queue takes its messages from the log.
+   */
+  private async move(link: Link): Promise<void> {
+    const q = link.queue;
+    let moved = 0;
+    while (this.links.get(q) === link && !this.stopped && !q.deleted) {
+      const batch: QueueEntry[] = [];
+      for (let t = q.take(false); t !== undefined; t = batch.length < MOVE_BATCH ? q.take(false) : undefined) batch.push(t.entry);
+      if (batch.length === 0) {
+        if (q.unackedCount === 0 && q.delayedCount === 0) break;
+        await new Promise((resolve) => setTimeout(resolve, MOVE_WAIT_MS));
+        continue;
+      }
+      let failed = false;
+      try {
+        const log = await this.open(link);
+        const appends = batch.map((e) => appendRetried(log, encodeLogEntry(this.w, e.msg, e.deliveryCount - 1), movedId(this.nodeName, this.boot, e), () => this.stopped));
+        const results = await Promise.allSettled(appends);
+        results.forEach((r, i) => {
+          const e = batch[i]!;
+          if (r.status === 'fulfilled') {
+            q.ack(e);
+            moved++;
+          } else {
+            failed = true;
+            q.requeue(e);
+          }
+        });
+      } catch {
+        failed = true;
+        for (const e of batch) q.requeue(e);
+      }
+      if (failed) {
+        this.log.warn({ vhost: q.host.name, queue: q.name, moved }, 'cluster: moving a queue to its replicated log failed for now; trying again');
+        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+      }
+    }
+    if (this.links.get(q) !== link || this.stopped || q.deleted) return;
+    link.migrating = false;
+    q.replica = this;
+    this.log.info({ vhost: q.host.name, queue: q.name, moved }, 'cluster: queue moved to its replicated log');
+    this.wanted(q);
   }
 
   /**
@@ -293,15 +407,37 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   forward(queue: Queue, msg: StoredMessage): Promise<void> {
     const link = this.links.get(queue);
     if (link === undefined) return failed(BrokerError.internal(`queue '${queue.name}' is not replicated on this node`));
+    const at = this.heldNowhere(queue, msg);
+    if (at !== undefined) return at;
     const data = encodeLogEntry(this.w, msg);
     const msgId = `${this.nodeName}.${this.boot}.${++this.counter}`;
-    const settled = this.appendFor(link, queue.name, data, msgId);
+    const settled = this.appendFor(link, msg, data, msgId);
     // Publishes inside the core (dead-lettering) do not wait for their settle.
     settled.catch(noop);
     return settled;
   }
 
-  private async appendFor(link: Link, queue: string, data: Uint8Array, msgId: string): Promise<void> {
+  /**
+   * A message the queue could not hold even empty, settled without the log as on one node: over
+   * `x-max-length: 0` or larger than `x-max-length-bytes` (dropped, or refused with
+   * `reject-publish`; dead-lettered `maxlen` except with plain `reject-publish`), or with a TTL of
+   * 0 (dead-lettered `expired`). Undefined for any other message.
+   */
+  private heldNowhere(q: Queue, msg: StoredMessage): Promise<void> | undefined {
+    const l = q.limits;
+    if (l.maxLength === 0 || (l.maxLengthBytes !== undefined && msg.size > l.maxLengthBytes)) {
+      if (l.overflow !== 'reject-publish' && l.deadLetterExchange !== undefined) q.host.deadLetter(q, msg, 'maxlen');
+      return l.overflow === 'drop-head' ? DONE : failed(new BrokerError(ReplyCode.PRECONDITION_FAILED, 'message rejected by a full queue'));
+    }
+    if (q.effectiveTtl(msg) === 0) {
+      if (l.deadLetterExchange !== undefined) q.host.deadLetter(q, msg, 'expired');
+      return DONE;
+    }
+    return undefined;
+  }
+
+  private async appendFor(link: Link, msg: StoredMessage, data: Uint8Array, msgId: string): Promise<void> {
+    const queue = link.queue.name;
     try {
       let log = link.log.current;
       // A log still being created by another node, or an engine slow to answer: a few tries.
@@ -317,8 +453,12 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       this.stats.appended++;
     } catch (e) {
       this.stats.failed++;
-      // x-overflow reject-publish: the publisher's nack, as on one node.
-      if (e instanceof LogFullError) throw new BrokerError(ReplyCode.PRECONDITION_FAILED, 'message rejected by a full queue');
+      // x-overflow reject-publish: the publisher's nack, as on one node (reject-publish-dlx dead-letters it too).
+      if (e instanceof LogFullError) {
+        const q = link.queue;
+        if (q.limits.overflow === 'reject-publish-dlx' && q.limits.deadLetterExchange !== undefined) q.host.deadLetter(q, msg, 'maxlen');
+        throw new BrokerError(ReplyCode.PRECONDITION_FAILED, 'message rejected by a full queue');
+      }
       const now = Date.now();
       if (now - this.lastWarn > 10_000) {
         this.lastWarn = now;
@@ -332,7 +472,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
 
   wanted(queue: Queue): void {
     const link = this.links.get(queue);
-    if (link === undefined || link.immediate) return;
+    if (link === undefined || link.immediate || link.migrating) return;
     if (queue.consumers.length === 0 && !link.forGet) return;
     link.immediate = true;
     setImmediate(runPull, this, link);
@@ -347,14 +487,16 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
 
   settled(queue: Queue, e: QueueEntry): void {
     const link = this.links.get(queue);
-    if (link === undefined || !link.held.delete(e.seq)) return;
+    if (link === undefined || link.held.get(e.seq) !== e) return;
+    link.held.delete(e.seq);
     this.stats.acked++;
     link.log.current?.ack(e.seq);
   }
 
   returned(queue: Queue, e: QueueEntry, delayMs: number): void {
     const link = this.links.get(queue);
-    if (link === undefined || !link.held.delete(e.seq)) return;
+    if (link === undefined || link.held.get(e.seq) !== e) return;
+    link.held.delete(e.seq);
     this.stats.returned++;
     link.log.current?.nak(e.seq, delayMs);
   }
@@ -477,8 +619,10 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     const q = link.queue;
     this.stats.pulled++;
     let msg: StoredMessage;
+    let before = 0;
     try {
       const entry = decodeLogEntry(this.r, m.data);
+      before = deliveredBefore(this.r);
       const vhost = this.core.vhosts.get(q.host.name);
       if (vhost === undefined) throw new Error(`no vhost '${q.host.name}'`);
       msg = vhost.storedFromCluster(entry, 0);
@@ -487,7 +631,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       log.ack(m.seq);
       return;
     }
-    let previous = m.deliveries - 1;
+    let previous = m.deliveries - 1 + before;
     // The log hands messages out for the first time in sequence order, so one at or below the
     // highest this node pulled was handed out before, whatever its count says (a consumer leader
     // of the engine that took over without the latest count): it goes out as redelivered.
@@ -501,17 +645,31 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       log.ack(m.seq);
       return;
     }
-    link.held.add(m.seq);
-    q.enqueuePulled(msg, m.seq, previous);
+    // Its TTL (`expiration`, `x-message-ttl`) counts from when the log took it, on every node.
+    const ttl = q.effectiveTtl(msg);
+    let expiresAt = 0;
+    if (ttl !== undefined && Number.isFinite(ttl)) {
+      expiresAt = Math.max(1, m.appendedAt + ttl);
+      if (expiresAt <= Date.now()) {
+        this.stats.expired++;
+        if (q.limits.deadLetterExchange !== undefined) q.host.deadLetter(q, msg, 'expired');
+        log.ack(m.seq);
+        return;
+      }
+    }
+    const e = q.enqueuePulled(msg, m.seq, previous, expiresAt);
+    if (e !== undefined) link.held.set(m.seq, e);
+    else log.nak(m.seq);
   }
 
   private keepHeld(): void {
     for (const link of this.links.values()) {
       const log = link.log.current;
-      if (log === undefined) continue;
+      // A queue still moving its messages to the log holds none of the log's.
+      if (log === undefined || link.migrating) continue;
       // Pulled for a basic.get that did not come back for it: the others may have it.
       if (link.queue.consumers.length === 0) link.queue.returnPulled();
-      for (const seq of link.held) log.inProgress(seq);
+      for (const seq of link.held.keys()) log.inProgress(seq);
     }
   }
 
@@ -522,12 +680,23 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     clearInterval(this.ticker);
     this.sub?.unsubscribe();
     this.sub = undefined;
+    if (this.standInTimer !== undefined) clearTimeout(this.standInTimer);
+    this.standIns.clear();
     for (const link of [...this.links.values()]) {
-      for (const seq of link.held) link.log.current?.nak(seq);
+      for (const seq of link.held.keys()) link.log.current?.nak(seq);
       link.held.clear();
       this.detach(link.queue);
     }
   }
+}
+
+/**
+ * The append id of a message moved from a queue to its log: a persistent message keeps its
+ * sequence in the queue across restarts of the node (a move done again deduplicates); a transient
+ * one is gone after a restart, and its sequence may be given again.
+ */
+function movedId(node: string, boot: string, e: QueueEntry): string {
+  return e.msg.persistent ? `${node}.moved.${e.seq}` : `${node}.${boot}.moved.${e.seq}`;
 }
 
 function purgeSubject(cluster: string, node: string): string {
@@ -540,6 +709,8 @@ function runPull(rq: ReplicatedQueues, link: Link): void {
 }
 
 function noop(): void {}
+
+const DONE: Promise<void> = Promise.resolve();
 
 function failed(e: BrokerError): Promise<void> {
   const p = Promise.reject(e);

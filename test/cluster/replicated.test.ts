@@ -269,6 +269,36 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     expect(got.get('short-lived')).toEqual(['fresh']);
   });
 
+  test('a per-message expiration counts from the log: expired there, a message is dead-lettered by the node that pulls it; x-max-length 0 refuses every publish', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    await ch1.assertQueue('expiring-dlq', { durable: true });
+    await ch1.assertQueue('expiring', { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'expiring-dlq' } });
+    await ch1.assertQueue('holds-none', { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-max-length': 0, 'x-overflow': 'reject-publish' } });
+    for (const q of ['expiring', 'expiring-dlq', 'holds-none']) await onEveryNode(q, ['n2', 'n3']);
+    const pub = await (await connect('n2')).createConfirmChannel();
+    pub.sendToQueue('expiring', Buffer.from('short'), { persistent: true, expiration: '200' });
+    pub.sendToQueue('expiring', Buffer.from('long'), { persistent: true, expiration: '60000' });
+    await pub.waitForConfirms();
+    expect(await publishConfirmed('n1', 'holds-none', ['refused'])).toEqual([]);
+    const since = Date.now();
+    await waitFor(() => Date.now() - since > 300, 5000, 'the short expiration past');
+
+    const ch3 = await (await connect('n3')).createChannel();
+    const got: string[] = [];
+    await ch3.consume('expiring', (m) => {
+      if (m === null) return;
+      got.push(m.content.toString());
+      ch3.ack(m);
+    });
+    let dead: amqp.GetMessage | false = false;
+    await waitFor(async () => (dead = await ch1.get('expiring-dlq', { noAck: true })) !== false, 10_000, 'the expired message dead-lettered');
+    await waitFor(() => got.length === 1, 10_000, 'the other one delivered');
+    expect(got).toEqual(['long']);
+    const d = dead as amqp.GetMessage;
+    expect(d.content.toString()).toBe('short');
+    expect((d.properties.headers?.['x-death'] as Array<{ reason: string }> | undefined)?.[0]?.reason).toBe('expired');
+  });
+
   test('a purge on a node without consumers drops the ready messages of every node and of the log; what a consumer holds stays', async () => {
     const ch1 = await (await connect('n1')).createChannel();
     await ch1.assertQueue('purged', { durable: true, arguments: { 'x-queue-type': 'quorum' } });

@@ -311,14 +311,16 @@ const ENC = new TextEncoder();
  * `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` (9 tokens), or the
  * newer form with domain and account hash after `$JS.ACK` (12 or more tokens).
  */
-function parseAckSubject(reply: string): { stream: string; deliveries: number; seq: number } | undefined {
+function parseAckSubject(reply: string): { stream: string; deliveries: number; seq: number; appendedAt: number } | undefined {
   const t = reply.split('.');
   if (t[0] !== '$JS' || t[1] !== 'ACK') return undefined;
   const at = t.length === 9 ? 4 : t.length >= 11 ? 6 : -1;
   if (at < 0) return undefined;
   const deliveries = Number(t[at]);
   const seq = Number(t[at + 1]);
-  return Number.isFinite(deliveries) && Number.isFinite(seq) ? { stream: t[at - 2]!, deliveries, seq } : undefined;
+  // The stream's timestamp, in nanoseconds.
+  const appendedAt = Math.floor(Number(t[at + 3]) / 1e6);
+  return Number.isFinite(deliveries) && Number.isFinite(seq) ? { stream: t[at - 2]!, deliveries, seq, appendedAt: Number.isFinite(appendedAt) ? appendedAt : Date.now() } : undefined;
 }
 
 /** How long an append waits for the engine's acknowledgement (as the client library's requests). */
@@ -521,7 +523,7 @@ class PullInbox {
     }
     r.watchdog?.refresh();
     r.log.delivered(info.seq, reply);
-    r.out.push({ seq: info.seq, data: m.data, deliveries: info.deliveries });
+    r.out.push({ seq: info.seq, data: m.data, deliveries: info.deliveries, appendedAt: info.appendedAt });
     if (r.out.length >= r.max) this.end(r);
   }
 }

@@ -404,16 +404,18 @@ export class Queue implements PageSink, QueueStats {
    * A replicated queue's message pulled from its log for this node's consumers: held in memory
    * only (the log keeps it), with its log sequence and the deliveries the log counted.
    */
-  enqueuePulled(msg: StoredMessage, logSeq: number, previousDeliveries: number): void {
-    if (this.deleted) return;
-    const entry = newEntry(msg, logSeq, previousDeliveries, 0, 0);
+  enqueuePulled(msg: StoredMessage, logSeq: number, previousDeliveries: number, expiresAt = 0): QueueEntry | undefined {
+    if (this.deleted) return undefined;
+    const entry = newEntry(msg, logSeq, previousDeliveries, expiresAt, 0);
     entry.returns = previousDeliveries;
     hold(msg);
     this.ownLevels()[0]!.push(entry);
     this.readyCount++;
     this.readyBytes += msg.size;
     this.published++;
+    if (expiresAt !== 0) this.scheduleTtl(expiresAt);
     if (this.consumers.length > 0) this.kick();
+    return entry;
   }
 
   /** Recovery: puts a ready entry back at the end of the in-memory messages. */
@@ -486,7 +488,8 @@ export class Queue implements PageSink, QueueStats {
     }
   }
 
-  private effectiveTtl(msg: StoredMessage): number | undefined {
+  /** How long a message may wait in this queue (its `expiration`, the queue's `x-message-ttl`: the shorter), if at all. */
+  effectiveTtl(msg: StoredMessage): number | undefined {
     const exp = msg.properties.expiration;
     const perMsg = exp === undefined ? undefined : Number(exp);
     if (perMsg === undefined) return this.limits.messageTtl;
@@ -703,7 +706,7 @@ export class Queue implements PageSink, QueueStats {
 
   /** A replicated queue without consumers here: what this node pulled goes back for the others. */
   returnPulled(): void {
-    if (this.readyCount === 0) return;
+    if (this.readyCount === 0 || this.replica === undefined) return;
     const back: QueueEntry[] = [];
     for (const level of this.levels) level.drain((e) => back.push(e));
     this.readyCount = 0;

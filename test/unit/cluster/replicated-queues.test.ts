@@ -141,6 +141,139 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     await waitFor(() => !engine.logs.has(a.m.replicated.logName('/', 'ha.one')), 5000, 'silentLog removed with its queue');
   });
 
+  test("an 'ha-mode' policy set after a classic queue was filled: its messages move to a log, its consumer's unacked ones last, and every node then serves it from the log", async () => {
+    engine = new MemoryEngine();
+    const [a, b] = [await node('n1'), await node('n2')];
+    const ch = testChannel(a.core);
+    ch.declareQueue('late', { durable: true });
+    await a.core.persistence.definitionsSettled();
+    await waitFor(() => b.core.vhosts.get('/')!.queues.get('late')?.remote !== undefined, 5000, 'the stand-in on n2');
+    await Promise.all(Array.from({ length: 30 }, (_, i) => ch.publish({ exchange: '', routingKey: 'late', properties: { deliveryMode: 2 }, body: Buffer.from(`m${i}`) }).settled));
+    const holder = new RecordingSink();
+    const chH = testChannel(a.core);
+    chH.qos(2, false);
+    chH.consume('late', { noAck: false }, holder);
+    await waitFor(() => holder.got.length === 2, 5000, 'two held on n1');
+
+    a.core.policies.set({ vhost: '/', name: 'ha', pattern: '^late$', applyTo: 'queues', definition: { 'ha-mode': 'all' }, priority: 0 });
+    const qA = a.core.vhosts.get('/')!.queues.get('late')!;
+    const log = (): number => engine.logs.get(a.m.replicated.logName('/', 'late'))?.entries.size ?? 0;
+    await waitFor(() => log() === 28, 5000, () => `moved ${log()}`);
+    // Still held by the consumer on n1: the queue does not take from its log yet.
+    expect([qA.replica, qA.unackedCount, holder.got.length]).toEqual([undefined, 2, 2]);
+    const acked = new Set([body(holder.got[1]!)]);
+    chH.ack(holder.got[1]!.deliveryTag);
+    chH.nack(holder.got[0]!.deliveryTag, false, true);
+    // The requeued one moves too, unless the consumer takes it again first: then its ack ends the wait.
+    await waitFor(() => log() === 29 || holder.got.length === 3, 5000, 'the requeued one moved or redelivered');
+    if (holder.got.length === 3) {
+      acked.add(body(holder.got[2]!));
+      chH.ack(holder.got[2]!.deliveryTag);
+    }
+    await waitFor(() => qA.replica !== undefined, 5000, 'n1 takes from the log');
+    const qB = b.core.vhosts.get('/')!.queues.get('late')!;
+    await waitFor(() => qB.replica !== undefined && qB.remote === undefined, 5000, 'n2 takes from the log');
+    await testChannel(b.core).publish({ exchange: '', routingKey: 'late', properties: { deliveryMode: 2 }, body: Buffer.from('after') }).settled;
+    expect(log()).toBeGreaterThanOrEqual(29);
+
+    chH.close();
+    const sink = new RecordingSink();
+    testChannel(b.core).consume('late', { noAck: true }, sink);
+    const expected = [...Array.from({ length: 30 }, (_, i) => `m${i}`).filter((m) => !acked.has(m)), 'after'];
+    await waitFor(() => sink.got.length === expected.length, 5000, 'every message on n2');
+    expect(sink.got.map(body).sort()).toEqual(expected.sort());
+    expect([qA.readyCount, qA.unackedCount]).toEqual([0, 0]);
+  });
+
+  test("a queue moving to its log while the engine is away keeps its messages and moves them once it is back (no failure on the node's timers)", async () => {
+    engine = new MemoryEngine();
+    // A short ack wait: the node's timer over what it holds runs every 100 ms.
+    const a = await node('n1', 300);
+    const ch = testChannel(a.core);
+    ch.declareQueue('away', { durable: true });
+    await a.core.persistence.definitionsSettled();
+    await Promise.all(['1', '2', '3'].map((m) => ch.publish({ exchange: '', routingKey: 'away', properties: { deliveryMode: 2 }, body: Buffer.from(m) }).settled));
+    const holder = new RecordingSink();
+    const chH = testChannel(a.core);
+    chH.qos(1, false);
+    chH.consume('away', { noAck: false }, holder);
+    await waitFor(() => holder.got.length === 1, 5000, 'one held');
+    a.core.policies.set({ vhost: '/', name: 'ha', pattern: '^away$', applyTo: 'queues', definition: { 'ha-mode': 'all' }, priority: 0 });
+    const q = a.core.vhosts.get('/')!.queues.get('away')!;
+    const log = (): number => engine.logs.get(a.m.replicated.logName('/', 'away'))?.entries.size ?? 0;
+    await waitFor(() => log() === 2, 5000, 'two moved');
+    // The engine goes away; the held one comes back to the queue, which has no consumer now.
+    engine.available = false;
+    chH.close();
+    expect([q.consumers.length, q.readyCount]).toEqual([0, 1]);
+    const since = Date.now();
+    await waitFor(() => Date.now() - since > 400, 5000, 'a few turns of the timer');
+    // Still here (ready, or in a move that is tried again), and the queue does not take from the log yet.
+    expect([q.replica, q.readyCount + q.unackedCount]).toEqual([undefined, 1]);
+    engine.available = true;
+    await waitFor(() => q.replica !== undefined, 5000, 'moved once the engine is back');
+    expect(log()).toBe(3);
+    expect(q.readyCount).toBe(0);
+  });
+
+  test('x-max-length 0, a message over x-max-length-bytes and a TTL of 0 are settled without the log, as on one node', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const ch = testChannel(a.core);
+    ch.declareQueue('dead', { durable: true });
+    const quorum = { 'x-queue-type': 'quorum', 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'dead' };
+    ch.declareQueue('none-reject', { durable: true, arguments: { ...quorum, 'x-max-length': 0, 'x-overflow': 'reject-publish' } });
+    // reject-publish-dlx is for classic queues: one made replicated by a mirroring policy.
+    a.core.policies.set({ vhost: '/', name: 'ha', pattern: '^none-dlx$', applyTo: 'queues', definition: { 'ha-mode': 'all' }, priority: 0 });
+    ch.declareQueue('none-dlx', { durable: true, arguments: { 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'dead', 'x-max-length': 0, 'x-overflow': 'reject-publish-dlx' } });
+    ch.declareQueue('none-drop', { durable: true, arguments: { ...quorum, 'x-max-length': 0 } });
+    ch.declareQueue('small', { durable: true, arguments: { ...quorum, 'x-max-length-bytes': 100, 'x-overflow': 'reject-publish' } });
+    ch.declareQueue('instant', { durable: true, arguments: { ...quorum, 'x-message-ttl': 0 } });
+    await a.core.persistence.definitionsSettled();
+    const publish = (q: string, text: string, expiration?: string): Promise<string> =>
+      ch.publish({ exchange: '', routingKey: q, properties: expiration === undefined ? {} : { expiration }, body: Buffer.from(text) }).settled.then(
+        () => 'confirmed',
+        (e: unknown) => (e instanceof Error ? e.message : String(e)),
+      );
+    expect(await publish('none-reject', 'r')).toContain('message rejected by a full queue');
+    expect(await publish('none-dlx', 'rd')).toContain('message rejected by a full queue');
+    expect(await publish('none-drop', 'dh')).toBe('confirmed');
+    expect(await publish('small', 'x'.repeat(200))).toContain('message rejected by a full queue');
+    expect(await publish('small', 'fits')).toBe('confirmed');
+    expect(await publish('instant', 'gone')).toBe('confirmed');
+    for (const q of ['none-reject', 'none-dlx', 'none-drop', 'instant']) expect(engine.logs.get(a.m.replicated.logName('/', q))?.entries.size ?? 0, q).toBe(0);
+    expect(engine.logs.get(a.m.replicated.logName('/', 'small'))!.entries.size).toBe(1);
+    const dead = new RecordingSink();
+    testChannel(a.core).consume('dead', { noAck: true }, dead);
+    await waitFor(() => dead.got.length === 3, 5000, 'three dead-lettered');
+    const reasons = dead.got.map((d) => [body(d), (d.message.properties.headers?.['x-death'] as Array<Record<string, unknown>>)[0]!['reason']]);
+    expect(reasons.sort()).toEqual([['dh', 'maxlen'], ['gone', 'expired'], ['rd', 'maxlen']]);
+  });
+
+  test('a message whose expiration passed in the log is dead-lettered by the node that pulls it, not delivered; the others are', async () => {
+    engine = new MemoryEngine();
+    const [a, b] = [await node('n1'), await node('n2')];
+    const ch = testChannel(a.core);
+    ch.declareQueue('dead', { durable: true });
+    ch.declareQueue('exp', { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'dead' } });
+    await a.core.persistence.definitionsSettled();
+    await waitFor(() => b.core.vhosts.get('/')!.queues.get('exp')?.replica !== undefined, 5000, 'exp on n2');
+    await ch.publish({ exchange: '', routingKey: 'exp', properties: { expiration: '100' }, body: Buffer.from('short') }).settled;
+    await ch.publish({ exchange: '', routingKey: 'exp', properties: { expiration: '60000' }, body: Buffer.from('long') }).settled;
+    await ch.publish({ exchange: '', routingKey: 'exp', properties: {}, body: Buffer.from('plain') }).settled;
+    const since = Date.now();
+    await waitFor(() => Date.now() - since > 150, 5000, 'the short expiration past');
+    const sink = new RecordingSink();
+    testChannel(b.core).consume('exp', { noAck: true }, sink);
+    const dead = new RecordingSink();
+    testChannel(a.core).consume('dead', { noAck: true }, dead);
+    await waitFor(() => sink.got.length === 2 && dead.got.length === 1, 5000, 'delivered and dead-lettered');
+    expect(sink.got.map(body)).toEqual(['long', 'plain']);
+    expect(body(dead.got[0]!)).toBe('short');
+    expect((dead.got[0]!.message.properties.headers?.['x-death'] as Array<Record<string, unknown>>)[0]!['reason']).toBe('expired');
+    expect(b.m.replicated.stats.expired).toBe(1);
+  });
+
   test('a node whose last consumer goes gives back what it had pulled but not delivered, at once', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1'), await node('n2')];

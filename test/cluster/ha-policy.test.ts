@@ -1,0 +1,91 @@
+import amqp from 'amqplib';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { waitFor } from '../helpers/broker.js';
+import { connectAmqp, startTestCluster, type TestCluster } from '../helpers/cluster.js';
+import { http } from '../helpers/management.js';
+
+/**
+ * A mirroring policy set after a classic queue was declared and filled, on three Warren nodes and
+ * three clustered nats-servers: the queue's messages move from its home node to a replicated log,
+ * and the home's death then loses none of them.
+ */
+
+const ACK_WAIT_MS = 3000;
+
+describe("an 'ha-mode' policy on a classic queue that already holds messages", { timeout: 90_000 }, () => {
+  let cluster: TestCluster;
+  const conns: amqp.ChannelModel[] = [];
+
+  beforeAll(async () => {
+    cluster = await startTestCluster(3);
+    for (const n of ['n1', 'n2', 'n3']) await cluster.start(n, ['--cluster-ack-wait', String(ACK_WAIT_MS)]);
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const c of conns) await c.close().catch(() => undefined);
+    await cluster?.stop();
+  });
+
+  const connect = (node: string): Promise<amqp.ChannelModel> => connectAmqp(cluster.nodes.get(node)!, conns);
+  const httpPort = (node: string): number => cluster.nodes.get(node)!.httpPort;
+
+  const publishConfirmed = async (node: string, queue: string, ids: string[]): Promise<void> => {
+    const ch = await (await connect(node)).createConfirmChannel();
+    for (const id of ids) ch.sendToQueue(queue, Buffer.from(id), { persistent: true });
+    await ch.waitForConfirms();
+    await ch.close();
+  };
+
+  test('its messages, and those a consumer on another node held, move to a replicated log; the home SIGKILLed, all are consumed on the others, once', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    await ch1.assertQueue('late', { durable: true });
+    for (const n of ['n2', 'n3']) {
+      await waitFor(async () => (await http(httpPort(n), 'GET', '/api/queues/%2F/late')).status === 200, 10_000, `late on ${n}`);
+    }
+    const before = [...Array.from({ length: 50 }, (_, i) => `a${i}`), ...Array.from({ length: 20 }, (_, i) => `b${i}`)];
+    await publishConfirmed('n1', 'late', before.slice(0, 50));
+    await publishConfirmed('n2', 'late', before.slice(50)); // forwarded to n1, the home
+
+    // A consumer on n3 holds 5 of them through n1.
+    const ch3 = await (await connect('n3')).createChannel();
+    await ch3.prefetch(5);
+    const held: string[] = [];
+    await ch3.consume('late', (m) => {
+      if (m !== null) held.push(m.content.toString());
+    });
+    await waitFor(() => held.length === 5, 10_000, 'five held on n3');
+
+    const put = await http(httpPort('n2'), 'PUT', '/api/policies/%2F/ha-late', { body: { pattern: '^late$', definition: { 'ha-mode': 'exactly', 'ha-params': 3 }, 'apply-to': 'queues' } });
+    expect(put.status).toBeLessThan(300);
+    const onN1 = async (): Promise<{ type?: string; messages?: number; members?: string[] }> => (await http(httpPort('n1'), 'GET', '/api/queues/%2F/late')).body as { type?: string; messages?: number; members?: string[] };
+    await waitFor(async () => (await onN1()).messages === 65, 15_000, 'the 65 not held moved to the log');
+    expect((await onN1()).type).toBe('quorum');
+    expect((await onN1()).members?.length).toBe(3);
+    // What n3 held goes back to n1 when its channel closes, and moves too.
+    await ch3.close();
+    await waitFor(async () => (await onN1()).messages === 70, 15_000, 'all 70 in the log');
+    const after = Array.from({ length: 10 }, (_, i) => `c${i}`);
+    await publishConfirmed('n2', 'late', after.slice(0, 5));
+    await publishConfirmed('n1', 'late', after.slice(5));
+
+    await cluster.kill('n1');
+    const got = new Map<string, number>();
+    const redelivered = new Set<string>();
+    for (const node of ['n2', 'n3']) {
+      const ch = await (await connect(node)).createChannel();
+      await ch.prefetch(20);
+      await ch.consume('late', (m) => {
+        if (m === null) return;
+        const id = m.content.toString();
+        got.set(id, (got.get(id) ?? 0) + 1);
+        if (m.fields.redelivered) redelivered.add(id);
+        ch.ack(m);
+      });
+    }
+    await waitFor(() => got.size === 80, 30_000, 'all 80 consumed on n2 and n3');
+    expect([...got.keys()].sort()).toEqual([...before, ...after].sort());
+    expect([...got.values()].every((n) => n === 1)).toBe(true);
+    // Delivered before the move: redelivered after it, as RabbitMQ flags a requeued message.
+    expect([...redelivered].sort()).toEqual([...held].sort());
+  });
+});
