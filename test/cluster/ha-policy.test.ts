@@ -88,4 +88,67 @@ describe("an 'ha-mode' policy on a classic queue that already holds messages", {
     // Delivered before the move: redelivered after it, as RabbitMQ flags a requeued message.
     expect([...redelivered].sort()).toEqual([...held].sort());
   });
+
+  test('the home SIGKILLed while it moves a large queue under load: after its restart every confirmed message is consumed, repeats only redelivered', async () => {
+    const ch2 = await (await connect('n2')).createChannel();
+    await ch2.assertQueue('late-big', { durable: true });
+    await waitFor(async () => (await http(httpPort('n3'), 'GET', '/api/queues/%2F/late-big')).status === 200, 10_000, 'late-big on n3');
+    // Homed on n2 this time (n1 was killed above and is not restarted).
+    const ids = Array.from({ length: 20_000 }, (_, i) => `m${i}`);
+    await publishConfirmed('n2', 'late-big', ids);
+
+    // Publishers with confirms on n3 while the policy lands and the home dies.
+    const confirmed = new Set(ids);
+    const pub = await (await connect('n3')).createConfirmChannel();
+    let stop = false;
+    let k = 0;
+    const publishing = (async () => {
+      while (!stop) {
+        const batch = Array.from({ length: 50 }, () => `p${k++}`);
+        const done = batch.map(
+          (id) =>
+            new Promise<void>((resolve) => {
+              pub.sendToQueue('late-big', Buffer.from(id), { persistent: true }, (err) => {
+                if (err === null || err === undefined) confirmed.add(id);
+                resolve();
+              });
+            }),
+        );
+        await Promise.all(done);
+      }
+    })().catch(() => undefined);
+
+    await waitFor(() => confirmed.size > ids.length + 100, 10_000, 'publishing from n3 under way');
+    const put = await http(httpPort('n3'), 'PUT', '/api/policies/%2F/ha-big', { body: { pattern: '^late-big$', definition: { 'ha-mode': 'all' }, 'apply-to': 'queues' } });
+    expect(put.status).toBeLessThan(300);
+    // n3 serves the queue from the log once it has switched: its listing then has the log's count.
+    const logged = async (): Promise<number | undefined> => {
+      const row = (await http(httpPort('n3'), 'GET', '/api/queues/%2F/late-big')).body as { type?: string; messages?: number };
+      return row.type === 'quorum' ? row.messages : undefined;
+    };
+    // SIGKILL the home as soon as the move is under way.
+    await waitFor(async () => ((await logged()) ?? 0) > 0, 20_000, 'the move under way');
+    await cluster.kill('n2');
+    const started = Date.now();
+    await waitFor(() => Date.now() - started > 1000, 5000, 'publishing on after the kill');
+    stop = true;
+    await publishing;
+    await cluster.start('n2', ['--cluster-ack-wait', String(ACK_WAIT_MS)]);
+
+    const got = new Map<string, number>();
+    let unflagged = 0;
+    const ch = await (await connect('n3')).createChannel();
+    await ch.prefetch(500);
+    await ch.consume('late-big', (m) => {
+      if (m === null) return;
+      const id = m.content.toString();
+      const n = (got.get(id) ?? 0) + 1;
+      got.set(id, n);
+      if (n > 1 && !m.fields.redelivered) unflagged++;
+      ch.ack(m);
+    });
+    await waitFor(() => [...confirmed].every((id) => got.has(id)), 60_000, 'every confirmed message consumed');
+    expect([...got.keys()].filter((id) => !id.startsWith('m') && !id.startsWith('p'))).toEqual([]);
+    expect(unflagged).toBe(0);
+  }, 120_000);
 });
