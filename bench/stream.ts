@@ -11,7 +11,9 @@
  *
  * Every client (the publisher and each consumer) is a process of its own (stream-client.ts), with
  * its connection and channel open before the clock starts; `--client` picks the library (amqplib,
- * the default, or @cloudamqp/amqp-client), the same for every broker. Broker CPU is charged per message
+ * the default, or @cloudamqp/amqp-client), the same for every broker; `--reader-client` another one
+ * for the readers (on a 2-core machine each phase is limited by its client: amqp-client publishes
+ * faster corked, amqplib reads faster). Broker CPU is charged per message
  * delivered (or confirmed); client CPU is the clients' processes summed, as % of one core.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -129,19 +131,20 @@ interface Run {
   bodySize: number;
   phases: readonly Phase[];
   client: StreamClientLib;
+  readerClient: StreamClientLib;
   cork: boolean;
   /** Node.js options of the client processes (a CPU profile). */
   execArgv: string[];
 }
 
-async function benchBroker(b: Broker, { n, bodySize, phases, client, cork, execArgv }: Run): Promise<Row[]> {
+async function benchBroker(b: Broker, { n, bodySize, phases, client, readerClient, cork, execArgv }: Run): Promise<Row[]> {
   const url = b.endpoints.amqp;
   if (url === undefined) throw new Error(`${b.name} has no AMQP endpoint`);
   const conn = await connect(url, { noDelay: true });
   const stream = `bench-stream-${Date.now()}`;
   const setup = await conn.createChannel();
   await setup.assertQueue(stream, { durable: true, arguments: { 'x-queue-type': 'stream' } });
-  const reader: StreamClientSpec = { role: 'reader', client, url, stream, count: n, prefetch: PREFETCH, ackEvery: ACK_EVERY };
+  const reader: StreamClientSpec = { role: 'reader', client: readerClient, url, stream, count: n, prefetch: PREFETCH, ackEvery: ACK_EVERY };
   const rows: Row[] = [];
   // The publish phase always runs: it fills the stream the readers read.
   rows.push(await measure(b, 'publish', n, [{ role: 'publisher', client, url, stream, count: n, bodySize, window: CONFIRM_WINDOW, cork }], execArgv));
@@ -174,6 +177,8 @@ async function main(): Promise<void> {
       'warren-bin': { type: 'string' },
       /** The client library of every client process: amqplib or amqp-client (@cloudamqp/amqp-client). */
       client: { type: 'string', default: 'amqplib' },
+      /** The client library of the readers, when not `client`'s. */
+      'reader-client': { type: 'string' },
       /** The publisher corks its socket for a turn, so the publishes of one turn leave in one write. */
       cork: { type: 'boolean', default: false },
       /** Writes a V8 CPU profile of each client process into this directory. */
@@ -191,7 +196,8 @@ async function main(): Promise<void> {
   for (const p of phases) if (!(PHASES as readonly string[]).includes(p)) throw new Error(`unknown phase '${p}' (expected ${PHASES.join(', ')})`);
   const prof = values['cpu-prof'];
   const client = values.client as StreamClientLib;
-  if (!(STREAM_CLIENTS as readonly string[]).includes(client)) throw new Error(`unknown client '${client}' (expected ${STREAM_CLIENTS.join(', ')})`);
+  const readerClient = (values['reader-client'] ?? client) as StreamClientLib;
+  for (const c of [client, readerClient]) if (!(STREAM_CLIENTS as readonly string[]).includes(c)) throw new Error(`unknown client '${c}' (expected ${STREAM_CLIENTS.join(', ')})`);
   const clientProf = values['client-cpu-prof'];
   const execArgv = clientProf !== undefined ? ['--cpu-prof', '--cpu-prof-dir', clientProf] : [];
   const warrenPort = values['warren-port'];
@@ -221,11 +227,11 @@ async function main(): Promise<void> {
     for (let r = 0; r < repeat; r++) {
       for (const b of brokers) {
         process.stderr.write(`${b.name}: run ${r + 1} of ${repeat} ...\n`);
-        rows.push(...(await benchBroker(b, { n, bodySize, phases: phases as Phase[], client, cork: values.cork, execArgv })));
+        rows.push(...(await benchBroker(b, { n, bodySize, phases: phases as Phase[], client, readerClient, cork: values.cork, execArgv })));
       }
     }
     const out: string[] = [];
-    out.push(`Stream queues over AMQP 0-9-1: ${fmt(n)} messages of ${bodySize} B, client ${client}${values.cork ? ' (publisher corked per turn)' : ''}, ${new Date().toISOString()}`);
+    out.push(`Stream queues over AMQP 0-9-1: ${fmt(n)} messages of ${bodySize} B, client ${client}${values.cork ? ' (publisher corked per turn)' : ''}${readerClient !== client ? `, readers ${readerClient}` : ''}, ${new Date().toISOString()}`);
     out.push(`Machine: ${cpus()[0]?.model ?? 'unknown'}, ${availableParallelism()} cores, Linux ${release()}, Node.js ${process.version}`);
     for (const b of brokers) out.push(`- ${b.name}: ${b.details}`);
     out.push('');
