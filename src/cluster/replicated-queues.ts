@@ -143,6 +143,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
    * its log).
    */
   private readonly standIns = new Set<Queue>();
+  /** Queues move to their logs one after the other (a policy matching many full queues takes a bounded amount of memory). */
+  private moving: Promise<void> = Promise.resolve();
   private standInTimer: NodeJS.Timeout | undefined;
   readonly stats = { appended: 0, pulled: 0, acked: 0, returned: 0, deadLettered: 0, expired: 0, failed: 0 };
 
@@ -246,7 +248,9 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     this.links.set(q, link);
     q.forwarder = this;
     if (migrating) {
-      void this.move(link);
+      this.moving = this.moving
+        .then(() => this.move(link))
+        .catch((err: unknown) => this.log.error({ err, vhost: q.host.name, queue: q.name }, 'cluster: moving a queue to its replicated log failed'));
       return true;
     }
     q.replica = this;

@@ -185,6 +185,21 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     expect([qA.readyCount, qA.unackedCount]).toEqual([0, 0]);
   });
 
+  test("an 'ha-mode' policy matching several filled queues moves them one after the other, each whole", async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const ch = testChannel(a.core);
+    const names = ['two.a', 'two.b', 'two.c'];
+    for (const q of names) ch.declareQueue(q, { durable: true });
+    await a.core.persistence.definitionsSettled();
+    await Promise.all(names.flatMap((q) => Array.from({ length: 1200 }, (_, i) => ch.publish({ exchange: '', routingKey: q, properties: { deliveryMode: 2 }, body: Buffer.from(`${q}-${i}`) }).settled)));
+    a.core.policies.set({ vhost: '/', name: 'ha', pattern: '^two\\.', applyTo: 'queues', definition: { 'ha-mode': 'all' }, priority: 0 });
+    const queues = names.map((n) => a.core.vhosts.get('/')!.queues.get(n)!);
+    await waitFor(() => queues.every((q) => q.replica !== undefined), 10_000, 'all three moved');
+    for (const n of names) expect(engine.logs.get(a.m.replicated.logName('/', n))!.entries.size, n).toBe(1200);
+    expect(queues.map((q) => q.readyCount)).toEqual([0, 0, 0]);
+  });
+
   test("a queue moving to its log while the engine is away keeps its messages and moves them once it is back (no failure on the node's timers)", async () => {
     engine = new MemoryEngine();
     // A short ack wait: the node's timer over what it holds runs every 100 ms.
