@@ -125,6 +125,11 @@ export interface LogStatus {
   readonly online: string[];
   /** Messages stored (not yet acked). */
   readonly messages: number;
+  /**
+   * Per member, in the order of `members`: the log's entries it has yet to apply of those the
+   * leader has (0 for the leader, and for a copy that is current).
+   */
+  readonly lag: readonly number[];
 }
 
 /**

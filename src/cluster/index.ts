@@ -76,7 +76,7 @@ export interface ClusterMembership {
   /** The home node of a queue (where it was declared), if it is replicated. */
   homeOf(vhost: string, queue: string): string | undefined;
   /** A replicated queue's or stream's copies on the engine's servers; undefined for other queues. */
-  replicationOf(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number; type?: ReplicatedType } | undefined>;
+  replicationOf(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number; lag: readonly number[]; type?: ReplicatedType } | undefined>;
   /** Every replicated queue and stream on this node with its copies (`status` undefined: the engine did not answer). */
   replicatedQueues(): Promise<ReplicatedReport[]>;
   /** Records the bound listeners in the registry. */

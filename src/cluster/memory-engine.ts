@@ -231,7 +231,7 @@ function memoryStatus(engine: MemoryEngine, replicas: number, messages: number):
   const online = members.filter((m) => !engine.offline.has(m));
   // Without a majority of its copies there is no leader (and a real engine would not answer).
   const leader = online.length > members.length / 2 ? online[0] : undefined;
-  return { leader, members, online, messages };
+  return { leader, members, online, messages, lag: members.map(() => 0) };
 }
 
 class MemoryLog implements ReplicatedLog {

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { BrokerError, ReplyCode, type Core, type Queue, type QueueEntry, type QueueForwarder, type QueueReplica, type StoredMessage } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { ByteReader, ByteWriter } from '../store/index.js';
-import { LogFullError, NoResponderError, type BusSubscription, type ClusterEngine, type LogMessage, type LogOptions, type ReplicatedLog } from './engine.js';
+import { LogFullError, NoResponderError, type BusSubscription, type ClusterEngine, type LogMessage, type LogOptions, type LogStatus, type ReplicatedLog } from './engine.js';
 import { appendRetried, decodeLogEntry, deliveredBefore, EngineOpen, encodeLogEntry, statusWithin } from './log-entry.js';
 
 /**
@@ -384,7 +384,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   }
 
   /** The replication status of a queue's log (management). */
-  async status(q: Queue): Promise<{ replicas: number; leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined> {
+  async status(q: Queue): Promise<(LogStatus & { replicas: number }) | undefined> {
     const link = this.links.get(q);
     if (link === undefined) return undefined;
     const st = await (await this.open(link)).status();
@@ -395,7 +395,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
    * The replication status of every replicated queue on this node (health checks, listings):
    * `status` undefined when the engine did not answer within `timeoutMs` (no leader, engine down).
    */
-  async report(timeoutMs = 3000): Promise<Array<{ vhost: string; name: string; replicas: number; status: { leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined }>> {
+  async report(timeoutMs = 3000): Promise<Array<{ vhost: string; name: string; replicas: number; status: LogStatus | undefined }>> {
     const links = [...this.links.values()];
     return Promise.all(
       links.map(async (link) => {

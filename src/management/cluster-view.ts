@@ -36,7 +36,7 @@ export interface ClusterView {
    * Where a replicated queue's copies are (engine servers); undefined for a queue that is not
    * replicated.
    */
-  replicationOf?(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number; type?: ReplicatedType } | undefined>;
+  replicationOf?(vhost: string, queue: string): Promise<{ leader: string | undefined; members: string[]; online: string[]; messages: number; lag: readonly number[]; type?: ReplicatedType } | undefined>;
   /**
    * Every replicated queue this node serves with its copies; `status` undefined when the engine
    * did not answer (no leader elected, engine unreachable).

@@ -198,6 +198,13 @@ export function registerObjectRoutes(api: ManagementApi): void {
         leader: replication.leader ?? '',
         members: replication.members,
         online: replication.online,
+        // Each copy's lag behind the leader (entries it has yet to apply), a Warren addition.
+        replica_details: replication.members.map((server, i) => ({
+          server,
+          leader: server === replication.leader,
+          online: replication.online.includes(server),
+          lag: replication.lag[i] ?? 0,
+        })),
         // A stream's figures are its local copy's, as its offsets are.
         ...(stream ? {} : { messages: replication.messages }),
         under_replicated: h.underReplicated,

@@ -6,6 +6,7 @@ import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
 import { connectMqtt } from '../helpers/mqtt.js';
 import { RawStomp } from '../helpers/stomp.js';
 import { http } from '../helpers/management.js';
+import { haveChromium, launchChromium } from '../helpers/browser.js';
 
 /**
  * Replicated (quorum) queues across three Warren nodes on three clustered nats-servers: every
@@ -21,6 +22,7 @@ interface QueueRow {
   leader: string;
   members: string[];
   online: string[];
+  replica_details: Array<{ server: string; leader: boolean; online: boolean; lag: number }>;
 }
 
 describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
@@ -101,6 +103,35 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     expect(q.body.members.length).toBe(3);
     expect(q.body.members).toContain(q.body.leader);
     expect([...q.body.online].sort()).toEqual([...q.body.members].sort());
+    // Each copy with its lag behind the leader: every copy catches up once nothing is published.
+    expect(q.body.replica_details.map((r) => r.server)).toEqual(q.body.members);
+    expect(q.body.replica_details.filter((r) => r.leader).map((r) => r.server)).toEqual([q.body.leader]);
+    await waitFor(
+      async () => (await http<QueueRow>(httpPort('n2'), 'GET', '/api/queues/%2F/orders')).body.replica_details.every((r) => r.online && r.lag === 0),
+      10_000,
+      'every copy current',
+    );
+  });
+
+  test.skipIf(!haveChromium)("the web UI's page of a replicated queue shows its leader and each copy with its lag", async () => {
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      await page.goto(`http://127.0.0.1:${httpPort('n3')}/`);
+      await page.fill('#login-username', 'guest');
+      await page.fill('#login-password', 'guest');
+      await page.click('#login-submit');
+      await page.waitForSelector('#whoami:has-text("guest")');
+      await page.goto(`http://127.0.0.1:${httpPort('n3')}/#/queues/%2F/orders`);
+      const copies = page.locator('#queue-copies');
+      await copies.waitFor();
+      await page.waitForSelector('#queue-copies:has-text("(leader): online, lag 0")');
+      const row = await http<QueueRow>(httpPort('n3'), 'GET', '/api/queues/%2F/orders');
+      const text = (await copies.textContent()) ?? '';
+      for (const m of row.body.members) expect(text).toContain(m);
+    } finally {
+      await browser.close();
+    }
   });
 
   test('at a steady rate for longer than the ack wait, a consumer on n2 that starts right after the declare on n1 gets every message once, promptly, none redelivered', async () => {

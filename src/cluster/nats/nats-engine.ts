@@ -629,15 +629,18 @@ async function replicationStatus(jsm: JetStreamManager, name: string, serverName
   const leader = c?.leader !== undefined && c.leader !== '' ? c.leader : (c?.replicas ?? []).length === 0 ? (c?.name ?? serverName) : undefined;
   const members: string[] = [];
   const online: string[] = [];
+  const lag: number[] = [];
   if (leader !== undefined) {
     members.push(leader);
     online.push(leader);
+    lag.push(0);
   }
   for (const r of c?.replicas ?? []) {
     members.push(r.name);
+    lag.push(typeof r.lag === 'number' && r.lag > 0 ? r.lag : 0);
     if (r.offline !== true && r.current) online.push(r.name);
   }
-  return { leader, members, online, messages: si.state.messages };
+  return { leader, members, online, messages: si.state.messages, lag };
 }
 
 /** After a follow ended without being stopped (its stream not there yet, an error): the next try. */

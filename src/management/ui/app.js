@@ -929,6 +929,16 @@ function replicasCell(r) {
   return `${online}/${r.members.length}${flag}`;
 }
 
+/**
+ * A replicated queue's copies: each engine server, whether it leads, is online, and how far behind
+ * the leader it is.
+ * @param {Obj[]} copies
+ * @returns {string}
+ */
+function copiesText(copies) {
+  return copies.map((c) => `${c.server}${c.leader ? ' (leader)' : ''}: ${c.online ? 'online' : 'offline'}, lag ${c.lag}`).join('; ');
+}
+
 /** @returns {View} */
 function queueView() {
   /** @type {HTMLElement} */ let info;
@@ -1049,6 +1059,12 @@ function queueView() {
           ['Deliver / get', fmtRate(ms.deliver_get_details?.rate)],
           ['Ack', fmtRate(ms.ack_details?.rate)],
           ['Policy', q.policy ?? ''],
+          ...(Array.isArray(q.replica_details)
+            ? [
+                ['Leader', q.leader || 'none'],
+                ['Copies', h('span', { id: 'queue-copies' }, copiesText(q.replica_details))],
+              ]
+            : []),
           ...(q.type === 'stream'
             ? [
                 ['First offset', q.first_offset],
