@@ -300,6 +300,7 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
     const q = this.queueFor(name);
     if (q.replica !== undefined) return q.replica.purge(q);
     if (q.remote !== undefined) return q.remote.purge(q);
+    if (q.forwarder?.purge !== undefined) return q.forwarder.purge(q);
     return q.purge();
   }
 

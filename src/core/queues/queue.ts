@@ -104,6 +104,11 @@ export interface QueueForwarder {
    * returned) and is not confirmed.
    */
   unavailable?(queue: Queue): string | undefined;
+  /**
+   * queue.purge of a queue whose messages this forwarder keeps elsewhere (a replicated log, also
+   * while the queue's messages move there): resolves with how many went.
+   */
+  purge?(queue: Queue): Promise<number>;
 }
 
 /**

@@ -185,6 +185,32 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     expect([qA.readyCount, qA.unackedCount]).toEqual([0, 0]);
   });
 
+  test('a purge while a queue moves to its log drops what the log has and what the queue still holds ready; unacked messages stay', async () => {
+    engine = new MemoryEngine();
+    const a = await node('n1');
+    const ch = testChannel(a.core);
+    ch.declareQueue('mid', { durable: true });
+    await a.core.persistence.definitionsSettled();
+    await Promise.all(Array.from({ length: 10 }, (_, i) => ch.publish({ exchange: '', routingKey: 'mid', properties: { deliveryMode: 2 }, body: Buffer.from(`m${i}`) }).settled));
+    const holder = new RecordingSink();
+    const chH = testChannel(a.core);
+    chH.qos(2, false);
+    chH.consume('mid', { noAck: false }, holder);
+    await waitFor(() => holder.got.length === 2, 5000, 'two held');
+    a.core.policies.set({ vhost: '/', name: 'ha', pattern: '^mid$', applyTo: 'queues', definition: { 'ha-mode': 'all' }, priority: 0 });
+    const log = (): number => engine.logs.get(a.m.replicated.logName('/', 'mid'))?.entries.size ?? 0;
+    await waitFor(() => log() === 8, 5000, 'eight moved');
+    await Promise.all(['n1', 'n2', 'n3'].map((b) => ch.publish({ exchange: '', routingKey: 'mid', properties: { deliveryMode: 2 }, body: Buffer.from(b) }).settled));
+    expect(log()).toBe(11);
+    expect(await ch.purgeQueue('mid')).toBe(11);
+    expect(log()).toBe(0);
+    // The two held go back, move, and are all the queue has.
+    chH.close();
+    const q = a.core.vhosts.get('/')!.queues.get('mid')!;
+    await waitFor(() => q.replica !== undefined, 5000, 'moved');
+    expect(log()).toBe(2);
+  });
+
   test("an 'ha-mode' policy matching several filled queues moves them one after the other, each whole", async () => {
     engine = new MemoryEngine();
     const a = await node('n1');
