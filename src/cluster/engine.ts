@@ -159,6 +159,11 @@ export interface ReplicatedLog {
   nak(seq: number, delayMs?: number): void;
   /** The message is still being worked on: its redelivery timer starts again. */
   inProgress(seq: number): void;
+  /**
+   * How many of its messages are not handed out at the moment: never handed out, or given back
+   * (the queue's ready messages, where those a puller holds are unacked).
+   */
+  ready(): Promise<number>;
   status(): Promise<LogStatus>;
   /** Removes the log and every message in it, for every node. */
   destroy(): Promise<void>;

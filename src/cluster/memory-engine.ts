@@ -298,6 +298,14 @@ class MemoryLog implements ReplicatedLog {
     return memoryStatus(this.engine, this.state.opts.replicas, this.state.entries.size);
   }
 
+  async ready(): Promise<number> {
+    await this.reachable();
+    this.state.expire(Date.now());
+    let n = 0;
+    for (const e of this.state.entries.values()) if (!e.pending) n++;
+    return n;
+  }
+
   async destroy(): Promise<void> {
     await later();
     if (!this.engine.available) throw new Error('engine unavailable');

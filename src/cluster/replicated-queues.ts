@@ -77,6 +77,14 @@ interface Link {
   migrating: boolean;
   pulling: boolean;
   again: boolean;
+  /** Dropping messages from the head of a queue over its `x-max-length` (one drop at a time per node). */
+  trimming: boolean;
+  trimAgain: boolean;
+  /** The engine's count of ready messages being asked (one ask at a time, shared by the publishes that wait for it). */
+  readyAsk: Promise<{ ready: number; passedBefore: number; inFlight: number }> | undefined;
+  /** Publishes of this node that passed the `x-max-length` check, and those of them not settled yet. */
+  passed: number;
+  unsettled: number;
   /** A basic.get found nothing: one message is pulled for the next get even without consumers. */
   forGet: boolean;
   timer: NodeJS.Timeout | undefined;
@@ -101,18 +109,17 @@ export function isSessionQueue(q: Pick<Queue, 'name' | 'durable' | 'exclusive' |
 }
 
 /**
- * The log's options for a queue: its length limits (`x-max-length`, `x-max-length-bytes`, with
- * `x-overflow`) and `x-message-ttl` are the stream's, so that they hold for the queue as a whole,
- * whichever node publishes. The stream drops what a limit or the TTL removes; it does not
- * dead-letter it.
+ * The log's options for a queue: `x-max-length-bytes` (with `x-overflow`) and `x-message-ttl`
+ * are the stream's, so that they hold for the queue as a whole, whichever node publishes; the
+ * stream drops what they remove without dead-lettering it. `x-max-length` is not: it counts the
+ * ready messages only, as RabbitMQ's does (see {@link ReplicatedQueues.overLength}).
  */
 function logOptions(q: Queue, replicas: number, ackWaitMs: number): LogOptions {
   const l = q.limits;
   const opts: LogOptions = { replicas, ackWaitMs };
-  if (l.maxLength !== undefined) opts.maxMessages = l.maxLength;
   if (l.maxLengthBytes !== undefined) opts.maxBytes = l.maxLengthBytes;
   if (l.messageTtl !== undefined) opts.maxAgeMs = l.messageTtl;
-  if (l.overflow !== 'drop-head' && (l.maxLength !== undefined || l.maxLengthBytes !== undefined)) opts.rejectWhenFull = true;
+  if (l.overflow !== 'drop-head' && l.maxLengthBytes !== undefined) opts.rejectWhenFull = true;
   return opts;
 }
 
@@ -244,7 +251,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       this.log.info({ vhost: q.host.name, queue: q.name, replicas, moving: q.readyCount }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
     }
     const log = new EngineOpen(() => this.engine.openLog(this.logName(q.host.name, q.name), logOptions(q, replicas, this.ackWaitMs)));
-    const link: Link = { queue: q, replicas, log, held: new Map(), migrating, pulling: false, again: false, forGet: false, timer: undefined, immediate: false, maxPulled: 0 };
+    const link: Link = { queue: q, replicas, log, held: new Map(), migrating, pulling: false, again: false, trimming: false, trimAgain: false, readyAsk: undefined, passed: 0, unsettled: 0, forGet: false, timer: undefined, immediate: false, maxPulled: 0 };
     this.links.set(q, link);
     q.forwarder = this;
     if (migrating) {
@@ -453,8 +460,24 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
           await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
         }
       }
-      await appendRetried(log, data, msgId, () => this.stopped);
+      const max = link.queue.limits.maxLength;
+      const rejecting = link.queue.limits.overflow !== 'drop-head';
+      // x-overflow reject-publish: refused while the ready messages are at the limit.
+      const counted = max !== undefined && rejecting;
+      if (counted) {
+        // The check and the count of this publish in one step (no await between them).
+        const c = await this.readyCount(link, log);
+        if (c.ready + c.inFlight + (link.passed - c.passedBefore) >= max) throw new LogFullError('the queue is at its x-max-length');
+        link.passed++;
+        link.unsettled++;
+      }
+      try {
+        await appendRetried(log, data, msgId, () => this.stopped);
+      } finally {
+        if (counted) link.unsettled--;
+      }
       this.stats.appended++;
+      if (max !== undefined && !rejecting) this.trim(link, log, max);
     } catch (e) {
       this.stats.failed++;
       // x-overflow reject-publish: the publisher's nack, as on one node (reject-publish-dlx dead-letters it too).
@@ -470,6 +493,71 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       }
       throw new BrokerError(ReplyCode.INTERNAL_ERROR, `replicated queue '${queue}' is unavailable: ${e instanceof Error ? e.message : String(e)}`);
     }
+  }
+
+  /**
+   * The queue's ready messages as the engine counts them; with it, this node's publishes the
+   * engine may not have counted are added by the caller: those in flight when the count was asked
+   * (`inFlight`) and those that passed since (`passed - passedBefore`). Publishes that come while
+   * it is being asked wait for that answer instead of asking again, so a busy publisher costs the
+   * engine one ask per round trip, and a burst on one node stops at the limit (a publish in flight
+   * that the engine had counted already is counted twice: the limit errs on the side of refusing).
+   */
+  private readyCount(link: Link, log: ReplicatedLog): Promise<{ ready: number; passedBefore: number; inFlight: number }> {
+    let ask = link.readyAsk;
+    if (ask === undefined) {
+      const passedBefore = link.passed;
+      const inFlight = link.unsettled;
+      ask = log.ready().then((ready) => ({ ready, passedBefore, inFlight }));
+      link.readyAsk = ask;
+      const clear = (): void => {
+        if (link.readyAsk === ask) link.readyAsk = undefined;
+      };
+      ask.then(clear, clear);
+    }
+    return ask;
+  }
+
+  /**
+   * `x-max-length` with `drop-head`, after an append: while the log has more ready messages (not
+   * handed out at the moment) than the limit, the oldest of them are taken and dead-lettered
+   * `maxlen` (dropped without a dead-letter exchange), as on one node. The count is RabbitMQ's: ready messages, not those
+   * consumers hold. Several nodes publishing at once may each drop for the same excess, so the
+   * queue can end up to a few messages below its limit.
+   */
+  private trim(link: Link, log: ReplicatedLog, max: number): void {
+    if (link.trimming) {
+      link.trimAgain = true;
+      return;
+    }
+    link.trimming = true;
+    void (async () => {
+      try {
+        do {
+          link.trimAgain = false;
+          const over = (await log.ready()) - max;
+          if (over <= 0) continue;
+          if (over > MAX_PULL) link.trimAgain = true;
+          const q = link.queue;
+          for (const m of await log.pull(Math.min(over, MAX_PULL), 0)) {
+            this.stats.deadLettered++;
+            if (q.limits.deadLetterExchange !== undefined) {
+              try {
+                const vhost = this.core.vhosts.get(q.host.name);
+                if (vhost !== undefined) q.host.deadLetter(q, vhost.storedFromCluster(decodeLogEntry(this.r, m.data), 0), 'maxlen');
+              } catch (err) {
+                this.log.error({ err, queue: q.name, seq: m.seq }, 'cluster: a replicated queue message could not be read; dropped');
+              }
+            }
+            log.ack(m.seq);
+          }
+        } while (link.trimAgain && !this.stopped && this.links.get(link.queue) === link);
+      } catch (err) {
+        this.log.warn({ err, vhost: link.queue.host.name, queue: link.queue.name }, 'cluster: dropping messages over x-max-length failed; the next publish tries again');
+      } finally {
+        link.trimming = false;
+      }
+    })();
   }
 
   // ---- consuming (QueueReplica) -------------------------------------------------------------

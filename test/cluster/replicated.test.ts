@@ -300,6 +300,25 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     expect(got.get('short-lived')).toEqual(['fresh']);
   });
 
+  test('x-max-length counts the ready messages, whichever node publishes: what a consumer holds unacked does not fill the queue', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    await ch1.assertQueue('held-limit', { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-max-length': 2, 'x-overflow': 'reject-publish' } });
+    await onEveryNode('held-limit', ['n2', 'n3']);
+    expect(await publishConfirmed('n1', 'held-limit', ['a', 'b'])).toEqual(['a', 'b']);
+    // A consumer on n2 with a prefetch of 2 holds both and takes no more.
+    const ch2 = await (await connect('n2')).createChannel();
+    await ch2.prefetch(2);
+    const held: string[] = [];
+    await ch2.consume('held-limit', (m) => {
+      if (m !== null) held.push(m.content.toString());
+    });
+    await waitFor(() => held.length === 2, 10_000, 'both held on n2');
+    expect(await publishConfirmed('n1', 'held-limit', ['c'])).toEqual(['c']);
+    expect(await publishConfirmed('n3', 'held-limit', ['d'])).toEqual(['d']);
+    expect(await publishConfirmed('n3', 'held-limit', ['e'])).toEqual([]);
+    expect(await publishConfirmed('n1', 'held-limit', ['f'])).toEqual([]);
+  });
+
   test('a per-message expiration counts from the log: expired there, a message is dead-lettered by the node that pulls it; x-max-length 0 refuses every publish', async () => {
     const ch1 = await (await connect('n1')).createChannel();
     await ch1.assertQueue('expiring-dlq', { durable: true });

@@ -612,6 +612,11 @@ class NatsLog implements ReplicatedLog {
     return replicationStatus(this.jsm, this.name, this.serverName);
   }
 
+  async ready(): Promise<number> {
+    const [si, ci] = await Promise.all([this.jsm.streams.info(this.name), this.jsm.consumers.info(this.name, SHARED_CONSUMER)]);
+    return Math.max(0, si.state.messages - ci.num_ack_pending);
+  }
+
   async destroy(): Promise<void> {
     try {
       await this.jsm.streams.delete(this.name);

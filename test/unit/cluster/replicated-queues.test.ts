@@ -291,6 +291,48 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     expect(reasons.sort()).toEqual([['dh', 'maxlen'], ['gone', 'expired'], ['rd', 'maxlen']]);
   });
 
+  test('x-max-length counts ready messages only, as RabbitMQ: what consumers hold does not fill the queue; drop-head dead-letters the oldest', async () => {
+    engine = new MemoryEngine();
+    const [a, b] = [await node('n1'), await node('n2')];
+    const ch = testChannel(a.core);
+    ch.declareQueue('dead', { durable: true });
+    const quorum = { 'x-queue-type': 'quorum', 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'dead' };
+    ch.declareQueue('two', { durable: true, arguments: { ...quorum, 'x-max-length': 2, 'x-overflow': 'reject-publish' } });
+    ch.declareQueue('last-two', { durable: true, arguments: { ...quorum, 'x-max-length': 2 } });
+    await a.core.persistence.definitionsSettled();
+    await waitFor(() => b.core.vhosts.get('/')!.queues.get('two')?.replica !== undefined && b.core.vhosts.get('/')!.queues.get('last-two')?.replica !== undefined, 5000, 'both on n2');
+    const publish = (on: Core, q: string, text: string): Promise<string> =>
+      testChannel(on).publish({ exchange: '', routingKey: q, properties: {}, body: Buffer.from(text) }).settled.then(
+        () => 'confirmed',
+        (e: unknown) => (e instanceof Error ? e.message : String(e)),
+      );
+    expect([await publish(a.core, 'two', 'a'), await publish(b.core, 'two', 'b')]).toEqual(['confirmed', 'confirmed']);
+    // A consumer on n2 with a prefetch of 2 holds both, unacked: the queue has no ready message.
+    const holder = new RecordingSink();
+    const chH = testChannel(b.core);
+    chH.qos(2, false);
+    chH.consume('two', { noAck: false }, holder);
+    await waitFor(() => holder.got.length === 2, 5000, 'both held');
+    expect([await publish(a.core, 'two', 'c'), await publish(b.core, 'two', 'd')]).toEqual(['confirmed', 'confirmed']);
+    expect(await publish(a.core, 'two', 'e')).toContain('message rejected by a full queue');
+    // A burst on one node stops at the limit.
+    ch.declareQueue('burst', { durable: true, arguments: { ...quorum, 'x-max-length': 50, 'x-overflow': 'reject-publish' } });
+    await a.core.persistence.definitionsSettled();
+    const outcomes = await Promise.all(Array.from({ length: 200 }, (_, i) => publish(a.core, 'burst', `b${i}`)));
+    expect(outcomes.filter((o) => o === 'confirmed').length).toBe(50);
+
+    for (const [i, t] of ['1', '2', '3', '4'].entries()) expect(await publish(i % 2 === 0 ? a.core : b.core, 'last-two', t)).toBe('confirmed');
+    const dead = new RecordingSink();
+    testChannel(a.core).consume('dead', { noAck: true }, dead);
+    await waitFor(() => dead.got.length === 2, 5000, 'the two oldest dead-lettered');
+    expect(dead.got.map(body)).toEqual(['1', '2']);
+    expect((dead.got[0]!.message.properties.headers?.['x-death'] as Array<Record<string, unknown>>)[0]!['reason']).toBe('maxlen');
+    const sink = new RecordingSink();
+    testChannel(b.core).consume('last-two', { noAck: true }, sink);
+    await waitFor(() => sink.got.length === 2, 5000, 'the two newest delivered');
+    expect(sink.got.map(body)).toEqual(['3', '4']);
+  });
+
   test('a message whose expiration passed in the log is dead-lettered by the node that pulls it, not delivered; the others are', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1'), await node('n2')];

@@ -85,7 +85,7 @@ describe('stream queues on the in-process engine', () => {
     ch.declareQueue('q', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
     await a.core.persistence.definitionsSettled();
     await publish(a.core, 's', ['x']);
-    expect(await a.m.replicationOf('/', 's')).toEqual({ type: 'stream', replicas: 3, leader: 'memory-1', members: ['memory-1', 'memory-2', 'memory-3'], online: ['memory-1', 'memory-2', 'memory-3'], messages: 1 });
+    expect(await a.m.replicationOf('/', 's')).toEqual({ type: 'stream', replicas: 3, leader: 'memory-1', members: ['memory-1', 'memory-2', 'memory-3'], online: ['memory-1', 'memory-2', 'memory-3'], messages: 1, lag: [0, 0, 0] });
     engine.offline.add('memory-3');
     const reports = await a.m.replicatedQueues();
     expect(reports.map((r) => [r.name, r.type ?? 'quorum', r.status?.online.length]).sort()).toEqual([['q', 'quorum', 2], ['s', 'stream', 2]]);
