@@ -109,18 +109,31 @@ export function isSessionQueue(q: Pick<Queue, 'name' | 'durable' | 'exclusive' |
 }
 
 /**
- * The log's options for a queue: `x-max-length-bytes` (with `x-overflow`) and `x-message-ttl`
- * are the stream's, so that they hold for the queue as a whole, whichever node publishes; the
- * stream drops what they remove without dead-lettering it. `x-max-length` is not: it counts the
- * ready messages only, as RabbitMQ's does (see {@link ReplicatedQueues.overLength}).
+ * The log's options for a queue: `x-max-length-bytes` (with `x-overflow`) is the stream's, so
+ * that it holds for the queue as a whole, whichever node publishes; the stream drops what it
+ * removes without dead-lettering it. So is `x-message-ttl` on a queue without a dead-letter
+ * exchange (what expires is dropped); with one, the nodes dead-letter what expires (see
+ * {@link watchesExpiry}). `x-max-length` is not the stream's: it counts the ready messages only,
+ * as RabbitMQ's does (see {@link ReplicatedQueues.trim}).
  */
 function logOptions(q: Queue, replicas: number, ackWaitMs: number): LogOptions {
   const l = q.limits;
   const opts: LogOptions = { replicas, ackWaitMs };
   if (l.maxLengthBytes !== undefined) opts.maxBytes = l.maxLengthBytes;
-  if (l.messageTtl !== undefined) opts.maxAgeMs = l.messageTtl;
+  if (l.messageTtl !== undefined && l.deadLetterExchange === undefined) opts.maxAgeMs = l.messageTtl;
   if (l.overflow !== 'drop-head' && l.maxLengthBytes !== undefined) opts.rejectWhenFull = true;
   return opts;
+}
+
+/**
+ * A queue whose `x-message-ttl` dead-letters what expires. Such a queue is often consumed by no
+ * one (a delay before a retry), so every node that has it and no consumer on it keeps its oldest
+ * message pulled, one at a time, and dead-letters it when its TTL passes (`expired`); one already
+ * expired goes at once. A consumer that comes on another node meanwhile gets every message but
+ * those (one per node) held that way until they expire.
+ */
+function watchesExpiry(q: Queue): boolean {
+  return q.limits.messageTtl !== undefined && q.limits.deadLetterExchange !== undefined;
 }
 
 function intOf(v: unknown): number | undefined {
@@ -565,7 +578,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   wanted(queue: Queue): void {
     const link = this.links.get(queue);
     if (link === undefined || link.immediate || link.migrating) return;
-    if (queue.consumers.length === 0 && !link.forGet) return;
+    if (queue.consumers.length === 0 && !link.forGet && !watchesExpiry(queue)) return;
     link.immediate = true;
     setImmediate(runPull, this, link);
   }
@@ -583,6 +596,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     link.held.delete(e.seq);
     this.stats.acked++;
     link.log.current?.ack(e.seq);
+    // Expired and dead-lettered on a node without consumers: the next oldest.
+    if (queue.consumers.length === 0 && watchesExpiry(queue)) this.wanted(queue);
   }
 
   returned(queue: Queue, e: QueueEntry, delayMs: number): void {
@@ -664,7 +679,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
         if (this.stopped || q.deleted || this.links.get(q) !== link) break;
         const forGet = link.forGet && q.readyCount === 0;
         link.forGet = false;
-        const n = forGet ? Math.max(1, this.want(q)) : q.consumers.length === 0 ? 0 : this.want(q);
+        const watch = q.consumers.length === 0 && watchesExpiry(q);
+        const n = forGet ? Math.max(1, this.want(q)) : watch ? (q.readyCount === 0 ? 1 : 0) : q.consumers.length === 0 ? 0 : this.want(q);
         if (n <= 0) break;
         const log = link.log.current ?? (await this.open(link));
         // A pull for a basic.get does not wait: the get was answered empty already.
@@ -679,7 +695,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
         if (forGet && msgs.length === 0 && q.consumers.length === 0) break;
         for (const m of msgs) this.take(link, log, m);
         // The last consumer went while the poll waited: what it brought is for the other nodes.
-        if (q.consumers.length === 0 && !link.forGet && !forGet) q.returnPulled();
+        if (q.consumers.length === 0 && !link.forGet && !forGet && !watchesExpiry(q)) q.returnPulled();
         if (msgs.length === 0 && !link.again && (waitMs === 0 || Date.now() - started < SHORT_POLL_MS)) {
           next = SHORT_POLL_BACKOFF_MS;
           break;
@@ -760,7 +776,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       // A queue still moving its messages to the log holds none of the log's.
       if (log === undefined || link.migrating) continue;
       // Pulled for a basic.get that did not come back for it: the others may have it.
-      if (link.queue.consumers.length === 0) link.queue.returnPulled();
+      if (link.queue.consumers.length === 0 && !watchesExpiry(link.queue)) link.queue.returnPulled();
       for (const seq of link.held.keys()) log.inProgress(seq);
     }
   }

@@ -349,6 +349,27 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
     expect((d.properties.headers?.['x-death'] as Array<{ reason: string }> | undefined)?.[0]?.reason).toBe('expired');
   });
 
+  test('a delay queue (x-message-ttl with a dead-letter exchange, no consumer anywhere): every message reaches its work queue after its TTL, none dropped', async () => {
+    const ch1 = await (await connect('n1')).createChannel();
+    await ch1.assertQueue('retry-work', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    await ch1.assertQueue('retry-delay', { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-message-ttl': 300, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'retry-work' } });
+    for (const q of ['retry-work', 'retry-delay']) await onEveryNode(q, ['n2', 'n3']);
+    const ids = Array.from({ length: 20 }, (_, i) => `r${i}`);
+    const sent = Date.now();
+    expect((await publishConfirmed('n1', 'retry-delay', ids.slice(0, 10))).length).toBe(10);
+    expect((await publishConfirmed('n2', 'retry-delay', ids.slice(10))).length).toBe(10);
+    const ch3 = await (await connect('n3')).createChannel();
+    const got = new Map<string, { reason: string | undefined; at: number }>();
+    await ch3.consume('retry-work', (m) => {
+      if (m === null) return;
+      got.set(m.content.toString(), { reason: (m.properties.headers?.['x-death'] as Array<{ reason: string }> | undefined)?.[0]?.reason, at: Date.now() });
+      ch3.ack(m);
+    });
+    await waitFor(() => got.size === 20, 20_000, 'all twenty through the delay');
+    expect([...got.keys()].sort()).toEqual([...ids].sort());
+    expect([...got.values()].every((g) => g.reason === 'expired' && g.at - sent >= 300)).toBe(true);
+  });
+
   test('a purge on a node without consumers drops the ready messages of every node and of the log; what a consumer holds stays', async () => {
     const ch1 = await (await connect('n1')).createChannel();
     await ch1.assertQueue('purged', { durable: true, arguments: { 'x-queue-type': 'quorum' } });

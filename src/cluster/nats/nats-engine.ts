@@ -148,8 +148,11 @@ function noResponders(e: unknown): boolean {
   return false;
 }
 
-/** Tries of a write to a bucket that nothing answers for (about 1.5 s in all). */
-const UNKNOWN_BUCKET_ATTEMPTS = 6;
+/**
+ * Tries of a write to a bucket that nothing answers for (about 6 s in all: a NATS server that has
+ * just restarted can take longer than a second and a half to learn the cluster's streams).
+ */
+const UNKNOWN_BUCKET_ATTEMPTS = 12;
 
 /**
  * A write to a bucket, tried again for a second or two while nothing answers on its subject: a

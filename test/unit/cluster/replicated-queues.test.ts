@@ -333,6 +333,25 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     expect(sink.got.map(body)).toEqual(['3', '4']);
   });
 
+  test('with no consumer anywhere, a TTL with a dead-letter exchange dead-letters every message when it expires, oldest first (a delay queue)', async () => {
+    engine = new MemoryEngine();
+    const [a, b] = [await node('n1'), await node('n2')];
+    const ch = testChannel(a.core);
+    ch.declareQueue('work', { durable: true });
+    ch.declareQueue('delay', { durable: true, arguments: { 'x-queue-type': 'quorum', 'x-message-ttl': 200, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'work' } });
+    await a.core.persistence.definitionsSettled();
+    await waitFor(() => b.core.vhosts.get('/')!.queues.get('delay')?.replica !== undefined, 5000, 'delay on n2');
+    const sent = Date.now();
+    for (let i = 0; i < 6; i++) await testChannel(i % 2 === 0 ? a.core : b.core).publish({ exchange: '', routingKey: 'delay', properties: {}, body: Buffer.from(`d${i}`) }).settled;
+    const work = new RecordingSink();
+    testChannel(a.core).consume('work', { noAck: true }, work);
+    await waitFor(() => work.got.length === 6, 5000, 'all six dead-lettered');
+    expect(Date.now() - sent).toBeGreaterThanOrEqual(200);
+    expect(work.got.map(body).sort()).toEqual(['d0', 'd1', 'd2', 'd3', 'd4', 'd5']);
+    expect(work.got.every((d) => (d.message.properties.headers?.['x-death'] as Array<Record<string, unknown>>)[0]!['reason'] === 'expired')).toBe(true);
+    expect(engine.logs.get(a.m.replicated.logName('/', 'delay'))!.entries.size).toBe(0);
+  });
+
   test('a message whose expiration passed in the log is dead-lettered by the node that pulls it, not delivered; the others are', async () => {
     engine = new MemoryEngine();
     const [a, b] = [await node('n1'), await node('n2')];
