@@ -254,7 +254,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     if (q.remote !== undefined) {
       // A stand-in of a classic queue homed on another node, now matched by an 'ha-mode' policy.
       this.standIns.add(q);
-      this.standInTimer ??= setTimeout(() => this.switchStandIns(), MOVE_WAIT_MS);
+      if (this.standInTimer === undefined) this.waitForStandIns();
       return false;
     }
     // Messages held here: a classic queue an 'ha-mode' policy came to match after its declare
@@ -310,7 +310,12 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
       this.unplace(q);
       this.attach(q);
     }
-    if (this.standIns.size > 0) this.standInTimer = setTimeout(() => this.switchStandIns(), MOVE_WAIT_MS);
+    if (this.standIns.size > 0) this.waitForStandIns();
+  }
+
+  private waitForStandIns(): void {
+    this.standInTimer = setTimeout(() => this.switchStandIns(), MOVE_WAIT_MS);
+    this.standInTimer.unref();
   }
 
   /**
