@@ -69,5 +69,5 @@ export interface ReplicatedQueueReport {
   readonly replicas: number;
   /** A quorum queue (absent: one) or a stream. */
   readonly type?: ReplicatedType;
-  readonly status: { leader: string | undefined; members: string[]; online: string[]; messages: number } | undefined;
+  readonly status: { leader: string | undefined; members: string[]; online: string[]; messages: number; lag?: readonly number[] } | undefined;
 }

@@ -44,8 +44,23 @@ export async function quorumCritical(cluster: ClusterView | undefined): Promise<
 }
 
 /**
- * Adds to the listing's rows of replicated queues their copies (`leader`, `members`, `online`)
- * and the flags `under_replicated` and `below_majority`.
+ * A replicated queue's copies, one row each (a Warren addition to RabbitMQ's fields): the engine
+ * server, whether it leads, whether it is online, and its lag behind the leader (the stream's
+ * entries it has yet to apply).
+ */
+export function replicaDetails(status: { leader: string | undefined; members: readonly string[]; online: readonly string[]; lag?: readonly number[] } | undefined): Row[] {
+  if (status === undefined) return [];
+  return status.members.map((server, i) => ({
+    server,
+    leader: server === status.leader,
+    online: status.online.includes(server),
+    lag: status.lag?.[i] ?? 0,
+  }));
+}
+
+/**
+ * Adds to the listing's rows of replicated queues their copies (`leader`, `members`, `online`,
+ * `replica_details`) and the flags `under_replicated` and `below_majority`.
  */
 export async function flagReplicated(cluster: ClusterView | undefined, rows: Row[]): Promise<Row[]> {
   if (cluster?.replicatedQueues === undefined) return rows;
@@ -63,6 +78,7 @@ export async function flagReplicated(cluster: ClusterView | undefined, rows: Row
       leader: r.status?.leader ?? '',
       members: r.status?.members ?? [],
       online: r.status?.online ?? [],
+      replica_details: replicaDetails(r.status),
       under_replicated: h.underReplicated,
       below_majority: h.belowMajority,
     };

@@ -1,4 +1,4 @@
-import { assess, flagReplicated } from './replication.js';
+import { assess, flagReplicated, replicaDetails } from './replication.js';
 import { TextDecoder } from 'node:util';
 import { CoreChannel, StreamQueue, type CoreConnection, type Exchange, type Queue, type User, type VHost } from '../core/index.js';
 import { exchangeParam, type ManagementApi } from './api.js';
@@ -198,13 +198,7 @@ export function registerObjectRoutes(api: ManagementApi): void {
         leader: replication.leader ?? '',
         members: replication.members,
         online: replication.online,
-        // Each copy's lag behind the leader (entries it has yet to apply), a Warren addition.
-        replica_details: replication.members.map((server, i) => ({
-          server,
-          leader: server === replication.leader,
-          online: replication.online.includes(server),
-          lag: replication.lag[i] ?? 0,
-        })),
+        replica_details: replicaDetails(replication),
         // A stream's figures are its local copy's, as its offsets are.
         ...(stream ? {} : { messages: replication.messages }),
         under_replicated: h.underReplicated,

@@ -111,6 +111,9 @@ describe('replicated queues on three nodes', { timeout: 90_000 }, () => {
       10_000,
       'every copy current',
     );
+    // The listing has them too.
+    const listed = (await http<Array<QueueRow & { name: string }>>(httpPort('n3'), 'GET', '/api/queues')).body.find((r) => r.name === 'orders');
+    expect(listed?.replica_details.map((r) => r.server).sort()).toEqual([...q.body.members].sort());
   });
 
   test.skipIf(!haveChromium)("the web UI's page of a replicated queue shows its leader and each copy with its lag", async () => {
