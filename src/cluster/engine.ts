@@ -23,7 +23,6 @@ export interface ClusterBus {
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
 }
 
-/** A request found no subscriber (the node it was meant for is not there). */
 /**
  * The pause before try `attempt + 1` of a request that nothing answered (a subject the engine
  * server does not know yet): from 50 ms, doubling, at most 800 ms.
@@ -32,6 +31,7 @@ export function unknownSubjectPauseMs(attempt: number): number {
   return Math.min(800, 50 * 2 ** (attempt - 1));
 }
 
+/** A request found no subscriber (the node it was meant for is not there). */
 export class NoResponderError extends Error {
   override readonly name = 'NoResponderError';
   constructor(readonly subject: string) {
@@ -88,20 +88,18 @@ export interface LogOptions {
   ackWaitMs: number;
   /** Deliveries after which a message is not handed out again; undefined or 0: unlimited. */
   maxDeliver?: number;
-  /** Messages kept at most (a queue's `x-max-length`); undefined: no limit. */
-  maxMessages?: number;
   /** Bytes kept at most (`x-max-length-bytes`); undefined: no limit. */
   maxBytes?: number;
   /** Messages older than this are dropped (`x-message-ttl`); undefined: kept until acked. */
   maxAgeMs?: number;
   /**
-   * When a limit is reached: true refuses the append with {@link LogFullError} (`x-overflow:
+   * When `maxBytes` is reached: true refuses the append with {@link LogFullError} (`x-overflow:
    * reject-publish`), otherwise the oldest message is dropped (`drop-head`).
    */
   rejectWhenFull?: boolean;
 }
 
-/** An append refused because the log is at its length limit and refuses new messages when full. */
+/** An append refused because the log is full (at its byte limit, or at the queue's length limit). */
 export class LogFullError extends Error {
   override readonly name = 'LogFullError';
 }
@@ -160,8 +158,8 @@ export interface ReplicatedLog {
   /** The message is still being worked on: its redelivery timer starts again. */
   inProgress(seq: number): void;
   /**
-   * How many of its messages are not handed out at the moment: never handed out, or given back
-   * (the queue's ready messages, where those a puller holds are unacked).
+   * How many of its messages were never handed out (the queue's ready messages; as JetStream
+   * counts, a message handed out once counts as handed out until it is acked, even after a nak).
    */
   ready(): Promise<number>;
   status(): Promise<LogStatus>;

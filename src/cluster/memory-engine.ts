@@ -127,11 +127,8 @@ class MemoryLogState {
     if (dup !== undefined) return dup;
     if (expectedSeq !== undefined && expectedSeq !== this.lastSeq) throw new Error(`wrong last sequence: ${this.lastSeq}`);
     this.expire(Date.now());
-    const { maxMessages, maxBytes } = this.opts;
-    const over = (): boolean =>
-      this.entries.size > 0 &&
-      ((maxMessages !== undefined && maxMessages >= 0 && this.entries.size + 1 > maxMessages) ||
-        (maxBytes !== undefined && maxBytes >= 0 && this.bytes + data.length > maxBytes));
+    const { maxBytes } = this.opts;
+    const over = (): boolean => this.entries.size > 0 && maxBytes !== undefined && maxBytes >= 0 && this.bytes + data.length > maxBytes;
     if (this.opts.rejectWhenFull === true && over()) throw new LogFullError(`log ${this.name} is full`);
     // Otherwise the oldest go, as JetStream's discard-old does.
     while (over()) this.drop(this.entries.keys().next().value!);
@@ -302,7 +299,7 @@ class MemoryLog implements ReplicatedLog {
     await this.reachable();
     this.state.expire(Date.now());
     let n = 0;
-    for (const e of this.state.entries.values()) if (!e.pending) n++;
+    for (const e of this.state.entries.values()) if (e.deliveries === 0) n++;
     return n;
   }
 

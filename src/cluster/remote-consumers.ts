@@ -511,8 +511,9 @@ export class RemoteConsumers implements RemoteQueue {
         };
         try {
           const q = this.homeQueue(r);
-          if (q.replica === undefined) purged(q.purge());
-          else q.replica.purge(q).then(purged, (e: unknown) => reply?.(this.failure(e)));
+          // A queue that became replicated here: purged on every node and in its log.
+          if (q.forwarder?.purge === undefined) purged(q.purge());
+          else q.forwarder.purge(q).then(purged, (e: unknown) => reply?.(this.failure(e)));
         } catch (e) {
           reply?.(this.failure(e));
         }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { BrokerError, ReplyCode, type Core, type Queue, type QueueEntry, type QueueForwarder, type QueueReplica, type StoredMessage } from '../core/index.js';
+import { BrokerError, ReplyCode, SETTLED, type Core, type Queue, type QueueEntry, type QueueForwarder, type QueueReplica, type StoredMessage } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import { ByteReader, ByteWriter } from '../store/index.js';
 import { LogFullError, NoResponderError, type BusSubscription, type ClusterEngine, type LogMessage, type LogOptions, type LogStatus, type ReplicatedLog } from './engine.js';
@@ -145,6 +145,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   private readonly links = new Map<Queue, Link>();
   private readonly w = new ByteWriter(4096);
   private readonly r = new ByteReader();
+  /** See {@link messageOf}. */
+  private readBefore = 0;
   /** Makes this process's message ids unique across restarts of the node. */
   private readonly boot = randomBytes(6).toString('hex');
   private counter = 0;
@@ -456,11 +458,11 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     const l = q.limits;
     if (l.maxLength === 0 || (l.maxLengthBytes !== undefined && msg.size > l.maxLengthBytes)) {
       if (l.overflow !== 'reject-publish' && l.deadLetterExchange !== undefined) q.host.deadLetter(q, msg, 'maxlen');
-      return l.overflow === 'drop-head' ? DONE : failed(new BrokerError(ReplyCode.PRECONDITION_FAILED, 'message rejected by a full queue'));
+      return l.overflow === 'drop-head' ? SETTLED : failed(new BrokerError(ReplyCode.PRECONDITION_FAILED, 'message rejected by a full queue'));
     }
     if (q.effectiveTtl(msg) === 0) {
       if (l.deadLetterExchange !== undefined) q.host.deadLetter(q, msg, 'expired');
-      return DONE;
+      return SETTLED;
     }
     return undefined;
   }
@@ -537,11 +539,11 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   }
 
   /**
-   * `x-max-length` with `drop-head`, after an append: while the log has more ready messages (not
-   * handed out at the moment) than the limit, the oldest of them are taken and dead-lettered
-   * `maxlen` (dropped without a dead-letter exchange), as on one node. The count is RabbitMQ's: ready messages, not those
-   * consumers hold. Several nodes publishing at once may each drop for the same excess, so the
-   * queue can end up to a few messages below its limit.
+   * `x-max-length` with `drop-head`, after an append: while the log has more ready messages
+   * (never handed out, see {@link ReplicatedLog.ready}) than the limit, the oldest of them are
+   * taken and dead-lettered `maxlen` (dropped without a dead-letter exchange), as on one node.
+   * Several nodes publishing at once may each drop for the same excess, so the queue can end up a
+   * few messages below its limit.
    */
   private trim(link: Link, log: ReplicatedLog, max: number): void {
     if (link.trimming) {
@@ -559,14 +561,8 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
           const q = link.queue;
           for (const m of await log.pull(Math.min(over, MAX_PULL), 0)) {
             this.stats.deadLettered++;
-            if (q.limits.deadLetterExchange !== undefined) {
-              try {
-                const vhost = this.core.vhosts.get(q.host.name);
-                if (vhost !== undefined) q.host.deadLetter(q, vhost.storedFromCluster(decodeLogEntry(this.r, m.data), 0), 'maxlen');
-              } catch (err) {
-                this.log.error({ err, queue: q.name, seq: m.seq }, 'cluster: a replicated queue message could not be read; dropped');
-              }
-            }
+            const msg = q.limits.deadLetterExchange !== undefined ? this.messageOf(q, m) : undefined;
+            if (msg !== undefined) q.host.deadLetter(q, msg, 'maxlen');
             log.ack(m.seq);
           }
         } while (link.trimAgain && !this.stopped && this.links.get(link.queue) === link);
@@ -684,8 +680,11 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
         if (this.stopped || q.deleted || this.links.get(q) !== link) break;
         const forGet = link.forGet && q.readyCount === 0;
         link.forGet = false;
-        const watch = q.consumers.length === 0 && watchesExpiry(q);
-        const n = forGet ? Math.max(1, this.want(q)) : watch ? (q.readyCount === 0 ? 1 : 0) : q.consumers.length === 0 ? 0 : this.want(q);
+        let n: number;
+        if (forGet) n = Math.max(1, this.want(q));
+        else if (q.consumers.length > 0) n = this.want(q);
+        // No consumer here: the oldest message, held until it expires (see watchesExpiry).
+        else n = watchesExpiry(q) && q.readyCount === 0 ? 1 : 0;
         if (n <= 0) break;
         const log = link.log.current ?? (await this.open(link));
         // A pull for a basic.get does not wait: the get was answered empty already.
@@ -731,20 +730,12 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   private take(link: Link, log: ReplicatedLog, m: LogMessage): void {
     const q = link.queue;
     this.stats.pulled++;
-    let msg: StoredMessage;
-    let before = 0;
-    try {
-      const entry = decodeLogEntry(this.r, m.data);
-      before = deliveredBefore(this.r);
-      const vhost = this.core.vhosts.get(q.host.name);
-      if (vhost === undefined) throw new Error(`no vhost '${q.host.name}'`);
-      msg = vhost.storedFromCluster(entry, 0);
-    } catch (err) {
-      this.log.error({ err, queue: q.name, seq: m.seq }, 'cluster: a replicated queue message could not be read; dropped');
+    const msg = this.messageOf(q, m);
+    if (msg === undefined) {
       log.ack(m.seq);
       return;
     }
-    let previous = m.deliveries - 1 + before;
+    let previous = m.deliveries - 1 + this.readBefore;
     // The log hands messages out for the first time in sequence order, so one at or below the
     // highest this node pulled was handed out before, whatever its count says (a consumer leader
     // of the engine that took over without the latest count): it goes out as redelivered.
@@ -773,6 +764,23 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     const e = q.enqueuePulled(msg, m.seq, previous, expiresAt);
     if (e !== undefined) link.held.set(m.seq, e);
     else log.nak(m.seq);
+  }
+
+  /**
+   * A pulled message as the queue's vhost stores it, with the deliveries it had before it reached
+   * the log in {@link readBefore}; undefined (logged) when it cannot be read.
+   */
+  private messageOf(q: Queue, m: LogMessage): StoredMessage | undefined {
+    try {
+      const entry = decodeLogEntry(this.r, m.data);
+      this.readBefore = deliveredBefore(this.r);
+      const vhost = this.core.vhosts.get(q.host.name);
+      if (vhost === undefined) throw new Error(`no vhost '${q.host.name}'`);
+      return vhost.storedFromCluster(entry, 0);
+    } catch (err) {
+      this.log.error({ err, queue: q.name, seq: m.seq }, 'cluster: a replicated queue message could not be read; dropped');
+      return undefined;
+    }
   }
 
   private keepHeld(): void {
@@ -822,8 +830,6 @@ function runPull(rq: ReplicatedQueues, link: Link): void {
 }
 
 function noop(): void {}
-
-const DONE: Promise<void> = Promise.resolve();
 
 function failed(e: BrokerError): Promise<void> {
   const p = Promise.reject(e);

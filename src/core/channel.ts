@@ -298,7 +298,6 @@ export class CoreChannel extends ChannelCounters implements ConsumerOwner {
   purgeQueue(name: string): number | Promise<number> {
     this.check('read', 'queue', this.resolveQueueName(name));
     const q = this.queueFor(name);
-    if (q.replica !== undefined) return q.replica.purge(q);
     if (q.remote !== undefined) return q.remote.purge(q);
     if (q.forwarder?.purge !== undefined) return q.forwarder.purge(q);
     return q.purge();

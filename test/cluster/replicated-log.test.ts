@@ -134,18 +134,31 @@ describe.each(connectors)('a replicated log on the %s engine', (_name, connect) 
     await log.destroy();
   });
 
-  test('limits: a full log refuses new messages or drops its oldest, and drops what is older than its maximum age', async () => {
-    const full = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000, maxMessages: 2, rejectWhenFull: true });
-    await full.append(enc('f1'), { msgId: 'f1' });
-    await full.append(enc('f2'), { msgId: 'f2' });
-    await expect(full.append(enc('f3'), { msgId: 'f3' })).rejects.toBeInstanceOf(LogFullError);
-    expect((await pullN(full, 2)).map((m) => dec(m.data))).toEqual(['f1', 'f2']);
+  test('limits: a log full of bytes refuses new messages or drops its oldest, drops what is older than its maximum age, and counts its ready messages', async () => {
+    // Two 1000-byte messages fit in 2500 bytes, with what either engine counts besides the data.
+    const big = (id: string): Uint8Array => enc(id.padEnd(1000, '.'));
+    const first = (m: LogMessage): string => dec(m.data).slice(0, 2);
+    const full = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000, maxBytes: 2500, rejectWhenFull: true });
+    await full.append(big('f1'), { msgId: 'f1' });
+    await full.append(big('f2'), { msgId: 'f2' });
+    await expect(full.append(big('f3'), { msgId: 'f3' })).rejects.toBeInstanceOf(LogFullError);
+    expect((await pullN(full, 2)).map(first)).toEqual(['f1', 'f2']);
     await full.destroy();
 
-    const dropping = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000, maxMessages: 2 });
-    for (const id of ['d1', 'd2', 'd3']) await dropping.append(enc(id), { msgId: id });
-    expect((await pullN(dropping, 2)).map((m) => dec(m.data))).toEqual(['d2', 'd3']);
+    const dropping = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000, maxBytes: 2500 });
+    for (const id of ['d1', 'd2', 'd3']) await dropping.append(big(id), { msgId: id });
+    expect((await pullN(dropping, 2)).map(first)).toEqual(['d2', 'd3']);
     await dropping.destroy();
+
+    // ready(): what was never handed out (a nak does not make a message ready again).
+    const counted = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000 });
+    for (const id of ['r1', 'r2', 'r3']) await counted.append(enc(id), { msgId: id });
+    expect(await counted.ready()).toBe(3);
+    const [taken] = await pullN(counted, 1);
+    expect(await counted.ready()).toBe(2);
+    counted.nak(taken!.seq);
+    expect(await counted.ready()).toBe(2);
+    await counted.destroy();
 
     const aging = await a.openLog(`log_${++logNo}`, { replicas: 1, ackWaitMs: 30_000, maxAgeMs: 200 });
     await aging.append(enc('old'), { msgId: 'old' });

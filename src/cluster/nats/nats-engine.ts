@@ -155,7 +155,7 @@ function noResponders(e: unknown): boolean {
 const UNKNOWN_BUCKET_ATTEMPTS = 12;
 
 /**
- * A write to a bucket, tried again for a second or two while nothing answers on its subject: a
+ * A write to a bucket, tried again for a few seconds while nothing answers on its subject: a
  * NATS server that has just restarted (or joined) takes clients before it knows the cluster's
  * streams, and a write it passes on reaches nobody. Nothing was written, so trying again is safe.
  */
@@ -879,7 +879,6 @@ export class NatsEngine implements ClusterEngine {
     const jsm = await this.manager();
     const replicas = Math.max(1, Math.min(opts.replicas, this.info.clusterSize));
     const limits = {
-      max_msgs: opts.maxMessages ?? -1,
       max_bytes: opts.maxBytes ?? -1,
       max_age: opts.maxAgeMs !== undefined && opts.maxAgeMs > 0 ? nanos(opts.maxAgeMs) : 0,
       discard: opts.rejectWhenFull === true ? DiscardPolicy.New : DiscardPolicy.Old,
@@ -898,12 +897,13 @@ export class NatsEngine implements ClusterEngine {
           ...limits,
         });
       } else if (
-        existing.config.max_msgs !== limits.max_msgs ||
+        existing.config.max_msgs !== -1 ||
         existing.config.max_bytes !== limits.max_bytes ||
         existing.config.max_age !== limits.max_age ||
         existing.config.discard !== limits.discard
       ) {
-        await quick.streams.update(name, { ...existing.config, ...limits });
+        // (A log made by an earlier version may still have a message limit: x-max-length is the nodes'.)
+        await quick.streams.update(name, { ...existing.config, ...limits, max_msgs: -1 });
       }
       const consumer = await quick.consumers.info(name, SHARED_CONSUMER).catch((e: unknown) => {
         if (e instanceof JetStreamApiError && e.code === CONSUMER_NOT_FOUND) return undefined;

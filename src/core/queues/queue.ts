@@ -106,7 +106,8 @@ export interface QueueForwarder {
   unavailable?(queue: Queue): string | undefined;
   /**
    * queue.purge of a queue whose messages this forwarder keeps elsewhere (a replicated log, also
-   * while the queue's messages move there): resolves with how many went.
+   * while the queue's messages move there): every ready message goes, on every node and in the
+   * log (what consumers hold stays); resolves with how many.
    */
   purge?(queue: Queue): Promise<number>;
 }
@@ -151,11 +152,6 @@ export interface QueueReplica {
   returned(queue: Queue, e: QueueEntry, delayMs: number): void;
   /** A basic.get found nothing pulled here: pull one for the next get. */
   getEmpty(queue: Queue): void;
-  /**
-   * queue.purge: every ready message of the queue goes, on every node and in the log (what
-   * consumers hold stays); resolves with how many.
-   */
-  purge(queue: Queue): Promise<number>;
 }
 
 /** A queue's limits, from its arguments and policy (read-only: a change replaces the record). */
