@@ -492,7 +492,7 @@ export class AmqpChannel implements DeliverySink, SettleTarget<number> {
     if (this.ackUpTo <= this.acked || this.state !== 'open') return;
     const multiple = this.ackUpTo - this.acked > 1;
     this.acked = this.ackUpTo;
-    this.reply({ kind: 'basic.ack', deliveryTag: this.ackUpTo, multiple });
+    this.conn.sendAfterDeliveries(this.number, { kind: 'basic.ack', deliveryTag: this.ackUpTo, multiple });
   }
 
   private commit(): void {

@@ -137,6 +137,11 @@ export class AmqpConnection implements Closable, LinkOwner {
     this.link.write(encodeMethod(channel, m));
   }
 
+  /** A publisher confirm: sent after the deliveries its publishes were routed to (see Link.writeAfterDeliveries). */
+  sendAfterDeliveries(channel: number, m: AmqpMethod): void {
+    this.link.writeAfterDeliveries(encodeMethod(channel, m));
+  }
+
   // ---- inbound ------------------------------------------------------------------------------
 
   /** The stream's data, through the input guard. */

@@ -907,7 +907,8 @@ export class MqttConnection implements Closable, ConnectionInfo, DeliverySink, L
       const inc = this.session?.incoming;
       if (inc !== undefined && inc.get(packetId) !== undefined) inc.set(packetId, null);
     }
-    this.write(encodeAck(type, this.level!, packetId, reason));
+    // After the deliveries this publish was routed to (see Link.writeAfterDeliveries).
+    this.link.writeAfterDeliveries(encodeAck(type, this.level!, packetId, reason));
   }
 
   private onPubrel(packetId: number): void {

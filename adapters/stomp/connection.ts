@@ -731,8 +731,14 @@ export class StompConnection implements Closable, SubscriptionHost, LinkOwner, S
   /** SettleTarget: a receipt's turn has come. */
   settledInOrder(pr: PendingReceipt): void {
     if (this.state === 'closed') return;
-    this.write(encodeFrame('RECEIPT', [['receipt-id', pr.id]], undefined, this.escaping));
-    if (pr.disconnect) this.finish('client disconnected');
+    const frame = encodeFrame('RECEIPT', [['receipt-id', pr.id]], undefined, this.escaping);
+    if (pr.disconnect) {
+      this.write(frame);
+      this.finish('client disconnected');
+      return;
+    }
+    // After the deliveries a SEND was routed to (see Link.writeAfterDeliveries).
+    this.link.writeAfterDeliveries(frame);
   }
 
   /** SettleTarget: a rejected publish (or a definition that could not be written) ends the connection with ERROR. */

@@ -147,6 +147,8 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
   closeReason = CLOSED_BY_CLIENT;
   /** A flush of this turn's writes is scheduled. */
   private flushDue = false;
+  /** A flush in the turn's check phase is scheduled (see `writeAfterDeliveries`). */
+  private lateFlushDue = false;
   /** The stream is corked (a large write went to it this turn). */
   private corked = false;
   /** This turn's small writes, not yet given to the stream: the first, and any after it. */
@@ -344,6 +346,33 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
       this.flushDue = true;
       process.nextTick(Link.flushTurn, this);
     }
+    this.append(s, buf);
+  }
+
+  /**
+   * As `write`, for a publisher's acknowledgement made while its message is routed: unless
+   * something else is flushed this turn anyway, the bytes leave in the turn's check phase, after
+   * the dispatch runs the publish scheduled (queues dispatch from `setImmediate`). The delivery's
+   * system call goes first, so the subscriber does not wait behind the acknowledgement's write
+   * (and behind the publisher it wakes, on a machine with few cores).
+   */
+  writeAfterDeliveries(buf: Buffer): void {
+    const s = this.stream;
+    if (s.destroyed || s.writableEnded) return;
+    if (!this.flushDue && !this.lateFlushDue) {
+      this.lateFlushDue = true;
+      setImmediate(Link.lateFlush, this);
+    }
+    this.append(s, buf);
+  }
+
+  private static lateFlush(l: Link): void {
+    l.lateFlushDue = false;
+    // A turn's flush that ran meanwhile took these bytes with it.
+    if (!l.flushDue && l.first !== undefined) Link.flushTurn(l);
+  }
+
+  private append(s: Duplex, buf: Buffer): void {
     this.bytesOut += buf.length;
     this.framesOut++;
     this.lastOut = sweep.now;

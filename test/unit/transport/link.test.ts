@@ -109,6 +109,37 @@ describe('Link', () => {
     expect(Buffer.concat(got).toString()).toBe('xy');
   });
 
+  test('an acknowledgement written after deliveries leaves after the dispatch the same turn scheduled', async () => {
+    const pub = linked();
+    const sub = linked();
+    const order: string[] = [];
+    for (const [name, l] of [['pub', pub], ['sub', sub]] as const) {
+      const write = l.server.write.bind(l.server);
+      l.server.write = ((chunk: Buffer, ...rest: never[]) => {
+        order.push(`${name}:${Buffer.from(chunk).toString()}`);
+        return write(chunk, ...rest);
+      }) as typeof l.server.write;
+    }
+    // One turn as a publish makes it: the dispatch is scheduled first, then the ack is written.
+    setImmediate(() => sub.link.write(Buffer.from('delivery')));
+    pub.link.writeAfterDeliveries(Buffer.from('ack'));
+    expect(pub.link.buffered).toBe(3);
+    await until(() => order.length === 2);
+    expect(order).toEqual(['sub:delivery', 'pub:ack']);
+
+    // Anything else written to the link this turn takes the ack with it, in order, at the turn's flush.
+    order.length = 0;
+    pub.link.writeAfterDeliveries(Buffer.from('a1'));
+    pub.link.write(Buffer.from('-x'));
+    setImmediate(() => sub.link.write(Buffer.from('d2')));
+    await until(() => order.length === 2);
+    expect(order).toEqual(['pub:a1-x', 'sub:d2']);
+    await turn();
+    await turn();
+    expect(order).toHaveLength(2);
+    expect(pub.link.bytesOut).toBe(7);
+  });
+
   test('input reaches the owner and is counted; a throw is contained by the guard', async () => {
     const { link, owner, client } = linked();
     link.traffic = { sendOct: 0, sendCnt: 0, recvOct: 0 };
