@@ -499,6 +499,34 @@ function publishTruncated(pos: number): BrokerError {
   return new BrokerError(ReplyCode.FRAME_ERROR, `cannot decode: basic.publish truncated at offset ${pos}`, PUBLISH_ID);
 }
 
+/**
+ * The last short string read from a basic.publish, kept with its bytes: a publisher repeats its
+ * exchange and routing key, so each message of a run shares one string (no string per message,
+ * and none kept per queued message) instead of decoding its own.
+ */
+class RepeatedName {
+  private readonly bytes = Buffer.alloc(255);
+  private len = -1;
+  private str = '';
+
+  read(p: Buffer, pos: number, len: number): string {
+    if (len === this.len) {
+      const b = this.bytes;
+      let i = 0;
+      while (i < len && b[i] === p[pos + i]) i++;
+      if (i === len) return this.str;
+    }
+    const s = p.toString('utf8', pos, pos + len);
+    p.copy(this.bytes, 0, pos, pos + len);
+    this.len = len;
+    this.str = s;
+    return s;
+  }
+}
+
+const publishExchange = new RepeatedName();
+const publishRoutingKey = new RepeatedName();
+
 /** The hot path: class, method, ticket, exchange, routing key, one octet of bits. */
 function decodeBasicPublish(p: Buffer): AmqpMethodOf<'basic.publish'> {
   const end = p.length;
@@ -506,11 +534,11 @@ function decodeBasicPublish(p: Buffer): AmqpMethodOf<'basic.publish'> {
   if (pos + 1 > end) throw publishTruncated(pos);
   const exLen = p[pos++]!;
   if (pos + exLen + 1 > end) throw publishTruncated(pos);
-  const exchange = exLen === 0 ? '' : p.toString('utf8', pos, pos + exLen);
+  const exchange = exLen === 0 ? '' : publishExchange.read(p, pos, exLen);
   pos += exLen;
   const rkLen = p[pos++]!;
   if (pos + rkLen + 1 > end) throw publishTruncated(pos);
-  const routingKey = rkLen === 0 ? '' : p.toString('utf8', pos, pos + rkLen);
+  const routingKey = rkLen === 0 ? '' : publishRoutingKey.read(p, pos, rkLen);
   pos += rkLen;
   const bits = p[pos++]!;
   if (pos !== end) {

@@ -131,6 +131,19 @@ describe('encodeMethod / decodeMethod', () => {
     expect(e.text).toContain('routingKey');
   });
 
+  test('basic.publish: a repeated exchange or routing key decodes to the same string, a changed one to its own', () => {
+    const publish = (exchange: string, routingKey: string): AmqpMethod => ({ kind: 'basic.publish', exchange, routingKey, mandatory: false, immediate: false });
+    const decode = (m: AmqpMethod): AmqpMethod => decodeMethod(payloadOf(encodeMethod(1, m)));
+    const keys = ['orders.eu', 'orders.eu', 'orders.us', 'orders.e', 'orders.eu', 'k'.repeat(255), 'k'.repeat(254) + 'j', 'é.ß', '', 'orders.eu'];
+    for (const rk of keys) expect(decode(publish('amq.topic', rk))).toEqual(publish('amq.topic', rk));
+    for (const ex of ['a', 'b', 'a', 'ab', '']) expect(decode(publish(ex, 'rk'))).toEqual(publish(ex, 'rk'));
+    // Undecodable bytes read the same way whether or not the string was kept from the last publish.
+    const bad = Buffer.from([0, 60, 0, 40, 0, 0, 0, 2, 0xff, 0xfe, 0]);
+    const first = decodeMethod(bad);
+    expect(decodeMethod(bad)).toEqual(first);
+    expect(first).toMatchObject({ routingKey: Buffer.from([0xff, 0xfe]).toString('utf8') });
+  });
+
   test('255 bytes is still fine', () => {
     const m: AmqpMethod = { kind: 'basic.consume-ok', consumerTag: 'x'.repeat(255) };
     expect(decodeMethod(payloadOf(encodeMethod(1, m)))).toEqual(m);
