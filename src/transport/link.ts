@@ -368,8 +368,8 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
 
   private static lateFlush(l: Link): void {
     l.lateFlushDue = false;
-    // A turn's flush that ran meanwhile took these bytes with it.
-    if (!l.flushDue && l.first !== undefined) Link.flushTurn(l);
+    // Nothing left when a turn's flush ran meanwhile and took these bytes with it.
+    if (l.first !== undefined) Link.flushTurn(l);
   }
 
   private append(s: Duplex, buf: Buffer): void {
