@@ -94,6 +94,19 @@ export interface NatsServersOptions {
   settings?: string[];
 }
 
+/** How many times a start whose port was taken under it is tried. */
+const START_ATTEMPTS = 5;
+
+/** A server that exited before it was ready; `portTaken` when it could not bind a port. */
+class ExitedEarly extends Error {
+  constructor(
+    message: string,
+    readonly portTaken: boolean,
+  ) {
+    super(message);
+  }
+}
+
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => child.once('exit', () => resolve()));
@@ -106,23 +119,27 @@ export async function startNatsServers(opts: NatsServersOptions): Promise<NatsSe
   const bin = opts.bin ?? 'nats-server';
   const jetstream = opts.jetstream ?? true;
   const host = (i: number): string => opts.hosts?.[i] ?? '127.0.0.1';
-  const ports: { port: number; routePort: number }[] = [];
-  for (let i = 0; i < opts.count; i++) ports.push({ port: await freePort(), routePort: await freePort() });
   const servers: NatsServer[] = [];
-  for (let i = 0; i < opts.count; i++) {
-    const name = `s${i + 1}`;
-    const store = join(dir, name);
-    mkdirSync(store, { recursive: true });
-    const lines = [`server_name: ${name}`, `listen: ${host(i)}:${ports[i]!.port}`, ...(opts.settings ?? [])];
-    if (jetstream) lines.push(`jetstream { store_dir: ${JSON.stringify(store)} }`);
-    if (opts.count > 1) {
-      const routes = ports.flatMap((p, j) => (j === i ? [] : [`nats-route://${host(j)}:${p.routePort}`]));
-      lines.push(`cluster { name: warren_dev, listen: ${host(i)}:${ports[i]!.routePort}, routes: [${routes.join(', ')}] }`);
+  /** Writes the configurations for a fresh set of free ports (each attempt takes new ones). */
+  const configure = async (): Promise<void> => {
+    const ports: { port: number; routePort: number }[] = [];
+    for (let i = 0; i < opts.count; i++) ports.push({ port: await freePort(), routePort: await freePort() });
+    servers.length = 0;
+    for (let i = 0; i < opts.count; i++) {
+      const name = `s${i + 1}`;
+      const store = join(dir, name);
+      mkdirSync(store, { recursive: true });
+      const lines = [`server_name: ${name}`, `listen: ${host(i)}:${ports[i]!.port}`, ...(opts.settings ?? [])];
+      if (jetstream) lines.push(`jetstream { store_dir: ${JSON.stringify(store)} }`);
+      if (opts.count > 1) {
+        const routes = ports.flatMap((p, j) => (j === i ? [] : [`nats-route://${host(j)}:${p.routePort}`]));
+        lines.push(`cluster { name: warren_dev, listen: ${host(i)}:${ports[i]!.routePort}, routes: [${routes.join(', ')}] }`);
+      }
+      const configFile = join(dir, `${name}.conf`);
+      writeFileSync(configFile, `${lines.join('\n')}\n`);
+      servers.push({ name, ...ports[i]!, configFile, child: undefined as unknown as ChildProcess, log: '' });
     }
-    const configFile = join(dir, `${name}.conf`);
-    writeFileSync(configFile, `${lines.join('\n')}\n`);
-    servers.push({ name, ...ports[i]!, configFile, child: undefined as unknown as ChildProcess, log: '' });
-  }
+  };
   const launch = (s: NatsServer, i: number): Promise<void> => {
     const prefix = opts.launcher?.(i) ?? [];
     const command = [...prefix, bin, '-c', s.configFile];
@@ -137,7 +154,7 @@ export async function startNatsServers(opts: NatsServersOptions): Promise<NatsSe
       });
       child.once('exit', (code) => {
         clearTimeout(timer);
-        reject(new Error(`${s.name} exited with ${String(code)}:\n${s.log}`));
+        reject(new ExitedEarly(`${s.name} exited with ${String(code)}:\n${s.log}`, s.log.includes('address already in use')));
       });
       child.stderr!.setEncoding('utf8').on('data', (d: string) => {
         if (s.log.length < 200_000) s.log += d;
@@ -148,17 +165,40 @@ export async function startNatsServers(opts: NatsServersOptions): Promise<NatsSe
       });
     });
   };
-  const stopAll = async (): Promise<void> => {
+  const killAll = async (): Promise<void> => {
     for (const s of servers) if (s.child !== undefined && s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGTERM');
     await Promise.all(servers.map((s) => (s.child === undefined ? undefined : exited(s.child))));
+  };
+  const stopAll = async (): Promise<void> => {
+    await killAll();
     if (ownDir) await rm(dir, { recursive: true, force: true });
   };
-  try {
-    await Promise.all(servers.map(launch));
-  } catch (e) {
-    await stopAll();
-    throw e;
+  // A port free when asked can be taken before the server binds it (by another listener, or as the
+  // local port of some outgoing connection): such a start is tried again on other ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await configure();
+      await Promise.all(servers.map(launch));
+      break;
+    } catch (e) {
+      await killAll();
+      if (e instanceof ExitedEarly && e.portTaken && attempt < START_ATTEMPTS) continue;
+      await stopAll();
+      throw e;
+    }
   }
+  /** A restart keeps its ports; one taken meanwhile is waited for a little. */
+  const restart = async (i: number): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await launch(servers[i]!, i);
+        return;
+      } catch (e) {
+        if (!(e instanceof ExitedEarly && e.portTaken) || attempt >= START_ATTEMPTS) throw e;
+        await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+      }
+    }
+  };
   return {
     dir,
     servers,
@@ -168,7 +208,7 @@ export async function startNatsServers(opts: NatsServersOptions): Promise<NatsSe
       s.child.kill('SIGKILL');
       await exited(s.child);
     },
-    restart: (i) => launch(servers[i]!, i),
+    restart,
     stop: stopAll,
   };
 }
@@ -180,6 +220,23 @@ interface DevNode {
   name: string;
   ports: { amqp: number; mqtt: number; stomp: number; http: number };
   child: ChildProcess;
+}
+
+/** The ports of a complete `warren ready amqp=... mqtt=... stomp=... http=...` line in `out`. */
+function readyPorts(out: string): DevNode['ports'] | undefined {
+  const start = out.indexOf('warren ready ');
+  const end = start < 0 ? -1 : out.indexOf('\n', start);
+  if (end < 0) return undefined;
+  const got = new Map<string, number>();
+  for (const field of out.slice(start + 'warren ready '.length, end).split(' ')) {
+    const eq = field.indexOf('=');
+    if (eq > 0) got.set(field.slice(0, eq), Number(field.slice(eq + 1)));
+  }
+  const amqp = got.get('amqp');
+  const mqtt = got.get('mqtt');
+  const stomp = got.get('stomp');
+  const http = got.get('http');
+  return amqp === undefined || mqtt === undefined || stomp === undefined || http === undefined ? undefined : { amqp, mqtt, stomp, http };
 }
 
 /**
@@ -203,19 +260,23 @@ export async function runDevCluster(opts: { nodes: number; out: (line: string) =
     nats = await startNatsServers({ count: opts.nodes, dir: join(dir, 'nats') });
     for (let i = 0; i < opts.nodes; i++) {
       const name = `n${i + 1}`;
-      const ports = { amqp: await freePort(), mqtt: await freePort(), stomp: await freePort(), http: await freePort() };
+      // Port 0 lets each listener bind a free port itself (no window for another socket to take it);
+      // the ready line says which. WARREN_PORT_RANGE hands out ports of its range instead.
+      const port = async (): Promise<string> => (portRange() === undefined ? '0' : String(await freePort()));
       const args = [
         WARREN_BIN, 'start', '--cluster', 'dev', '--cluster-url', nats.url, '--node-name', name, '--data-dir', join(dir, name), '--bind', '127.0.0.1',
-        '--amqp-port', String(ports.amqp), '--mqtt-port', String(ports.mqtt), '--stomp-port', String(ports.stomp), '--http-port', String(ports.http),
+        '--amqp-port', await port(), '--mqtt-port', await port(), '--stomp-port', await port(), '--http-port', await port(),
         '--amqps-port', 'off', '--mqtts-port', 'off', '--stomps-port', 'off', '--https-port', 'off', '--log-level', opts.logLevel ?? 'warn',
       ];
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-      nodes.push({ name, ports, child });
-      await new Promise<void>((resolve, reject) => {
+      const node: DevNode = { name, ports: { amqp: 0, mqtt: 0, stomp: 0, http: 0 }, child };
+      nodes.push(node);
+      node.ports = await new Promise<DevNode['ports']>((resolve, reject) => {
         let seen = '';
         child.stdout!.setEncoding('utf8').on('data', (d: string) => {
           seen += d;
-          if (seen.includes('warren ready')) resolve();
+          const ready = readyPorts(seen);
+          if (ready !== undefined) resolve(ready);
         });
         child.once('exit', (code) => reject(new Error(`node ${name} exited with ${String(code)} before it was ready`)));
       });

@@ -1,6 +1,12 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect, test } from 'vitest';
+import { startNatsServers } from '../../src/cluster/dev-cluster.js';
+import { connectNats } from '../../src/cluster/nats/nats-engine.js';
 import { waitFor } from '../helpers/broker.js';
 import { http } from '../helpers/management.js';
 import { WARREN_BIN } from '../helpers/warren-process.js';
@@ -24,4 +30,41 @@ test('warren dev-cluster starts NATS servers and nodes, prints how to reach them
   }
   expect(await exited).toBe(0);
   expect(existsSync(dir!)).toBe(false);
+});
+
+test('a port taken between its probe and the nats-server bind: the start is tried again on other ports', { timeout: 60_000 }, async () => {
+  const confDir = await mkdtemp(join(tmpdir(), 'warren-port-retry-'));
+  const taken: Server[] = [];
+  const takenPorts: number[] = [];
+  let firstStarts = 0;
+  const nats = await startNatsServers({
+    count: 2,
+    // Before the first start of s1, something else binds its client port (as an outgoing
+    // connection's local port or another test's listener can).
+    launcher: (i) => {
+      if (i !== 0) return [];
+      firstStarts++;
+      if (firstStarts === 1) {
+        const conf = readFileSync(join(confDir, 's1.conf'), 'utf8');
+        const port = Number(/^listen: 127\.0\.0\.1:(\d+)$/m.exec(conf)?.[1]);
+        const s = createServer();
+        s.listen(port); // binds synchronously, before the spawn that follows
+        taken.push(s);
+        takenPorts.push(port);
+      }
+      return [];
+    },
+    dir: confDir,
+  });
+  try {
+    expect(firstStarts).toBe(2);
+    expect(takenPorts).toHaveLength(1);
+    expect(nats.servers[0]!.port).not.toBe(takenPorts[0]);
+    const nc = await connectNats({ servers: [nats.url], name: 'port-retry' });
+    await nc.close();
+  } finally {
+    await nats.stop();
+    for (const s of taken) s.close();
+    await rm(confDir, { recursive: true, force: true });
+  }
 });
