@@ -163,6 +163,12 @@ export interface ReplicatedLog {
    */
   ready(): Promise<number>;
   status(): Promise<LogStatus>;
+  /**
+   * Keeps `replicas` copies from now on; the messages, the cursor and what is handed out stay.
+   * More than the servers the connection knows of is as many as those (and never fewer copies
+   * than the log has: a server that is down is not one fewer asked for).
+   */
+  setReplicas(replicas: number): Promise<void>;
   /** Removes the log and every message in it, for every node. */
   destroy(): Promise<void>;
 }
@@ -232,6 +238,8 @@ export interface ClusterEngine {
    * `[-_A-Za-z0-9]`. Every connection opening the same name shares its messages and cursor.
    */
   openLog(name: string, opts: LogOptions): Promise<ReplicatedLog>;
+  /** The names of the replicated logs there are whose names start with `prefix`. */
+  logNames(prefix: string): Promise<string[]>;
   /**
    * Opens (creating it when it does not exist) a replicated stream; `name` as for
    * {@link openLog}. A stream that exists keeps its replicas, its limits follow `opts`.
@@ -256,4 +264,14 @@ export function encodeJson(v: unknown): Uint8Array {
 
 export function decodeJson(b: Uint8Array): unknown {
   return JSON.parse(DEC.decode(b));
+}
+
+/**
+ * The copies a log keeps after {@link ReplicatedLog.setReplicas}: `asked`, but not more than the
+ * `servers` known, and never fewer than `current` only because fewer servers are known than asked
+ * for.
+ */
+export function scaledReplicas(current: number, asked: number, servers: number): number {
+  if (asked < current) return Math.max(1, asked);
+  return Math.max(current, Math.min(asked, servers));
 }

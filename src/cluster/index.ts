@@ -169,6 +169,8 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
       replicated.removed(vhost, name);
       streams.removed(vhost, name);
     };
+    // A queue made replicated by a policy since removed is still served from its log.
+    await replicated.findLogs();
     await definitions.start();
     // A policy with 'ha-mode' set or changed makes the durable classic queues it matches replicated.
     const policiesChanged = opts.core.policies.onChange;
@@ -179,6 +181,7 @@ export async function joinCluster(opts: JoinOptions): Promise<ClusterMembership>
     // Queues this node recovered from its own store that the cluster had already: replicated ones
     // are served from their logs.
     for (const vh of opts.core.vhosts.values()) for (const q of vh.queues.values()) if (!replicated.attach(q)) streams.attach(q);
+    replicated.placed();
     const transientQueues = new TransientQueues(
       opts.core,
       transientKv,

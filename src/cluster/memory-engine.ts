@@ -1,6 +1,7 @@
 import {
   LogFullError,
   NoResponderError,
+  scaledReplicas,
   type BucketOptions,
   type BusHandler,
   type BusSubscription,
@@ -293,6 +294,11 @@ class MemoryLog implements ReplicatedLog {
     await this.reachable();
     this.state.expire(Date.now());
     return memoryStatus(this.engine, this.state.opts.replicas, this.state.entries.size);
+  }
+
+  async setReplicas(replicas: number): Promise<void> {
+    await this.reachable();
+    this.state.opts = { ...this.state.opts, replicas: scaledReplicas(this.state.opts.replicas, replicas, this.engine.servers) };
   }
 
   async ready(): Promise<number> {
@@ -600,6 +606,12 @@ class MemoryConnection implements ClusterEngine {
       this.engine.logs.set(name, l);
     } else l.opts = { ...opts, replicas: l.opts.replicas };
     return new MemoryLog(this.engine, l);
+  }
+
+  async logNames(prefix: string): Promise<string[]> {
+    await later();
+    if (!this.engine.available) throw new Error('engine unavailable');
+    return [...this.engine.logs.keys()].filter((name) => name.startsWith(prefix));
   }
 
   async openStream(name: string, opts: StreamLogOptions): Promise<ReplicatedStream> {

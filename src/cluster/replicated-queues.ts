@@ -64,7 +64,10 @@ export const DEFAULT_REPLICAS = 3;
 
 interface Link {
   readonly queue: Queue;
-  readonly replicas: number;
+  /** The copies the log keeps (a mirroring policy's change or removal changes them). */
+  replicas: number;
+  /** The replica changes asked of the engine, one after the other. */
+  scaling: Promise<void>;
   /** The queue's log, opened (created when missing) on first use. */
   readonly log: EngineOpen<ReplicatedLog>;
   /** The entries this node pulled and has not settled or given back, by log sequence. */
@@ -168,6 +171,12 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
   /** Queues move to their logs one after the other (a policy matching many full queues takes a bounded amount of memory). */
   private moving: Promise<void> = Promise.resolve();
   private standInTimer: NodeJS.Timeout | undefined;
+  /**
+   * The queues' logs the engine had when this node started (see {@link findLogs}): a queue with
+   * one is served from it even when no policy makes it replicated any more. Emptied once the
+   * node's queues are placed ({@link placed}).
+   */
+  private logsAtStart = new Set<string>();
   readonly stats = { appended: 0, pulled: 0, acked: 0, returned: 0, deadLettered: 0, expired: 0, failed: 0 };
 
   constructor(
@@ -218,14 +227,53 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     }
     if (!q.durable) return undefined;
     if (isSessionQueue(q)) return Math.max(1, Math.min(DEFAULT_REPLICAS, servers));
+    const asked = this.askedByPolicy(q);
+    return asked === undefined ? undefined : Math.max(1, Math.min(asked, servers));
+  }
+
+  /**
+   * The copies the `ha-mode` policy matching a queue asks for, not capped by the servers there are
+   * (`all`: infinity); undefined when no such policy matches it.
+   */
+  private askedByPolicy(q: Queue): number | undefined {
     const p = this.core.policies.match(q.host.name, 'queue', q.name);
     const mode = p?.definition['ha-mode'];
-    if (mode === 'all') return Math.max(1, servers);
+    if (mode === 'all') return Number.POSITIVE_INFINITY;
     if (mode === 'exactly') {
       const n = intOf(p?.definition['ha-params']);
-      return Math.max(1, Math.min(n !== undefined && n > 0 ? n : DEFAULT_REPLICAS, servers));
+      return n !== undefined && n > 0 ? n : DEFAULT_REPLICAS;
     }
     return undefined;
+  }
+
+  /**
+   * The copies a queue's log keeps when it is attached: {@link replicasFor}, else one for a queue
+   * whose log the engine had at start (a mirroring policy removed: the queue stays where its
+   * messages are, unmirrored).
+   */
+  private wantedReplicas(q: Queue): number | undefined {
+    const n = this.replicasFor(q);
+    if (n !== undefined) return n;
+    if (q.exclusive || !q.durable || q.type.name !== 'classic') return undefined;
+    return this.logsAtStart.has(this.logName(q.host.name, q.name)) ? 1 : undefined;
+  }
+
+  /**
+   * Before the node places its queues: the logs of queues the engine has. A queue that a mirroring
+   * policy made replicated stays so when the policy goes, and a node that starts after that finds
+   * its messages in the log here.
+   */
+  async findLogs(): Promise<void> {
+    try {
+      this.logsAtStart = new Set(await this.engine.logNames(`warren_${this.cluster}_q_`));
+    } catch (err) {
+      this.log.warn({ err }, "cluster: the engine's list of replicated queue logs could not be read; queues without a mirroring policy are placed as classic queues");
+    }
+  }
+
+  /** The node's queues are placed: {@link findLogs}'s list is no longer needed. */
+  placed(): void {
+    this.logsAtStart.clear();
   }
 
   /** The log's name for a queue: its vhost and name hashed (stream names are restricted). */
@@ -251,7 +299,7 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
    */
   attach(q: Queue): boolean {
     if (this.links.has(q)) return true;
-    const replicas = this.replicasFor(q);
+    const replicas = this.wantedReplicas(q);
     if (replicas === undefined || this.stopped) return false;
     if (q.remote !== undefined) {
       // A stand-in of a classic queue homed on another node, now matched by an 'ha-mode' policy.
@@ -262,13 +310,37 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
     // Messages held here: a classic queue an 'ha-mode' policy came to match after its declare
     // (or a node that stopped while moving them): they move to the log first.
     const migrating = q.readyCount > 0 || q.unackedCount > 0 || q.delayedCount > 0;
-    if (q.type.name !== 'quorum' && !isSessionQueue(q)) {
+    // A classic queue a mirroring policy made replicated (not a quorum queue, not a session's).
+    const mirrored = q.type.name !== 'quorum' && !isSessionQueue(q);
+    if (mirrored && this.askedByPolicy(q) !== undefined) {
       this.log.info({ vhost: q.host.name, queue: q.name, replicas, moving: q.readyCount }, "cluster: queue matched by an 'ha-mode' policy: served by a replicated queue");
+    } else if (mirrored) {
+      this.log.info({ vhost: q.host.name, queue: q.name }, "cluster: queue served by its replicated log, one copy (no 'ha-mode' policy matches it any more)");
     }
-    const log = new EngineOpen(() => this.engine.openLog(this.logName(q.host.name, q.name), logOptions(q, replicas, this.ackWaitMs)));
-    const link: Link = { queue: q, replicas, log, held: new Map(), migrating, pulling: false, again: false, trimming: false, trimAgain: false, readyAsk: undefined, passed: 0, unsettled: 0, forGet: false, timer: undefined, immediate: false, maxPulled: 0 };
+    const link: Link = {
+      queue: q,
+      replicas,
+      scaling: Promise.resolve(),
+      log: new EngineOpen(() => this.engine.openLog(this.logName(q.host.name, q.name), logOptions(q, link.replicas, this.ackWaitMs))),
+      held: new Map(),
+      migrating,
+      pulling: false,
+      again: false,
+      trimming: false,
+      trimAgain: false,
+      readyAsk: undefined,
+      passed: 0,
+      unsettled: 0,
+      forGet: false,
+      timer: undefined,
+      immediate: false,
+      maxPulled: 0,
+    };
     this.links.set(q, link);
     q.forwarder = this;
+    // A log that exists keeps its copies when opened: a policy changed while this node was down
+    // is applied to it here.
+    if (mirrored) this.scale(link, this.askedByPolicy(q) ?? 1);
     if (migrating) {
       this.moving = this.moving
         .then(() => this.move(link))
@@ -285,10 +357,28 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
 
   /**
    * The policies changed: the durable classic queues an `ha-mode` policy matches now become
-   * replicated queues (a replicated queue stays one when its policy goes).
+   * replicated queues; a queue a policy made replicated keeps the copies its policy now asks
+   * for, and one copy when no policy matches it any more (it stays served from its log).
    */
   policiesChanged(): void {
     if (this.stopped) return;
+    for (const link of this.links.values()) {
+      const q = link.queue;
+      if (q.type.name === 'quorum' || isSessionQueue(q)) continue;
+      // Made replicated by a policy: without one, it keeps one copy.
+      const byPolicy = this.askedByPolicy(q);
+      const asked = byPolicy ?? 1;
+      const replicas = Math.max(1, Math.min(asked, this.engine.info.clusterSize));
+      if (replicas === link.replicas) continue;
+      this.log.info(
+        { vhost: q.host.name, queue: q.name, from: link.replicas, replicas },
+        byPolicy === undefined
+          ? "cluster: no 'ha-mode' policy matches the queue any more: its replicated log keeps one copy"
+          : "cluster: the queue's 'ha-mode' policy changed its replica count",
+      );
+      link.replicas = replicas;
+      this.scale(link, asked);
+    }
     for (const vh of this.core.vhosts.values()) {
       for (const q of vh.queues.values()) {
         if (q.deleted || this.links.has(q) || q.type.name !== 'classic') continue;
@@ -296,6 +386,18 @@ export class ReplicatedQueues implements QueueForwarder, QueueReplica {
         this.attach(q);
       }
     }
+  }
+
+  /**
+   * Asks the engine to keep `replicas` copies of the queue's log (after the changes asked before);
+   * `replicas` is what the policy asks, not capped by the servers this node knows of.
+   */
+  private scale(link: Link, replicas: number): void {
+    const q = link.queue;
+    link.scaling = link.scaling
+      .then(() => this.open(link))
+      .then((l) => l.setReplicas(replicas))
+      .catch((err: unknown) => this.log.warn({ err, vhost: q.host.name, queue: q.name, replicas }, "cluster: the replicated queue's replica count could not be changed on the engine"));
   }
 
   /** Stand-ins whose node has no consumer on them any more become replicated queues here. */

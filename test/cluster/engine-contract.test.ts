@@ -90,6 +90,24 @@ describe.each(connectors)('the %s engine', (_name, connect) => {
     rsub.unsubscribe();
   });
 
+  test('logs listed by name prefix; a change of replicas keeps the messages and the cursor', async () => {
+    const prefix = `contract_l_${++bucketNo}_`;
+    const la = await a.openLog(`${prefix}one`, { replicas: 1, ackWaitMs: 30_000 });
+    await b.openLog(`${prefix}two`, { replicas: 1, ackWaitMs: 30_000 });
+    await a.openLog(`contract_other_${bucketNo}`, { replicas: 1, ackWaitMs: 30_000 });
+    expect((await b.logNames(prefix)).sort()).toEqual([`${prefix}one`, `${prefix}two`]);
+    await la.append(enc('m1'), { msgId: 'y1' });
+    await la.append(enc('m2'), { msgId: 'y2' });
+    const first = await la.pull(1);
+    expect(first.map((m) => dec(m.data))).toEqual(['m1']);
+    // One server: more copies than that are as many as there are.
+    await la.setReplicas(3);
+    const st = await la.status();
+    expect([st.members.length, st.messages]).toEqual([1, 2]);
+    la.ack(first[0]!.seq);
+    expect((await la.pull(5)).map((m) => dec(m.data))).toEqual(['m2']);
+  });
+
   test('a stream: appends deduplicated by id, every follower sees every sequence in order from where it starts, then live; destroy removes it', async () => {
     const name = `contract_s_${++bucketNo}`;
     const sa = await a.openStream(name, { replicas: 1 });

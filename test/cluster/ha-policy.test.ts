@@ -151,4 +151,44 @@ describe("an 'ha-mode' policy on a classic queue that already holds messages", {
     expect([...got.keys()].filter((id) => !id.startsWith('m') && !id.startsWith('p'))).toEqual([]);
     expect(unflagged).toBe(0);
   }, 120_000);
+  test('the policy changed, then removed: the stream keeps that many copies, then one; a node restarted without the policy serves the queue from it', async () => {
+    // n1 was killed in the first test; n2 and n3 run.
+    const ch = await (await connect('n3')).createChannel();
+    await ch.assertQueue('mirrored', { durable: true });
+    const policy = (definition: Record<string, unknown>): Promise<{ status: number }> =>
+      http(httpPort('n3'), 'PUT', '/api/policies/%2F/ha-mirrored', { body: { pattern: '^mirrored$', definition, 'apply-to': 'queues' } });
+    const row = async (node: string): Promise<{ type?: string; messages?: number; members?: string[] }> =>
+      (await http(httpPort(node), 'GET', '/api/queues/%2F/mirrored')).body as { type?: string; messages?: number; members?: string[] };
+    expect((await policy({ 'ha-mode': 'exactly', 'ha-params': 3 })).status).toBeLessThan(300);
+    await waitFor(async () => (await row('n3')).members?.length === 3, 15_000, 'three copies');
+    const before = Array.from({ length: 10 }, (_, i) => `m${i}`);
+    await publishConfirmed('n3', 'mirrored', before);
+
+    expect((await policy({ 'ha-mode': 'exactly', 'ha-params': 2 })).status).toBeLessThan(300);
+    await waitFor(async () => (await row('n3')).members?.length === 2, 15_000, 'two copies');
+    expect((await http(httpPort('n3'), 'DELETE', '/api/policies/%2F/ha-mirrored')).status).toBeLessThan(300);
+    await waitFor(async () => (await row('n2')).members?.length === 1, 15_000, 'one copy');
+    expect(await row('n2')).toMatchObject({ type: 'quorum', messages: 10 });
+
+    // Restarted without the policy, n2 still serves the queue from its stream.
+    await cluster.kill('n2');
+    await cluster.start('n2', ['--cluster-ack-wait', String(ACK_WAIT_MS)]);
+    await waitFor(async () => (await row('n2')).type === 'quorum', 15_000, 'n2 serves the queue from its stream');
+    expect((await row('n2')).messages).toBe(10);
+    const after = Array.from({ length: 5 }, (_, i) => `p${i}`);
+    await publishConfirmed('n2', 'mirrored', after);
+    await waitFor(async () => (await row('n3')).messages === 15, 15_000, 'the publishes on n2 in the stream');
+
+    const got = new Map<string, number>();
+    const consumer = await (await connect('n3')).createChannel();
+    await consumer.consume('mirrored', (m) => {
+      if (m === null) return;
+      const id = m.content.toString();
+      got.set(id, (got.get(id) ?? 0) + 1);
+      consumer.ack(m);
+    });
+    await waitFor(() => got.size === 15, 15_000, 'all 15 consumed on n3');
+    expect([...got.keys()].sort()).toEqual([...before, ...after].sort());
+    expect([...got.values()].every((n) => n === 1)).toBe(true);
+  });
 });

@@ -19,6 +19,7 @@ import {
   EngineError,
   LogFullError,
   NoResponderError,
+  scaledReplicas,
   unknownSubjectPauseMs,
   type BucketOptions,
   type BusHandler,
@@ -559,6 +560,7 @@ class NatsLog implements ReplicatedLog {
     private readonly serverName: string,
     private readonly inbox: PullInbox,
     private readonly appends: AppendInbox,
+    private readonly info: EngineInfo,
   ) {
     this.subject = logSubject(name);
     this.next = `$JS.API.CONSUMER.MSG.NEXT.${name}.${SHARED_CONSUMER}`;
@@ -618,6 +620,13 @@ class NatsLog implements ReplicatedLog {
   async ready(): Promise<number> {
     const [si, ci] = await Promise.all([this.jsm.streams.info(this.name), this.jsm.consumers.info(this.name, SHARED_CONSUMER)]);
     return Math.max(0, si.state.messages - ci.num_ack_pending);
+  }
+
+  async setReplicas(replicas: number): Promise<void> {
+    const si = await this.jsm.streams.info(this.name);
+    const want = scaledReplicas(si.config.num_replicas, replicas, this.info.clusterSize);
+    // The consumer follows its stream's replicas (it was made without a count of its own).
+    if (want !== si.config.num_replicas) await this.jsm.streams.update(this.name, { ...si.config, num_replicas: want });
   }
 
   async destroy(): Promise<void> {
@@ -919,8 +928,15 @@ export class NatsEngine implements ClusterEngine {
           max_ack_pending: -1,
         }));
       if (replicas > 1) await consumerLed(quick, name, made);
-      return new NatsLog(name, this.nc, this.js, jsm, this.info.serverName, this.inbox, this.appends);
+      return new NatsLog(name, this.nc, this.js, jsm, this.info.serverName, this.inbox, this.appends, this.info);
     }, OPEN_LOG_ATTEMPTS);
+  }
+
+  async logNames(prefix: string): Promise<string[]> {
+    const jsm = await this.manager();
+    const names: string[] = [];
+    for await (const name of jsm.streams.names()) if (name.startsWith(prefix)) names.push(name);
+    return names;
   }
 
   /**

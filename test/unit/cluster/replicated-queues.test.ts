@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { MemoryEngine, type ClusterMembership } from '../../../src/cluster/index.js';
+import { scaledReplicas } from '../../../src/cluster/engine.js';
 import { Core, type Delivery } from '../../../src/core/index.js';
 import { waitFor } from '../../helpers/broker.js';
 import { RecordingSink, memoryNodes, silentLog, testChannel } from '../../helpers/memory-cluster.js';
@@ -183,6 +184,53 @@ describe('replicated (quorum) queues on the in-process engine', () => {
     await waitFor(() => sink.got.length === expected.length, 5000, 'every message on n2');
     expect(sink.got.map(body).sort()).toEqual(expected.sort());
     expect([qA.readyCount, qA.unackedCount]).toEqual([0, 0]);
+  });
+
+  test("an 'ha-mode' policy's changes change its log's copies; removed, the log keeps one and the queue stays served from it, also by a node that joins after", async () => {
+    engine = new MemoryEngine();
+    engine.servers = 3;
+    const a = await node('n1');
+    const ha = (definition: Record<string, unknown>): void => a.core.policies.set({ vhost: '/', name: 'ha', pattern: '^mirrored$', applyTo: 'queues', definition, priority: 0 });
+    ha({ 'ha-mode': 'exactly', 'ha-params': 3 });
+    const ch = testChannel(a.core);
+    ch.declareQueue('mirrored', { durable: true });
+    await a.core.persistence.definitionsSettled();
+    await Promise.all(['1', '2', '3'].map((m) => ch.publish({ exchange: '', routingKey: 'mirrored', properties: { deliveryMode: 2 }, body: Buffer.from(m) }).settled));
+    const copies = (): number | undefined => engine.logs.get(a.m.replicated.logName('/', 'mirrored'))?.opts.replicas;
+    expect(copies()).toBe(3);
+    ha({ 'ha-mode': 'exactly', 'ha-params': 2 });
+    await waitFor(() => copies() === 2, 5000, () => `2 copies, not ${copies()}`);
+    a.core.policies.delete('/', 'ha');
+    await waitFor(() => copies() === 1, 5000, () => `1 copy, not ${copies()}`);
+    const qA = a.core.vhosts.get('/')!.queues.get('mirrored')!;
+    expect(a.m.replicated.has(qA)).toBe(true);
+
+    // A node that joins now has no policy for it: it serves the queue from its log all the same.
+    const b = await node('n2');
+    const qB = b.core.vhosts.get('/')!.queues.get('mirrored');
+    expect(qB !== undefined && b.m.replicated.has(qB)).toBe(true);
+    await testChannel(b.core).publish({ exchange: '', routingKey: 'mirrored', properties: { deliveryMode: 2 }, body: Buffer.from('4') }).settled;
+    expect(engine.logs.get(a.m.replicated.logName('/', 'mirrored'))!.entries.size).toBe(4);
+    const sink = new RecordingSink();
+    testChannel(b.core).consume('mirrored', { noAck: true }, sink);
+    await waitFor(() => sink.got.length === 4, 5000, () => `delivered on n2: ${sink.got.length}`);
+    expect(sink.got.map(body).sort()).toEqual(['1', '2', '3', '4']);
+
+    // The policy back, as 'all': as many copies as servers.
+    ha({ 'ha-mode': 'all' });
+    await waitFor(() => copies() === 3, 5000, () => `3 copies, not ${copies()}`);
+    expect(engine.logs.size).toBe(1);
+  });
+
+  test('the copies a log keeps: what is asked, capped by the servers known, never fewer only because fewer servers are known', () => {
+    expect(scaledReplicas(3, 1, 3)).toBe(1);
+    expect(scaledReplicas(3, 2, 3)).toBe(2);
+    expect(scaledReplicas(1, 3, 3)).toBe(3);
+    expect(scaledReplicas(1, 5, 3)).toBe(3);
+    expect(scaledReplicas(3, Number.POSITIVE_INFINITY, 2)).toBe(3);
+    expect(scaledReplicas(2, Number.POSITIVE_INFINITY, 3)).toBe(3);
+    expect(scaledReplicas(3, 3, 1)).toBe(3);
+    expect(scaledReplicas(1, 0, 3)).toBe(1);
   });
 
   test('a purge while a queue moves to its log drops what the log has and what the queue still holds ready; unacked messages stay', async () => {
