@@ -78,6 +78,8 @@ export const STORE_CORE_VALUES: ReadonlyArray<readonly [file: string, module: st
   ['src/store/queue-log.ts', 'src/core/index.ts', 'Deque of paged entries; queue arguments as JSON in queue.json'],
   ['src/store/queue-log.ts', 'src/core/queues/entry.ts', 'paged messages come back as queue entries'],
   ['src/store/queue-recovery.ts', 'src/core/queues/entry.ts', 'recovered messages come back as queue entries'],
+  ['src/store/spill.ts', 'src/core/index.ts', "a spill's buffers count in the process memory account"],
+  ['src/store/spill.ts', 'src/core/queues/entry.ts', 'spilled messages come back as queue entries'],
 ];
 
 /** Value imports the transport may make from the core's API, and why. */

@@ -278,6 +278,13 @@ export class DefinitionsSync implements Persistence {
     return open === undefined ? undefined : (queue, limits) => open.call(inner, queue, limits);
   }
 
+  /** The node's own off-heap spill for memory-only queues. */
+  get openSpill(): Persistence['openSpill'] {
+    const inner = this.inner;
+    const open = inner.openSpill;
+    return open === undefined ? undefined : (queue) => open.call(inner, queue);
+  }
+
   definitionsChanged(change?: DefinitionChange): Promise<void> {
     const local = this.inner.definitionsChanged(change);
     if (this.applying || !this.live) return local;

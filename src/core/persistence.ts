@@ -29,6 +29,11 @@ export interface Persistence {
    */
   openStream?(queue: Queue, limits: StreamLimits): StreamStore;
   /**
+   * Off-heap room for the ready messages of a memory-only queue, asked for once the queue holds
+   * many (see {@link QueueSpill}). Without it such queues keep all of theirs on the heap.
+   */
+  openSpill?(queue: Queue): QueueSpill;
+  /**
    * A durable definition changed (an exchange, queue or binding; without `change`: vhosts, users,
    * permissions, topic permissions, policies). The store writes the current state of what changed
    * with the next group commit. Resolves once it is on disk (fsynced); rejects (a 541 BrokerError)
@@ -48,6 +53,22 @@ export interface PageSink {
   paged(entry: QueueEntry): void;
   /** A paged message could not be read back (corrupt record); it is gone. */
   pagedLost(bytes: number): void;
+}
+
+/**
+ * Where a memory-only queue keeps ready messages off the JavaScript heap once it holds many: in
+ * order, encoded, read back oldest first. They cost the garbage collector nothing there. Nothing
+ * is written to disk.
+ */
+export interface QueueSpill {
+  /** Bytes of messages (their `size`) the queue keeps on the heap before it spills; 0 = never spill. */
+  readonly memoryBudget: number;
+  /** Keeps a copy of a ready entry and its message (the queue drops the objects). */
+  push(entry: QueueEntry): void;
+  /** Reads spilled entries back, oldest first: at most about `maxBytes`, at least one if any. */
+  pageIn(maxBytes: number, sink: PageSink): void;
+  /** Drops every spilled entry (purge, delete). */
+  clear(): void;
 }
 
 /** The persistent messages of one durable queue. */

@@ -174,6 +174,9 @@ export function formatQueue(ctx: FormatContext, q: Queue, vhost: string, owner?:
     message_bytes: q.readyBytes,
     message_bytes_ready: q.readyBytes,
     message_bytes_unacknowledged: 0,
+    messages_paged_out: q.pagedOutCount,
+    messages_ready_ram: q.readyCount - q.pagedCount,
+    messages_off_heap: q.offHeapCount,
     ...policyFields(ctx, vhost, 'queue', q.name),
     operator_policy: null,
     message_stats: {

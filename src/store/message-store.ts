@@ -4,7 +4,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Core } from '../core/core.js';
 import { BrokerError, ReplyCode, SETTLED, importDefinitions, latencyTrace, tableFromJson, traceNow, TraceSpan, type ImportReport } from '../core/index.js';
-import type { DefinitionChange, Persistence, QueueStore } from '../core/persistence.js';
+import type { DefinitionChange, Persistence, QueueSpill, QueueStore } from '../core/persistence.js';
 import type { QueueEntry } from '../core/queues/entry.js';
 import type { Queue } from '../core/queues/queue.js';
 import type { StreamLimits, StreamStore } from '../core/queues/stream-store.js';
@@ -19,6 +19,7 @@ import { MessageLog, type BatchContext } from './message-log.js';
 import { QueueLog, type QueueLogHost } from './queue-log.js';
 import { SHARED_PENDING } from './segment.js';
 import { RecordStore } from './record-store.js';
+import { OffHeapSpill } from './spill.js';
 import { StreamLog } from './stream-log.js';
 import { releaseLock, takeLock } from './lock.js';
 import type { MessageLoc } from './records.js';
@@ -368,6 +369,10 @@ export class MessageStore implements Persistence, QueueLogHost {
     const ql = new QueueLog(this, queue, join(this.dataDir, 'queues', dirName), budget, existed);
     this.logs.add(ql);
     return ql;
+  }
+
+  openSpill(queue: Queue): QueueSpill {
+    return new OffHeapSpill(queue.maxPriority > 0 ? 0 : this.queueMemoryBudget);
   }
 
   openStream(queue: Queue, limits: StreamLimits): StreamStore {

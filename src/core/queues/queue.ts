@@ -3,7 +3,7 @@ import { BrokerError } from '../errors.js';
 import { latencyTrace } from '../latency-trace.js';
 import { processMemory } from '../memory.js';
 import type { Binding } from '../exchanges/exchange.js';
-import type { PageSink, Persistence, QueueStore } from '../persistence.js';
+import type { PageSink, Persistence, QueueSpill, QueueStore } from '../persistence.js';
 import { epochMs, msSinceStart } from '../stats.js';
 import type { FieldTable, FieldValue, StoredMessage } from '../types.js';
 import type { Consumer } from './consumer.js';
@@ -43,6 +43,17 @@ export interface QueueStats {
 const DISPATCH_BUDGET = 512;
 /** Bytes read back from disk at a time when a paged queue's in-memory messages run out. */
 const PAGE_IN_BYTES = 4 << 20;
+/**
+ * A memory-only queue with more ready messages than this on the heap spills the next ones off it
+ * (see QueueSpill), as it does past its spill's byte budget. A message on the heap costs a few
+ * hundred bytes of objects whatever its size, and every collection of the young generation walks
+ * the pages they fill: a backlog of millions there makes every other queue's tail wait on it.
+ */
+const SPILL_AFTER_MESSAGES = 16384;
+/** Below this many ready messages a queue does not look for a spill. */
+const SPILL_MIN_MESSAGES = 1024;
+/** Message bytes read back from a spill at a time (a short synchronous task). */
+const SPILL_READ_BACK_BYTES = 64 << 10;
 
 /** The longest delay Node's timers honour (a longer one runs after 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -227,7 +238,10 @@ export class Queue implements PageSink, QueueStats {
   readyCount = 0;
   readyBytes = 0;
   unackedCount = 0;
-  /** Ready persistent messages held only on disk (all after the in-memory ones). */
+  /**
+   * Ready messages held only on disk (persistent ones of a durable queue) or spilled off the heap
+   * (a memory-only queue's, see QueueSpill); all after the in-memory ones.
+   */
   pagedCount = 0;
   pagedBytes = 0;
   deleted = false;
@@ -254,6 +268,8 @@ export class Queue implements PageSink, QueueStats {
   readonly store: QueueStore | undefined;
   /** Transient messages that arrived while messages were paged, in order. */
   private tail: Deque<QueueEntry> = NO_TAIL;
+  /** A memory-only queue's spill, opened when it first holds many messages. */
+  private spill: QueueSpill | undefined = undefined;
   /** Set once a consumer has ever attached (auto-delete needs it). */
   private hadConsumer = false;
   /** NO_LEVELS until the first message here or on disk (see ownLevels). */
@@ -356,6 +372,16 @@ export class Queue implements PageSink, QueueStats {
     return this.consumers.length;
   }
 
+  /** Ready messages held only on disk (a durable queue's paged persistent messages). */
+  get pagedOutCount(): number {
+    return this.store === undefined ? 0 : this.pagedCount;
+  }
+
+  /** Ready messages a memory-only queue holds encoded, off the heap (see QueueSpill). */
+  get offHeapCount(): number {
+    return this.store === undefined ? this.pagedCount : 0;
+  }
+
   /**
    * Appends a routed message. Returns the store's promise for a persisted message, undefined when
    * nothing is pending, or false when the queue refused it (x-overflow reject-publish).
@@ -378,7 +404,12 @@ export class Queue implements PageSink, QueueStats {
     this.published++;
     let pending: Promise<void> | undefined;
     const store = this.store;
-    if (store === undefined || !msg.persistent) {
+    if (store === undefined && this.spills()) {
+      this.ownLevels();
+      this.spill!.push(entry);
+      this.pagedCount++;
+      this.pagedBytes += msg.size;
+    } else if (store === undefined || !msg.persistent) {
       hold(msg);
       if (this.pagedCount === 0) this.ownLevels()[level]!.push(entry);
       else (this.tail === NO_TAIL ? (this.tail = new Deque<QueueEntry>()) : this.tail).push(entry);
@@ -399,6 +430,19 @@ export class Queue implements PageSink, QueueStats {
     if (expiresAt !== 0) this.scheduleTtl(expiresAt);
     if (this.consumers.length > 0) this.kick();
     return pending;
+  }
+
+  /**
+   * Whether a memory-only queue's new message (counted in `readyCount` already) goes to its spill:
+   * while any are spilled (they are older), or once it holds more than SPILL_AFTER_MESSAGES or its
+   * spill's budget of bytes on the heap. A queue with priorities keeps its messages on the heap, as
+   * every queue does with a budget of 0.
+   */
+  private spills(): boolean {
+    if (this.pagedCount > 0) return true;
+    if (this.readyCount <= SPILL_MIN_MESSAGES || this.maxPriority !== 0) return false;
+    const spill = (this.spill ??= this.host.persistence.openSpill?.(this));
+    return spill !== undefined && spill.memoryBudget > 0 && (this.readyCount > SPILL_AFTER_MESSAGES || this.readyBytes > spill.memoryBudget);
   }
 
   /**
@@ -469,12 +513,14 @@ export class Queue implements PageSink, QueueStats {
     this.readyBytes -= bytes;
   }
 
-  /** Reads paged messages back into memory; once none is left, the transient tail follows. */
+  /** Reads paged (or spilled) messages back into memory; once none is left, the transient tail follows. */
   private pageIn(): void {
     const store = this.store;
-    if (this.pagedCount > 0 && store !== undefined) {
+    const spill = this.spill;
+    if (this.pagedCount > 0 && (store !== undefined || spill !== undefined)) {
       const before = this.pagedCount;
-      store.pageIn(Math.max(Math.min(PAGE_IN_BYTES, store.memoryBudget >> 1), 1), this);
+      if (store !== undefined) store.pageIn(Math.max(Math.min(PAGE_IN_BYTES, store.memoryBudget >> 1), 1), this);
+      else spill!.pageIn(SPILL_READ_BACK_BYTES, this);
       if (this.pagedCount === before) {
         // The store has nothing more to give: never spin on messages that are not there.
         this.readyCount -= this.pagedCount;
@@ -886,6 +932,7 @@ export class Queue implements PageSink, QueueStats {
     for (const level of this.levels) level.drain((e) => this.settle(e));
     for (let t = this.tail.shift(); t !== undefined; t = this.tail.shift()) this.settle(t);
     if (this.pagedCount > 0) this.store?.dropPaged();
+    this.spill?.clear();
     this.pagedCount = 0;
     this.pagedBytes = 0;
     this.readyCount = 0;
@@ -906,6 +953,7 @@ export class Queue implements PageSink, QueueStats {
     this.readyBytes = 0;
     if (this.delays !== undefined) for (const e of this.delays.drain()) e.msg.refs--;
     this.store?.deleted();
+    this.spill?.clear();
     if (this.ttlTimer) clearTimeout(this.ttlTimer);
     if (this.expiresTimer) clearTimeout(this.expiresTimer);
     return n;
