@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { latencyTrace, processMemory, SlicedWalk, traceNow, TraceSpan, type MemorySource, type Teardown, type TeardownWork } from '../core/index.js';
+import { latencyTrace, processMemory, traceNow, TraceSpan, type MemorySource, type Teardown, type TeardownWork } from '../core/index.js';
 import type { Logger } from '../logger.js';
 import type { TransportControl } from './adapter.js';
 import { InputGuard, type GuardedConnection } from './guard.js';
@@ -66,35 +66,84 @@ const enum Deadline {
   CLOSE = 2,
 }
 
+/** Ticks of the sweep's wheel: a link due later than this many ticks ahead is looked at then, and put back. */
+const WHEEL_TICKS = 512;
+/** `Link.sweepTick` of a link in no bucket of the wheel (not swept, or due and being looked at). */
+const NOT_IN_WHEEL = -1;
+
 /**
  * The sweep: one interval timer for every link that has a heartbeat, a keep-alive, a handshake
  * deadline or a close deadline (no timer per connection). It also keeps a coarse clock that
  * links stamp their traffic with, so a write costs no `Date.now()`.
+ *
+ * Links wait in a wheel of buckets, one per tick, each in the bucket of the tick its earliest
+ * deadline falls in: a tick looks only at the links due then, not at every link. Traffic moves a
+ * link's deadlines later without touching the wheel; when its tick comes and nothing is due yet,
+ * it goes to the bucket of its new deadline. So an idle connection with a keep-alive of a minute
+ * is looked at about once a minute, and ten thousand of them cost a hundred and some looks a
+ * second. A deadline set earlier than the link's tick (a handshake, a close) moves it at once.
+ * Due links are looked at a slice of SWEEP_SLICE per turn of the event loop.
  */
 class Sweep {
-  private readonly links = new Set<Link>();
+  private readonly wheel: Set<Link>[] = Array.from({ length: WHEEL_TICKS }, () => new Set<Link>());
+  /** Links whose tick has come, looked at a slice per turn. */
+  private readonly due = new Set<Link>();
+  private count = 0;
   private timer: NodeJS.Timeout | undefined;
-  /** Each tick's check of every link, a slice of SWEEP_SLICE links per turn. */
-  private readonly walk = new SlicedWalk<Link>(SWEEP_SLICE, sweepLink, TraceSpan.HEARTBEAT_SWEEP);
+  /** The last tick whose bucket was emptied into `due`. */
+  private lastTick: number;
+  private scheduled = false;
   /** Milliseconds since the sweep's epoch, updated at every tick (and when a link starts). */
   now = 0;
   private readonly epoch = Date.now();
+  /** Links looked at so far (tests and metrics). */
+  visits = 0;
+  /** Ticks so far (tests). */
+  ticks = 0;
+
+  constructor() {
+    this.lastTick = Math.floor(this.clock() / SWEEP_INTERVAL_MS);
+  }
 
   add(l: Link): void {
-    this.links.add(l);
+    this.count++;
     if (this.timer === undefined) {
       this.clock();
       this.timer = setInterval(this.tick, SWEEP_INTERVAL_MS);
       this.timer.unref();
     }
+    this.schedule(l);
   }
 
   delete(l: Link): void {
-    this.links.delete(l);
-    if (this.links.size === 0 && this.timer !== undefined) {
+    this.unplace(l);
+    this.due.delete(l);
+    this.count--;
+    if (this.count === 0 && this.timer !== undefined) {
       clearInterval(this.timer);
       this.timer = undefined;
     }
+  }
+
+  /**
+   * Puts a link in the bucket of its earliest deadline (`Link.sweepDue`), unless it waits in an
+   * earlier one already or is due now.
+   */
+  schedule(l: Link): void {
+    if (this.due.has(l)) return;
+    const at = Math.ceil(l.sweepDue(this.now) / SWEEP_INTERVAL_MS);
+    // Infinity (nothing pending) and deadlines beyond the wheel wait in its last bucket.
+    const tick = Math.min(Math.max(at, this.lastTick + 1), this.lastTick + WHEEL_TICKS - 1);
+    if (l.sweepTick !== NOT_IN_WHEEL && l.sweepTick <= tick) return;
+    this.unplace(l);
+    l.sweepTick = tick;
+    this.wheel[tick % WHEEL_TICKS]!.add(l);
+  }
+
+  private unplace(l: Link): void {
+    if (l.sweepTick === NOT_IN_WHEEL) return;
+    this.wheel[l.sweepTick % WHEEL_TICKS]!.delete(l);
+    l.sweepTick = NOT_IN_WHEEL;
   }
 
   /**
@@ -107,18 +156,61 @@ class Sweep {
   }
 
   get size(): number {
-    return this.links.size;
+    return this.count;
   }
 
   private readonly tick = (): void => {
-    this.clock();
-    // A sweep still running from the previous tick starts over with the new clock.
-    this.walk.start(this.links);
+    this.ticks++;
+    const t = Math.floor(this.clock() / SWEEP_INTERVAL_MS);
+    if (t < this.lastTick) {
+      // The wall clock went back: every link is looked at, and placed again from the new time.
+      for (const bucket of this.wheel) {
+        for (const l of bucket) {
+          l.sweepTick = NOT_IN_WHEEL;
+          this.due.add(l);
+        }
+        bucket.clear();
+      }
+      this.lastTick = t;
+    }
+    // Every bucket up to this tick (the timer may have been late), each at most once.
+    const from = Math.max(this.lastTick + 1, t - WHEEL_TICKS + 1);
+    for (let k = from; k <= t; k++) {
+      const bucket = this.wheel[k % WHEEL_TICKS]!;
+      for (const l of bucket) {
+        l.sweepTick = NOT_IN_WHEEL;
+        this.due.add(l);
+      }
+      bucket.clear();
+    }
+    this.lastTick = Math.max(this.lastTick, t);
+    this.step();
   };
-}
 
-function sweepLink(l: Link): void {
-  l.sweepAt();
+  /** Looks at up to SWEEP_SLICE due links, and leaves the rest for the next turn. */
+  private step(): void {
+    const trace = latencyTrace;
+    const t0 = trace !== null ? traceNow() : 0;
+    let n = 0;
+    for (const l of this.due) {
+      if (n++ === SWEEP_SLICE) break;
+      this.due.delete(l);
+      this.visits++;
+      l.sweepAt();
+      // Still swept and not placed by what it did (a close deadline): back to its next deadline.
+      if (l.isSwept && l.sweepTick === NOT_IN_WHEEL) this.schedule(l);
+    }
+    if (trace !== null) trace.span(TraceSpan.HEARTBEAT_SWEEP, t0);
+    if (this.due.size > 0 && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.next);
+    }
+  }
+
+  private readonly next = (): void => {
+    this.scheduled = false;
+    this.step();
+  };
 }
 
 const sweep = new Sweep();
@@ -126,6 +218,11 @@ const sweep = new Sweep();
 /** Links the sweep looks at (for tests and metrics). */
 export function sweptLinks(): number {
   return sweep.size;
+}
+
+/** How many times the sweep has looked at a link, and how many ticks it has had (tests). */
+export function sweepCounts(): { visits: number; ticks: number } {
+  return { visits: sweep.visits, ticks: sweep.ticks };
 }
 
 /**
@@ -168,6 +265,8 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
   private deadline = 0;
   private deadlineKind = Deadline.NONE;
   private swept = false;
+  /** The sweep's bucket this link waits in (see Sweep), or -1. */
+  sweepTick = NOT_IN_WHEEL;
   private gone = false;
   /** The client ended its side; ending ours waits in the teardown queue. */
   private endDue = false;
@@ -532,10 +631,32 @@ export class Link implements GuardedConnection, MemorySource, TeardownWork {
 
   private updateSweep(): void {
     const want = !this.gone && (this.sendIdleMs > 0 || this.expectMs > 0 || this.deadlineKind !== Deadline.NONE);
-    if (want === this.swept) return;
+    if (want === this.swept) {
+      // A deadline may have come earlier than the tick the link waits for.
+      if (want) sweep.schedule(this);
+      return;
+    }
     this.swept = want;
     if (want) sweep.add(this);
     else sweep.delete(this);
+  }
+
+  /** Whether the sweep has this link. */
+  get isSwept(): boolean {
+    return this.swept;
+  }
+
+  /**
+   * When the sweep must look at this link next (sweep clock ms): its earliest deadline, the end of
+   * its silence, its next heartbeat. A paused link's silence does not count: it is looked at again
+   * after a whole silence from now. Infinity when nothing is pending (a link closing).
+   */
+  sweepDue(now: number): number {
+    let due = Number.POSITIVE_INFINITY;
+    if (this.deadlineKind !== Deadline.NONE) due = this.deadline;
+    if (this.expectMs > 0) due = Math.min(due, (this.paused === 0 ? this.lastIn : now) + this.expectMs + 1);
+    if (this.sendIdleMs > 0) due = Math.min(due, this.lastOut + this.sendIdleMs);
+    return due;
   }
 
   /** One sweep tick for this link (under its guard). */

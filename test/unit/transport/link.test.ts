@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, test, vi } from 'vitest';
-import { HARD_LIMIT, HIGH_WATERMARK, Link, PauseReason, SWEEP_INTERVAL_MS, SWEEP_SLICE, sweptLinks, type LinkOwner } from '../../../src/transport/link.js';
+import { HARD_LIMIT, HIGH_WATERMARK, Link, PauseReason, SWEEP_INTERVAL_MS, SWEEP_SLICE, sweepCounts, sweptLinks, type LinkOwner } from '../../../src/transport/link.js';
 import { duplexPair } from '../../helpers/duplex-pair.js';
 
 const log = pino({ level: 'silent' });
@@ -236,6 +236,48 @@ describe('Link', () => {
     await until(() => beats() === links.length);
     for (const { server } of links) server.destroy();
     await Promise.all(links.map(({ link }) => link.closed));
+    expect(sweptLinks()).toBe(0);
+  });
+
+  test('the sweep looks at an idle link when its deadline comes, not at every tick; traffic moves the deadline later', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'Date'] });
+    const idle = Array.from({ length: 300 }, () => linked());
+    for (const { link } of idle) link.keepAlive(0, undefined, 60_000);
+    const talker = linked();
+    talker.link.keepAlive(0, undefined, 60_000);
+    // The first tick places them from the fake clock (earlier tests moved it): one look each.
+    vi.advanceTimersByTime(SWEEP_INTERVAL_MS);
+    await until(() => sweepCounts().visits > 0);
+    const v0 = sweepCounts().visits;
+    // 40 s: 160 ticks, and no deadline has come.
+    for (let i = 0; i < 4; i++) {
+      vi.advanceTimersByTime(10_000);
+      talker.client.write(Buffer.from([1]));
+      await until(() => talker.owner.input.length > i);
+    }
+    expect(sweepCounts().visits - v0).toBe(0);
+    // At 60 s the silent ones expire, each looked at once; the talker, heard at 40 s, is looked at and kept.
+    vi.advanceTimersByTime(20_000 + 2 * SWEEP_INTERVAL_MS);
+    await until(() => idle.every(({ owner }) => owner.expired.length === 1));
+    expect(idle.every(({ owner }) => owner.expired[0] === 'silence')).toBe(true);
+    expect(talker.owner.expired).toEqual([]);
+    expect(sweepCounts().visits - v0).toBe(idle.length + 1);
+    // Silent from 40 s, it expires at 100 s.
+    vi.advanceTimersByTime(40_000 + 2 * SWEEP_INTERVAL_MS);
+    expect(talker.owner.expired).toEqual(['silence']);
+    await Promise.all([...idle, talker].map(({ link }) => link.closed));
+    expect(sweptLinks()).toBe(0);
+  });
+
+  test('a deadline set earlier than the tick a link waits for is kept', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'Date'] });
+    const { link, server } = linked();
+    link.keepAlive(0, undefined, 600_000);
+    vi.advanceTimersByTime(5 * SWEEP_INTERVAL_MS);
+    link.closeAfter(1000, Buffer.from('bye'));
+    vi.advanceTimersByTime(1000 + SWEEP_INTERVAL_MS);
+    expect(server.destroyed).toBe(true);
+    await link.closed;
     expect(sweptLinks()).toBe(0);
   });
 
